@@ -1,0 +1,34 @@
+# masklab: `make demo` sets up and runs the main job; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MASKLAB := $(VENV)/bin/masklab
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup demo test lint bench ui clean-experiments
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"masklab needs Python 3.11, found {sys.version.split()[0]}"'
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+demo: setup
+	test -d data/synthetic || $(MASKLAB) data synth
+	$(MASKLAB) train experiment=unet-resnet18_synthetic-96
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: setup
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/cli_startup.py
+
+ui: setup
+	$(MASKLAB) ui

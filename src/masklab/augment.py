@@ -1,0 +1,32 @@
+"""Albumentations pipelines declared in YAML.
+
+A pipeline config is a list of transform nodes, each with a ``_target_`` (any albumentations
+transform, e.g. ``albumentations.HorizontalFlip``) and its arguments. Images stay uint8 here:
+normalisation lives inside the model, so a saved model needs no side recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+
+
+def build_pipeline(nodes: Sequence[Any] | None, seed: int | None = None) -> A.Compose:
+    """Instantiate a list of transform configs (dicts or DictConfigs with ``_target_``) into a Compose.
+
+    The same geometric transform is applied to ``image`` (H, W, 3) uint8, ``mask`` (H, W) and,
+    when given, ``instances`` (H, W), because albumentations treats the extra target as a mask.
+    """
+    from hydra.utils import instantiate
+
+    transforms = [instantiate(node, _convert_="all") for node in (nodes or [])]
+    return A.Compose(transforms, additional_targets={"instances": "mask"}, seed=seed)
+
+
+def apply_pipeline(pipeline: A.Compose, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run a pipeline on one pair; returns the transformed (image, mask) with shapes kept aligned."""
+    out = pipeline(image=image, mask=mask)
+    return out["image"], out["mask"]

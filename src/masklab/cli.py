@@ -1,0 +1,102 @@
+"""`masklab <command> [hydra overrides]`: each command is a Hydra app with its own primary config.
+
+Kept import-light: `masklab --help` must not import torch, Lightning or MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import import_module
+from pathlib import Path
+
+CONF_DIR = str(Path(__file__).parent / "conf")
+
+# command words -> (primary config, "module:function", one-line help)
+COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
+    ("train",): ("train", "masklab.commands.train:train", "train a model, evaluate it, log it to MLflow"),
+    ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
+                    "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
+    ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),
+    ("data", "import"): ("data_import", "masklab.commands.data:import_",
+                         "import images + masks folders (format=folder) into data/<name>"),
+    ("data", "check"): ("data_check", "masklab.commands.data:check", "list every problem of a dataset"),
+    ("data", "preview"): ("data_preview", "masklab.commands.data:preview",
+                          "PNG grid of augmented samples with mask overlays"),
+    ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
+}
+
+USAGE = """usage: masklab <command> [hydra overrides] [--cfg job] [-m key=a,b ...]
+
+commands:
+{commands}
+
+Every command takes Hydra overrides (key=value, group=option), e.g.
+  masklab train model=fpn model.encoder=resnet34 trainer.max_epochs=5
+  masklab train experiment=unet-resnet18_synthetic-96
+  masklab train debug=fast -m optimizer.lr=0.001,0.003    (a sweep: one MLflow run each)
+  masklab train --cfg job                                  (print the composed config)
+  masklab <command> --help                                 (config groups and options)
+Set HYDRA_FULL_ERROR=1 to see full tracebacks."""
+
+
+def usage(prefix: tuple[str, ...] = ()) -> str:
+    lines = [f"  {' '.join(words):<16} {entry[2]}" for words, entry in COMMANDS.items() if words[: len(prefix)] == prefix]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the user's input is wrong: shown as one line, no traceback."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from masklab.data.format import DatasetFormatError
+    from masklab.errors import UserError
+
+    return (UserError, DatasetFormatError, OmegaConfBaseException, FileNotFoundError, FileExistsError, ValueError)
+
+
+def as_task(words: tuple[str, ...], target: str):
+    """Wrap a command function so a user's mistake exits 2 with a one-line message."""
+    module_name, func_name = target.split(":")
+
+    def task(cfg):
+        func = getattr(import_module(module_name), func_name)
+        try:
+            return func(cfg)
+        except user_error_types() as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"masklab {' '.join(words)}: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    task.__name__ = "_".join(words)
+    task.__module__ = __name__
+    return task
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in COMMANDS:
+            break
+    else:
+        known = sorted({w[0] for w in COMMANDS})
+        if argv[0] in known:  # e.g. `masklab data` or `masklab data bogus`
+            print(usage((argv[0],)), file=sys.stderr if len(argv) > 1 else sys.stdout)
+            raise SystemExit(2 if len(argv) > 1 else 0)
+        print(f"masklab: unknown command '{argv[0]}'; expected one of {known}\n\n{usage()}", file=sys.stderr)
+        raise SystemExit(2)
+    config_name, target, _ = COMMANDS[words]
+    import hydra
+
+    sys.argv = [f"masklab {' '.join(words)}", *argv[len(words):]]
+    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(as_task(words, target))()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""`masklab data synth|import|check|preview`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from masklab.commands.common import open_dataset, to_plain
+from masklab.data.format import Dataset
+from masklab.errors import UserError
+
+
+def summary(dataset: Dataset) -> str:
+    """One line: where, how many samples per split, which classes."""
+    counts = Counter(s.split for s in dataset.samples)
+    splits = ", ".join(f"{k} {counts[k]}" for k in ("train", "val", "test") if counts[k])
+    classes = ", ".join(f"{c.id}={c.name}" for c in dataset.class_table.classes)
+    return f"{dataset.root}: {len(dataset.samples)} samples ({splits}); classes {classes}"
+
+
+def synth(cfg: DictConfig) -> None:
+    from masklab.data.synth import synthesize
+
+    if not cfg.data.get("synth"):
+        raise UserError(f"data={cfg.data.name} has no 'synth' settings; use data=synthetic")
+    root = Path(cfg.data.root)
+    if root.exists() and not cfg.overwrite:
+        raise UserError(f"{root} already exists; pass overwrite=true to replace it")
+    dataset = synthesize(root, **to_plain(cfg.data.synth), overwrite=cfg.overwrite)
+    print("Wrote", summary(dataset))
+
+
+def import_(cfg: DictConfig) -> None:
+    from masklab.data.check import check_dataset, format_problems
+    from masklab.data.import_folder import import_folder
+
+    if cfg.format != "folder":
+        raise UserError(f"format={cfg.format}: unknown; expected one of [folder]")
+    for key in ("images", "masks"):
+        if not Path(cfg[key]).is_dir():
+            raise UserError(f"{key}={cfg[key]}: folder does not exist")
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise UserError(f"{out} already exists; pass overwrite=true to replace it")
+    dataset = import_folder(
+        Path(cfg.images), Path(cfg.masks), out,
+        classes=to_plain(cfg.classes), mask_mode=cfg.mask_mode, colors=to_plain(cfg.colors), snap=cfg.snap,
+        threshold=cfg.threshold, remap=to_plain(cfg.remap), ignore_index=cfg.ignore_index,
+        split_mode=cfg.split_mode, fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists),
+        seed=cfg.seed, overwrite=cfg.overwrite,
+    )
+    print("Imported", summary(dataset))
+    problems = check_dataset(out)
+    if problems:
+        print(format_problems(problems))
+
+
+def check(cfg: DictConfig) -> None:
+    from masklab.data.check import check_dataset, format_problems
+
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    problems = check_dataset(dataset.root)
+    print(summary(dataset))
+    print(format_problems(problems) if problems else "No problems found.")
+    if any(p.severity == "error" for p in problems):
+        raise SystemExit(1)
+
+
+def preview(cfg: DictConfig) -> None:
+    from masklab.augment import build_pipeline
+    from masklab.data.datamodule import SegmentationSplit
+    from masklab.report.preview import legend, preview_grid, save_preview
+
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    samples = dataset.split(cfg.split)
+    if not samples:
+        raise UserError(f"dataset {dataset.root}: split '{cfg.split}' is empty")
+    split = SegmentationSplit(dataset, samples, build_pipeline(cfg.augment.train, seed=cfg.seed))
+    grid = preview_grid(split, dataset.class_table, cfg.rows, cfg.cols, cfg.repeats, cfg.alpha)
+    path = save_preview(grid, legend(dataset.class_table), Path(cfg.output))
+    print(f"Wrote {path}")

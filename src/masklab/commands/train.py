@@ -1,0 +1,137 @@
+"""`masklab train`: compose, check data, fit with Lightning, evaluate the best checkpoint, track in MLflow."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from masklab.commands.common import open_dataset, print_config, to_plain
+from masklab.errors import UserError
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: a path, or "last" = ``<resume_dir>/checkpoints/last.ckpt``."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        if not cfg.resume_dir:
+            raise UserError("ckpt_path=last needs resume_dir=<run folder> (the folder holding checkpoints/)")
+        path = Path(cfg.resume_dir) / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path: checkpoint {path} does not exist")
+    return str(path)
+
+
+def train(cfg: DictConfig) -> float:
+    """Train, evaluate and log one run; returns the best value of ``cfg.monitor`` (for sweeps)."""
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from masklab.augment import build_pipeline
+    from masklab.data.datamodule import SegmentationDataModule
+    from masklab.evaluation.checkpoint import read_checkpoint_meta
+    from masklab.training.module import CHECKPOINT_META_KEY, SegmentationModule
+    from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
+
+    print_config(cfg, f"masklab train — {cfg.experiment_name}")
+    pl.seed_everything(cfg.seed, workers=True)
+    resume = resolve_resume(cfg)
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    table = dataset.class_table
+    for split in ("train", "val"):
+        if not dataset.split(split):
+            raise UserError(f"dataset {dataset.root}: split '{split}' is empty; training needs train and val samples")
+
+    plain_cfg = to_plain(cfg)
+    model_spec = to_plain(cfg.model)
+    model = instantiate(cfg.model, num_classes=table.num_classes)
+    loss = instantiate(cfg.loss, ignore_index=table.ignore_index)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    datamodule = SegmentationDataModule(
+        dataset,
+        build_pipeline(cfg.augment.train, seed=cfg.seed),
+        build_pipeline(cfg.augment.eval, seed=cfg.seed),
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+
+    # A resumed run continues its own MLflow run.
+    previous_run = read_checkpoint_meta(resume)[CHECKPOINT_META_KEY].get("mlflow_run_id") if resume else None
+    logger = make_lightning_logger(
+        cfg.logger.tracking_uri, cfg.logger.artifact_root, cfg.logger.experiment_name, cfg.logger.run_name,
+        {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}, run_id=previous_run,
+    )
+    run = RunLog(cfg.logger.tracking_uri, logger.run_id)
+    manifest_hash = dataset.manifest_hash
+    output_dir = Path(cfg.paths.output_dir)
+    if not previous_run:
+        run.params(flatten(plain_cfg))
+        run.yaml(plain_cfg, "config/config.yaml")
+    run.tags({
+        "masklab.git_commit": git_commit(Path.cwd()) or "unknown",
+        "masklab.dataset": dataset.name,
+        "masklab.dataset_root": str(dataset.root.resolve()),
+        "masklab.manifest_sha256": manifest_hash,
+        "masklab.output_dir": str(output_dir.resolve()),
+        "masklab.command": "train",
+    })
+
+    meta = {
+        "model": model_spec,
+        "classes": table.to_dict(),
+        "dataset": {"name": dataset.name, "manifest_sha256": manifest_hash},
+        "config": plain_cfg,
+        "mlflow_run_id": logger.run_id,
+        "mlflow_tracking_uri": cfg.logger.tracking_uri,
+    }
+    module = SegmentationModule(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
+    last_path = Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
+    log_checkpoints(run, best_path, last_path)
+    best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
+        else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
+
+    if cfg.evaluate_after and best_path is not None:
+        from masklab.commands.evaluate import evaluate_checkpoint
+
+        for split in ("val", "test"):
+            if dataset.split(split):
+                evaluate_checkpoint(best_path, dataset, cfg.augment.eval, split, output_dir, run)
+
+    print(f"\nBest {cfg.monitor}: {best_value:.4f}   checkpoint: {best_path}")
+    expected = cfg.get("expected")
+    if expected and expected.metric == cfg.monitor:
+        verdict = "reached" if best_value >= expected.value else "NOT reached"
+        print(f"Expected {expected.metric} >= {expected.value}: {verdict}")
+        run.tags({"masklab.expected_reached": str(best_value >= expected.value)})
+    print(f"MLflow run {logger.run_id} in {cfg.logger.tracking_uri}")
+    print("Open the MLflow UI with:  masklab ui   (then http://127.0.0.1:5000)")
+    return best_value
+
+
+def log_checkpoints(run, best: Path | None, last: Path | None) -> None:
+    """Log the best and last checkpoints as ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``."""
+    from masklab.tracking.runs import CHECKPOINT_ARTIFACT_DIR
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, path in (("best.ckpt", best), ("last.ckpt", last)):
+            if path is None or not path.is_file():
+                continue
+            staged = Path(tmp) / name
+            try:
+                staged.hardlink_to(path)  # no copy of a large file where the filesystem allows it
+            except OSError:
+                shutil.copyfile(path, staged)
+            run.file(staged, CHECKPOINT_ARTIFACT_DIR)

@@ -1,0 +1,27 @@
+"""`masklab ui`: the MLflow UI for the configured store, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from omegaconf import DictConfig
+
+
+def ui(cfg: DictConfig) -> None:
+    from masklab.tracking.runs import is_local_store, prepare_store
+
+    uri = cfg.logger.tracking_uri
+    if not is_local_store(uri):
+        print(f"The tracking store is a server already: open {uri}")
+        return
+    prepare_store(uri)
+    print(f"MLflow UI for {uri} at http://{cfg.host}:{cfg.port}  (Ctrl-C stops it)")
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", str(cfg.host),
+           "--port", str(cfg.port)]
+    try:
+        subprocess.run(cmd, env=env, check=False)
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,324 @@
+"""Dataset checker: reads a masklab dataset and lists every problem it finds, not just the first.
+
+``check_dataset`` does the full pixel-level scan; ``check_cached`` skips it when nothing on disk
+changed since the last scan; ``format_problems`` renders the result for a terminal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from masklab.data.format import (
+    CLASSES_FILE,
+    MANIFEST_FILE,
+    SPLITS,
+    ClassTable,
+    DatasetFormatError,
+    Sample,
+    file_sha256,
+    load_class_table,
+)
+
+Severity = Literal["error", "warning"]
+
+# EXIF tag 0x0112; 1 means "pixels are stored upright".
+_EXIF_ORIENTATION = 0x0112
+_CACHE_VERSION = 1
+_SAMPLE_FIELDS = {f for f in Sample.__dataclass_fields__}
+_REQUIRED_FIELDS = ("id", "image", "split", "width", "height", "image_sha256")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding about a dataset file: what was found and what was expected instead."""
+
+    severity: Severity
+    file: str
+    kind: str
+    found: str
+    expected: str
+
+    def __str__(self) -> str:
+        return f"{self.severity.upper()} {self.file}: {self.kind}: found {self.found}; expected {self.expected}"
+
+
+class _Problems(list[Problem]):
+    """A problem list with shorthands, so each check stays one readable call."""
+
+    def error(self, file: str, kind: str, found: str, expected: str) -> None:
+        self.append(Problem("error", file, kind, found, expected))
+
+    def warning(self, file: str, kind: str, found: str, expected: str) -> None:
+        self.append(Problem("warning", file, kind, found, expected))
+
+
+def _count_values(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> str:
+    """'7 (64 px), 9 (3 px)' for the most frequent values, so messages stay one line."""
+    order = np.argsort(-counts, kind="stable")
+    parts = [f"{int(values[i])} ({int(counts[i])} px)" for i in order[:limit]]
+    if len(values) > limit:
+        parts.append(f"... {len(values) - limit} more values")
+    return ", ".join(parts)
+
+
+def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
+    """Parse manifest.jsonl leniently: every bad row becomes a problem instead of stopping the scan."""
+    path = root / MANIFEST_FILE
+    if not path.is_file():
+        problems.error(MANIFEST_FILE, "missing file", "no manifest.jsonl", "the dataset manifest")
+        return []
+    rows: list[tuple[int, Sample]] = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{MANIFEST_FILE}:{lineno}"
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.error(where, "bad manifest row", f"invalid JSON ({exc.msg})", "one JSON object")
+            continue
+        if not isinstance(raw, dict):
+            problems.error(where, "bad manifest row", f"{type(raw).__name__}", "a JSON object")
+            continue
+        missing = [k for k in _REQUIRED_FIELDS if k not in raw]
+        if missing:
+            problems.error(where, "bad manifest row", f"missing {missing}", f"{list(_REQUIRED_FIELDS)}")
+            continue
+        raw.setdefault("mask", None)
+        rows.append((lineno, Sample(**{k: v for k, v in raw.items() if k in _SAMPLE_FIELDS})))
+    return rows
+
+
+def _check_image(root: Path, s: Sample, problems: _Problems) -> tuple[int, int] | None:
+    """Check one image file; returns its (width, height) when it could be opened."""
+    path = root / s.image
+    if not path.is_file():
+        problems.error(s.image, "missing file", "no such file", f"image of sample '{s.id}'")
+        return None
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+            try:
+                orientation = im.getexif().get(_EXIF_ORIENTATION)
+            except Exception:  # a broken EXIF block must not hide the pixel checks below
+                orientation = None
+            im.load()  # decodes every pixel: this is what catches truncated files
+    except Exception as exc:
+        problems.error(s.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        return None
+    if mode in ("RGBA", "LA", "PA"):
+        problems.warning(s.image, "alpha channel", f"mode {mode}", "RGB or L (alpha is dropped)")
+    elif mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        problems.warning(s.image, "high bit depth", f"mode {mode}", "8-bit (rescaled min..max per image)")
+    elif mode == "P":
+        problems.warning(s.image, "palette image", "mode P", "RGB or L (converted via palette)")
+    elif mode not in ("RGB", "L"):
+        problems.warning(s.image, "unusual image mode", f"mode {mode}", "RGB or L")
+    if orientation not in (None, 1):
+        problems.warning(
+            s.image,
+            "EXIF orientation",
+            f"orientation tag {orientation}",
+            "1 (pixels on disk are rotated/flipped relative to how viewers show them; masks follow the disk)",
+        )
+    if size != (s.width, s.height):
+        problems.error(s.image, "size mismatch", f"{size[0]}x{size[1]}", f"{s.width}x{s.height} (manifest)")
+    if s.image_sha256 and file_sha256(path) != s.image_sha256:
+        problems.error(s.image, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
+    return size
+
+
+def _check_mask(
+    root: Path, s: Sample, image_size: tuple[int, int] | None, table: ClassTable | None, problems: _Problems
+) -> None:
+    if not s.mask:
+        problems.error(f"sample '{s.id}'", "no mask", "mask is empty", "a mask file")
+        return
+    path = root / s.mask
+    if not path.is_file():
+        problems.error(s.mask, "missing file", "no such file", f"mask of sample '{s.id}'")
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode, size = im.mode, im.size
+            arr = np.asarray(im) if mode in ("L", "P", "I;16", "I;16B", "I;16L", "I") else None
+    except Exception as exc:
+        problems.error(s.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable PNG")
+        return
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        problems.error(s.mask, "mask bit depth", f"mode {mode} (16/32-bit)", "8-bit single-channel L")
+    elif mode == "P":
+        problems.warning(s.mask, "palette mask", "mode P", "L (palette indices are read as class ids)")
+    elif mode != "L":
+        problems.error(s.mask, "mask not single-channel", f"mode {mode}", "8-bit single-channel L of class ids")
+    if image_size is not None and size != image_size:
+        problems.error(s.mask, "size mismatch", f"{size[0]}x{size[1]}", f"{image_size[0]}x{image_size[1]} (image)")
+    elif size != (s.width, s.height):
+        problems.error(s.mask, "size mismatch", f"{size[0]}x{size[1]}", f"{s.width}x{s.height} (manifest)")
+    if arr is not None and table is not None:
+        values, counts = np.unique(arr, return_counts=True)
+        allowed = set(table.ids) | {table.ignore_index}
+        bad = np.array([int(v) not in allowed for v in values], dtype=bool)
+        if bad.any():
+            problems.error(
+                s.mask,
+                "unknown mask values",
+                _count_values(values[bad], counts[bad]),
+                f"class ids {table.ids} or ignore_index {table.ignore_index}",
+            )
+    if s.mask_sha256 and file_sha256(path) != s.mask_sha256:
+        problems.error(s.mask, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
+
+
+def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: _Problems) -> None:
+    if not s.instances:
+        return
+    path = root / s.instances
+    if not path.is_file():
+        problems.error(s.instances, "missing file", "no such file", f"instances of sample '{s.id}'")
+        return
+    try:
+        with Image.open(path) as im:
+            im.load()
+            size = im.size
+    except Exception as exc:
+        problems.error(s.instances, "unreadable instances", f"{type(exc).__name__}: {exc}", "a PNG")
+        return
+    if size != (s.width, s.height):
+        problems.error(s.instances, "size mismatch", f"{size[0]}x{size[1]}", f"{s.width}x{s.height} (manifest)")
+    if table is not None:
+        bad = {k: v for k, v in s.instance_classes.items() if v not in table.ids}
+        if bad:
+            problems.error(s.instances, "unknown instance classes", f"{bad}", f"class ids {table.ids}")
+
+
+def check_dataset(root: Path) -> list[Problem]:
+    """Read every file of a masklab dataset and return all problems found (empty list: clean)."""
+    root = Path(root)
+    problems = _Problems()
+    if not root.is_dir():
+        return [Problem("error", str(root), "missing dataset", "no such folder", "a masklab dataset folder")]
+    table: ClassTable | None = None
+    try:
+        table = load_class_table(root)
+    except DatasetFormatError as exc:
+        problems.error(CLASSES_FILE, "bad classes file", str(exc), "valid classes.yaml")
+    rows = _read_manifest(root, problems)
+
+    ids = Counter(s.id for _, s in rows)
+    for sid, n in sorted(ids.items()):
+        if n > 1:
+            lines = [str(no) for no, s in rows if s.id == sid]
+            problems.error(
+                MANIFEST_FILE, "duplicate id", f"'{sid}' {n} times (lines {', '.join(lines)})", "unique sample ids"
+            )
+
+    referenced: set[str] = set()
+    # Someone may have set Pillow's global LOAD_TRUNCATED_IMAGES; truncated files must still fail here.
+    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns about e.g. odd EXIF blocks; the problems below say what matters.
+            warnings.simplefilter("ignore")
+            for lineno, s in rows:
+                referenced.update(p for p in (s.image, s.mask, s.instances) if p)
+                if s.split not in SPLITS:
+                    where = f"{MANIFEST_FILE}:{lineno}"
+                    problems.error(where, "unknown split", f"'{s.split}'", f"one of {list(SPLITS)}")
+                size = _check_image(root, s, problems)
+                _check_mask(root, s, size, table, problems)
+                _check_instances(root, s, table, problems)
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+
+    for split, severity in (("train", "error"), ("val", "warning")):
+        if not any(s.split == split for _, s in rows):
+            problems.append(
+                Problem(
+                    severity, MANIFEST_FILE, "empty split", f"no '{split}' samples", f"at least one '{split}' sample"
+                )
+            )
+
+    for sub in ("images", "masks", "instances"):
+        folder = root / sub
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                rel = f"{sub}/{f.name}"
+                if f.is_file() and rel not in referenced:
+                    problems.warning(rel, "unreferenced file", "not in manifest", "listed in manifest")
+    return list(problems)
+
+
+def _dataset_key(root: Path) -> str:
+    """Hash of everything a check depends on: manifest and classes content plus file sizes/mtimes."""
+    h = hashlib.sha256(f"v{_CACHE_VERSION}".encode())
+    for name in (MANIFEST_FILE, CLASSES_FILE):
+        path = root / name
+        h.update(name.encode())
+        h.update(file_sha256(path).encode() if path.is_file() else b"<missing>")
+    for sub in ("images", "masks", "instances"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for f in sorted(folder.iterdir()):
+            st = f.stat()
+            h.update(f"{sub}/{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def check_cached(root: Path, cache_dir: Path) -> list[Problem]:
+    """Like :func:`check_dataset`, but reuses the stored result while the dataset files are unchanged."""
+    root = Path(root).resolve()
+    cache_dir = Path(cache_dir)
+    if not root.is_dir():
+        return check_dataset(root)
+    key = _dataset_key(root)
+    # One cache file per dataset folder, overwritten when stale, so the cache does not grow.
+    cache_file = cache_dir / f"check-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}.json"
+    if cache_file.is_file():
+        try:
+            raw = json.loads(cache_file.read_text())
+            if raw.get("key") == key:
+                return [Problem(**p) for p in raw["problems"]]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a corrupt cache is just a miss
+    problems = check_dataset(root)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"key": key, "root": str(root), "problems": [asdict(p) for p in problems]}, indent=1))
+    os.replace(tmp, cache_file)
+    return problems
+
+
+def format_problems(problems: _Problems) -> str:
+    """Table-like text: errors first, then warnings, followed by counts per severity and kind."""
+    if not problems:
+        return "no problems found"
+    ordered = sorted(problems, key=lambda p: 0 if p.severity == "error" else 1)  # stable: keeps file order
+    header = ("severity", "file", "kind", "found", "expected")
+    rows = [header] + [(p.severity, p.file, p.kind, p.found, p.expected) for p in ordered]
+    # Long file/kind cells would push everything right; cap the aligned columns and let the rest run on.
+    widths = [min(max(len(r[i]) for r in rows), cap) for i, cap in enumerate((8, 48, 26, 40))]
+    lines = []
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) for i in range(4)] + [r[4]]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths) + "  --------")
+    n_err = sum(p.severity == "error" for p in problems)
+    n_warn = len(problems) - n_err
+    kinds = Counter((p.severity, p.kind) for p in ordered)
+    summary = ", ".join(f"{kind} x{n}" for (_, kind), n in kinds.items())
+    lines.append("")
+    lines.append(f"{n_err} error{'s' if n_err != 1 else ''}, {n_warn} warning{'s' if n_warn != 1 else ''} ({summary})")
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""Torch datasets and the Lightning DataModule over a masklab dataset folder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from masklab.data.format import Dataset, Sample, read_image, read_mask
+
+
+class SegmentationSplit(torch.utils.data.Dataset):
+    """Samples of one split. Item: ``image`` (3, H, W) uint8, ``mask`` (H, W) int64, ``id`` str."""
+
+    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: A.Compose | None):
+        self.root = dataset.root
+        self.samples = list(samples)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The untransformed pair: image (H, W, 3) uint8 and mask (H, W) uint8."""
+        s = self.samples[index]
+        return read_image(self.root / s.image), read_mask(self.root / s.mask)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self.load(index)
+        if self.transform is not None:
+            out = self.transform(image=image, mask=mask)
+            image, mask = out["image"], out["mask"]
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "id": self.samples[index].id,
+        }
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """Train/val/test loaders of a masklab dataset; the train loader shuffles with a seeded generator."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        train_transform: A.Compose | None,
+        eval_transform: A.Compose | None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.dataset = dataset
+        self.train_transform = train_transform
+        self.eval_transform = eval_transform
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def split(self, name: str, train: bool = False) -> SegmentationSplit:
+        return SegmentationSplit(self.dataset, self.dataset.split(name), self.train_transform if train else self.eval_transform)
+
+    def loader(self, name: str, train: bool = False) -> DataLoader:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.split(name, train),
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(self.dataset.split(name)) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=gen,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

@@ -1,0 +1,583 @@
+"""Import a folder of images plus a folder of masks into the masklab dataset format.
+
+Every input problem (missing pair, size mismatch, unreadable file, unmapped mask value, ...)
+is collected first and raised together as :class:`ImportProblems`; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from masklab.data.check import Problem
+from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_MODES = ("index", "binary", "rgb", "auto")
+SNAPS = ("none", "threshold", "nearest")
+SPLIT_MODES = ("random", "subfolders", "lists", "none")
+DEFAULT_FRACTIONS: Mapping[str, float] = MappingProxyType({"train": 0.8, "val": 0.1, "test": 0.1})
+# Folder names people actually use for splits in "subfolders" mode.
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+IGNORE = "ignore"
+# Derived index classes beyond this almost always mean a greyscale/interpolated mask, not class ids.
+MAX_DERIVED_CLASSES = 64
+# With snap="nearest", a colour this far (RGB distance) from every palette colour and from every
+# blend of two palette colours, covering this share of a mask, is a missing class, not JPEG noise.
+FAR_COLOR_DISTANCE = 64.0
+FAR_COLOR_SHARE = 0.01
+_SINGLE_CHANNEL = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
+
+
+class ImportProblems(ValueError):
+    """All problems found in an import's input; the message lists one per line."""
+
+    def __init__(self, problems: list[Problem], source: str):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) importing {source}; nothing was written:\n{lines}")
+
+
+@dataclass
+class _Pair:
+    id: str
+    image: Path
+    mask: Path
+    split: str | None = None
+
+
+class _Problems(list[Problem]):
+    def add(self, file: Path | str, kind: str, found: str, expected: str) -> None:
+        self.append(Problem("error", str(file), kind, found, expected))
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def _parse_int_key(key: object, what: str) -> int:
+    try:
+        return int(key)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: key {key!r} is not an integer") from None
+
+
+def _parse_remap(remap: Mapping | None, ignore_index: int) -> dict[int, int]:
+    """{source: class id | "ignore"} -> {source: target value}; string keys from YAML/CLI are accepted."""
+    out: dict[int, int] = {}
+    for key, target in (remap or {}).items():
+        src = _parse_int_key(key, "remap")
+        if isinstance(target, str) and target.strip().lower() == IGNORE:
+            out[src] = ignore_index
+        else:
+            try:
+                out[src] = int(target)
+            except (TypeError, ValueError):
+                raise ValueError(f"remap: target {target!r} for {src} is neither a class id nor 'ignore'") from None
+    return out
+
+
+def _parse_colors(colors: Mapping | None, ignore_index: int) -> dict[tuple[int, int, int], int]:
+    """{class id | "ignore": [r, g, b]} -> {(r, g, b): value}."""
+    out: dict[tuple[int, int, int], int] = {}
+    for key, rgb in (colors or {}).items():
+        value = ignore_index if str(key).strip().lower() == IGNORE else _parse_int_key(key, "colors")
+        try:
+            color = tuple(int(c) for c in rgb)
+        except (TypeError, ValueError):
+            raise ValueError(f"colors: {key}: {rgb!r} is not [r, g, b]") from None
+        if len(color) != 3 or not all(0 <= c <= 255 for c in color):
+            raise ValueError(f"colors: {key}: {list(color)} is not three values 0..255")
+        if color in out and out[color] != value:
+            raise ValueError(f"colors: {list(color)} is given for both {out[color]} and {key}")
+        out[color] = value  # type: ignore[index]
+    return out
+
+
+def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
+    unknown = set(fractions) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"fractions: unknown split(s) {sorted(unknown)}; expected keys from {list(SPLITS)}")
+    out = {s: float(fractions.get(s, 0.0)) for s in SPLITS}
+    if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-6:
+        raise ValueError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
+    return out
+
+
+# ----------------------------------------------------------------------------- pairing and splits
+
+
+def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path]:
+    """Map relative path stem -> file for every image-like file; a stem present twice is a problem."""
+    found: dict[str, list[Path]] = {}
+    files: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    for f in sorted(files):
+        rel = f.relative_to(folder)
+        if not f.is_file() or f.suffix.lower() not in IMAGE_EXTS or any(p.startswith(".") for p in rel.parts):
+            continue
+        found.setdefault(rel.with_suffix("").as_posix(), []).append(f)
+    for stem, paths in found.items():
+        if len(paths) > 1:
+            problems.add(
+                folder / stem, "duplicate stem", ", ".join(p.name for p in paths), "one file per stem (which one?)"
+            )
+    return {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
+
+
+def _pair(images: dict[str, Path], masks: dict[str, Path], split: str | None, problems: _Problems) -> list[_Pair]:
+    for stem in sorted(images.keys() - masks.keys()):
+        problems.add(images[stem], "missing mask", "no mask with this stem", "a mask file with the same stem")
+    for stem in sorted(masks.keys() - images.keys()):
+        problems.add(masks[stem], "missing image", "no image with this stem", "an image file with the same stem")
+    return [_Pair(stem, images[stem], masks[stem], split) for stem in sorted(images.keys() & masks.keys())]
+
+
+def _split_dirs(folder: Path, problems: _Problems) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        split = SPLIT_ALIASES.get(child.name.lower())
+        if child.is_dir() and split:
+            out.setdefault(split, []).append(child)
+        elif child.is_dir():
+            problems.add(child, "unknown split folder", child.name, f"one of {sorted(SPLIT_ALIASES)}")
+        elif child.suffix.lower() in IMAGE_EXTS:
+            problems.add(child, "file outside split folders", child.name, "inside train/, val/ or test/")
+    return out
+
+
+def _pairs_subfolders(images: Path, masks: Path, problems: _Problems) -> list[_Pair]:
+    img_dirs, mask_dirs = _split_dirs(images, problems), _split_dirs(masks, problems)
+    pairs: list[_Pair] = []
+    for split in SPLITS:
+        img_files: dict[str, Path] = {}
+        mask_files: dict[str, Path] = {}
+        for target, dirs in ((img_files, img_dirs.get(split, [])), (mask_files, mask_dirs.get(split, []))):
+            for d in dirs:
+                for stem, path in _scan(d, recursive=True, problems=problems).items():
+                    if stem in target:  # e.g. val/a.png and valid/a.png
+                        problems.add(path, "duplicate stem", f"also {target[stem]}", "one file per stem")
+                    else:
+                        target[stem] = path
+        pairs += _pair(img_files, mask_files, split, problems)
+    seen: dict[str, _Pair] = {}
+    for p in pairs:
+        if p.id in seen:
+            problems.add(p.image, "duplicate id", f"'{p.id}' in {seen[p.id].split} and {p.split}", "unique stems")
+        seen[p.id] = p
+    return pairs
+
+
+def _read_list(path: Path, problems: _Problems) -> list[str]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        problems.add(path, "unreadable split list", f"{type(exc).__name__}: {exc}", "a text file of stems")
+        return []
+    stems = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        # Lists often carry file names ("a.png"); the stem is what pairs files.
+        stems.append(line[: -len(Path(line).suffix)] if Path(line).suffix.lower() in IMAGE_EXTS else line)
+    return stems
+
+
+def _assign_lists(pairs: list[_Pair], split_lists: Mapping[str, Path], problems: _Problems) -> None:
+    where: dict[str, str] = {}
+    for split, path in split_lists.items():
+        for stem in _read_list(Path(path), problems):
+            if stem in where and where[stem] != split:
+                problems.add(path, "stem in two splits", f"'{stem}' in {where[stem]} and {split}", "one split per stem")
+            where.setdefault(stem, split)
+    ids = {p.id for p in pairs}
+    for stem in sorted(where.keys() - ids):
+        problems.add(split_lists[where[stem]], "listed stem not found", f"'{stem}'", "an image/mask pair")
+    for p in pairs:
+        p.split = where.get(p.id)
+        if p.split is None:
+            problems.add(p.image, "stem in no split list", f"'{p.id}'", f"listed in one of {sorted(split_lists)}")
+
+
+def _assign_random(pairs: list[_Pair], fractions: dict[str, float], seed: int) -> None:
+    """Seeded shuffle of the sorted ids, cut by fractions (largest-remainder rounding)."""
+    order = sorted(p.id for p in pairs)
+    random.Random(seed).shuffle(order)
+    n = len(order)
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    exact = {s: n * fractions[s] for s in wanted}
+    counts = {s: int(exact[s]) for s in wanted}
+    for s in sorted(wanted, key=lambda s: (counts[s] - exact[s], SPLITS.index(s)))[: n - sum(counts.values())]:
+        counts[s] += 1
+    # A split asked for should not end up empty on a small dataset (an empty val breaks training).
+    for s in wanted:
+        donor = max(wanted, key=lambda d: counts[d])
+        if counts[s] == 0 and counts[donor] > 1:
+            counts[donor] -= 1
+            counts[s] += 1
+    split_of: dict[str, str] = {}
+    start = 0
+    for s in wanted:
+        split_of.update(dict.fromkeys(order[start : start + counts[s]], s))
+        start += counts[s]
+    for p in pairs:
+        p.split = split_of[p.id]
+
+
+# ----------------------------------------------------------------------------- masks
+
+
+def _describe(values: Iterable[tuple[object, int]], limit: int = 6) -> str:
+    items = list(values)
+    text = ", ".join(f"{v} ({n} px)" for v, n in items[:limit])
+    return text + (f", ... {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _read_raw_mask(path: Path, want_rgb: bool, want_gray: bool) -> tuple[np.ndarray, str]:
+    """Mask pixels as (H, W) int32 or (H, W, 3) uint8 when it is a colour image; also its mode."""
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if want_rgb:
+            return np.asarray(im.convert("RGB")), mode
+        if mode in _SINGLE_CHANNEL:
+            return np.asarray(im).astype(np.int32), mode
+        if want_gray or mode == "LA":
+            return np.asarray(im.convert("L")).astype(np.int32), mode
+        return np.asarray(im.convert("RGB")), mode
+
+
+def _segment_distance(points: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Distance of each point to the nearest palette colour or straight blend of two palette colours."""
+    best = np.min(np.linalg.norm(points[:, None, :] - palette[None, :, :], axis=2), axis=1)
+    for i in range(len(palette)):
+        for j in range(i + 1, len(palette)):
+            a, d = palette[i], palette[j] - palette[i]
+            t = np.clip((points - a) @ d / max(float(d @ d), 1e-9), 0.0, 1.0)
+            best = np.minimum(best, np.linalg.norm(points - (a + t[:, None] * d), axis=1))
+    return best
+
+
+class _MaskConverter:
+    """Turns one mask file into a class-index array; returns problems instead of raising."""
+
+    def __init__(
+        self,
+        mode: str,
+        snap: str,
+        threshold: int,
+        remap: dict[int, int],
+        colors: dict[tuple[int, int, int], int],
+        ignore_index: int,
+        allowed: set[int] | None,
+    ):
+        self.mode, self.snap, self.threshold = mode, snap, threshold
+        self.remap, self.colors, self.ignore = remap, colors, ignore_index
+        self.allowed = allowed  # None: classes are derived from what the masks contain
+
+    def __call__(self, path: Path, problems: _Problems) -> np.ndarray | None:
+        raw, pil_mode = _read_raw_mask(path, self.mode == "rgb", self.mode == "binary" and self.snap == "threshold")
+        if self.mode == "rgb":
+            return self._rgb(path, raw, problems)
+        jpeg = path.suffix.lower() in (".jpg", ".jpeg")
+        if self.mode == "index" and jpeg:
+            problems.add(
+                path,
+                "lossy mask",
+                "JPEG index mask (compression noise changes class ids)",
+                "PNG class ids; for JPEG use mask_mode='binary' snap='threshold' or mask_mode='rgb' snap='nearest'",
+            )
+            return None
+        if raw.ndim == 3:
+            if not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])):
+                problems.add(
+                    path,
+                    "colour mask",
+                    f"mode {pil_mode} with differing channels",
+                    "single-channel values (use mask_mode='rgb' with colors, or snap='threshold' for binary)",
+                )
+                return None
+            raw = raw[..., 0].astype(np.int32)  # grey stored as RGB: all channels carry the same value
+        values, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
+        lut = np.zeros(len(values), dtype=np.int64)
+        unmapped: list[tuple[object, int]] = []
+        if self.mode == "binary" and self.snap != "threshold":
+            plain = {int(v) for v in values} - self.remap.keys()
+            if {1, 255} <= plain:
+                problems.add(path, "ambiguous binary mask", "both 1 and 255 present", "{0,255} or {0,1}")
+                return None
+        for k, v in enumerate(int(v) for v in values):
+            if v in self.remap:
+                lut[k] = self.remap[v]
+            elif self.mode == "index":
+                lut[k] = v
+            elif self.snap == "threshold":
+                lut[k] = int(v >= self.threshold)
+            elif v in (0, 1, 255):
+                lut[k] = int(v != 0)
+            else:
+                unmapped.append((v, int(counts[k])))
+        if unmapped:
+            hint = "; JPEG masks need snap='threshold'" if jpeg else ""
+            problems.add(path, "mask value not binary", _describe(unmapped), f"0 and 255 (or 0 and 1){hint}")
+            return None
+        target = lut[inverse.reshape(raw.shape)]
+        return self._validate(path, target, problems)
+
+    def _rgb(self, path: Path, raw: np.ndarray, problems: _Problems) -> np.ndarray | None:
+        if raw.ndim == 2:  # grey or palette mask given in rgb mode: compare as grey colours
+            raw = np.repeat(raw[..., None], 3, axis=2).astype(np.uint8)
+        packed = (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
+        values, inverse, counts = np.unique(packed, return_inverse=True, return_counts=True)
+        rgb = np.stack([(values >> 16) & 255, (values >> 8) & 255, values & 255], axis=1)
+        palette = np.array(list(self.colors), dtype=np.float64).reshape(-1, 3)
+        ids = np.array(list(self.colors.values()), dtype=np.int64)
+        lut = np.zeros(len(values), dtype=np.int64)
+        known = np.array([tuple(c) in self.colors for c in rgb.tolist()], dtype=bool)
+        lut[known] = [self.colors[tuple(c)] for c in rgb[known].tolist()]
+        unknown = np.flatnonzero(~known)
+        if len(unknown) and self.snap == "nearest" and len(palette):
+            pts = rgb[unknown].astype(np.float64)
+            lut[unknown] = ids[np.argmin(np.linalg.norm(pts[:, None, :] - palette[None], axis=2), axis=1)]
+            far = (_segment_distance(pts, palette) > FAR_COLOR_DISTANCE) & (
+                counts[unknown] >= FAR_COLOR_SHARE * packed.size
+            )
+            if far.any():
+                problems.add(
+                    path,
+                    "colour far from palette",
+                    _describe((tuple(rgb[unknown[i]].tolist()), int(counts[unknown[i]])) for i in np.flatnonzero(far)),
+                    f"a colour in colors {[list(c) for c in self.colors]} (missing class?)",
+                )
+                return None
+        elif len(unknown):
+            problems.add(
+                path,
+                "unknown mask colour",
+                _describe((tuple(rgb[i].tolist()), int(counts[i])) for i in unknown),
+                f"one of {[list(c) for c in self.colors]}"
+                + ("; JPEG masks need snap='nearest'" if path.suffix.lower() in (".jpg", ".jpeg") else ""),
+            )
+            return None
+        lut = np.array([self.remap.get(int(v), int(v)) for v in lut], dtype=np.int64)
+        return self._validate(path, lut[inverse.reshape(packed.shape)], problems)
+
+    def _validate(self, path: Path, target: np.ndarray, problems: _Problems) -> np.ndarray | None:
+        values, counts = np.unique(target, return_counts=True)
+        if self.allowed is not None:
+            bad = [(int(v), int(n)) for v, n in zip(values, counts) if int(v) not in self.allowed]
+            expected = f"class ids {sorted(self.allowed - {self.ignore})} or ignore {self.ignore} (or remap it)"
+        else:
+            bad = [(int(v), int(n)) for v, n in zip(values, counts) if not 0 <= int(v) <= 255]
+            expected = "8-bit class ids 0..255 (remap them)"
+        if bad:
+            problems.add(path, "mask value not mapped to a class", _describe(bad), expected)
+            return None
+        return target
+
+
+def _detect_mode(pairs: list[_Pair], colors: Mapping | None, snap: str) -> tuple[str, _Problems]:
+    """mask_mode='auto': rgb when colors are given, binary when every mask holds only 0/255, else index."""
+    problems = _Problems()
+    if colors:
+        return "rgb", problems
+    if snap == "threshold":
+        return "binary", problems
+    seen: set[int] = set()
+    for p in pairs:
+        try:
+            raw, _ = _read_raw_mask(p.mask, want_rgb=False, want_gray=False)
+        except Exception:
+            continue  # reported with every other unreadable file in the main pass
+        if raw.ndim == 3 and not (
+            np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2])
+        ):
+            problems.add(p.mask, "colour mask", "RGB mask with mask_mode='auto'", "colors={class_id: [r, g, b]}")
+            continue
+        seen.update(int(v) for v in np.unique(raw))
+    return ("binary" if seen and seen <= {0, 255} and 255 in seen else "index"), problems
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def _derived_table(max_value: int, colors: dict[tuple[int, int, int], int], ignore_index: int) -> dict:
+    color_of = {v: c for c, v in colors.items() if v != ignore_index}
+    n = max(2, max_value + 1, max(color_of, default=0) + 1)
+    return {
+        "ignore_index": ignore_index,
+        "classes": [
+            {
+                "id": i,
+                "name": "background" if i == 0 else f"class_{i}",
+                "color": list(color_of.get(i, default_color(i))),
+            }
+            for i in range(n)
+        ],
+    }
+
+
+def import_folder(
+    images: Path,
+    masks: Path,
+    out_root: Path,
+    *,
+    classes: list[dict] | None,
+    mask_mode: str = "index",
+    colors: dict | None = None,
+    snap: str = "none",
+    threshold: int = 128,
+    remap: dict | None = None,
+    ignore_index: int = 255,
+    split_mode: str = "random",
+    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    split_lists: dict | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Dataset:
+    """Import image/mask files paired by stem into a masklab dataset at ``out_root``.
+
+    mask_mode: "index" (single-channel class ids), "binary" ({0,255} or {0,1}; snap="threshold"
+    maps value >= threshold to 1), "rgb" (``colors`` {class id | "ignore": [r,g,b]}; snap="nearest"
+    absorbs JPEG noise) or "auto". ``remap`` {source value: class id | "ignore"} is applied before
+    validation (in rgb mode to the ids the colours map to). Raises :class:`ImportProblems` listing
+    every problem, in which case nothing is written.
+    """
+    images, masks, out_root = Path(images), Path(masks), Path(out_root)
+    if mask_mode not in MASK_MODES:
+        raise ValueError(f"mask_mode '{mask_mode}' is not one of {list(MASK_MODES)}")
+    if snap not in SNAPS:
+        raise ValueError(f"snap '{snap}' is not one of {list(SNAPS)}")
+    if snap == "threshold" and mask_mode not in ("binary", "auto"):
+        raise ValueError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
+    if snap == "nearest" and mask_mode not in ("rgb", "auto"):
+        raise ValueError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
+    if split_mode not in SPLIT_MODES:
+        raise ValueError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
+    if split_mode == "lists" and not split_lists:
+        raise ValueError("split_mode='lists' needs split_lists {split: file of stems}")
+    if split_lists and set(split_lists) - set(SPLITS):
+        raise ValueError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
+    if not 0 <= ignore_index <= 255:
+        raise ValueError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
+    fracs = _check_fractions(fractions)
+    remap_ = _parse_remap(remap, ignore_index)
+    colors_ = _parse_colors(colors, ignore_index)
+    if mask_mode == "rgb" and not colors_:
+        raise ValueError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
+    table: ClassTable | None = None
+    if classes is not None:
+        table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
+    for folder, what in ((images, "images"), (masks, "masks")):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {what} folder does not exist")
+
+    placeholder = table or ClassTable.from_dict(_derived_table(1, {}, ignore_index))
+    # Opening the writer first makes "dataset exists" fail before any file is read.
+    with DatasetWriter(out_root, placeholder, overwrite=overwrite) as writer:
+        problems = _Problems()
+        if split_mode == "subfolders":
+            pairs = _pairs_subfolders(images, masks, problems)
+        else:
+            pairs = _pair(_scan(images, False, problems), _scan(masks, False, problems), None, problems)
+            if split_mode == "lists":
+                _assign_lists(pairs, split_lists or {}, problems)
+            elif split_mode == "random":
+                _assign_random(pairs, fracs, seed)
+            else:
+                for p in pairs:
+                    p.split = "train"
+        if not pairs and not problems:
+            problems.add(
+                images, "no pairs", f"no {'/'.join(IMAGE_EXTS)} files pairing with {masks}", "image/mask pairs"
+            )
+        safe_names: dict[str, str] = {}
+        for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
+            safe = p.id.replace("/", "__")
+            if safe in safe_names:
+                problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
+            safe_names[safe] = p.id
+
+        mode = mask_mode
+        if mode == "auto":
+            mode, auto_problems = _detect_mode(pairs, colors_, snap)
+            problems += auto_problems
+        allowed = None if table is None else set(table.ids) | {ignore_index}
+        convert = _MaskConverter(mode, snap, threshold, remap_, colors_, ignore_index, allowed)
+
+        max_value, saw_ignore = 0, False
+        load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # odd EXIF etc.; real failures surface as exceptions
+                for p in sorted(pairs, key=lambda p: p.id):
+                    size = None
+                    try:
+                        with Image.open(p.image) as im:
+                            im.load()  # full decode: truncated images must fail here, not in training
+                            size = im.size
+                    except Exception as exc:
+                        problems.add(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+                    try:
+                        target = convert(p.mask, problems)
+                    except Exception as exc:
+                        problems.add(p.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable image")
+                        continue
+                    if target is None or size is None:
+                        continue
+                    if target.shape != (size[1], size[0]):
+                        problems.add(
+                            p.mask,
+                            "size mismatch",
+                            f"{target.shape[1]}x{target.shape[0]}",
+                            f"{size[0]}x{size[1]} (image)",
+                        )
+                        continue
+                    is_ignore = target == ignore_index
+                    saw_ignore = saw_ignore or bool(is_ignore.any())
+                    if not is_ignore.all():
+                        max_value = max(max_value, int(target[~is_ignore].max()))
+                    if not problems:  # once anything failed the import is lost; keep checking, stop writing
+                        writer.add(p.id, p.image, target.astype(np.uint8), p.split or "train")
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+
+        if table is None and not problems:
+            # {0,255} masks read as index masks would silently turn all foreground into "ignore".
+            if mode == "index" and saw_ignore and max_value == 0 and ignore_index not in remap_.values():
+                problems.add(
+                    masks,
+                    "masks look binary",
+                    f"only 0 and {ignore_index} (= ignore_index) in every mask",
+                    "class ids; use mask_mode='binary' or remap={255: 1}",
+                )
+            elif max_value + 1 > MAX_DERIVED_CLASSES:
+                problems.add(
+                    masks,
+                    "too many classes",
+                    f"values up to {max_value}",
+                    f"at most {MAX_DERIVED_CLASSES} derived classes (greyscale or resized mask? pass classes or remap)",
+                )
+            elif max_value >= ignore_index:
+                problems.add(masks, "value hits ignore_index", f"class ids up to {max_value}", f"< {ignore_index}")
+            else:
+                writer.class_table = ClassTable.from_dict(_derived_table(max_value, colors_, ignore_index))
+        if problems:
+            raise ImportProblems(list(problems), f"{images} + {masks}")
+        return writer.commit()

@@ -1,0 +1,1 @@
+"""Running a model over a dataset: metrics, the per-sample table, printing and writing them."""

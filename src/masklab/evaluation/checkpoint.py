@@ -1,0 +1,46 @@
+"""Rebuild a model from a masklab checkpoint without unpickling arbitrary objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from masklab.data.format import ClassTable
+from masklab.training.module import CHECKPOINT_META_KEY
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    class_table: ClassTable
+    meta: dict[str, Any]
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """The plain-value metadata masklab stores in a checkpoint (model spec, classes, config, run id)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if CHECKPOINT_META_KEY not in ckpt:
+        raise ValueError(f"checkpoint {path} was not written by masklab (no '{CHECKPOINT_META_KEY}' entry)")
+    return ckpt
+
+
+def load_checkpoint_model(path: str | Path) -> LoadedModel:
+    """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file."""
+    from hydra.utils import instantiate
+
+    ckpt = read_checkpoint_meta(path)
+    meta = ckpt[CHECKPOINT_META_KEY]
+    table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
+    # Weights come from the checkpoint, so nothing is downloaded or read from weights_path.
+    model = instantiate(meta["model"], num_classes=table.num_classes, encoder_weights=None, weights_path=None)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    model.load_state_dict(state)
+    model.eval()
+    return LoadedModel(model, table, meta)

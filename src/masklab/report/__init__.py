@@ -1,0 +1,1 @@
+"""Pictures for people: mask overlays, preview grids (and later plots and the HTML explorer)."""

@@ -1,0 +1,180 @@
+"""MLflow runs: the Lightning logger, run context (config, git, dataset), metrics and artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+MAX_PARAM_LENGTH = 6000
+CHECKPOINT_ARTIFACT_DIR = "checkpoints"
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    return tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create the folder of a local SQLite store so MLflow can open it; servers need nothing."""
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def artifact_location(tracking_uri: str, artifact_root: str, experiment_name: str) -> str | None:
+    """Artifacts of local stores go under experiments/ (MLflow's default would be ./mlruns)."""
+    if not is_local_store(tracking_uri):
+        return None
+    return (Path(artifact_root).resolve() / experiment_name).as_uri()
+
+
+def client(tracking_uri: str):
+    """An MlflowClient for ``tracking_uri`` (imported lazily: mlflow is slow to import)."""
+    from mlflow.tracking import MlflowClient
+
+    prepare_store(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def make_lightning_logger(
+    tracking_uri: str,
+    artifact_root: str,
+    experiment_name: str,
+    run_name: str | None,
+    tags: Mapping[str, str],
+    run_id: str | None = None,
+):
+    """Lightning's MLFlowLogger writing per-epoch metrics to the given store (continuing ``run_id`` if set)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    prepare_store(tracking_uri)
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        run_name=run_name,
+        tracking_uri=tracking_uri,
+        tags=dict(tags),
+        artifact_location=artifact_location(tracking_uri, artifact_root, experiment_name),
+        log_model=False,
+        run_id=run_id,
+    )
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mapping -> {"a.b.c": "value"} with lists rendered inline; values cut to MLflow's limit."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_commit(path: Path) -> str | None:
+    """The commit of the git work tree containing ``path`` (with '-dirty' when it has changes)."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{sha}-dirty" if dirty else sha
+
+
+class RunLog:
+    """Writes to one existing MLflow run: params, metrics, tags, files."""
+
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._client = client(tracking_uri)
+
+    def params(self, params: Mapping[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        import math
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if not math.isnan(float(v))]
+        for i in range(0, len(items), 1000):
+            self._client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self._client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def file(self, path: Path, artifact_dir: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def files(self, paths: Iterable[Path], artifact_dir: str | None = None) -> None:
+        for p in paths:
+            self.file(p, artifact_dir)
+
+    def yaml(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+            self.file(path, str(Path(artifact_file).parent) if "/" in artifact_file else None)
+
+    def run_data(self) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
+        """(latest metrics, params, tags) of the run."""
+        run = self._client.get_run(self.run_id)
+        return dict(run.data.metrics), dict(run.data.params), dict(run.data.tags)
+
+
+def open_run(
+    tracking_uri: str, run_id: str | None, artifact_root: str, experiment_name: str, tags: Mapping[str, str]
+) -> RunLog:
+    """``run_id`` when the store has it; otherwise a new finished run in ``experiment_name`` tagged ``tags``."""
+    c = client(tracking_uri)
+    if run_id:
+        try:
+            c.get_run(run_id)
+            return RunLog(tracking_uri, run_id)
+        except Exception:  # not in this store (e.g. a checkpoint copied from elsewhere)
+            pass
+    experiment = c.get_experiment_by_name(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else c.create_experiment(
+        experiment_name, artifact_location=artifact_location(tracking_uri, artifact_root, experiment_name))
+    run = c.create_run(experiment_id, tags=dict(tags))
+    c.set_terminated(run.info.run_id)
+    return RunLog(tracking_uri, run.info.run_id)
+
+
+def download_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt") -> Path:
+    """Fetch ``checkpoints/<name>`` of a run into a temporary folder and return its path."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        c = client(tracking_uri)
+        c.get_run(run_id)
+    except Exception as exc:  # mlflow raises MlflowException / RestException subclasses
+        raise LookupError(f"MLflow run '{run_id}' not found in {tracking_uri}: {exc}") from exc
+    dest = Path(tempfile.mkdtemp(prefix="masklab-ckpt-"))
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=str(dest)
+        )
+    except Exception as exc:
+        raise LookupError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") from exc
+    return Path(local)
