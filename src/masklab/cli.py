@@ -26,6 +26,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
 }
 
+# Hydra flags that take no value.
+FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")
+
 USAGE = """usage: masklab <command> [hydra overrides] [--cfg job] [-m key=a,b ...]
 
 commands:
@@ -94,7 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     config_name, target, _ = COMMANDS[words]
     import hydra
 
-    sys.argv = [f"masklab {' '.join(words)}", *argv[len(words):]]
+    rest = argv[len(words):]
+    # argparse cannot take overrides on both sides of a flag (`a=1 -m b=1,2`): flags go first.
+    flags = [a for a in rest if a in FLAGS]
+    sys.argv = [f"masklab {' '.join(words)}", *flags, *(a for a in rest if a not in FLAGS)]
     hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(as_task(words, target))()
 
 

@@ -99,20 +99,29 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
     return rows
 
 
+def verify_file(path: Path) -> None:
+    """Pillow's structural check (chunk CRCs, missing end); load() alone accepts a PNG cut after its pixels."""
+    with Image.open(path) as im:
+        im.verify()
+
+
 def _check_image(root: Path, s: Sample, problems: _Problems) -> tuple[int, int] | None:
     """Check one image file; returns its (width, height) when it could be opened."""
     path = root / s.image
     if not path.is_file():
         problems.error(s.image, "missing file", "no such file", f"image of sample '{s.id}'")
         return None
+    if s.image_sha256 and file_sha256(path) != s.image_sha256:
+        problems.error(s.image, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
     try:
+        verify_file(path)
         with Image.open(path) as im:
             size, mode = im.size, im.mode
             try:
                 orientation = im.getexif().get(_EXIF_ORIENTATION)
             except Exception:  # a broken EXIF block must not hide the pixel checks below
                 orientation = None
-            im.load()  # decodes every pixel: this is what catches truncated files
+            im.load()  # decodes every pixel: this is what catches truncated pixel data
     except Exception as exc:
         problems.error(s.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
         return None
@@ -133,8 +142,6 @@ def _check_image(root: Path, s: Sample, problems: _Problems) -> tuple[int, int] 
         )
     if size != (s.width, s.height):
         problems.error(s.image, "size mismatch", f"{size[0]}x{size[1]}", f"{s.width}x{s.height} (manifest)")
-    if s.image_sha256 and file_sha256(path) != s.image_sha256:
-        problems.error(s.image, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
     return size
 
 
@@ -142,13 +149,16 @@ def _check_mask(
     root: Path, s: Sample, image_size: tuple[int, int] | None, table: ClassTable | None, problems: _Problems
 ) -> None:
     if not s.mask:
-        problems.error(f"sample '{s.id}'", "no mask", "mask is empty", "a mask file")
+        problems.error(f"sample '{s.id}'", "no mask", "no mask in manifest row", "a mask file")
         return
     path = root / s.mask
     if not path.is_file():
         problems.error(s.mask, "missing file", "no such file", f"mask of sample '{s.id}'")
         return
+    if s.mask_sha256 and file_sha256(path) != s.mask_sha256:
+        problems.error(s.mask, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
     try:
+        verify_file(path)
         with Image.open(path) as im:
             im.load()
             mode, size = im.mode, im.size
@@ -167,7 +177,12 @@ def _check_mask(
     elif size != (s.width, s.height):
         problems.error(s.mask, "size mismatch", f"{size[0]}x{size[1]}", f"{s.width}x{s.height} (manifest)")
     if arr is not None and table is not None:
-        values, counts = np.unique(arr, return_counts=True)
+        if arr.dtype.kind == "u":  # bincount: no sort, fast on 8/16-bit masks
+            full = np.bincount(arr.ravel(), minlength=1)
+            values = np.flatnonzero(full)
+            counts = full[values]
+        else:
+            values, counts = np.unique(arr, return_counts=True)
         allowed = set(table.ids) | {table.ignore_index}
         bad = np.array([int(v) not in allowed for v in values], dtype=bool)
         if bad.any():
@@ -177,8 +192,6 @@ def _check_mask(
                 _count_values(values[bad], counts[bad]),
                 f"class ids {table.ids} or ignore_index {table.ignore_index}",
             )
-    if s.mask_sha256 and file_sha256(path) != s.mask_sha256:
-        problems.error(s.mask, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
 
 
 def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: _Problems) -> None:
@@ -189,6 +202,7 @@ def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: 
         problems.error(s.instances, "missing file", "no such file", f"instances of sample '{s.id}'")
         return
     try:
+        verify_file(path)
         with Image.open(path) as im:
             im.load()
             size = im.size

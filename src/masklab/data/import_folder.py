@@ -16,7 +16,7 @@ from types import MappingProxyType
 import numpy as np
 from PIL import Image, ImageFile
 
-from masklab.data.check import Problem
+from masklab.data.check import Problem, verify_file
 from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -121,8 +121,8 @@ def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- pairing and splits
 
 
-def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path]:
-    """Map relative path stem -> file for every image-like file; a stem present twice is a problem."""
+def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path | None]:
+    """Map relative path stem -> file for every image-like file; a stem present twice is a problem (-> None)."""
     found: dict[str, list[Path]] = {}
     files: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
     for f in sorted(files):
@@ -135,15 +135,27 @@ def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path]
             problems.add(
                 folder / stem, "duplicate stem", ", ".join(p.name for p in paths), "one file per stem (which one?)"
             )
-    return {stem: paths[0] for stem, paths in found.items() if len(paths) == 1}
+    return {stem: paths[0] if len(paths) == 1 else None for stem, paths in found.items()}
 
 
-def _pair(images: dict[str, Path], masks: dict[str, Path], split: str | None, problems: _Problems) -> list[_Pair]:
-    for stem in sorted(images.keys() - masks.keys()):
-        problems.add(images[stem], "missing mask", "no mask with this stem", "a mask file with the same stem")
-    for stem in sorted(masks.keys() - images.keys()):
-        problems.add(masks[stem], "missing image", "no image with this stem", "an image file with the same stem")
-    return [_Pair(stem, images[stem], masks[stem], split) for stem in sorted(images.keys() & masks.keys())]
+def _pair(
+    images: dict[str, Path | None], masks: dict[str, Path | None], split: str | None, problems: _Problems
+) -> list[_Pair]:
+    """Pair by stem; stems already reported as duplicates (None) are skipped, not reported again."""
+    pairs = []
+    for stem in sorted(images.keys() | masks.keys()):
+        image, mask = images.get(stem), masks.get(stem)
+        if stem not in masks:
+            problems.add(
+                image or f"{stem}.*", "missing mask", "no mask with this stem", "a mask file with the same stem"
+            )
+        elif stem not in images:
+            problems.add(
+                mask or f"{stem}.*", "missing image", "no image with this stem", "an image file with the same stem"
+            )
+        elif image is not None and mask is not None:
+            pairs.append(_Pair(stem, image, mask, split))
+    return pairs
 
 
 def _split_dirs(folder: Path, problems: _Problems) -> dict[str, list[Path]]:
@@ -165,8 +177,8 @@ def _pairs_subfolders(images: Path, masks: Path, problems: _Problems) -> list[_P
     img_dirs, mask_dirs = _split_dirs(images, problems), _split_dirs(masks, problems)
     pairs: list[_Pair] = []
     for split in SPLITS:
-        img_files: dict[str, Path] = {}
-        mask_files: dict[str, Path] = {}
+        img_files: dict[str, Path | None] = {}
+        mask_files: dict[str, Path | None] = {}
         for target, dirs in ((img_files, img_dirs.get(split, [])), (mask_files, mask_dirs.get(split, []))):
             for d in dirs:
                 for stem, path in _scan(d, recursive=True, problems=problems).items():
@@ -251,6 +263,7 @@ def _describe(values: Iterable[tuple[object, int]], limit: int = 6) -> str:
 
 def _read_raw_mask(path: Path, want_rgb: bool, want_gray: bool) -> tuple[np.ndarray, str]:
     """Mask pixels as (H, W) int32 or (H, W, 3) uint8 when it is a colour image; also its mode."""
+    verify_file(path)
     with Image.open(path) as im:
         im.load()
         mode = im.mode
@@ -261,6 +274,16 @@ def _read_raw_mask(path: Path, want_rgb: bool, want_gray: bool) -> tuple[np.ndar
         if want_gray or mode == "LA":
             return np.asarray(im.convert("L")).astype(np.int32), mode
         return np.asarray(im.convert("RGB")), mode
+
+
+def _unique_counts(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and their pixel counts; bincount for small non-negative ints (no sort)."""
+    lo, hi = (int(raw.min()), int(raw.max())) if raw.size else (0, 0)
+    if lo >= 0 and hi < 1 << 16:
+        full = np.bincount(raw.ravel(), minlength=1)
+        values = np.flatnonzero(full)
+        return values, full[values]
+    return np.unique(raw, return_counts=True)
 
 
 def _segment_distance(points: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -314,14 +337,9 @@ class _MaskConverter:
                 )
                 return None
             raw = raw[..., 0].astype(np.int32)  # grey stored as RGB: all channels carry the same value
-        values, inverse, counts = np.unique(raw, return_inverse=True, return_counts=True)
+        values, counts = _unique_counts(raw)
         lut = np.zeros(len(values), dtype=np.int64)
         unmapped: list[tuple[object, int]] = []
-        if self.mode == "binary" and self.snap != "threshold":
-            plain = {int(v) for v in values} - self.remap.keys()
-            if {1, 255} <= plain:
-                problems.add(path, "ambiguous binary mask", "both 1 and 255 present", "{0,255} or {0,1}")
-                return None
         for k, v in enumerate(int(v) for v in values):
             if v in self.remap:
                 lut[k] = self.remap[v]
@@ -335,10 +353,23 @@ class _MaskConverter:
                 unmapped.append((v, int(counts[k])))
         if unmapped:
             hint = "; JPEG masks need snap='threshold'" if jpeg else ""
+            unmapped.sort(key=lambda vn: -vn[1])
             problems.add(path, "mask value not binary", _describe(unmapped), f"0 and 255 (or 0 and 1){hint}")
             return None
-        target = lut[inverse.reshape(raw.shape)]
-        return self._validate(path, target, problems)
+        if (
+            self.mode == "binary"
+            and self.snap != "threshold"
+            and {1, 255} <= {int(v) for v in values} - self.remap.keys()
+        ):
+            problems.add(path, "ambiguous binary mask", "both 1 and 255 present", "{0,255} or {0,1}")
+            return None
+        if not self._valid(path, lut, counts, problems):
+            return None
+        if values[0] >= 0 and values[-1] < 1 << 16:  # dense lookup table: much faster than searching
+            full = np.zeros(int(values[-1]) + 1, dtype=np.uint8)
+            full[values] = lut
+            return full[raw]
+        return lut.astype(np.uint8)[np.searchsorted(values, raw)]
 
     def _rgb(self, path: Path, raw: np.ndarray, problems: _Problems) -> np.ndarray | None:
         if raw.ndim == 2:  # grey or palette mask given in rgb mode: compare as grey colours
@@ -355,14 +386,15 @@ class _MaskConverter:
         if len(unknown) and self.snap == "nearest" and len(palette):
             pts = rgb[unknown].astype(np.float64)
             lut[unknown] = ids[np.argmin(np.linalg.norm(pts[:, None, :] - palette[None], axis=2), axis=1)]
-            far = (_segment_distance(pts, palette) > FAR_COLOR_DISTANCE) & (
-                counts[unknown] >= FAR_COLOR_SHARE * packed.size
-            )
-            if far.any():
+            far = np.flatnonzero(_segment_distance(pts, palette) > FAR_COLOR_DISTANCE)
+            # JPEG spreads one region over many near-identical colours, so judge the far pixels together.
+            if counts[unknown[far]].sum() >= FAR_COLOR_SHARE * packed.size:
+                top = far[np.argsort(-counts[unknown[far]], kind="stable")]
                 problems.add(
                     path,
                     "colour far from palette",
-                    _describe((tuple(rgb[unknown[i]].tolist()), int(counts[unknown[i]])) for i in np.flatnonzero(far)),
+                    f"{int(counts[unknown[far]].sum())} px, e.g. "
+                    + _describe((tuple(rgb[unknown[i]].tolist()), int(counts[unknown[i]])) for i in top),
                     f"a colour in colors {[list(c) for c in self.colors]} (missing class?)",
                 )
                 return None
@@ -376,20 +408,24 @@ class _MaskConverter:
             )
             return None
         lut = np.array([self.remap.get(int(v), int(v)) for v in lut], dtype=np.int64)
-        return self._validate(path, lut[inverse.reshape(packed.shape)], problems)
+        if not self._valid(path, lut, counts, problems):
+            return None
+        return lut.astype(np.uint8)[inverse.reshape(packed.shape)]
 
-    def _validate(self, path: Path, target: np.ndarray, problems: _Problems) -> np.ndarray | None:
-        values, counts = np.unique(target, return_counts=True)
+    def _valid(self, path: Path, lut: np.ndarray, counts: np.ndarray, problems: _Problems) -> bool:
+        """Check the target values (with their pixel counts) before any pixel is mapped."""
+        total: dict[int, int] = {}
+        for v, n in zip(lut.tolist(), counts.tolist()):
+            total[v] = total.get(v, 0) + n
         if self.allowed is not None:
-            bad = [(int(v), int(n)) for v, n in zip(values, counts) if int(v) not in self.allowed]
+            bad = [(v, n) for v, n in sorted(total.items()) if v not in self.allowed]
             expected = f"class ids {sorted(self.allowed - {self.ignore})} or ignore {self.ignore} (or remap it)"
         else:
-            bad = [(int(v), int(n)) for v, n in zip(values, counts) if not 0 <= int(v) <= 255]
+            bad = [(v, n) for v, n in sorted(total.items()) if not 0 <= v <= 255]
             expected = "8-bit class ids 0..255 (remap them)"
         if bad:
             problems.add(path, "mask value not mapped to a class", _describe(bad), expected)
-            return None
-        return target
+        return not bad
 
 
 def _detect_mode(pairs: list[_Pair], colors: Mapping | None, snap: str) -> tuple[str, _Problems]:
@@ -446,7 +482,7 @@ def import_folder(
     remap: dict | None = None,
     ignore_index: int = 255,
     split_mode: str = "random",
-    fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
+    fractions: Mapping[str, float] | None = DEFAULT_FRACTIONS,
     split_lists: dict | None = None,
     seed: int = 0,
     overwrite: bool = False,
@@ -476,11 +512,15 @@ def import_folder(
         raise ValueError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
     if not 0 <= ignore_index <= 255:
         raise ValueError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
-    fracs = _check_fractions(fractions)
+    fracs = _check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
     remap_ = _parse_remap(remap, ignore_index)
     colors_ = _parse_colors(colors, ignore_index)
     if mask_mode == "rgb" and not colors_:
         raise ValueError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
+    if snap == "nearest" and not colors_:
+        raise ValueError("snap='nearest' needs colors {class_id: [r, g, b]} to snap to")
+    if classes is None and ignore_index < 2:
+        raise ValueError(f"ignore_index {ignore_index} collides with derived class ids 0, 1; pass classes")
     table: ClassTable | None = None
     if classes is not None:
         table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
@@ -510,7 +550,7 @@ def import_folder(
         safe_names: dict[str, str] = {}
         for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
             safe = p.id.replace("/", "__")
-            if safe in safe_names:
+            if safe_names.get(safe, p.id) != p.id:
                 problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
             safe_names[safe] = p.id
 
@@ -521,7 +561,7 @@ def import_folder(
         allowed = None if table is None else set(table.ids) | {ignore_index}
         convert = _MaskConverter(mode, snap, threshold, remap_, colors_, ignore_index, allowed)
 
-        max_value, saw_ignore = 0, False
+        max_value, saw_ignore, n_converted = 0, False, 0
         load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
         try:
             with warnings.catch_warnings():
@@ -529,6 +569,7 @@ def import_folder(
                 for p in sorted(pairs, key=lambda p: p.id):
                     size = None
                     try:
+                        verify_file(p.image)
                         with Image.open(p.image) as im:
                             im.load()  # full decode: truncated images must fail here, not in training
                             size = im.size
@@ -549,6 +590,7 @@ def import_folder(
                             f"{size[0]}x{size[1]} (image)",
                         )
                         continue
+                    n_converted += 1
                     is_ignore = target == ignore_index
                     saw_ignore = saw_ignore or bool(is_ignore.any())
                     if not is_ignore.all():
@@ -558,7 +600,8 @@ def import_folder(
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
-        if table is None and not problems:
+        # Derived classes are judged on every mask that converted, even when others had problems.
+        if table is None and n_converted:
             # {0,255} masks read as index masks would silently turn all foreground into "ignore".
             if mode == "index" and saw_ignore and max_value == 0 and ignore_index not in remap_.values():
                 problems.add(
@@ -576,7 +619,7 @@ def import_folder(
                 )
             elif max_value >= ignore_index:
                 problems.add(masks, "value hits ignore_index", f"class ids up to {max_value}", f"< {ignore_index}")
-            else:
+            elif not problems:
                 writer.class_table = ClassTable.from_dict(_derived_table(max_value, colors_, ignore_index))
         if problems:
             raise ImportProblems(list(problems), f"{images} + {masks}")

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test runs masklab in its own temporary project folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("MASKLAB_SHARED", REPO.parent / "shared")) / "datasets"
+MASKLAB = [sys.executable, "-m", "masklab.cli"]
+# Tiny runs: 32 px images, 2 epochs of 2 batches.
+FAST = ["debug=fast"]
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder to run masklab in, with a private local MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MASKLAB_ROOT", raising=False)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return tmp_path
+
+
+def run_masklab(args: list[str], cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess (exit codes, stderr and Hydra's argv handling included)."""
+    full_env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", PYTHONWARNINGS="ignore", **(env or {}))
+    full_env.pop("MLFLOW_TRACKING_URI", None) if not env or "MLFLOW_TRACKING_URI" not in env else None
+    return subprocess.run([*MASKLAB, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def mlflow_runs(project: Path, experiment: str):
+    """All runs of ``experiment`` in the project's local store, as MLflow Run objects."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project}/experiments/mlflow.db")
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, f"no MLflow experiment {experiment!r}"
+    return client, client.search_runs([exp.experiment_id])

@@ -1,0 +1,64 @@
+"""The CLI surface: help, composed configs, clear errors for mistyped keys and options, sweeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from conftest import FAST, mlflow_runs, run_masklab
+
+
+def test_help_lists_every_command_quickly(project):
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "masklab.cli", "--help"], capture_output=True, text=True, check=True)
+    elapsed = time.perf_counter() - start
+    for words in ("train", "evaluate", "data synth", "data import", "data check", "data preview", "ui"):
+        assert words in out.stdout
+    assert elapsed < 5  # the figure (< 1.5 s) is measured in benchmarks/cli_startup.py, not here
+
+
+def test_unknown_command_is_an_error(project):
+    res = run_masklab(["trian"], project)
+    assert res.returncode == 2
+    assert "unknown command 'trian'" in res.stderr
+
+
+def test_cfg_job_prints_composed_config(project):
+    res = run_masklab(["train", "model=fpn", "model.encoder=resnet34", "--cfg", "job"], project)
+    assert res.returncode == 0, res.stderr
+    assert "arch: FPN" in res.stdout and "encoder: resnet34" in res.stdout
+    assert "monitor: val/mIoU" in res.stdout
+
+
+def test_mistyped_key_is_short_clear_error(project):
+    res = run_masklab(["train", "trainer.max_epoch=3"], project)
+    assert res.returncode != 0
+    assert "max_epoch" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_mistyped_group_option_lists_valid_options(project):
+    res = run_masklab(["train", "model=unett"], project)
+    assert res.returncode != 0
+    assert "unett" in res.stderr
+    for option in ("unet", "fpn", "deeplabv3plus", "segformer"):
+        assert option in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_user_error_in_command_has_no_traceback(project):
+    res = run_masklab(["evaluate", "ckpt_path=missing.ckpt"], project)
+    assert res.returncode == 2
+    assert "missing.ckpt" in res.stderr and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_grid_sweep_gives_one_mlflow_run_per_job(project):
+    res = run_masklab(["train", *FAST, "evaluate_after=false", "-m", "optimizer.lr=0.001,0.003"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    _, runs = mlflow_runs(project, "synthetic")
+    lrs = sorted(r.data.params["optimizer.lr"] for r in runs)
+    assert lrs == ["0.001", "0.003"]
+    assert all("val/mIoU" in r.data.metrics for r in runs)
+    assert len(list((project / "experiments" / "multiruns").rglob("checkpoints/last.ckpt"))) == 2
