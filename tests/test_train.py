@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-
 from conftest import FAST, mlflow_runs, run_masklab
 
 

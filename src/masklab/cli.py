@@ -44,7 +44,8 @@ Set HYDRA_FULL_ERROR=1 to see full tracebacks."""
 
 
 def usage(prefix: tuple[str, ...] = ()) -> str:
-    lines = [f"  {' '.join(words):<16} {entry[2]}" for words, entry in COMMANDS.items() if words[: len(prefix)] == prefix]
+    lines = [f"  {' '.join(words):<16} {entry[2]}"
+             for words, entry in COMMANDS.items() if words[: len(prefix)] == prefix]
     return USAGE.format(commands="\n".join(lines))
 
 

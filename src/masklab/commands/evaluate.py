@@ -35,7 +35,8 @@ def evaluate_checkpoint(
     loader = DataLoader(SegmentationSplit(dataset, samples, build_pipeline(eval_transforms)), batch_size=batch_size)
     result = evaluate_model(loaded.model, loader, dataset.class_table, prefix=f"eval/{split}")
     files = write_evaluation(result, output_dir / "evaluation", split)
-    Console().print(class_table_text(result, f"{dataset.name} / {split}: {len(samples)} images, checkpoint {ckpt.name}"))
+    title = f"{dataset.name} / {split}: {len(samples)} images, checkpoint {ckpt.name}"
+    Console().print(class_table_text(result, title))
     if run is not None:
         run.metrics(result.metrics)
         run.files(files, "evaluation")
@@ -45,8 +46,8 @@ def evaluate_checkpoint(
 def evaluate(cfg: DictConfig) -> float:
     """Evaluate ``cfg.ckpt_path`` or the best checkpoint of MLflow run ``cfg.run_id``; returns mIoU."""
     from masklab.evaluation.checkpoint import read_checkpoint_meta
-    from masklab.training.module import CHECKPOINT_META_KEY
     from masklab.tracking.runs import RunLog, download_checkpoint, open_run
+    from masklab.training.module import CHECKPOINT_META_KEY
 
     if bool(cfg.ckpt_path) == bool(cfg.run_id):
         raise UserError("evaluate needs exactly one of ckpt_path=<file> or run_id=<MLflow run id>")

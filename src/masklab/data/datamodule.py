@@ -63,7 +63,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.seed = seed
 
     def split(self, name: str, train: bool = False) -> SegmentationSplit:
-        return SegmentationSplit(self.dataset, self.dataset.split(name), self.train_transform if train else self.eval_transform)
+        transform = self.train_transform if train else self.eval_transform
+        return SegmentationSplit(self.dataset, self.dataset.split(name), transform)
 
     def loader(self, name: str, train: bool = False) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)

@@ -251,7 +251,9 @@ class DatasetWriter:
         rel_mask = None
         if mask is not None:
             if mask.shape[:2] != (height, width):
-                raise ValueError(f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
+                raise ValueError(
+                    f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}"
+                )
             rel_mask = f"masks/{safe}.png"
             Image.fromarray(mask.astype(np.uint8), mode="L").save(self.tmp / rel_mask)
         rel_inst = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from PIL import Image, ImageDraw
 
 from masklab.data.datamodule import SegmentationSplit
