@@ -44,19 +44,17 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)
-    # Strip the prefixes a Lightning module or our wrapper adds.
-    for prefix in ("model.", "net."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    target = module.net if isinstance(module, NormalizedSegmentationModel) else module
+    if state and all(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
+        state = {k[len("model."):]: v for k, v in state.items()}
+    # The file may hold the wrapped model, the bare smp network, or only its encoder.
+    net = module.net if isinstance(module, NormalizedSegmentationModel) else module
+    candidates = [module, net, net.encoder]
+    target = max(candidates, key=lambda m: len(set(state) & set(m.state_dict())))
     own = target.state_dict()
-    if set(state) <= {f"encoder.{k}" for k in target.encoder.state_dict()} | set(own):
-        missing, unexpected = target.load_state_dict(state, strict=False)
-    else:
-        missing, unexpected = target.encoder.load_state_dict(state, strict=False)
-    matched = len(state) - len(unexpected)
-    if matched == 0:
+    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matched:
         raise ValueError(f"weights file {path}: none of its {len(state)} tensors match the model's parameter names")
+    target.load_state_dict(matched, strict=False)
 
 
 def build_model(

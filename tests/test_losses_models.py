@@ -1,0 +1,69 @@
+"""Losses honour ignore_index; any smp architecture builds; local weight files load safely."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from masklab.losses import build_loss
+from masklab.models import build_model
+
+
+@pytest.mark.parametrize("terms", [{"ce": 1.0}, {"dice": 1.0}, {"focal": 1.0}, {"ce": 1.0, "dice": 0.5}])
+def test_ignored_pixels_do_not_change_loss_or_gradient(terms):
+    torch.manual_seed(0)
+    loss_fn = build_loss(terms, ignore_index=255)
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    target[:, :3] = 255
+    changed = logits.clone()
+    changed[:, :, :3] = torch.randn(2, 3, 3, 8) * 10  # only ignored pixels differ
+    a, b = logits.requires_grad_(), changed.requires_grad_()
+    la, lb = loss_fn(a, target), loss_fn(b, target)
+    assert torch.allclose(la, lb, atol=1e-6)
+    la.backward()
+    lb.backward()
+    assert torch.allclose(a.grad[:, :, 3:], b.grad[:, :, 3:], atol=1e-6)
+    assert a.grad[:, :, :3].abs().max() == 0
+
+
+def test_weighted_sum_adds_terms():
+    logits, target = torch.randn(1, 2, 4, 4), torch.randint(0, 2, (1, 4, 4))
+    ce, dice = build_loss({"ce": 1.0}, 255), build_loss({"dice": 1.0}, 255)
+    both = build_loss({"ce": 2.0, "dice": 0.5}, 255)
+    assert torch.allclose(both(logits, target), 2 * ce(logits, target) + 0.5 * dice(logits, target))
+
+
+def test_unknown_loss_term_is_clear_error():
+    with pytest.raises(ValueError, match="bce"):
+        build_loss({"bce": 1.0}, 255)
+
+
+@pytest.mark.parametrize("arch", ["Unet", "FPN", "DeepLabV3Plus", "Segformer", "UnetPlusPlus", "Linknet"])
+def test_architectures_build_and_normalise_inside(arch):
+    model = build_model(num_classes=3, arch=arch, encoder="resnet18").eval()
+    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 3, 64, 64)
+    assert {"mean", "std"} <= dict(model.named_buffers()).keys()
+
+
+def test_unknown_encoder_is_clear_error():
+    with pytest.raises(ValueError, match="resnet999"):
+        build_model(num_classes=2, encoder="resnet999")
+
+
+def test_local_weights_file_full_and_encoder_only(tmp_path):
+    src = build_model(num_classes=2, arch="Unet", encoder="resnet18")
+    torch.save(src.state_dict(), tmp_path / "full.pt")
+    torch.save(src.net.encoder.state_dict(), tmp_path / "encoder.pt")
+    full = build_model(num_classes=2, weights_path=str(tmp_path / "full.pt"))
+    enc = build_model(num_classes=2, weights_path=str(tmp_path / "encoder.pt"))
+    for k, v in src.net.state_dict().items():
+        assert torch.equal(full.net.state_dict()[k], v)
+    for k, v in src.net.encoder.state_dict().items():
+        assert torch.equal(enc.net.encoder.state_dict()[k], v)
+    torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="none of its"):
+        build_model(num_classes=2, weights_path=str(tmp_path / "bad.pt"))
