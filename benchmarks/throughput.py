@@ -85,7 +85,8 @@ def plain_loop(split: SegmentationSplit, batch: int, steps: int, **kw) -> float:
 def workbench(project: Path, data_root: Path, size: int, batch: int, arch: str, encoder: str, lr: float) -> float:
     """Images/s that `masklab train` itself logs (ThroughputMonitor), in its last epoch."""
     args = [sys.executable, "-m", "masklab.cli", "train", f"data.root={data_root}", f"data.name={data_root.name}",
-            f"data.image_size={size}", f"data.batch_size={batch}", f"model.arch={arch}", f"model.encoder={encoder}", f"optimizer.lr={lr}",
+            f"data.image_size={size}", f"data.batch_size={batch}", f"model.arch={arch}", f"model.encoder={encoder}",
+            f"optimizer.lr={lr}",
             "trainer.max_epochs=2", "trainer.limit_val_batches=1", "evaluate_after=false", "augment=light",
             "loss=ce_dice", "trainer.enable_progress_bar=false"]
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
