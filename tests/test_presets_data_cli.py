@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import FAST, REPO, SHARED_DATASETS, mlflow_runs, run_masklab
 from PIL import Image
+
+from conftest import FAST, REPO, SHARED_DATASETS, mlflow_runs, run_masklab
 
 PRESETS = sorted(p.stem for p in (REPO / "src/masklab/conf/experiment").glob("*.yaml"))
 # Presets on real data need the shared datasets; a subset is imported into the test project first.

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
 from conftest import FAST, mlflow_runs, run_masklab
 
 
