@@ -176,7 +176,12 @@ def load_dataset(root: str | Path) -> Dataset:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB, whatever its mode on disk (L, RGBA, P, I;16)."""
+    """Read an image as (H, W, 3) uint8 RGB, whatever its mode on disk (L, RGBA, P, I;16).
+
+    The stored pixel grid is used as is; an EXIF orientation tag is NOT applied, because masks
+    are stored on that same grid. `data check` warns about such tags so a user can decide.
+    16-bit images are min-max scaled per image to 0..255.
+    """
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I", "F"):
             arr = np.asarray(im, dtype=np.float64)
@@ -217,6 +222,7 @@ class DatasetWriter:
             (self.tmp / sub).mkdir()
         self.samples: list[Sample] = []
         self._ids: set[str] = set()
+        self._files: dict[str, str] = {}
 
     def add(
         self,
@@ -239,6 +245,9 @@ class DatasetWriter:
             raise ValueError(f"sample '{sample_id}': split '{split}' is not one of {list(SPLITS)}")
         self._ids.add(sample_id)
         safe = sample_id.replace("/", "__")
+        if safe in self._files:
+            raise ValueError(f"sample ids '{sample_id}' and '{self._files[safe]}' would share the file name '{safe}'")
+        self._files[safe] = sample_id
         if isinstance(image, Path):
             rel_img = f"images/{safe}{image.suffix.lower()}"
             shutil.copyfile(image, self.tmp / rel_img)
@@ -276,8 +285,14 @@ class DatasetWriter:
         self.samples.append(sample)
         return sample
 
-    def commit(self) -> Dataset:
-        """Write classes.yaml and the manifest, then atomically move the folder into place."""
+    def commit(self, class_table: ClassTable | None = None) -> Dataset:
+        """Write classes.yaml and the manifest, then atomically move the folder into place.
+
+        ``class_table`` replaces the one given at construction (importers that derive classes
+        from the masks know them only after reading every mask).
+        """
+        if class_table is not None:
+            self.class_table = class_table
         (self.tmp / CLASSES_FILE).write_text(yaml.safe_dump(self.class_table.to_dict(), sort_keys=False))
         rows = [json.dumps({k: v for k, v in asdict(s).items() if v not in (None, {})}) for s in self.samples]
         (self.tmp / MANIFEST_FILE).write_text("\n".join(rows) + "\n")

@@ -601,6 +601,7 @@ def import_folder(
             ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
         # Derived classes are judged on every mask that converted, even when others had problems.
+        derived: ClassTable | None = None
         if table is None and n_converted:
             # {0,255} masks read as index masks would silently turn all foreground into "ignore".
             if mode == "index" and saw_ignore and max_value == 0 and ignore_index not in remap_.values():
@@ -620,7 +621,7 @@ def import_folder(
             elif max_value >= ignore_index:
                 problems.add(masks, "value hits ignore_index", f"class ids up to {max_value}", f"< {ignore_index}")
             elif not problems:
-                writer.class_table = ClassTable.from_dict(_derived_table(max_value, colors_, ignore_index))
+                derived = ClassTable.from_dict(_derived_table(max_value, colors_, ignore_index))
         if problems:
             raise ImportProblems(list(problems), f"{images} + {masks}")
-        return writer.commit()
+        return writer.commit(derived)
