@@ -59,11 +59,28 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     return (UserError, DatasetFormatError, OmegaConfBaseException, FileNotFoundError, FileExistsError, ValueError)
 
 
+def quiet_third_party() -> None:
+    """Drop third-party noise that says nothing about the user's run (ads, internal deprecations)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning's use of a torch internal
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # num_workers=0 is our default
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage().lower()
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
 def as_task(words: tuple[str, ...], target: str):
     """Wrap a command function so a user's mistake exits 2 with a one-line message."""
     module_name, func_name = target.split(":")
 
     def task(cfg):
+        quiet_third_party()
         func = getattr(import_module(module_name), func_name)
         try:
             return func(cfg)
