@@ -23,6 +23,16 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("data", "check"): ("data_check", "masklab.commands.data:check", "list every problem of a dataset"),
     ("data", "preview"): ("data_preview", "masklab.commands.data:preview",
                           "PNG grid of augmented samples with mask overlays"),
+    ("register",): ("register", "masklab.commands.registry:register",
+                    "register a run's best checkpoint as a model version (run_id=)"),
+    ("promote",): ("promote", "masklab.commands.registry:promote",
+                   "move a version to Staging/Production/Archived (gated; aliases kept in step)"),
+    ("models", "list"): ("models_list", "masklab.commands.registry:models_list",
+                         "registered versions: stage, aliases, gate metric, dataset, run"),
+    ("models", "history"): ("models_history", "masklab.commands.registry:models_history",
+                            "every stage transition of a model (when, who, from, to, reason)"),
+    ("predict",): ("predict", "masklab.commands.predict:predict",
+                   "masks for a folder or file of images from a registered model, run or checkpoint"),
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
 }
 
@@ -56,7 +66,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     from masklab.data.format import DatasetFormatError
     from masklab.errors import UserError
 
-    return (UserError, DatasetFormatError, OmegaConfBaseException, FileNotFoundError, FileExistsError, ValueError)
+    return (UserError, DatasetFormatError, OmegaConfBaseException, FileNotFoundError, FileExistsError, ValueError,
+            LookupError)
 
 
 def quiet_third_party() -> None:

@@ -33,13 +33,12 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file."""
-    from hydra.utils import instantiate
+    from masklab.models.factory import model_from_spec
 
     ckpt = read_checkpoint_meta(path)
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
-    # Weights come from the checkpoint, so nothing is downloaded or read from weights_path.
-    model = instantiate(meta["model"], num_classes=table.num_classes, encoder_weights=None, weights_path=None)
+    model = model_from_spec(meta["model"], table.num_classes)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     model.eval()

@@ -86,3 +86,20 @@ def build_model(
     if weights_path:
         load_weights_file(model, weights_path)
     return model
+
+
+BUILDER = "masklab.models.build_model"
+
+
+def model_from_spec(spec: dict, num_classes: int) -> NormalizedSegmentationModel:
+    """Rebuild a model from a stored spec (a model config) without downloading or reading weights.
+
+    Only masklab's own builder is accepted: a spec from a checkpoint or registry must not be able
+    to name an arbitrary callable.
+    """
+    spec = dict(spec)
+    target = spec.pop("_target_", BUILDER)
+    if target not in (BUILDER, "masklab.models.factory.build_model"):
+        raise ValueError(f"model spec names builder '{target}'; expected '{BUILDER}'")
+    spec.update(num_classes=num_classes, encoder_weights=None, weights_path=None)
+    return build_model(**spec)

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM_LENGTH = 6000
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"

@@ -1,0 +1,80 @@
+"""Resolve what a user names as "the model" into a loaded Package.
+
+Accepted: ``models:/<name>/<stage or version>``, ``models:/<name>@<alias>``, an MLflow run id
+(its best checkpoint), a checkpoint file, or a package folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from masklab.errors import UserError
+from masklab.tracking.packaging import SPEC_FILE, Package, load_package_dir
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def package_from_checkpoint(ckpt: Path) -> Package:
+    """A Package built straight from a training checkpoint (same input rule as registration)."""
+    from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.evaluation.predict import InputRule
+
+    loaded = load_checkpoint_model(ckpt)
+    config = loaded.meta.get("config") or {}
+    rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
+    return Package(loaded.model, loaded.class_table, rule, {"model": loaded.meta["model"],
+                                                            "dataset": loaded.meta.get("dataset", {})})
+
+
+def load_model_ref(ref: str, tracking_uri: str) -> Package:
+    """Load the model ``ref`` names; UserError (one line) when it names nothing that exists."""
+    ref = str(ref)
+    path = Path(ref)
+    if ref.startswith("models:/"):
+        return _from_registry(ref, tracking_uri)
+    if path.is_dir() and (path / SPEC_FILE).is_file():
+        return load_package_dir(path)
+    if path.is_file():
+        return package_from_checkpoint(path)
+    if RUN_ID.match(ref):
+        from masklab.tracking.runs import download_checkpoint
+
+        try:
+            return package_from_checkpoint(download_checkpoint(tracking_uri, ref))
+        except LookupError as exc:
+            raise UserError(str(exc)) from exc
+    raise UserError(f"model={ref}: not a models:/ URI, run id, checkpoint file or package folder that exists")
+
+
+def _from_registry(uri: str, tracking_uri: str) -> Package:
+    import mlflow
+
+    from masklab.tracking.registry import STAGES, Registry, quiet_mlflow
+
+    match = re.match(r"^models:/([^/@]+)(?:/([^/]+)|@(.+))$", uri)
+    if not match:
+        raise UserError(f"model={uri}: expected models:/<name>/<stage or version> or models:/<name>@<alias>")
+    name, selector, alias = match.groups()
+    registry = Registry(tracking_uri)
+    versions = registry.versions(name)  # UserError naming the registered models if unknown
+    if selector and not selector.isdigit() and selector not in STAGES:
+        raise UserError(f"model={uri}: '{selector}' is neither a version nor a stage {list(STAGES)}")
+    if selector and selector.isdigit():
+        registry.version(name, selector)
+    elif selector and registry.in_stage(name, selector) is None:
+        held = {str(v.version): v.current_stage for v in versions}
+        raise UserError(f"model={uri}: no version of '{name}' is in {selector}; stages now: {held}")
+    mlflow.set_tracking_uri(tracking_uri)
+    dest = tempfile.mkdtemp(prefix="masklab-model-")
+    try:
+        with quiet_mlflow():
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
+    except Exception as exc:  # MlflowException: alias or version vanished, artifacts unreachable
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"model={uri}: {first}") from exc
+    found = [p.parent for p in local.rglob(SPEC_FILE)]
+    if not found:
+        raise UserError(f"model={uri}: the registered model is not a masklab package (no {SPEC_FILE})")
+    return load_package_dir(found[0])

@@ -1,0 +1,82 @@
+"""A masklab model package: everything inference needs, with no pickled objects.
+
+    package/
+      masklab_model.yaml   model spec (arch, encoder), classes (ids, names, colours), normalisation,
+                           input rule (resize or pad/tile), dataset name and manifest hash, source run
+      weights.safetensors  the network's state_dict (normalisation buffers included)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from masklab.data.format import ClassTable
+from masklab.evaluation.predict import InputRule
+
+SPEC_FILE = "masklab_model.yaml"
+WEIGHTS_FILE = "weights.safetensors"
+PACKAGE_VERSION = 1
+
+
+@dataclass
+class Package:
+    model: nn.Module
+    class_table: ClassTable
+    input_rule: InputRule
+    spec: dict[str, Any]
+
+
+def write_package(ckpt_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Turn a masklab checkpoint into a package folder; returns the spec written."""
+    from safetensors.torch import save_file
+
+    from masklab.evaluation.checkpoint import load_checkpoint_model
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loaded = load_checkpoint_model(ckpt_path)
+    meta = loaded.meta
+    config = meta.get("config") or {}
+    rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
+    state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
+    save_file(state, str(out / WEIGHTS_FILE))
+    spec = {
+        "format": "masklab-model",
+        "version": PACKAGE_VERSION,
+        "model": meta["model"],
+        "classes": loaded.class_table.to_dict(),
+        "normalization": {
+            "mean": [round(float(v) / 255.0, 6) for v in loaded.model.mean.flatten()],
+            "std": [round(float(v) / 255.0, 6) for v in loaded.model.std.flatten()],
+            "input": "RGB uint8 0..255; normalisation happens inside the model",
+        },
+        "input_rule": rule.to_dict(),
+        "dataset": meta.get("dataset", {}),
+        "source_run_id": meta.get("mlflow_run_id"),
+        "monitor": config.get("monitor"),
+    }
+    (out / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
+    return spec
+
+
+def load_package_dir(path: str | Path) -> Package:
+    """Rebuild the model of a package folder (safetensors weights, YAML spec: nothing is unpickled)."""
+    from safetensors.torch import load_file
+
+    from masklab.models.factory import model_from_spec
+
+    path = Path(path)
+    spec_path = path / SPEC_FILE
+    if not spec_path.is_file():
+        raise FileNotFoundError(f"{path}: not a masklab model package (no {SPEC_FILE})")
+    spec = yaml.safe_load(spec_path.read_text())
+    table = ClassTable.from_dict(spec["classes"], str(spec_path))
+    model = model_from_spec(spec["model"], table.num_classes)
+    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+    model.eval()
+    return Package(model, table, InputRule(**spec["input_rule"]), spec)

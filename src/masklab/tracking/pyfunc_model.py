@@ -1,0 +1,31 @@
+"""MLflow "models from code" entry point for a masklab package (no pickled Python objects).
+
+MLflow copies this file into every registered masklab model; `mlflow.pyfunc.load_model` runs it,
+and it rebuilds the network from ``masklab_model.yaml`` and ``weights.safetensors``.
+Input: (N, H, W, 3) uint8 RGB images of one size; output: (N, H, W) int64 class ids.
+"""
+
+from __future__ import annotations
+
+import mlflow.pyfunc
+from mlflow.models import set_model
+
+
+class MasklabSegmenter(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        from masklab.tracking.packaging import load_package_dir
+
+        self.package = load_package_dir(context.artifacts["package"])
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+
+        from masklab.evaluation.predict import predict_image
+
+        images = np.asarray(model_input, dtype=np.uint8)
+        if images.ndim == 3:
+            images = images[None]
+        return np.stack([predict_image(self.package.model, img, self.package.input_rule) for img in images])
+
+
+set_model(MasklabSegmenter())
