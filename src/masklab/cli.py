@@ -36,6 +36,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
 }
 
+# `model=` names a config group for train, but a model reference (models:/N/Production, run id,
+# checkpoint) for these commands; Hydra would read it as the group, so it arrives as `model_ref=`.
+MODEL_REF_COMMANDS = {("predict",), ("evaluate",)}
+
 # Hydra flags that take no value.
 FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")
 
@@ -127,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     import hydra
 
     rest = argv[len(words):]
+    if words in MODEL_REF_COMMANDS:
+        rest = [f"model_ref={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
     # argparse cannot take overrides on both sides of a flag (`a=1 -m b=1,2`): flags go first.
     flags = [a for a in rest if a in FLAGS]
     sys.argv = [f"masklab {' '.join(words)}", *flags, *(a for a in rest if a not in FLAGS)]

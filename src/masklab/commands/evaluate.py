@@ -55,19 +55,19 @@ def evaluate(cfg: DictConfig) -> float:
     from masklab.tracking.runs import RunLog, download_checkpoint, open_run
     from masklab.training.module import CHECKPOINT_META_KEY
 
-    chosen = [k for k in ("ckpt_path", "run_id", "model") if cfg.get(k)]
+    chosen = [k for k in ("ckpt_path", "run_id", "model_ref") if cfg.get(k)]
     if len(chosen) != 1:
         raise UserError("evaluate needs exactly one of ckpt_path=<file>, run_id=<MLflow run id> or "
                         f"model=<models:/name/stage|models:/name@alias>; got {chosen or 'none'}")
     uri = cfg.logger.tracking_uri
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     output_dir = Path(cfg.paths.output_dir)
-    if cfg.get("model"):
-        package = load_model_ref(cfg.model, uri)
+    if cfg.get("model_ref"):
+        package = load_model_ref(cfg.model_ref, uri)
         run = open_run(uri, None, cfg.logger.artifact_root, cfg.logger.experiment_name,
-                       {"masklab.command": "evaluate", "masklab.model": str(cfg.model),
+                       {"masklab.command": "evaluate", "masklab.model": str(cfg.model_ref),
                         "masklab.dataset": dataset.name, "masklab.manifest_sha256": dataset.manifest_hash})
-        result = evaluate_model_on(package.model, package.class_table, str(cfg.model), dataset, cfg.augment.eval,
+        result = evaluate_model_on(package.model, package.class_table, str(cfg.model_ref), dataset, cfg.augment.eval,
                                    cfg.split, output_dir, run)
     else:
         if cfg.run_id:

@@ -32,7 +32,7 @@ def predict(cfg: DictConfig) -> None:
     if output.exists() and any(output.iterdir()) and not cfg.overwrite:
         raise UserError(f"output={output} is not empty; pass overwrite=true to write into it")
     start = time.perf_counter()
-    package = load_model_ref(str(cfg.model), cfg.logger.tracking_uri)
+    package = load_model_ref(str(cfg.model_ref), cfg.logger.tracking_uri)
     loaded = time.perf_counter()
     written = predict_folder(package.model, package.class_table, package.input_rule, inputs, Path(cfg.input),
                              output, overlay=bool(cfg.overlay), alpha=float(cfg.alpha))

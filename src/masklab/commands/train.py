@@ -110,6 +110,11 @@ def train(cfg: DictConfig) -> float:
             if dataset.split(split):
                 evaluate_checkpoint(best_path, dataset, cfg.augment.eval, split, output_dir, run)
 
+    if cfg.registry.register and best_path is not None:
+        from masklab.commands.registry import register_run
+
+        register_run(cfg.logger.tracking_uri, logger.run_id, cfg.registry.name or cfg.logger.experiment_name)
+
     print(f"\nBest {cfg.monitor}: {best_value:.4f}   checkpoint: {best_path}")
     expected = cfg.get("expected")
     if expected and expected.metric == cfg.monitor:

@@ -22,6 +22,8 @@ class MasklabSegmenter(mlflow.pyfunc.PythonModel):
 
         from masklab.evaluation.predict import predict_image
 
+        if isinstance(model_input, dict):  # a named-tensor signature delivers {"images": array}
+            model_input = model_input["images"]
         images = np.asarray(model_input, dtype=np.uint8)
         if images.ndim == 3:
             images = images[None]

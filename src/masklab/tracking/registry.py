@@ -84,6 +84,10 @@ class Registry:
                 return fn(*args, **kwargs)
         except MlflowException as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if any(m in message for m in ("Failed to establish a new connection", "Max retries exceeded",
+                                          "Connection refused", "Read timed out")):
+                raise UserError(f"{what}: cannot reach the registry at {self.tracking_uri} "
+                                f"(connection failed; is the server running?)") from exc
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in message.lower():
                 raise LookupError(message) from exc
             raise UserError(f"{what}: registry at {self.tracking_uri} answered: {message}") from exc
@@ -225,8 +229,8 @@ class Registry:
         """None if ``candidate`` may enter Production, else why not (both numbers named)."""
         value = self.run_metric(candidate.run_id, gate.metric)
         if value is None:
-            raise UserError(f"model '{name}' version {candidate.version}: its run {candidate.run_id} has no metric "
-                            f"'{gate.metric}' (registry.gate.metric); evaluate it first or pass force=true")
+            return (f"model '{name}' version {candidate.version}: its run {candidate.run_id} has no metric "
+                    f"'{gate.metric}' (registry.gate.metric); evaluate it first")
         current = self.in_stage(name, "Production")
         if current is None or str(current.version) == str(candidate.version):
             return None

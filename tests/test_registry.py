@@ -1,0 +1,237 @@
+"""Registry lifecycle against real MLflow: register, gated promotion, aliases, history, predict, server mode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST, free_port, run_masklab
+
+NAME = "shapes"
+
+
+def train_and_register(project: Path, *extra: str, env: dict | None = None) -> None:
+    res = run_masklab(["train", *FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}",
+                       *extra], project, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"as model '{NAME}'" in res.stdout
+
+
+def cli_ok(project: Path, *args: str, env: dict | None = None) -> str:
+    res = run_masklab(list(args), project, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def registry(uri: str):
+    from masklab.tracking.registry import Registry
+
+    return Registry(uri)
+
+
+def local_uri(project: Path) -> str:
+    return f"sqlite:///{project}/experiments/mlflow.db"
+
+
+def stage_of(uri: str, version: int) -> str:
+    return registry(uri).version(NAME, version).current_stage
+
+
+def alias_version(uri: str, alias: str) -> str | None:
+    return registry(uri)._alias_version(NAME, alias)
+
+
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    """A project with two registered versions of NAME trained on the same dataset."""
+    project = tmp_path_factory.mktemp("registry")
+    train_and_register(project)
+    train_and_register(project, "seed=7")
+    return project
+
+
+def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+
+
+def test_lifecycle_stages_aliases_gate_and_history(two_versions):
+    project = two_versions
+    uri = local_uri(project)
+    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Staging")
+    assert stage_of(uri, 1) == "Staging" and alias_version(uri, "staging") == "1"
+    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production")
+    assert stage_of(uri, 1) == "Production" and alias_version(uri, "production") == "1"
+    assert alias_version(uri, "staging") is None  # no version is in Staging any more
+
+    # Version 2 must beat version 1 on the gate metric; a min_delta of 1.0 is unreachable.
+    refused = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production",
+                           "registry.gate.min_delta=1.0"], project)
+    assert refused.returncode == 2
+    assert "gate refused" in refused.stderr and "eval/val/mIoU" in refused.stderr
+    v1 = registry(uri).run_metric(registry(uri).version(NAME, 1).run_id, "eval/val/mIoU")
+    assert f"{v1:.4f}" in refused.stderr  # both numbers are in the message
+    assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"  # nothing half-changed
+
+    out = cli_ok(project, "promote", f"name={NAME}", "version=2", "stage=Production", "force=true",
+                 "registry.gate.min_delta=1.0", "reason=hotfix")
+    assert "forced" in out
+    assert stage_of(uri, 2) == "Production" and stage_of(uri, 1) == "Archived"
+    assert alias_version(uri, "production") == "2"
+
+    history = registry(uri).history(NAME)
+    moves = [(e["version"], e["from"], e["to"]) for e in history]
+    assert moves == [(1, "None", "None"), (2, "None", "None"), (1, "None", "Staging"), (1, "Staging", "Production"),
+                     (2, "None", "Production"), (1, "Production", "Archived")]
+    forced = [e for e in history if e["forced"]]
+    assert len(forced) == 1 and "hotfix" in forced[0]["reason"] and "gate" in forced[0]["reason"]
+
+    listing = cli_ok(project, "models", "list", f"name={NAME}")
+    assert "Production" in listing and "Archived" in listing and "production" in listing
+    shown = cli_ok(project, "models", "history", f"name={NAME}")
+    assert shown.count("Production") >= 3
+
+
+def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
+    from masklab.tracking.model_ref import load_model_ref
+
+    uri = local_uri(two_versions)
+    by_stage = load_model_ref(f"models:/{NAME}/Production", uri)
+    by_alias = load_model_ref(f"models:/{NAME}@production", uri)
+    for a, b in zip(by_stage.model.state_dict().values(), by_alias.model.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy())
+
+
+def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tmp_path):
+    from masklab.evaluation.predict import predict_image
+    from masklab.tracking.model_ref import load_model_ref
+    from masklab.tracking.runs import download_checkpoint
+
+    project = two_versions
+    uri = local_uri(project)
+    images = tmp_path / "in"
+    write_images(images, [(32, 32), (50, 70), (97, 33)])
+    out = tmp_path / "out"
+    stdout = cli_ok(project, "predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}",
+                    "overlay=true")
+    assert "Wrote 3 masks" in stdout
+    version = registry(uri).version(NAME, alias_version(uri, "production"))
+    in_process = load_model_ref(str(download_checkpoint(uri, version.run_id)), uri)
+    for path in sorted(images.glob("*.png")):
+        written = np.asarray(Image.open(out / path.name))
+        image = np.asarray(Image.open(path).convert("RGB"))
+        assert written.shape == image.shape[:2]
+        assert np.array_equal(written, predict_image(in_process.model, image, in_process.input_rule))
+        assert (out / f"{path.stem}_overlay.png").is_file()
+    again = run_masklab(["predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}"], project)
+    assert again.returncode == 2 and "overwrite=true" in again.stderr  # never overwrite unasked
+
+
+def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
+    import mlflow
+
+    from masklab.tracking.model_ref import load_model_ref
+    from masklab.tracking.registry import quiet_mlflow
+
+    uri = local_uri(two_versions)
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/Production", dst_path=str(tmp_path)))
+    files = {p.name for p in local.rglob("*") if p.is_file()}
+    assert {"weights.safetensors", "masklab_model.yaml", "MLmodel", "pyfunc_model.py"} <= files
+    assert not [f for f in files if f.endswith((".pkl", ".pickle", ".pt", ".pth", ".ckpt"))]
+    with quiet_mlflow():
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/Production")
+    batch = np.random.default_rng(1).integers(0, 255, (2, 40, 40, 3), dtype=np.uint8)
+    from masklab.evaluation.predict import predict_image
+
+    package = load_model_ref(f"models:/{NAME}/Production", uri)
+    expected = np.stack([predict_image(package.model, im, package.input_rule) for im in batch])
+    assert np.array_equal(np.asarray(pyfunc.predict(batch)), expected)
+
+
+def test_evaluate_registered_model(two_versions):
+    out = cli_ok(two_versions, "evaluate", *FAST, f"model=models:/{NAME}@production")
+    assert "mean" in out and "logged to MLflow run" in out
+
+
+def test_bad_requests_are_one_line_errors(two_versions):
+    project = two_versions
+    cases = {
+        ("promote", "name=nope", "version=1", "stage=Staging"): "no registered model 'nope'",
+        ("promote", f"name={NAME}", "version=99", "stage=Staging"): "has no version 99",
+        ("promote", f"name={NAME}", "version=1", "stage=Prod"): "stage 'Prod' does not exist",
+        ("predict", "model=models:/nope/Production", "input=.", "output=o"): "no registered model 'nope'",
+        ("predict", f"model=models:/{NAME}/Staging", "input=.", "output=o"): "no version of",
+        ("models", "history", "name=nope"): "registered models",
+    }
+    for args, message in cases.items():
+        res = run_masklab(list(args), project)
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        assert message in res.stderr, (args, res.stderr[-2000:])
+        assert "Traceback" not in res.stderr
+
+
+def test_gate_needs_the_metric_and_the_same_dataset(tmp_path):
+    project = tmp_path
+    train_and_register(project, "evaluate_after=false")  # its run has no eval/val/mIoU
+    res = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Production"], project)
+    assert res.returncode == 2 and "has no metric 'eval/val/mIoU'" in res.stderr
+    assert stage_of(local_uri(project), 1) == "None"
+    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production", "force=true")
+    # Version 2 comes from another dataset: the gate refuses to compare across datasets.
+    train_and_register(project, "data.name=other", "data.synth.seed=3", "experiment_name=synthetic")
+    cli_ok(project, "evaluate", *FAST, f"ckpt_path={next(project.rglob('best*.ckpt'))}")
+    uri = local_uri(project)
+    reg = registry(uri)
+    reg.client.log_metric(reg.version(NAME, 1).run_id, "eval/val/mIoU", 0.1)
+    res = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production"], project)
+    assert res.returncode == 2 and "different datasets" in res.stderr, res.stderr[-2000:]
+
+
+def test_concurrent_promotions_end_with_exactly_one_production(two_versions):
+    project = two_versions
+    uri = local_uri(project)
+    env_cmd = [sys.executable, "-m", "masklab.cli", "promote", f"name={NAME}", "stage=Production", "force=true"]
+    before = len(registry(uri).history(NAME))
+    procs = [subprocess.Popen([*env_cmd, f"version={v}"], cwd=project, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for v in (1, 2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    stages = {v: stage_of(uri, v) for v in (1, 2)}
+    assert sorted(stages.values()) == ["Archived", "Production"], stages
+    winner = next(v for v, s in stages.items() if s == "Production")
+    assert alias_version(uri, "production") == str(winner)
+    new = registry(uri).history(NAME)[before:]
+    assert sorted(e["version"] for e in new if e["to"] == "Production") == [1, 2]
+
+
+def test_server_mode_register_promote_predict(project, mlflow_server, tmp_path):
+    url, _ = mlflow_server
+    env = {"MLFLOW_TRACKING_URI": url}
+    train_and_register(project, env=env)
+    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production", env=env)
+    assert registry(url).version(NAME, 1).current_stage == "Production"
+    images = tmp_path / "in"
+    write_images(images, [(40, 60)])
+    cli_ok(project, "predict", f"model=models:/{NAME}@production", f"input={images}", f"output={tmp_path / 'o'}",
+           env=env)
+    assert (tmp_path / "o" / "img0.png").is_file()
+    assert "Production" in cli_ok(project, "models", "list", env=env)
+
+
+def test_unreachable_registry_fails_fast_with_one_line(project):
+    url = f"http://127.0.0.1:{free_port()}"
+    start = time.perf_counter()
+    res = run_masklab(["models", "list"], project, env={"MLFLOW_TRACKING_URI": url})
+    assert res.returncode == 2
+    assert "cannot reach the registry" in res.stderr and url in res.stderr, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    assert time.perf_counter() - start < 60
