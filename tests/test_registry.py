@@ -56,6 +56,16 @@ def two_versions(tmp_path_factory):
     return project
 
 
+def ensure_production(project: Path) -> str:
+    """The version in Production, forcing version 1 there if none is (tests may run alone)."""
+    reg = registry(local_uri(project))
+    held = reg.in_stage(NAME, "Production")
+    if held is None:
+        reg.promote(NAME, 1, "Production", None, force=True, reason="test set-up")
+        return "1"
+    return str(held.version)
+
+
 def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -104,6 +114,7 @@ def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
     from masklab.tracking.model_ref import load_model_ref
 
     uri = local_uri(two_versions)
+    ensure_production(two_versions)
     by_stage = load_model_ref(f"models:/{NAME}/Production", uri)
     by_alias = load_model_ref(f"models:/{NAME}@production", uri)
     for a, b in zip(by_stage.model.state_dict().values(), by_alias.model.state_dict().values()):
@@ -117,6 +128,7 @@ def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tm
 
     project = two_versions
     uri = local_uri(project)
+    ensure_production(project)
     images = tmp_path / "in"
     write_images(images, [(32, 32), (50, 70), (97, 33)])
     out = tmp_path / "out"
@@ -142,6 +154,7 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
     from masklab.tracking.registry import quiet_mlflow
 
     uri = local_uri(two_versions)
+    ensure_production(two_versions)
     mlflow.set_tracking_uri(uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{NAME}/Production", dst_path=str(tmp_path)))
     files = {p.name for p in local.rglob("*") if p.is_file()}
@@ -158,6 +171,7 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
 
 
 def test_evaluate_registered_model(two_versions):
+    ensure_production(two_versions)
     out = cli_ok(two_versions, "evaluate", *FAST, f"model=models:/{NAME}@production")
     assert "mean" in out and "logged to MLflow run" in out
 

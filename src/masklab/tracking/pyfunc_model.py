@@ -2,12 +2,11 @@
 
 MLflow copies this file into every registered masklab model; `mlflow.pyfunc.load_model` runs it,
 and it rebuilds the network from ``masklab_model.yaml`` and ``weights.safetensors``.
-Input: (N, H, W, 3) uint8 RGB images of one size; output: (N, H, W) int64 class ids.
+Input: (N, H, W, 3) uint8 RGB images of one size; output: (N, H, W) uint8 class ids.
 """
 
-from __future__ import annotations
-
 import mlflow.pyfunc
+import numpy as np
 from mlflow.models import set_model
 
 
@@ -17,9 +16,8 @@ class MasklabSegmenter(mlflow.pyfunc.PythonModel):
 
         self.package = load_package_dir(context.artifacts["package"])
 
-    def predict(self, context, model_input, params=None):
-        import numpy as np
-
+    # The np.ndarray hint tells MLflow to take the explicit tensor signature as it is.
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         from masklab.evaluation.predict import predict_image
 
         if isinstance(model_input, dict):  # a named-tensor signature delivers {"images": array}
