@@ -76,7 +76,9 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
 def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     project = two_versions
     uri = local_uri(project)
-    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Staging")
+    staged = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Staging"], project)
+    assert staged.returncode == 0, staged.stderr[-2000:]
+    assert "Warning" not in staged.stderr and "deprecated" not in staged.stderr  # MLflow's stage warnings hidden
     assert stage_of(uri, 1) == "Staging" and alias_version(uri, "staging") == "1"
     cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production")
     assert stage_of(uri, 1) == "Production" and alias_version(uri, "production") == "1"

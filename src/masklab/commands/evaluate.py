@@ -50,10 +50,9 @@ def evaluate_checkpoint(ckpt: Path, dataset: Dataset, eval_transforms: Any, spli
 
 def evaluate(cfg: DictConfig) -> float:
     """Evaluate ``ckpt_path``, MLflow run ``run_id`` or registered ``model``; returns the pooled mIoU."""
-    from masklab.evaluation.checkpoint import read_checkpoint_meta
+    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.runs import RunLog, download_checkpoint, open_run
-    from masklab.training.module import CHECKPOINT_META_KEY
 
     chosen = [k for k in ("ckpt_path", "run_id", "model_ref") if cfg.get(k)]
     if len(chosen) != 1:

@@ -35,9 +35,9 @@ def train(cfg: DictConfig) -> float:
 
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationDataModule
-    from masklab.evaluation.checkpoint import read_checkpoint_meta
+    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
-    from masklab.training.module import CHECKPOINT_META_KEY, SegmentationModule
+    from masklab.training.module import SegmentationModule
 
     print_config(cfg, f"masklab train — {cfg.experiment_name}")
     pl.seed_everything(cfg.seed, workers=True)

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from masklab.data.format import ClassTable
-from masklab.training.module import CHECKPOINT_META_KEY
+
+# Key of the plain-value metadata masklab adds to every Lightning checkpoint. Defined here, not
+# in training/, so loading a model never imports Lightning.
+CHECKPOINT_META_KEY = "masklab"
 
 
 @dataclass

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from masklab.data.format import ClassTable
+from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY
 from masklab.metrics import SemanticMetrics, named_scalars
-
-CHECKPOINT_META_KEY = "masklab"
 
 
 class SegmentationModule(pl.LightningModule):
