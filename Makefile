@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MASKLAB := $(VENV)/bin/masklab
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup demo test lint bench ui clean-experiments
+.PHONY: setup browser demo test lint bench ui
 
 setup: $(VENV)/.installed
 
@@ -20,7 +20,13 @@ demo: setup
 	test -d data/synthetic || $(MASKLAB) data synth
 	$(MASKLAB) train experiment=unet-resnet18_synthetic-96
 
-test: setup
+# Debian's Chromium for the explorer's browser tests (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
@@ -29,6 +35,8 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/registry.py
+	$(PY) benchmarks/boundary_iou.py
 
 ui: setup
 	$(MASKLAB) ui

@@ -61,7 +61,7 @@ def test_evaluation_files_and_per_sample_table(trained):
     metrics = json.loads((folder / "val_metrics.json").read_text())
     assert 0.0 <= metrics["eval/val/mIoU"] <= 1.0
     table = pd.read_parquet(folder / "val_per_sample.parquet")
-    assert list(table.columns[:4]) == ["id", "mIoU", "mDice", "pixel_acc"]
+    assert list(table.columns[:4]) == ["id", "split", "mIoU", "mDice"]
     assert "iou/circle" in table.columns and "dice/background" in table.columns
     assert table["id"].is_unique and table["id"].str.startswith("synth_").all()
     assert abs(table["mIoU"].mean() - metrics["eval/val/mIoU_image"]) < 1e-9

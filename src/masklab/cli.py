@@ -33,6 +33,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                             "every stage transition of a model (when, who, from, to, reason)"),
     ("predict",): ("predict", "masklab.commands.predict:predict",
                    "masks for a folder or file of images from a registered model, run or checkpoint"),
+    ("data", "browse"): ("data_browse", "masklab.commands.report:browse",
+                         "HTML explorer of a dataset (images and masks), no server needed"),
+    ("report",): ("report", "masklab.commands.report:report",
+                  "HTML explorer of a run's evaluation: worst samples, overlays, errors, summary"),
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
 }
 

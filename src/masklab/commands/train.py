@@ -108,7 +108,8 @@ def train(cfg: DictConfig) -> float:
 
         for split in ("val", "test"):
             if dataset.split(split):
-                evaluate_checkpoint(best_path, dataset, cfg.augment.eval, split, output_dir, run)
+                evaluate_checkpoint(best_path, dataset, cfg.augment.eval, split, output_dir, run,
+                                    options=cfg.evaluation)
 
     if cfg.registry.register and best_path is not None:
         from masklab.commands.registry import register_run

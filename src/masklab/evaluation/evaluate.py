@@ -1,66 +1,154 @@
-"""Score a model on a data loader: pooled and per-image metrics plus a per-sample table."""
+"""Score a model on a data loader: pooled and per-image metrics, boundary IoU, confidence, a per-sample table."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from masklab.data.format import ClassTable
-from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
+from masklab.metrics import SemanticMetrics, named_scalars, per_image_confusion, per_image_scores
+
+# Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
+PER_CLASS_COLUMNS = ("iou", "dice", "boundary_iou", "tp", "fp", "fn", "true_area", "pred_area", "missed",
+                     "hallucinated")
 
 
 @dataclass
 class EvaluationResult:
-    """``metrics``: flat {"<prefix>/mIoU": value, ...}; ``per_sample``: one row per sample id."""
+    """``metrics``: flat {"<prefix>/mIoU": value, ...}; ``per_sample``: one row per sample id;
+    ``confusion``: pooled (C, C) pixel counts [gt, pred]; ``confused_images``: (C, C) number of
+    images in which gt class a had pixels predicted as b."""
 
     metrics: dict[str, float]
     per_class: pd.DataFrame
     per_sample: pd.DataFrame
+    confusion: np.ndarray
+    confused_images: np.ndarray
+    class_names: list[str]
     prefix: str
 
     def headline(self, name: str) -> float:
         return self.metrics.get(f"{self.prefix}/{name}", float("nan"))
 
 
+def confidence_stats(logits: torch.Tensor, low_threshold: float) -> dict[str, torch.Tensor]:
+    """Per image (N,): mean max-probability, mean normalised entropy (0..1), fraction of pixels whose
+    max-probability is below ``low_threshold``. logits (N, C, H, W); every pixel counts."""
+    probs = logits.float().softmax(dim=1)
+    max_prob = probs.max(dim=1).values
+    entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1) / math.log(max(logits.shape[1], 2))
+    return {
+        "conf_mean_max_prob": max_prob.mean(dim=(1, 2)),
+        "conf_mean_entropy": entropy.mean(dim=(1, 2)),
+        "conf_low_fraction": (max_prob < low_threshold).float().mean(dim=(1, 2)),
+    }
+
+
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, loader: DataLoader, class_table: ClassTable, prefix: str, device: str | torch.device = "cpu"
+    model: nn.Module,
+    loader: DataLoader,
+    class_table: ClassTable,
+    prefix: str,
+    device: str | torch.device = "cpu",
+    boundary: bool = True,
+    dilation_ratio: float = 0.02,
+    low_confidence: float = 0.5,
+    on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> EvaluationResult:
-    """Run ``model`` over ``loader`` (batches of image (N,3,H,W) uint8, mask (N,H,W) int64, id)."""
+    """Run ``model`` over ``loader`` (batches of image (N,3,H,W) uint8, mask (N,H,W) int64, id).
+
+    ``on_prediction(id, pred (H, W) uint8)`` receives every predicted mask (e.g. to save it).
+    """
     model = model.to(device).eval()
     names = class_table.names
-    metrics = SemanticMetrics(class_table.num_classes, class_table.ignore_index).to(device)
-    rows: list[dict[str, Any]] = []
+    c = class_table.num_classes
+    metrics = SemanticMetrics(c, class_table.ignore_index, boundary=boundary, dilation_ratio=dilation_ratio).to(device)
+    confused_images = torch.zeros(c, c, dtype=torch.int64, device=device)
+    frames: list[pd.DataFrame] = []
     for batch in loader:
         target = batch["mask"].to(device)
-        pred = model(batch["image"].to(device)).argmax(dim=1)
+        logits = model(batch["image"].to(device))
+        pred = logits.argmax(dim=1)
         metrics.update(pred, target)
-        scores = {k: v.cpu() for k, v in per_image_scores(pred, target, class_table.num_classes,
-                                                         class_table.ignore_index).items()}
-        for i, sample_id in enumerate(batch["id"]):
-            row: dict[str, Any] = {"id": sample_id, "mIoU": float(scores["miou"][i]),
-                                   "mDice": float(scores["mdice"][i]), "pixel_acc": float(scores["pixel_acc"][i])}
-            row.update({f"iou/{n}": float(scores["iou"][i, c]) for c, n in enumerate(names)})
-            row.update({f"dice/{n}": float(scores["dice"][i, c]) for c, n in enumerate(names)})
-            rows.append(row)
+        confused_images += (per_image_confusion(pred, target, c, class_table.ignore_index) > 0).sum(dim=0)
+        scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
+                                  dilation_ratio=dilation_ratio)
+        scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)
+        scores["hallucinated"] = (scores["true_area"] == 0) & (scores["pred_area"] > 0)
+        frames.append(_rows(batch["id"], scores, confidence_stats(logits, low_confidence), names, boundary))
+        if on_prediction is not None:
+            for sample_id, p in zip(batch["id"], pred.to(torch.uint8).cpu().numpy()):
+                on_prediction(sample_id, p)
     result = metrics.compute()
-    per_class = pd.DataFrame({
-        "class": names,
-        "IoU": result["iou"].cpu().numpy(),
-        "Dice": result["dice"].cpu().numpy(),
-        "IoU_image": result["iou_image"].cpu().numpy(),
-        "Dice_image": result["dice_image"].cpu().numpy(),
-    })
-    return EvaluationResult(named_scalars(result, prefix, names), per_class, pd.DataFrame(rows), prefix)
+    per_class = {"class": names, "IoU": result["iou"].cpu().numpy(), "Dice": result["dice"].cpu().numpy()}
+    if boundary:
+        per_class["BoundaryIoU"] = result["boundary_iou"].cpu().numpy()
+    per_class.update({"IoU_image": result["iou_image"].cpu().numpy(), "Dice_image": result["dice_image"].cpu().numpy()})
+    confusion = metrics.confmat.cpu().numpy()
+    off_diagonal = confused_images.cpu().numpy() * (1 - np.eye(c, dtype=np.int64))
+    return EvaluationResult(named_scalars(result, prefix, names), pd.DataFrame(per_class),
+                            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), confusion,
+                            off_diagonal, names, prefix)
+
+
+def _rows(ids: list[str], scores: dict[str, torch.Tensor], confidence: dict[str, torch.Tensor], names: list[str],
+          boundary: bool) -> pd.DataFrame:
+    """One batch of per-sample rows, built column-wise (no per-sample Python loop over classes)."""
+    cols: dict[str, Any] = {"id": list(ids)}
+    cols["mIoU"] = scores["miou"].cpu().numpy()
+    cols["mDice"] = scores["mdice"].cpu().numpy()
+    if boundary:
+        cols["boundary_mIoU"] = scores["boundary_miou"].cpu().numpy()
+    cols["pixel_acc"] = scores["pixel_acc"].cpu().numpy()
+    for key, value in confidence.items():
+        cols[key] = value.cpu().numpy()
+    for metric in PER_CLASS_COLUMNS:
+        if metric not in scores:
+            continue
+        values = scores[metric].cpu().numpy()
+        for ci, name in enumerate(names):
+            cols[f"{metric}/{name}"] = values[:, ci]
+    return pd.DataFrame(cols)
+
+
+def confusion_pairs(result: EvaluationResult) -> pd.DataFrame:
+    """Which classes are confused with which: gt, pred, pixels, share of the gt class's pixels,
+    and in how many images; largest pixel counts first (diagonal left out)."""
+    rows = []
+    totals = result.confusion.sum(axis=1)
+    for a, gt in enumerate(result.class_names):
+        for b, pr in enumerate(result.class_names):
+            if a != b and result.confusion[a, b] > 0:
+                rows.append({"gt": gt, "pred": pr, "pixels": int(result.confusion[a, b]),
+                             "share_of_gt": float(result.confusion[a, b] / max(totals[a], 1)),
+                             "images": int(result.confused_images[a, b])})
+    return pd.DataFrame(rows, columns=["gt", "pred", "pixels", "share_of_gt", "images"]).sort_values(
+        "pixels", ascending=False, ignore_index=True)
+
+
+def row_normalised(confusion: np.ndarray) -> np.ndarray:
+    """(C, C) confusion with each gt row divided by its total (rows of absent classes stay 0)."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    return np.divide(confusion, totals, out=np.zeros(confusion.shape, dtype=np.float64), where=totals > 0)
+
+
+def worst_samples(per_sample: pd.DataFrame, column: str, k: int = 10, ascending: bool = True) -> pd.DataFrame:
+    """The ``k`` worst rows by ``column`` (lowest first by default; NaN last)."""
+    if column not in per_sample.columns:
+        raise ValueError(f"column '{column}' is not in the per-sample table; columns: {list(per_sample.columns)}")
+    return per_sample.sort_values(column, ascending=ascending, na_position="last").head(k)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -70,32 +158,37 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_evaluation(result: EvaluationResult, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``<stem>_metrics.json``, ``<stem>_per_class.csv`` and ``<stem>_per_sample.parquet`` atomically."""
+    """Write ``<stem>_metrics.json``, ``_per_class.csv``, ``_per_sample.parquet``, ``_confusion.csv``
+    (raw pixel counts, rows = gt) and ``_confusion_pairs.csv``, each atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_path = out_dir / f"{stem}_metrics.json"
+    paths = {name: out_dir / f"{stem}_{name}" for name in ("metrics.json", "per_class.csv", "per_sample.parquet",
+                                                          "confusion.csv", "confusion_pairs.csv")}
     clean = {k: (None if math.isnan(v) else v) for k, v in result.metrics.items()}
-    _atomic_write(metrics_path, lambda p: p.write_text(json.dumps(clean, indent=2)))
-    class_path = out_dir / f"{stem}_per_class.csv"
-    _atomic_write(class_path, lambda p: result.per_class.to_csv(p, index=False))
-    sample_path = out_dir / f"{stem}_per_sample.parquet"
-    _atomic_write(sample_path, lambda p: result.per_sample.to_parquet(p, index=False))
-    return [metrics_path, class_path, sample_path]
+    _atomic_write(paths["metrics.json"], lambda p: p.write_text(json.dumps(clean, indent=2)))
+    _atomic_write(paths["per_class.csv"], lambda p: result.per_class.to_csv(p, index=False))
+    _atomic_write(paths["per_sample.parquet"], lambda p: result.per_sample.to_parquet(p, index=False))
+    confusion = pd.DataFrame(result.confusion, index=result.class_names, columns=result.class_names)
+    _atomic_write(paths["confusion.csv"], lambda p: confusion.to_csv(p, index_label="gt \\ pred"))
+    _atomic_write(paths["confusion_pairs.csv"], lambda p: confusion_pairs(result).to_csv(p, index=False))
+    return list(paths.values())
 
 
 def class_table_text(result: EvaluationResult, title: str) -> Any:
-    """A rich Table: one row per class (IoU, Dice pooled and per image) and a mean row."""
+    """A rich Table: one row per class (IoU, Dice, boundary IoU pooled and per image) and a mean row."""
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("class", "IoU", "Dice", "IoU (per image)", "Dice (per image)"):
+    columns = list(result.per_class.columns)
+    for col in columns:
         table.add_column(col, justify="left" if col == "class" else "right")
 
     def fmt(v: float) -> str:
-        return "-" if math.isnan(v) else f"{v:.4f}"
+        return "-" if v is None or math.isnan(v) else f"{v:.4f}"
 
     for row in result.per_class.itertuples(index=False):
         table.add_row(row[0], *(fmt(v) for v in row[1:]))
     # The mean row shows the headline numbers: the per-image columns are means over images, not classes.
-    means = [result.headline(n) for n in ("mIoU", "mDice", "mIoU_image", "mDice_image")]
-    table.add_row("[bold]mean[/bold]", *(fmt(v) for v in means))
+    headline = {"IoU": "mIoU", "Dice": "mDice", "BoundaryIoU": "mBoundaryIoU", "IoU_image": "mIoU_image",
+                "Dice_image": "mDice_image"}
+    table.add_row("[bold]mean[/bold]", *(fmt(result.headline(headline[c])) for c in columns[1:]))
     return table

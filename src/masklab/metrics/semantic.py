@@ -22,6 +22,10 @@ For a class ``c`` in one confusion matrix let ``TP``, ``FP``, ``FN`` be its coun
   hallucinated class is an error and must pull the mean down.
 * ``miou``/``mdice`` are NaN when every class is NaN; ``pixel_acc`` is NaN when there are no valid
   (non-ignored) pixels. Such an image (e.g. all ignore) is skipped in the per-image means.
+
+Boundary IoU (optional, see :mod:`masklab.metrics.boundary`) follows the same rule with the
+boundary union: a class whose boundary union is 0 is NaN and left out of the means, and an image
+with no scored class is skipped in ``mBoundaryIoU_image``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
+
+from masklab.metrics.boundary import _boundary_counts_checked, boundary_dilation, boundary_iou_from_counts
 
 __all__ = [
     "SemanticMetrics",
@@ -42,10 +48,10 @@ __all__ = [
 ]
 
 
-def _bincount_indices(
+def _checked_labels(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate inputs and return ``(target * C + pred, valid)`` as int64, both shaped like target.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate inputs and return ``(target, pred, valid)``: int64 target and pred, bool valid, all shaped alike.
 
     Raises ValueError on shape mismatch or on class values outside ``[0, C)`` at non-ignored pixels.
     """
@@ -70,6 +76,14 @@ def _bincount_indices(
             )
         values = torch.unique(pred[bad_pred]).tolist()
         raise ValueError(f"pred has values {values} outside [0, {num_classes}) at non-ignored pixels")
+    return target, pred, valid
+
+
+def _bincount_indices(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate inputs and return ``(target * C + pred, valid)`` as int64, both shaped like target."""
+    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
     return target * num_classes + pred, valid
 
 
@@ -100,7 +114,15 @@ def per_image_confusion(
     """
     if target.ndim < 1:
         raise ValueError("per_image_confusion needs a leading image dimension")
-    idx, valid = _bincount_indices(pred, target, num_classes, ignore_index)
+    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    return _per_image_confusion_checked(target, pred, valid, num_classes)
+
+
+def _per_image_confusion_checked(
+    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int
+) -> torch.Tensor:
+    """:func:`per_image_confusion` on inputs already through :func:`_checked_labels`."""
+    idx = target * num_classes + pred
     n_images = target.shape[0]
     n_bins = num_classes * num_classes
     offsets = torch.arange(n_images, device=idx.device, dtype=torch.long) * n_bins
@@ -142,15 +164,49 @@ def scores_from_confusion(cm: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
+def _boundary_d(target: torch.Tensor, dilation_ratio: float) -> int:
+    if target.ndim != 3:
+        raise ValueError(f"boundary scores need (N, H, W) pred and target, got {tuple(target.shape)}")
+    return boundary_dilation(target.shape[-2], target.shape[-1], dilation_ratio)
+
+
 def per_image_scores(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None,
+    boundary: bool = False,
+    dilation_ratio: float = 0.02,
 ) -> dict[str, torch.Tensor]:
     """Scores of each image (for per-sample tables).
 
     pred, target: (N, H, W) integer class indices.
-    Returns float64 ``iou``, ``dice`` (N, C); ``miou``, ``mdice``, ``pixel_acc`` (N,).
+    Returns float64 ``iou``, ``dice`` (N, C); ``miou``, ``mdice``, ``pixel_acc`` (N,); and the raw
+    int64 (N, C) counts of the per-image confusion matrices: ``tp``, ``fp``, ``fn``,
+    ``true_area`` (= tp + fn, ground-truth pixels) and ``pred_area`` (= tp + fp, predicted pixels).
+    With ``boundary=True`` also float64 ``boundary_iou`` (N, C), ``boundary_miou`` (N,) and int64
+    ``boundary_intersection``, ``boundary_union`` (N, C) (see :mod:`masklab.metrics.boundary`).
     """
-    return scores_from_confusion(per_image_confusion(pred, target, num_classes, ignore_index))
+    if target.ndim < 1:
+        raise ValueError("per_image_scores needs a leading image dimension")
+    d = _boundary_d(target, dilation_ratio) if boundary else 0
+    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    cms = _per_image_confusion_checked(target, pred, valid, num_classes)
+    out = scores_from_confusion(cms)
+    tp = torch.diagonal(cms, dim1=-2, dim2=-1)
+    true_area = cms.sum(dim=-1)
+    pred_area = cms.sum(dim=-2)
+    out.update(tp=tp, fp=pred_area - tp, fn=true_area - tp, true_area=true_area, pred_area=pred_area)
+    if boundary:
+        inter, union = _boundary_counts_checked(target, pred, valid, num_classes, d)
+        biou = boundary_iou_from_counts(inter, union)
+        out.update(
+            boundary_iou=biou,
+            boundary_miou=torch.nanmean(biou, dim=-1),
+            boundary_intersection=inter,
+            boundary_union=union,
+        )
+    return out
 
 
 class SemanticMetrics(Metric):
@@ -160,6 +216,11 @@ class SemanticMetrics(Metric):
     (N, C, H, W) logits/probabilities (argmax over dim 1). ``compute()`` returns a flat dict:
     floats ``mIoU``, ``mDice``, ``pixel_acc``, ``mIoU_image``, ``mDice_image``, ``pixel_acc_image``
     and float64 (C,) tensors ``iou``, ``dice``, ``iou_image``, ``dice_image``.
+
+    ``boundary=True`` adds Boundary IoU with band width ``boundary_dilation(H, W, dilation_ratio)``
+    (per batch, from its image size): float ``mBoundaryIoU`` (pooled: intersections and unions
+    summed over the dataset), ``mBoundaryIoU_image`` and float64 (C,) ``boundary_iou``,
+    ``boundary_iou_image``.
     """
 
     is_differentiable = False
@@ -175,21 +236,33 @@ class SemanticMetrics(Metric):
     mdice_image_sum: torch.Tensor
     pixel_acc_image_sum: torch.Tensor
     image_count: torch.Tensor
+    # only with boundary=True
+    boundary_inter: torch.Tensor
+    boundary_union: torch.Tensor
+    boundary_iou_image_sum: torch.Tensor
+    boundary_class_image_count: torch.Tensor
+    mboundary_iou_image_sum: torch.Tensor
+    boundary_image_count: torch.Tensor
 
     def __init__(
         self,
         num_classes: int,
         ignore_index: int | None,
         class_names: Sequence[str] | None = None,
+        boundary: bool = False,
+        dilation_ratio: float = 0.02,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        boundary_dilation(1, 1, dilation_ratio)  # validates the ratio now rather than at the first update
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"got {len(class_names)} class_names for num_classes={num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
+        self.boundary = boundary
+        self.dilation_ratio = dilation_ratio
         self.class_names = list(class_names) if class_names is not None else None
         c = num_classes
         f64, i64 = torch.float64, torch.long
@@ -202,6 +275,13 @@ class SemanticMetrics(Metric):
         self.add_state("mdice_image_sum", torch.zeros((), dtype=f64), dist_reduce_fx="sum")
         self.add_state("pixel_acc_image_sum", torch.zeros((), dtype=f64), dist_reduce_fx="sum")
         self.add_state("image_count", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
+        if boundary:  # only then: a boundary-free metric keeps exactly its old states
+            self.add_state("boundary_inter", torch.zeros(c, dtype=i64), dist_reduce_fx="sum")
+            self.add_state("boundary_union", torch.zeros(c, dtype=i64), dist_reduce_fx="sum")
+            self.add_state("boundary_iou_image_sum", torch.zeros(c, dtype=f64), dist_reduce_fx="sum")
+            self.add_state("boundary_class_image_count", torch.zeros(c, dtype=i64), dist_reduce_fx="sum")
+            self.add_state("mboundary_iou_image_sum", torch.zeros((), dtype=f64), dist_reduce_fx="sum")
+            self.add_state("boundary_image_count", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch. target: (N, H, W); pred: (N, H, W) indices or (N, C, H, W) scores."""
@@ -209,7 +289,10 @@ class SemanticMetrics(Metric):
             if pred.shape[1] != self.num_classes:
                 raise ValueError(f"logits have {pred.shape[1]} channels, expected num_classes={self.num_classes}")
             pred = pred.argmax(dim=1)
-        cms = per_image_confusion(pred, target, self.num_classes, self.ignore_index)
+        d = _boundary_d(target, self.dilation_ratio) if self.boundary else 0
+        # Validate once; the confusion matrices and the boundary counts share the checked tensors.
+        target, pred, valid = _checked_labels(pred, target, self.num_classes, self.ignore_index)
+        cms = _per_image_confusion_checked(target, pred, valid, self.num_classes)
         # Pooled matrix is the sum of the per-image ones: one bincount per batch, not two.
         self.confmat += cms.sum(dim=0)
         s = scores_from_confusion(cms)
@@ -224,6 +307,18 @@ class SemanticMetrics(Metric):
         self.mdice_image_sum += torch.where(has_pixels, s["mdice"], 0.0).sum()
         self.pixel_acc_image_sum += torch.where(has_pixels, s["pixel_acc"], 0.0).sum()
         self.image_count += has_pixels.sum()
+        if self.boundary:
+            inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d)
+            self.boundary_inter += inter.sum(dim=0)
+            self.boundary_union += union.sum(dim=0)
+            biou = boundary_iou_from_counts(inter, union)
+            b_scored = ~torch.isnan(biou)
+            self.boundary_iou_image_sum += torch.where(b_scored, biou, 0.0).sum(dim=0)
+            self.boundary_class_image_count += b_scored.sum(dim=0)
+            # Image mean over its scored classes; images without any are skipped.
+            b_has = b_scored.any(dim=-1)
+            self.mboundary_iou_image_sum += torch.where(b_has, torch.nanmean(biou, dim=-1), 0.0).sum()
+            self.boundary_image_count += b_has.sum()
 
     def compute(self) -> dict[str, float | torch.Tensor]:
         """Reduce the sums once; see the class docstring for the keys."""
@@ -235,7 +330,7 @@ class SemanticMetrics(Metric):
         def mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
             return torch.where(count > 0, total / count.clamp(min=1), nan)
 
-        return {
+        result: dict[str, float | torch.Tensor] = {
             "mIoU": pooled["miou"].item(),
             "mDice": pooled["mdice"].item(),
             "pixel_acc": pooled["pixel_acc"].item(),
@@ -247,14 +342,34 @@ class SemanticMetrics(Metric):
             "iou_image": mean(self.iou_image_sum, n_cls),
             "dice_image": mean(self.dice_image_sum, n_cls),
         }
+        if self.boundary:
+            biou = boundary_iou_from_counts(self.boundary_inter, self.boundary_union)
+            result["mBoundaryIoU"] = torch.nanmean(biou).item()
+            result["mBoundaryIoU_image"] = mean(
+                self.mboundary_iou_image_sum, self.boundary_image_count.to(torch.float64)
+            ).item()
+            result["boundary_iou"] = biou
+            result["boundary_iou_image"] = mean(
+                self.boundary_iou_image_sum, self.boundary_class_image_count.to(torch.float64)
+            )
+        return result
 
     def named_scalars(self, result: dict[str, float | torch.Tensor], prefix: str) -> dict[str, float]:
         """:func:`named_scalars` with this metric's class names."""
         return named_scalars(result, prefix, self.class_names)
 
 
-_SCALAR_KEYS = ("mIoU", "mDice", "pixel_acc", "mIoU_image", "mDice_image", "pixel_acc_image")
-_PER_CLASS_KEYS = ("iou", "dice")
+_SCALAR_KEYS = (
+    "mIoU",
+    "mDice",
+    "pixel_acc",
+    "mIoU_image",
+    "mDice_image",
+    "pixel_acc_image",
+    "mBoundaryIoU",
+    "mBoundaryIoU_image",
+)
+_PER_CLASS_KEYS = ("iou", "dice", "boundary_iou")
 
 
 def named_scalars(
@@ -262,8 +377,9 @@ def named_scalars(
 ) -> dict[str, float]:
     """Flatten a :meth:`SemanticMetrics.compute` result to logging names, dropping NaN values.
 
-    Keys: ``{prefix}/mIoU`` ... ``{prefix}/pixel_acc_image``, then ``{prefix}/iou/{name}`` and
-    ``{prefix}/dice/{name}`` per class (pooled). Class names default to the class index.
+    Keys: ``{prefix}/mIoU`` ... ``{prefix}/pixel_acc_image`` (and ``{prefix}/mBoundaryIoU``,
+    ``{prefix}/mBoundaryIoU_image`` when present), then ``{prefix}/iou/{name}``, ``{prefix}/dice/{name}``
+    (and ``{prefix}/boundary_iou/{name}``) per class (pooled). Class names default to the class index.
     """
     head = f"{prefix}/" if prefix else ""
     out: dict[str, float] = {}

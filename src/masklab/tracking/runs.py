@@ -136,6 +136,27 @@ class RunLog:
             path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
             self.file(path, str(Path(artifact_file).parent) if "/" in artifact_file else None)
 
+    def directory(self, path: Path, artifact_dir: str) -> None:
+        """Log every file under ``path`` as ``artifact_dir/...`` in one call."""
+        self._client.log_artifacts(self.run_id, str(path), artifact_dir)
+
+    def metric_history(self, keys: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+        """{key: [(step, value), ...]} for the keys the run has."""
+        logged = set(self._client.get_run(self.run_id).data.metrics)
+        return {k: [(m.step, m.value) for m in self._client.get_metric_history(self.run_id, k)]
+                for k in keys if k in logged}
+
+    def download(self, artifact_path: str, dest: Path) -> Path | None:
+        """Download an artifact file or folder of the run; None when the run has no such artifact."""
+        import mlflow
+
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            return Path(mlflow.artifacts.download_artifacts(run_id=self.run_id, artifact_path=artifact_path,
+                                                            dst_path=str(dest)))
+        except Exception:  # MlflowException / OSError: the artifact does not exist
+            return None
+
     def run_data(self) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
         """(latest metrics, params, tags) of the run."""
         run = self._client.get_run(self.run_id)

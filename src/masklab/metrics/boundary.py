@@ -1,0 +1,151 @@
+"""Boundary IoU (Cheng et al., CVPR 2021), computed on-device for all classes at once.
+
+For a binary mask ``M`` of an ``H x W`` image the *boundary region* is the set of pixels of ``M``
+within distance ``d`` of its contour, with ``d = boundary_dilation(H, W, ratio)``
+``= max(1, round(ratio * sqrt(H**2 + W**2)))``. Distance is the chessboard distance and pixels
+on the image border count as contour: this is exactly what the reference implementation does
+(zero-pad by 1, erode ``d`` times with a 3x3 kernel, take ``mask - eroded``).
+
+For class ``c`` with ``G = (target == c)``, ``P = (pred == c)`` and boundary regions ``Gb``, ``Pb``::
+
+    BoundaryIoU(c) = |Gb & Pb| / |Gb | Pb|
+
+Pixels whose target is ``ignore_index`` are left out of both counts (as for IoU), but they still
+count as "not class c" when the contours are found, for ``G`` and for ``P`` alike: the prediction
+under an ignored pixel is never looked at, so (as for IoU) it cannot change the score, and a
+prediction that is right on every scored pixel scores 1. A class whose boundary union is 0 is NaN
+(the absent-class rule of :mod:`masklab.metrics.semantic`).
+
+All classes share one band computation: a pixel lies in the boundary region of *its own* label
+iff some pixel within chessboard distance ``d`` has a different label or the window leaves the
+image, i.e. iff the window max or the window min of the label map differs from its label.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts"]
+
+
+def boundary_dilation(height: int, width: int, ratio: float = 0.02) -> int:
+    """Band width in pixels: ``max(1, round(ratio * image diagonal))`` (round half to even, as the reference)."""
+    if height < 1 or width < 1:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    if not ratio >= 0:  # also rejects NaN
+        raise ValueError(f"dilation_ratio must be >= 0, got {ratio}")
+    return max(1, int(round(ratio * math.sqrt(height * height + width * width))))
+
+
+def _window_max(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Max over every window of ``k`` consecutive entries along ``dim`` (that dim shrinks by k - 1).
+
+    Doubles the covered span each step (1, 2, 4, ... then one overlapping last step): ceil(log2 k)
+    elementwise maxima instead of a k-tap pool. Overlaps are harmless because max is idempotent.
+    """
+    span = 1
+    while span < k:  # invariant: x[i] = max(input[i : i + span])
+        step = min(span, k - span)
+        n = x.shape[dim]
+        x = torch.maximum(x.narrow(dim, 0, n - step), x.narrow(dim, step, n - step))
+        span += step
+    return x
+
+
+def boundary_band(labels: torch.Tensor, d: int) -> torch.Tensor:
+    """Pixels that lie in the boundary region (width ``d``) of their own label.
+
+    labels: (N, H, W) integer label map (any leading dims; any integer dtype, values unrestricted).
+    Returns a bool tensor of the same shape: True where some pixel within chessboard distance ``d``
+    has a different label, or the (2d+1)x(2d+1) window crosses the image border.
+    ``(labels == c) & boundary_band(labels, d)`` is the boundary region of class ``c``.
+
+    The window max and min are computed together, separably (H then W), in the labels' own dtype:
+    the min as the max of the bitwise complement ``~x`` (= -x - 1: order-reversing, never overflows).
+    Both maps are padded with the dtype's max, so a window that leaves the image has max(x) = max(~x)
+    = dtype max, which no label equals on both sides. Cost does not depend on the number of classes.
+    """
+    if labels.ndim < 2:
+        raise ValueError(f"labels must be (..., H, W), got shape {tuple(labels.shape)}")
+    if labels.is_floating_point() or labels.is_complex():
+        raise ValueError("labels must hold integer class indices")
+    if d < 0:
+        raise ValueError(f"d must be >= 0, got {d}")
+    if labels.dtype == torch.bool:
+        labels = labels.to(torch.uint8)
+    both = torch.stack([labels, ~labels])
+    h, w = labels.shape[-2:]
+    padded = both.new_full((*both.shape[:-2], h + 2 * d, w + 2 * d), torch.iinfo(labels.dtype).max)
+    padded[..., d : d + h, d : d + w] = both
+    hi = _window_max(_window_max(padded, 2 * d + 1, -2), 2 * d + 1, -1)
+    return (hi[0] != labels) | (hi[1] != both[1])
+
+
+def _compact_dtype(num_classes: int) -> torch.dtype:
+    # Labels are squeezed into [0, C]: the narrowest dtype makes the window passes cheapest.
+    for dtype in (torch.uint8, torch.int16, torch.int32):
+        if num_classes <= torch.iinfo(dtype).max:
+            return dtype
+    return torch.int64
+
+
+def _boundary_counts_checked(
+    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int, d: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`boundary_counts` on already validated int64 (N, H, W) target/pred and bool valid."""
+    c = num_classes
+    n_images = target.shape[0]
+    # Ignored pixels become the label C in both maps: "not any class" for the contours, never counted.
+    # (Valid pixels hold classes in [0, C): checked by the caller.)
+    t = torch.where(valid, target, c)
+    p = torch.where(valid, pred, c)
+    band = boundary_band(torch.stack([t, p], dim=1).to(_compact_dtype(c)), d)  # one pass for both maps
+    t_band = band[:, 0] & valid
+    p_band = band[:, 1] & valid
+    both = t_band & p_band & (t == p)
+
+    offsets = (torch.arange(n_images, device=target.device, dtype=torch.long) * c).view(-1, 1, 1)
+    sentinel = n_images * c  # dropped bin: keeps shapes static (no boolean indexing, no device sync)
+    inter_idx = torch.where(both, offsets + t, sentinel)
+    inter = torch.bincount(inter_idx.reshape(-1), minlength=sentinel + 1)[:sentinel]
+    # Union: each pixel adds its target class if in Gb and its pred class if in Pb, once when they coincide.
+    union_idx = torch.stack(
+        [torch.where(t_band, offsets + t, sentinel), torch.where(p_band & ~both, offsets + p, sentinel)]
+    )
+    union = torch.bincount(union_idx.reshape(-1), minlength=sentinel + 1)[:sentinel]
+    return inter.reshape(n_images, c), union.reshape(n_images, c)
+
+
+def boundary_counts(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    num_classes: int,
+    ignore_index: int | None,
+    dilation_ratio: float = 0.02,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boundary intersection and union pixel counts per image and class.
+
+    pred, target: (N, H, W) integer class indices (validated like the confusion matrix inputs).
+    Returns ``(intersection, union)``, both (N, C) int64 on target's device, with
+    ``d = boundary_dilation(H, W, dilation_ratio)``. Ignored pixels are not counted and are
+    "not class c" for the contours of both masks (the prediction there is never used).
+    """
+    # Imported here: semantic.py imports this module at load time.
+    from masklab.metrics.semantic import _checked_labels
+
+    if target.ndim != 3:
+        raise ValueError(f"pred and target must be (N, H, W), got {tuple(target.shape)}")
+    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    d = boundary_dilation(target.shape[-2], target.shape[-1], dilation_ratio)
+    return _boundary_counts_checked(target, pred, valid, num_classes, d)
+
+
+def boundary_iou_from_counts(intersection: torch.Tensor, union: torch.Tensor) -> torch.Tensor:
+    """float64 ``intersection / union``, NaN where ``union == 0`` (absent-class rule)."""
+    inter = intersection.to(torch.float64)
+    union = union.to(torch.float64)
+    scored = union > 0
+    nan = torch.tensor(float("nan"), dtype=torch.float64, device=union.device)
+    return torch.where(scored, inter / torch.where(scored, union, 1.0), nan)
