@@ -1,0 +1,448 @@
+"""A self-contained HTML explorer of samples, masks, predictions and metrics.
+
+:func:`write_explorer` writes ``<out_dir>/index.html`` plus full-resolution PNGs under ``<out_dir>/full/``.
+The page needs no server and no network: its data and the grid's thumbnails (a small JPEG of the image,
+tiny class-index PNGs of ground truth and prediction) are inline, and the overlays are drawn in the browser.
+The detail view loads ``full/<file>`` relative to the page; inside the MLflow UI, whose artifact viewer runs the
+page in a sandboxed frame where relative files cannot load, it asks MLflow's ``get-artifact`` endpoint instead,
+and when neither works it shows the thumbnail enlarged, with a note.
+
+Full-resolution files, per sample with a readable image (``<name>`` is the id made safe for a file name):
+``<name>_image.png`` (RGB), ``<name>_gt.png`` / ``<name>_pred.png`` (palette PNGs whose pixel values are the
+class ids, coloured by the class table, class 0 transparent) and ``<name>_error.png`` (palette PNG: 1 = false
+positive, 2 = false negative, 3 = wrong class, 0 = correct or ignored, transparent).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import math
+import os
+import re
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from masklab.data.format import ClassTable, read_image, read_mask
+
+THUMB_SIDE = 80  # longest side of the inline thumbnails, pixels
+JPEG_QUALITY = 60
+MAX_CURVE_POINTS = 400  # per training curve, evenly thinned
+MAX_CHANGED = 200  # rows of summary["changed"] kept
+MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
+IGNORE_GREY = (128, 128, 128)
+# Error map codes and colours (also in the template's legend): false positive, false negative, wrong class.
+ERROR_COLORS = {1: (230, 30, 30), 2: (30, 90, 255), 3: (255, 200, 0)}
+TEMPLATE = Path(__file__).with_name("explorer_template.html")
+DATA_MARK = "/*__MASKLAB_DATA__*/"
+TITLE_MARK = "__MASKLAB_TITLE__"
+
+
+@dataclass
+class ExplorerSample:
+    """One sample to show: its image, and optionally its ground-truth and predicted class-index masks."""
+
+    id: str
+    split: str
+    image: Path
+    mask: Path | None = None
+    pred: Path | None = None
+
+
+@dataclass
+class _Prepared:
+    """What the page needs of one sample; ``ok`` is False when the image could not be read (placeholder card)."""
+
+    ok: bool = False
+    width: int = 0
+    height: int = 0
+    thumb: str = ""  # data URI of a JPEG
+    gt: str = ""  # data URI of a palette PNG of class codes (class id; ignore and unknown values -> num_classes)
+    pred: str = ""
+    gt_classes: list[int] = field(default_factory=list)
+    pred_classes: list[int] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # kinds written under full/: image, gt, pred, error
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
+
+
+def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[ExplorerSample], table: pd.DataFrame | None,
+                   summary: dict, title: str, mlflow_artifact: dict | None = None) -> Path:
+    """Write ``out_dir/index.html`` and ``out_dir/full/*.png``; return the index path.
+
+    ``table``: per-sample rows joined to ``samples`` by its "id" column (any other columns; None = browse a
+    dataset). ``summary``: optional "headline", "per_class", "confusion", "curves", "changed", "problems".
+    ``mlflow_artifact``: {"run_id", "path"} of the artifact folder this explorer will be logged to, or None.
+    Bad input never raises: unreadable images get placeholder cards, and every problem found (missing files,
+    masks of the wrong size, table rows without a sample and samples without a row) is appended to
+    ``summary["problems"]`` (created when missing) and listed on the page. PNGs under ``full/`` that this call
+    did not write (left from an earlier explorer in the same folder) are deleted.
+    """
+    out_dir = Path(out_dir)
+    full_dir = out_dir / "full"
+    full_dir.mkdir(parents=True, exist_ok=True)
+    if summary is None:
+        summary = {}
+    problems = summary.get("problems")
+    if not isinstance(problems, list):
+        problems = [str(p) for p in problems] if isinstance(problems, tuple) else [] if problems is None else [
+            str(problems)]
+        summary["problems"] = problems
+
+    names = _safe_names([s.id for s in samples])
+    workers = max(1, min(4, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        prepared = list(pool.map(lambda args: _prepare_safe(*args, class_table, full_dir), zip(samples, names)))
+    written = {f"{name}_{kind}.png" for name, p in zip(names, prepared) for kind in p.files}
+    for stale in full_dir.glob("*.png"):
+        if stale.name not in written:
+            stale.unlink(missing_ok=True)
+
+    found: list[tuple[str, str]] = [item for p in prepared for item in p.problems]
+    columns, table_problems = _table_columns(table, [s.id for s in samples])
+    found += table_problems
+    ids = pd.Series([str(s.id) for s in samples], dtype=object)
+    repeated = ids[ids.duplicated()].tolist()
+    if repeated:
+        found.append(("dup", f"{_count(len(repeated), 'sample')} with an id that appeared before: "
+                             f"{_listing(repeated)}"))
+    problems.extend(_group_problems(found))
+
+    data = {
+        "title": str(title),
+        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in class_table.classes],
+        "ignore_index": class_table.ignore_index,
+        "error_colors": {str(k): list(v) for k, v in ERROR_COLORS.items()},
+        "thumb_side": THUMB_SIDE,
+        "mlflow": _mlflow(mlflow_artifact),
+        "samples": {
+            "id": [str(s.id) for s in samples],
+            "split": [str(s.split) for s in samples],
+            "name": names,
+            "ok": [int(p.ok) for p in prepared],
+            "w": [p.width for p in prepared],
+            "h": [p.height for p in prepared],
+            "img": [p.thumb for p in prepared],
+            "gt": [p.gt for p in prepared],
+            "pred": [p.pred for p in prepared],
+            "gtc": [p.gt_classes for p in prepared],
+            "pc": [p.pred_classes for p in prepared],
+            "files": ["".join(k[0] for k in p.files) for p in prepared],  # i, g, p, e
+        },
+        "columns": columns,
+        "summary": _json_safe({k: v for k, v in summary.items() if k != "problems"}),
+        "problems": [str(p) for p in problems],
+    }
+    data["summary"] = _trim_summary(data["summary"])
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    # Inside <script>: no "</script>", "<!--" or HTML comment tricks can end it early.
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    before, after = TEMPLATE.read_text(encoding="utf-8").split(DATA_MARK, 1)
+    safe_title = html.escape(str(title))
+    page = before.replace(TITLE_MARK, safe_title) + text + after.replace(TITLE_MARK, safe_title)
+    index = out_dir / "index.html"
+    tmp = out_dir / ".index.html.tmp"
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(index)
+    return index
+
+
+def _safe_names(ids: list[str]) -> list[str]:
+    """File-name-safe, unique stems: the id itself when already safe, else a cleaned id plus a short hash."""
+    names: list[str] = []
+    used: set[str] = set()
+    for sid in ids:
+        sid = str(sid)
+        clean = re.sub(r"[^A-Za-z0-9_-]+", "_", sid).strip("_")[:60] or "sample"
+        name = clean
+        if clean != sid or clean.lower() in used:
+            name = f"{clean}-{hashlib.sha1(sid.encode()).hexdigest()[:8]}"
+        n = 2
+        while name.lower() in used:  # same id twice, or a hash clash: number it
+            name = f"{clean}-{hashlib.sha1(sid.encode()).hexdigest()[:8]}-{n}"
+            n += 1
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
+def _prepare_safe(sample: ExplorerSample, name: str, class_table: ClassTable, full_dir: Path) -> _Prepared:
+    try:
+        return _prepare(sample, name, class_table, full_dir)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the page still gets a placeholder card
+        return _Prepared(problems=[("failed sample", f"sample {sample.id}: could not be prepared ({_why(exc)})")])
+
+
+def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_dir: Path) -> _Prepared:
+    """Thumbnails and full-resolution files of one sample; never raises (problems are recorded instead)."""
+    out = _Prepared()
+    sid = str(sample.id)
+    try:
+        image = read_image(Path(sample.image))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file must become a placeholder, not a crash
+        kind = "missing image" if not Path(sample.image).exists() else "unreadable image"
+        out.problems.append((kind, f"sample {sid}: image {sample.image} {_why(exc)}"))
+        return out
+    try:
+        h, w = image.shape[:2]
+        out.ok, out.width, out.height = True, int(w), int(h)
+        scale = min(1.0, THUMB_SIDE / max(w, h))
+        tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+        pil = Image.fromarray(image)
+        out.thumb = _b64(pil.resize((tw, th), Image.BOX), "JPEG", quality=JPEG_QUALITY, optimize=True)
+        _write_full_image(Path(sample.image), pil, full_dir / f"{name}_image.png")
+        out.files.append("image")
+    except Exception as exc:  # noqa: BLE001
+        out.ok = False
+        out.problems.append(("unreadable image", f"sample {sid}: image {sample.image} could not be converted "
+                                                 f"({_why(exc)})"))
+        return out
+    masks: dict[str, np.ndarray] = {}
+    for kind, path in (("gt", sample.mask), ("pred", sample.pred)):
+        if path is None:
+            continue
+        label = "ground truth" if kind == "gt" else "prediction"
+        try:
+            mask = read_mask(Path(path))
+        except Exception as exc:  # noqa: BLE001
+            what = "missing" if not Path(path).exists() else "unreadable"
+            out.problems.append((f"{what} {label}", f"sample {sid}: {label} {path} {_why(exc)}"))
+            continue
+        if mask.ndim != 2 or mask.dtype != np.uint8:
+            out.problems.append((f"bad {label}", f"sample {sid}: {label} {path} is not a single-channel 8-bit "
+                                                  f"class-index PNG (shape {mask.shape}, {mask.dtype})"))
+            continue
+        if mask.shape != (h, w):
+            out.problems.append((f"bad {label}", f"sample {sid}: {label} {path} is {mask.shape[1]}x{mask.shape[0]}"
+                                                  f" but the image is {w}x{h}"))
+            continue
+        counts = np.bincount(mask.ravel(), minlength=256)
+        n = class_table.num_classes
+        unknown = [int(v) for v in np.flatnonzero(counts) if v >= n and v != class_table.ignore_index]
+        if unknown:
+            out.problems.append((f"bad {label}", f"sample {sid}: {label} {path} has values {unknown[:8]} that are "
+                                                  f"neither class ids nor ignore_index {class_table.ignore_index}"))
+        present = [int(v) for v in np.flatnonzero(counts[:n])]
+        codes = _codes_lut(class_table)
+        small = _nearest(mask, tw, th)
+        encoded = _b64(_grey_palette_png(codes[small], n + 1), "PNG", optimize=True)
+        try:
+            _palette_png(mask, class_table).save(full_dir / f"{name}_{kind}.png", transparency=0, optimize=False)
+        except Exception as exc:  # noqa: BLE001
+            out.problems.append((f"bad {label}", f"sample {sid}: {label} could not be written ({_why(exc)})"))
+            continue
+        masks[kind] = mask
+        out.files.append(kind)
+        if kind == "gt":
+            out.gt, out.gt_classes = encoded, present
+        else:
+            out.pred, out.pred_classes = encoded, present
+    if "gt" in masks and "pred" in masks:
+        err = error_map(masks["gt"], masks["pred"], class_table)
+        pal = Image.fromarray(err)
+        pal.putpalette([0, 0, 0, *[c for k in (1, 2, 3) for c in ERROR_COLORS[k]]])
+        pal.save(full_dir / f"{name}_error.png", transparency=0)
+        out.files.append("error")
+    return out
+
+
+def _write_full_image(source: Path, pil: Image.Image, target: Path) -> None:
+    """An 8-bit RGB or grey PNG is copied as is (browsers show it exactly as masklab reads it); anything else
+    is written from the decoded pixels."""
+    try:
+        with Image.open(source) as im:
+            plain_png = im.format == "PNG" and im.mode in ("RGB", "L")
+    except Exception:  # noqa: BLE001
+        plain_png = False
+    if plain_png:
+        shutil.copyfile(source, target)
+    else:
+        pil.save(target, compress_level=1)
+
+
+def error_map(gt: np.ndarray, pred: np.ndarray, class_table: ClassTable) -> np.ndarray:
+    """Per-pixel error codes: 1 false positive (a class predicted where the truth is background), 2 false
+    negative (a class predicted as background), 3 wrong class (one class predicted as another); 0 elsewhere,
+    including ignore pixels. Class 0 is background, as in :func:`masklab.report.overlay.overlay_mask`."""
+    valid = (gt != class_table.ignore_index) & (gt < class_table.num_classes) & (gt != pred)
+    fp = valid & (pred != 0) & (pred < class_table.num_classes)
+    fn = valid & (gt != 0)
+    return (fp.astype(np.uint8) + 2 * fn.astype(np.uint8)).astype(np.uint8)
+
+
+def _codes_lut(class_table: ClassTable) -> np.ndarray:
+    """Mask value -> thumbnail code: class ids stay, ignore and unknown values become num_classes."""
+    lut = np.full(256, class_table.num_classes, np.uint8)
+    lut[: class_table.num_classes] = np.arange(class_table.num_classes, dtype=np.uint8)
+    return lut
+
+
+def _nearest(arr: np.ndarray, tw: int, th: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    rows = ((np.arange(th) + 0.5) * h / th).astype(np.intp).clip(0, h - 1)
+    cols = ((np.arange(tw) + 0.5) * w / tw).astype(np.intp).clip(0, w - 1)
+    return arr[rows[:, None], cols[None, :]]
+
+
+def _grey_palette_png(codes: np.ndarray, n_codes: int) -> Image.Image:
+    """Palette image whose entry i is grey (i, i, i): drawn on a canvas, the red channel is the code."""
+    im = Image.fromarray(codes.astype(np.uint8))
+    im.putpalette([v for i in range(n_codes) for v in (i, i, i)])
+    return im
+
+
+def _palette_png(mask: np.ndarray, class_table: ClassTable) -> Image.Image:
+    """The mask as a palette PNG: pixel values unchanged (class ids), colours from the class table."""
+    palette = np.zeros((256, 3), np.uint8)
+    palette[: class_table.num_classes] = class_table.palette()
+    palette[class_table.ignore_index % 256] = IGNORE_GREY
+    im = Image.fromarray(mask)
+    im.putpalette(palette.ravel().tolist())
+    return im
+
+
+def _b64(im: Image.Image, fmt: str, **kwargs: Any) -> str:
+    """The image as a data URI."""
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kwargs)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "is missing"
+    return f"cannot be read ({type(exc).__name__}: {str(exc)[:160]})"
+
+
+def _table_columns(table: pd.DataFrame | None, ids: list[str]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Table columns aligned to the samples: [{"name", "type": num|bool|str, "values"}], and problems."""
+    if table is None:
+        return [], []
+    if not isinstance(table, pd.DataFrame) or "id" not in table.columns:
+        return [], [("table", "the per-sample table has no 'id' column, so its rows cannot be matched to samples;"
+                              " it is not shown")]
+    problems: list[tuple[str, str]] = []
+    table = table.copy()
+    table["id"] = table["id"].astype(str)
+    dup = table["id"].duplicated()
+    if dup.any():
+        problems.append(("table", f"{_count(int(dup.sum()), 'per-sample table row')} repeating an id (the first "
+                                  f"is shown): "
+                                  f"{_listing(table.loc[dup, 'id'].tolist())}"))
+        table = table[~dup]
+    known = set(map(str, ids))
+    table_ids = table["id"].tolist()
+    orphans = [i for i in table_ids if i not in known]
+    if orphans:
+        problems.append(("table", f"{_count(len(orphans), 'per-sample table row')} with an id that is not a "
+                                  f"sample: {_listing(orphans)}"))
+    in_table = set(table_ids)
+    rowless = [i for i in dict.fromkeys(map(str, ids)) if i not in in_table]
+    if rowless:
+        problems.append(("table", f"{_count(len(rowless), 'sample')} without a row in the per-sample table: "
+                                  f"{_listing(rowless)}"))
+    aligned = table.set_index("id").reindex([str(i) for i in ids])
+    columns = []
+    for name in aligned.columns:
+        if str(name) in ("id", "split"):
+            continue  # the sample's own id and split are built-in columns
+        col = aligned[name]
+        objects = col.astype(object).tolist()
+        present = [v for v in objects if not _missing(v)]
+        if pd.api.types.is_bool_dtype(col) or (present and all(isinstance(v, bool | np.bool_) for v in present)):
+            kind, values = "bool", [None if _missing(v) else bool(v) for v in objects]
+        elif pd.api.types.is_numeric_dtype(col):
+            floats = col.to_numpy(dtype=float, na_value=np.nan).tolist()
+            kind, values = "num", [_num(v) for v in floats]
+        else:
+            kind, values = "str", [None if _missing(v) else str(v) for v in objects]
+        columns.append({"name": str(name), "type": kind, "values": values})
+    return columns, problems
+
+
+def _missing(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _num(f: float) -> int | float | None:
+    """A compact JSON number: integral values exactly, others to 4 significant digits; NaN and inf -> None."""
+    if not math.isfinite(f):
+        return None
+    if f.is_integer() and abs(f) < 2**53:
+        return int(f)
+    return float(f"{f:.4g}")
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays converted, NaN/inf -> None, keys as strings."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray | pd.Series):
+        return [_json_safe(v) for v in list(value)]
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if value is None or isinstance(value, str):
+        return value
+    if _missing(value):
+        return None
+    return str(value)
+
+
+def _trim_summary(summary: dict) -> dict:
+    """Bound the inline size of the summary: thin long curves, keep the first rows of "changed"."""
+    curves = summary.get("curves")
+    if isinstance(curves, dict):
+        for key, points in curves.items():
+            if isinstance(points, list) and len(points) > MAX_CURVE_POINTS:
+                keep = np.unique(np.linspace(0, len(points) - 1, MAX_CURVE_POINTS).round().astype(int))
+                curves[key] = [points[i] for i in keep]
+    if isinstance(summary.get("changed"), list):
+        summary["changed"] = summary["changed"][:MAX_CHANGED]
+    return summary
+
+
+def _mlflow(artifact: dict | None) -> dict | None:
+    if not artifact or not artifact.get("run_id"):
+        return None
+    return {"run_id": str(artifact["run_id"]), "path": str(artifact.get("path") or "").strip("/")}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _listing(items: list[str], limit: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _group_problems(found: list[tuple[str, str]]) -> list[str]:
+    """Each problem as found, except that a kind seen more than MAX_LISTED times is counted after that."""
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for kind, message in found:
+        seen[kind] = seen.get(kind, 0) + 1
+        if seen[kind] <= MAX_LISTED:
+            out.append(message)
+    for kind, count in seen.items():
+        if count > MAX_LISTED:
+            out.append(f"... and {count - MAX_LISTED} more samples with a {kind} problem")
+    return out

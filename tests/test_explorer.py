@@ -1,0 +1,262 @@
+"""The HTML explorer's files and inline data, without a browser (see test_explorer_browser.py for that)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from masklab.data.format import ClassInfo, ClassTable
+from masklab.report.explorer import THUMB_SIDE, ExplorerSample, error_map, write_explorer
+
+CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
+                      ClassInfo(2, "road", (60, 180, 75))))
+KINDS = ("image", "gt", "pred", "error")
+
+
+def make_files(root: Path, name: str, w: int = 160, h: int = 120, seed: int = 0, noise: float = 0.0):
+    """An RGB image with a car (1) and road (2) mask, a prediction that shifts them, on disk; returns the paths."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    image = np.stack([xx * 255 // w, yy * 255 // h, np.full_like(xx, 40 * seed % 256)], -1).astype(float)
+    image = np.clip(image + rng.normal(0, noise, image.shape), 0, 255).astype(np.uint8) if noise else \
+        image.astype(np.uint8)
+    gt = np.zeros((h, w), np.uint8)
+    gt[h // 2:, :] = 2
+    gt[h // 4: h // 2, w // 4: w // 2] = 1
+    gt[:3, :3] = CLASSES.ignore_index
+    pred = np.roll(gt, w // 10, axis=1)
+    pred[:3, :3] = 0
+    paths = (root / f"{name}.png", root / f"{name}_gt.png", root / f"{name}_pred.png")
+    for arr, path in zip((image, gt, pred), paths):
+        Image.fromarray(arr).save(path)
+    return paths, image, gt, pred
+
+
+def embedded(index: Path) -> dict:
+    match = re.search(r'<script type="application/json" id="masklab-data">(.*?)</script>', index.read_text(), re.S)
+    assert match, "no inline data"
+    return json.loads(match.group(1))
+
+
+def decode_uri(uri: str, kind: str) -> Image.Image:
+    prefix = f"data:image/{kind};base64,"
+    assert uri.startswith(prefix), uri[:40]
+    return Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):])))
+
+
+@pytest.fixture
+def three(tmp_path):
+    """Samples a, b, c with images, masks and predictions, and a table row each."""
+    samples = []
+    for k, sid in enumerate("abc"):
+        (image, gt, pred), *_ = make_files(tmp_path, sid, seed=k)
+        samples.append(ExplorerSample(sid, "val", image, gt, pred))
+    table = pd.DataFrame({"id": list("abc"), "mIoU": [0.5, 0.25, np.nan]})
+    return tmp_path, samples, table
+
+
+def test_writes_page_and_full_resolution_files(three):
+    root, samples, table = three
+    summary = {"headline": {"mIoU": 0.375}}
+    index = write_explorer(root / "out", CLASSES, samples, table, summary, "run x", {"run_id": "r1", "path": "report"})
+    assert index == root / "out" / "index.html" and index.stat().st_size > 10_000
+    full = sorted(p.name for p in (root / "out" / "full").iterdir())
+    assert full == sorted(f"{sid}_{kind}.png" for sid in "abc" for kind in KINDS)
+    _, image, gt, pred = make_files(root, "again", seed=0)
+    assert np.array_equal(np.asarray(Image.open(root / "out" / "full" / "a_image.png").convert("RGB")), image)
+    # Prediction and ground truth PNGs keep the class ids as pixel values, coloured by the class table.
+    with Image.open(root / "out" / "full" / "a_gt.png") as im:
+        assert im.mode == "P" and np.array_equal(np.asarray(im), gt)
+        assert im.getpalette()[3:9] == [230, 25, 75, 60, 180, 75]
+    with Image.open(root / "out" / "full" / "a_error.png") as im:
+        assert np.array_equal(np.asarray(im), error_map(gt, pred, CLASSES))
+    data = embedded(index)
+    assert data["mlflow"] == {"run_id": "r1", "path": "report"}
+    assert data["samples"]["files"] == ["igpe"] * 3
+    assert data["summary"]["headline"] == {"mIoU": 0.375}
+    assert summary["problems"] == []
+    assert "<title>run x</title>" in index.read_text()
+    # Writing again with fewer samples leaves no stale files behind.
+    write_explorer(root / "out", CLASSES, samples[:1], None, {}, "again")
+    assert sorted(p.name for p in (root / "out" / "full").iterdir()) == [f"a_{k}.png" for k in sorted(KINDS)]
+
+
+def test_inline_thumbnails_are_small_data_uris_of_class_codes(three):
+    root, samples, table = three
+    data = embedded(write_explorer(root / "out", CLASSES, samples, table, {}, "t"))
+    s = data["samples"]
+    _, image, gt, pred = make_files(root, "again", seed=0)
+    thumb = decode_uri(s["img"][0], "jpeg")
+    assert thumb.format == "JPEG" and thumb.size == (THUMB_SIDE, THUMB_SIDE * 120 // 160)
+    assert len(s["img"][0]) < 3000
+    for key, mask in (("gt", gt), ("pred", pred)):
+        small = decode_uri(s[key][0], "png")
+        assert small.size == thumb.size and small.mode == "P"
+        codes = np.asarray(small)
+        palette = np.array(small.getpalette()[: 3 * 4]).reshape(-1, 3)
+        assert (palette == np.arange(4)[:, None]).all()  # grey (i, i, i): the canvas's red channel is the code
+        expected = mask[(np.arange(60) * 2 + 1)[:, None], (np.arange(80) * 2 + 1)[None, :]]
+        expected = np.where(expected == CLASSES.ignore_index, CLASSES.num_classes, expected)
+        assert np.array_equal(codes, expected)
+        assert len(s[key][0]) < 600
+    assert s["gtc"][0] == [0, 1, 2] and s["pc"][0] == [0, 1, 2]
+    assert (s["w"][0], s["h"][0], s["ok"][0]) == (160, 120, 1)
+    assert data["columns"] == [{"name": "mIoU", "type": "num", "values": [0.5, 0.25, None]}]
+
+
+def test_bad_input_becomes_problems_and_placeholders(tmp_path):
+    (img, gt, pred), *_ = make_files(tmp_path, "good")
+    garbage, small_gt, odd = tmp_path / "garbage.png", tmp_path / "small_gt.png", tmp_path / "odd_values.png"
+    garbage.write_bytes(b"not a png at all")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(small_gt)
+    Image.fromarray(np.full((120, 160), 7, np.uint8)).save(odd)
+    samples = [
+        ExplorerSample("good", "val", img, gt, pred),
+        ExplorerSample("missing", "val", tmp_path / "nope.png", gt, pred),
+        ExplorerSample("garbage", "val", garbage, gt, None),
+        ExplorerSample("small-mask", "val", img, small_gt, pred),
+        ExplorerSample("no-pred-file", "val", img, gt, tmp_path / "gone.png"),
+        ExplorerSample("odd", "train", img, odd, None),
+    ]
+    table = pd.DataFrame({"id": ["good", "missing", "ghost", "ghost", "odd", "no-pred-file", "garbage"],
+                          "mIoU": [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7]})
+    summary = {"problems": ["earlier"]}
+    index = write_explorer(tmp_path / "out", CLASSES, samples, table, summary, "bad")
+    problems = summary["problems"]
+    text = "\n".join(problems)
+    assert problems[0] == "earlier"
+    assert "sample missing: image" in text and "is missing" in text
+    assert "sample garbage: image" in text and "cannot be read" in text
+    assert "sample small-mask: ground truth" in text and "10x10 but the image is 160x120" in text
+    assert "sample no-pred-file: prediction" in text
+    assert "sample odd: ground truth" in text and "[7]" in text
+    assert "repeating an id" in text and "not a sample: ghost" in text
+    assert "1 sample without a row in the per-sample table: small-mask" in text
+    data = embedded(index)
+    assert data["problems"] == problems
+    s = data["samples"]
+    assert s["ok"] == [1, 0, 0, 1, 1, 1]
+    assert s["img"][1] == "" and s["files"][1] == ""  # placeholder card, no full files
+    assert s["files"] == ["igpe", "", "", "ip", "ig", "ig"]
+    full = {p.name for p in (tmp_path / "out" / "full").iterdir()}
+    assert not any(name.startswith(("missing", "garbage")) for name in full)
+    # A table without an id column is reported and left out; a summary without problems gets the list.
+    summary2: dict = {}
+    write_explorer(tmp_path / "out2", CLASSES, samples[:1], pd.DataFrame({"x": [1]}), summary2, "t")
+    assert "no 'id' column" in summary2["problems"][0]
+
+
+def test_dataset_browse_without_table_or_predictions(three):
+    root, samples, _ = three
+    for s in samples:
+        s.pred = None
+    data = embedded(write_explorer(root / "out", CLASSES, samples, None, {}, "browse"))
+    assert data["columns"] == [] and data["problems"] == [] and data["mlflow"] is None
+    assert data["samples"]["pred"] == ["", "", ""] and data["samples"]["files"] == ["ig"] * 3
+    assert sorted(p.name for p in (root / "out" / "full").iterdir()) == sorted(
+        f"{sid}_{kind}.png" for sid in "abc" for kind in ("image", "gt"))
+    samples[0].mask = None
+    data = embedded(write_explorer(root / "out", CLASSES, samples[:1], None, {}, "images only"))
+    assert data["samples"]["gt"] == [""] and data["samples"]["files"] == ["i"]
+
+
+def test_page_is_self_contained_and_text_is_escaped(three):
+    root, samples, table = three
+    samples[0].id = "weird/</script><b>x</b> & 'é'"
+    samples[1].id = "weird/</script><b>x</b> & 'é'!"  # the same safe stem; the names still differ
+    table.loc[0, "id"] = samples[0].id
+    index = write_explorer(root / "out", CLASSES, samples, table, {"problems": ["<img src=x onerror=alert(1)>"]},
+                           "<script>alert(1)</script>")
+    page = index.read_text()
+    assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "</script><b>" not in page and "<img src=x" not in page
+    # No network: no external scripts, styles, fonts or images.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert not re.search(r"<script[^>]+src=|<link[^>]+stylesheet|@import|url\(\s*['\"]?https?:", page)
+    data = embedded(index)
+    assert data["samples"]["id"][:2] == [samples[0].id, samples[1].id]
+    names = data["samples"]["name"]
+    assert len(set(names)) == 3 and all(re.fullmatch(r"[A-Za-z0-9_-]+", n) for n in names)
+    assert {f"{names[0]}_image.png", f"{names[1]}_image.png"} <= {p.name for p in (root / "out" / "full").iterdir()}
+    assert data["columns"][0]["values"][:1] == [0.5]  # the table row joined to the odd id
+
+
+def test_table_columns_keep_their_types(three):
+    root, samples, _ = three
+    table = pd.DataFrame({
+        "id": ["c", "a", "b"],  # any order: rows are joined by id
+        "split": ["x", "x", "x"],  # the samples' own split wins
+        "mIoU": [0.123456, 1 / 3, np.nan],
+        "tp/car": [10, 20_000_000, 3],
+        "missed/car": [True, False, True],
+        "hallucinated/road": pd.array([True, None, False], dtype="boolean"),
+        "note": ["x", None, "z"],
+        "inf": [np.inf, 1.0, -np.inf],
+    })
+    cols = {c["name"]: c for c in embedded(write_explorer(root / "out", CLASSES, samples, table, {}, "t"))["columns"]}
+    assert "split" not in cols and "id" not in cols
+    assert cols["mIoU"] == {"name": "mIoU", "type": "num", "values": [0.3333, None, 0.1235]}
+    assert cols["tp/car"]["values"] == [20_000_000, 3, 10]
+    assert cols["missed/car"] == {"name": "missed/car", "type": "bool", "values": [False, True, True]}
+    assert cols["hallucinated/road"]["type"] == "bool" and cols["hallucinated/road"]["values"] == [None, False, True]
+    assert cols["note"] == {"name": "note", "type": "str", "values": [None, "z", "x"]}
+    assert cols["inf"]["values"] == [1, None, None]
+
+
+def test_summary_is_made_json_safe_and_bounded(three):
+    root, samples, table = three
+    summary = {"headline": {"mIoU": np.float32(0.5), "nan": float("nan")},
+               "curves": {"val/mIoU": [[i, i / 1000] for i in range(5000)]},
+               "changed": [{"id": "a", "delta_mIoU": -0.1}] * 1000,
+               "confusion": {"labels": ["a", "b"], "matrix": np.eye(2)}}
+    data = embedded(write_explorer(root / "out", CLASSES, samples, table, summary, "t"))["summary"]
+    assert data["headline"] == {"mIoU": 0.5, "nan": None}
+    assert 100 <= len(data["curves"]["val/mIoU"]) <= 400 and data["curves"]["val/mIoU"][-1] == [4999, 4.999]
+    assert len(data["changed"]) <= 200 and data["confusion"]["matrix"] == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_error_map_codes():
+    gt = np.array([[0, 1, 1, 2, 255]], np.uint8)
+    pred = np.array([[1, 0, 2, 2, 1]], np.uint8)
+    # false positive, false negative, wrong class, correct, ignored
+    assert error_map(gt, pred, CLASSES).tolist() == [[1, 2, 3, 0, 0]]
+
+
+def test_page_weight_of_5000_samples(tmp_path, capsys):
+    """5,000 samples (four image files reused, 96x80 px with noise so thumbnails are full size) with a realistic
+    per-sample table for 3 classes: the page must stay under 3 KB per sample."""
+    n, files = 5000, []
+    for k in range(4):
+        paths, *_ = make_files(tmp_path, f"f{k}", w=96, h=80, seed=k, noise=12)
+        files.append(paths)
+    samples = [ExplorerSample(f"val/{i:05d}", "val", *files[i % 4]) for i in range(n)]
+    rng = np.random.default_rng(0)
+    cols: dict = {"id": [s.id for s in samples]}
+    for name in ("mIoU", "mDice", "boundary_mIoU", "pixel_acc", "conf_mean_max_prob", "conf_mean_entropy",
+                 "conf_low_fraction"):
+        cols[name] = rng.random(n)
+    for cls in CLASSES.names:
+        for metric in ("iou", "dice", "boundary_iou"):
+            cols[f"{metric}/{cls}"] = rng.random(n)
+        for metric in ("tp", "fp", "fn", "true_area", "pred_area"):
+            cols[f"{metric}/{cls}"] = rng.integers(0, 8000, n)
+        for metric in ("missed", "hallucinated"):
+            cols[f"{metric}/{cls}"] = rng.random(n) < 0.1
+    start = time.perf_counter()
+    index = write_explorer(tmp_path / "out", CLASSES, samples, pd.DataFrame(cols), {}, "weight", None)
+    seconds = time.perf_counter() - start
+    size = index.stat().st_size
+    with capsys.disabled():
+        print(f"\nexplorer page weight: {n} samples -> index.html {size / 1e6:.2f} MB "
+              f"({size / n:.0f} bytes per sample, {len(cols) - 1} table columns), written in {seconds:.1f} s")
+    assert size < n * 3 * 1024
+    assert len(list((tmp_path / "out" / "full").iterdir())) == 4 * n

@@ -1,0 +1,352 @@
+"""The HTML explorer in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+Skipped when Chromium or the playwright package is missing (`make test` installs both).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from masklab.data.format import ClassInfo, ClassTable
+from masklab.report.explorer import ExplorerSample, write_explorer
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
+                      ClassInfo(2, "square", (60, 180, 75))))
+W, H = 120, 90  # larger than the 80 px thumbnails, so a loaded full-resolution file is recognisable by its width
+# mIoU per sample: s07 is the worst; four samples (s02 s04 s07 s09) are below 0.5.
+MIOU = [0.9, 0.8, 0.45, 0.7, 0.3, 0.95, 0.6, 0.05, 0.85, 0.4, 0.75, 0.65]
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _sample_arrays(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:H, :W]
+    image = np.stack([(xx * 2 + 9 * k) % 256, yy * 2, np.full_like(xx, 60 + 10 * k)], -1).astype(np.uint8)
+    gt = np.zeros((H, W), np.uint8)
+    gt[(yy - 45) ** 2 + (xx - 35) ** 2 < 400] = 1  # every sample has a circle ...
+    if k % 3 == 0:
+        gt[10:40, 75:110] = 2  # ... and s00 s03 s06 s09 a square
+    pred = gt.copy()
+    pred[:, : 6 * k] = 0  # the prediction misses a growing left part
+    pred[70:85, 90:115] = 1  # and hallucinates a circle patch
+    return image, gt, pred
+
+
+def build(root: Path, with_pred: bool = True, with_table: bool = True) -> Path:
+    """12 samples (s00..s11, s11's image file missing), a table without s10 and with an unknown id."""
+    root.mkdir(parents=True, exist_ok=True)
+    samples, rows = [], []
+    for k in range(12):
+        sid = f"s{k:02d}"
+        image, gt, pred = _sample_arrays(k)
+        Image.fromarray(image).save(root / f"{sid}.png")
+        Image.fromarray(gt).save(root / f"{sid}_gt.png")
+        Image.fromarray(pred).save(root / f"{sid}_pred.png")
+        samples.append(ExplorerSample(sid, "val" if k < 8 else "test", root / f"{sid}.png", root / f"{sid}_gt.png",
+                                      root / f"{sid}_pred.png" if with_pred else None))
+        if k != 10:
+            rows.append({"id": sid, "mIoU": MIOU[k], "boundary_mIoU": MIOU[k] / 2, "iou/circle": MIOU[k],
+                         "iou/square": MIOU[k] if k % 3 == 0 else np.nan, "missed/circle": k > 8,
+                         "note": f"n{k}"})
+    samples[11].image = root / "does_not_exist.png"
+    rows.append({"id": "ghost", "mIoU": 0.5})
+    summary = {
+        "headline": {"mIoU": 0.61, "mBoundaryIoU": 0.33},
+        "per_class": [{"class": "background", "IoU": 0.9, "Dice": 0.95, "BoundaryIoU": 0.5},
+                      {"class": "circle", "IoU": 0.6, "Dice": 0.75, "BoundaryIoU": 0.3},
+                      {"class": "square", "IoU": 0.2, "Dice": 0.33, "BoundaryIoU": float("nan")}],
+        "confusion": {"labels": ["background", "circle", "square"],
+                      "matrix": [[0.9, 0.05, 0.05], [0.3, 0.7, 0.0], [0.5, 0.1, 0.4]]},
+        "curves": {"val/mIoU": [[0, 0.2], [1, 0.4], [2, 0.55]], "train/loss_epoch": [[0, 1.2], [1, 0.8], [2, 0.5]]},
+        "changed": [{"id": "s03", "delta_mIoU": -0.2, "mIoU": 0.7}],
+        "problems": ["a note from the caller"],
+    }
+    table = pd.DataFrame(rows) if with_table else None
+    return write_explorer(root / "out", CLASSES, samples, table, summary, "explorer <test>",
+                          {"run_id": RUN_ID, "path": "report"})
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (make browser)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory) -> Path:
+    return build(tmp_path_factory.mktemp("explorer"))
+
+
+def open_page(browser, url: str):
+    """A fresh page at ``url`` once the explorer is ready, and the list its console errors go to."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]")
+    return page, errors
+
+
+def card(page, sid: str):
+    return page.locator(f'.card[data-id="{sid}"]')
+
+
+def wait_drawn(page, sid: str, mode: str) -> None:
+    page.wait_for_function(
+        "([sid, mode]) => { const c = document.querySelector(`.card[data-id='${sid}'] canvas`);"
+        " return c && (c.dataset.drawn || '').startsWith(mode + '|'); }", arg=[sid, mode])
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+
+
+def test_grid_summary_and_problems(browser, index):
+    page, errors = open_page(browser, index.as_uri())
+    assert page.inner_text("#count") == "12 of 12 samples"
+    assert page.locator(".card").count() == 12
+    assert page.locator('.card[data-id="s11"] .placeholder').count() == 1  # missing image: placeholder card
+    wait_drawn(page, "s00", "pred")
+    page.click("#tab-summary")
+    problems = page.locator("#problems li").all_inner_texts()
+    assert any("s11" in p and "missing" in p for p in problems), problems
+    assert any("ghost" in p for p in problems) and any("s10" in p for p in problems), problems
+    assert "a note from the caller" in problems
+    # Per-class bars: IoU, BoundaryIoU and Dice for each of the 3 classes, as wide as their values.
+    bars = page.locator("#per-class .bar")
+    assert bars.count() == 9
+    circle_iou = page.locator('#per-class .barset[data-class="circle"] .bar').first
+    track = page.locator('#per-class .barset[data-class="circle"] .bar-track').first
+    assert circle_iou.get_attribute("data-value") == "0.6"
+    assert circle_iou.bounding_box()["width"] / track.bounding_box()["width"] == pytest.approx(0.6, abs=0.01)
+    assert page.locator("#confusion td").count() == 9
+    assert page.locator("#curves polyline").count() == 2
+    assert page.locator("#headline .metric").count() == 2
+    assert page.locator("#changed a.sample-link").inner_text() == "s03"
+    assert not errors, errors
+
+
+def test_sort_and_filter(browser, index):
+    page, errors = open_page(browser, index.as_uri())
+    page.select_option("#sort-col", "mIoU")
+    assert page.locator(".card").first.get_attribute("data-id") == "s07"  # the worst sample first
+    page.select_option("#sort-dir", "desc")
+    assert page.locator(".card").first.get_attribute("data-id") == "s05"
+    assert page.locator(".card").last.get_attribute("data-id") == "s10"  # no table row: missing values go last
+
+    def count(expression: str) -> str:
+        page.fill("#filter", expression)
+        page.press("#filter", "Enter")
+        return page.inner_text("#count")
+
+    assert count("mIoU < 0.5") == "4 of 12 samples"
+    assert sorted(page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.id)")) == ["s02", "s04", "s07",
+                                                                                               "s09"]
+    assert count("contains square") == "4 of 12 samples"
+    assert count("contains square and mIoU < 0.5") == "1 of 12 samples"
+    assert count("split = test") == "4 of 12 samples"
+    assert count("split = test and iou/circle >= 0.65") == "2 of 12 samples"  # s08 0.85, s11 0.65
+    assert count("missed/circle == 1") == "2 of 12 samples"
+    assert count("note = n3 or mIoU > 0.9") == "2 of 12 samples"
+    assert count("nonsense >> 1") == "2 of 12 samples"  # a bad expression keeps the last result ...
+    assert page.inner_text("#filter-error")  # ... and says why
+    assert count("") == "12 of 12 samples"
+    assert not errors, errors
+
+
+def test_overlays_change_thumbnail_pixels(browser, index):
+    page, errors = open_page(browser, index.as_uri())
+    canvas = card(page, "s04").locator("canvas")
+    page.select_option("#overlay", "none")
+    wait_drawn(page, "s04", "none")
+    plain = pixels(canvas.screenshot())
+    page.select_option("#overlay", "pred")
+    wait_drawn(page, "s04", "pred")
+    pred = pixels(canvas.screenshot())
+    changed = np.abs(pred - plain).sum(axis=2) > 30
+    assert changed.mean() > 0.03, changed.mean()
+    # Turning the circle class off removes the only predicted class: back to the plain image.
+    page.locator('.class-toggle input[data-c="1"]').uncheck()
+    page.wait_for_function("document.querySelector(`.card[data-id='s04'] canvas`).dataset.drawn.endsWith('|0011')")
+    no_circle = pixels(canvas.screenshot())
+    assert np.abs(no_circle - plain).max() <= 3
+    page.locator('.class-toggle input[data-c="1"]').check()
+    # The error map paints false negatives blue and false positives red.
+    page.select_option("#overlay", "error")
+    wait_drawn(page, "s04", "error")
+    err = pixels(canvas.screenshot())
+    blue = (err[..., 2] > err[..., 0] + 60).mean()
+    red = (err[..., 0] > err[..., 2] + 60).mean()
+    assert blue > 0.005 and red > 0.005, (blue, red)
+    assert page.is_visible("#error-legend")
+    assert not errors, errors
+
+
+def test_detail_view_shows_four_full_resolution_images(browser, index):
+    page, errors = open_page(browser, index.as_uri())
+    card(page, "s04").click()
+    assert page.is_visible("#detail")
+    assert page.inner_text("#detail-title") == "s04"
+    panels = page.locator("#detail .panel")
+    assert panels.count() == 4
+    assert [p.get_attribute("data-kind") for p in panels.all()] == ["image", "gt", "pred", "error"]
+    page.wait_for_function("Array.from(document.querySelectorAll('#detail .panel img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    widths = page.locator("#detail .panel img").evaluate_all("ims => ims.map(i => i.naturalWidth)")
+    assert widths == [W] * 7  # the image under each overlay, plus 3 overlays, all at full resolution
+    srcs = page.locator("#detail .panel img.over").evaluate_all("ims => ims.map(i => i.getAttribute('src'))")
+    assert srcs == ["full/s04_gt.png", "full/s04_pred.png", "full/s04_error.png"]
+    per_class = page.locator("#detail-numbers table.per-class")
+    assert per_class.locator("tr").count() == 3  # header, circle, square
+    assert "0.3000" in per_class.inner_text() and "missed" in per_class.inner_text()
+    assert "0.1500" in page.inner_text("#detail-numbers table.kv")  # boundary_mIoU of s04
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text("#detail-title") == "s05"
+    page.keyboard.press("Escape")
+    assert page.is_hidden("#detail")
+    assert not errors, errors
+
+
+def test_detail_falls_back_to_thumbnails_without_full_files(browser, index, tmp_path):
+    shutil.copy(index, tmp_path / "index.html")  # no full/ folder next to it
+    page, errors = open_page(browser, (tmp_path / "index.html").as_uri())
+    card(page, "s01").click()
+    page.wait_for_selector("#detail .note")
+    assert page.locator("#detail .panel").count() == 4
+    page.wait_for_function("document.querySelectorAll('#detail .panel canvas').length === 4")
+    assert "thumbnail" in page.locator("#detail .note").first.inner_text()
+    # The only errors are the browser's own notes about the absent files.
+    assert errors and all("ERR_FILE_NOT_FOUND" in e for e in errors), errors
+
+
+class _MlflowLike(BaseHTTPRequestHandler):
+    """Serves what the MLflow UI does for this page: a parent page that fetches the HTML artifact and shows it
+    in a sandboxed iframe (a blob: URL, as MLflow 3 does, or srcdoc), and ``get-artifact?path=&run_uuid=``."""
+
+    out: Path
+    mode: str
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlparse(self.path)
+        query = urllib.parse.parse_qs(url.query)
+        if url.path == "/mlflow/":
+            show = ("f.src = URL.createObjectURL(new Blob([html], {type: 'text/html'}));" if self.mode == "blob"
+                    else "f.srcdoc = html;")
+            body = ('<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head><body>'
+                    '<iframe id="f" sandbox="allow-scripts" style="width:1200px;height:850px"></iframe><script>'
+                    f"fetch('get-artifact?path=report%2Findex.html&run_uuid={RUN_ID}').then(r => r.text())"
+                    ".then(html => { const f = document.getElementById('f'); " + show + " });"
+                    "</script></body></html>").encode()
+            ctype = "text/html"
+        elif url.path == "/mlflow/get-artifact" and query.get("run_uuid") == [RUN_ID] \
+                and query.get("path", [""])[0].startswith("report/"):
+            file = self.out / query["path"][0].removeprefix("report/")
+            if not file.is_file() or ".." in query["path"][0]:
+                self.send_error(404)
+                return
+            body, ctype = file.read_bytes(), "text/html" if file.suffix == ".html" else "image/png"
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("mode", ["blob", "srcdoc"])
+def test_inside_mlflow_sandboxed_iframe(browser, index, mode):
+    handler = type("Handler", (_MlflowLike,), {"out": index.parent, "mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        origin = f"http://127.0.0.1:{server.server_address[1]}"
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.goto(f"{origin}/mlflow/")
+        frame_el = page.wait_for_selector("#f")
+        page.frame_locator("#f").locator("body[data-ready]").wait_for()
+        frame = frame_el.content_frame()
+        # Thumbnails decode and draw in the opaque-origin sandbox (data: URIs do not taint the canvas) ...
+        frame.wait_for_function("(document.querySelector(`.card[data-id='s04'] canvas`).dataset.drawn || '')"
+                                ".startsWith('pred|')")
+        # ... and the detail view takes full-resolution files from MLflow's artifact endpoint.
+        frame.locator('.card[data-id="s04"]').click()
+        frame.wait_for_function("Array.from(document.querySelectorAll('#detail .panel img'))"
+                                ".every(i => i.complete && i.naturalWidth > 0)")
+        srcs = frame.locator("#detail .panel img").evaluate_all("ims => ims.map(i => [i.src, i.naturalWidth])")
+        assert len(srcs) == 7
+        assert srcs[0] == [f"{origin}/mlflow/get-artifact?path=report%2Ffull%2Fs04_image.png&run_uuid={RUN_ID}", W]
+        assert all(src.startswith(f"{origin}/mlflow/get-artifact?") and width == W for src, width in srcs)
+        assert frame.locator("#detail .note").count() == 0
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cards_are_paged_and_drawn_only_when_visible(browser, index, tmp_path):
+    # 300 samples that reuse the module's files: 120 cards at first, thumbnails drawn only near the viewport.
+    source = index.parent.parent
+    samples = [ExplorerSample(f"x{i:03d}", "val", source / f"s{i % 10:02d}.png", source / f"s{i % 10:02d}_gt.png",
+                              source / f"s{i % 10:02d}_pred.png") for i in range(300)]
+    lazy = write_explorer(tmp_path / "out", CLASSES, samples, None, {}, "lazy")
+    page, errors = open_page(browser, lazy.as_uri())
+    assert page.inner_text("#count") == "300 of 300 samples"
+    wait_drawn(page, "x000", "pred")
+    drawn = "document.querySelectorAll('.card canvas[data-drawn]').length"
+    assert page.locator(".card").count() == 120
+    assert 0 < page.evaluate(drawn) < 100
+    for _ in range(30):
+        page.mouse.wheel(0, 4000)
+        page.wait_for_timeout(50)
+        if page.locator(".card").count() == 300:
+            break
+    assert page.locator(".card").count() == 300
+    card(page, "x299").scroll_into_view_if_needed()
+    wait_drawn(page, "x299", "pred")
+    assert page.evaluate(drawn) < 300  # cards scrolled past quickly may stay undrawn: nothing decodes off screen
+    assert not errors, errors
+
+
+def test_dataset_browse_without_table_or_predictions(browser, tmp_path):
+    index = build(tmp_path, with_pred=False, with_table=False)
+    page, errors = open_page(browser, index.as_uri())
+    options = page.locator("#overlay option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["none", "gt"]
+    assert "mIoU" not in page.locator("#sort-col option").all_inner_texts()
+    wait_drawn(page, "s00", "gt")
+    card(page, "s03").click()
+    assert [p.get_attribute("data-kind") for p in page.locator("#detail .panel").all()] == ["image", "gt"]
+    page.keyboard.press("Escape")
+    page.fill("#filter", "contains square")
+    page.press("#filter", "Enter")
+    assert page.inner_text("#count") == "4 of 12 samples"
+    page.click("#tab-summary")
+    assert page.locator("#per-class .bar").count() == 9  # the summary passed in still shows
+    assert not errors, errors
