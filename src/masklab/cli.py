@@ -38,6 +38,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("report",): ("report", "masklab.commands.report:report",
                   "HTML explorer of a run's evaluation: worst samples, overlays, errors, summary"),
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
+    ("sweep",): ("sweep_run", "masklab.commands.sweep:sweep",
+                 "Optuna sweep of train runs from a preset (sweep=<preset>); run again to resume"),
+    ("sweep", "summary"): ("sweep_summary", "masklab.commands.sweep:summary",
+                           "trials of a sweep ranked by the monitored metric, and a PNG plot"),
 }
 
 # `model=` names a config group for train, but a model reference (models:/N/Production, run id,

@@ -1,0 +1,19 @@
+"""`masklab sweep sweep=<preset>` and `masklab sweep summary sweep=<preset>|study=<name>` (see masklab.sweep)."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def sweep(cfg: DictConfig) -> None:
+    """Run (or resume) the preset's Optuna study of `train` runs, under one MLflow parent run."""
+    from masklab.sweep.launch import sweep as run_sweep
+
+    run_sweep(cfg)
+
+
+def summary(cfg: DictConfig) -> None:
+    """Print the study's trials ranked by the monitored metric and plot the metric versus each parameter."""
+    from masklab.sweep.summary import summary as run_summary
+
+    run_summary(cfg)

@@ -1,0 +1,356 @@
+"""`masklab sweep sweep=<preset>`: an Optuna study of `train` runs, one MLflow parent run, K local workers.
+
+1. Validate the preset (search space, sampler, pruner) and compose `train` with its base overrides, which
+   gives the monitored metric, the direction (``monitor_mode``), the MLflow store and experiment.
+2. Create or load the study (``load_if_exists``): running the command again resumes it and adds trials.
+   A grid is enqueued as fixed trials, only the points without a finished (or running) trial.
+3. Create the parent MLflow run, or reopen the study's one; trials are its children (``mlflow.parentRunId``).
+4. Run the trials here (``workers=1``) or in K worker processes on the same study.
+5. Record the best value and overrides on the parent run; print them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from masklab.commands.common import to_plain
+from masklab.errors import UserError
+from masklab.sweep.space import Param, format_override, grid_points, one_line, parse_grid, parse_overrides, parse_params
+from masklab.sweep.study import (
+    direction_of,
+    make_pruner,
+    make_sampler,
+    open_storage,
+    open_study,
+    redact,
+    retry_locked,
+    sampler_kind,
+)
+from masklab.sweep.trial import SweepSpec, compose_train, hydra_config, train_config_source
+from masklab.sweep.worker import ERROR_PREFIX, run_trials
+
+PRESET_KEYS = {"name", "description", "sampler", "params", "grid", "pruner", "n_trials", "overrides"}
+ATTR_MONITOR = "masklab.monitor"
+ATTR_PARENT = "masklab.parent_run_id"
+ATTR_TRACKING = "masklab.tracking_uri"
+WORKER_STOP_TIMEOUT_S = 60
+
+
+def parse_preset(preset: dict[str, Any]) -> tuple[str, list[Param]]:
+    """(sampler kind, parameters) of a preset; every mistake is a UserError naming the key."""
+    unknown = sorted(set(preset) - PRESET_KEYS)
+    if unknown:
+        raise UserError(f"sweep: unknown key(s) {unknown}; a preset takes {sorted(PRESET_KEYS)}")
+    kind, _ = sampler_kind(preset.get("sampler"))
+    if kind == "grid":
+        if preset.get("params"):
+            raise UserError("sweep: sampler grid takes grid: {key: [values]}, not params:")
+        return kind, parse_grid(preset.get("grid"))
+    if preset.get("grid"):
+        raise UserError(f"sweep: grid: is for sampler: grid; sampler {kind} takes params:")
+    return kind, parse_params(preset.get("params"))
+
+
+def positive_int(value: Any, key: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{key}: expected a positive integer, got {value!r}")
+    return value
+
+
+def trial_params(trial) -> dict[str, Any]:
+    """Parameters of a trial, also of a WAITING one (enqueued, not yet sampled)."""
+    return dict(trial.params) or dict(trial.system_attrs.get("fixed_params") or {})
+
+
+def enqueue_grid(study, params: list[Param], n_trials: int | None) -> tuple[int, str]:
+    """Enqueue the grid points that have no complete, pruned or running trial; returns (trials to run, note).
+
+    Waiting trials left by a stopped sweep are run first when they still are grid points, and dropped
+    (marked failed) when the grid changed.
+    """
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # RUNNING trials of a killed sweep: failed, so run again
+
+    def key(values: dict[str, Any]) -> tuple:
+        return tuple(sorted((str(k), repr(v)) for k, v in values.items()))
+
+    points = grid_points(params)
+    grid = {key(p) for p in points}
+    trials = study.get_trials(deepcopy=False)
+    done = {key(t.params) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)}
+    waiting = set()
+    for t in trials:
+        if t.state != TrialState.WAITING:
+            continue
+        k = key(trial_params(t))
+        if k in grid and k not in done and k not in waiting:
+            waiting.add(k)
+        else:
+            study._storage.set_trial_user_attr(t._trial_id, "error", "dropped: not a pending point of the grid")
+            retry_locked(study._storage.set_trial_state_values, t._trial_id, TrialState.FAIL)
+    pending = [p for p in points if key(p) not in done and key(p) not in waiting]
+    budget = len(pending) + len(waiting) if n_trials is None else n_trials
+    new = pending[: max(0, budget - len(waiting))]
+    for point in new:
+        retry_locked(study.enqueue_trial, point)
+    n_done = sum(key(p) in done for p in points)
+    return min(budget, len(waiting) + len(new)), f"grid of {len(points)} points, {n_done} done or running"
+
+
+def open_parent_run(study, study_name: str, tracking_uri: str, artifact_root: str, experiment: str,
+                    params: dict[str, str], tags: dict[str, str]) -> tuple[str, bool]:
+    """The study's parent run (reopened) or a new one; returns (run id, created)."""
+    from masklab.tracking.runs import RunLog, artifact_location, client
+
+    c = client(tracking_uri)
+    previous = study.user_attrs.get(ATTR_PARENT)
+    if previous and study.user_attrs.get(ATTR_TRACKING) == tracking_uri:
+        try:
+            run = c.get_run(previous)
+            if run.info.lifecycle_stage == "active":
+                retry_locked(c.update_run, previous, status="RUNNING")
+                return previous, False
+        except Exception:  # deleted, or another store: start a new parent
+            pass
+    exp = c.get_experiment_by_name(experiment)
+    if exp is None:
+        try:
+            exp_id = retry_locked(c.create_experiment, experiment,
+                                  artifact_location=artifact_location(tracking_uri, artifact_root, experiment))
+        except Exception:  # created meanwhile by another process
+            exp = c.get_experiment_by_name(experiment)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+    run = retry_locked(c.create_run, exp_id, run_name=f"sweep-{study_name}", tags=tags)
+    run_id = run.info.run_id
+    retry_locked(RunLog(tracking_uri, run_id).params, params)
+    study.set_user_attr(ATTR_PARENT, run_id)
+    study.set_user_attr(ATTR_TRACKING, tracking_uri)
+    return run_id, True
+
+
+def finish_parent(study, tracking_uri: str, run_id: str, monitor: str, status: str) -> Any:
+    """Best value, overrides and trial counts on the parent run; end it with ``status``. Returns the best trial."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from masklab.tracking.runs import RunLog
+
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state for t in trials)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = study.best_trial if complete else None
+    run = RunLog(tracking_uri, run_id)
+    metrics = {"trials_complete": counts[TrialState.COMPLETE], "trials_pruned": counts[TrialState.PRUNED],
+               "trials_failed": counts[TrialState.FAIL], "trials": len(trials)}
+    tags = {"masklab.sweep_status": status}
+    if best is not None:
+        metrics[f"best/{monitor}"] = float(best.value)
+        tags.update({"masklab.best_trial": str(best.number),
+                     "masklab.best_overrides": " ".join(best.user_attrs.get("overrides") or
+                                                        [format_override(k, v) for k, v in best.params.items()]),
+                     "masklab.best_run_id": str(best.user_attrs.get("mlflow_run_id", ""))})
+    retry_locked(run.metrics, metrics, step=len(trials))
+    retry_locked(run.tags, tags)
+    retry_locked(run._client.set_terminated, run_id, status)
+    return best
+
+
+def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
+    """K worker processes on the study, ``n_trials`` split between them; the first configuration error stops all."""
+    n = min(workers, n_trials)
+    quotas = [n_trials // n + (i < n_trials % n) for i in range(n)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
+    threads = str(max(1, (os.cpu_count() or 1) // n))  # the cores are shared, not oversubscribed
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(var, threads)
+    log_dir = Path(spec.sweep_dir) / "workers"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[tuple[int, subprocess.Popen, Path]] = []
+    try:
+        for i, quota in enumerate(quotas, 1):
+            err_path = log_dir / f"worker-{i}.err"
+            with open(err_path, "w") as err:
+                proc = subprocess.Popen([sys.executable, "-m", "masklab.sweep.worker"], stdin=subprocess.PIPE,
+                                        stderr=err, env=env, text=True)
+            proc.stdin.write(replace(spec, worker=i, n_trials=quota).to_json())
+            proc.stdin.close()
+            procs.append((i, proc, err_path))
+        print(f"Started {n} workers ({', '.join(str(q) for q in quotas)} trials; stderr in {log_dir})", flush=True)
+        while any(p.poll() is None for _, p, _ in procs):
+            for i, p, err_path in procs:
+                if p.poll() not in (None, 0):
+                    raise UserError(worker_error(i, p.returncode, err_path))
+            time.sleep(0.5)
+        for i, p, err_path in procs:
+            if p.returncode != 0:
+                raise UserError(worker_error(i, p.returncode, err_path))
+    finally:
+        stop_workers([p for _, p, _ in procs])
+
+
+def worker_error(i: int, returncode: int, err_path: Path) -> str:
+    lines = err_path.read_text(errors="replace").splitlines() if err_path.is_file() else []
+    for line in reversed(lines):
+        if line.startswith(ERROR_PREFIX):
+            return line[len(ERROR_PREFIX):]
+    last = next((ln for ln in reversed(lines) if ln.strip()), "")
+    return f"worker {i} exited with status {returncode}: {last.strip()} (see {err_path})"
+
+
+def stop_workers(procs: list[subprocess.Popen]) -> None:
+    """Ctrl-C the workers still running (their trial is recorded as failed), then wait; kill the stubborn."""
+    running = [p for p in procs if p.poll() is None]
+    for p in running:
+        try:
+            p.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + WORKER_STOP_TIMEOUT_S
+    for p in running:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def sweep(cfg: DictConfig) -> None:
+    import optuna
+
+    from masklab.tracking.runs import RunLog, git_commit
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    preset = to_plain(cfg.sweep)
+    kind, params = parse_preset(preset)
+    study_name = str(cfg.study or preset.get("name") or "").strip()
+    if not study_name:
+        raise UserError("study: no study name; set name: in the preset or pass study=<name>")
+    make_sampler(preset.get("sampler"))  # options checked before anything is written
+    pruner = make_pruner(preset.get("pruner"))
+    base_overrides = [*parse_overrides(preset.get("overrides"), "sweep.overrides"), *parse_overrides(cfg.overrides)]
+    workers = positive_int(cfg.workers, "workers")
+    n_trials = positive_int(cfg.n_trials if cfg.n_trials is not None else preset.get("n_trials"), "n_trials",
+                            allow_none=kind == "grid")
+    stop_after = positive_int(cfg.stop_after_failures, "stop_after_failures")
+    sweep_dir = Path(cfg.paths.output_dir)
+
+    with train_config_source():
+        try:
+            base = compose_train(base_overrides)
+        except Exception as exc:
+            raise UserError(f"overrides {base_overrides}: train does not accept them: {one_line(str(exc))}") from None
+    from omegaconf import open_dict, read_write
+
+    with read_write(base.hydra), open_dict(base.hydra):
+        base.hydra.runtime.output_dir = str(sweep_dir.resolve())
+    with hydra_config(base):
+        monitor = str(base.monitor)
+        direction = direction_of(str(base.monitor_mode))
+        tracking_uri = str(base.logger.tracking_uri)
+        artifact_root = str(base.logger.artifact_root)
+        experiment = str(base.logger.experiment_name)
+        if workers > 1:  # synthesize and check the dataset once, not in several workers at the same time
+            from masklab.commands.common import open_dataset
+
+            open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
+
+    storage = open_storage(str(cfg.storage))
+    study = open_study(study_name, storage, direction, make_sampler(preset.get("sampler")), pruner)
+    known_monitor = study.user_attrs.get(ATTR_MONITOR)
+    if known_monitor and known_monitor != monitor:
+        raise UserError(f"study '{study_name}' ranks trials by {known_monitor}, not {monitor}; "
+                        "use another study name (study=...)")
+    if not known_monitor:
+        study.set_user_attr(ATTR_MONITOR, monitor)
+    n_before = len(study.get_trials(deepcopy=False))
+    if kind == "grid":
+        to_run, note = enqueue_grid(study, params, n_trials)
+    else:
+        to_run, note = n_trials, f"{kind} sampler"
+
+    shown_storage = redact(str(cfg.storage))
+    parent_params = {"study": study_name, "storage": shown_storage, "monitor": monitor, "direction": direction,
+                     "sampler": kind, **{f"space.{p.name}": p.describe() for p in params}}
+    parent_tags = {"masklab.command": "sweep", "masklab.sweep": study_name, "masklab.optuna_storage": shown_storage,
+                   "masklab.monitor": monitor, "masklab.git_commit": git_commit(Path.cwd()) or "unknown"}
+    parent_id, created = open_parent_run(study, study_name, tracking_uri, artifact_root, experiment,
+                                         parent_params, parent_tags)
+    parent = RunLog(tracking_uri, parent_id)
+    retry_locked(parent.tags, {"masklab.output_dir": str(sweep_dir.resolve()), "masklab.sweep_status": "RUNNING"})
+    retry_locked(parent.yaml, {"study": study_name, "storage": shown_storage, "monitor": monitor,
+                               "direction": direction, "n_trials": to_run, "workers": workers,
+                               "base_overrides": base_overrides, "sweep": preset}, "config/sweep.yaml")
+
+    print(f"Sweep '{study_name}': {kind} over {'; '.join(p.describe() for p in params)}")
+    print(f"  {direction} {monitor}; base overrides: {' '.join(base_overrides) or '(none)'}")
+    doing = (f"running {to_run} now with {min(workers, to_run)} worker(s)" if to_run else
+             "nothing to run: every grid point has a trial (a new point or n_trials adds more)")
+    print(f"  Optuna study in {shown_storage}: {n_before} trial(s) so far ({note}); {doing}")
+    print(f"  MLflow parent run {parent_id} ({'new' if created else 'continued'}) in experiment '{experiment}'; "
+          f"trial folders in {sweep_dir / 'trials'}", flush=True)
+
+    spec = SweepSpec(study=study_name, storage=str(cfg.storage), monitor=monitor, direction=direction,
+                     params=[p.to_dict() for p in params], sampler=preset.get("sampler"), pruner=preset.get("pruner"),
+                     base_overrides=base_overrides, experiment_name=experiment, tracking_uri=tracking_uri,
+                     sweep_dir=str(sweep_dir), parent_run_id=parent_id, stop_after_failures=stop_after,
+                     seed_offset=n_before, n_trials=to_run)
+    status = "FAILED"
+    interrupted = False
+    try:
+        if to_run and workers == 1:
+            run_trials(spec)
+        elif to_run:
+            run_workers(spec, to_run, workers)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status, interrupted = "KILLED", True
+    finally:
+        try:
+            best = finish_parent(study, tracking_uri, parent_id, monitor, status)
+        except Exception as exc:  # never hide the sweep's own error
+            print(f"warning: could not record the result on the parent run: {one_line(str(exc))}", file=sys.stderr)
+            best = None
+    report(study, study_name, monitor, best, n_before, cfg, "done" if status == "FINISHED" else "stopped")
+    if interrupted:
+        print("masklab sweep: interrupted; the study keeps its trials: run the same command again to resume",
+              file=sys.stderr)
+        raise SystemExit(130)
+
+
+def report(study, study_name: str, monitor: str, best, n_before: int, cfg: DictConfig, how: str) -> None:
+    from collections import Counter
+
+    trials = study.get_trials(deepcopy=False)
+    new = Counter(t.state.name.lower() for t in trials[n_before:])
+    print(f"\nSweep '{study_name}' {how}: {new['complete']} complete, {new['pruned']} pruned, {new['fail']} failed "
+          f"this time; {len(trials)} trial(s) in the study")
+    if best is not None:
+        overrides = " ".join(best.user_attrs.get("overrides") or [])
+        print(f"Best {monitor}: {best.value:.4f} (trial {best.number}): {overrides}")
+        if best.user_attrs.get("mlflow_run_id"):
+            print(f"  MLflow run {best.user_attrs['mlflow_run_id']}, folder {best.user_attrs.get('output_dir')}")
+    implicit = (f"sqlite:///{cfg.paths.experiments_dir}/optuna.db", os.environ.get("MASKLAB_SWEEP_STORAGE"))
+    storage = "" if str(cfg.storage) in implicit else " storage=<the same storage>"
+    print(f"Ranked trials and a plot:  masklab sweep summary study={study_name}{storage}")

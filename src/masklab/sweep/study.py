@@ -1,0 +1,158 @@
+"""Optuna objects of a sweep: the storage (any SQLAlchemy URL), sampler, pruner and study.
+
+The default storage is a SQLite file under experiments/; several local processes may share it (a busy
+timeout makes them wait for the file lock instead of failing). Any other URL (``postgresql://...``,
+``mysql://...``) goes to Optuna's RDB storage unchanged: several machines can work on one study.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from masklab.errors import UserError
+
+SQLITE_BUSY_TIMEOUT_S = 120
+# A worker that dies without telling the storage leaves a RUNNING trial: heartbeats let the next
+# trial of any worker mark it failed, so a resumed grid runs that point again.
+HEARTBEAT_INTERVAL_S = 30
+HEARTBEAT_GRACE_S = 120
+SAMPLERS = ("grid", "tpe", "random")
+PRUNERS = ("none", "median", "percentile")
+T = TypeVar("T")
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages, tags and logs."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: nothing to hide
+        return url
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
+    """Call ``fn``; when a SQLite store answers 'database is locked', wait (backoff with jitter) and retry."""
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not is_locked_error(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def open_storage(url: str):
+    """Optuna's RDB storage for ``url``; only a SQLite URL gets a busy timeout and its folder created."""
+    import optuna
+
+    if is_sqlite(url):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and not path.startswith(":memory:"):
+            Path(path.split("?", 1)[0]).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return retry_locked(optuna.storages.RDBStorage, url, engine_kwargs=engine_kwargs,
+                                heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+        except ImportError as exc:
+            cause = exc.__cause__ or exc
+            raise UserError(f"storage={redact(url)}: the database driver is not installed ({cause}); install it "
+                            "or name one in the URL (e.g. postgresql+psycopg2://...)") from None
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"storage={redact(url)}: cannot open the Optuna storage: {first}") from None
+
+
+def _kind_and_options(node: Any, where: str, kinds: tuple[str, ...], default: str) -> tuple[str, dict[str, Any]]:
+    if node is None:
+        return default, {}
+    if isinstance(node, str):
+        node = {"type": node}
+    if not isinstance(node, Mapping):
+        raise UserError(f"{where}: expected {{type: {'|'.join(kinds)}, ...}}, got {node!r}")
+    options = dict(node)
+    kind = options.pop("type", None)
+    if kind not in kinds:
+        raise UserError(f"{where}: unknown type {kind!r}; expected one of {', '.join(kinds)}")
+    return str(kind), options
+
+
+def sampler_kind(node: Any) -> tuple[str, dict[str, Any]]:
+    return _kind_and_options(node, "sweep.sampler", SAMPLERS, "tpe")
+
+
+def make_sampler(node: Any, seed_offset: int = 0):
+    """The preset's sampler; its seed shifted by ``seed_offset`` so workers and resumed sweeps differ.
+
+    A grid is enqueued as fixed trials (see ``launch``), so its study only needs a sampler that is never asked.
+    """
+    import optuna
+
+    kind, options = sampler_kind(node)
+    if options.get("seed") is not None:
+        options["seed"] = int(options["seed"]) + seed_offset
+    cls = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+           "grid": optuna.samplers.RandomSampler}[kind]
+    if kind == "grid":
+        options = {"seed": options.get("seed")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise UserError(f"sweep.sampler: {kind} does not take these options: {exc}") from None
+
+
+def make_pruner(node: Any):
+    import optuna
+
+    kind, options = _kind_and_options(node, "sweep.pruner", PRUNERS, "none")
+    cls = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
+           "percentile": optuna.pruners.PercentilePruner}[kind]
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"sweep.pruner: {kind}: {exc}") from None
+
+
+def direction_of(monitor_mode: str) -> str:
+    if monitor_mode not in ("max", "min"):
+        raise UserError(f"monitor_mode: expected max or min, got {monitor_mode!r}")
+    return "maximize" if monitor_mode == "max" else "minimize"
+
+
+def open_study(name: str, storage, direction: str | None = None, sampler=None, pruner=None):
+    """Create the study or load it (``direction=None``: load only; a missing study is a UserError)."""
+    import optuna
+
+    if direction is None:
+        try:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        except KeyError:
+            names = sorted(optuna.get_all_study_names(storage))
+            raise UserError(f"no study '{name}' in {redact(storage.url)}; studies there: {names or 'none'}") from None
+    study = retry_locked(optuna.create_study, study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                         direction=direction, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise UserError(f"study '{name}' maximizes/minimizes the other way ({study.direction.name.lower()}) "
+                        f"than monitor_mode now asks ({direction}); use another study name (study=...)")
+    return study

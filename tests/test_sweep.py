@@ -1,0 +1,229 @@
+"""`masklab sweep` / `masklab sweep summary`: real Optuna studies of debug=fast trainings, real MLflow SQLite store.
+
+Trials run in-process (one import of torch per sweep), so each debug=fast trial after the first costs ~3 s.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+from masklab.errors import UserError
+from masklab.sweep.pruning import OptunaPruningCallback
+from masklab.sweep.space import format_override, parse_overrides, parse_param
+from masklab.sweep.study import open_storage, retry_locked
+
+from conftest import mlflow_runs, run_masklab
+
+
+def study_of(project: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{project}/experiments/optuna.db")
+
+
+def parent_and_children(project: Path, experiment: str = "synthetic"):
+    """(parent run, child runs) of the only sweep in ``experiment``; every run is one or the other."""
+    _, runs = mlflow_runs(project, experiment)
+    parents = [r for r in runs if r.data.tags.get("masklab.command") == "sweep"]
+    assert len(parents) == 1, [r.data.tags for r in runs]
+    parent = parents[0]
+    children = [r for r in runs if r is not parent]
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in children)
+    return parent, children
+
+
+def summary_rows(stdout: str) -> list[list[str]]:
+    """The body rows of the summary table: [rank, trial, state, value, overrides, ...]."""
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in stdout.splitlines() if line.startswith("│")]
+    return [r for r in rows if r and r[1].isdigit()]
+
+
+# -- end to end -----------------------------------------------------------------------------------------------
+
+def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project):
+    res = run_masklab(["sweep", "sweep=fast_grid"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    parent, children = parent_and_children(project)
+    assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.003"]
+    assert {r.data.tags["masklab.trial_state"] for r in children} == {"complete"}
+    assert all(r.info.status == "FINISHED" for r in [parent, *children])
+    best = max(children, key=lambda r: r.data.metrics["val/mIoU"])
+    assert parent.data.metrics["best/val/mIoU"] == pytest.approx(best.data.metrics["val/mIoU"])
+    assert parent.data.tags["masklab.best_overrides"] == f"optimizer.lr={best.data.params['optimizer.lr']}"
+    assert parent.data.tags["masklab.best_run_id"] == best.info.run_id
+    # each trial has its own run folder under the sweep's
+    assert len(list((project / "experiments" / "runs").glob("*/*_sweep/trials/*/checkpoints/last.ckpt"))) == 2
+    # the grid is done: running the command again adds nothing
+    again = run_masklab(["sweep", "sweep=fast_grid"], project)
+    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
+    assert len(study_of(project, "fast_grid").trials) == 2
+
+
+def test_optuna_sweep_summary_and_resume(project):
+    res = run_masklab(["sweep", "sweep=fast_tpe"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (project / "experiments" / "optuna.db").is_file()
+    study = study_of(project, "fast_tpe")
+    assert len(study.trials) == 3
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    assert study.direction.name == "MAXIMIZE"  # monitor_mode: max
+    parent, children = parent_and_children(project)
+    assert len(children) == 3
+    assert {r.data.params["model.arch"] for r in children} <= {"Unet", "FPN"}
+    assert {r.data.tags["masklab.trial"] for r in children} == {"0", "1", "2"}
+
+    summ = run_masklab(["sweep", "summary", "sweep=fast_tpe"], project)
+    assert summ.returncode == 0, summ.stderr[-3000:]
+    rows = summary_rows(summ.stdout)
+    assert sorted(int(r[1]) for r in rows) == [0, 1, 2]
+    complete = [r for r in rows if r[2] == "complete"]
+    assert [r[0] for r in complete] == [str(i) for i in range(1, len(complete) + 1)]
+    values = [float(r[3]) for r in complete]
+    assert values == sorted(values, reverse=True)  # ranked, best first
+    assert all("optimizer.lr=" in r[4] and "model=" in r[4] for r in rows)
+    png = Path(re.search(r"Plot: (\S+\.png)", summ.stdout).group(1))
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.parent.name.endswith("_sweep_summary")
+
+    # resume: the same study gets a 4th trial, under the same parent run
+    more = run_masklab(["sweep", "sweep=fast_tpe", "n_trials=1"], project)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert "3 trial(s) so far" in more.stdout
+    study = study_of(project, "fast_tpe")
+    assert [t.number for t in study.trials] == [0, 1, 2, 3]
+    parent2, children = parent_and_children(project)
+    assert parent2.info.run_id == parent.info.run_id and len(children) == 4
+
+
+def test_two_workers_run_trials_in_parallel_on_one_study(project):
+    res = run_masklab(["sweep", "sweep=fast_tpe", "n_trials=2", "workers=2"], project)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[worker 1]" in res.stdout and "[worker 2]" in res.stdout
+    worker_logs = list((project / "experiments" / "runs").glob("*/*_sweep/workers/worker-*.err"))
+    assert len(worker_logs) == 2
+    for log in worker_logs:
+        text = log.read_text()
+        assert "locked" not in text and "Traceback" not in text, text[-2000:]
+    trials = study_of(project, "fast_tpe").trials
+    assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    a, b = trials
+    assert a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete  # they overlapped
+    _, children = parent_and_children(project)
+    assert len(children) == 2
+
+
+def test_unknown_preset_lists_the_presets(project):
+    res = run_masklab(["sweep", "sweep=nope"], project)
+    assert res.returncode != 0
+    assert "nope" in res.stderr and "fast_grid" in res.stderr and "fast_tpe" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_unknown_search_space_type_is_a_one_line_error(project):
+    res = run_masklab(["sweep", "sweep=fast_tpe", "sweep.params.model.type=categorcal"], project)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0, res.stderr
+    assert "sweep.params.model" in res.stderr and "categorcal" in res.stderr
+    assert not (project / "experiments" / "optuna.db").exists()  # nothing written
+
+
+def test_parameter_that_is_not_a_train_override_stops_at_the_first_trial(project):
+    res = run_masklab(["sweep", "sweep=fast_grid", "+sweep.grid.max_epoch=[1,2]", "study=typo"], project)
+    assert res.returncode == 2, res.stderr[-3000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not re.match(r"\d{4}/\d\d/\d\d ", ln)]
+    assert len(lines) == 1, res.stderr
+    assert "'max_epoch' is not a valid train override" in lines[0]
+    assert "Traceback" not in res.stderr
+    trials = study_of(project, "typo").trials
+    assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["FAIL"]  # not all 4 grid points
+    parent, children = parent_and_children(project)
+    assert parent.info.status == "FAILED" and children == []
+
+
+# -- units ------------------------------------------------------------------------------------------------------
+
+class FakeTrial:
+    def __init__(self, prune: bool):
+        self.prune = prune
+        self.reports: list[tuple[float, int]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reports.append((value, step))
+
+    def should_prune(self) -> bool:
+        return self.prune
+
+
+def fake_trainer(value: float, epoch: int, sanity: bool = False):
+    import torch
+
+    return SimpleNamespace(sanity_checking=sanity, current_epoch=epoch,
+                           callback_metrics={"val/mIoU": torch.tensor(value)}, logger=SimpleNamespace(run_id="run-1"))
+
+
+def test_pruning_callback_reports_each_validation_and_raises_when_told():
+    trial = FakeTrial(prune=False)
+    cb = OptunaPruningCallback(trial, "val/mIoU")
+    cb.setup(fake_trainer(0.0, 0), None, "fit")
+    assert cb.run_id == "run-1"
+    cb.on_validation_end(fake_trainer(0.5, 0, sanity=True), None)  # sanity check: not reported
+    cb.on_validation_end(fake_trainer(0.25, 0), None)
+    cb.on_validation_end(fake_trainer(0.5, 1), None)
+    assert trial.reports == [(0.25, 0), (0.5, 1)]
+
+    pruned = FakeTrial(prune=True)
+    with pytest.raises(optuna.TrialPruned, match="epoch 2"):
+        OptunaPruningCallback(pruned, "val/mIoU").on_validation_end(fake_trainer(0.1, 2), None)
+    assert pruned.reports == [(pytest.approx(0.1), 2)]
+
+
+def test_search_space_values_round_trip_through_hydra_overrides():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for value in (0.001, 1e-05, 3, True, None, "fpn", "16-mixed", "a b", "it's", "1", "x:y"):
+        parsed = parser.parse_override(format_override("k", value)).value()
+        assert parsed == value and type(parsed) is type(value), (value, parsed)
+    assert parse_overrides('debug=fast "trainer.max_epochs=3"') == ["debug=fast", "trainer.max_epochs=3"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"type": "flaot", "low": 0, "high": 1}, "unknown type 'flaot'"),
+    ({"type": "float", "low": 1}, "needs low and high"),
+    ({"type": "float", "low": 1, "high": 0.1}, "must be below"),
+    ({"type": "float", "low": 0, "high": 1, "log": True}, "log: true needs low > 0"),
+    ({"type": "int", "low": 1.5, "high": 4}, "expected an integer"),
+    ({"type": "categorical", "choices": []}, "non-empty list"),
+    ({"type": "categorical", "choice": [1]}, "unknown key"),
+])
+def test_search_space_mistakes_name_the_entry(spec, message):
+    with pytest.raises(UserError, match=re.escape(message)) as info:
+        parse_param("optimizer.lr", spec, "sweep.params")
+    assert "sweep.params.optimizer.lr" in str(info.value)
+
+
+def test_locked_sqlite_is_retried_other_errors_are_not(monkeypatch):
+    import sqlite3
+
+    monkeypatch.setattr("masklab.sweep.study.time.sleep", lambda s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "ok"
+
+    assert retry_locked(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        retry_locked(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("no such table: runs")))
+
+
+def test_non_sqlite_storage_takes_the_generic_path_and_hides_the_password():
+    # No server listens there (or no driver is installed): either way a one-line UserError, no SQLite assumption.
+    with pytest.raises(UserError) as info:
+        open_storage("postgresql://sweeper:s3cret@127.0.0.1:9/masklab")
+    assert "s3cret" not in str(info.value) and "postgresql://sweeper:***@127.0.0.1:9/masklab" in str(info.value)
