@@ -11,7 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("MASKLAB_SHARED", REPO.parent / "shared")) / "datasets"
@@ -96,3 +98,12 @@ def mlflow_server(tmp_path):
         yield url, server_dir
     finally:
         stop(proc)
+
+
+def assert_close(actual, expected, atol: float = 1e-6) -> None:
+    """Element-wise equality to ``atol`` in float64, NaN equal to NaN, shapes equal."""
+    # python floats must not go through torch.as_tensor: that would round them to float32
+    a = actual.detach().cpu().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, (a.shape, e.shape)
+    np.testing.assert_allclose(a, e, rtol=0, atol=atol, equal_nan=True)

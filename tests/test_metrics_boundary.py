@@ -22,6 +22,8 @@ from masklab.metrics import (
     per_image_scores,
 )
 
+from conftest import assert_close
+
 IGNORE = 255
 NAN = float("nan")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -147,13 +149,6 @@ def random_batch(seed: int, c: int, n: int, h: int, w: int, ignore: bool = True)
             target[i, y0 : y0 + h // 4, x0 : x0 + w // 3] = IGNORE
             target[i][rng.random((h, w)) < 0.02] = IGNORE
     return pred, target
-
-
-def assert_close(actual, expected, atol: float = 1e-6) -> None:
-    a = actual.detach().cpu().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    np.testing.assert_allclose(a, e, rtol=0, atol=atol, equal_nan=True)
 
 
 def assert_matches_reference(metric_result: dict, ref: dict) -> None:

@@ -18,6 +18,8 @@ from masklab.metrics import (
     scores_from_confusion,
 )
 
+from conftest import assert_close
+
 IGNORE = 255
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NAN = float("nan")
@@ -100,14 +102,6 @@ def random_batch(seed: int, c: int, n: int = 6, h: int = 12, w: int = 10, all_ig
     if all_ignore:
         target[rng.integers(n)] = IGNORE
     return pred, target
-
-
-def assert_close(actual, expected, atol: float = 1e-6) -> None:
-    # python floats must not go through torch.as_tensor: that would round them to float32
-    a = actual.detach().cpu().double().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual, np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    np.testing.assert_allclose(a, e, rtol=0, atol=atol, equal_nan=True)
 
 
 def assert_results_equal(a: dict, b: dict) -> None:
