@@ -12,8 +12,8 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"masklab needs Python 3.11, found {sys.version.split()[0]}"'
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install --no-cache-dir --upgrade pip
+	$(PY) -m pip install --no-cache-dir -e '.[dev]'
 	touch $@
 
 demo: setup

@@ -46,8 +46,10 @@ def test_train_logs_metrics_params_artifacts_and_context(trained):
     assert "masklab.git_commit" in tags
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"config", "checkpoints", "evaluation"} <= artifacts
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} == {
-        "checkpoints/best.ckpt", "checkpoints/last.ckpt"}
+    # Only the best checkpoint is tracked, without optimizer state; last.ckpt stays in the run folder.
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/best.ckpt"}
+    tracked = torch.load(next((project / "experiments" / "mlartifacts").rglob("best.ckpt")), weights_only=True)
+    assert "optimizer_states" not in tracked and tracked["state_dict"]
     evaluation = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/val_per_sample.parquet" in evaluation and "evaluation/val_metrics.json" in evaluation
     # Artifacts of the local store live under experiments/, not ./mlruns.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -98,8 +97,7 @@ def train(cfg: DictConfig) -> float:
 
     checkpoint = trainer.checkpoint_callback
     best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
-    last_path = Path(checkpoint.last_model_path) if checkpoint and checkpoint.last_model_path else None
-    log_checkpoints(run, best_path, last_path)
+    log_checkpoints(run, best_path)
     best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
         else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
 
@@ -127,17 +125,23 @@ def train(cfg: DictConfig) -> float:
     return best_value
 
 
-def log_checkpoints(run, best: Path | None, last: Path | None) -> None:
-    """Log the best and last checkpoints as ``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``."""
+def log_checkpoints(run, best: Path | None) -> None:
+    """Log the best checkpoint to MLflow as ``checkpoints/best.ckpt``, without optimizer and scheduler state.
+
+    The tracked copy serves evaluation, prediction and the registry, which need only weights and
+    metadata: about a third of the full file (Adam keeps two moments per weight). ``last.ckpt`` with
+    the full training state stays in the run folder, which is where ``ckpt_path=last`` resumes from.
+    """
+    import torch
+
     from masklab.tracking.runs import CHECKPOINT_ARTIFACT_DIR
 
+    if best is None or not best.is_file():
+        return
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    for key in ("optimizer_states", "lr_schedulers"):
+        checkpoint.pop(key, None)
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path in (("best.ckpt", best), ("last.ckpt", last)):
-            if path is None or not path.is_file():
-                continue
-            staged = Path(tmp) / name
-            try:
-                staged.hardlink_to(path)  # no copy of a large file where the filesystem allows it
-            except OSError:
-                shutil.copyfile(path, staged)
-            run.file(staged, CHECKPOINT_ARTIFACT_DIR)
+        staged = Path(tmp) / "best.ckpt"
+        torch.save(checkpoint, staged)
+        run.file(staged, CHECKPOINT_ARTIFACT_DIR)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from masklab.data.format import ClassTable
+from masklab.files import atomic_write
 from masklab.metrics import SemanticMetrics, named_scalars, per_image_confusion, per_image_scores
 
 # Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
@@ -151,12 +151,6 @@ def worst_samples(per_sample: pd.DataFrame, column: str, k: int = 10, ascending:
     return per_sample.sort_values(column, ascending=ascending, na_position="last").head(k)
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_evaluation(result: EvaluationResult, out_dir: Path, stem: str) -> list[Path]:
     """Write ``<stem>_metrics.json``, ``_per_class.csv``, ``_per_sample.parquet``, ``_confusion.csv``
     (raw pixel counts, rows = gt) and ``_confusion_pairs.csv``, each atomically."""
@@ -164,12 +158,12 @@ def write_evaluation(result: EvaluationResult, out_dir: Path, stem: str) -> list
     paths = {name: out_dir / f"{stem}_{name}" for name in ("metrics.json", "per_class.csv", "per_sample.parquet",
                                                           "confusion.csv", "confusion_pairs.csv")}
     clean = {k: (None if math.isnan(v) else v) for k, v in result.metrics.items()}
-    _atomic_write(paths["metrics.json"], lambda p: p.write_text(json.dumps(clean, indent=2)))
-    _atomic_write(paths["per_class.csv"], lambda p: result.per_class.to_csv(p, index=False))
-    _atomic_write(paths["per_sample.parquet"], lambda p: result.per_sample.to_parquet(p, index=False))
+    atomic_write(paths["metrics.json"], lambda p: p.write_text(json.dumps(clean, indent=2)))
+    atomic_write(paths["per_class.csv"], lambda p: result.per_class.to_csv(p, index=False))
+    atomic_write(paths["per_sample.parquet"], lambda p: result.per_sample.to_parquet(p, index=False))
     confusion = pd.DataFrame(result.confusion, index=result.class_names, columns=result.class_names)
-    _atomic_write(paths["confusion.csv"], lambda p: confusion.to_csv(p, index_label="gt \\ pred"))
-    _atomic_write(paths["confusion_pairs.csv"], lambda p: confusion_pairs(result).to_csv(p, index=False))
+    atomic_write(paths["confusion.csv"], lambda p: confusion.to_csv(p, index_label="gt \\ pred"))
+    atomic_write(paths["confusion_pairs.csv"], lambda p: confusion_pairs(result).to_csv(p, index=False))
     return list(paths.values())
 
 

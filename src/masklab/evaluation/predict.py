@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from masklab.files import atomic_write
+
 
 @dataclass(frozen=True)
 class InputRule:
@@ -126,6 +128,4 @@ def predict_folder(
 
 
 def _save_png(image, path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

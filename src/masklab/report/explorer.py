@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from masklab.data.format import ClassTable, read_image, read_mask
+from masklab.files import atomic_write
 
 THUMB_SIDE = 80  # longest side of the inline thumbnails, pixels
 JPEG_QUALITY = 60
@@ -150,11 +151,7 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
     before, after = TEMPLATE.read_text(encoding="utf-8").split(DATA_MARK, 1)
     safe_title = html.escape(str(title))
     page = before.replace(TITLE_MARK, safe_title) + text + after.replace(TITLE_MARK, safe_title)
-    index = out_dir / "index.html"
-    tmp = out_dir / ".index.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(index)
-    return index
+    return atomic_write(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
 def _safe_names(ids: list[str]) -> list[str]:

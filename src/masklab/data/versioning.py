@@ -1,0 +1,55 @@
+"""Which DVC version of a dataset folder is in the work tree: its hash as recorded by DVC.
+
+DVC records a tracked folder's content hash (``md5`` of its ``.dir`` listing) either in the
+``outs`` of a stage in ``dvc.lock`` or in a ``<folder>.dvc`` file. A run that logs this hash can
+be traced to the exact data version: ``git log -S <hash> dvc.lock`` finds the commit, and
+``dvc checkout`` brings the bytes back.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+
+def find_dvc_root(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that holds a ``.dvc`` directory."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return None
+
+
+def _outs_hash(outs: list, wanted: str) -> str | None:
+    for out in outs or []:
+        if isinstance(out, dict) and os.path.normpath(str(out.get("path", ""))) == wanted:
+            return out.get("md5") or out.get("hash") or None
+    return None
+
+
+def dvc_hash(path: Path) -> str | None:
+    """The DVC hash recorded for ``path`` (a file or folder), or None when DVC does not track it.
+
+    Looks in ``dvc.lock`` next to the repository's ``dvc.yaml`` (stage outputs) and in ``<path>.dvc``
+    (``dvc add``). The recorded hash is what DVC committed, so it names the data version only when
+    ``dvc status`` is clean for ``path``.
+    """
+    path = Path(path).resolve()
+    root = find_dvc_root(path)
+    if root is None:
+        return None
+    rel = os.path.normpath(os.path.relpath(path, root))
+    lock = root / "dvc.lock"
+    if lock.is_file():
+        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+        for stage in stages.values():
+            found = _outs_hash(stage.get("outs", []), rel)
+            if found:
+                return found
+    dvc_file = path.with_name(path.name + ".dvc")
+    if dvc_file.is_file():
+        return _outs_hash((yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []), path.name)
+    return None
