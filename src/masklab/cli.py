@@ -21,6 +21,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("data", "import"): ("data_import", "masklab.commands.data:import_",
                          "import images + masks folders (format=folder) into data/<name>"),
     ("data", "check"): ("data_check", "masklab.commands.data:check", "list every problem of a dataset"),
+    ("data", "record-edits"): ("data_record_edits", "masklab.commands.data:record_edits",
+                               "accept hand-corrected masks: check them, record their new checksums"),
     ("data", "preview"): ("data_preview", "masklab.commands.data:preview",
                           "PNG grid of augmented samples with mask overlays"),
     ("register",): ("register", "masklab.commands.registry:register",
@@ -42,6 +44,12 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                  "Optuna sweep of train runs from a preset (sweep=<preset>); run again to resume"),
     ("sweep", "summary"): ("sweep_summary", "masklab.commands.sweep:summary",
                            "trials of a sweep ranked by the monitored metric, and a PNG plot"),
+}
+
+# Commands that are not Hydra apps: command words -> ("module:function(args)", one-line help).
+PLAIN_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("pipeline",): ("masklab.commands.pipeline:main",
+                    "run one stage of dvc.yaml (prepare|train|evaluate|report) with params.yaml's overrides"),
 }
 
 # `model=` names a config group for train, but a model reference (models:/N/Production, run id,
@@ -66,8 +74,9 @@ Set HYDRA_FULL_ERROR=1 to see full tracebacks."""
 
 
 def usage(prefix: tuple[str, ...] = ()) -> str:
-    lines = [f"  {' '.join(words):<16} {entry[2]}"
-             for words, entry in COMMANDS.items() if words[: len(prefix)] == prefix]
+    helps = {**{words: entry[2] for words, entry in COMMANDS.items()},
+             **{words: entry[1] for words, entry in PLAIN_COMMANDS.items()}}
+    lines = [f"  {' '.join(words):<16} {text}" for words, text in helps.items() if words[: len(prefix)] == prefix]
     return USAGE.format(commands="\n".join(lines))
 
 
@@ -124,12 +133,16 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
+    if tuple(argv[:1]) in PLAIN_COMMANDS:
+        module_name, func_name = PLAIN_COMMANDS[tuple(argv[:1])][0].split(":")
+        getattr(import_module(module_name), func_name)(argv[1:])
+        return
     for n in (2, 1):
         words = tuple(argv[:n])
         if words in COMMANDS:
             break
     else:
-        known = sorted({w[0] for w in COMMANDS})
+        known = sorted({w[0] for w in (*COMMANDS, *PLAIN_COMMANDS)})
         if argv[0] in known:  # e.g. `masklab data` or `masklab data bogus`
             print(usage((argv[0],)), file=sys.stderr if len(argv) > 1 else sys.stdout)
             raise SystemExit(2 if len(argv) > 1 else 0)

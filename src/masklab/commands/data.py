@@ -68,6 +68,32 @@ def check(cfg: DictConfig) -> None:
         raise SystemExit(1)
 
 
+def record_edits(cfg: DictConfig) -> None:
+    import subprocess
+    import sys
+
+    from masklab.data.edits import record_mask_edits
+    from masklab.data.versioning import dvc_hash
+
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such dataset folder")
+    changed = record_mask_edits(root)
+    if not changed:
+        print(f"{root}: no mask differs from its manifest checksum; nothing to record")
+        return
+    print(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}")
+    if dvc_hash(root) is None:
+        print(f"DVC does not track {root}: `dvc add {root}` records this data version.")
+        return
+    # Commit at once: a `dvc repro` before it would check the recorded (unfixed) version back out.
+    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(root)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"`dvc commit {root}` failed: {done.stderr.strip() or done.stdout.strip()}")
+    print(f"dvc commit {root}: new data version {dvc_hash(root)}. Next: `dvc repro`, then `dvc metrics diff`.")
+
+
 def preview(cfg: DictConfig) -> None:
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationSplit

@@ -34,6 +34,7 @@ def train(cfg: DictConfig) -> float:
 
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationDataModule
+    from masklab.data.versioning import dvc_context, dvc_hash
     from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
     from masklab.training.module import SegmentationModule
@@ -73,8 +74,11 @@ def train(cfg: DictConfig) -> float:
     if not previous_run:
         run.params(flatten(plain_cfg))
         run.yaml(plain_cfg, "config/config.yaml")
+    data_version = dvc_hash(dataset.root)
     run.tags({
+        **dvc_context(),
         "masklab.git_commit": git_commit(Path.cwd()) or "unknown",
+        "masklab.dataset_dvc_md5": data_version or "untracked",
         "masklab.dataset": dataset.name,
         "masklab.dataset_root": str(dataset.root.resolve()),
         "masklab.manifest_sha256": manifest_hash,
@@ -101,6 +105,21 @@ def train(cfg: DictConfig) -> float:
     best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
         else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
 
+    if cfg.get("export_dir") and best_path is not None:
+        from omegaconf import OmegaConf
+
+        from masklab.commands.evaluate import CURVE_METRICS
+        from masklab.pipeline.outputs import write_train_outputs
+
+        write_train_outputs(
+            Path(cfg.export_dir), best_path, {f"best_{cfg.monitor}": best_value, "epochs": trainer.current_epoch},
+            run.metric_history(CURVE_METRICS),
+            {"mlflow_run_id": logger.run_id, "experiment": cfg.logger.experiment_name,
+             "git_commit": git_commit(Path.cwd()) or "unknown", "dataset": dataset.name,
+             "dataset_dvc_md5": data_version, "manifest_sha256": manifest_hash},
+            OmegaConf.to_yaml(cfg),
+        )
+
     if cfg.evaluate_after and best_path is not None:
         from masklab.commands.evaluate import evaluate_checkpoint
 
@@ -126,22 +145,16 @@ def train(cfg: DictConfig) -> float:
 
 
 def log_checkpoints(run, best: Path | None) -> None:
-    """Log the best checkpoint to MLflow as ``checkpoints/best.ckpt``, without optimizer and scheduler state.
+    """Log the best checkpoint to MLflow as ``checkpoints/best.ckpt``, without optimizer state.
 
     The tracked copy serves evaluation, prediction and the registry, which need only weights and
-    metadata: about a third of the full file (Adam keeps two moments per weight). ``last.ckpt`` with
-    the full training state stays in the run folder, which is where ``ckpt_path=last`` resumes from.
+    metadata. ``last.ckpt`` with the full training state stays in the run folder, which is where
+    ``ckpt_path=last`` resumes from.
     """
-    import torch
-
+    from masklab.evaluation.checkpoint import write_inference_checkpoint
     from masklab.tracking.runs import CHECKPOINT_ARTIFACT_DIR
 
     if best is None or not best.is_file():
         return
-    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
-    for key in ("optimizer_states", "lr_schedulers"):
-        checkpoint.pop(key, None)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = Path(tmp) / "best.ckpt"
-        torch.save(checkpoint, staged)
-        run.file(staged, CHECKPOINT_ARTIFACT_DIR)
+        run.file(write_inference_checkpoint(best, Path(tmp) / "best.ckpt"), CHECKPOINT_ARTIFACT_DIR)

@@ -53,3 +53,37 @@ def dvc_hash(path: Path) -> str | None:
     if dvc_file.is_file():
         return _outs_hash((yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []), path.name)
     return None
+
+
+def dvc_md5(path: Path) -> str:
+    """DVC's hash of ``path`` as it is now on disk (``<md5>.dir`` for a folder), honouring .dvcignore;
+    equal to what ``dvc commit`` would record. Needs no repository lock, so a stage can call it."""
+    import tempfile
+
+    from dvc.ignore import DvcIgnoreFilter
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    path = Path(path).resolve()
+    fs = LocalFileSystem()
+    root = find_dvc_root(path)
+    ignore = DvcIgnoreFilter(fs, str(root)) if root else None
+    with tempfile.TemporaryDirectory() as scratch:
+        _, _, obj = build(HashFileDB(fs, scratch), str(path), fs, "md5", ignore=ignore, dry_run=True)
+    return obj.hash_info.value
+
+
+def locked_stage(root: Path, name: str) -> dict | None:
+    """The entry of stage ``name`` in ``<root>/dvc.lock`` (deps, params, outs), or None."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return None
+    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
+
+
+def dvc_context() -> dict[str, str]:
+    """Tags naming the DVC stage and experiment a command runs in (DVC sets these variables)."""
+    names = {"DVC_STAGE": "masklab.dvc_stage", "DVC_EXP_NAME": "masklab.dvc_experiment",
+             "DVC_EXP_BASELINE_REV": "masklab.dvc_baseline_rev"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}

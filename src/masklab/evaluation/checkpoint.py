@@ -34,6 +34,20 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def write_inference_checkpoint(source: str | Path, target: str | Path) -> Path:
+    """Copy a checkpoint without optimizer and scheduler state: weights and masklab metadata only.
+
+    Enough for evaluation, prediction and registration, at about a third of the size of a
+    checkpoint trained with Adam (two moments per weight); not enough to resume training.
+    """
+    from masklab.files import atomic_write
+
+    ckpt = read_checkpoint_meta(source)
+    for key in ("optimizer_states", "lr_schedulers"):
+        ckpt.pop(key, None)
+    return atomic_write(Path(target), lambda tmp: torch.save(ckpt, tmp))
+
+
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file."""
     from masklab.models.factory import model_from_spec

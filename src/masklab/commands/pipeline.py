@@ -1,0 +1,188 @@
+"""`masklab pipeline <stage> [extra overrides]`: the commands that dvc.yaml runs.
+
+Every stage composes masklab's ``train`` config with the overrides in ``params.yaml`` (then any
+given after the stage name), so all stages of one pipeline see one config. DVC's own Hydra
+composition is refused: it rewrites params.yaml on each ``dvc exp run`` but not on ``dvc repro``,
+so the two could run different configs (dvc #8355).
+
+Stages and what they write (the paths dvc.yaml declares):
+  prepare   the synthetic dataset at ``data.root``
+  train     <out>/train/{model.ckpt, metrics.json, history.csv, run.json, config.yaml}
+  evaluate  <out>/evaluate/{metrics.json, per_class.csv, evaluation/}, logged to the training run
+  report    <out>/report/index.html, the HTML explorer of the evaluation
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from masklab.commands.common import open_dataset, to_plain
+from masklab.errors import UserError
+from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
+from masklab.pipeline.params import read_overrides
+
+STAGES = ("prepare", "train", "evaluate", "report")
+USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
+         "Runs one stage of dvc.yaml with the Hydra overrides of params.yaml; see README, Pipelines.")
+
+
+def check_no_dvc_hydra(root: Path) -> None:
+    """Refuse to run when DVC's Hydra composition is on: it would overwrite params.yaml."""
+    for name in ("config", "config.local"):
+        path = root / ".dvc" / name
+        if not path.is_file():
+            continue
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error:
+            continue
+        if parser.get("hydra", "enabled", fallback="false").strip().lower() in ("true", "1", "yes"):
+            raise UserError(f"{path}: hydra.enabled is true; masklab pipelines keep params.yaml as the only "
+                            "config and compose it themselves. Run `dvc config --unset hydra.enabled`.")
+
+
+def experiments_redirect(cwd: Path) -> list[str]:
+    """Overrides that keep MLflow runs and run folders in the main work tree's experiments/ when
+    DVC runs a queued or temporary experiment in ``<repo>/.dvc/tmp/exps/<tmp>/`` (deleted afterwards)."""
+    parts = cwd.resolve().parts
+    for i in range(len(parts) - 2):
+        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+            return [f"paths.experiments_dir={Path(*parts[:i]) / 'experiments'}"]
+    return []
+
+
+def compose_train(overrides: list[str], source: str) -> DictConfig:
+    """The composed ``train`` config; a bad key or option is an error naming ``source``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from masklab.cli import CONF_DIR
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        try:
+            return compose("train", overrides)
+        except HydraException as exc:
+            raise UserError(f"{source}: {exc}") from None
+
+
+def prepare(cfg: DictConfig, params: Path) -> None:
+    from masklab.data.synth import synthesize
+
+    if not cfg.data.get("synth"):
+        raise UserError(f"data={cfg.data.name} is not synthetic: import a real dataset once with `masklab data "
+                        f"import`, track it with `dvc add {cfg.data.root}` and drop the prepare stage")
+    root = Path(cfg.data.root)
+    if root.exists():
+        raise UserError(f"{root} exists: DVC removes a stage's outputs before running it, so this was not started "
+                        "by `dvc repro`; run the stage through DVC, or remove the folder yourself")
+    dataset = synthesize(root, **to_plain(cfg.data.synth))
+    check_regenerated(root, params)
+    print(f"prepare: wrote {len(dataset.samples)} samples to {root}")
+
+
+def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
+    """Refuse data that differ from the version dvc.lock records for the same inputs.
+
+    With unchanged code and params, a deterministic generator gives the recorded bytes back,
+    unless the recorded version holds hand edits (label fixes committed with `dvc commit`). A
+    fresh clone running `dvc repro` without those data would silently lose the fixes; instead the
+    stage fails and says how to fetch the recorded version.
+    """
+    import yaml
+
+    from masklab.data.versioning import dvc_md5, find_dvc_root, locked_stage
+
+    repo = find_dvc_root(root)
+    locked = locked_stage(repo, stage) if repo else None
+    if not locked:
+        return
+    rel = os.path.normpath(os.path.relpath(root.resolve(), repo))
+    recorded = next((o.get("md5") for o in locked.get("outs", []) if os.path.normpath(o["path"]) == rel), None)
+    if recorded is None:
+        return
+    current = yaml.safe_load(params.read_text()) or {}
+    for file, values in (locked.get("params") or {}).items():
+        if Path(file).name == params.name and any(current.get(k) != v for k, v in values.items()):
+            return  # params changed: new data are expected
+    for dep in locked.get("deps", []):
+        if not (repo / dep["path"]).exists() or dvc_md5(repo / dep["path"]) != dep.get("md5"):
+            return  # code changed: new data are expected
+    produced = dvc_md5(root)
+    if produced != recorded:
+        raise UserError(
+            f"{root}: regenerated data ({produced}) differ from the version in dvc.lock ({recorded}) although "
+            f"code and params are unchanged: the recorded data hold hand edits. Fetch them with "
+            f"`dvc pull {rel}` (or `dvc checkout {rel}`) and run `dvc repro` again.")
+
+
+def evaluate(cfg: DictConfig, out: Path) -> None:
+    from masklab.commands.evaluate import evaluate_checkpoint
+    from masklab.tracking.runs import open_run
+
+    ckpt, run_file = out / "train" / MODEL_FILE, out / "train" / RUN_FILE
+    for path in (ckpt, run_file):
+        if not path.is_file():
+            raise UserError(f"{path} does not exist: run the train stage first (dvc repro)")
+    trained_in = json.loads(run_file.read_text())["mlflow_run_id"]
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    run = open_run(cfg.logger.tracking_uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
+                   {"masklab.command": "pipeline evaluate", "masklab.checkpoint": str(ckpt.resolve())})
+    folder = out / "evaluate"
+    results = {split: evaluate_checkpoint(ckpt, dataset, cfg.augment.eval, split, folder, run, options=cfg.evaluation)
+               for split in ("val", "test") if dataset.split(split)}
+    write_evaluation_outputs(folder, {split: r.metrics for split, r in results.items()}, results["val"].per_class)
+    print(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
+
+
+def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
+    from masklab.cli import main as cli_main
+
+    root = Path.cwd()
+    check_no_dvc_hydra(root)
+    redirect = experiments_redirect(root)
+    overrides = [*read_overrides(params), *extra, *redirect]
+    if stage == "train":
+        cli_main(["train", *overrides, "evaluate_after=false", f"export_dir={out / 'train'}"])
+        return
+    if stage == "report":
+        run_file = out / "train" / RUN_FILE
+        if not run_file.is_file():
+            raise UserError(f"{run_file} does not exist: run the train stage first (dvc repro)")
+        run_id = json.loads(run_file.read_text())["mlflow_run_id"]
+        cli_main(["report", f"run={run_id}", f"output={out / 'report'}", *redirect])
+        return
+    cfg = compose_train(overrides, str(params))
+    prepare(cfg, params) if stage == "prepare" else evaluate(cfg, out)
+
+
+def main(args: list[str]) -> None:
+    """Entry point from ``masklab pipeline ...`` (not a Hydra app: its config is params.yaml)."""
+    from masklab.cli import quiet_third_party, user_error_types
+
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    stage, rest = args[0], args[1:]
+    params, out, extra = Path("params.yaml"), Path("pipeline"), []
+    for arg in rest:
+        if arg.startswith("params="):
+            params = Path(arg.split("=", 1)[1])
+        elif arg.startswith("out="):
+            out = Path(arg.split("=", 1)[1])
+        else:
+            extra.append(arg)
+    try:
+        if stage not in STAGES:
+            raise UserError(f"unknown stage '{stage}'; expected one of {list(STAGES)}")
+        quiet_third_party()
+        run_stage(stage, params, out, extra)
+    except user_error_types() as exc:
+        print(f"masklab pipeline {stage}: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
