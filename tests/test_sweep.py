@@ -13,8 +13,9 @@ import optuna
 import pytest
 
 from masklab.errors import UserError
+from masklab.overrides import format_override
 from masklab.sweep.pruning import OptunaPruningCallback
-from masklab.sweep.space import format_override, parse_overrides, parse_param
+from masklab.sweep.space import parse_overrides, parse_param
 from masklab.sweep.study import open_storage, retry_locked
 
 from conftest import mlflow_runs, run_masklab

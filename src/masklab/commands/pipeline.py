@@ -17,6 +17,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -116,10 +117,11 @@ def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
             return  # code changed: new data are expected
     produced = dvc_md5(root)
     if produced != recorded:
+        shutil.rmtree(root)  # only what this stage wrote a moment ago; the recorded version is in DVC
         raise UserError(
             f"{root}: regenerated data ({produced}) differ from the version in dvc.lock ({recorded}) although "
-            f"code and params are unchanged: the recorded data hold hand edits. Fetch them with "
-            f"`dvc pull {rel}` (or `dvc checkout {rel}`) and run `dvc repro` again.")
+            f"code and params are unchanged: the recorded data hold hand edits (label fixes), and regenerating "
+            f"would drop them. Fetch them with `dvc pull {rel}` (or `dvc checkout {rel}`), then `dvc repro`.")
 
 
 def evaluate(cfg: DictConfig, out: Path) -> None:

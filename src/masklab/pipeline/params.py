@@ -9,35 +9,13 @@ It is read, never written, by masklab: ``dvc exp run -S model=fpn`` edits it in 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from masklab.errors import UserError
-
-# Values Hydra's override grammar takes unquoted.
-_PLAIN = re.compile(r"^[A-Za-z0-9_./:@+\-]+$")
-
-
-def format_value(value: Any) -> str:
-    """A YAML value as Hydra override text: ``true``, ``0.0003``, ``null``, ``[1,2]``, ``'a b'``."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ",".join(format_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{format_value(v)}" for k, v in value.items()) + "}"
-    text = str(value)
-    # A string that YAML would read as another type (e.g. "1.0", "true") stays a string when quoted.
-    if _PLAIN.match(text) and isinstance(yaml.safe_load(text), str):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+from masklab.overrides import format_override
 
 
 def to_overrides(params: dict[str, Any], prefix: str = "") -> list[str]:
@@ -48,7 +26,7 @@ def to_overrides(params: dict[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value:
             overrides.extend(to_overrides(value, f"{name}."))
         else:
-            overrides.append(f"{name}={format_value(value)}")
+            overrides.append(format_override(name, value))
     return overrides
 
 

@@ -24,7 +24,8 @@ from omegaconf import DictConfig
 
 from masklab.commands.common import to_plain
 from masklab.errors import UserError
-from masklab.sweep.space import Param, format_override, grid_points, one_line, parse_grid, parse_overrides, parse_params
+from masklab.overrides import format_override
+from masklab.sweep.space import Param, grid_points, one_line, parse_grid, parse_overrides, parse_params
 from masklab.sweep.study import (
     direction_of,
     make_pruner,

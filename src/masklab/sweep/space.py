@@ -159,30 +159,6 @@ def grid_points(params: Sequence[Param]) -> list[dict[str, Scalar]]:
     return [dict(zip([p.name for p in params], combo)) for combo in itertools.product(*(p.choices for p in params))]
 
 
-_PLAIN = re.compile(r"[A-Za-z_/][\w\-./@]*")
-_KEYWORDS = {"true", "false", "null", "nan", "inf", "-inf", "+inf"}
-
-
-def format_value(value: Scalar) -> str:
-    """A value as Hydra's override grammar reads it back unchanged."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def format_override(name: str, value: Scalar) -> str:
-    return f"{name}={format_value(value)}"
-
-
 def parse_overrides(value: Any, where: str = "overrides") -> list[str]:
     """A list of override strings, or one string of space-separated overrides (shell quoting rules)."""
     if value is None:

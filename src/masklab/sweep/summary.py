@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from masklab.errors import UserError
-from masklab.sweep.space import format_override
+from masklab.overrides import format_override
 from masklab.sweep.study import is_sqlite, open_storage, open_study, redact
 
 STATE_NAMES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from masklab.errors import UserError
-from masklab.sweep.space import Param, format_override, one_line
+from masklab.overrides import format_override
+from masklab.sweep.space import Param, one_line
 from masklab.sweep.study import is_locked_error, retry_locked
 
 LOCKED_RETRIES = 3

@@ -1,0 +1,223 @@
+"""The DVC pipeline with real DVC and git, in a temporary copy of the project.
+
+One repository is built per module and the tests run in file order, each picking up where the one
+before left it: repro, repro again, a label fix, push/pull and a fresh clone, `exp run -S`, a queue.
+params.yaml is the project's own with tiny sizes (the debug=fast values), so a pipeline run takes
+about 25 s, nearly all of it process start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from masklab.data.format import file_sha256
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+           MLFLOW_DISABLE_TELEMETRY="true", PYTHONWARNINGS="ignore", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+ENV.pop("MLFLOW_TRACKING_URI", None)
+ENV.pop("MASKLAB_ROOT", None)
+FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
+               "trainer": {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2}}
+EDITED_MASK = "data/synthetic/masks/synth_00014.png"  # a val sample of the 16-image dataset
+
+
+def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
+                             f"{done.stderr[-3000:]}")
+    return done
+
+
+def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    return sh([str(BIN / "dvc"), *args], cwd, check, timeout)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return sh(["git", *args], cwd).stdout.strip()
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """The project's dvc.yaml, .dvc/config, .dvcignore and code in a fresh git repo, reproduced once."""
+    root = tmp_path_factory.mktemp("dvcproj") / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    text = (REPO / "params.yaml").read_text()
+    comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    params = merge(yaml.safe_load(text), FAST_PARAMS)
+    (root / "params.yaml").write_text(comments + yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q", "-b", "main", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "project", cwd=root)
+    done = dvc("repro", cwd=root)
+    assert ran_stages(done.stdout) == ["prepare", "train", "evaluate", "report"]
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "v1: first pipeline run", cwd=root)
+    return root
+
+
+def metrics(root: Path) -> dict:
+    return json.loads((root / "pipeline/evaluate/metrics.json").read_text())
+
+
+def test_repro_writes_metrics_plots_and_traceable_run(repo):
+    assert set(metrics(repo)["val"]) >= {"mIoU", "mBoundaryIoU", "mDice", "iou/background"}
+    train_metrics = json.loads((repo / "pipeline/train/metrics.json").read_text())
+    assert train_metrics["epochs"] == 2 and 0 <= train_metrics["best_val/mIoU"] <= 1
+    history = (repo / "pipeline/train/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,") and len(history) == 3
+    # Data and masks are DVC's, never git's.
+    tracked = git("ls-files", cwd=repo).splitlines()
+    assert not [f for f in tracked if f.startswith("data/") or f.endswith(".ckpt")]
+    assert "pipeline/evaluate/metrics.json" in tracked and "dvc.lock" in tracked
+
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=repo).stdout)
+    assert shown, "dvc metrics show found nothing"
+    plots = json.loads(dvc("plots", "show", "--json", cwd=repo).stdout)["data"]
+    assert any("Validation scores per epoch" in key for key in plots), list(plots)
+    assert any(key.endswith("val_confusion.png") for key in plots), list(plots)
+
+    # The MLflow run names the commit and the exact data version (DVC hash of data/synthetic in dvc.lock).
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    data_md5 = lock["stages"]["prepare"]["outs"][0]["md5"]
+    run_info = json.loads((repo / "pipeline/train/run.json").read_text())
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{repo}/experiments/mlflow.db").get_run(run_info["mlflow_run_id"])
+    assert run.data.tags["masklab.dataset_dvc_md5"] == data_md5 == run_info["dataset_dvc_md5"]
+    assert run.data.tags["masklab.dvc_stage"] == "train"
+    assert run.data.tags["masklab.git_commit"].startswith(git("rev-parse", "HEAD~1", cwd=repo))
+    assert run.data.metrics["eval/val/mIoU"] == pytest.approx(metrics(repo)["val"]["mIoU"], abs=1e-6)
+
+
+def test_second_repro_does_nothing(repo):
+    done = dvc("repro", cwd=repo)
+    assert ran_stages(done.stdout) == [] and "up to date" in done.stdout
+    assert "up to date" in dvc("status", cwd=repo).stdout
+
+
+def test_label_fix_reruns_only_dependents_and_checkout_restores_bytes(repo):
+    mask_path = repo / EDITED_MASK
+    original = file_sha256(mask_path)
+    before = metrics(repo)["val"]["mIoU"]
+    mask = np.array(Image.open(mask_path))
+    mask[: mask.shape[0] // 2] = 1  # "fix" the top half to class 1
+    Image.fromarray(mask).save(mask_path)
+
+    done = sh([str(BIN / "masklab"), "data", "record-edits", "data.root=data/synthetic"], repo)
+    assert "recorded 1 edited mask(s): synth_00014" in done.stdout and "dvc commit" in done.stdout
+    status = dvc("status", "--json", cwd=repo).stdout
+    assert "prepare" not in json.loads(status), status
+
+    done = dvc("repro", cwd=repo)
+    assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    changed = diff["pipeline/evaluate/metrics.json"]["val.mIoU"]
+    assert changed["old"] == pytest.approx(before) and changed["new"] != pytest.approx(before)
+    git("add", "-A", cwd=repo)
+    git("commit", "-qm", "v2: fixed synth_00014", cwd=repo)
+    fixed = file_sha256(mask_path)
+
+    # The previous data version comes back byte for byte, and the fix with it.
+    git("checkout", "-q", "HEAD~1", cwd=repo)
+    dvc("checkout", "--force", cwd=repo)
+    assert file_sha256(mask_path) == original
+    git("checkout", "-q", "main", cwd=repo)
+    dvc("checkout", "--force", cwd=repo)
+    assert file_sha256(mask_path) == fixed
+    assert "up to date" in dvc("status", cwd=repo).stdout
+
+
+def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo):
+    dvc("push", cwd=repo)
+    remote = (repo / ".dvc" / "../../masklab-dvc-remote").resolve()
+    assert remote.is_dir() and any(remote.rglob("*")), "the default local remote got nothing"
+
+    clone = repo.parent / "clone"  # a sibling: the default remote (../masklab-dvc-remote) is the same folder
+    sh(["git", "clone", "-q", str(repo), str(clone)], repo.parent)
+    # Without the data, prepare would regenerate the unfixed masks: it refuses and says what to do.
+    refused = dvc("repro", cwd=clone, check=False)
+    assert refused.returncode != 0
+    assert "dvc pull data/synthetic" in refused.stdout + refused.stderr
+
+    dvc("pull", "data/synthetic", cwd=clone)
+    assert file_sha256(clone / EDITED_MASK) == file_sha256(repo / EDITED_MASK)
+    done = dvc("repro", cwd=clone)
+    assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
+    # Deterministic CPU training: the same numbers as the committed ones.
+    assert json.loads(dvc("metrics", "diff", "--json", cwd=clone).stdout) == {}
+
+    dvc("pull", cwd=clone)  # everything else the remote holds arrives too
+    assert (clone / "pipeline/train/model.ckpt").is_file()
+
+
+def test_exp_run_set_param(repo):
+    done = dvc("exp", "run", "-S", "model=fpn", "-S", "optimizer.lr=0.0003", cwd=repo)
+    assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
+    params = (repo / "params.yaml").read_text()
+    assert yaml.safe_load(params)["model"] == "fpn" and params.startswith("# ")  # edited in place, comments kept
+    config = yaml.safe_load((repo / "pipeline/train/config.yaml").read_text())
+    assert config["model"]["arch"] == "FPN" and config["optimizer"]["lr"] == 0.0003
+    rows = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    exps = [e for row in rows for e in (row.get("experiments") or [])]
+    values = [r["data"] for e in exps for r in e["revs"]]
+    assert any(v["params"]["params.yaml"]["data"]["model"] == "fpn"
+               and v["metrics"]["pipeline/evaluate/metrics.json"]["data"]["val"]["mIoU"] is not None for v in values)
+    git("checkout", "-q", "--", ".", cwd=repo)
+    dvc("checkout", "--force", cwd=repo)
+
+
+def test_queued_grid_runs_and_logs_to_the_main_store(repo):
+    dvc("exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.003", cwd=repo)
+    dvc("queue", "start", cwd=repo)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        status = dvc("queue", "status", cwd=repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    assert status.count("Success") == 2, status
+    rows = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    lrs = {r["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"]
+           for row in rows for e in (row.get("experiments") or []) for r in e["revs"]}
+    assert {0.001, 0.003} <= lrs
+    # Queued experiments run in .dvc/tmp/exps/<tmp>; their MLflow runs still land in the project's store.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{repo}/experiments/mlflow.db")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    queued = [r for r in runs if r.data.params.get("optimizer.lr") in ("0.001", "0.003")]
+    assert len(queued) == 2 and all(r.data.tags.get("masklab.dvc_experiment") for r in queued)
+    assert all("eval/val/mIoU" in r.data.metrics for r in queued)
