@@ -58,7 +58,7 @@ def test_per_sample_table_has_every_column(two_runs):
 
 
 def test_worst_samples_and_row_normalised_confusion():
-    from masklab.evaluation.evaluate import row_normalised, worst_samples
+    from masklab.evaluation.analysis import row_normalised, worst_samples
 
     table = pd.DataFrame({"id": list("abcd"), "mIoU": [0.9, 0.1, np.nan, 0.5]})
     assert list(worst_samples(table, "mIoU", 2)["id"]) == ["b", "d"]

@@ -44,7 +44,8 @@ def evaluate_model_on(
 
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationSplit
-    from masklab.evaluation.evaluate import class_table_text, evaluate_model, row_normalised, write_evaluation
+    from masklab.evaluation.analysis import row_normalised
+    from masklab.evaluation.evaluate import class_table_text, evaluate_model, write_evaluation
     from masklab.report.plots import confusion_heatmap, per_class_bars, training_curves
 
     opts = dict(options or {})

@@ -42,7 +42,7 @@ def browse(cfg: DictConfig) -> None:
 
 def report(cfg: DictConfig) -> None:
     """Explorer of one run's evaluation: per-sample table, predictions, plots, optional comparison."""
-    from masklab.evaluation.evaluate import row_normalised
+    from masklab.evaluation.analysis import row_normalised
     from masklab.report.explorer import write_explorer
     from masklab.tracking.runs import RunLog
 

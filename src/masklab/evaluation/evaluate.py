@@ -138,19 +138,6 @@ def confusion_pairs(result: EvaluationResult) -> pd.DataFrame:
         "pixels", ascending=False, ignore_index=True)
 
 
-def row_normalised(confusion: np.ndarray) -> np.ndarray:
-    """(C, C) confusion with each gt row divided by its total (rows of absent classes stay 0)."""
-    totals = confusion.sum(axis=1, keepdims=True)
-    return np.divide(confusion, totals, out=np.zeros(confusion.shape, dtype=np.float64), where=totals > 0)
-
-
-def worst_samples(per_sample: pd.DataFrame, column: str, k: int = 10, ascending: bool = True) -> pd.DataFrame:
-    """The ``k`` worst rows by ``column`` (lowest first by default; NaN last)."""
-    if column not in per_sample.columns:
-        raise ValueError(f"column '{column}' is not in the per-sample table; columns: {list(per_sample.columns)}")
-    return per_sample.sort_values(column, ascending=ascending, na_position="last").head(k)
-
-
 def write_evaluation(result: EvaluationResult, out_dir: Path, stem: str) -> list[Path]:
     """Write ``<stem>_metrics.json``, ``_per_class.csv``, ``_per_sample.parquet``, ``_confusion.csv``
     (raw pixel counts, rows = gt) and ``_confusion_pairs.csv``, each atomically."""
