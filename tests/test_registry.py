@@ -108,6 +108,11 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
 
     listing = cli_ok(project, "models", "list", f"name={NAME}")
     assert "Production" in listing and "Archived" in listing and "production" in listing
+    # A version names its code and data versions (copied from its run's tags).
+    from mlflow.tracking import MlflowClient
+
+    tags = MlflowClient(uri).get_model_version(NAME, "1").tags
+    assert tags["masklab.git_commit"] and tags["masklab.dataset_dvc_md5"] == "untracked"
     shown = cli_ok(project, "models", "history", f"name={NAME}")
     assert shown.count("Production") >= 3
 

@@ -162,6 +162,11 @@ class Registry:
         tags = {"masklab.dataset": spec["dataset"].get("name", ""),
                 "masklab.manifest_sha256": spec["dataset"].get("manifest_sha256", ""),
                 "masklab.arch": f"{spec['model'].get('arch')}-{spec['model'].get('encoder')}"}
+        # The version names its code and data versions itself, so tracing it needs no run lookup.
+        for key in ("masklab.git_commit", "masklab.dataset_dvc_md5"):
+            value = self.run_tag(run_id, key)
+            if value:
+                tags[key] = value
         for k, v in tags.items():
             self._call("tag version", self.client.set_model_version_tag, name, mv.version, k, v)
         self._record(name, mv.version, "None", "None", "registered", forced=False, run_id=run_id)
@@ -297,6 +302,7 @@ class Registry:
                 "version": int(v.version), "stage": v.current_stage,
                 "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
                 gate_metric: metric, "dataset": (v.tags or {}).get("masklab.manifest_sha256", "")[:12],
+                "data_dvc_md5": (v.tags or {}).get("masklab.dataset_dvc_md5", "")[:12],
                 "run_id": v.run_id,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000)),
             })
