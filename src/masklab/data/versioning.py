@@ -82,6 +82,16 @@ def locked_stage(root: Path, name: str) -> dict | None:
     return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
 
 
+def dvc_managed_paths(root: Path) -> set[str]:
+    """Paths (relative to ``root``, POSIX) of every stage output recorded in ``<root>/dvc.lock``."""
+    lock = Path(root) / "dvc.lock"
+    if not lock.is_file():
+        return set()
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {Path(os.path.normpath(out["path"])).as_posix()
+            for stage in stages.values() for out in stage.get("outs", []) if "path" in out}
+
+
 def dvc_context() -> dict[str, str]:
     """Tags naming the DVC stage and experiment a command runs in (DVC sets these variables)."""
     names = {"DVC_STAGE": "masklab.dvc_stage", "DVC_EXP_NAME": "masklab.dvc_experiment",

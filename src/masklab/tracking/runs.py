@@ -79,16 +79,28 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_commit(path: Path) -> str | None:
-    """The commit of the git work tree containing ``path`` (with '-dirty' when it has changes)."""
+    """The commit of the git work tree containing ``path``, with '-dirty' when tracked files changed.
+
+    Files that DVC itself rewrites while a pipeline runs (dvc.lock, .gitignore files, the outputs
+    listed in dvc.lock) do not count: otherwise every run started by `dvc repro` would be dirty.
+    """
+    from masklab.data.versioning import dvc_managed_paths
+
     try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True, check=True
+        ).stdout.strip()
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=path, capture_output=True, text=True
-        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=top, capture_output=True, text=True
+        ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
         return None
+    managed = dvc_managed_paths(Path(top))
+    changed = [line[3:].split(" -> ")[-1].strip('"') for line in status if len(line) > 3]
+    dirty = [p for p in changed if Path(p).name not in ("dvc.lock", ".gitignore") and p not in managed]
     return f"{sha}-dirty" if dirty else sha
 
 
