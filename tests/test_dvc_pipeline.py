@@ -22,6 +22,7 @@ import yaml
 from PIL import Image
 
 from masklab.data.format import file_sha256
+from masklab.data.versioning import data_version
 
 from conftest import REPO
 
@@ -135,11 +136,16 @@ def test_label_fix_reruns_only_dependents_and_checkout_restores_bytes(repo):
     mask = np.array(Image.open(mask_path))
     mask[: mask.shape[0] // 2] = 1  # "fix" the top half to class 1
     Image.fromarray(mask).save(mask_path)
+    # A run started now, outside DVC, would be tagged with the bytes on disk, marked as not committed.
+    recorded = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
+    md5, status = data_version(repo / "data/synthetic")
+    assert status == "modified" and md5 != recorded and md5.endswith(".dir")
 
     done = sh([str(BIN / "masklab"), "data", "record-edits", "data.root=data/synthetic"], repo)
     assert "recorded 1 edited mask(s): synth_00014" in done.stdout and "dvc commit" in done.stdout
     status = dvc("status", "--json", cwd=repo).stdout
     assert "prepare" not in json.loads(status), status
+    assert data_version(repo / "data/synthetic") == (md5, "committed")
 
     done = dvc("repro", cwd=repo)
     assert ran_stages(done.stdout) == ["train", "evaluate", "report"]

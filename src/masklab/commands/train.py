@@ -34,7 +34,7 @@ def train(cfg: DictConfig) -> float:
 
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationDataModule
-    from masklab.data.versioning import dvc_context, dvc_hash
+    from masklab.data.versioning import data_version, dvc_context
     from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
     from masklab.training.module import SegmentationModule
@@ -74,11 +74,12 @@ def train(cfg: DictConfig) -> float:
     if not previous_run:
         run.params(flatten(plain_cfg))
         run.yaml(plain_cfg, "config/config.yaml")
-    data_version = dvc_hash(dataset.root)
+    data_md5, data_status = data_version(dataset.root)
     run.tags({
         **dvc_context(),
         "masklab.git_commit": git_commit(Path.cwd()) or "unknown",
-        "masklab.dataset_dvc_md5": data_version or "untracked",
+        "masklab.dataset_dvc_md5": data_md5 or "untracked",
+        "masklab.dataset_dvc_status": data_status,
         "masklab.dataset": dataset.name,
         "masklab.dataset_root": str(dataset.root.resolve()),
         "masklab.manifest_sha256": manifest_hash,
@@ -116,7 +117,7 @@ def train(cfg: DictConfig) -> float:
             run.metric_history(CURVE_METRICS),
             {"mlflow_run_id": logger.run_id, "experiment": cfg.logger.experiment_name,
              "git_commit": git_commit(Path.cwd()) or "unknown", "dataset": dataset.name,
-             "dataset_dvc_md5": data_version, "manifest_sha256": manifest_hash},
+             "dataset_dvc_md5": data_md5, "dataset_dvc_status": data_status, "manifest_sha256": manifest_hash},
             OmegaConf.to_yaml(cfg),
         )
 

@@ -23,6 +23,21 @@ def find_dvc_root(start: Path) -> Path | None:
     return None
 
 
+def _read_yaml(path: Path) -> dict:
+    """A DVC file's content; {} when missing or unreadable (a half-written or hand-broken lock file
+    must not stop a run from starting, only leave its data version unknown)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lock_stages(root: Path) -> dict:
+    stages = _read_yaml(Path(root) / "dvc.lock").get("stages")
+    return stages if isinstance(stages, dict) else {}
+
+
 def _outs_hash(outs: list, wanted: str) -> str | None:
     for out in outs or []:
         if isinstance(out, dict) and os.path.normpath(str(out.get("path", ""))) == wanted:
@@ -42,17 +57,11 @@ def dvc_hash(path: Path) -> str | None:
     if root is None:
         return None
     rel = os.path.normpath(os.path.relpath(path, root))
-    lock = root / "dvc.lock"
-    if lock.is_file():
-        stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-        for stage in stages.values():
-            found = _outs_hash(stage.get("outs", []), rel)
-            if found:
-                return found
-    dvc_file = path.with_name(path.name + ".dvc")
-    if dvc_file.is_file():
-        return _outs_hash((yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []), path.name)
-    return None
+    for stage in _lock_stages(root).values():
+        found = _outs_hash(stage.get("outs", []), rel)
+        if found:
+            return found
+    return _outs_hash(_read_yaml(path.with_name(path.name + ".dvc")).get("outs", []), path.name)
 
 
 def dvc_md5(path: Path) -> str:
@@ -76,20 +85,30 @@ def dvc_md5(path: Path) -> str:
 
 def locked_stage(root: Path, name: str) -> dict | None:
     """The entry of stage ``name`` in ``<root>/dvc.lock`` (deps, params, outs), or None."""
-    lock = Path(root) / "dvc.lock"
-    if not lock.is_file():
-        return None
-    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
+    return _lock_stages(root).get(name)
 
 
 def dvc_managed_paths(root: Path) -> set[str]:
     """Paths (relative to ``root``, POSIX) of every stage output recorded in ``<root>/dvc.lock``."""
-    lock = Path(root) / "dvc.lock"
-    if not lock.is_file():
-        return set()
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     return {Path(os.path.normpath(out["path"])).as_posix()
-            for stage in stages.values() for out in stage.get("outs", []) if "path" in out}
+            for stage in _lock_stages(root).values() for out in stage.get("outs", []) if "path" in out}
+
+
+def data_version(path: Path) -> tuple[str | None, str]:
+    """(DVC hash, status) of a dataset folder for a run's tags.
+
+    status is "untracked" (DVC does not track it), "committed" (the bytes are the version DVC
+    recorded) or "modified" (the folder changed since; the hash is then of the bytes on disk, which
+    no commit holds yet). Inside a `dvc repro` stage DVC has just verified its dependencies, so the
+    recorded hash is used without hashing the folder again.
+    """
+    recorded = dvc_hash(path)
+    if recorded is None:
+        return None, "untracked"
+    if os.environ.get("DVC_STAGE"):
+        return recorded, "committed"
+    actual = dvc_md5(path)
+    return actual, "committed" if actual == recorded else "modified"
 
 
 def dvc_context() -> dict[str, str]:

@@ -163,7 +163,7 @@ class Registry:
                 "masklab.manifest_sha256": spec["dataset"].get("manifest_sha256", ""),
                 "masklab.arch": f"{spec['model'].get('arch')}-{spec['model'].get('encoder')}"}
         # The version names its code and data versions itself, so tracing it needs no run lookup.
-        for key in ("masklab.git_commit", "masklab.dataset_dvc_md5"):
+        for key in ("masklab.git_commit", "masklab.dataset_dvc_md5", "masklab.dataset_dvc_status"):
             value = self.run_tag(run_id, key)
             if value:
                 tags[key] = value
