@@ -145,7 +145,8 @@ def test_label_fix_reruns_only_dependents_and_checkout_restores_bytes(repo):
     assert "recorded 1 edited mask(s): synth_00014" in done.stdout and "dvc commit" in done.stdout
     status = dvc("status", "--json", cwd=repo).stdout
     assert "prepare" not in json.loads(status), status
-    assert data_version(repo / "data/synthetic") == (md5, "committed")
+    committed = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
+    assert committed != recorded and data_version(repo / "data/synthetic") == (committed, "committed")
 
     done = dvc("repro", cwd=repo)
     assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
