@@ -39,7 +39,7 @@ def main() -> None:
     from masklab.evaluation.predict import predict_image
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.registry import Registry
-    from masklab.tracking.runs import client, download_checkpoint
+    from masklab.tracking.runs import client, downloaded_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
@@ -49,14 +49,14 @@ def main() -> None:
         c = client(uri)
         exp = c.get_experiment_by_name("synthetic")
         run_id = c.search_runs([exp.experiment_id])[0].info.run_id
-        ckpt = download_checkpoint(uri, run_id)
         registry = Registry(uri)
-        registry.register(run_id, "warmup", ckpt)  # first call pays MLflow's lazy imports
         times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            mv = registry.register(run_id, "bench", ckpt)
-            times.append(time.perf_counter() - start)
+        with downloaded_checkpoint(uri, run_id) as ckpt:
+            registry.register(run_id, "warmup", ckpt)  # first call pays MLflow's lazy imports
+            for _ in range(3):
+                start = time.perf_counter()
+                mv = registry.register(run_id, "bench", ckpt)
+                times.append(time.perf_counter() - start)
         registry.promote("bench", mv.version, "Production", None)
         start = time.perf_counter()
         out = run(["register", f"run_id={run_id}", "registry.name=bench_cli"], project)

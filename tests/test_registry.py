@@ -131,7 +131,7 @@ def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
 def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tmp_path):
     from masklab.evaluation.predict import predict_image
     from masklab.tracking.model_ref import load_model_ref
-    from masklab.tracking.runs import download_checkpoint
+    from masklab.tracking.runs import downloaded_checkpoint
 
     project = two_versions
     uri = local_uri(project)
@@ -143,7 +143,8 @@ def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tm
                     "overlay=true")
     assert "Wrote 3 masks" in stdout
     version = registry(uri).version(NAME, alias_version(uri, "production"))
-    in_process = load_model_ref(str(download_checkpoint(uri, version.run_id)), uri)
+    with downloaded_checkpoint(uri, version.run_id) as ckpt:
+        in_process = load_model_ref(str(ckpt), uri)
     for path in sorted(images.glob("*.png")):
         written = np.asarray(Image.open(out / path.name))
         image = np.asarray(Image.open(path).convert("RGB"))

@@ -132,7 +132,7 @@ def evaluate(cfg: DictConfig) -> float:
     """Evaluate ``ckpt_path``, MLflow run ``run_id`` or registered ``model``; returns the pooled mIoU."""
     from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
     from masklab.tracking.model_ref import load_model_ref
-    from masklab.tracking.runs import RunLog, download_checkpoint, open_run
+    from masklab.tracking.runs import RunLog, downloaded_checkpoint, open_run
 
     chosen = [k for k in ("ckpt_path", "run_id", "model_ref") if cfg.get(k)]
     if len(chosen) != 1:
@@ -150,22 +150,19 @@ def evaluate(cfg: DictConfig) -> float:
                         "masklab.manifest_sha256": dataset.manifest_hash})
         result = evaluate_model_on(package.model, package.class_table, str(cfg.model_ref), dataset, cfg.augment.eval,
                                    cfg.split, output_dir, run, options=options)
-    else:
-        if cfg.run_id:
-            try:
-                ckpt = download_checkpoint(uri, cfg.run_id)
-            except LookupError as exc:
-                raise UserError(str(exc)) from exc
+    elif cfg.run_id:
+        with downloaded_checkpoint(uri, cfg.run_id) as ckpt:
             run = RunLog(uri, cfg.run_id)
-        else:
-            ckpt = Path(cfg.ckpt_path)
-            if not ckpt.is_file():
-                raise UserError(f"ckpt_path: checkpoint {ckpt} does not exist")
-            # Results go to the run that trained the checkpoint when this store has it, else to a new run.
-            trained_in = read_checkpoint_meta(ckpt)[CHECKPOINT_META_KEY].get("mlflow_run_id")
-            run = open_run(uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
-                           {"masklab.command": "evaluate", "masklab.checkpoint": str(ckpt.resolve()),
-                            "masklab.dataset_root": str(dataset.root.resolve())})
+            result = evaluate_checkpoint(ckpt, dataset, cfg.augment.eval, cfg.split, output_dir, run, options=options)
+    else:
+        ckpt = Path(cfg.ckpt_path)
+        if not ckpt.is_file():
+            raise UserError(f"ckpt_path: checkpoint {ckpt} does not exist")
+        # Results go to the run that trained the checkpoint when this store has it, else to a new run.
+        trained_in = read_checkpoint_meta(ckpt)[CHECKPOINT_META_KEY].get("mlflow_run_id")
+        run = open_run(uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
+                       {"masklab.command": "evaluate", "masklab.checkpoint": str(ckpt.resolve()),
+                        "masklab.dataset_root": str(dataset.root.resolve())})
         result = evaluate_checkpoint(ckpt, dataset, cfg.augment.eval, cfg.split, output_dir, run, options=options)
     print(f"Wrote {output_dir / 'evaluation'}; logged to MLflow run {run.run_id}")
     return result.headline("mIoU")

@@ -23,12 +23,14 @@ def _gate(cfg: DictConfig):
     return Gate(str(g.metric), float(g.min_delta), str(g.get("mode", "max"))) if g and g.metric else None
 
 
-def register_run(tracking_uri: str, run_id: str, name: str | None) -> tuple[str, str]:
-    """Register the best checkpoint of ``run_id``; returns (model name, version)."""
+def register_run(tracking_uri: str, run_id: str, name: str | None, checkpoint: Path | None = None) -> tuple[str, str]:
+    """Register the best checkpoint of ``run_id`` (``checkpoint`` when the caller has it on disk,
+    else the run's tracked copy); returns (model name, version)."""
+    import contextlib
     import time
 
     from masklab.tracking.registry import Registry
-    from masklab.tracking.runs import client, download_checkpoint
+    from masklab.tracking.runs import client, downloaded_checkpoint
 
     start = time.perf_counter()
     registry = Registry(tracking_uri)
@@ -38,11 +40,9 @@ def register_run(tracking_uri: str, run_id: str, name: str | None) -> tuple[str,
         raise UserError(f"run_id={run_id}: no such MLflow run in {tracking_uri}") from exc
     if not name:
         name = client(tracking_uri).get_experiment(run.info.experiment_id).name
-    try:
-        ckpt = download_checkpoint(tracking_uri, run_id)
-    except LookupError as exc:
-        raise UserError(str(exc)) from exc
-    mv = registry.register(run_id, name, Path(ckpt))
+    local = contextlib.nullcontext(checkpoint) if checkpoint else downloaded_checkpoint(tracking_uri, run_id)
+    with local as ckpt:
+        mv = registry.register(run_id, name, Path(ckpt))
     print(f"Registered run {run_id} as model '{name}' version {mv.version} "
           f"({time.perf_counter() - start:.1f} s). Promote it with:\n"
           f"  masklab promote name={name} version={mv.version} stage=Staging")

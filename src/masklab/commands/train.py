@@ -132,7 +132,8 @@ def train(cfg: DictConfig) -> float:
     if cfg.registry.register and best_path is not None:
         from masklab.commands.registry import register_run
 
-        register_run(cfg.logger.tracking_uri, logger.run_id, cfg.registry.name or cfg.logger.experiment_name)
+        register_run(cfg.logger.tracking_uri, logger.run_id, cfg.registry.name or cfg.logger.experiment_name,
+                     checkpoint=best_path)
 
     print(f"\nBest {cfg.monitor}: {best_value:.4f}   checkpoint: {best_path}")
     expected = cfg.get("expected")

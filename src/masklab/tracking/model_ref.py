@@ -39,12 +39,10 @@ def load_model_ref(ref: str, tracking_uri: str) -> Package:
     if path.is_file():
         return package_from_checkpoint(path)
     if RUN_ID.match(ref):
-        from masklab.tracking.runs import download_checkpoint
+        from masklab.tracking.runs import downloaded_checkpoint
 
-        try:
-            return package_from_checkpoint(download_checkpoint(tracking_uri, ref))
-        except LookupError as exc:
-            raise UserError(str(exc)) from exc
+        with downloaded_checkpoint(tracking_uri, ref) as ckpt:
+            return package_from_checkpoint(ckpt)
     raise UserError(f"model={ref}: not a models:/ URI, run id, checkpoint file or package folder that exists")
 
 

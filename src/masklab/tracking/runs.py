@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -194,21 +195,25 @@ def open_run(
     return RunLog(tracking_uri, run.info.run_id)
 
 
-def download_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt") -> Path:
-    """Fetch ``checkpoints/<name>`` of a run into a temporary folder and return its path."""
+@contextmanager
+def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt") -> Iterator[Path]:
+    """``checkpoints/<name>`` of a run, fetched into a temporary folder removed on exit.
+
+    Raises LookupError (a one-line user error) when the run or the artifact does not exist.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        c = client(tracking_uri)
-        c.get_run(run_id)
+        client(tracking_uri).get_run(run_id)
     except Exception as exc:  # mlflow raises MlflowException / RestException subclasses
         raise LookupError(f"MLflow run '{run_id}' not found in {tracking_uri}: {exc}") from exc
-    dest = Path(tempfile.mkdtemp(prefix="masklab-ckpt-"))
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=str(dest)
-        )
-    except Exception as exc:
-        raise LookupError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") from exc
-    return Path(local)
+    with tempfile.TemporaryDirectory(prefix="masklab-ckpt-") as dest:
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=dest
+            )
+        except Exception as exc:
+            raise LookupError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") \
+                from exc
+        yield Path(local)
