@@ -191,6 +191,23 @@ def test_batched_updates_equal_single_update(c):
     assert_close(batched.compute()["mIoU_image"], ref_dataset(pred_np, target_np, c, IGNORE)["mIoU_image"])
 
 
+@pytest.mark.parametrize("boundary", [False, True])
+def test_update_from_per_image_counts_equals_update(boundary):
+    """Evaluation feeds the metric from per_image_scores' counts: the same results as update()."""
+    pred_np, target_np = random_batch(5, 4, n=6)
+    pred, target = torch.from_numpy(pred_np), torch.from_numpy(target_np)
+    direct = SemanticMetrics(4, IGNORE, boundary=boundary)
+    direct.update(pred, target)
+    scores = per_image_scores(pred, target, 4, IGNORE, boundary=boundary)
+    assert torch.equal(scores["confusion"], per_image_confusion(pred, target, 4, IGNORE))
+    counted = SemanticMetrics(4, IGNORE, boundary=boundary)
+    counted.update_from_counts(scores["confusion"], scores.get("boundary_intersection"), scores.get("boundary_union"))
+    assert_results_equal(counted.compute(), direct.compute())
+    if boundary:
+        with pytest.raises(ValueError, match="boundary_intersection"):
+            counted.update_from_counts(scores["confusion"])
+
+
 def _hand_batch():
     # Image A: class 0 half missed (predicted 2), class 1 perfect, class 2 hallucinated.
     # Image B: only class 0 in ground truth; the 2 sits on an ignored pixel and must not count.

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from masklab.data.format import ClassTable
 from masklab.files import atomic_write
-from masklab.metrics import SemanticMetrics, named_scalars, per_image_confusion, per_image_scores
+from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
 
 # Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
 PER_CLASS_COLUMNS = ("iou", "dice", "boundary_iou", "tp", "fp", "fn", "true_area", "pred_area", "missed",
@@ -81,10 +81,12 @@ def evaluate_model(
         target = batch["mask"].to(device)
         logits = model(batch["image"].to(device))
         pred = logits.argmax(dim=1)
-        metrics.update(pred, target)
-        confused_images += (per_image_confusion(pred, target, c, class_table.ignore_index) > 0).sum(dim=0)
+        # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
         scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
                                   dilation_ratio=dilation_ratio)
+        metrics.update_from_counts(scores["confusion"], scores.get("boundary_intersection"),
+                                   scores.get("boundary_union"))
+        confused_images += (scores["confusion"] > 0).sum(dim=0)
         scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)
         scores["hallucinated"] = (scores["true_area"] == 0) & (scores["pred_area"] > 0)
         frames.append(_rows(batch["id"], scores, confidence_stats(logits, low_confidence), names, boundary))

@@ -183,7 +183,8 @@ def per_image_scores(
     pred, target: (N, H, W) integer class indices.
     Returns float64 ``iou``, ``dice`` (N, C); ``miou``, ``mdice``, ``pixel_acc`` (N,); and the raw
     int64 (N, C) counts of the per-image confusion matrices: ``tp``, ``fp``, ``fn``,
-    ``true_area`` (= tp + fn, ground-truth pixels) and ``pred_area`` (= tp + fp, predicted pixels).
+    ``true_area`` (= tp + fn, ground-truth pixels) and ``pred_area`` (= tp + fp, predicted pixels),
+    and those matrices themselves as int64 ``confusion`` (N, C, C) (rows = ground truth).
     With ``boundary=True`` also float64 ``boundary_iou`` (N, C), ``boundary_miou`` (N,) and int64
     ``boundary_intersection``, ``boundary_union`` (N, C) (see :mod:`masklab.metrics.boundary`).
     """
@@ -196,7 +197,7 @@ def per_image_scores(
     tp = torch.diagonal(cms, dim1=-2, dim2=-1)
     true_area = cms.sum(dim=-1)
     pred_area = cms.sum(dim=-2)
-    out.update(tp=tp, fp=pred_area - tp, fn=true_area - tp, true_area=true_area, pred_area=pred_area)
+    out.update(tp=tp, fp=pred_area - tp, fn=true_area - tp, true_area=true_area, pred_area=pred_area, confusion=cms)
     if boundary:
         inter, union = _boundary_counts_checked(target, pred, valid, num_classes, d)
         biou = boundary_iou_from_counts(inter, union)
@@ -293,6 +294,16 @@ class SemanticMetrics(Metric):
         # Validate once; the confusion matrices and the boundary counts share the checked tensors.
         target, pred, valid = _checked_labels(pred, target, self.num_classes, self.ignore_index)
         cms = _per_image_confusion_checked(target, pred, valid, self.num_classes)
+        inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d) if self.boundary \
+            else (None, None)
+        self.update_from_counts(cms, inter, union)
+
+    def update_from_counts(self, confusion: torch.Tensor, boundary_intersection: torch.Tensor | None = None,
+                           boundary_union: torch.Tensor | None = None) -> None:
+        """Add a batch already counted by :func:`per_image_scores` (its ``confusion`` (N, C, C) and,
+        with ``boundary=True``, ``boundary_intersection`` / ``boundary_union`` (N, C)), so an
+        evaluation that needs both per-image rows and dataset scores counts every pixel once."""
+        cms = confusion
         # Pooled matrix is the sum of the per-image ones: one bincount per batch, not two.
         self.confmat += cms.sum(dim=0)
         s = scores_from_confusion(cms)
@@ -308,7 +319,9 @@ class SemanticMetrics(Metric):
         self.pixel_acc_image_sum += torch.where(has_pixels, s["pixel_acc"], 0.0).sum()
         self.image_count += has_pixels.sum()
         if self.boundary:
-            inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d)
+            if boundary_intersection is None or boundary_union is None:
+                raise ValueError("this SemanticMetrics scores boundaries: pass boundary_intersection, boundary_union")
+            inter, union = boundary_intersection, boundary_union
             self.boundary_inter += inter.sum(dim=0)
             self.boundary_union += union.sum(dim=0)
             biou = boundary_iou_from_counts(inter, union)
