@@ -38,6 +38,7 @@ bench: setup
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/boundary_iou.py
+	$(PY) benchmarks/dvc_pipeline.py
 
 ui: setup
 	$(MASKLAB) ui
