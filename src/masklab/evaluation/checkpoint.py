@@ -48,6 +48,11 @@ def write_inference_checkpoint(source: str | Path, target: str | Path) -> Path:
     return atomic_write(Path(target), lambda tmp: torch.save(ckpt, tmp))
 
 
+def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's own weights and buffers in a loaded Lightning checkpoint (``model.`` prefix removed)."""
+    return {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+
+
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file."""
     from masklab.models.factory import model_from_spec
@@ -56,7 +61,6 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
     model = model_from_spec(meta["model"], table.num_classes)
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    model.load_state_dict(model_state_dict(ckpt))
     model.eval()
     return LoadedModel(model, table, meta)

@@ -35,24 +35,27 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Turn a masklab checkpoint into a package folder; returns the spec written."""
     from safetensors.torch import save_file
 
-    from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, model_state_dict, read_checkpoint_meta
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = load_checkpoint_model(ckpt_path)
-    meta = loaded.meta
+    # The weights are copied from the checkpoint without building the model (no smp import, ~2 s);
+    # loading the package builds it and loads them strictly, so a mismatch still fails loudly.
+    ckpt = read_checkpoint_meta(ckpt_path)
+    meta = ckpt[CHECKPOINT_META_KEY]
+    table = ClassTable.from_dict(meta["classes"], f"{ckpt_path} (classes)")
     config = meta.get("config") or {}
     rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
-    state = {k: v.contiguous() for k, v in loaded.model.state_dict().items()}
+    state = {k: v.contiguous() for k, v in model_state_dict(ckpt).items()}
     save_file(state, str(out / WEIGHTS_FILE))
     spec = {
         "format": "masklab-model",
         "version": PACKAGE_VERSION,
         "model": meta["model"],
-        "classes": loaded.class_table.to_dict(),
+        "classes": table.to_dict(),
         "normalization": {
-            "mean": [round(float(v) / 255.0, 6) for v in loaded.model.mean.flatten()],
-            "std": [round(float(v) / 255.0, 6) for v in loaded.model.std.flatten()],
+            "mean": [round(float(v) / 255.0, 6) for v in state["mean"].flatten()],
+            "std": [round(float(v) / 255.0, 6) for v in state["std"].flatten()],
             "input": "RGB uint8 0..255; normalisation happens inside the model",
         },
         "input_rule": rule.to_dict(),
