@@ -209,12 +209,15 @@ def test_exp_run_set_param(repo):
 def test_queued_grid_runs_and_logs_to_the_main_store(repo):
     dvc("exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.003", cwd=repo)
     dvc("queue", "start", cwd=repo)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        status = dvc("queue", "status", cwd=repo).stdout
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(3)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            status = dvc("queue", "status", cwd=repo).stdout
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(3)
+    finally:
+        dvc("queue", "stop", "--kill", cwd=repo, check=False)  # no worker outlives the test
     assert status.count("Success") == 2, status
     rows = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
     lrs = {r["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"]
