@@ -146,20 +146,18 @@ def test_rgb_masks_with_colors(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read_mask(ds.root / s.mask), blocks([0, 1, 2], seed=i))
 
 
+def import_rgb(tmp_path: Path, colors: dict, **options):
+    """Import tmp_path/images + tmp_path/masks as RGB colour masks into tmp_path/out, no split."""
+    return import_folder(tmp_path / "images", tmp_path / "masks", tmp_path / "out", classes=None, mask_mode="rgb",
+                         colors=colors, split_mode="none", **options)
+
+
 def test_rgb_unknown_colour_is_an_error(tmp_path: Path) -> None:
     ids = blocks([0, 1, 2])
     save_image(tmp_path / "images" / "s.png")
     save_mask(tmp_path / "masks" / "s.png", rgb_mask(ids, {0: (0, 0, 0), 1: RED, 2: (1, 2, 3)}))
     with pytest.raises(ImportProblems) as err:
-        import_folder(
-            tmp_path / "images",
-            tmp_path / "masks",
-            tmp_path / "out",
-            classes=None,
-            mask_mode="rgb",
-            colors={0: [0, 0, 0], 1: list(RED)},
-            split_mode="none",
-        )
+        import_rgb(tmp_path, {0: [0, 0, 0], 1: list(RED)})
     assert "(1, 2, 3)" in str(err.value) and "unknown mask colour" in str(err.value)
     assert not (tmp_path / "out").exists()
 
@@ -215,16 +213,7 @@ def test_nearest_snap_refuses_a_missing_class_colour(tmp_path: Path) -> None:
     save_image(tmp_path / "images" / "s.png", size=(32, 24))
     save_mask(tmp_path / "masks" / "s.jpg", rgb_mask(ids, {0: (0, 0, 0), 1: RED, 2: GREEN}), quality=90)
     with pytest.raises(ImportProblems, match="far from palette"):
-        import_folder(
-            tmp_path / "images",
-            tmp_path / "masks",
-            tmp_path / "o",
-            classes=None,
-            mask_mode="rgb",
-            colors={0: [0, 0, 0], 1: list(RED)},
-            snap="nearest",
-            split_mode="none",
-        )
+        import_rgb(tmp_path, {0: [0, 0, 0], 1: list(RED)}, snap="nearest")
 
 
 def test_remap_to_class_and_to_ignore(tmp_path: Path) -> None:
