@@ -26,7 +26,7 @@ PER_CLASS_FILE = "per_class.csv"
 
 
 def _clean(value: float | int | None) -> float | int | None:
-    """JSON-safe and stable: NaN -> null, floats rounded to 6 decimals (below run-to-run noise), ints kept."""
+    """JSON-safe: NaN -> null, floats rounded to 6 decimals (short diffs in git), ints kept."""
     if value is None or isinstance(value, int):
         return value
     return None if math.isnan(value) else round(float(value), 6)
