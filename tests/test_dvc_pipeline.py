@@ -80,6 +80,10 @@ def repo(tmp_path_factory) -> Path:
     params = merge(yaml.safe_load(text), FAST_PARAMS)
     (root / "params.yaml").write_text(comments + yaml.safe_dump(params, sort_keys=False))
     git("init", "-q", "-b", "main", cwd=root)
+    # Repository-level identity: DVC's experiment commits (pygit2/dulwich) read it even where no
+    # global git config exists, as on a fresh CI machine.
+    git("config", "user.name", "masklab tests", cwd=root)
+    git("config", "user.email", "tests@masklab.invalid", cwd=root)
     git("add", "-A", cwd=root)
     git("commit", "-qm", "project", cwd=root)
     done = dvc("repro", cwd=root)
