@@ -29,7 +29,7 @@ from conftest import REPO
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
            MLFLOW_DISABLE_TELEMETRY="true", PYTHONWARNINGS="ignore", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", GIT_CONFIG_GLOBAL=os.devnull)
 ENV.pop("MLFLOW_TRACKING_URI", None)
 ENV.pop("MASKLAB_ROOT", None)
 FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
