@@ -84,8 +84,7 @@ def evaluate_model(
         # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
         scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
                                   dilation_ratio=dilation_ratio)
-        metrics.update_from_counts(scores["confusion"], scores.get("boundary_intersection"),
-                                   scores.get("boundary_union"))
+        metrics.update(counts=scores)
         confused_images += (scores["confusion"] > 0).sum(dim=0)
         scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)
         scores["hallucinated"] = (scores["true_area"] == 0) & (scores["pred_area"] > 0)

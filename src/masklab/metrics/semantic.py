@@ -284,8 +284,22 @@ class SemanticMetrics(Metric):
             self.add_state("mboundary_iou_image_sum", torch.zeros((), dtype=f64), dist_reduce_fx="sum")
             self.add_state("boundary_image_count", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch. target: (N, H, W); pred: (N, H, W) indices or (N, C, H, W) scores."""
+    def update(self, pred: torch.Tensor | None = None, target: torch.Tensor | None = None,
+               counts: dict[str, torch.Tensor] | None = None) -> None:
+        """Add a batch. target: (N, H, W); pred: (N, H, W) indices or (N, C, H, W) scores.
+
+        Or ``counts``: what :func:`per_image_scores` returned for the batch (its ``confusion``
+        (N, C, C) and, with boundary scores, ``boundary_intersection`` / ``boundary_union`` (N, C)),
+        so an evaluation that needs both per-image rows and dataset scores counts every pixel once.
+        """
+        if counts is not None:
+            if self.boundary and "boundary_intersection" not in counts:
+                raise ValueError("this SemanticMetrics scores boundaries: counts need boundary_intersection and "
+                                 "boundary_union (per_image_scores(..., boundary=True))")
+            self._accumulate(counts["confusion"], counts.get("boundary_intersection"), counts.get("boundary_union"))
+            return
+        if pred is None or target is None:
+            raise ValueError("update needs pred and target, or counts")
         if pred.ndim == target.ndim + 1:
             if pred.shape[1] != self.num_classes:
                 raise ValueError(f"logits have {pred.shape[1]} channels, expected num_classes={self.num_classes}")
@@ -296,14 +310,9 @@ class SemanticMetrics(Metric):
         cms = _per_image_confusion_checked(target, pred, valid, self.num_classes)
         inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d) if self.boundary \
             else (None, None)
-        self.update_from_counts(cms, inter, union)
+        self._accumulate(cms, inter, union)
 
-    def update_from_counts(self, confusion: torch.Tensor, boundary_intersection: torch.Tensor | None = None,
-                           boundary_union: torch.Tensor | None = None) -> None:
-        """Add a batch already counted by :func:`per_image_scores` (its ``confusion`` (N, C, C) and,
-        with ``boundary=True``, ``boundary_intersection`` / ``boundary_union`` (N, C)), so an
-        evaluation that needs both per-image rows and dataset scores counts every pixel once."""
-        cms = confusion
+    def _accumulate(self, cms: torch.Tensor, inter: torch.Tensor | None, union: torch.Tensor | None) -> None:
         # Pooled matrix is the sum of the per-image ones: one bincount per batch, not two.
         self.confmat += cms.sum(dim=0)
         s = scores_from_confusion(cms)
@@ -319,9 +328,6 @@ class SemanticMetrics(Metric):
         self.pixel_acc_image_sum += torch.where(has_pixels, s["pixel_acc"], 0.0).sum()
         self.image_count += has_pixels.sum()
         if self.boundary:
-            if boundary_intersection is None or boundary_union is None:
-                raise ValueError("this SemanticMetrics scores boundaries: pass boundary_intersection, boundary_union")
-            inter, union = boundary_intersection, boundary_union
             self.boundary_inter += inter.sum(dim=0)
             self.boundary_union += union.sum(dim=0)
             biou = boundary_iou_from_counts(inter, union)
