@@ -11,13 +11,13 @@ from masklab.commands.pipeline import check_no_dvc_hydra, compose_train, experim
 from masklab.errors import UserError
 from masklab.pipeline.params import read_overrides, to_overrides
 
-from conftest import REPO, run_masklab
+from conftest import REPO, SHARED_DATASETS, run_masklab
 
 
 def test_nested_params_become_dotted_overrides_that_hydra_reads_back():
     params = {"experiment": "unet-resnet18_synthetic-96", "model": "fpn", "optimizer": {"lr": 0.0003},
               "data": {"synth": {"fractions": {"train": 0.8}}}, "tags": {"note": "two words"},
-              "loss": {"weights": [1, 2.5]}, "resume_dir": None, "flag": True, "name": "1.0"}
+              "loss": {"weights": [1, 2.5]}, "resume_dir": None, "flag": True, "name": "1.0", "empty": {}}
     overrides = to_overrides(params)
     assert overrides[:4] == ["experiment=unet-resnet18_synthetic-96", "model=fpn", "optimizer.lr=0.0003",
                              "data.synth.fractions.train=0.8"]
@@ -68,3 +68,22 @@ def test_stage_errors_are_one_line(project: Path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     res = run_masklab(["pipeline", "nonsense"], project)
     assert res.returncode == 2 and "expected one of" in res.stderr
+
+
+def test_prepare_synthesizes_or_imports_from_source(project: Path):
+    (project / "params.yaml").write_text("data:\n  image_size: 32\n  synth: {count: 6}\n")
+    res = run_masklab(["pipeline", "prepare", "data.root=data/synthetic"], project)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len((project / "data/synthetic/manifest.jsonl").read_text().splitlines()) == 6
+    again = run_masklab(["pipeline", "prepare", "data.root=data/synthetic"], project)
+    assert again.returncode == 2 and "exists" in again.stderr  # never over a folder DVC did not clear
+
+    (project / "params.yaml").write_text("experiment: unet-resnet18_membrane-256\n")
+    res = run_masklab(["pipeline", "prepare"], project)
+    assert res.returncode == 2 and "source:" in res.stderr, res.stderr
+    if not (SHARED_DATASETS / "membrane").is_dir():
+        pytest.skip("the shared membrane dataset is not present")
+    (project / "params.yaml").write_text("experiment: unet-resnet18_membrane-256\nsource: membrane\n")
+    res = run_masklab(["pipeline", "prepare"], project, env={"MASKLAB_SHARED": str(SHARED_DATASETS.parent)})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (project / "data/membrane/manifest.jsonl").is_file() and "Imported" in res.stdout

@@ -5,8 +5,11 @@ given after the stage name), so all stages of one pipeline see one config. DVC's
 composition is refused: it rewrites params.yaml on each ``dvc exp run`` but not on ``dvc repro``,
 so the two could run different configs (dvc #8355).
 
+One key of params.yaml is the pipeline's own, not a train override: ``source: <preset>`` makes
+``prepare`` import a real dataset with that ``conf/source`` preset instead of synthesizing one.
+
 Stages and what they write (the paths dvc.yaml declares):
-  prepare   the synthetic dataset at ``data.root``
+  prepare   the dataset at ``data.root``: synthesized, or imported from ``source``
   train     <out>/train/{model.ckpt, metrics.json, history.csv, run.json, config.yaml}
   evaluate  <out>/evaluate/{metrics.json, per_class.csv, evaluation/}, logged to the training run
   report    <out>/report/index.html, the HTML explorer of the evaluation
@@ -26,7 +29,7 @@ from omegaconf import DictConfig
 from masklab.commands.common import open_dataset, to_plain
 from masklab.errors import UserError
 from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
-from masklab.pipeline.params import read_overrides
+from masklab.pipeline.params import read_params, to_overrides
 
 STAGES = ("prepare", "train", "evaluate", "report")
 USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
@@ -59,33 +62,43 @@ def experiments_redirect(cwd: Path) -> list[str]:
     return []
 
 
-def compose_train(overrides: list[str], source: str) -> DictConfig:
-    """The composed ``train`` config; a bad key or option is an error naming ``source``."""
-    from hydra import compose, initialize_config_dir
+def compose(config_name: str, overrides: list[str], source: str) -> DictConfig:
+    """A composed primary config of masklab; a bad key or option is an error naming ``source``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
     from masklab.cli import CONF_DIR
 
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         try:
-            return compose("train", overrides)
+            return hydra_compose(config_name, overrides)
         except HydraException as exc:
             raise UserError(f"{source}: {exc}") from None
 
 
-def prepare(cfg: DictConfig, params: Path) -> None:
+def compose_train(overrides: list[str], source: str) -> DictConfig:
+    return compose("train", overrides, source)
+
+
+def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
+    """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset."""
+    from masklab.commands.data import import_
     from masklab.data.synth import synthesize
 
-    if not cfg.data.get("synth"):
-        raise UserError(f"data={cfg.data.name} is not synthetic: import a real dataset once with `masklab data "
-                        f"import`, track it with `dvc add {cfg.data.root}` and drop the prepare stage")
     root = Path(cfg.data.root)
     if root.exists():
         raise UserError(f"{root} exists: DVC removes a stage's outputs before running it, so this was not started "
                         "by `dvc repro`; run the stage through DVC, or remove the folder yourself")
-    dataset = synthesize(root, **to_plain(cfg.data.synth))
+    if source:
+        import_(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}"], str(params)))
+    elif cfg.data.get("synth"):
+        synthesize(root, **to_plain(cfg.data.synth))
+    else:
+        raise UserError(f"{params}: data={cfg.data.name} is not synthetic and no `source:` says where to import it "
+                        f"from (a conf/source preset, e.g. source: kvasir_seg)")
     check_regenerated(root, params)
-    print(f"prepare: wrote {len(dataset.samples)} samples to {root}")
+    print(f"prepare: wrote {root}")
 
 
 def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
@@ -149,7 +162,9 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
     root = Path.cwd()
     check_no_dvc_hydra(root)
     redirect = experiments_redirect(root)
-    overrides = [*read_overrides(params), *extra, *redirect]
+    values = read_params(params)
+    source = values.pop("source", None)  # the pipeline's own key (see the module docstring)
+    overrides = [*to_overrides(values), *extra, *redirect]
     if stage == "train":
         cli_main(["train", *overrides, "evaluate_after=false", f"export_dir={out / 'train'}"])
         return
@@ -161,7 +176,7 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
         cli_main(["report", f"run={run_id}", f"output={out / 'report'}", *redirect])
         return
     cfg = compose_train(overrides, str(params))
-    prepare(cfg, params) if stage == "prepare" else evaluate(cfg, out)
+    prepare(cfg, params, source) if stage == "prepare" else evaluate(cfg, out)
 
 
 def main(args: list[str]) -> None:

@@ -19,19 +19,19 @@ from masklab.overrides import format_override
 
 
 def to_overrides(params: dict[str, Any], prefix: str = "") -> list[str]:
-    """Flatten nested params into Hydra overrides, in file order."""
+    """Flatten nested params into Hydra overrides, in file order; an empty mapping overrides nothing."""
     overrides: list[str] = []
     for key, value in params.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):
             overrides.extend(to_overrides(value, f"{name}."))
         else:
             overrides.append(format_override(name, value))
     return overrides
 
 
-def read_overrides(path: Path) -> list[str]:
-    """The Hydra overrides that ``path`` (a params.yaml) asks for; a clear error for a bad file."""
+def read_params(path: Path) -> dict[str, Any]:
+    """The mapping in ``path`` (a params.yaml); a clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file; the pipeline reads its overrides from it (see README, Pipelines)")
@@ -41,4 +41,9 @@ def read_overrides(path: Path) -> list[str]:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(params, dict):
         raise UserError(f"{path}: expected a mapping of overrides (key: value), found {type(params).__name__}")
-    return to_overrides(params)
+    return params
+
+
+def read_overrides(path: Path) -> list[str]:
+    """The Hydra overrides that ``path`` (a params.yaml) asks for."""
+    return to_overrides(read_params(path))
