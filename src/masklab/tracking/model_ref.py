@@ -65,14 +65,15 @@ def _from_registry(uri: str, tracking_uri: str) -> Package:
         held = {str(v.version): v.current_stage for v in versions}
         raise UserError(f"model={uri}: no version of '{name}' is in {selector}; stages now: {held}")
     mlflow.set_tracking_uri(tracking_uri)
-    dest = tempfile.mkdtemp(prefix="masklab-model-")
-    try:
-        with quiet_mlflow():
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
-    except Exception as exc:  # MlflowException: alias or version vanished, artifacts unreachable
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"model={uri}: {first}") from exc
-    found = [p.parent for p in local.rglob(SPEC_FILE)]
-    if not found:
-        raise UserError(f"model={uri}: the registered model is not a masklab package (no {SPEC_FILE})")
-    return load_package_dir(found[0])
+    # The package is read into memory (weights copied into the model), so its download goes away.
+    with tempfile.TemporaryDirectory(prefix="masklab-model-") as dest:
+        try:
+            with quiet_mlflow():
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
+        except Exception as exc:  # MlflowException: alias or version vanished, artifacts unreachable
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(f"model={uri}: {first}") from exc
+        found = [p.parent for p in local.rglob(SPEC_FILE)]
+        if not found:
+            raise UserError(f"model={uri}: the registered model is not a masklab package (no {SPEC_FILE})")
+        return load_package_dir(found[0])
