@@ -37,16 +37,18 @@ FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16
 EDITED_MASK = "data/synthetic/masks/synth_00014.png"  # a val sample of the 16-image dataset
 
 
-def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 300,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
                              f"{done.stderr[-3000:]}")
     return done
 
 
-def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    return sh([str(BIN / "dvc"), *args], cwd, check, timeout)
+def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return sh([str(BIN / "dvc"), *args], cwd, check, timeout, env)
 
 
 def git(*args: str, cwd: Path) -> str:

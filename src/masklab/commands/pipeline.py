@@ -32,6 +32,8 @@ from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outp
 from masklab.pipeline.params import read_params, to_overrides
 
 STAGES = ("prepare", "train", "evaluate", "report")
+# Set to 1 to let `prepare` replace a recorded dataset version by what it regenerates.
+ACCEPT_REGENERATED = "MASKLAB_ACCEPT_REGENERATED"
 USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
          "Runs one stage of dvc.yaml with the Hydra overrides of params.yaml; see README, Pipelines.")
 
@@ -129,12 +131,18 @@ def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
         if not (repo / dep["path"]).exists() or dvc_md5(repo / dep["path"]) != dep.get("md5"):
             return  # code changed: new data are expected
     produced = dvc_md5(root)
-    if produced != recorded:
-        shutil.rmtree(root)  # only what this stage wrote a moment ago; the recorded version is in DVC
-        raise UserError(
-            f"{root}: regenerated data ({produced}) differ from the version in dvc.lock ({recorded}) although "
-            f"code and params are unchanged: the recorded data hold hand edits (label fixes), and regenerating "
-            f"would drop them. Fetch them with `dvc pull {rel}` (or `dvc checkout {rel}`), then `dvc repro`.")
+    if produced == recorded:
+        return
+    if os.environ.get(ACCEPT_REGENERATED) == "1":
+        print(f"prepare: {root} differs from the version in dvc.lock ({produced} vs {recorded}); kept, as "
+              f"{ACCEPT_REGENERATED}=1 asks")
+        return
+    shutil.rmtree(root)  # only what this stage wrote a moment ago; the recorded version is in DVC
+    raise UserError(
+        f"{root}: regenerated data ({produced}) differ from the version in dvc.lock ({recorded}) although code and "
+        f"params are unchanged: the recorded data hold hand edits (label fixes), or other library versions made "
+        f"other bytes. Fetch the recorded data with `dvc pull {rel}` (or `dvc checkout {rel}`), then `dvc repro`; "
+        f"to use the regenerated data instead, run `{ACCEPT_REGENERATED}=1 dvc repro`.")
 
 
 def evaluate(cfg: DictConfig, out: Path) -> None:
