@@ -75,9 +75,10 @@ def train(cfg: DictConfig) -> float:
         run.params(flatten(plain_cfg))
         run.yaml(plain_cfg, "config/config.yaml")
     data_md5, data_status = data_version(dataset.root)
+    commit = git_commit(Path.cwd()) or "unknown"
     run.tags({
         **dvc_context(),
-        "masklab.git_commit": git_commit(Path.cwd()) or "unknown",
+        "masklab.git_commit": commit,
         "masklab.dataset_dvc_md5": data_md5 or "untracked",
         "masklab.dataset_dvc_status": data_status,
         "masklab.dataset": dataset.name,
@@ -116,7 +117,7 @@ def train(cfg: DictConfig) -> float:
             Path(cfg.export_dir), best_path, {f"best_{cfg.monitor}": best_value, "epochs": trainer.current_epoch},
             run.metric_history(CURVE_METRICS),
             {"mlflow_run_id": logger.run_id, "experiment": cfg.logger.experiment_name,
-             "git_commit": git_commit(Path.cwd()) or "unknown", "dataset": dataset.name,
+             "git_commit": commit, "dataset": dataset.name,
              "dataset_dvc_md5": data_md5, "dataset_dvc_status": data_status, "manifest_sha256": manifest_hash},
             OmegaConf.to_yaml(cfg),
         )
