@@ -1,7 +1,8 @@
 """Cost of Boundary IoU in an evaluation pass: boundary off vs on, and the metric alone.
 
 A full pass is what evaluation does per batch: a small model (UNet-resnet18, eval mode) over
-random uint8 images, argmax, ``SemanticMetrics.update``, then ``compute()``. Passes with the
+random uint8 images, argmax, ``per_image_scores`` (the per-sample rows) feeding
+``SemanticMetrics.update(counts=...)``, then ``compute()``. Passes with the
 boundary off and on alternate (order flipped each round) so machine noise hits both alike; the
 ratio of the median pass times is reported (target <= 1.5). The metric-only part times
 ``update`` + ``compute`` on predictions computed once beforehand, per image.
@@ -40,13 +41,15 @@ def sync(device: torch.device) -> None:
 
 
 def full_pass(model, batches, num_classes: int, boundary: bool, ratio: float, device: torch.device) -> float:
-    """Seconds for model + argmax + SemanticMetrics.update over all batches, then compute()."""
+    """Seconds for model + argmax + per-image counts + dataset metric over all batches, then compute()."""
     sync(device)
     start = time.perf_counter()
     metric = SemanticMetrics(num_classes, IGNORE, boundary=boundary, dilation_ratio=ratio).to(device)
     with torch.inference_mode():
         for images, masks in batches:
-            metric.update(model(images).argmax(dim=1), masks)
+            pred = model(images).argmax(dim=1)
+            metric.update(counts=per_image_scores(pred, masks, num_classes, IGNORE, boundary=boundary,
+                                                  dilation_ratio=ratio))
         metric.compute()
     sync(device)
     return time.perf_counter() - start
