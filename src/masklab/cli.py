@@ -8,9 +8,8 @@ from __future__ import annotations
 import os
 import sys
 from importlib import import_module
-from pathlib import Path
 
-CONF_DIR = str(Path(__file__).parent / "conf")
+from masklab.config import CONF_DIR
 
 # command words -> (primary config, "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {

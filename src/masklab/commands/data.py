@@ -7,7 +7,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from masklab.commands.common import open_dataset, to_plain
+from masklab.config import to_plain
+from masklab.data.open import open_dataset
 from masklab.data.format import Dataset
 from masklab.errors import UserError
 

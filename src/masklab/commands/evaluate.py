@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from masklab.commands.common import open_dataset
+from masklab.data.open import open_dataset
 from masklab.data.format import ClassTable, Dataset
 from masklab.errors import UserError
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from masklab.commands.common import open_dataset, to_plain
+from masklab.config import to_plain
+from masklab.data.open import open_dataset
 from masklab.errors import UserError
 from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
 from masklab.pipeline.params import read_params, to_overrides

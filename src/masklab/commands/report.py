@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from masklab.commands.common import open_dataset
+from masklab.data.open import open_dataset
 from masklab.data.format import Dataset, DatasetFormatError, load_dataset
 from masklab.errors import UserError
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from masklab.commands.common import open_dataset, print_config, to_plain
+from masklab.commands.common import print_config
+from masklab.config import to_plain
+from masklab.data.open import open_dataset
 from masklab.errors import UserError
 
 

@@ -132,6 +132,11 @@ class Dataset:
         return file_sha256(self.root / MANIFEST_FILE)
 
 
+def safe_name(sample_id: str) -> str:
+    """The file stem of a sample id: ``/`` (allowed in ids) becomes ``__`` (one rule for every per-sample file)."""
+    return sample_id.replace("/", "__")
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -244,7 +249,7 @@ class DatasetWriter:
         if split not in SPLITS:
             raise ValueError(f"sample '{sample_id}': split '{split}' is not one of {list(SPLITS)}")
         self._ids.add(sample_id)
-        safe = sample_id.replace("/", "__")
+        safe = safe_name(sample_id)
         if safe in self._files:
             raise ValueError(f"sample ids '{sample_id}' and '{self._files[safe]}' would share the file name '{safe}'")
         self._files[safe] = sample_id

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.data.check import Problem, verify_file
-from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color
+from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color, safe_name
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_MODES = ("index", "binary", "rgb", "auto")
@@ -549,7 +549,7 @@ def import_folder(
             )
         safe_names: dict[str, str] = {}
         for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
-            safe = p.id.replace("/", "__")
+            safe = safe_name(p.id)
             if safe_names.get(safe, p.id) != p.id:
                 problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
             safe_names[safe] = p.id

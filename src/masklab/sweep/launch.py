@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from masklab.commands.common import to_plain
+from masklab.config import to_plain
 from masklab.errors import UserError
 from masklab.overrides import format_override
 from masklab.sweep.space import Param, grid_points, one_line, parse_grid, parse_overrides, parse_params
@@ -273,7 +273,7 @@ def sweep(cfg: DictConfig) -> None:
         artifact_root = str(base.logger.artifact_root)
         experiment = str(base.logger.experiment_name)
         if workers > 1:  # synthesize and check the dataset once, not in several workers at the same time
-            from masklab.commands.common import open_dataset
+            from masklab.data.open import open_dataset
 
             open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
 
