@@ -21,20 +21,27 @@ from PIL import Image, ImageFile
 from masklab.data.format import (
     CLASSES_FILE,
     MANIFEST_FILE,
-    SPLITS,
+    OBJECTS_DIR,
+    SPLIT_NAME_RULE,
+    STATUSES,
     ClassTable,
     DatasetFormatError,
+    ObjectError,
     Sample,
+    decode_object,
     file_sha256,
+    is_valid_split,
     load_class_table,
+    read_objects_file,
 )
 
 Severity = Literal["error", "warning"]
 
 # EXIF tag 0x0112; 1 means "pixels are stored upright".
 _EXIF_ORIENTATION = 0x0112
-_CACHE_VERSION = 1
-_SAMPLE_FIELDS = {f for f in Sample.__dataclass_fields__}
+_CACHE_VERSION = 2
+# Folders whose files the manifest references (objects/ holds per-object PNGs one level down).
+_DATA_DIRS = ("images", "masks", "instances", OBJECTS_DIR)
 _REQUIRED_FIELDS = ("id", "image", "split", "width", "height", "image_sha256")
 
 
@@ -94,8 +101,7 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         if missing:
             problems.error(where, "bad manifest row", f"missing {missing}", f"{list(_REQUIRED_FIELDS)}")
             continue
-        raw.setdefault("mask", None)
-        rows.append((lineno, Sample(**{k: v for k, v in raw.items() if k in _SAMPLE_FIELDS})))
+        rows.append((lineno, Sample.from_row(raw)))
     return rows
 
 
@@ -149,7 +155,6 @@ def _check_mask(
     root: Path, s: Sample, image_size: tuple[int, int] | None, table: ClassTable | None, problems: _Problems
 ) -> None:
     if not s.mask:
-        problems.error(f"sample '{s.id}'", "no mask", "no mask in manifest row", "a mask file")
         return
     path = root / s.mask
     if not path.is_file():
@@ -217,6 +222,79 @@ def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: 
             problems.error(s.instances, "unknown instance classes", f"{bad}", f"class ids {table.ids}")
 
 
+def _check_row_fields(where: str, s: Sample, problems: _Problems) -> None:
+    """The v2 row fields: split name, status, fold, and whether the targets fit labeled/unlabeled."""
+    if not is_valid_split(s.split):
+        problems.error(where, "invalid split name", repr(s.split), SPLIT_NAME_RULE)
+    if s.status is not None and s.status not in STATUSES:
+        problems.error(where, "unknown status", repr(s.status), f"one of {list(STATUSES)} (or no status)")
+    if s.fold is not None and (not isinstance(s.fold, int) or isinstance(s.fold, bool)):
+        problems.error(where, "bad fold", repr(s.fold), "an integer fold number")
+    targets = [k for k in ("mask", "objects", "instances") if getattr(s, k)]
+    if s.labeled and not targets:
+        problems.error(
+            f"sample '{s.id}'",
+            "no mask",
+            f"no mask and no objects in manifest row (split '{s.split}', status {s.status!r})",
+            "a mask or objects file; for an image without labels split 'pool' or status 'unlabeled'",
+        )
+    elif not s.labeled and targets:
+        problems.error(
+            f"sample '{s.id}'",
+            "target on unlabeled sample",
+            f"{', '.join(targets)} with split '{s.split}', status {s.status!r}",
+            "no target (split 'pool' / status 'unlabeled' mean not labeled yet), or a labeled split/status",
+        )
+
+
+def _check_objects(
+    root: Path,
+    s: Sample,
+    image_size: tuple[int, int] | None,
+    table: ClassTable | None,
+    problems: _Problems,
+    referenced: set[str],
+) -> None:
+    """Each object: decodes, lies on the image grid, is not empty, has a known class."""
+    if not s.objects:
+        return
+    if s.objects_sha256 and (root / s.objects).is_file() and file_sha256(root / s.objects) != s.objects_sha256:
+        problems.error(s.objects, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
+    try:
+        entries = read_objects_file(root, s.objects)
+    except ObjectError as exc:
+        problems.error(exc.file, exc.kind, exc.found, f"{exc.expected} (objects of sample '{s.id}')")
+        return
+    width, height = image_size or (s.width, s.height)
+    against = "image" if image_size else "manifest"
+    for k, entry in enumerate(entries):
+        mask = entry.get("mask") if isinstance(entry, dict) else None
+        png = mask.get("png") if isinstance(mask, dict) else None
+        if isinstance(png, str):
+            referenced.add(png)  # even when unreadable: reported once, not again as unreferenced
+        try:
+            obj = decode_object(root, s.objects, k, entry)
+        except ObjectError as exc:
+            problems.error(exc.file, exc.kind, exc.found, exc.expected)
+            continue
+        if obj.mask.shape != (height, width):
+            size = f"{obj.mask.shape[1]}x{obj.mask.shape[0]}"
+            problems.error(obj.file, "size mismatch", f"object {k}: {size}", f"{width}x{height} ({against})")
+            continue
+        area = int(obj.mask.sum())
+        if area == 0:
+            problems.error(obj.file, "empty object", f"object {k}: 0 px", "at least one pixel (drop the object)")
+        elif area == 1:
+            problems.warning(obj.file, "one-pixel object", f"object {k}: 1 px", "an object of more than one pixel")
+        if table is not None:
+            if obj.class_id not in table.ids:
+                problems.error(s.objects, "unknown object class", f"object {k}: class_id {obj.class_id}",
+                               f"class ids {table.ids}")
+            elif obj.class_id == 0:
+                problems.warning(s.objects, "background object class", f"object {k}: class_id 0",
+                                 f"an object class (thing classes: {table.thing_ids})")
+
+
 def check_dataset(root: Path) -> list[Problem]:
     """Read every file of a masklab dataset and return all problems found (empty list: clean)."""
     root = Path(root)
@@ -246,12 +324,11 @@ def check_dataset(root: Path) -> list[Problem]:
             # Pillow warns about e.g. odd EXIF blocks; the problems below say what matters.
             warnings.simplefilter("ignore")
             for lineno, s in rows:
-                referenced.update(p for p in (s.image, s.mask, s.instances) if p)
-                if s.split not in SPLITS:
-                    where = f"{MANIFEST_FILE}:{lineno}"
-                    problems.error(where, "unknown split", f"'{s.split}'", f"one of {list(SPLITS)}")
+                referenced.update(p for p in (s.image, s.mask, s.instances, s.objects) if isinstance(p, str))
+                _check_row_fields(f"{MANIFEST_FILE}:{lineno}", s, problems)
                 size = _check_image(root, s, problems)
                 _check_mask(root, s, size, table, problems)
+                _check_objects(root, s, size, table, problems, referenced)
                 _check_instances(root, s, table, problems)
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
@@ -264,14 +341,20 @@ def check_dataset(root: Path) -> list[Problem]:
                 )
             )
 
-    for sub in ("images", "masks", "instances"):
+    for rel in _data_files(root):
+        if rel not in referenced:
+            problems.warning(rel, "unreferenced file", "not in manifest", "listed in manifest")
+    return list(problems)
+
+
+def _data_files(root: Path) -> list[str]:
+    """Every file under the data folders, as dataset-relative POSIX paths, sorted."""
+    files = []
+    for sub in _DATA_DIRS:
         folder = root / sub
         if folder.is_dir():
-            for f in sorted(folder.iterdir()):
-                rel = f"{sub}/{f.name}"
-                if f.is_file() and rel not in referenced:
-                    problems.warning(rel, "unreferenced file", "not in manifest", "listed in manifest")
-    return list(problems)
+            files += [f.relative_to(root).as_posix() for f in folder.rglob("*") if f.is_file()]
+    return sorted(files)
 
 
 def _dataset_key(root: Path) -> str:
@@ -281,13 +364,9 @@ def _dataset_key(root: Path) -> str:
         path = root / name
         h.update(name.encode())
         h.update(file_sha256(path).encode() if path.is_file() else b"<missing>")
-    for sub in ("images", "masks", "instances"):
-        folder = root / sub
-        if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            st = f.stat()
-            h.update(f"{sub}/{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for rel in _data_files(root):
+        st = (root / rel).stat()
+        h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

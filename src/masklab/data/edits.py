@@ -1,23 +1,27 @@
-"""Accepting masks corrected by hand: record their new checksums in the manifest.
+"""Accepting labels corrected by hand: record their new checksums in the manifest.
 
-The manifest stores each mask's sha256 so that an unintended change is caught (`data check`,
-`train`). A deliberate label fix is recorded with ``record_mask_edits``: it finds the masks whose
-bytes changed, checks them like any mask (readable, single channel, image size, known class ids),
-and only then writes the new checksums, atomically. Nothing else in the manifest changes.
+The manifest stores the sha256 of each mask and objects file so that an unintended change is
+caught (`data check`, `train`). A deliberate label fix is recorded with ``record_mask_edits``: it
+finds the mask and objects files whose bytes changed, checks them like any label (readable, image
+size, known class ids, objects that decode), and only then writes the new checksums, atomically.
+Nothing else in the manifest changes: rows are read and written through :class:`Sample`, which
+keeps every key it does not know verbatim.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from masklab.data.check import Problem, check_dataset
-from masklab.data.format import MANIFEST_FILE, file_sha256
+from masklab.data.format import MANIFEST_FILE, file_sha256, read_manifest, write_manifest
 from masklab.files import atomic_write
+
+# (file field, checksum field) of the label files a person may edit.
+_LABEL_FILES = (("mask", "mask_sha256"), ("objects", "objects_sha256"))
 
 
 class MaskEditError(ValueError):
-    """Edited masks that fail the dataset check; the manifest was left as it was."""
+    """Edited labels that fail the dataset check; the manifest was left as it was."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
@@ -25,28 +29,36 @@ class MaskEditError(ValueError):
 
 
 def record_mask_edits(root: Path) -> list[str]:
-    """Record the new sha256 of every mask that changed on disk; returns the changed sample ids.
+    """Record the new sha256 of every mask or objects file that changed on disk; returns the changed
+    sample ids (each once, in manifest order).
 
-    Raises MaskEditError (manifest unchanged) when a changed mask fails the dataset check.
+    Raises MaskEditError (manifest unchanged) when a changed file fails the dataset check. Per-object
+    PNGs have no checksum of their own; their problems count when their objects file changed.
     """
     root = Path(root)
     manifest = root / MANIFEST_FILE
-    original = manifest.read_text()
-    rows = [json.loads(line) for line in original.splitlines() if line.strip()]
-    changed: dict[str, str] = {}
-    for row in rows:
-        mask = row.get("mask")
-        if mask and (root / mask).is_file():
-            digest = file_sha256(root / mask)
-            if digest != row.get("mask_sha256"):
-                row["mask_sha256"] = digest
-                changed[mask] = row["id"]
+    original = manifest.read_bytes()
+    samples = read_manifest(root)
+    changed: dict[str, str] = {}  # changed file -> sample id
+    for s in samples:
+        for file_field, sha_field in _LABEL_FILES:
+            rel = getattr(s, file_field)
+            if rel and (root / rel).is_file():
+                digest = file_sha256(root / rel)
+                if digest != getattr(s, sha_field):
+                    setattr(s, sha_field, digest)
+                    changed[rel] = s.id
     if not changed:
         return []
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    atomic_write(manifest, lambda tmp: tmp.write_text(text))
-    errors = [p for p in check_dataset(root) if p.severity == "error" and p.file in changed]
+    write_manifest(root, samples)
+    # Per-object PNGs of an objects file objects/<id>.json live in objects/<id>/.
+    folders = tuple(rel[: -len(".json")] + "/" for rel in changed if rel.endswith(".json"))
+    errors = [
+        p
+        for p in check_dataset(root)
+        if p.severity == "error" and (p.file in changed or (folders and p.file.startswith(folders)))
+    ]
     if errors:
-        atomic_write(manifest, lambda tmp: tmp.write_text(original))
+        atomic_write(manifest, lambda tmp: tmp.write_bytes(original))
         raise MaskEditError(errors)
-    return list(changed.values())
+    return list(dict.fromkeys(changed.values()))

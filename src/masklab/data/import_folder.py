@@ -6,24 +6,22 @@ is collected first and raised together as :class:`ImportProblems`; nothing is wr
 
 from __future__ import annotations
 
-import random
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.data.check import Problem, verify_file
 from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color, safe_name
+from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_MODES = ("index", "binary", "rgb", "auto")
 SNAPS = ("none", "threshold", "nearest")
 SPLIT_MODES = ("random", "subfolders", "lists", "none")
-DEFAULT_FRACTIONS: Mapping[str, float] = MappingProxyType({"train": 0.8, "val": 0.1, "test": 0.1})
 # Folder names people actually use for splits in "subfolders" mode.
 SPLIT_ALIASES = {
     "train": "train",
@@ -105,16 +103,6 @@ def _parse_colors(colors: Mapping | None, ignore_index: int) -> dict[tuple[int, 
         if color in out and out[color] != value:
             raise ValueError(f"colors: {list(color)} is given for both {out[color]} and {key}")
         out[color] = value  # type: ignore[index]
-    return out
-
-
-def _check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
-    unknown = set(fractions) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"fractions: unknown split(s) {sorted(unknown)}; expected keys from {list(SPLITS)}")
-    out = {s: float(fractions.get(s, 0.0)) for s in SPLITS}
-    if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-6:
-        raise ValueError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
     return out
 
 
@@ -228,26 +216,7 @@ def _assign_lists(pairs: list[_Pair], split_lists: Mapping[str, Path], problems:
 
 
 def _assign_random(pairs: list[_Pair], fractions: dict[str, float], seed: int) -> None:
-    """Seeded shuffle of the sorted ids, cut by fractions (largest-remainder rounding)."""
-    order = sorted(p.id for p in pairs)
-    random.Random(seed).shuffle(order)
-    n = len(order)
-    wanted = [s for s in SPLITS if fractions[s] > 0]
-    exact = {s: n * fractions[s] for s in wanted}
-    counts = {s: int(exact[s]) for s in wanted}
-    for s in sorted(wanted, key=lambda s: (counts[s] - exact[s], SPLITS.index(s)))[: n - sum(counts.values())]:
-        counts[s] += 1
-    # A split asked for should not end up empty on a small dataset (an empty val breaks training).
-    for s in wanted:
-        donor = max(wanted, key=lambda d: counts[d])
-        if counts[s] == 0 and counts[donor] > 1:
-            counts[donor] -= 1
-            counts[s] += 1
-    split_of: dict[str, str] = {}
-    start = 0
-    for s in wanted:
-        split_of.update(dict.fromkeys(order[start : start + counts[s]], s))
-        start += counts[s]
+    split_of = random_splits((p.id for p in pairs), fractions, seed)
     for p in pairs:
         p.split = split_of[p.id]
 
@@ -512,7 +481,7 @@ def import_folder(
         raise ValueError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
     if not 0 <= ignore_index <= 255:
         raise ValueError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
-    fracs = _check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
+    fracs = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
     remap_ = _parse_remap(remap, ignore_index)
     colors_ = _parse_colors(colors, ignore_index)
     if mask_mode == "rgb" and not colors_:
