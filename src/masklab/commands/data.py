@@ -14,9 +14,9 @@ from masklab.errors import UserError
 
 
 def summary(dataset: Dataset) -> str:
-    """One line: where, how many samples per split, which classes."""
+    """One line: where, how many samples per split (any split name), which classes."""
     counts = Counter(s.split for s in dataset.samples)
-    splits = ", ".join(f"{k} {counts[k]}" for k in ("train", "val", "test") if counts[k])
+    splits = ", ".join(f"{k} {counts[k]}" for k in dataset.split_names)
     classes = ", ".join(f"{c.id}={c.name}" for c in dataset.class_table.classes)
     return f"{dataset.root}: {len(dataset.samples)} samples ({splits}); classes {classes}"
 
@@ -36,22 +36,29 @@ def synth(cfg: DictConfig) -> None:
 def import_(cfg: DictConfig) -> None:
     from masklab.data.check import check_dataset, format_problems
     from masklab.data.import_folder import import_folder
+    from masklab.data.import_instances import import_instance_folders
 
-    if cfg.format != "folder":
-        raise UserError(f"format={cfg.format}: unknown; expected one of [folder]")
-    for key in ("images", "masks"):
-        if not Path(cfg[key]).is_dir():
-            raise UserError(f"{key}={cfg[key]}: folder does not exist")
+    if cfg.format not in ("folder", "instance_folders"):
+        raise UserError(f"format={cfg.format}: unknown; expected one of [folder, instance_folders]")
+    for key in ("images", "masks") if cfg.format == "folder" else ("images",):  # instance_folders: masks inside
+        if cfg[key] is None or not Path(cfg[key]).is_dir():
+            raise UserError(f"{key}={cfg[key]}: folder does not exist; format={cfg.format} needs it")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise UserError(f"{out} already exists; pass overwrite=true to replace it")
-    dataset = import_folder(
-        Path(cfg.images), Path(cfg.masks), out,
-        classes=to_plain(cfg.classes), mask_mode=cfg.mask_mode, colors=to_plain(cfg.colors), snap=cfg.snap,
-        threshold=cfg.threshold, remap=to_plain(cfg.remap), ignore_index=cfg.ignore_index,
-        split_mode=cfg.split_mode, fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists),
-        seed=cfg.seed, overwrite=cfg.overwrite,
-    )
+    if cfg.format == "instance_folders":
+        dataset = import_instance_folders(
+            Path(cfg.images), out, class_name=cfg.class_name, split_mode=cfg.split_mode,
+            fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
+        )
+    else:
+        dataset = import_folder(
+            Path(cfg.images), Path(cfg.masks), out,
+            classes=to_plain(cfg.classes), mask_mode=cfg.mask_mode, colors=to_plain(cfg.colors), snap=cfg.snap,
+            threshold=cfg.threshold, remap=to_plain(cfg.remap), ignore_index=cfg.ignore_index,
+            split_mode=cfg.split_mode, fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists),
+            seed=cfg.seed, overwrite=cfg.overwrite,
+        )
     print("Imported", summary(dataset))
     problems = check_dataset(out)
     if problems:
