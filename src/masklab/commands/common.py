@@ -21,3 +21,10 @@ def print_config(cfg: DictConfig, title: str) -> None:
         text = yaml.safe_dump(plain, sort_keys=False) if isinstance(plain, dict | list) else str(plain)
         branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
     Console().print(tree)
+
+
+def hydra_output_dir() -> str:
+    """The run folder Hydra made for this command (``hydra.runtime.output_dir``): edges only."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir

@@ -22,12 +22,12 @@ import json
 import os
 import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from masklab.config import to_plain
-from masklab.data.open import open_dataset
+from masklab.config import compose, to_plain
 from masklab.errors import UserError
 from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
 from masklab.pipeline.params import read_params, to_overrides
@@ -65,22 +65,8 @@ def experiments_redirect(cwd: Path) -> list[str]:
     return []
 
 
-def compose(config_name: str, overrides: list[str], source: str) -> DictConfig:
-    """A composed primary config of masklab; a bad key or option is an error naming ``source``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
-    from masklab.cli import CONF_DIR
-
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        try:
-            return hydra_compose(config_name, overrides)
-        except HydraException as exc:
-            raise UserError(f"{source}: {exc}") from None
-
-
 def compose_train(overrides: list[str], source: str) -> DictConfig:
+    """The pipeline's ``train`` config; a bad key or option is an error naming ``source`` (params.yaml)."""
     return compose("train", overrides, source)
 
 
@@ -146,46 +132,70 @@ def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
         f"to use the regenerated data instead, run `{ACCEPT_REGENERATED}=1 dvc repro`.")
 
 
-def evaluate(cfg: DictConfig, out: Path) -> None:
-    from masklab.commands.evaluate import evaluate_checkpoint
-    from masklab.tracking.runs import open_run
+def trained_run(out: Path) -> str:
+    """The MLflow run id the train stage recorded in ``<out>/train/run.json``."""
+    run_file = out / "train" / RUN_FILE
+    if not run_file.is_file():
+        raise UserError(f"{run_file} does not exist: run the train stage first (dvc repro)")
+    return json.loads(run_file.read_text())["mlflow_run_id"]
 
-    ckpt, run_file = out / "train" / MODEL_FILE, out / "train" / RUN_FILE
-    for path in (ckpt, run_file):
-        if not path.is_file():
-            raise UserError(f"{path} does not exist: run the train stage first (dvc repro)")
-    trained_in = json.loads(run_file.read_text())["mlflow_run_id"]
+
+def train(cfg: DictConfig, out: Path) -> None:
+    """Fit without evaluation (the evaluate stage does it) and export the stage's outputs."""
+    from omegaconf import open_dict
+
+    from masklab.workflows import fit
+
+    with open_dict(cfg):
+        cfg.evaluate_after = False
+    # The run folder of `masklab train`'s layout (checkpoints/, last.ckpt for resuming).
+    output_dir = Path(cfg.paths.experiments_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S_pipeline-train")
+    result = fit(cfg, output_dir, export_dir=out / "train")
+    print(f"train: best {result.monitor} {result.best_value:.6f}; wrote {out / 'train'}; MLflow run {result.run_id}")
+
+
+def evaluate(cfg: DictConfig, out: Path) -> None:
+    from masklab.data.open import open_dataset
+    from masklab.tracking.runs import open_run
+    from masklab.workflows import evaluate_checkpoint
+
+    ckpt = out / "train" / MODEL_FILE
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt} does not exist: run the train stage first (dvc repro)")
+    trained_in = trained_run(out)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     run = open_run(cfg.logger.tracking_uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
                    {"masklab.command": "pipeline evaluate", "masklab.checkpoint": str(ckpt.resolve())})
     folder = out / "evaluate"
-    results = {split: evaluate_checkpoint(ckpt, dataset, cfg.augment.eval, split, folder, run, options=cfg.evaluation)
+    results = {split: evaluate_checkpoint(ckpt, dataset, split, folder, cfg.augment.eval, run, options=cfg.evaluation)
                for split in ("val", "test") if dataset.split(split)}
     write_evaluation_outputs(folder, {split: r.metrics for split, r in results.items()}, results["val"].per_class)
     print(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
 
 
-def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
-    from masklab.cli import main as cli_main
+def report(cfg: DictConfig, out: Path) -> None:
+    from masklab.workflows import report as write_report
 
+    done = write_report(trained_run(out), out / "report", cfg.logger.tracking_uri)
+    print(f"report: wrote {done.index}")
+    for p in done.problems:
+        print(f"note: {p}")
+
+
+def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
     root = Path.cwd()
     check_no_dvc_hydra(root)
-    redirect = experiments_redirect(root)
     values = read_params(params)
     source = values.pop("source", None)  # the pipeline's own key (see the module docstring)
-    overrides = [*to_overrides(values), *extra, *redirect]
-    if stage == "train":
-        cli_main(["train", *overrides, "evaluate_after=false", f"export_dir={out / 'train'}"])
-        return
-    if stage == "report":
-        run_file = out / "train" / RUN_FILE
-        if not run_file.is_file():
-            raise UserError(f"{run_file} does not exist: run the train stage first (dvc repro)")
-        run_id = json.loads(run_file.read_text())["mlflow_run_id"]
-        cli_main(["report", f"run={run_id}", f"output={out / 'report'}", *redirect])
-        return
-    cfg = compose_train(overrides, str(params))
-    prepare(cfg, params, source) if stage == "prepare" else evaluate(cfg, out)
+    cfg = compose_train([*to_overrides(values), *extra, *experiments_redirect(root)], str(params))
+    if stage == "prepare":
+        prepare(cfg, params, source)
+    elif stage == "train":
+        train(cfg, out)
+    elif stage == "evaluate":
+        evaluate(cfg, out)
+    else:
+        report(cfg, out)
 
 
 def main(args: list[str]) -> None:

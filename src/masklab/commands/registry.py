@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from omegaconf import DictConfig
-
-from masklab.errors import UserError
 
 
 def _registry(cfg: DictConfig):
@@ -16,47 +13,22 @@ def _registry(cfg: DictConfig):
     return Registry(cfg.logger.tracking_uri)
 
 
-def _gate(cfg: DictConfig):
-    from masklab.tracking.registry import Gate
-
-    g = cfg.registry.gate
-    return Gate(str(g.metric), float(g.min_delta), str(g.get("mode", "max"))) if g and g.metric else None
-
-
-def register_run(tracking_uri: str, run_id: str, name: str | None, checkpoint: Path | None = None) -> tuple[str, str]:
-    """Register the best checkpoint of ``run_id`` (``checkpoint`` when the caller has it on disk,
-    else the run's tracked copy); returns (model name, version)."""
-    import contextlib
-    import time
-
-    from masklab.tracking.registry import Registry
-    from masklab.tracking.runs import client, downloaded_checkpoint
-
-    start = time.perf_counter()
-    registry = Registry(tracking_uri)
-    try:
-        run = client(tracking_uri).get_run(run_id)
-    except Exception as exc:
-        raise UserError(f"run_id={run_id}: no such MLflow run in {tracking_uri}") from exc
-    if not name:
-        name = client(tracking_uri).get_experiment(run.info.experiment_id).name
-    local = contextlib.nullcontext(checkpoint) if checkpoint else downloaded_checkpoint(tracking_uri, run_id)
-    with local as ckpt:
-        mv = registry.register(run_id, name, Path(ckpt))
-    print(f"Registered run {run_id} as model '{name}' version {mv.version} "
-          f"({time.perf_counter() - start:.1f} s). Promote it with:\n"
-          f"  masklab promote name={name} version={mv.version} stage=Staging")
-    return name, str(mv.version)
-
-
 def register(cfg: DictConfig) -> None:
-    register_run(cfg.logger.tracking_uri, str(cfg.run_id), cfg.registry.name)
+    from masklab.workflows import register as register_run
+
+    done = register_run(cfg.logger.tracking_uri, str(cfg.run_id), cfg.registry.name)
+    print(f"Registered run {done.run_id} as model '{done.name}' version {done.version} "
+          f"({done.seconds:.1f} s). Promote it with:\n"
+          f"  masklab promote name={done.name} version={done.version} stage=Staging")
 
 
 def promote(cfg: DictConfig) -> None:
-    registry = _registry(cfg)
-    from_stage, to_stage = registry.promote(str(cfg.name), str(cfg.version), str(cfg.stage), _gate(cfg),
-                                            force=bool(cfg.force), reason=str(cfg.reason or ""))
+    from masklab.workflows import gate_from_config
+    from masklab.workflows import promote as promote_version
+
+    from_stage, to_stage = promote_version(cfg.logger.tracking_uri, str(cfg.name), str(cfg.version), str(cfg.stage),
+                                           gate_from_config(cfg.registry.gate), force=bool(cfg.force),
+                                           reason=str(cfg.reason or ""))
     print(f"Model '{cfg.name}' version {cfg.version}: {from_stage} -> {to_stage}"
           + (" (forced)" if cfg.force else ""))
 

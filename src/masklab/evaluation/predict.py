@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from masklab.files import atomic_write
@@ -94,34 +95,30 @@ def predict_image(model: nn.Module, image: np.ndarray, rule: InputRule) -> np.nd
     return predict_logits(model, image, rule).argmax(dim=0).to(torch.uint8).numpy()
 
 
-def predict_folder(
-    model: nn.Module, class_table, rule: InputRule, inputs: list, input_root, output, overlay: bool = False,
-    alpha: float = 0.45,
-) -> list:
-    """Write ``<output>/<relative path>.png`` class-index masks (and ``_overlay.png``) for ``inputs``.
+def predict_folder(package, inputs: list, input_root, output, overlay: bool = False, alpha: float = 0.45) -> list:
+    """Write ``<output>/<relative path>.png`` predictions (and ``_overlay.png``) of ``package`` (a loaded
+    model package: model, class table, input rule, spec naming its task) for ``inputs``.
 
     Paths keep their place relative to ``input_root`` (a folder) so equal stems in different
-    subfolders do not collide. Each file is written atomically.
+    subfolders do not collide. The package's task predicts, writes (atomically) and draws.
     """
     from pathlib import Path
 
-    from PIL import Image
-
     from masklab.data.format import read_image
-    from masklab.report.overlay import overlay_mask
+    from masklab.tasks import task_for
 
+    task = task_for(package.spec)
     root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent
-    palette = class_table.palette()
     written = []
     for path in inputs:
         image = read_image(path)
-        mask = predict_image(model, image, rule)
+        prediction = task.predict_image(package.model, image, package.input_rule)
         rel = Path(path).relative_to(root).with_suffix("")
         target = Path(output) / f"{rel}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        _save_png(Image.fromarray(mask, mode="L"), target)
+        task.write_prediction(prediction, target)
         if overlay:
-            blended = overlay_mask(image, mask, palette, class_table.ignore_index, alpha)
+            blended = task.overlay(image, prediction, package.class_table, alpha)
             _save_png(Image.fromarray(blended), target.with_name(f"{target.stem}_overlay.png"))
         written.append(target)
     return written

@@ -36,7 +36,7 @@ from masklab.sweep.study import (
     retry_locked,
     sampler_kind,
 )
-from masklab.sweep.trial import SweepSpec, compose_train, hydra_config, train_config_source
+from masklab.sweep.trial import SweepSpec, compose_train
 from masklab.sweep.worker import ERROR_PREFIX, run_trials
 
 PRESET_KEYS = {"name", "description", "sampler", "params", "grid", "pruner", "n_trials", "overrides"}
@@ -257,25 +257,19 @@ def sweep(cfg: DictConfig) -> None:
     stop_after = positive_int(cfg.stop_after_failures, "stop_after_failures")
     sweep_dir = Path(cfg.paths.output_dir)
 
-    with train_config_source():
-        try:
-            base = compose_train(base_overrides)
-        except Exception as exc:
-            raise UserError(f"overrides {base_overrides}: train does not accept them: {one_line(str(exc))}") from None
-    from omegaconf import open_dict, read_write
+    try:
+        base = compose_train(base_overrides)
+    except Exception as exc:
+        raise UserError(f"overrides {base_overrides}: train does not accept them: {one_line(str(exc))}") from None
+    monitor = str(base.monitor)
+    direction = direction_of(str(base.monitor_mode))
+    tracking_uri = str(base.logger.tracking_uri)
+    artifact_root = str(base.logger.artifact_root)
+    experiment = str(base.logger.experiment_name)
+    if workers > 1:  # synthesize and check the dataset once, not in several workers at the same time
+        from masklab.data.open import open_dataset
 
-    with read_write(base.hydra), open_dict(base.hydra):
-        base.hydra.runtime.output_dir = str(sweep_dir.resolve())
-    with hydra_config(base):
-        monitor = str(base.monitor)
-        direction = direction_of(str(base.monitor_mode))
-        tracking_uri = str(base.logger.tracking_uri)
-        artifact_root = str(base.logger.artifact_root)
-        experiment = str(base.logger.experiment_name)
-        if workers > 1:  # synthesize and check the dataset once, not in several workers at the same time
-            from masklab.data.open import open_dataset
-
-            open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
+        open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
 
     storage = open_storage(str(cfg.storage))
     study = open_study(study_name, storage, direction, make_sampler(preset.get("sampler")), pruner)

@@ -71,40 +71,11 @@ def stop_error_types() -> tuple[type[BaseException], ...]:
     return UserError, DatasetFormatError, HydraException, OmegaConfBaseException, MisconfigurationException
 
 
-@contextmanager
-def train_config_source() -> Iterator[None]:
-    """Make Hydra's compose API find masklab's configs (already the case inside a masklab command)."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    if GlobalHydra.instance().is_initialized():
-        yield
-        return
-    from masklab.cli import CONF_DIR
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
-        yield
-
-
 def compose_train(overrides: list[str]):
-    """`train`'s config with these overrides, the ``hydra`` node included."""
-    from hydra import compose
+    """`train`'s config with these overrides (Hydra's compose API; no Hydra runtime needed)."""
+    from masklab.config import compose
 
-    return compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-
-
-@contextmanager
-def hydra_config(cfg) -> Iterator[None]:
-    """Make ``cfg.hydra`` the current HydraConfig (``${hydra:runtime.output_dir}``), restoring the previous one."""
-    from hydra.core.hydra_config import HydraConfig
-
-    holder = HydraConfig.instance()
-    saved = holder.cfg
-    holder.set_config(cfg)
-    try:
-        yield
-    finally:
-        holder.cfg = saved
+    return compose("train", list(overrides), source="sweep overrides")
 
 
 def _stream_handlers() -> list[logging.StreamHandler]:
@@ -197,16 +168,11 @@ class TrialRunner:
 
     # -- config --------------------------------------------------------------------------------------------
     def compose(self, number: int, values: dict[str, Any], out_dir: Path):
-        from omegaconf import open_dict, read_write
-
         param_overrides = [format_override(k, v) for k, v in values.items()]
         try:
-            cfg = compose_train([*self.spec.base_overrides, *param_overrides])
+            return compose_train([*self.spec.base_overrides, *param_overrides])
         except Exception as exc:
             raise UserError(self.explain_compose_error(number, param_overrides, exc)) from None
-        with read_write(cfg.hydra), open_dict(cfg.hydra):
-            cfg.hydra.runtime.output_dir = str(out_dir.resolve())
-        return cfg
 
     def explain_compose_error(self, number: int, param_overrides: list[str], exc: Exception) -> str:
         """Name the parameter whose override `train` does not accept (each one is tried alone)."""
@@ -220,14 +186,13 @@ class TrialRunner:
         return f"trial {number}: train does not accept the overrides {param_overrides}: {one_line(str(exc))}"
 
     def task_config(self, cfg, number: int):
-        """The config `train` receives: no ``hydra`` node; the sweep's logger, tags and pruning callback."""
+        """The config `fit` receives: the sweep's logger, tags and pruning callback."""
         from omegaconf import OmegaConf, open_dict, read_write
 
         from masklab.sweep.pruning import CALLBACK_KEY, CALLBACK_TARGET
 
         task = copy.deepcopy(cfg)
         with read_write(task), open_dict(task):
-            del task["hydra"]
             task.logger.experiment_name = self.spec.experiment_name
             task.logger.tracking_uri = self.spec.tracking_uri
             task.logger.run_name = f"{self.spec.study}-{number:03d}"
@@ -317,8 +282,8 @@ class TrialRunner:
 
         from omegaconf import OmegaConf
 
-        from masklab.commands.train import train
         from masklab.sweep.pruning import bind
+        from masklab.workflows import fit
 
         task = self.task_config(cfg, number)
         (out_dir / ".hydra").mkdir(parents=True, exist_ok=True)
@@ -329,9 +294,9 @@ class TrialRunner:
         try:
             for attempt in range(LOCKED_RETRIES + 1):
                 try:
-                    with bind(trial) as binding, hydra_config(cfg), captured_output(out_dir / "train.log"):
+                    with bind(trial) as binding, captured_output(out_dir / "train.log"):
                         try:
-                            value = train(task)
+                            value = fit(task, out_dir.resolve()).best_value
                         finally:
                             self.last_run_id = binding.callback.run_id if binding.callback else None
                     break

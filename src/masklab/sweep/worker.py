@@ -12,7 +12,7 @@ import sys
 from typing import TextIO
 
 from masklab.sweep.study import make_pruner, make_sampler, open_storage, open_study
-from masklab.sweep.trial import SweepSpec, TrialFailed, TrialRunner, train_config_source
+from masklab.sweep.trial import SweepSpec, TrialFailed, TrialRunner
 
 ERROR_PREFIX = "masklab sweep: error: "
 
@@ -26,8 +26,7 @@ def run_trials(spec: SweepSpec, out: TextIO | None = None) -> None:
     study = open_study(spec.study, storage, sampler=make_sampler(spec.sampler, spec.seed_offset + 7919 * spec.worker),
                        pruner=make_pruner(spec.pruner))
     runner = TrialRunner(spec, out)
-    with train_config_source():
-        study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
+    study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
 
 
 def main() -> None:

@@ -24,7 +24,8 @@ def package_from_checkpoint(ckpt: Path) -> Package:
     loaded = load_checkpoint_model(ckpt)
     config = loaded.meta.get("config") or {}
     rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
-    return Package(loaded.model, loaded.class_table, rule, {"model": loaded.meta["model"],
+    return Package(loaded.model, loaded.class_table, rule, {"task": loaded.meta.get("task", "semantic"),
+                                                            "model": loaded.meta["model"],
                                                             "dataset": loaded.meta.get("dataset", {})})
 
 

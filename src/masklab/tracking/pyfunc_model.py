@@ -2,7 +2,8 @@
 
 MLflow copies this file into every registered masklab model; `mlflow.pyfunc.load_model` runs it,
 and it rebuilds the network from ``masklab_model.yaml`` and ``weights.safetensors``.
-Input: (N, H, W, 3) uint8 RGB images of one size; output: (N, H, W) uint8 class ids.
+Input: (N, H, W, 3) uint8 RGB images of one size; output: what the package's task predicts
+(semantic: (N, H, W) uint8 class ids).
 """
 
 import mlflow.pyfunc
@@ -12,20 +13,20 @@ from mlflow.models import set_model
 
 class MasklabSegmenter(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
+        from masklab.tasks import task_for
         from masklab.tracking.packaging import load_package_dir
 
         self.package = load_package_dir(context.artifacts["package"])
+        self.task = task_for(self.package.spec)
 
     # The np.ndarray hint tells MLflow to take the explicit tensor signature as it is.
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
-        from masklab.evaluation.predict import predict_image
-
         if isinstance(model_input, dict):  # a named-tensor signature delivers {"images": array}
             model_input = model_input["images"]
         images = np.asarray(model_input, dtype=np.uint8)
         if images.ndim == 3:
             images = images[None]
-        return np.stack([predict_image(self.package.model, img, self.package.input_rule) for img in images])
+        return np.stack([self.task.predict_image(self.package.model, img, self.package.input_rule) for img in images])
 
 
 set_model(MasklabSegmenter())

@@ -1,4 +1,4 @@
-"""The LightningModule for semantic segmentation."""
+"""The LightningModule base every task shares: optimizers, schedulers, checkpoint metadata."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from torch import nn
 
 from masklab.data.format import ClassTable
 from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY
-from masklab.metrics import SemanticMetrics, named_scalars
 
 
-class SegmentationModule(pl.LightningModule):
-    """Trains ``model`` with ``loss``; validation accumulates a confusion matrix and reduces once per epoch.
+class TaskModule(pl.LightningModule):
+    """What every task's LightningModule shares: the model, loss, optimizer and scheduler factories,
+    and ``meta`` (plain values only: task, model spec, class table, config), stored in every
+    checkpoint under ``"masklab"`` so a checkpoint alone rebuilds the model.
 
-    ``meta`` (plain values only: model spec, class table, config) is stored in every checkpoint
-    under ``"masklab"`` so a checkpoint alone rebuilds the model.
+    A task subclasses it with ``training_step``, ``validation_step`` and its validation metrics.
     """
 
     def __init__(
@@ -37,28 +37,9 @@ class SegmentationModule(pl.LightningModule):
         self.scheduler_factory = scheduler
         self.class_table = class_table
         self.meta = meta
-        self.val_metrics = SemanticMetrics(class_table.num_classes, class_table.ignore_index)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor) -> Any:
         return self.model(images)
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits = self.model(batch["image"])
-        loss = self.loss(logits, batch["mask"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(batch["id"]))
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self.model(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(batch["id"]))
-        self.val_metrics.update(logits.argmax(dim=1), batch["mask"])
-
-    def on_validation_epoch_end(self) -> None:
-        scores = named_scalars(self.val_metrics.compute(), "val", self.class_table.names)
-        self.val_metrics.reset()
-        miou = scores.pop("val/mIoU")
-        self.log("val/mIoU", miou, prog_bar=True)  # the default monitor: shown in the progress bar
-        self.log_dict(scores)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

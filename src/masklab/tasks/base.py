@@ -1,0 +1,68 @@
+"""The task interface every target type implements (see masklab.tasks and docs/tasks.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Task(Protocol):
+    """What the workflows need to know about a target type; methods take plain values.
+
+    Shapes are per task; each implementation documents them. ``model`` is always an ``nn.Module``
+    that takes raw (N, 3, H, W) uint8 pixels (normalisation lives inside it).
+    """
+
+    name: str
+
+    # -- data ------------------------------------------------------------------------------------------
+    def datamodule(self, dataset: Any, train_transform: Any, eval_transform: Any, batch_size: int,
+                   num_workers: int, seed: int) -> Any:
+        """The LightningDataModule over ``dataset``'s train/val/test splits."""
+
+    def eval_dataset(self, dataset: Any, samples: Sequence[Any], transform: Any) -> Any:
+        """A torch Dataset of ``samples`` for evaluation (items carry ``id``)."""
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Batch items (a variable number of objects per item is the task's business)."""
+
+    # -- model and training ----------------------------------------------------------------------------
+    def build_model(self, model_cfg: Any, class_table: Any) -> Any:
+        """A new model for ``class_table`` from a model config node."""
+
+    def model_from_spec(self, spec: dict[str, Any], class_table: Any) -> Any:
+        """Rebuild a model from a stored spec (checkpoint/package), without reading weights."""
+
+    def build_loss(self, loss_cfg: Any, class_table: Any) -> Any:
+        """The training loss from a loss config node."""
+
+    def lightning_module(self, model: Any, loss: Any, optimizer: Callable[..., Any], scheduler: Any,
+                         class_table: Any, meta: dict[str, Any]) -> Any:
+        """The LightningModule: training and validation steps, validation metrics."""
+
+    # -- predictions -----------------------------------------------------------------------------------
+    def predict_image(self, model: Any, image: np.ndarray, rule: Any) -> Any:
+        """The prediction for one (H, W, 3) uint8 image at its own size."""
+
+    def write_prediction(self, prediction: Any, path: Path, size: tuple[int, int] | None = None) -> Path:
+        """Write a prediction (resized to ``size`` = (width, height) when given); returns the path."""
+
+    def overlay(self, image: np.ndarray, prediction: Any, class_table: Any, alpha: float) -> np.ndarray:
+        """(H, W, 3) uint8: the prediction drawn over the image."""
+
+    def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Registry package (input, output) tensor specs: {"name", "dtype", "shape"}."""
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    def score(self, model: Any, loader: Any, class_table: Any, prefix: str, options: dict[str, Any],
+              on_prediction: Callable[[str, Any], None] | None = None) -> Any:
+        """Run ``model`` over ``loader``: an EvaluationResult (metrics, per-class, per-sample tables)."""
+
+    def evaluation_files(self, result: Any, folder: Path, split: str) -> list[Path]:
+        """Write the evaluation's tables and plots into ``folder``; returns the files."""
+
+    def summary_table(self, result: Any, title: str) -> Any:
+        """A rich renderable summarising ``result`` for the console."""

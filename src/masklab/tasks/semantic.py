@@ -1,0 +1,125 @@
+"""Semantic segmentation: a target is a class-index map (H, W), a prediction is the argmax of
+per-pixel class logits (C, H, W).
+
+Everything in masklab that knows this shape is reached through :class:`SemanticTask`: the
+dataset item ``{image (3, H, W) uint8, mask (H, W) int64, id}``, smp (or the user's) models that
+map pixels to logits, the weighted CE/Dice/focal loss, confusion-matrix metrics with boundary IoU
+and per-image rows, class-index PNG predictions and colour overlays, and the registry signature
+``(N, H, W, 3) uint8 -> (N, H, W) uint8``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masklab.files import atomic_write
+
+
+class SemanticTask:
+    """The semantic-segmentation task (see the module docstring for its shapes)."""
+
+    name = "semantic"
+
+    # -- data ------------------------------------------------------------------------------------------
+    def datamodule(self, dataset, train_transform, eval_transform, batch_size: int, num_workers: int, seed: int):
+        from masklab.data.datamodule import SegmentationDataModule
+
+        return SegmentationDataModule(dataset, train_transform, eval_transform, batch_size=batch_size,
+                                      num_workers=num_workers, seed=seed)
+
+    def eval_dataset(self, dataset, samples: Sequence[Any], transform):
+        """Items: image (3, H, W) uint8, mask (H, W) int64, id."""
+        from masklab.data.datamodule import SegmentationSplit
+
+        return SegmentationSplit(dataset, samples, transform)
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stack images and masks (all one size after the eval transform); ids as a list."""
+        from torch.utils.data import default_collate
+
+        return default_collate(items)
+
+    # -- model and training ----------------------------------------------------------------------------
+    def build_model(self, model_cfg, class_table):
+        """Any model config whose target maps (N, 3, H, W) pixels to (N, C, H, W) logits: masklab's
+        smp builder or the user's own network, wrapped with normalisation (``build_model_from_spec``)."""
+        from masklab.models.factory import build_model_from_spec
+
+        return build_model_from_spec(model_cfg, class_table.num_classes)
+
+    def model_from_spec(self, spec: dict[str, Any], class_table, code_root: Path | None = None):
+        """``code_root``: where the user's model code may come from (default: the project; a
+        package passes its own ``code/``)."""
+        from masklab.models.factory import model_from_spec
+
+        return model_from_spec(spec, class_table.num_classes, code_root)
+
+    def build_loss(self, loss_cfg, class_table):
+        from hydra.utils import instantiate
+
+        return instantiate(loss_cfg, ignore_index=class_table.ignore_index)
+
+    def lightning_module(self, model, loss, optimizer: Callable[..., Any], scheduler, class_table,
+                         meta: dict[str, Any]):
+        from masklab.tasks.semantic_module import SemanticModule
+
+        return SemanticModule(model, loss, optimizer, scheduler, class_table, meta)
+
+    # -- predictions -----------------------------------------------------------------------------------
+    def predict_image(self, model, image: np.ndarray, rule) -> np.ndarray:
+        """Class ids (H, W) uint8 for ``image`` (H, W, 3) uint8, at the image's own size."""
+        from masklab.evaluation.predict import predict_image
+
+        return predict_image(model, image, rule)
+
+    def write_prediction(self, prediction: np.ndarray, path: Path, size: tuple[int, int] | None = None) -> Path:
+        """A single-channel PNG of class ids; nearest-resized to ``size`` = (width, height) when given."""
+        import cv2
+        from PIL import Image
+
+        if size is not None and prediction.shape[::-1] != tuple(size):
+            prediction = cv2.resize(prediction, tuple(size), interpolation=cv2.INTER_NEAREST)
+        image = Image.fromarray(prediction.astype(np.uint8), mode="L")
+        return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+    def overlay(self, image: np.ndarray, prediction: np.ndarray, class_table, alpha: float = 0.45) -> np.ndarray:
+        from masklab.report.overlay import overlay_mask
+
+        return overlay_mask(image, prediction, class_table.palette(), class_table.ignore_index, alpha)
+
+    def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return ({"name": "images", "dtype": "uint8", "shape": (-1, -1, -1, 3)},
+                {"name": "class_ids", "dtype": "uint8", "shape": (-1, -1, -1)})
+
+    # -- evaluation ------------------------------------------------------------------------------------
+    def score(self, model, loader, class_table, prefix: str, options: dict[str, Any],
+              on_prediction: Callable[[str, np.ndarray], None] | None = None):
+        """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
+        from masklab.evaluation.evaluate import evaluate_model
+
+        return evaluate_model(model, loader, class_table, prefix=prefix,
+                              boundary=bool(options.get("boundary", True)),
+                              dilation_ratio=float(options.get("dilation_ratio", 0.02)),
+                              low_confidence=float(options.get("low_confidence", 0.5)),
+                              on_prediction=on_prediction)
+
+    def evaluation_files(self, result, folder: Path, split: str) -> list[Path]:
+        """Metrics JSON, per-class CSV, per-sample Parquet, confusion tables, per-class bars and heatmap."""
+        from masklab.evaluation.analysis import row_normalised
+        from masklab.evaluation.evaluate import write_evaluation
+        from masklab.report.plots import confusion_heatmap, per_class_bars
+
+        files = write_evaluation(result, folder, split)
+        files.append(per_class_bars(result.per_class, folder / f"{split}_per_class.png"))
+        files.append(confusion_heatmap(row_normalised(result.confusion), result.class_names,
+                                       folder / f"{split}_confusion.png"))
+        return files
+
+    def summary_table(self, result, title: str):
+        from masklab.evaluation.evaluate import class_table_text
+
+        return class_table_text(result, title)

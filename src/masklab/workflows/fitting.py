@@ -1,0 +1,216 @@
+"""``fit``: check the data, train with Lightning, track in MLflow, evaluate and optionally register.
+
+The one training workflow under every edge: ``masklab train``, sweep trials and the DVC pipeline's
+train stage all call :func:`fit` with a composed config and an output folder. It needs no Hydra
+runtime: ``paths.output_dir`` is set from the ``output_dir`` argument.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from masklab.config import to_plain
+from masklab.errors import UserError
+
+# Per-epoch metrics kept as training curves (plots, the pipeline's history.csv).
+CURVE_METRICS = ("train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mBoundaryIoU")
+
+
+@dataclass
+class FitResult:
+    """What one training run produced.
+
+    ``best_value``: best value of ``monitor`` (NaN if never logged); ``best_checkpoint``: the
+    Lightning checkpoint that reached it (None if none was written); ``evaluations``: the
+    evaluation of the best checkpoint per split; ``registered``: (model name, version) or None;
+    ``expected_reached``: whether the preset's ``expected`` value was reached (None: no expectation).
+    """
+
+    monitor: str
+    best_value: float
+    run_id: str
+    tracking_uri: str
+    output_dir: Path
+    best_checkpoint: Path | None
+    epochs: int
+    evaluations: dict[str, Any] = field(default_factory=dict)
+    registered: tuple[str, str] | None = None
+    expected: dict[str, Any] | None = None
+    expected_reached: bool | None = None
+
+
+def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
+    """A copy of ``cfg`` whose ``paths.output_dir`` is ``output_dir`` (no Hydra runtime needed)."""
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        if "hydra" in cfg:  # a config composed with return_hydra_config: its node is Hydra's, not ours
+            del cfg["hydra"]
+        cfg.paths.output_dir = str(Path(output_dir))
+    return cfg
+
+
+def resolve_resume(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: a path, or "last" = ``<resume_dir>/checkpoints/last.ckpt``."""
+    if not cfg.ckpt_path:
+        return None
+    if cfg.ckpt_path == "last":
+        if not cfg.resume_dir:
+            raise UserError("ckpt_path=last needs resume_dir=<run folder> (the folder holding checkpoints/)")
+        path = Path(cfg.resume_dir) / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise UserError(f"ckpt_path: checkpoint {path} does not exist")
+    return str(path)
+
+
+def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None = None) -> FitResult:
+    """Train the experiment ``cfg`` describes (a composed ``train`` config) into ``output_dir``.
+
+    Logs params, tags, per-epoch metrics and the best checkpoint to MLflow; with
+    ``cfg.evaluate_after`` evaluates the best checkpoint on val (and test); with
+    ``cfg.registry.register`` registers it; with ``export_dir`` (or ``cfg.export_dir``) writes the
+    DVC pipeline's train outputs there.
+    """
+    import pytorch_lightning as pl
+    from hydra.utils import instantiate
+
+    from masklab.augment import build_pipeline
+    from masklab.data.open import open_dataset
+    from masklab.data.versioning import data_version, dvc_context
+    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
+    from masklab.tasks import task_for
+    from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
+
+    as_given = OmegaConf.to_yaml(cfg)  # the config file the pipeline exports, before the run folder is filled in
+    cfg = with_output_dir(cfg, output_dir)
+    output = Path(cfg.paths.output_dir)
+    task = task_for(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    resume = resolve_resume(cfg)
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    table = dataset.class_table
+    for split in ("train", "val"):
+        if not dataset.split(split):
+            raise UserError(f"dataset {dataset.root}: split '{split}' is empty; training needs train and val samples")
+
+    plain_cfg = to_plain(cfg)
+    model_spec = to_plain(cfg.model)
+    # The order of construction is part of the seeded result: model first, then the rest.
+    model = task.build_model(cfg.model, table)
+    loss = task.build_loss(cfg.loss, table)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
+    datamodule = task.datamodule(
+        dataset,
+        build_pipeline(cfg.augment.train, seed=cfg.seed),
+        build_pipeline(cfg.augment.eval, seed=cfg.seed),
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        seed=cfg.seed,
+    )
+
+    # A resumed run continues its own MLflow run.
+    previous_run = read_checkpoint_meta(resume)[CHECKPOINT_META_KEY].get("mlflow_run_id") if resume else None
+    logger = make_lightning_logger(
+        cfg.logger.tracking_uri, cfg.logger.artifact_root, cfg.logger.experiment_name, cfg.logger.run_name,
+        {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}, run_id=previous_run,
+    )
+    run = RunLog(cfg.logger.tracking_uri, logger.run_id)
+    manifest_hash = dataset.manifest_hash
+    if not previous_run:
+        run.params(flatten(plain_cfg))
+        run.yaml(plain_cfg, "config/config.yaml")
+    data_md5, data_status = data_version(dataset.root)
+    commit = git_commit(Path.cwd()) or "unknown"
+    run.tags({
+        **dvc_context(),
+        "masklab.git_commit": commit,
+        "masklab.dataset_dvc_md5": data_md5 or "untracked",
+        "masklab.dataset_dvc_status": data_status,
+        "masklab.dataset": dataset.name,
+        "masklab.dataset_root": str(dataset.root.resolve()),
+        "masklab.manifest_sha256": manifest_hash,
+        "masklab.output_dir": str(output.resolve()),
+        "masklab.command": "train",
+        "masklab.task": task.name,
+    })
+
+    meta = {
+        "task": task.name,
+        "model": model_spec,
+        "classes": table.to_dict(),
+        "dataset": {"name": dataset.name, "manifest_sha256": manifest_hash},
+        "config": plain_cfg,
+        "mlflow_run_id": logger.run_id,
+        "mlflow_tracking_uri": cfg.logger.tracking_uri,
+    }
+    module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+    checkpoint = trainer.checkpoint_callback
+    best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
+    log_checkpoints(run, best_path)
+    best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
+        else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
+    result = FitResult(str(cfg.monitor), best_value, logger.run_id, str(cfg.logger.tracking_uri), output, best_path,
+                       int(trainer.current_epoch))
+
+    export = export_dir or cfg.get("export_dir")
+    if export and best_path is not None:
+        from masklab.pipeline.outputs import write_train_outputs
+
+        write_train_outputs(
+            Path(export), best_path, {f"best_{cfg.monitor}": best_value, "epochs": trainer.current_epoch},
+            run.metric_history(CURVE_METRICS),
+            {"mlflow_run_id": logger.run_id, "experiment": cfg.logger.experiment_name,
+             "git_commit": commit, "dataset": dataset.name,
+             "dataset_dvc_md5": data_md5, "dataset_dvc_status": data_status, "manifest_sha256": manifest_hash},
+            as_given,
+        )
+
+    if cfg.evaluate_after and best_path is not None:
+        from masklab.workflows.evaluation import evaluate_checkpoint
+
+        for split in ("val", "test"):
+            if dataset.split(split):
+                result.evaluations[split] = evaluate_checkpoint(best_path, dataset, split, output, cfg.augment.eval,
+                                                                run, options=cfg.evaluation)
+
+    if cfg.registry.register and best_path is not None:
+        from masklab.workflows.registry import register
+
+        registered = register(cfg.logger.tracking_uri, logger.run_id,
+                              cfg.registry.name or cfg.logger.experiment_name, checkpoint=best_path)
+        result.registered = (registered.name, registered.version)
+
+    expected = cfg.get("expected")
+    if expected and expected.metric == cfg.monitor:
+        result.expected = {"metric": str(expected.metric), "value": float(expected.value)}
+        result.expected_reached = best_value >= expected.value
+        run.tags({"masklab.expected_reached": str(result.expected_reached)})
+    return result
+
+
+def log_checkpoints(run, best: Path | None) -> None:
+    """Log the best checkpoint to MLflow as ``checkpoints/best.ckpt``, without optimizer state.
+
+    The tracked copy serves evaluation, prediction and the registry, which need only weights and
+    metadata. ``last.ckpt`` with the full training state stays in the run folder, which is where
+    ``ckpt_path=last`` resumes from.
+    """
+    from masklab.evaluation.checkpoint import write_inference_checkpoint
+    from masklab.tracking.runs import CHECKPOINT_ARTIFACT_DIR
+
+    if best is None or not best.is_file():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        run.file(write_inference_checkpoint(best, Path(tmp) / "best.ckpt"), CHECKPOINT_ARTIFACT_DIR)

@@ -1,0 +1,53 @@
+"""``predict``: masks (and overlays) for a folder or a file of images from any model reference."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from masklab.errors import UserError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass
+class Prediction:
+    """Files written, seconds to load the model, images per second of prediction."""
+
+    written: list[Path]
+    load_seconds: float
+    images_per_second: float
+
+
+def list_inputs(path: Path) -> list[Path]:
+    """``path`` itself if a file, else every image under the folder (sorted)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if files:
+            return files
+        raise UserError(f"input={path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    raise UserError(f"input={path}: no such file or folder")
+
+
+def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri: str, overlay: bool = False,
+            alpha: float = 0.45, overwrite: bool = False) -> Prediction:
+    """Predict every image of ``inputs`` with the model ``model_ref`` names (``models:/...``, run id,
+    checkpoint file, package folder) into ``output``, keeping relative paths; refuses a non-empty
+    ``output`` unless ``overwrite``."""
+    from masklab.evaluation.predict import predict_folder
+    from masklab.tracking.model_ref import load_model_ref
+
+    source = Path(inputs)
+    files = list_inputs(source)
+    out = Path(output)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"output={out} is not empty; pass overwrite=true to write into it")
+    start = time.perf_counter()
+    package = load_model_ref(str(model_ref), tracking_uri)
+    loaded = time.perf_counter()
+    written = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha)
+    done = time.perf_counter()
+    return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9))
