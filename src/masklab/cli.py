@@ -10,6 +10,7 @@ import sys
 from importlib import import_module
 
 from masklab.config import CONF_DIR
+from masklab.project import make_project_importable
 
 # command words -> (primary config, "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
@@ -47,6 +48,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
 
 # Commands that are not Hydra apps: command words -> ("module:function(args)", one-line help).
 PLAIN_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("init",): ("masklab.commands.init:main",
+                "create a project folder: conf/ (searched before masklab's), data/, experiments/, dvc.yaml"),
     ("pipeline",): ("masklab.commands.pipeline:main",
                     "run one stage of dvc.yaml (prepare|train|evaluate|report) with params.yaml's overrides"),
 }
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
+    # A project's `_target_: my_module.Thing` (conf/model/..., conf/augment/...) imports from its root.
+    make_project_importable()
     if tuple(argv[:1]) in PLAIN_COMMANDS:
         module_name, func_name = PLAIN_COMMANDS[tuple(argv[:1])][0].split(":")
         getattr(import_module(module_name), func_name)(argv[1:])

@@ -1,5 +1,5 @@
 """Config plumbing shared by every edge: where masklab's configs live, the one compose entry point,
-and turning config nodes into plain values.
+turning config nodes into plain values, and the ``masklab.*`` resolvers that configs use.
 
 Hydra's runtime (``@hydra.main``, ``HydraConfig``) stays in the edges; workflows receive the
 composed config as data plus explicit paths.
@@ -8,18 +8,53 @@ composed config as data plus explicit paths.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = str(Path(__file__).parent / "conf")
+from masklab.project import PACKAGE_CONF_DIR, make_project_importable, project_conf_dir
+
+CONF_DIR = str(PACKAGE_CONF_DIR)
+
+
+def image_hw(size: Any, key: str = "data.image_size") -> tuple[int, int]:
+    """``data.image_size`` as (height, width) px: an int n means (n, n), a pair [H, W] itself."""
+    value = list(size) if OmegaConf.is_list(size) or isinstance(size, list | tuple) else size
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value, value
+    if (isinstance(value, list) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        return value[0], value[1]
+    raise ValueError(f"{key}={value!r}: expected a positive int or [height, width] of positive ints")
+
+
+def _if_square(size: Any, value: float) -> float:
+    """``value`` when the image size is square, else 0: the probability of a transform that would
+    change a non-square shape (a 90-degree rotation turns H x W into W x H)."""
+    height, width = image_hw(size)
+    return value if height == width else 0.0
+
+
+# Registered on import (cli.py imports this module), so every command, compose() and a test that
+# merges a preset by hand resolve `${masklab.height:${data.image_size}}` alike.
+RESOLVERS = {
+    "masklab.height": lambda size: image_hw(size)[0],
+    "masklab.width": lambda size: image_hw(size)[1],
+    "masklab.short_side": lambda size: min(image_hw(size)),
+    "masklab.if_square": _if_square,
+}
+for _name, _resolver in RESOLVERS.items():
+    OmegaConf.register_new_resolver(_name, _resolver, replace=True)
+
+
+def config_options(group: str) -> list[str]:
+    """The options of a config group: the project's ``conf/<group>`` and masklab's, sorted, no duplicates."""
+    folders = [Path(c) / group for c in (project_conf_dir(), PACKAGE_CONF_DIR) if c is not None]
+    return sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.yaml")})
 
 
 def to_plain(node: Any) -> Any:
     """A resolved DictConfig/ListConfig as plain dicts and lists (identity for plain values)."""
-    from omegaconf import DictConfig, OmegaConf
-
     if isinstance(node, DictConfig) or OmegaConf.is_list(node):
         return OmegaConf.to_container(node, resolve=True)
     return node
@@ -27,7 +62,8 @@ def to_plain(node: Any) -> Any:
 
 def compose(config_name: str, overrides: list[str], source: str = "overrides",
             return_hydra_config: bool = False) -> DictConfig:
-    """masklab's primary config ``config_name`` with ``overrides``, through Hydra's compose API.
+    """masklab's primary config ``config_name`` with ``overrides``, through Hydra's compose API
+    (the project's ``conf/`` searched first, as for the CLI: see ``hydra_plugins.masklab_project``).
 
     Works inside or outside a running Hydra app (a GlobalHydra already initialised is left as it
     was). A bad key or option is a UserError naming ``source`` (the file or flag the overrides
@@ -39,6 +75,8 @@ def compose(config_name: str, overrides: list[str], source: str = "overrides",
     from hydra.errors import HydraException
 
     from masklab.errors import UserError
+
+    make_project_importable()  # the composed config may name `_target_`s of the project
 
     def run() -> DictConfig:
         try:

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 PROJECT_CONF = "conf"
+# masklab's own configs, shipped inside the package; searched after the project's conf/.
+PACKAGE_CONF_DIR = Path(__file__).parent / "conf"
 
 
 def project_root() -> Path:
