@@ -13,6 +13,8 @@ from typing import Any
 import albumentations as A
 import numpy as np
 
+import masklab.config  # noqa: F401  (registers the ${masklab.height:...} resolvers that the presets use)
+
 
 def build_pipeline(nodes: Sequence[Any] | None, seed: int | None = None) -> A.Compose:
     """Instantiate a list of transform configs (dicts or DictConfigs with ``_target_``) into a Compose.
