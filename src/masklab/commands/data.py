@@ -8,8 +8,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
-from masklab.data.open import open_dataset
 from masklab.data.format import Dataset
+from masklab.data.open import missing_dataset_error, open_dataset
 from masklab.errors import UserError
 
 
@@ -37,7 +37,9 @@ def import_(cfg: DictConfig) -> None:
     from masklab.data.check import check_dataset, format_problems
     from masklab.data.import_folder import import_folder
     from masklab.data.import_instances import import_instance_folders
+    from masklab.data.project_conf import check_config_name, write_project_configs
 
+    check_config_name(cfg.name)
     if cfg.format not in ("folder", "instance_folders"):
         raise UserError(f"format={cfg.format}: unknown; expected one of [folder, instance_folders]")
     for key in ("images", "masks") if cfg.format == "folder" else ("images",):  # instance_folders: masks inside
@@ -60,6 +62,10 @@ def import_(cfg: DictConfig) -> None:
             seed=cfg.seed, overwrite=cfg.overwrite,
         )
     print("Imported", summary(dataset))
+    if cfg.get("write_conf", True):
+        settings = {key: to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir needs Hydra's runtime
+        for line in write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)):
+            print(line)
     problems = check_dataset(out)
     if problems:
         print(format_problems(problems))
@@ -85,7 +91,7 @@ def record_edits(cfg: DictConfig) -> None:
 
     root = Path(cfg.data.root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such dataset folder")
+        raise missing_dataset_error(cfg.data)
     changed = record_mask_edits(root)
     if not changed:
         print(f"{root}: no mask differs from its manifest checksum; nothing to record")
