@@ -1,0 +1,101 @@
+"""The public Python API: workflows called in-process with configs from `hydra.compose` (no `@hydra.main`).
+
+`fit` gives the same metrics as `masklab train` with the same overrides; the fitted run then goes
+through evaluate, register, promote and predict as plain function calls.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FAST, mlflow_runs, run_masklab
+
+
+def composed(config_name: str, overrides: list[str]):
+    """A config from Hydra's compose API, as a notebook would get it."""
+    from hydra import compose, initialize_config_dir
+
+    from masklab.config import CONF_DIR
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """`workflows.fit` in this process, in its own project folder."""
+    import os
+
+    from masklab import workflows
+
+    project = tmp_path_factory.mktemp("api")
+    previous = Path.cwd()
+    os.chdir(project)
+    try:
+        cfg = composed("train", [*FAST, "registry.register=true", "registry.name=shapes"])
+        result = workflows.fit(cfg, output_dir=project / "run")
+    finally:
+        os.chdir(previous)
+    return project, result
+
+
+def test_fit_returns_the_run_checkpoint_and_evaluations(fitted):
+    project, result = fitted
+    assert result.monitor == "val/mIoU" and 0.0 <= result.best_value <= 1.0
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert result.best_checkpoint.is_relative_to(project / "run")  # the given folder, not a Hydra one
+    assert set(result.evaluations) == {"val"}
+    assert result.evaluations["val"].metrics["eval/val/mIoU"] >= 0.0
+    assert result.registered == ("shapes", "1")
+    _, runs = mlflow_runs(project, "synthetic")
+    assert [r.info.run_id for r in runs] == [result.run_id]
+    assert runs[0].data.tags["masklab.task"] == "semantic"
+
+
+def test_fit_in_process_matches_the_cli(fitted, tmp_path):
+    project, result = fitted
+    cli = run_masklab(["train", *FAST], tmp_path)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    client, (run,) = mlflow_runs(tmp_path, "synthetic")
+    api_client, (api_run,) = mlflow_runs(project, "synthetic")
+    for key in ("val/mIoU", "val/loss", "eval/val/mIoU", "eval/val/mBoundaryIoU"):
+        assert run.data.metrics[key] == api_run.data.metrics[key], key
+    history = [m.value for m in client.get_metric_history(run.info.run_id, "val/mIoU")]
+    assert history == [m.value for m in api_client.get_metric_history(result.run_id, "val/mIoU")]
+    assert max(history) == result.best_value
+
+
+def test_evaluate_promote_predict_as_functions(fitted, tmp_path, monkeypatch):
+    from masklab import workflows
+
+    project, result = fitted
+    monkeypatch.chdir(project)
+    cfg = composed("evaluate", FAST)
+    evaluation = workflows.evaluate(cfg, tmp_path / "eval", ckpt_path=result.best_checkpoint)
+    assert evaluation.run_id == result.run_id  # logged to the run that trained the checkpoint
+    saved = json.loads((tmp_path / "eval" / "evaluation" / "val_metrics.json").read_text())
+    assert saved["eval/val/mIoU"] == pytest.approx(result.evaluations["val"].metrics["eval/val/mIoU"], abs=1e-12)
+
+    uri = result.tracking_uri
+    assert workflows.promote(uri, "shapes", "1", "Staging") == ("None", "Staging")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(images / "a.png")
+    done = workflows.predict("models:/shapes/Staging", images, tmp_path / "masks", uri)
+    (mask,) = done.written
+    assert np.asarray(Image.open(mask)).shape == (40, 56)  # at the image's own size
+
+
+def test_workflows_need_no_hydra_runtime():
+    """Nothing under workflows/ or tasks/ reads Hydra's runtime singleton or re-enters the CLI."""
+    root = Path(__file__).resolve().parents[1] / "src" / "masklab"
+    for folder in ("workflows", "tasks", "sweep"):
+        for path in (root / folder).rglob("*.py"):
+            text = path.read_text()
+            for forbidden in ("HydraConfig", "hydra.main", "masklab.cli import main", "masklab.commands"):
+                assert forbidden not in text, f"{path} uses {forbidden}"
