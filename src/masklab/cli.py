@@ -9,7 +9,6 @@ import os
 import sys
 from importlib import import_module
 
-from masklab.config import CONF_DIR
 from masklab.project import make_project_importable
 
 # command words -> (primary config, "module:function", one-line help)
@@ -154,6 +153,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     config_name, target, _ = COMMANDS[words]
     import hydra
+
+    # Imported here, not at the top: it registers the ${masklab.*} resolvers (and imports OmegaConf),
+    # which `masklab --help` does not need.
+    from masklab.config import CONF_DIR
 
     rest = argv[len(words):]
     if words in MODEL_REF_COMMANDS:
