@@ -14,6 +14,8 @@ from masklab.data.format import ClassTable
 # Key of the plain-value metadata masklab adds to every Lightning checkpoint. Defined here, not
 # in training/, so loading a model never imports Lightning.
 CHECKPOINT_META_KEY = "masklab"
+# Where a checkpoint's user model code is looked up, as error messages name it.
+PROJECT_CODE = "the project (run masklab in the project folder or set MASKLAB_ROOT)"
 
 
 @dataclass
@@ -54,13 +56,17 @@ def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
-    """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file."""
+    """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file.
+
+    A model of the user's own code is imported from the project folder (see ``model_from_spec``).
+    """
     from masklab.models.factory import model_from_spec
+    from masklab.project import project_root
 
     ckpt = read_checkpoint_meta(path)
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
-    model = model_from_spec(meta["model"], table.num_classes)
+    model = model_from_spec(meta["model"], table.num_classes, project_root(), where=PROJECT_CODE)
     model.load_state_dict(model_state_dict(ckpt))
     model.eval()
     return LoadedModel(model, table, meta)

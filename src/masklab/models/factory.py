@@ -1,12 +1,15 @@
-"""Build any segmentation-models-pytorch architecture and encoder from plain values."""
+"""Build masklab models from plain values: any smp architecture and encoder, or the user's own network."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
+
+from masklab.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -32,7 +35,8 @@ class NormalizedSegmentationModel(nn.Module):
 def load_weights_file(module: nn.Module, path: str | Path) -> None:
     """Load a local state_dict file into ``module`` (safetensors or torch, never unpickling objects).
 
-    Accepts a full-model state_dict, an encoder-only one, or a Lightning checkpoint.
+    Accepts a full-model state_dict, a bare-network one, an encoder-only one (smp networks), or a
+    Lightning checkpoint.
     """
     path = Path(path)
     if not path.is_file():
@@ -46,15 +50,42 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
         state = state.get("state_dict", state)
     if state and all(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
         state = {k[len("model."):]: v for k, v in state.items()}
-    # The file may hold the wrapped model, the bare smp network, or only its encoder.
+    # The file may hold the wrapped model, the bare network, or only its encoder.
     net = module.net if isinstance(module, NormalizedSegmentationModel) else module
-    candidates = [module, net, net.encoder]
+    candidates = [module, net] + ([net.encoder] if isinstance(getattr(net, "encoder", None), nn.Module) else [])
     target = max(candidates, key=lambda m: len(set(state) & set(m.state_dict())))
     own = target.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise ValueError(f"weights file {path}: none of its {len(state)} tensors match the model's parameter names")
     target.load_state_dict(matched, strict=False)
+
+
+def wrap_network(
+    net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    weights_path: str | None = None,
+) -> NormalizedSegmentationModel:
+    """``net`` behind the normalisation every masklab model has, then ``weights_path`` loaded if given."""
+    model = NormalizedSegmentationModel(net, mean, std)
+    if weights_path:
+        load_weights_file(model, weights_path)
+    return model
+
+
+def smp_network(
+    num_classes: int, arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str | None = None,
+    in_channels: int = 3, **kwargs,
+) -> nn.Module:
+    """The bare ``smp.create_model(arch, encoder, ...)`` network: normalised (N, 3, H, W) -> logits."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        return smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=num_classes,
+            **kwargs,
+        )
+    except KeyError as exc:
+        raise ValueError(f"model arch='{arch}' encoder='{encoder}': {exc.args[0] if exc.args else exc}") from exc
 
 
 def build_model(
@@ -73,33 +104,122 @@ def build_model(
     ``encoder_weights`` is a hub name (needs internet, e.g. "imagenet") or None (default,
     random init); ``weights_path`` is a local file loaded after construction.
     """
-    import segmentation_models_pytorch as smp
-
-    try:
-        net = smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=num_classes,
-            **kwargs,
-        )
-    except KeyError as exc:
-        raise ValueError(f"model arch='{arch}' encoder='{encoder}': {exc.args[0] if exc.args else exc}") from exc
-    model = NormalizedSegmentationModel(net, mean, std)
-    if weights_path:
-        load_weights_file(model, weights_path)
-    return model
+    net = smp_network(num_classes, arch, encoder, encoder_weights, in_channels, **kwargs)
+    return wrap_network(net, mean, std, weights_path)
 
 
 BUILDER = "masklab.models.build_model"
+BUILDER_NAMES = (BUILDER, "masklab.models.factory.build_model")
+# Keys of a model config that masklab consumes itself; every other key goes to the builder.
+WRAPPER_KEYS = ("mean", "std", "weights_path")
 
 
-def model_from_spec(spec: dict, num_classes: int) -> NormalizedSegmentationModel:
-    """Rebuild a model from a stored spec (a model config) without downloading or reading weights.
+def is_builtin(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` names masklab's smp builder (a spec without ``_target_`` does)."""
+    return spec.get("_target_", BUILDER) in BUILDER_NAMES
 
-    Only masklab's own builder is accepted: a spec from a checkpoint or registry must not be able
-    to name an arbitrary callable.
+
+def build_model_from_spec(
+    spec: Mapping[str, Any], num_classes: int, code_root: str | Path | None = None, *, rebuild: bool = False,
+    where: str | None = None,
+) -> NormalizedSegmentationModel:
+    """The model a model config describes, for built-in and user models alike.
+
+    ``spec``: a model config (``_target_`` plus keyword arguments). masklab's builder
+    (``masklab.models.build_model``) makes an smp network. Any other ``_target_`` names a class or
+    function of the user's code in ``code_root`` (default: the project folder; rules in
+    :mod:`masklab.models.user_code`); it is called as ``target(num_classes=<n>, **kwargs)`` and must
+    return an ``nn.Module`` that maps normalised float images (N, 3, H, W) to logits
+    (N, num_classes, H, W), with no other output. Either way the network
+    is wrapped in :class:`NormalizedSegmentationModel` with the config's ``mean``/``std``
+    (fractions of 255, ImageNet's by default), so it takes uint8 pixels and its checkpoints and
+    packages look the same. ``weights_path`` (optional) is loaded after construction.
+
+    ``rebuild=True`` (a spec read back from a checkpoint or package): nothing is downloaded or read
+    (``encoder_weights``/``weights_path`` dropped: the stored weights follow), and the network is
+    not test-run. ``where`` names ``code_root`` in errors.
     """
-    spec = dict(spec)
+    spec = _plain(spec)
     target = spec.pop("_target_", BUILDER)
-    if target not in (BUILDER, "masklab.models.factory.build_model"):
-        raise ValueError(f"model spec names builder '{target}'; expected '{BUILDER}'")
-    spec.update(num_classes=num_classes, encoder_weights=None, weights_path=None)
-    return build_model(**spec)
+    _check_plain_kwargs(spec, target)
+    if rebuild:
+        spec.update(weights_path=None, **({"encoder_weights": None} if target in BUILDER_NAMES else {}))
+    if target in BUILDER_NAMES:
+        return build_model(num_classes=num_classes, **spec)
+    from masklab.models.user_code import import_code_target
+    from masklab.project import project_root
+
+    code_root = Path(code_root) if code_root is not None else project_root()
+    build_net = import_code_target(target, code_root, where or "the project")
+    wrapper = {k: spec.pop(k) for k in WRAPPER_KEYS if k in spec}
+    try:
+        net = build_net(num_classes=num_classes, **spec)
+    except TypeError as exc:
+        raise UserError(f"model _target_ '{target}' with {sorted(spec)} + num_classes: {exc}; a model callable "
+                        f"takes num_classes and the model config's other keys") from exc
+    if not isinstance(net, nn.Module):
+        raise UserError(f"model _target_ '{target}' returned {type(net).__name__}; expected a torch.nn.Module")
+    model = wrap_network(net, **{k: v for k, v in wrapper.items() if v is not None})
+    if not rebuild:
+        _check_output(model, num_classes, target)
+    return model
+
+
+def model_from_spec(
+    spec: Mapping[str, Any], num_classes: int, code_root: str | Path | None = None, where: str | None = None,
+) -> NormalizedSegmentationModel:
+    """Rebuild a model from a stored spec (a checkpoint's or package's) without downloading or reading weights.
+
+    A stored spec is data that may come from elsewhere, so it must not be able to name an
+    arbitrary callable: it may name masklab's builder, or a callable defined in a module that lies
+    in ``code_root`` -- the project folder for a checkpoint (the default), the ``code/`` folder
+    shipped inside the package for a package. Anything else (``os.system``, a module not there)
+    is refused with a UserError before any import or call.
+    """
+    return build_model_from_spec(spec, num_classes, code_root, rebuild=True, where=where)
+
+
+def _plain(spec: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(spec, dict):
+        return dict(spec)
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(spec, DictConfig):
+        return OmegaConf.to_container(spec, resolve=True)
+    return dict(spec)
+
+
+def _check_plain_kwargs(spec: dict[str, Any], target: str) -> None:
+    """Refuse Hydra's special keys and nested ``_target_``s: one callable builds the model, so a
+    stored spec can name nothing else (Hydra's recursive instantiation would call them)."""
+
+    def walk(value: Any, at: str) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                if str(key).startswith("_") and str(key).endswith("_"):
+                    raise UserError(f"model config ({target}): key '{at}{key}' is not supported; a model is built "
+                                    f"by one callable with plain keyword arguments (build parts inside it)")
+                walk(item, f"{at}{key}.")
+        elif isinstance(value, list | tuple):
+            for i, item in enumerate(value):
+                walk(item, f"{at}{i}.")
+
+    walk(spec, "model.")
+
+
+def _check_output(model: NormalizedSegmentationModel, num_classes: int, target: str) -> None:
+    """Run the new network once on a small blank batch so a broken contract fails at build time,
+    with the shapes named, not deep inside training."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        try:
+            out = model(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+        except Exception as exc:
+            raise UserError(f"model _target_ '{target}': forward of a (1, 3, 64, 64) image failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
+    model.train(was_training)
+    expected = (1, num_classes, 64, 64)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"model _target_ '{target}': a (1, 3, 64, 64) image gave {found}; expected logits {expected}")

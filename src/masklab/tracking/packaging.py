@@ -4,6 +4,9 @@
       masklab_model.yaml   model spec (arch, encoder), classes (ids, names, colours), normalisation,
                            input rule (resize or pad/tile), dataset name and manifest hash, source run
       weights.safetensors  the network's state_dict (normalisation buffers included)
+      code/                only for a model of the user's own code: the top-level module its
+                           ``_target_`` names (``my_models.py`` or ``my_models/``), so the folder
+                           loads in any process and directory; the spec's ``code`` entry names it
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from masklab.evaluation.predict import InputRule
 
 SPEC_FILE = "masklab_model.yaml"
 WEIGHTS_FILE = "weights.safetensors"
+CODE_DIR = "code"
 PACKAGE_VERSION = 1
 
 
@@ -31,11 +35,24 @@ class Package:
     spec: dict[str, Any]
 
 
-def write_package(ckpt_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """Turn a masklab checkpoint into a package folder; returns the spec written."""
+def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | Path | None = None) -> dict[str, Any]:
+    """Turn a masklab checkpoint into a package folder; returns the spec written.
+
+    A model of the user's own code ships its top-level module, copied from ``code_root`` (default:
+    the project folder) into ``<out_dir>/code/``; the spec's ``code`` entry names it
+    (``{"module": "my_models", "path": "code/my_models.py"}``).
+    """
     from safetensors.torch import save_file
 
-    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, model_state_dict, read_checkpoint_meta
+    from masklab.evaluation.checkpoint import (
+        CHECKPOINT_META_KEY,
+        PROJECT_CODE,
+        model_state_dict,
+        read_checkpoint_meta,
+    )
+    from masklab.models.factory import is_builtin
+    from masklab.models.user_code import copy_code_module, find_code_module
+    from masklab.project import project_root
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -63,12 +80,19 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path) -> dict[str, Any]:
         "source_run_id": meta.get("mlflow_run_id"),
         "monitor": config.get("monitor"),
     }
+    if not is_builtin(meta["model"]):
+        module = find_code_module(meta["model"]["_target_"], Path(code_root or project_root()), PROJECT_CODE)
+        copied = copy_code_module(module, out / CODE_DIR)
+        spec["code"] = {"module": module.name, "path": copied.relative_to(out).as_posix()}
     (out / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
     return spec
 
 
 def load_package_dir(path: str | Path) -> Package:
-    """Rebuild the model of a package folder (safetensors weights, YAML spec: nothing is unpickled)."""
+    """Rebuild the model of a package folder (safetensors weights, YAML spec: nothing is unpickled).
+
+    A model of the user's own code is imported from the package's ``code/`` folder only.
+    """
     from safetensors.torch import load_file
 
     from masklab.models.factory import model_from_spec
@@ -79,7 +103,7 @@ def load_package_dir(path: str | Path) -> Package:
         raise FileNotFoundError(f"{path}: not a masklab model package (no {SPEC_FILE})")
     spec = yaml.safe_load(spec_path.read_text())
     table = ClassTable.from_dict(spec["classes"], str(spec_path))
-    model = model_from_spec(spec["model"], table.num_classes)
+    model = model_from_spec(spec["model"], table.num_classes, path / CODE_DIR, where=f"package {path}")
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
     model.eval()
     return Package(model, table, InputRule(**spec["input_rule"]), spec)

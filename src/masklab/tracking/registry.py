@@ -152,6 +152,10 @@ class Registry:
                     name="model",
                     python_model=str(PYFUNC_FILE),
                     artifacts={"package": str(package)},
+                    # A model of the user's own code: MLflow copies it to the model's code/ and puts
+                    # that on sys.path when loading (serve, spark_udf, pyfunc.load_model); masklab's
+                    # loader reads the package's own copy.
+                    code_paths=[str(package / spec["code"]["path"])] if spec.get("code") else None,
                     pip_requirements=PIP_REQUIREMENTS,
                     signature=signature,
                     input_example=np.zeros((1, 32, 32, 3), np.uint8),
@@ -161,7 +165,7 @@ class Registry:
             mv = self._call("register", mlflow.register_model, info.model_uri, name)
         tags = {"masklab.dataset": spec["dataset"].get("name", ""),
                 "masklab.manifest_sha256": spec["dataset"].get("manifest_sha256", ""),
-                "masklab.arch": f"{spec['model'].get('arch')}-{spec['model'].get('encoder')}"}
+                "masklab.arch": model_name(spec["model"])}
         # The version names its code and data versions itself, so tracing it needs no run lookup.
         for key in ("masklab.git_commit", "masklab.dataset_dvc_md5", "masklab.dataset_dvc_status"):
             value = self.run_tag(run_id, key)
@@ -317,6 +321,15 @@ class Registry:
                     entry["version"] = int(v.version)
                     entries.append(entry)
         return sorted(entries, key=lambda e: e["time"])
+
+
+def model_name(model_spec: dict[str, Any]) -> str:
+    """``<arch>-<encoder>`` for masklab's smp builder, the ``_target_`` for the user's own model."""
+    from masklab.models.factory import is_builtin
+
+    if is_builtin(model_spec):
+        return f"{model_spec.get('arch')}-{model_spec.get('encoder')}"
+    return str(model_spec["_target_"])
 
 
 def _who() -> str:
