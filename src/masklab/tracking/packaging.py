@@ -68,6 +68,7 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     spec = {
         "format": "masklab-model",
         "version": PACKAGE_VERSION,
+        "task": meta.get("task", "semantic"),
         "model": meta["model"],
         "classes": table.to_dict(),
         "normalization": {

@@ -136,15 +136,17 @@ class Registry:
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
+        from masklab.tasks import task_for
         from masklab.tracking.packaging import write_package
 
         self._call(f"run {run_id}", self.client.get_run, run_id)
         with tempfile.TemporaryDirectory() as tmp:
             package = Path(tmp) / "package"
             spec = write_package(ckpt_path, package)
+            inputs, outputs = task_for(spec).signature()
             signature = ModelSignature(
-                inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3), "images")]),
-                outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1), "class_ids")]),
+                inputs=Schema([TensorSpec(np.dtype(inputs["dtype"]), inputs["shape"], inputs["name"])]),
+                outputs=Schema([TensorSpec(np.dtype(outputs["dtype"]), outputs["shape"], outputs["name"])]),
             )
             mlflow.set_tracking_uri(self.tracking_uri)
             with quiet_mlflow(), mlflow.start_run(run_id=run_id):
