@@ -34,41 +34,15 @@ def synth(cfg: DictConfig) -> None:
 
 
 def import_(cfg: DictConfig) -> None:
-    from masklab.data.check import check_dataset, format_problems
-    from masklab.data.import_folder import import_folder
-    from masklab.data.import_instances import import_instance_folders
-    from masklab.data.project_conf import check_config_name, write_project_configs
+    from masklab.data.check import format_problems
+    from masklab.workflows import import_dataset
 
-    check_config_name(cfg.name)
-    if cfg.format not in ("folder", "instance_folders"):
-        raise UserError(f"format={cfg.format}: unknown; expected one of [folder, instance_folders]")
-    for key in ("images", "masks") if cfg.format == "folder" else ("images",):  # instance_folders: masks inside
-        if cfg[key] is None or not Path(cfg[key]).is_dir():
-            raise UserError(f"{key}={cfg[key]}: folder does not exist; format={cfg.format} needs it")
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        raise UserError(f"{out} already exists; pass overwrite=true to replace it")
-    if cfg.format == "instance_folders":
-        dataset = import_instance_folders(
-            Path(cfg.images), out, class_name=cfg.class_name, split_mode=cfg.split_mode,
-            fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
-        )
-    else:
-        dataset = import_folder(
-            Path(cfg.images), Path(cfg.masks), out,
-            classes=to_plain(cfg.classes), mask_mode=cfg.mask_mode, colors=to_plain(cfg.colors), snap=cfg.snap,
-            threshold=cfg.threshold, remap=to_plain(cfg.remap), ignore_index=cfg.ignore_index,
-            split_mode=cfg.split_mode, fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists),
-            seed=cfg.seed, overwrite=cfg.overwrite,
-        )
-    print("Imported", summary(dataset))
-    if cfg.get("write_conf", True):
-        settings = {key: to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir needs Hydra's runtime
-        for line in write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)):
-            print(line)
-    problems = check_dataset(out)
-    if problems:
-        print(format_problems(problems))
+    done = import_dataset(cfg)
+    print("Imported", summary(done.dataset))
+    for line in done.notes:
+        print(line)
+    if done.problems:
+        print(format_problems(done.problems))
 
 
 def check(cfg: DictConfig) -> None:

@@ -72,16 +72,19 @@ def compose_train(overrides: list[str], source: str) -> DictConfig:
 
 def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
     """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset."""
-    from masklab.commands.data import import_
+    from masklab.data.open import synthesizes_on_first_use
     from masklab.data.synth import synthesize
+    from masklab.workflows import import_dataset
 
     root = Path(cfg.data.root)
     if root.exists():
         raise UserError(f"{root} exists: DVC removes a stage's outputs before running it, so this was not started "
                         "by `dvc repro`; run the stage through DVC, or remove the folder yourself")
     if source:
-        import_(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}"], str(params)))
-    elif cfg.data.get("synth"):
+        # write_conf=false: a DVC stage writes only its declared output, never the project's conf/.
+        import_dataset(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}",
+                                               "write_conf=false"], str(params)))
+    elif synthesizes_on_first_use(cfg.data):
         synthesize(root, **to_plain(cfg.data.synth))
     else:
         raise UserError(f"{params}: data={cfg.data.name} is not synthetic and no `source:` says where to import it "
