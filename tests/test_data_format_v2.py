@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from masklab.commands.data import summary
 from masklab.data.check import Problem, check_dataset, format_problems
 from masklab.data.edits import record_mask_edits
 from masklab.data.format import (
@@ -27,6 +26,7 @@ from masklab.data.format import (
     manifest_text,
     read_mask,
     read_objects,
+    summary,
     write_manifest,
 )
 from masklab.data.import_folder import ImportProblems

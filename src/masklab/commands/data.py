@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
-from masklab.data.format import Dataset
+from masklab.data.format import summary
 from masklab.data.open import missing_dataset_error, open_dataset
 from masklab.errors import UserError
-
-
-def summary(dataset: Dataset) -> str:
-    """One line: where, how many samples per split (any split name), which classes."""
-    counts = Counter(s.split for s in dataset.samples)
-    splits = ", ".join(f"{k} {counts[k]}" for k in dataset.split_names)
-    classes = ", ".join(f"{c.id}={c.name}" for c in dataset.class_table.classes)
-    return f"{dataset.root}: {len(dataset.samples)} samples ({splits}); classes {classes}"
 
 
 def synth(cfg: DictConfig) -> None:

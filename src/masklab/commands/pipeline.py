@@ -72,6 +72,7 @@ def compose_train(overrides: list[str], source: str) -> DictConfig:
 
 def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
     """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset."""
+    from masklab.data.format import summary
     from masklab.data.open import synthesizes_on_first_use
     from masklab.data.synth import synthesize
     from masklab.workflows import import_dataset
@@ -82,8 +83,9 @@ def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
                         "by `dvc repro`; run the stage through DVC, or remove the folder yourself")
     if source:
         # write_conf=false: a DVC stage writes only its declared output, never the project's conf/.
-        import_dataset(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}",
-                                               "write_conf=false"], str(params)))
+        imported = import_dataset(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}",
+                                                          "write_conf=false"], str(params)))
+        print("Imported", summary(imported.dataset))
     elif synthesizes_on_first_use(cfg.data):
         synthesize(root, **to_plain(cfg.data.synth))
     else:

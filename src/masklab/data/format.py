@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -219,6 +220,14 @@ class Dataset:
     @property
     def manifest_hash(self) -> str:
         return file_sha256(self.root / MANIFEST_FILE)
+
+
+def summary(dataset: Dataset) -> str:
+    """One line: where, how many samples per split (any split name), which classes."""
+    counts = Counter(s.split for s in dataset.samples)
+    splits = ", ".join(f"{k} {counts[k]}" for k in dataset.split_names)
+    classes = ", ".join(f"{c.id}={c.name}" for c in dataset.class_table.classes)
+    return f"{dataset.root}: {len(dataset.samples)} samples ({splits}); classes {classes}"
 
 
 def safe_name(sample_id: str) -> str:
