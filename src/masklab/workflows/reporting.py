@@ -50,7 +50,7 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         metrics, _, tags = run.run_data()
     except Exception as exc:
         raise UserError(f"run={run_id}: no such MLflow run in {uri}") from exc
-        problems: list[str] = []
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         table_path = run.download(f"evaluation/{split}_per_sample.parquet", tmp_path)
