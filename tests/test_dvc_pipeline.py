@@ -68,7 +68,7 @@ def ran_stages(output: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """The project's dvc.yaml, .dvc/config, .dvcignore and code in a fresh git repo, reproduced once."""
+    """The project's dvc.yaml, .dvc/config, .dvcignore, conf/ and code in a fresh git repo, reproduced once."""
     root = tmp_path_factory.mktemp("dvcproj") / "project"
     root.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
@@ -77,6 +77,7 @@ def repo(tmp_path_factory) -> Path:
     for name in ("config", ".gitignore"):
         shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "conf", root / "conf")  # the project's own configs, searched before the package's
     text = (REPO / "params.yaml").read_text()
     comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     params = merge(yaml.safe_load(text), FAST_PARAMS)

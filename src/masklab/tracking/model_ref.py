@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from masklab.errors import UserError
+from masklab.tasks import DEFAULT_TASK
 from masklab.tracking.packaging import SPEC_FILE, Package, load_package_dir
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -24,7 +25,7 @@ def package_from_checkpoint(ckpt: Path) -> Package:
     loaded = load_checkpoint_model(ckpt)
     config = loaded.meta.get("config") or {}
     rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
-    return Package(loaded.model, loaded.class_table, rule, {"task": loaded.meta.get("task", "semantic"),
+    return Package(loaded.model, loaded.class_table, rule, {"task": loaded.meta.get("task", DEFAULT_TASK),
                                                             "model": loaded.meta["model"],
                                                             "dataset": loaded.meta.get("dataset", {})})
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from masklab.data.format import ClassTable
 from masklab.evaluation.predict import InputRule
+from masklab.tasks import DEFAULT_TASK
 
 SPEC_FILE = "masklab_model.yaml"
 WEIGHTS_FILE = "weights.safetensors"
@@ -68,7 +69,7 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     spec = {
         "format": "masklab-model",
         "version": PACKAGE_VERSION,
-        "task": meta.get("task", "semantic"),
+        "task": meta.get("task", DEFAULT_TASK),
         "model": meta["model"],
         "classes": table.to_dict(),
         "normalization": {

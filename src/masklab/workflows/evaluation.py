@@ -57,9 +57,9 @@ def evaluate_model(
 
     from masklab.augment import build_pipeline
     from masklab.report.plots import training_curves
-    from masklab.tasks import get_task
+    from masklab.tasks import DEFAULT_TASK, get_task
 
-    task = task or get_task("semantic")
+    task = task or get_task(DEFAULT_TASK)
     opts = dict(options or {})
     if class_table.names != dataset.class_table.names:
         raise UserError(f"{label} has classes {class_table.names}; dataset {dataset.root} has "
