@@ -28,19 +28,17 @@ def composed(config_name: str, overrides: list[str]):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
-    """`workflows.fit` in this process, in its own project folder."""
-    import os
-
+    """`workflows.fit` in this process, in its own project folder (other tests used other stores in this
+    process before: the store must follow the project, not MLflow's per-URI cache)."""
     from masklab import workflows
 
     project = tmp_path_factory.mktemp("api")
-    previous = Path.cwd()
-    os.chdir(project)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MASKLAB_ROOT", raising=False)
         cfg = composed("train", [*FAST, "registry.register=true", "registry.name=shapes"])
         result = workflows.fit(cfg, output_dir=project / "run")
-    finally:
-        os.chdir(previous)
     return project, result
 
 
@@ -52,6 +50,7 @@ def test_fit_returns_the_run_checkpoint_and_evaluations(fitted):
     assert set(result.evaluations) == {"val"}
     assert result.evaluations["val"].metrics["eval/val/mIoU"] >= 0.0
     assert result.registered == ("shapes", "1")
+    assert result.tracking_uri == f"sqlite:///{project}/experiments/mlflow.db"  # absolute: usable from anywhere
     _, runs = mlflow_runs(project, "synthetic")
     assert [r.info.run_id for r in runs] == [result.run_id]
     assert runs[0].data.tags["masklab.task"] == "semantic"

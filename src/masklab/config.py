@@ -42,6 +42,10 @@ RESOLVERS = {
     "masklab.width": lambda size: image_hw(size)[1],
     "masklab.short_side": lambda size: min(image_hw(size)),
     "masklab.if_square": _if_square,
+    # Absolute project paths: a relative `sqlite:///./experiments/mlflow.db` would follow the
+    # process's current folder, and MLflow caches one store per URI string, so two projects used
+    # from one Python process (a notebook, the tests) would share the first one's database.
+    "masklab.abspath": lambda path: str(Path(path).resolve()),
 }
 for _name, _resolver in RESOLVERS.items():
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
