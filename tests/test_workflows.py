@@ -98,3 +98,31 @@ def test_workflows_need_no_hydra_runtime():
             text = path.read_text()
             for forbidden in ("HydraConfig", "hydra.main", "masklab.cli import main", "masklab.commands"):
                 assert forbidden not in text, f"{path} uses {forbidden}"
+
+
+def test_fit_skips_images_awaiting_labels(tmp_path, monkeypatch):
+    """Dataset format v2: `pool` images and rows with status unlabeled (no mask) stay out of training and
+    evaluation; their extra keys survive; the dataset check accepts them."""
+    import dataclasses
+
+    from masklab import workflows
+    from masklab.data.check import check_dataset
+    from masklab.data.format import read_manifest, write_manifest
+    from masklab.data.synth import synthesize
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = tmp_path / "data" / "shapes"
+    synthesize(root, count=16, size=32, seed=0)
+    rows = read_manifest(root)
+    no_target = {"mask": None, "mask_sha256": None, "instances": None, "instance_classes": {}}
+    waiting = [dataclasses.replace(rows[0], id="pool_a", split="pool", extra={"source": "camera 2"}, **no_target),
+               dataclasses.replace(rows[1], id="train_unlabeled", split="train", status="unlabeled", extra={},
+                                   **no_target)]
+    write_manifest(root, [*rows, *waiting])
+    assert not [p for p in check_dataset(root) if p.severity == "error"]
+    cfg = composed("train", [*FAST, f"data.root={root}", "data.name=shapes"])
+    result = workflows.fit(cfg, output_dir=tmp_path / "run")
+    table = result.evaluations["val"].per_sample
+    assert "pool_a" not in set(table["id"]) and len(table) == sum(r.split == "val" for r in rows)
+    assert {r.id: r.extra for r in read_manifest(root)}["pool_a"] == {"source": "camera 2"}

@@ -173,7 +173,7 @@ def evaluate(cfg: DictConfig, out: Path) -> None:
                    {"masklab.command": "pipeline evaluate", "masklab.checkpoint": str(ckpt.resolve())})
     folder = out / "evaluate"
     results = {split: evaluate_checkpoint(ckpt, dataset, split, folder, cfg.augment.eval, run, options=cfg.evaluation)
-               for split in ("val", "test") if dataset.split(split)}
+               for split in ("val", "test") if dataset.labeled(split)}
     write_evaluation_outputs(folder, {split: r.metrics for split, r in results.items()}, results["val"].per_class)
     print(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
 

@@ -64,7 +64,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def split(self, name: str, train: bool = False) -> SegmentationSplit:
         transform = self.train_transform if train else self.eval_transform
-        return SegmentationSplit(self.dataset, self.dataset.split(name), transform)
+        return SegmentationSplit(self.dataset, self.dataset.labeled(name), transform)
 
     def loader(self, name: str, train: bool = False) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
@@ -72,7 +72,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.split(name, train),
             batch_size=self.batch_size,
             shuffle=train,
-            drop_last=train and len(self.dataset.split(name)) > self.batch_size,
+            drop_last=train and len(self.dataset.labeled(name)) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=gen,

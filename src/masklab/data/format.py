@@ -211,6 +211,10 @@ class Dataset:
     def split(self, split: str) -> list[Sample]:
         return [s for s in self.samples if s.split == split]
 
+    def labeled(self, split: str) -> list[Sample]:
+        """Samples of ``split`` that carry labels (training and evaluation skip images awaiting labels)."""
+        return [s for s in self.samples if s.split == split and s.labeled]
+
     @property
     def split_names(self) -> list[str]:
         """Split names present, standard ones (train, val, test) first, others in order of appearance."""

@@ -64,9 +64,9 @@ def evaluate_model(
     if class_table.names != dataset.class_table.names:
         raise UserError(f"{label} has classes {class_table.names}; dataset {dataset.root} has "
                         f"{dataset.class_table.names}")
-    samples = dataset.split(split)
+    samples = dataset.labeled(split)
     if not samples:
-        raise UserError(f"dataset {dataset.root}: split '{split}' is empty")
+        raise UserError(f"dataset {dataset.root}: split '{split}' has no labeled samples")
     out = output_dir / "evaluation"
     loader = DataLoader(task.eval_dataset(dataset, samples, build_pipeline(eval_transforms)), batch_size=batch_size,
                         collate_fn=task.collate)

@@ -98,8 +98,9 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     table = dataset.class_table
     for split in ("train", "val"):
-        if not dataset.split(split):
-            raise UserError(f"dataset {dataset.root}: split '{split}' is empty; training needs train and val samples")
+        if not dataset.labeled(split):
+            raise UserError(f"dataset {dataset.root}: split '{split}' has no labeled samples; training needs labeled "
+                            f"train and val samples")
 
     plain_cfg = to_plain(cfg)
     model_spec = to_plain(cfg.model)
@@ -181,7 +182,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         from masklab.workflows.evaluation import evaluate_checkpoint
 
         for split in ("val", "test"):
-            if dataset.split(split):
+            if dataset.labeled(split):
                 result.evaluations[split] = evaluate_checkpoint(best_path, dataset, split, output, cfg.augment.eval,
                                                                 run, options=cfg.evaluation)
 
