@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from masklab.commands.pipeline import check_no_dvc_hydra, compose_train, experiments_redirect
+from masklab.commands.pipeline import check_no_dvc_hydra, experiments_redirect
+from masklab.config import compose
 from masklab.errors import UserError
 from masklab.pipeline.params import read_overrides, to_overrides
 
@@ -27,7 +28,7 @@ def test_nested_params_become_dotted_overrides_that_hydra_reads_back():
 
 
 def test_project_params_compose_to_the_demo_config():
-    cfg = compose_train(read_overrides(REPO / "params.yaml"), "params.yaml")
+    cfg = compose("train", read_overrides(REPO / "params.yaml"), "params.yaml")
     assert cfg.experiment_name == "unet-resnet18_synthetic-96" and cfg.model.arch == "Unet"
     assert cfg.data.synth.count == 400 and cfg.trainer.max_epochs == 12
 
@@ -36,7 +37,7 @@ def test_bad_params_are_errors_naming_the_file(tmp_path):
     bad = tmp_path / "params.yaml"
     bad.write_text("model: nosuchmodel\n")
     with pytest.raises(UserError, match="params.yaml.*nosuchmodel"):
-        compose_train(read_overrides(bad), str(bad))
+        compose("train", read_overrides(bad), str(bad))
     bad.write_text("- a list\n")
     with pytest.raises(UserError, match="expected a mapping"):
         read_overrides(bad)

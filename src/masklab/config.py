@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from masklab.project import PACKAGE_CONF_DIR, make_project_importable, project_conf_dir
+from masklab.project import PACKAGE_CONF_DIR, make_project_importable, project_conf_dir, project_root
 
 CONF_DIR = str(PACKAGE_CONF_DIR)
 
@@ -42,10 +42,11 @@ RESOLVERS = {
     "masklab.width": lambda size: image_hw(size)[1],
     "masklab.short_side": lambda size: min(image_hw(size)),
     "masklab.if_square": _if_square,
-    # Absolute project paths: a relative `sqlite:///./experiments/mlflow.db` would follow the
-    # process's current folder, and MLflow caches one store per URI string, so two projects used
-    # from one Python process (a notebook, the tests) would share the first one's database.
-    "masklab.abspath": lambda path: str(Path(path).resolve()),
+    # paths.root_dir: the project folder, absolute (masklab.project's one rule). A relative
+    # `sqlite:///./experiments/mlflow.db` would follow the process's current folder, and MLflow
+    # caches one store per URI string, so two projects used from one Python process (a notebook,
+    # the tests) would share the first one's database.
+    "masklab.project_root": lambda: str(project_root()),
 }
 for _name, _resolver in RESOLVERS.items():
     OmegaConf.register_new_resolver(_name, _resolver, replace=True)
@@ -64,8 +65,7 @@ def to_plain(node: Any) -> Any:
     return node
 
 
-def compose(config_name: str, overrides: list[str], source: str = "overrides",
-            return_hydra_config: bool = False) -> DictConfig:
+def compose(config_name: str, overrides: list[str], source: str = "overrides") -> DictConfig:
     """masklab's primary config ``config_name`` with ``overrides``, through Hydra's compose API
     (the project's ``conf/`` searched first, as for the CLI: see ``hydra_plugins.masklab_project``).
 
@@ -84,7 +84,7 @@ def compose(config_name: str, overrides: list[str], source: str = "overrides",
 
     def run() -> DictConfig:
         try:
-            return hydra_compose(config_name, list(overrides), return_hydra_config=return_hydra_config)
+            return hydra_compose(config_name, list(overrides))
         except HydraException as exc:
             raise UserError(f"{source}: {exc}") from None
 

@@ -65,11 +65,6 @@ def experiments_redirect(cwd: Path) -> list[str]:
     return []
 
 
-def compose_train(overrides: list[str], source: str) -> DictConfig:
-    """The pipeline's ``train`` config; a bad key or option is an error naming ``source`` (params.yaml)."""
-    return compose("train", overrides, source)
-
-
 def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
     """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset."""
     from masklab.data.format import summary
@@ -192,7 +187,7 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
     check_no_dvc_hydra(root)
     values = read_params(params)
     source = values.pop("source", None)  # the pipeline's own key (see the module docstring)
-    cfg = compose_train([*to_overrides(values), *extra, *experiments_redirect(root)], str(params))
+    cfg = compose("train", [*to_overrides(values), *extra, *experiments_redirect(root)], str(params))
     if stage == "prepare":
         prepare(cfg, params, source)
     elif stage == "train":

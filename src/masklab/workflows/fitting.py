@@ -28,8 +28,9 @@ class FitResult:
     """What one training run produced.
 
     ``best_value``: best value of ``monitor`` (NaN if never logged); ``best_checkpoint``: the
-    Lightning checkpoint that reached it (None if none was written); ``evaluations``: the
-    evaluation of the best checkpoint per split; ``registered``: (model name, version) or None;
+    Lightning checkpoint that reached it (None if none was written); ``evaluations``: split ->
+    EvaluationResult of the best checkpoint (metrics, per-class and per-sample tables);
+    ``registered``: (model name, version) or None;
     ``expected_reached``: whether the preset's ``expected`` value was reached (None: no expectation).
     """
 
@@ -50,7 +51,7 @@ def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
     """A copy of ``cfg`` whose ``paths.output_dir`` is ``output_dir`` (no Hydra runtime needed)."""
     cfg = copy.deepcopy(cfg)
     with read_write(cfg), open_dict(cfg):
-        if "hydra" in cfg:  # a config composed with return_hydra_config: its node is Hydra's, not ours
+        if "hydra" in cfg:  # hydra.compose(..., return_hydra_config=True): that node is Hydra's, not ours
             del cfg["hydra"]
         cfg.paths.output_dir = str(Path(output_dir))
     return cfg
