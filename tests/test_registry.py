@@ -73,6 +73,95 @@ def write_images(folder: Path, sizes: list[tuple[int, int]]) -> None:
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
 
 
+def record(split: str = "val", value: float = 0.5, manifest: str = "a" * 64, dataset: str = "shapes",
+           resolution: str = "original", model: str = "runs:/x", created: float | None = None, **extra):
+    from masklab.evaluation.record import EvaluationRecord
+
+    metrics = {f"eval/{split}/mIoU": value, **extra}
+    return EvaluationRecord(model=model, dataset=dataset, manifest_sha256=manifest, split=split,
+                            resolution=resolution, metrics=metrics, input_rule={"mode": "resize", "size": [32, 32]},
+                            created=time.time() if created is None else created)
+
+
+@pytest.fixture(scope="module")
+def bare_store(tmp_path_factory):
+    """A SQLite MLflow store holding one run and version 1 of NAME made from it (no training)."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("records")
+    uri = f"sqlite:///{folder}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("records", artifact_location=(folder / "artifacts").as_uri())
+    run = client.create_run(exp)
+    client.create_registered_model(NAME)
+    client.create_model_version(NAME, f"{run.info.artifact_uri}/model", run.info.run_id)
+    return uri, run.info.run_id
+
+
+def test_evaluation_records_on_runs_and_versions(bare_store):
+    from masklab.tracking.evaluations import evaluations_for_run, evaluations_for_version, log_evaluation
+
+    uri, run_id = bare_store
+    log_evaluation(uri, record("val", 0.5, created=1.0), run_id=run_id)
+    log_evaluation(uri, record("test", 0.4, created=2.0), run_id=run_id)
+    log_evaluation(uri, record("val", 0.6, created=3.0), run_id=run_id)  # the same number, measured again
+    on_run = evaluations_for_run(uri, run_id)
+    assert [(r.split, r.metric("mIoU")) for r in on_run] == [("test", 0.4), ("val", 0.6)]
+    # Another dataset version is another number: it sits beside the first, it does not replace it.
+    log_evaluation(uri, record("val", 0.7, manifest="b" * 64, created=4.0), run_id=run_id)
+    assert len(evaluations_for_run(uri, run_id)) == 3
+
+    # The version sees its run's records; its own record of the same key wins over the run's.
+    log_evaluation(uri, record("test", 0.45, model=f"models:/{NAME}/1", created=5.0), model_version=(NAME, "1"))
+    on_version = {(r.split, r.manifest_sha256[:1]): r for r in evaluations_for_version(uri, NAME, 1)}
+    assert set(on_version) == {("val", "a"), ("val", "b"), ("test", "a")}
+    assert on_version["test", "a"].metric("mIoU") == 0.45 and on_version["test", "a"].model == f"models:/{NAME}/1"
+    assert on_version["val", "a"].metric("eval/val/mIoU") == 0.6
+    assert [r.split for r in evaluations_for_run(uri, run_id)].count("test") == 1  # the run's own is untouched
+    assert evaluations_for_run(uri, run_id)[0].metric("mIoU") == 0.4
+
+
+def test_large_records_keep_their_summary_on_a_version_tag(bare_store):
+    from mlflow.tracking import MlflowClient
+
+    from masklab.tracking.evaluations import (
+        MAX_VERSION_TAG_BYTES,
+        VERSION_TAG_PREFIX,
+        evaluations_for_version,
+        log_evaluation,
+        storage_key,
+    )
+
+    uri, run_id = bare_store
+    per_class = {f"eval/val/iou/class_{i:03d}": i / 400 for i in range(400)}
+    big = record("val", 0.8, manifest="c" * 64, **per_class)
+    assert len(big.to_json()) > MAX_VERSION_TAG_BYTES
+    log_evaluation(uri, big, run_id=run_id, model_version=(NAME, "1"))
+    tag = MlflowClient(uri).get_model_version(NAME, "1").tags[VERSION_TAG_PREFIX + storage_key(big)]
+    assert len(tag.encode()) <= MAX_VERSION_TAG_BYTES and '"metrics_dropped": 400' in tag
+    stored = next(r for r in evaluations_for_version(uri, NAME, 1) if r.manifest_sha256 == "c" * 64)
+    assert stored.metrics == {"eval/val/mIoU": 0.8}
+    from masklab.tracking.evaluations import evaluations_for_run
+
+    on_run = next(r for r in evaluations_for_run(uri, run_id) if r.manifest_sha256 == "c" * 64)
+    assert on_run.metrics == big.metrics  # the run's artifact keeps every metric
+
+
+def test_evaluation_records_name_what_is_missing(bare_store):
+    from masklab.errors import UserError
+    from masklab.tracking.evaluations import evaluations_for_run, evaluations_for_version, log_evaluation
+
+    uri, _ = bare_store
+    with pytest.raises(UserError, match="run_id=0123456789abcdef0123456789abcdef"):
+        evaluations_for_run(uri, "0123456789abcdef0123456789abcdef")
+    with pytest.raises(UserError, match=f"model '{NAME}' version 42"):
+        evaluations_for_version(uri, NAME, 42)
+    with pytest.raises(UserError, match=f"model '{NAME}' version 42"):
+        log_evaluation(uri, record(), model_version=(NAME, "42"))
+    with pytest.raises(ValueError, match="run_id and/or model_version"):
+        log_evaluation(uri, record())
+
+
 def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     project = two_versions
     uri = local_uri(project)
