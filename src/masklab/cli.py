@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from importlib import import_module
+from typing import Any, TypeVar
 
 from masklab.project import make_project_importable
+
+T = TypeVar("T")
+REPORT_BUGS = "open an issue in masklab's tracker (`issues new`), or tell its maintainers"
+# Verbosity flags, accepted anywhere on the command line; Hydra never sees them.
+LEVEL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
 # command words -> (primary config, "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
@@ -60,7 +67,7 @@ MODEL_REF_COMMANDS = {("predict",), ("evaluate",)}
 # Hydra flags that take no value.
 FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")
 
-USAGE = """usage: masklab <command> [hydra overrides] [--cfg job] [-m key=a,b ...]
+USAGE = """usage: masklab [-q|-v] <command> [hydra overrides] [--cfg job] [-m key=a,b ...]
 
 commands:
 {commands}
@@ -71,7 +78,14 @@ Every command takes Hydra overrides (key=value, group=option), e.g.
   masklab train debug=fast -m optimizer.lr=0.001,0.003    (a sweep: one MLflow run each)
   masklab train --cfg job                                  (print the composed config)
   masklab <command> --help                                 (config groups and options)
-Set HYDRA_FULL_ERROR=1 to see full tracebacks."""
+
+Output: results (tables, checks) on stdout; messages and progress bars on stderr; a command's
+messages are also kept in its run folder's log (<run folder>/<command>.log).
+  -q, --quiet     warnings and errors only, no progress bars (MASKLAB_LOG_LEVEL=quiet)
+  -v, --verbose   debug messages too (MASKLAB_LOG_LEVEL=verbose)
+  MASKLAB_PROGRESS=1|0   progress bars always|never (default: only when stderr is a terminal)
+Exit status: 0 done; 2 a mistake in the input (one line on stderr; HYDRA_FULL_ERROR=1 adds the
+traceback); 1 a bug in masklab (its traceback and where to report it)."""
 
 
 def usage(prefix: tuple[str, ...] = ()) -> str:
@@ -82,14 +96,61 @@ def usage(prefix: tuple[str, ...] = ()) -> str:
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user's input is wrong: shown as one line, no traceback."""
+    """Exceptions that mean the user's input is wrong: masklab's own UserError and config errors."""
+    from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from masklab.data.format import DatasetFormatError
     from masklab.errors import UserError
 
-    return (UserError, DatasetFormatError, OmegaConfBaseException, FileNotFoundError, FileExistsError, ValueError,
-            LookupError)
+    return (UserError, OmegaConfBaseException, HydraException)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for a user's mistake, or None when ``exc`` is a bug (in masklab or the user's code)."""
+    from hydra.errors import InstantiationException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from masklab.errors import UserError
+
+    if isinstance(exc, InstantiationException):
+        cause = exc.__cause__
+        # Hydra wraps whatever the `_target_` raised. A UserError inside, a target that cannot be found, or
+        # arguments that do not fit its signature (raised at the call, before any frame of the target runs)
+        # are the config's fault; anything raised inside the target's own code is a bug there.
+        if isinstance(cause, UserError):
+            return str(cause)
+        at_call = cause is None or cause.__traceback__ is None or cause.__traceback__.tb_next is None
+        if not (at_call or str(exc).startswith("Error locating target")):
+            return None
+    elif not isinstance(exc, user_error_types()):
+        return None
+    text = str(exc).strip()
+    # OmegaConf and Hydra add indented "full_key: ..." lines: keep them, on the same line.
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) \
+        if isinstance(exc, OmegaConfBaseException | InstantiationException) else text
+
+
+def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
+    """Run ``func`` for ``masklab <label>``: a user's mistake exits 2 with one line on stderr; anything else
+    is a bug: its traceback, then a line saying so and where to report it, and exit 1.
+
+    ``HYDRA_FULL_ERROR=1`` shows the traceback of a user's mistake too."""
+    import traceback
+
+    try:
+        return func()
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            print(f"masklab {label}: error: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        if message is not None:
+            raise
+        traceback.print_exc()
+        print(f"masklab {label}: internal error: {type(exc).__name__} is a bug in masklab (or in your own "
+              f"model/augment code if the traceback ends there), not a mistake in your input. "
+              f"Please report it with the traceback above: {REPORT_BUGS}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def quiet_third_party() -> None:
@@ -108,37 +169,59 @@ def quiet_third_party() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 
 
-def as_task(words: tuple[str, ...], target: str):
-    """Wrap a command function so a user's mistake exits 2 with a one-line message."""
+def as_task(words: tuple[str, ...], target: str, started: list[bool] | None = None) -> Callable[[Any], Any]:
+    """Wrap a command function for Hydra: masklab's logging, then ``run_reporting_errors``.
+
+    ``started`` (if given) gets True once Hydra calls the task: errors before that are Hydra's (config)."""
     module_name, func_name = target.split(":")
 
     def task(cfg):
+        if started is not None:
+            started.append(True)
+        from masklab.console import setup_logging
+
+        setup_logging()
         quiet_third_party()
-        func = getattr(import_module(module_name), func_name)
-        try:
-            return func(cfg)
-        except user_error_types() as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"masklab {' '.join(words)}: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        return run_reporting_errors(" ".join(words), lambda: getattr(import_module(module_name), func_name)(cfg))
 
     task.__name__ = "_".join(words)
     task.__module__ = __name__
     return task
 
 
+def take_level_flags(argv: list[str]) -> list[str]:
+    """Remove ``-q``/``-v`` from ``argv`` and export the level as MASKLAB_LOG_LEVEL (sweep workers inherit it)."""
+    from masklab.console import LOG_LEVEL_ENV, parse_level
+    from masklab.errors import UserError
+
+    levels = [LEVEL_FLAGS[a] for a in argv if a in LEVEL_FLAGS]
+    if len(set(levels)) > 1:
+        print("masklab: error: -q and -v together; choose one", file=sys.stderr)
+        raise SystemExit(2)
+    if levels:
+        os.environ[LOG_LEVEL_ENV] = levels[0]
+    try:
+        parse_level(None)
+    except UserError as exc:  # a bad MASKLAB_LOG_LEVEL
+        print(f"masklab: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return [a for a in argv if a not in LEVEL_FLAGS]
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = take_level_flags(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return
     # A project's `_target_: my_module.Thing` (conf/model/..., conf/augment/...) imports from its root.
     make_project_importable()
     if tuple(argv[:1]) in PLAIN_COMMANDS:
+        from masklab.console import setup_logging
+
+        setup_logging()
         module_name, func_name = PLAIN_COMMANDS[tuple(argv[:1])][0].split(":")
-        getattr(import_module(module_name), func_name)(argv[1:])
+        run_reporting_errors(argv[0], lambda: getattr(import_module(module_name), func_name)(argv[1:]))
         return
     for n in (2, 1):
         words = tuple(argv[:n])
@@ -164,7 +247,16 @@ def main(argv: list[str] | None = None) -> None:
     # argparse cannot take overrides on both sides of a flag (`a=1 -m b=1,2`): flags go first.
     flags = [a for a in rest if a in FLAGS]
     sys.argv = [f"masklab {' '.join(words)}", *flags, *(a for a in rest if a not in FLAGS)]
-    hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(as_task(words, target))()
+    started: list[bool] = []
+    try:
+        hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
+            as_task(words, target, started))()
+    except SystemExit as exc:
+        # Hydra reports a config it cannot compose (unknown key or option) itself and exits 1:
+        # that is the user's mistake, so it gets the user-error status.
+        if exc.code == 1 and not started:
+            raise SystemExit(2) from None
+        raise
 
 
 if __name__ == "__main__":

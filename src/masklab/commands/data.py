@@ -7,9 +7,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
+from masklab.console import logger
 from masklab.data.format import summary
 from masklab.data.open import missing_dataset_error, open_dataset
 from masklab.errors import UserError
+
+log = logger(__name__)
 
 
 def synth(cfg: DictConfig) -> None:
@@ -21,7 +24,7 @@ def synth(cfg: DictConfig) -> None:
     if root.exists() and not cfg.overwrite:
         raise UserError(f"{root} already exists; pass overwrite=true to replace it")
     dataset = synthesize(root, **to_plain(cfg.data.synth), overwrite=cfg.overwrite)
-    print("Wrote", summary(dataset))
+    log.info("Wrote %s", summary(dataset))
 
 
 def import_(cfg: DictConfig) -> None:
@@ -29,11 +32,11 @@ def import_(cfg: DictConfig) -> None:
     from masklab.workflows import import_dataset
 
     done = import_dataset(cfg)
-    print("Imported", summary(done.dataset))
+    log.info("Imported %s", summary(done.dataset))
     for line in done.notes:
-        print(line)
+        log.info(line)
     if done.problems:
-        print(format_problems(done.problems))
+        log.warning("the data check found problems in the imported dataset:\n%s", format_problems(done.problems))
 
 
 def check(cfg: DictConfig) -> None:
@@ -41,6 +44,7 @@ def check(cfg: DictConfig) -> None:
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     problems = check_dataset(dataset.root)
+    # The check's report is the result the user asked for: stdout.
     print(summary(dataset))
     print(format_problems(problems) if problems else "No problems found.")
     if any(p.severity == "error" for p in problems):
@@ -59,18 +63,18 @@ def record_edits(cfg: DictConfig) -> None:
         raise missing_dataset_error(cfg.data)
     changed = record_mask_edits(root)
     if not changed:
-        print(f"{root}: no mask differs from its manifest checksum; nothing to record")
+        log.info("%s: no mask differs from its manifest checksum; nothing to record", root)
         return
-    print(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}")
+    log.info("%s: recorded %d edited mask(s): %s", root, len(changed), ", ".join(changed))
     if dvc_hash(root) is None:
-        print(f"DVC does not track {root}: `dvc add {root}` records this data version.")
+        log.info("DVC does not track %s: `dvc add %s` records this data version.", root, root)
         return
     # Commit at once: a `dvc repro` before it would check the recorded (unfixed) version back out.
     done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(root)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"`dvc commit {root}` failed: {done.stderr.strip() or done.stdout.strip()}")
-    print(f"dvc commit {root}: new data version {dvc_hash(root)}. Next: `dvc repro`, then `dvc metrics diff`.")
+    log.info("dvc commit %s: new data version %s. Next: `dvc repro`, then `dvc metrics diff`.", root, dvc_hash(root))
 
 
 def preview(cfg: DictConfig) -> None:
@@ -85,4 +89,4 @@ def preview(cfg: DictConfig) -> None:
     split = SegmentationSplit(dataset, samples, build_pipeline(cfg.augment.train, seed=cfg.seed))
     grid = preview_grid(split, dataset.class_table, cfg.rows, cfg.cols, cfg.repeats, cfg.alpha)
     path = save_preview(grid, legend(dataset.class_table), Path(cfg.output))
-    print(f"Wrote {path}")
+    log.info("Wrote %s", path)

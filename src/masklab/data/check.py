@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFile
 
+from masklab.console import progress
 from masklab.data.format import (
     CLASSES_FILE,
     MANIFEST_FILE,
@@ -323,7 +324,7 @@ def check_dataset(root: Path) -> list[Problem]:
         with warnings.catch_warnings():
             # Pillow warns about e.g. odd EXIF blocks; the problems below say what matters.
             warnings.simplefilter("ignore")
-            for lineno, s in rows:
+            for lineno, s in progress(rows, f"Checking {root.name}"):
                 referenced.update(p for p in (s.image, s.mask, s.instances, s.objects) if isinstance(p, str))
                 _check_row_fields(f"{MANIFEST_FILE}:{lineno}", s, problems)
                 size = _check_image(root, s, problems)

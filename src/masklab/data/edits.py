@@ -14,13 +14,14 @@ from pathlib import Path
 
 from masklab.data.check import Problem, check_dataset
 from masklab.data.format import MANIFEST_FILE, file_sha256, read_manifest, write_manifest
+from masklab.errors import UserError
 from masklab.files import atomic_write
 
 # (file field, checksum field) of the label files a person may edit.
 _LABEL_FILES = (("mask", "mask_sha256"), ("objects", "objects_sha256"))
 
 
-class MaskEditError(ValueError):
+class MaskEditError(UserError):
     """Edited labels that fail the dataset check; the manifest was left as it was."""
 
     def __init__(self, problems: list[Problem]):

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from masklab.errors import UserError
 from masklab.files import atomic_write
 
 CLASSES_FILE = "classes.yaml"
@@ -45,7 +46,7 @@ _SPLIT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 SPLIT_NAME_RULE = "a letter, then up to 63 letters, digits or '_' (e.g. train, val, test, pool, fold_3)"
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError):
     """A dataset on disk does not follow the masklab format; the message names the file."""
 
 

@@ -17,6 +17,7 @@ from PIL import Image, ImageFile
 from masklab.data.check import Problem, verify_file
 from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color, safe_name
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
+from masklab.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_MODES = ("index", "binary", "rgb", "auto")
@@ -42,7 +43,7 @@ FAR_COLOR_SHARE = 0.01
 _SINGLE_CHANNEL = ("L", "P", "I;16", "I;16B", "I;16L", "I", "1")
 
 
-class ImportProblems(ValueError):
+class ImportProblems(UserError):
     """All problems found in an import's input; the message lists one per line."""
 
     def __init__(self, problems: list[Problem], source: str):

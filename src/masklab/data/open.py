@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from masklab.config import config_options, to_plain
+from masklab.console import logger
 from masklab.data.format import MANIFEST_FILE, Dataset, load_dataset
 from masklab.errors import UserError
 
@@ -47,7 +48,7 @@ def open_dataset(data_cfg: DictConfig, cache_dir: str | Path, check: bool = True
             raise missing_dataset_error(data_cfg)
         from masklab.data.synth import synthesize
 
-        print(f"Dataset {root} not found: synthesizing it ({data_cfg.synth.count} images).")
+        logger(__name__).info("Dataset %s not found: synthesizing it (%d images).", root, data_cfg.synth.count)
         synthesize(root, **to_plain(data_cfg.synth))
     dataset = load_dataset(root)
     if check:
