@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from omegaconf import OmegaConf
 
 from masklab.augment import build_pipeline
@@ -82,3 +83,27 @@ def test_pipeline_is_deterministic_per_seed():
             for _ in range(2)]
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("preset", ["none", "light", "strong"])
+def test_invented_mask_pixels_are_ignored_not_class_0(preset):
+    """Rotated-in corners carry no label: every preset's transforms fill them with ignore_index."""
+    preset_cfg = OmegaConf.load(CONF / "augment" / f"{preset}.yaml")
+    cfg = OmegaConf.merge({"data": {"image_size": 64}}, {"augment": preset_cfg})
+    mask = np.ones((64, 64), np.uint8)
+    image = np.full((64, 64, 3), 128, np.uint8)
+    for node in cfg.augment.train:
+        transform = build_pipeline([node], seed=0, ignore_index=255).transforms[0]
+        if hasattr(transform, "fill_mask"):
+            assert transform.fill_mask == 255, (preset, node._target_)
+    # A 45-degree turn of the strong preset's Affine, forced to happen: the corners are ignored.
+    affine = [n for n in cfg.augment.train if n._target_.endswith(".Affine")]
+    if preset != "strong":
+        return
+    node = OmegaConf.merge(affine[0], {"rotate": [45, 45], "p": 1.0})
+    out = build_pipeline([node], seed=0, ignore_index=255)(image=image, mask=mask)["mask"]
+    assert out[0, 0] == out[0, -1] == out[-1, 0] == out[-1, -1] == 255
+    assert out[32, 32] == 1 and set(np.unique(out)) == {1, 255}
+    # A fill the node sets itself is the user's choice and stays.
+    kept = build_pipeline([OmegaConf.merge(node, {"fill_mask": 7})], seed=0, ignore_index=255)(image=image, mask=mask)
+    assert kept["mask"][0, 0] == 7

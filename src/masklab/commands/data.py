@@ -86,7 +86,8 @@ def preview(cfg: DictConfig) -> None:
     samples = dataset.split(cfg.split)
     if not samples:
         raise UserError(f"dataset {dataset.root}: split '{cfg.split}' is empty")
-    split = SegmentationSplit(dataset, samples, build_pipeline(cfg.augment.train, seed=cfg.seed))
+    pipeline = build_pipeline(cfg.augment.train, seed=cfg.seed, ignore_index=dataset.class_table.ignore_index)
+    split = SegmentationSplit(dataset, samples, pipeline)
     grid = preview_grid(split, dataset.class_table, cfg.rows, cfg.cols, cfg.repeats, cfg.alpha)
     path = save_preview(grid, legend(dataset.class_table), Path(cfg.output))
     log.info("Wrote %s", path)
