@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
 
 def test_train_logs_metrics_params_artifacts_and_context(trained):
     project, res = trained
-    assert "Best val/mIoU" in res.stdout and "masklab ui" in res.stdout
+    assert "Best val/mIoU" in res.stdout and "Open the MLflow UI with:  masklab ui" in res.stderr
     client, runs = mlflow_runs(project, "synthetic")
     assert len(runs) == 1
     run = runs[0]

@@ -3,7 +3,8 @@
 - Messages go through Python ``logging`` under the ``masklab`` logger: ``logger(__name__).info(...)``.
   They propagate to the root logger, so Hydra's job log file (``<run folder>/<task>.log``) keeps them.
 - ``setup_logging`` (called by the CLI once Hydra has configured logging) puts one console handler
-  on the root logger: rich, on stderr. stdout carries only results (tables, reports the user asked for).
+  on the root logger: rich, on stderr. stdout carries only results: ``result(...)`` for a command's
+  outcome (what it wrote, the run or version it made), tables and reports the user asked for.
 - Levels: ``quiet`` (warnings and errors), ``info`` (default), ``verbose`` (debug); set by
   ``masklab -q|-v`` or ``MASKLAB_LOG_LEVEL``. The job log keeps info messages even when quiet.
 - ``progress(...)`` draws a rich bar on a terminal; it is silent when quiet or when stderr is not a
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 LOG_LEVEL_ENV = "MASKLAB_LOG_LEVEL"
 PROGRESS_ENV = "MASKLAB_PROGRESS"
 ROOT_LOGGER = "masklab"
+RESULT_MARK = "masklab_result"  # LogRecord attribute of a result(): already on stdout, not shown again
 LEVELS = {"quiet": logging.WARNING, "info": logging.INFO, "verbose": logging.DEBUG,
           "debug": logging.DEBUG, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -71,6 +73,8 @@ class ConsoleHandler(logging.Handler):
     """Messages the way a command-line tool prints them: the text, prefixed with ``warning:``/``error:``."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, RESULT_MARK, False):
+            return
         try:
             from rich.text import Text
 
@@ -88,6 +92,13 @@ class ConsoleHandler(logging.Handler):
             stderr_console().print(Text(text, style=style), soft_wrap=True)
         except Exception:  # logging must never raise into the caller
             self.handleError(record)
+
+
+def result(text: str, name: str = ROOT_LOGGER) -> None:
+    """Print a command's outcome (what it wrote, the run or version it made, a report) on stdout, even when
+    quiet, and keep it in the job log; the console handler skips it, so a terminal shows it once."""
+    print(text, flush=True)
+    logger(name).info(text, extra={RESULT_MARK: True})
 
 
 def setup_logging(level: int | str | None = None) -> int:
@@ -110,6 +121,11 @@ def setup_logging(level: int | str | None = None) -> int:
     # the console handler decides what is shown.
     logging.getLogger(ROOT_LOGGER).setLevel(min(level, logging.INFO))
     return level
+
+
+def console_level() -> int:
+    """The level the console shows (set by ``setup_logging``): above INFO means quiet."""
+    return _console_level
 
 
 def progress_enabled() -> bool:

@@ -1,4 +1,4 @@
-"""Helpers shared by commands: printing configs."""
+"""Helpers shared by commands: showing configs, Hydra's run folder."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ from masklab.config import to_plain
 
 
 def print_config(cfg: DictConfig, title: str) -> None:
-    """Print the composed, resolved config as a rich tree (one branch per top-level group)."""
+    """Show the composed, resolved config as a rich tree (one branch per top-level group) on stderr, unless
+    quiet: it says what is about to run, it is not the result (the run folder keeps it in .hydra/config.yaml)."""
+    import logging
+
     import yaml
-    from rich.console import Console
     from rich.syntax import Syntax
     from rich.tree import Tree
+
+    from masklab.console import console_level, stderr_console
+
+    if console_level() > logging.INFO:
+        return
 
     tree = Tree(f"[bold]{title}[/bold]")
     for key, value in cfg.items():
@@ -20,7 +27,7 @@ def print_config(cfg: DictConfig, title: str) -> None:
         plain = to_plain(value)
         text = yaml.safe_dump(plain, sort_keys=False) if isinstance(plain, dict | list) else str(plain)
         branch.add(Syntax(text.rstrip(), "yaml", theme="ansi_dark", background_color="default"))
-    Console().print(tree)
+    stderr_console().print(tree)
 
 
 def hydra_output_dir() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
-from masklab.console import logger
+from masklab.console import logger, result
 from masklab.data.format import summary
 from masklab.data.open import missing_dataset_error, open_dataset
 from masklab.errors import UserError
@@ -24,7 +24,7 @@ def synth(cfg: DictConfig) -> None:
     if root.exists() and not cfg.overwrite:
         raise UserError(f"{root} already exists; pass overwrite=true to replace it")
     dataset = synthesize(root, **to_plain(cfg.data.synth), overwrite=cfg.overwrite)
-    log.info("Wrote %s", summary(dataset))
+    result(f"Wrote {summary(dataset)}", __name__)
 
 
 def import_(cfg: DictConfig) -> None:
@@ -32,9 +32,9 @@ def import_(cfg: DictConfig) -> None:
     from masklab.workflows import import_dataset
 
     done = import_dataset(cfg)
-    log.info("Imported %s", summary(done.dataset))
+    result(f"Imported {summary(done.dataset)}", __name__)
     for line in done.notes:
-        log.info(line)
+        result(line, __name__)
     if done.problems:
         log.warning("the data check found problems in the imported dataset:\n%s", format_problems(done.problems))
 
@@ -44,9 +44,8 @@ def check(cfg: DictConfig) -> None:
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     problems = check_dataset(dataset.root)
-    # The check's report is the result the user asked for: stdout.
-    print(summary(dataset))
-    print(format_problems(problems) if problems else "No problems found.")
+    result(summary(dataset), __name__)
+    result(format_problems(problems) if problems else "No problems found.", __name__)
     if any(p.severity == "error" for p in problems):
         raise SystemExit(1)
 
@@ -63,9 +62,9 @@ def record_edits(cfg: DictConfig) -> None:
         raise missing_dataset_error(cfg.data)
     changed = record_mask_edits(root)
     if not changed:
-        log.info("%s: no mask differs from its manifest checksum; nothing to record", root)
+        result(f"{root}: no mask differs from its manifest checksum; nothing to record", __name__)
         return
-    log.info("%s: recorded %d edited mask(s): %s", root, len(changed), ", ".join(changed))
+    result(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}", __name__)
     if dvc_hash(root) is None:
         log.info("DVC does not track %s: `dvc add %s` records this data version.", root, root)
         return
@@ -74,7 +73,8 @@ def record_edits(cfg: DictConfig) -> None:
                           capture_output=True, text=True)
     if done.returncode != 0:
         raise UserError(f"`dvc commit {root}` failed: {done.stderr.strip() or done.stdout.strip()}")
-    log.info("dvc commit %s: new data version %s. Next: `dvc repro`, then `dvc metrics diff`.", root, dvc_hash(root))
+    result(f"dvc commit {root}: new data version {dvc_hash(root)}. Next: `dvc repro`, then `dvc metrics diff`.",
+           __name__)
 
 
 def preview(cfg: DictConfig) -> None:
@@ -90,4 +90,4 @@ def preview(cfg: DictConfig) -> None:
     split = SegmentationSplit(dataset, samples, pipeline)
     grid = preview_grid(split, dataset.class_table, cfg.rows, cfg.cols, cfg.repeats, cfg.alpha)
     path = save_preview(grid, legend(dataset.class_table), Path(cfg.output))
-    log.info("Wrote %s", path)
+    result(f"Wrote {path}", __name__)

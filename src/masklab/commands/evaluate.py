@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from masklab.commands.common import hydra_output_dir
+from masklab.console import result
 
 
 def evaluate(cfg: DictConfig) -> float:
@@ -13,5 +14,5 @@ def evaluate(cfg: DictConfig) -> float:
 
     evaluation = run_evaluation(cfg, hydra_output_dir(), ckpt_path=cfg.get("ckpt_path"), run_id=cfg.get("run_id"),
                                 model_ref=cfg.get("model_ref"), split=str(cfg.split))
-    print(f"Wrote {evaluation.folder}; logged to MLflow run {evaluation.run_id}")
+    result(f"Wrote {evaluation.folder}; logged to MLflow run {evaluation.run_id}", __name__)
     return evaluation.result.headline("mIoU")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from masklab.console import logger, result
 from masklab.data.open import open_dataset
 from masklab.errors import UserError
 
@@ -22,7 +23,7 @@ def browse(cfg: DictConfig) -> None:
     out = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "browse"
     index = write_explorer(out, dataset.class_table, samples, None, {"problems": []},
                            title=f"{dataset.name} ({cfg.split}, {len(samples)} samples)")
-    print(f"Wrote {index}  (open it in a browser; no server needed)")
+    result(f"Wrote {index}  (open it in a browser; no server needed)", __name__)
 
 
 def report(cfg: DictConfig) -> None:
@@ -31,6 +32,6 @@ def report(cfg: DictConfig) -> None:
 
     out = Path(cfg.output) if cfg.output else Path(cfg.paths.output_dir) / "report"
     done = write_report(str(cfg.run), out, cfg.logger.tracking_uri, str(cfg.split), cfg.dataset_root)
-    print(f"Wrote {done.index} and logged it to MLflow run {done.run_id} as report/index.html")
     for p in done.problems:
-        print(f"note: {p}")
+        logger(__name__).warning(p)
+    result(f"Wrote {done.index} and logged it to MLflow run {done.run_id} as report/index.html", __name__)

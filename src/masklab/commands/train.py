@@ -5,6 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from masklab.commands.common import hydra_output_dir, print_config
+from masklab.console import logger, result
 
 
 def train(cfg: DictConfig) -> float:
@@ -12,15 +13,15 @@ def train(cfg: DictConfig) -> float:
     from masklab.workflows import fit
 
     print_config(cfg, f"masklab train — {cfg.experiment_name}")
-    result = fit(cfg, hydra_output_dir())
-    if result.registered:
-        name, version = result.registered
-        print(f"Registered run {result.run_id} as model '{name}' version {version}. Promote it with:\n"
-              f"  masklab promote name={name} version={version} stage=Staging")
-    print(f"\nBest {result.monitor}: {result.best_value:.4f}   checkpoint: {result.best_checkpoint}")
-    if result.expected is not None:
-        verdict = "reached" if result.expected_reached else "NOT reached"
-        print(f"Expected {result.expected['metric']} >= {result.expected['value']}: {verdict}")
-    print(f"MLflow run {result.run_id} in {result.tracking_uri}")
-    print("Open the MLflow UI with:  masklab ui   (then http://127.0.0.1:5000)")
-    return result.best_value
+    done = fit(cfg, hydra_output_dir())
+    if done.registered:
+        name, version = done.registered
+        result(f"Registered run {done.run_id} as model '{name}' version {version}. Promote it with:\n"
+               f"  masklab promote name={name} version={version} stage=Staging", __name__)
+    result(f"Best {done.monitor}: {done.best_value:.4f}   checkpoint: {done.best_checkpoint}", __name__)
+    if done.expected is not None:
+        verdict = "reached" if done.expected_reached else "NOT reached"
+        result(f"Expected {done.expected['metric']} >= {done.expected['value']}: {verdict}", __name__)
+    result(f"MLflow run {done.run_id} in {done.tracking_uri}", __name__)
+    logger(__name__).info("Open the MLflow UI with:  masklab ui   (then http://127.0.0.1:5000)")
+    return done.best_value

@@ -8,16 +8,18 @@ import sys
 
 from omegaconf import DictConfig
 
+from masklab.console import result
+
 
 def ui(cfg: DictConfig) -> None:
     from masklab.tracking.runs import is_local_store, prepare_store
 
     uri = cfg.logger.tracking_uri
     if not is_local_store(uri):
-        print(f"The tracking store is a server already: open {uri}")
+        result(f"The tracking store is a server already: open {uri}", __name__)
         return
     prepare_store(uri)
-    print(f"MLflow UI for {uri} at http://{cfg.host}:{cfg.port}  (Ctrl-C stops it)")
+    result(f"MLflow UI for {uri} at http://{cfg.host}:{cfg.port}  (Ctrl-C stops it)", __name__)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", str(cfg.host),
            "--port", str(cfg.port)]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from masklab.console import progress
 from masklab.data.check import Problem, verify_file
 from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color, safe_name
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
@@ -536,7 +537,7 @@ def import_folder(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # odd EXIF etc.; real failures surface as exceptions
-                for p in sorted(pairs, key=lambda p: p.id):
+                for p in progress(sorted(pairs, key=lambda p: p.id), f"Importing {images.name}"):
                     size = None
                     try:
                         verify_file(p.image)

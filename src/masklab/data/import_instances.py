@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from masklab.console import progress
 from masklab.data.check import Problem, verify_file
 from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color, read_object_png
 from masklab.data.import_folder import IMAGE_EXTS, ImportProblems
@@ -136,7 +137,7 @@ def import_instance_folders(
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # odd PNG chunks etc.; real failures surface as exceptions
-                for folder in folders:
+                for folder in progress(folders, f"Importing {src.name}"):
                     item = _read_folder(folder, problems)
                     if item is None or problems:  # once anything failed the import is lost; keep checking
                         continue

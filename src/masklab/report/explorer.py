@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from masklab.console import progress
 from masklab.data.format import ClassTable, read_image, read_mask
 from masklab.files import atomic_write
 
@@ -102,7 +103,8 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
     names = _safe_names([s.id for s in samples])
     workers = max(1, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        prepared = list(pool.map(lambda args: _prepare_safe(*args, class_table, full_dir), zip(samples, names)))
+        prepared = list(progress(pool.map(lambda args: _prepare_safe(*args, class_table, full_dir),
+                                          zip(samples, names)), f"Writing {out_dir.name}", total=len(samples)))
     written = {f"{name}_{kind}.png" for name, p in zip(names, prepared) for kind in p.files}
     for stale in full_dir.glob("*.png"):
         if stale.name not in written:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from masklab.console import progress
 from masklab.data.datamodule import SegmentationSplit
 from masklab.data.format import ClassTable
+from masklab.errors import UserError
 from masklab.report.overlay import overlay_mask
 
 CELL = 192
@@ -23,12 +25,12 @@ def preview_grid(
     misalignment between image and mask is visible.
     """
     if len(split) == 0:
-        raise ValueError("the split to preview has no samples")
+        raise UserError("the split to preview has no samples")
     n_cells = rows * cols
     grid = Image.new("RGB", (cols * CELL, rows * (CELL + LABEL_HEIGHT)), "white")
     draw = ImageDraw.Draw(grid)
     palette = class_table.palette()
-    for cell in range(n_cells):
+    for cell in progress(range(n_cells), "Drawing preview"):
         index = (cell // max(repeats, 1)) % len(split)
         item = split[index]
         image = item["image"].numpy().transpose(1, 2, 0)
