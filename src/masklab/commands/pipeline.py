@@ -13,6 +13,11 @@ Stages and what they write (the paths dvc.yaml declares):
   train     <out>/train/{model.ckpt, metrics.json, history.csv, run.json, config.yaml}
   evaluate  <out>/evaluate/{metrics.json, per_class.csv, evaluation/}, logged to the training run
   report    <out>/report/index.html, the HTML explorer of the evaluation
+(train and evaluate also write platform.json, the platform fingerprint their metrics came from).
+
+``masklab pipeline check [rev=HEAD] [tolerance=...]`` is no stage: after a fresh ``dvc repro`` it
+compares the work tree's metrics with the committed ones (masklab.pipeline.check); exit 1 when
+they differ by more than the two platforms allow.
 """
 
 from __future__ import annotations
@@ -36,7 +41,10 @@ STAGES = ("prepare", "train", "evaluate", "report")
 # Set to 1 to let `prepare` replace a recorded dataset version by what it regenerates.
 ACCEPT_REGENERATED = "MASKLAB_ACCEPT_REGENERATED"
 USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
-         "Runs one stage of dvc.yaml with the Hydra overrides of params.yaml; see README, Pipelines.")
+         "Runs one stage of dvc.yaml with the Hydra overrides of params.yaml; see README, Pipelines.\n"
+         "       masklab pipeline check [rev=HEAD] [out=pipeline] [tolerance=<max |diff| across platforms>]\n"
+         "Compares the metrics of the last `dvc repro` with those committed at rev: equal on the same platform, "
+         "within the tolerance on another; exit 1 otherwise.")
 
 
 def check_no_dvc_hydra(root: Path) -> None:
@@ -167,7 +175,7 @@ def evaluate(cfg: DictConfig, out: Path) -> None:
     run = open_run(cfg.logger.tracking_uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
                    {"masklab.command": "pipeline evaluate", "masklab.checkpoint": str(ckpt.resolve())})
     folder = out / "evaluate"
-    results = {split: evaluate_checkpoint(ckpt, dataset, split, folder, cfg.augment.eval, run, options=cfg.evaluation)
+    results = {split: evaluate_checkpoint(ckpt, dataset, split, folder, run, options=cfg.evaluation)
                for split in ("val", "test") if dataset.labeled(split)}
     write_evaluation_outputs(folder, {split: r.metrics for split, r in results.items()}, results["val"].per_class)
     print(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
@@ -198,6 +206,30 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
         report(cfg, out)
 
 
+def check(out: Path, extra: list[str]) -> None:
+    """``masklab pipeline check``: print the comparison with the committed metrics; exit 1 when it fails."""
+    from masklab.pipeline.check import TOLERANCE
+    from masklab.pipeline.check import check as check_metrics
+
+    options = {"rev": "HEAD", "tolerance": str(TOLERANCE)}
+    for arg in extra:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in options:
+            raise UserError(f"check: unknown argument '{arg}'; expected rev=<git revision>, tolerance=<number>, "
+                            "out=<folder>")
+        options[key] = value
+    try:
+        tolerance = float(options["tolerance"])
+    except ValueError:
+        raise UserError(f"check: tolerance={options['tolerance']} is not a number") from None
+    if not tolerance >= 0:
+        raise UserError(f"check: tolerance={options['tolerance']} must be a number >= 0")
+    result = check_metrics(Path.cwd(), out, options["rev"], tolerance)
+    print(result.report())
+    if not result.passed:
+        raise SystemExit(1)
+
+
 def main(args: list[str]) -> None:
     """Entry point from ``masklab pipeline ...`` (not a Hydra app: its config is params.yaml)."""
     from masklab.cli import quiet_third_party, user_error_types
@@ -215,8 +247,11 @@ def main(args: list[str]) -> None:
         else:
             extra.append(arg)
     try:
+        if stage == "check":
+            check(out, extra)
+            return
         if stage not in STAGES:
-            raise UserError(f"unknown stage '{stage}'; expected one of {list(STAGES)}")
+            raise UserError(f"unknown stage '{stage}'; expected one of {list(STAGES)} or check")
         quiet_third_party()
         run_stage(stage, params, out, extra)
     except user_error_types() as exc:

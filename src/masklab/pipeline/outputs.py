@@ -1,7 +1,9 @@
 """The files a DVC stage declares: what `train` and `evaluate` leave for `dvc metrics` and `dvc plots`.
 
 Metrics files hold only numbers that the same data, config and code reproduce (no run ids, no
-times), so ``dvc metrics diff`` between two commits shows real changes and nothing else.
+times), so ``dvc metrics diff`` between two commits shows real changes and nothing else. Next to
+each, ``platform.json`` records the platform fingerprint the numbers were computed on: they are
+reproduced bit for bit on the same platform only (README, "Same numbers elsewhere").
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ HISTORY_FILE = "history.csv"
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 PER_CLASS_FILE = "per_class.csv"
+PLATFORM_FILE = "platform.json"
 
 
 def _clean(value: float | int | None) -> float | int | None:
@@ -34,6 +37,13 @@ def _clean(value: float | int | None) -> float | int | None:
 
 def write_json(path: Path, data: Mapping[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def write_platform(folder: Path) -> Path:
+    """``platform.json``: this process's platform fingerprint (CPU model, torch, threads, flags)."""
+    from masklab.platform import fingerprint
+
+    return write_json(folder / PLATFORM_FILE, fingerprint())
 
 
 def history_rows(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[dict[str, Any]]:
@@ -60,7 +70,8 @@ def write_train_outputs(folder: Path, best_checkpoint: Path, metrics: Mapping[st
                         history: Mapping[str, Sequence[tuple[int, float]]], run_info: Mapping[str, Any],
                         config_yaml: str) -> list[Path]:
     """``model.ckpt`` (weights + metadata), ``metrics.json``, ``history.csv`` (one row per epoch),
-    ``run.json`` (which MLflow run, git commit and data version) and ``config.yaml`` (the composed config)."""
+    ``run.json`` (which MLflow run, git commit and data version), ``config.yaml`` (the composed config)
+    and ``platform.json`` (what trained it)."""
     from masklab.evaluation.checkpoint import write_inference_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,13 +82,15 @@ def write_train_outputs(folder: Path, best_checkpoint: Path, metrics: Mapping[st
         write_csv(folder / HISTORY_FILE, rows, ["epoch", *history.keys()]),
         write_json(folder / RUN_FILE, dict(run_info)),
         atomic_write(folder / CONFIG_FILE, lambda tmp: tmp.write_text(config_yaml)),
+        write_platform(folder),
     ]
 
 
 def write_evaluation_outputs(folder: Path, metrics_by_split: Mapping[str, Mapping[str, float]],
                              per_class: Any) -> list[Path]:
     """``metrics.json`` as ``{split: {metric: value}}`` (``eval/<split>/`` prefixes dropped) and
-    ``per_class.csv`` (class, IoU, Dice, boundary IoU of the first split) for a bar plot."""
+    ``per_class.csv`` (class, IoU, Dice, boundary IoU of the first split) for a bar plot, and
+    ``platform.json`` (what computed them)."""
     nested = {
         split: {key.split("/", 2)[-1]: _clean(value) for key, value in metrics.items()}
         for split, metrics in metrics_by_split.items()
@@ -87,4 +100,5 @@ def write_evaluation_outputs(folder: Path, metrics_by_split: Mapping[str, Mappin
     return [
         write_json(folder / METRICS_FILE, nested),
         write_csv(folder / PER_CLASS_FILE, per_class_rows, list(per_class.columns)),
+        write_platform(folder),
     ]

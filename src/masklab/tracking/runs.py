@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tempfile
@@ -17,6 +18,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM_LENGTH = 6000
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"
+# Every run masklab creates carries masklab.platform.<key> tags (masklab.platform.fingerprint()).
+PLATFORM_TAG_PREFIX = "masklab.platform."
 
 
 def is_local_store(tracking_uri: str) -> bool:
@@ -44,6 +47,35 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def platform_tags() -> dict[str, str]:
+    """``masklab.platform.<key>`` tags of this process's platform fingerprint (imports torch)."""
+    from masklab.platform import fingerprint
+
+    return {f"{PLATFORM_TAG_PREFIX}{key}": value for key, value in fingerprint().items()}
+
+
+@functools.cache
+def _platform_tagging_logger() -> type:
+    """MLFlowLogger that tags the run with the platform again when training ends.
+
+    The tags given at creation are taken before the Trainer exists, which is what switches on
+    deterministic algorithms; the tags at the end say how training actually ran (and which
+    platform a resumed run finished on).
+    """
+    from mlflow.entities import RunTag
+    from pytorch_lightning.loggers import MLFlowLogger
+    from pytorch_lightning.utilities import rank_zero_only
+
+    class PlatformTaggingMLFlowLogger(MLFlowLogger):
+        @rank_zero_only
+        def finalize(self, status: str = "success") -> None:
+            if self._initialized:
+                self.experiment.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in platform_tags().items()])
+            super().finalize(status)
+
+    return PlatformTaggingMLFlowLogger
+
+
 def make_lightning_logger(
     tracking_uri: str,
     artifact_root: str,
@@ -52,15 +84,16 @@ def make_lightning_logger(
     tags: Mapping[str, str],
     run_id: str | None = None,
 ):
-    """Lightning's MLFlowLogger writing per-epoch metrics to the given store (continuing ``run_id`` if set)."""
-    from pytorch_lightning.loggers import MLFlowLogger
+    """Lightning's MLFlowLogger writing per-epoch metrics to the given store (continuing ``run_id`` if set).
 
+    A new run is tagged with the platform fingerprint (``masklab.platform.*``, refreshed when training ends).
+    """
     prepare_store(tracking_uri)
-    return MLFlowLogger(
+    return _platform_tagging_logger()(
         experiment_name=experiment_name,
         run_name=run_name,
         tracking_uri=tracking_uri,
-        tags=dict(tags),
+        tags={**platform_tags(), **tags},
         artifact_location=artifact_location(tracking_uri, artifact_root, experiment_name),
         log_model=False,
         run_id=run_id,
@@ -179,7 +212,8 @@ class RunLog:
 def open_run(
     tracking_uri: str, run_id: str | None, artifact_root: str, experiment_name: str, tags: Mapping[str, str]
 ) -> RunLog:
-    """``run_id`` when the store has it; otherwise a new finished run in ``experiment_name`` tagged ``tags``."""
+    """``run_id`` when the store has it; otherwise a new finished run in ``experiment_name`` tagged ``tags``
+    and the platform fingerprint (``masklab.platform.*``; an existing run keeps the tags of the platform it ran on)."""
     c = client(tracking_uri)
     if run_id:
         try:
@@ -190,7 +224,7 @@ def open_run(
     experiment = c.get_experiment_by_name(experiment_name)
     experiment_id = experiment.experiment_id if experiment else c.create_experiment(
         experiment_name, artifact_location=artifact_location(tracking_uri, artifact_root, experiment_name))
-    run = c.create_run(experiment_id, tags=dict(tags))
+    run = c.create_run(experiment_id, tags={**platform_tags(), **tags})
     c.set_terminated(run.info.run_id)
     return RunLog(tracking_uri, run.info.run_id)
 
