@@ -29,6 +29,12 @@ def cli_ok(project: Path, *args: str, env: dict | None = None) -> str:
     return res.stdout
 
 
+def newest(records, **where):
+    from masklab.tracking.evaluations import newest as pick
+
+    return pick(records, **where)
+
+
 def registry(uri: str):
     from masklab.tracking.registry import Registry
 
@@ -162,6 +168,137 @@ def test_evaluation_records_name_what_is_missing(bare_store):
         log_evaluation(uri, record())
 
 
+def new_model(uri: str, name: str, versions: int = 2) -> list[str]:
+    """Register ``versions`` versions of ``name``, each from its own (empty) run; returns their run ids."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("records").experiment_id
+    client.create_registered_model(name)
+    runs = []
+    for _ in range(versions):
+        run = client.create_run(exp)
+        client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+        runs.append(run.info.run_id)
+    return runs
+
+
+class FakeEvaluator:
+    """Stands in for the evaluate workflow: scores each version with a fixed value on manifest ``manifest``."""
+
+    def __init__(self, values: dict[str, float], manifest: str):
+        self.values, self.manifest, self.calls = values, manifest, []
+
+    def __call__(self, model_uri: str, dataset: str, split: str):
+        self.calls.append((model_uri, dataset, split))
+        return record(split, self.values[model_uri], manifest=self.manifest, dataset=dataset, model=model_uri)
+
+
+def test_gate_compares_records_of_the_same_data_and_keeps_them(bare_store):
+    from masklab.errors import UserError
+    from masklab.tracking.evaluations import log_evaluation
+    from masklab.tracking.registry import Gate, Registry
+    from masklab.workflows.registry import promote
+
+    uri, _ = bare_store
+    name = "gate_same_data"
+    run1, run2 = new_model(uri, name)
+    reg = Registry(uri)
+    reg.promote(name, 1, "Production", None, force=True, reason="set-up")
+    log_evaluation(uri, record("val", 0.6, dataset="shapes", model=f"runs:/{run1}", created=1.0), run_id=run1)
+    log_evaluation(uri, record("val", 0.7, dataset="shapes", model=f"runs:/{run2}", created=2.0), run_id=run2)
+    # The run's latest metric is no longer what the gate reads.
+    reg.client.log_metric(run1, "eval/val/mIoU", 0.99)
+
+    with pytest.raises(UserError, match="mIoU of version 2 is 0.7000, Production version 1 has 0.6000") as refused:
+        promote(uri, name, 2, "Production", Gate(min_delta=0.2))
+    assert f"runs:/{run2} on shapes@aaaaaaaaaaaa split=val resolution=original" in str(refused.value)
+    assert f"runs:/{run1} on shapes@aaaaaaaaaaaa split=val resolution=original" in str(refused.value)
+    assert reg.version(name, 1).current_stage == "Production" and reg.version(name, 2).current_stage == "None"
+
+    done = promote(uri, name, 2, "Production", Gate(min_delta=0.05))
+    assert (done.from_stage, done.to_stage) == ("None", "Production")
+    assert "0.7000" in done.describe() and "0.6000" in done.describe() and "gate passed" in done.describe()
+    entry = [e for e in reg.history(name) if e["to"] == "Production"][-1]
+    assert entry["version"] == 2 and entry["gate"]["passed"] is True
+    assert entry["gate"]["challenger"]["value"] == 0.7 and entry["gate"]["incumbent"]["value"] == 0.6
+    assert entry["gate"]["incumbent"]["scored"] == f"runs:/{run1} on shapes@aaaaaaaaaaaa split=val resolution=original"
+
+
+def test_gate_rescores_the_incumbent_on_a_fixed_dataset_version(bare_store):
+    from masklab.errors import UserError
+    from masklab.tracking.evaluations import log_evaluation
+    from masklab.tracking.registry import Gate, Registry
+    from masklab.workflows.registry import promote
+
+    uri, _ = bare_store
+    name = "gate_label_fix"
+    run1, run2 = new_model(uri, name)
+    reg = Registry(uri)
+    reg.promote(name, 1, "Production", None, force=True)
+    log_evaluation(uri, record("val", 0.9, dataset="shapes", manifest="a" * 64, created=1.0), run_id=run1)
+    # Labels fixed: version 2 was scored on the new dataset version only.
+    log_evaluation(uri, record("val", 0.7, dataset="shapes", manifest="b" * 64, created=2.0), run_id=run2)
+
+    with pytest.raises(UserError, match="gate: model 'gate_label_fix' version 1 has no mIoU") as refused:
+        promote(uri, name, 2, "Production", Gate())
+    assert "version 1 has no mIoU on shapes@bbbbbbbbbbbb split=val resolution=original" in str(refused.value)
+    assert f"masklab evaluate model=models:/{name}/1 data=shapes split=val" in str(refused.value)
+
+    evaluator = FakeEvaluator({f"models:/{name}/1": 0.65}, manifest="b" * 64)
+    done = promote(uri, name, 2, "Production", Gate(), evaluator=evaluator)
+    assert evaluator.calls == [(f"models:/{name}/1", "shapes", "val")]  # the challenger's score stood
+    assert done.gate.incumbent_record.manifest_sha256 == "b" * 64 and done.gate.refusal is None
+    assert reg.version(name, 2).current_stage == "Production"
+    # The new score belongs to version 1 from now on (the gate does not score it twice).
+    rescored = [r for r in reg.evaluations(name, 1) if r.manifest_sha256 == "b" * 64]
+    assert [r.metric("mIoU") for r in rescored] == [0.65] and rescored[0].model == f"models:/{name}/1"
+
+
+def test_gate_split_auto_takes_test_and_scores_what_is_missing(bare_store):
+    from masklab.errors import UserError
+    from masklab.tracking.evaluations import log_evaluation
+    from masklab.tracking.registry import Gate, Registry
+    from masklab.workflows.registry import promote
+
+    uri, _ = bare_store
+    name = "gate_auto_split"
+    run1, run2 = new_model(uri, name)
+    Registry(uri).promote(name, 1, "Production", None, force=True)
+    for run, value in ((run1, 0.5), (run2, 0.9)):  # val scores only: the gate must not use them
+        log_evaluation(uri, record("val", value, dataset="shapes"), run_id=run)
+    evaluator = FakeEvaluator({f"models:/{name}/2": 0.4, f"models:/{name}/1": 0.45}, manifest="a" * 64)
+    with pytest.raises(UserError, match="mIoU of version 2 is 0.4000, Production version 1 has 0.4500"):
+        promote(uri, name, 2, "Production", Gate(), evaluator=evaluator, splits=lambda d: ["train", "val", "test"])
+    assert evaluator.calls == [(f"models:/{name}/2", "shapes", "test"), (f"models:/{name}/1", "shapes", "test")]
+    # Forced: promoted, and the history says past which numbers.
+    done = promote(uri, name, 2, "Production", Gate(), force=True, reason="hotfix", evaluator=evaluator,
+                   splits=lambda d: ["train", "val", "test"])
+    assert done.forced and done.gate.refusal and "forced past the gate" in done.describe()
+    assert len(evaluator.calls) == 2  # the scores made by the refused attempt were kept on the versions
+    entry = [e for e in Registry(uri).history(name) if e["to"] == "Production"][-1]
+    assert entry["forced"] and entry["gate"]["passed"] is False and "hotfix" in entry["reason"]
+    assert entry["gate"]["challenger"]["scored"].endswith("split=test resolution=original")
+
+
+def test_gate_settings_are_checked(bare_store):
+    from omegaconf import OmegaConf
+
+    from masklab.errors import UserError
+    from masklab.tracking.registry import Gate
+    from masklab.workflows.registry import gate_from_config
+
+    cfg = OmegaConf.create({"metric": "mIoU", "mode": "maximum", "min_delta": 0.0})
+    with pytest.raises(UserError, match=r"registry.gate.mode='maximum': expected one of \['max', 'min'\]"):
+        gate_from_config(cfg)
+    with pytest.raises(UserError, match="registry.gate.metric='eval/val/mIoU': expected a metric name without"):
+        Gate(metric="eval/val/mIoU")
+    with pytest.raises(UserError, match="registry.gate.resolution='full'"):
+        Gate(resolution="full")
+    assert gate_from_config(OmegaConf.create({"metric": "loss", "mode": "min", "min_delta": 0.1})) == \
+        Gate(metric="loss", mode="min", min_delta=0.1)
+
+
 def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     project = two_versions
     uri = local_uri(project)
@@ -173,13 +310,15 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     assert stage_of(uri, 1) == "Production" and alias_version(uri, "production") == "1"
     assert alias_version(uri, "staging") is None  # no version is in Staging any more
 
-    # Version 2 must beat version 1 on the gate metric; a min_delta of 1.0 is unreachable.
+    # Version 2 must beat version 1 on the gate metric; a min_delta of 1.0 is unreachable. Both were
+    # scored on synthetic's val split (it has no test split) by the evaluation that ends training.
     refused = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production",
                            "registry.gate.min_delta=1.0"], project)
     assert refused.returncode == 2
-    assert "gate refused" in refused.stderr and "eval/val/mIoU" in refused.stderr
-    v1 = registry(uri).run_metric(registry(uri).version(NAME, 1).run_id, "eval/val/mIoU")
-    assert f"{v1:.4f}" in refused.stderr  # both numbers are in the message
+    assert "gate refused: mIoU of version 2" in refused.stderr
+    for version in (1, 2):  # both numbers and where each came from are in the message
+        scored = newest(registry(uri).evaluations(NAME, version), split="val", resolution="original")
+        assert f"{scored.metric('mIoU'):.4f}" in refused.stderr and scored.describe() in refused.stderr
     assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"  # nothing half-changed
 
     out = cli_ok(project, "promote", f"name={NAME}", "version=2", "stage=Production", "force=true",
@@ -197,6 +336,9 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
 
     listing = cli_ok(project, "models", "list", f"name={NAME}")
     assert "Production" in listing and "Archived" in listing and "production" in listing
+    # The gate number of each version is listed with the data it was scored on.
+    v1 = newest(registry(uri).evaluations(NAME, 1), split="val", resolution="original")
+    assert f"{v1.metric('mIoU'):.4f}" in listing and f"synthetic@{v1.manifest_sha256[:12]} val original" in listing
     # A version names its code and data versions (copied from its run's tags).
     from mlflow.tracking import MlflowClient
 
@@ -204,6 +346,8 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     assert tags["masklab.git_commit"] and tags["masklab.dataset_dvc_md5"] == "untracked"
     shown = cli_ok(project, "models", "history", f"name={NAME}")
     assert shown.count("Production") >= 3
+    assert "REFUSED" in shown  # the forced promotion keeps the comparison it overrode
+    assert [e["gate"]["passed"] for e in history if "gate" in e] == [True, False]
 
 
 def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
@@ -290,23 +434,31 @@ def test_bad_requests_are_one_line_errors(two_versions):
         assert "Traceback" not in res.stderr
 
 
-def test_gate_needs_the_metric_and_the_same_dataset(tmp_path):
+def test_gate_scores_what_is_missing_on_the_challengers_dataset(tmp_path):
     project = tmp_path
-    train_and_register(project, "evaluate_after=false")  # its run has no eval/val/mIoU
-    res = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Production"], project)
-    assert res.returncode == 2 and "has no metric 'eval/val/mIoU'" in res.stderr
-    assert stage_of(local_uri(project), 1) == "None"
-    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production", "force=true")
-    # Version 2 comes from another dataset: the gate refuses to compare across datasets. Only the
-    # built-in dataset is synthesized on first use, so this one is synthesized explicitly.
+    uri = local_uri(project)
+    train_and_register(project, "evaluate_after=false")  # version 1 has no score anywhere
+    res = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Production",
+                       "registry.gate.evaluate_missing=false"], project)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"masklab evaluate model=models:/{NAME}/1 data=synthetic split=val" in res.stderr
+    assert stage_of(uri, 1) == "None"
+    # By default promote scores it (the evaluate workflow) and keeps that score on the version.
+    out = cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production")
+    assert "gate passed (no Production version to beat)" in out
+    assert f"models:/{NAME}/1 on synthetic@" in out and stage_of(uri, 1) == "Production"
+    assert [r.dataset for r in registry(uri).evaluations(NAME, 1)] == ["synthetic"]
+
+    # Version 2 was trained and scored on another dataset: the gate scores Production on that one.
     cli_ok(project, "data", "synth", *FAST, "data.name=other", "data.synth.seed=3")
     train_and_register(project, "data.name=other", "experiment_name=synthetic")
-    cli_ok(project, "evaluate", *FAST, f"ckpt_path={next(project.rglob('best*.ckpt'))}")
-    uri = local_uri(project)
-    reg = registry(uri)
-    reg.client.log_metric(reg.version(NAME, 1).run_id, "eval/val/mIoU", 0.1)
-    res = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production"], project)
-    assert res.returncode == 2 and "different datasets" in res.stderr, res.stderr[-2000:]
+    res = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"],
+                      project)
+    assert res.returncode == 2 and "gate refused: mIoU of version 2" in res.stderr, res.stderr[-2000:]
+    on_other = newest(registry(uri).evaluations(NAME, 1), dataset="other")
+    assert on_other is not None and on_other.model == f"models:/{NAME}/1"
+    assert on_other.describe() in res.stderr and f"{on_other.metric('mIoU'):.4f}" in res.stderr
+    assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"
 
 
 def test_concurrent_promotions_end_with_exactly_one_production(two_versions):

@@ -5,6 +5,10 @@ replace them. masklab keeps both: after every transition the aliases ``staging``
 ``production`` are set to the versions holding those stages, so ``models:/N/Production`` and
 ``models:/N@production`` name the same version. Every transition is also written as a version
 tag (``masklab.transition.<time>.<id>``), so the audit history lives in the registry itself.
+
+The promotion gate compares EvaluationRecords (``tracking/evaluations.py``), never a run's latest
+metric: two numbers are compared only when their dataset version (manifest hash), split and
+resolution agree. :func:`judge` decides from two records; ``workflows.registry`` finds or makes them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from masklab.errors import UserError
+from masklab.evaluation.record import RESOLUTIONS, EvaluationRecord
 from masklab.tracking.runs import client as make_client
 
 STAGES = ("None", "Staging", "Production", "Archived")
@@ -56,13 +61,116 @@ def quiet_mlflow() -> Iterator[None]:
                 lg.setLevel(level)
 
 
-@dataclass
-class Gate:
-    """Promotion to Production needs ``metric`` better than the current Production by ``min_delta``."""
+GATE_MODES = ("max", "min")
 
-    metric: str
+
+@dataclass(frozen=True)
+class Gate:
+    """Promotion to Production needs ``metric`` better than the current Production's by more than
+    ``min_delta`` (``mode`` max: higher is better, min: lower), both scored on the same dataset version,
+    ``split`` ("auto": test when the dataset has one, else val) and ``resolution``."""
+
+    metric: str = "mIoU"
     min_delta: float = 0.0
     mode: str = "max"
+    split: str = "auto"
+    resolution: str = "original"
+
+    def __post_init__(self) -> None:
+        if self.mode not in GATE_MODES:
+            raise UserError(f"registry.gate.mode={self.mode!r}: expected one of {list(GATE_MODES)}")
+        if self.resolution not in RESOLUTIONS:
+            raise UserError(f"registry.gate.resolution={self.resolution!r}: expected one of {list(RESOLUTIONS)}")
+        if not self.metric or self.metric.startswith("eval/"):
+            raise UserError(f"registry.gate.metric={self.metric!r}: expected a metric name without stage and split "
+                            f"(e.g. 'mIoU'); the split compared is registry.gate.split ({self.split!r})")
+        if not self.split:
+            raise UserError("registry.gate.split='': expected 'auto' or a split name (test, val, ...)")
+
+    def value(self, record: EvaluationRecord) -> float | None:
+        """The gate metric in ``record`` (logged as ``eval/<split>/<metric>``)."""
+        found = record.metric(f"eval/{record.split}/{self.metric}")
+        return found if found is not None else record.metric(self.metric)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What the gate compared: the challenger version and its record, the Production version (None when
+    there is none) and its record, and ``refusal`` (None: the challenger may enter Production)."""
+
+    gate: Gate
+    name: str
+    challenger: str
+    challenger_record: EvaluationRecord | None
+    incumbent: str | None
+    incumbent_record: EvaluationRecord | None
+    refusal: str | None
+
+    def lines(self) -> list[str]:
+        """One line per model: its gate number and where the number came from."""
+        rows = [(f"version {self.challenger}", self.challenger_record)]
+        if self.incumbent is not None:
+            rows.append((f"Production version {self.incumbent}", self.incumbent_record))
+        out = []
+        for who, record in rows:
+            value = self.gate.value(record) if record is not None else None
+            number = f"{value:.4f}" if value is not None else "no score"
+            where = record.describe() if record is not None else "not scored on the gate's data"
+            out.append(f"  {who}: {self.gate.metric} {number}  ({where})")
+        return out
+
+    def to_history(self) -> dict[str, Any]:
+        """The comparison as the history keeps it: gate settings, each side's value, provenance and key."""
+        def side(version: str | None, record: EvaluationRecord | None) -> dict[str, Any] | None:
+            if version is None:
+                return None
+            return {"version": version, "value": self.gate.value(record) if record else None,
+                    "scored": record.describe() if record else None, "key": record.key() if record else None,
+                    "masklab_version": record.masklab_version if record else None}
+
+        return {"metric": self.gate.metric, "mode": self.gate.mode, "min_delta": self.gate.min_delta,
+                "passed": self.refusal is None, "refusal": self.refusal,
+                "challenger": side(self.challenger, self.challenger_record),
+                "incumbent": side(self.incumbent, self.incumbent_record)}
+
+
+def judge(gate: Gate, name: str, challenger: str, challenger_record: EvaluationRecord | None,
+          incumbent: str | None, incumbent_record: EvaluationRecord | None,
+          missing: str | None = None) -> GateResult:
+    """Compare two records of the same data. ``missing``: why a record is absent (the refusal then)."""
+    def result(refusal: str | None) -> GateResult:
+        return GateResult(gate, name, str(challenger), challenger_record, incumbent, incumbent_record, refusal)
+
+    if missing:
+        return result(missing)
+    if challenger_record is None:
+        return result(f"gate: model '{name}' version {challenger} has no score on the gate's data")
+    if incumbent is not None and incumbent_record is None:
+        return result(f"gate: Production version {incumbent} of '{name}' has no score on the gate's data")
+    if incumbent_record is not None and incumbent_record.key() != challenger_record.key():
+        return result(f"gate: the two numbers come from different data ({challenger_record.key()} vs "
+                      f"{incumbent_record.key()}); the gate compares only the same dataset version, split and "
+                      f"resolution")
+    value = gate.value(challenger_record)
+    if value is None:
+        return result(f"gate: the evaluation of version {challenger} ({challenger_record.describe()}) has no "
+                      f"metric '{gate.metric}' (registry.gate.metric); it has {sorted(challenger_record.metrics)[:8]}")
+    if incumbent_record is None:
+        return result(None)  # nothing in Production to beat
+    current = gate.value(incumbent_record)
+    if current is None:
+        return result(f"gate: the evaluation of Production version {incumbent} ({incumbent_record.describe()}) "
+                      f"has no metric '{gate.metric}'")
+    better = value - current if gate.mode == "max" else current - value
+    if better <= gate.min_delta:
+        return result(f"gate refused: {gate.metric} of version {challenger} is {value:.4f}, Production version "
+                      f"{incumbent} has {current:.4f}; needs {'an improvement' if gate.mode == 'max' else 'a decrease'}"
+                      f" > {gate.min_delta} (mode={gate.mode})")
+    return result(None)
+
+
+class GateOutdated(Exception):
+    """The Production version changed while the gate was being checked: check it again."""
 
 
 class Registry:
@@ -179,32 +287,53 @@ class Registry:
         return mv
 
     # -- promote ---------------------------------------------------------------------------
-    def promote(self, name: str, version: str | int, stage: str, gate: Gate | None, force: bool = False,
-                reason: str = "") -> tuple[str, str]:
-        """Move a version to ``stage`` (Production archives the previous one); returns (from, to)."""
-        if stage not in STAGES:
-            canonical = {s.lower(): s for s in STAGES}.get(str(stage).lower())
-            if canonical is None:
-                raise UserError(f"stage '{stage}' does not exist; stages: {list(STAGES)}")
-            stage = canonical
+    def promote(self, name: str, version: str | int, stage: str, gate: GateResult | None = None,
+                force: bool = False, reason: str = "") -> tuple[str, str]:
+        """Move a version to ``stage`` (Production archives the previous one); returns (from, to).
+
+        ``gate``: the comparison made for this promotion (Production only). A refusal raises UserError
+        with both numbers and their provenance unless ``force``; the history keeps the comparison either
+        way. GateOutdated when Production changed since the gate was checked.
+        """
+        stage = canonical_stage(stage)
         with self._lock():
             mv = self.version(name, version)
             from_stage = mv.current_stage
-            if stage == "Production" and gate is not None:
-                verdict = self.check_gate(name, mv, gate)
-                if verdict and not force:
-                    raise UserError(verdict + " (force=true overrides)")
-                if verdict:
-                    reason = f"{reason + '; ' if reason else ''}forced past gate: {verdict}"
+            checked = gate if stage == "Production" else None
+            if checked is not None:
+                held = self.in_stage(name, "Production")
+                held_version = None if held is None or str(held.version) == str(mv.version) else str(held.version)
+                if held_version != checked.incumbent:
+                    raise GateOutdated(f"Production of '{name}' is version {held_version}, the gate compared with "
+                                       f"{checked.incumbent}")
+                if checked.refusal and not force:
+                    raise UserError("\n".join([checked.refusal, *checked.lines(), "(force=true overrides)"]))
+                if checked.refusal:
+                    reason = f"{reason + '; ' if reason else ''}forced past gate: {checked.refusal}"
             self._call(
                 "promote", self.client.transition_model_version_stage, name, str(mv.version), stage,
                 archive_existing_versions=(stage == "Production"),
             )
-            self._record(name, mv.version, from_stage, stage, reason, forced=force)
+            self._record(name, mv.version, from_stage, stage, reason, forced=force,
+                         gate=checked.to_history() if checked is not None else None)
             if stage == "Production":
                 self._record_replaced(name, mv.version)
             self.sync_aliases(name)
         return from_stage, stage
+
+    def evaluations(self, name: str, version: str | int) -> list[EvaluationRecord]:
+        """The evaluation records of a version (its own and its source run's), oldest first."""
+        from masklab.tracking.evaluations import evaluations_for_version
+
+        with quiet_mlflow():
+            return evaluations_for_version(self.tracking_uri, name, str(version))
+
+    def log_evaluation(self, name: str, version: str | int, record: EvaluationRecord) -> None:
+        """Attach ``record`` to a version (replacing its record of the same key)."""
+        from masklab.tracking.evaluations import log_evaluation
+
+        with quiet_mlflow():
+            log_evaluation(self.tracking_uri, record, model_version=(name, str(version)))
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -236,30 +365,6 @@ class Registry:
                 self._record(name, v.version, "Production", "Archived", f"replaced by version {new_version}",
                              forced=False)
 
-    def check_gate(self, name: str, candidate, gate: Gate) -> str | None:
-        """None if ``candidate`` may enter Production, else why not (both numbers named)."""
-        value = self.run_metric(candidate.run_id, gate.metric)
-        if value is None:
-            return (f"model '{name}' version {candidate.version}: its run {candidate.run_id} has no metric "
-                    f"'{gate.metric}' (registry.gate.metric); evaluate it first")
-        current = self.in_stage(name, "Production")
-        if current is None or str(current.version) == str(candidate.version):
-            return None
-        cur_value = self.run_metric(current.run_id, gate.metric)
-        if cur_value is None:
-            return None  # the incumbent was never measured: nothing to beat
-        cand_hash = self.run_tag(candidate.run_id, "masklab.manifest_sha256")
-        cur_hash = self.run_tag(current.run_id, "masklab.manifest_sha256")
-        if cand_hash != cur_hash:
-            return (f"version {candidate.version} and Production version {current.version} were measured on "
-                    f"different datasets (manifest {str(cand_hash)[:12]} vs {str(cur_hash)[:12]}); the gate "
-                    f"compares only on the same data")
-        better = value - cur_value if gate.mode == "max" else cur_value - value
-        if better <= gate.min_delta:
-            return (f"gate refused: {gate.metric} of version {candidate.version} is {value:.4f}, Production version "
-                    f"{current.version} has {cur_value:.4f}; needs an improvement > {gate.min_delta}")
-        return None
-
     def sync_aliases(self, name: str, attempts: int = 5) -> None:
         """Point ``staging``/``production`` at the versions in those stages, re-checking after each
         write so concurrent promotions converge to the stage the registry holds last."""
@@ -287,28 +392,36 @@ class Registry:
             return None
 
     def _record(self, name: str, version, from_stage: str, to_stage: str, reason: str, forced: bool,
-                run_id: str | None = None) -> None:
-        entry = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "time": time.time(),
-                 "who": _who(), "from": from_stage, "to": to_stage, "reason": reason, "forced": forced}
+                run_id: str | None = None, gate: dict[str, Any] | None = None) -> None:
+        entry: dict[str, Any] = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "time": time.time(),
+                                 "who": _who(), "from": from_stage, "to": to_stage, "reason": reason,
+                                 "forced": forced}
         if run_id:
             entry["run_id"] = run_id
+        if gate is not None:
+            entry["gate"] = gate
         key = f"{HISTORY_PREFIX}{time.time_ns()}.{uuid.uuid4().hex[:6]}"
         self._call("history", self.client.set_model_version_tag, name, str(version), key, json.dumps(entry))
 
     # -- reports ---------------------------------------------------------------------------
-    def list_versions(self, name: str, gate_metric: str) -> list[dict[str, Any]]:
+    def list_versions(self, name: str, gate: Gate) -> list[dict[str, Any]]:
+        """One row per version: stage, aliases, its gate number and what it was scored on, its training data."""
         rows = []
         registered = self._call("model", self.client.get_registered_model, name)
         aliases: dict[str, list[str]] = {}
         for alias, version in (getattr(registered, "aliases", None) or {}).items():
             aliases.setdefault(str(version), []).append(alias)
         for v in self.versions(name):
-            metric = self.run_metric(v.run_id, gate_metric) if v.run_id else None
+            tags = v.tags or {}
+            record = gate_record(self.evaluations(name, v.version), gate)
             rows.append({
                 "version": int(v.version), "stage": v.current_stage,
                 "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
-                gate_metric: metric, "dataset": (v.tags or {}).get("masklab.manifest_sha256", "")[:12],
-                "data_dvc_md5": (v.tags or {}).get("masklab.dataset_dvc_md5", "")[:12],
+                gate.metric: gate.value(record) if record else None,
+                "scored on": (f"{record.dataset}@{record.manifest_sha256[:12]} {record.split} {record.resolution}"
+                              if record else ""),
+                "trained on": f"{tags.get('masklab.dataset', '')}@{tags.get('masklab.manifest_sha256', '')[:12]}",
+                "data_dvc_md5": tags.get("masklab.dataset_dvc_md5", "")[:12],
                 "run_id": v.run_id,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.creation_timestamp / 1000)),
             })
@@ -323,6 +436,26 @@ class Registry:
                     entry["version"] = int(v.version)
                     entries.append(entry)
         return sorted(entries, key=lambda e: e["time"])
+
+
+def canonical_stage(stage: str) -> str:
+    """``stage`` spelled as MLflow spells it (case-insensitive); UserError naming the stages otherwise."""
+    canonical = {s.lower(): s for s in STAGES}.get(str(stage).lower())
+    if canonical is None:
+        raise UserError(f"stage '{stage}' does not exist; stages: {list(STAGES)}")
+    return canonical
+
+
+def gate_record(records: list[EvaluationRecord], gate: Gate) -> EvaluationRecord | None:
+    """The record that stands for a version's gate number in listings: the gate's resolution and split
+    (auto: test before val), newest first."""
+    fitting = [r for r in records if r.resolution == gate.resolution and gate.value(r) is not None]
+    splits = ["test", "val"] if gate.split == "auto" else [gate.split]
+    for split in splits:
+        found = [r for r in fitting if r.split == split]
+        if found:
+            return max(found, key=lambda r: r.created)
+    return None
 
 
 def model_name(model_spec: dict[str, Any]) -> str:

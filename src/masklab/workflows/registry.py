@@ -1,14 +1,22 @@
-"""``register`` and ``promote``: model versions in the MLflow registry (through masklab.tracking)."""
+"""``register`` and ``promote``: model versions in the MLflow registry (through masklab.tracking).
+
+Promotion to Production is gated on evaluation records of the same dataset version, split and
+resolution; a missing score is made by an ``evaluator`` the edge passes in (this module never
+composes configs), or the refusal names the command that makes it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from masklab.errors import UserError
+from masklab.evaluation.record import EvaluationRecord
+from masklab.tracking.registry import Gate, GateResult
 
 
 @dataclass
@@ -43,20 +51,158 @@ def register(tracking_uri: str, run_id: str, name: str | None = None,
     return RegisteredVersion(str(name), str(mv.version), run_id, time.perf_counter() - start)
 
 
-def gate_from_config(gate_cfg: Any):
-    """The promotion gate of a ``registry.gate`` config node (None when it names no metric)."""
-    from masklab.tracking.registry import Gate
+# (model URI "models:/<name>/<version>", dataset name, split) -> the record of that evaluation.
+Evaluator = Callable[[str, str, str], EvaluationRecord]
+# dataset name -> the names of its splits that hold labeled samples.
+SplitLister = Callable[[str], Sequence[str]]
 
+
+@dataclass
+class Promotion:
+    """A stage transition: the version, stages before and after, whether the gate was forced, and the
+    gate's comparison (None when no gate applied: another stage, or no gate configured)."""
+
+    name: str
+    version: str
+    from_stage: str
+    to_stage: str
+    forced: bool
+    gate: GateResult | None = None
+
+    def __iter__(self):  # ``from_stage, to_stage = promote(...)``
+        return iter((self.from_stage, self.to_stage))
+
+    def describe(self) -> str:
+        """What a user is told: the move, and when gated the two numbers and their provenance."""
+        head = f"Model '{self.name}' version {self.version}: {self.from_stage} -> {self.to_stage}"
+        if self.gate is None:
+            return head + (" (forced)" if self.forced else "")
+        if self.gate.refusal:
+            verdict = f"forced past the gate: {self.gate.refusal}"
+        elif self.gate.incumbent is None:
+            verdict = "gate passed (no Production version to beat)"
+        else:
+            verdict = f"gate passed ({self.gate.gate.metric}, mode={self.gate.gate.mode}, " \
+                      f"min_delta={self.gate.gate.min_delta})"
+        return "\n".join([f"{head}; {verdict}", *self.gate.lines()])
+
+
+def gate_from_config(gate_cfg: Any) -> Gate | None:
+    """The promotion gate of a ``registry.gate`` config node (None when it names no metric); UserError
+    naming a bad mode, split or resolution."""
     if not gate_cfg or not gate_cfg.get("metric"):
         return None
-    return Gate(str(gate_cfg.metric), float(gate_cfg.min_delta), str(gate_cfg.get("mode", "max")))
+    return Gate(metric=str(gate_cfg.metric), min_delta=float(gate_cfg.get("min_delta", 0.0)),
+                mode=str(gate_cfg.get("mode", "max")), split=str(gate_cfg.get("split", "auto")),
+                resolution=str(gate_cfg.get("resolution", "original")))
 
 
-def promote(tracking_uri: str, name: str, version: str | int, stage: str, gate: Any = None, force: bool = False,
-            reason: str = "") -> tuple[str, str]:
-    """Move version ``version`` of ``name`` to ``stage`` (Staging/Production/Archived), gated by ``gate``
-    for Production unless ``force``; returns (from stage, to stage). The transition is recorded."""
-    from masklab.tracking.registry import Registry
+def evaluate_command(name: str, version: str, dataset: str, split: str, resolution: str) -> str:
+    """The command that scores a version where the gate looks for its number."""
+    command = f"masklab evaluate model=models:/{name}/{version} data={dataset} split={split}"
+    return command + ("" if resolution == "original" else f" evaluation.resolution={resolution}")
 
-    return Registry(tracking_uri).promote(str(name), str(version), str(stage), gate, force=bool(force),
-                                          reason=str(reason or ""))
+
+def check_gate(tracking_uri: str, name: str, version: str | int, gate: Gate, *, dataset: str | None = None,
+               evaluator: Evaluator | None = None, splits: SplitLister | None = None) -> GateResult:
+    """Compare version ``version`` of ``name`` with the version in Production on one dataset version, split
+    and resolution, from their evaluation records.
+
+    - dataset: ``dataset``, else that of the challenger's newest record, else the data it was trained on;
+    - split: ``gate.split``; "auto" is test when the dataset has labeled test samples (``splits`` tells;
+      without it, when either model has a test record on that dataset), else val;
+    - the dataset version: the manifest of the challenger's newest record there. An incumbent scored only
+      on other versions (say, before a label fix) is scored again on that version by ``evaluator``;
+      a model without a score is scored by ``evaluator``, and without one the refusal names the command.
+    Scores made here are attached to the version they belong to.
+    """
+    from masklab.tracking.evaluations import newest
+    from masklab.tracking.registry import Registry, judge
+
+    registry = Registry(tracking_uri)
+    challenger = str(registry.version(name, version).version)
+    held = registry.in_stage(name, "Production")
+    incumbent = None if held is None or str(held.version) == challenger else str(held.version)
+    mine = registry.evaluations(name, challenger)
+    theirs = registry.evaluations(name, incumbent) if incumbent else []
+    if dataset is None:
+        latest = max(mine, key=lambda r: r.created) if mine else None
+        dataset = latest.dataset if latest else (registry.version(name, challenger).tags or {}).get("masklab.dataset")
+    if not dataset:
+        return judge(gate, name, challenger, None, incumbent, None,
+                     missing=f"gate: model '{name}' version {challenger} names no dataset (no evaluation, no "
+                             f"masklab.dataset tag); promote with dataset=<name>")
+    split = gate_split(gate, dataset, splits, [*mine, *theirs])
+    where = {"dataset": dataset, "split": split, "resolution": gate.resolution}
+
+    def score(of: str) -> EvaluationRecord:
+        assert evaluator is not None
+        record = evaluator(f"models:/{name}/{of}", dataset, split)
+        if (record.dataset, record.split, record.resolution) != (dataset, split, gate.resolution):
+            raise UserError(f"gate: evaluating models:/{name}/{of} gave a score of {record.describe()}; the gate "
+                            f"needs dataset={dataset} split={split} resolution={gate.resolution}")
+        registry.log_evaluation(name, of, record)
+        return record
+
+    def missing(of: str, manifest: str | None = None) -> str:
+        on = f"{dataset}{'@' + manifest[:12] if manifest else ''} split={split} resolution={gate.resolution}"
+        return (f"gate: model '{name}' version {of} has no {gate.metric} on {on}; score it with:\n  "
+                + evaluate_command(name, of, dataset, split, gate.resolution))
+
+    mine_here = newest(mine, **where)
+    if mine_here is None:
+        if evaluator is None:
+            return judge(gate, name, challenger, None, incumbent, None, missing=missing(challenger))
+        mine_here = score(challenger)
+    if incumbent is None:
+        return judge(gate, name, challenger, mine_here, None, None)
+    theirs_here = newest(theirs, manifest_sha256=mine_here.manifest_sha256, **where)
+    if theirs_here is None:
+        if evaluator is None:
+            return judge(gate, name, challenger, mine_here, incumbent, None,
+                         missing=missing(incumbent, mine_here.manifest_sha256))
+        theirs_here = score(incumbent)
+        if theirs_here.manifest_sha256 != mine_here.manifest_sha256:
+            # The data on disk is not the version the challenger was scored on: score both on it.
+            mine_here = newest(mine, manifest_sha256=theirs_here.manifest_sha256, **where) or score(challenger)
+    return judge(gate, name, challenger, mine_here, incumbent, theirs_here)
+
+
+def gate_split(gate: Gate, dataset: str, splits: SplitLister | None, records: Sequence[EvaluationRecord]) -> str:
+    """The split the gate compares on (see :func:`check_gate`)."""
+    if gate.split != "auto":
+        return gate.split
+    if splits is not None:
+        names = list(splits(dataset))
+        for split in ("test", "val"):
+            if split in names:
+                return split
+        raise UserError(f"registry.gate.split=auto: dataset '{dataset}' has no labeled test or val split "
+                        f"(splits: {names}); set registry.gate.split=<name>")
+    return "test" if any(r.dataset == dataset and r.split == "test" for r in records) else "val"
+
+
+def promote(tracking_uri: str, name: str, version: str | int, stage: str, gate: Gate | None = None,
+            force: bool = False, reason: str = "", *, dataset: str | None = None,
+            evaluator: Evaluator | None = None, splits: SplitLister | None = None) -> Promotion:
+    """Move version ``version`` of ``name`` to ``stage`` (Staging/Production/Archived); for Production with a
+    ``gate``, compare it with the version in Production first (:func:`check_gate`: ``dataset``, ``evaluator``
+    and ``splits`` are passed on; with ``force`` nothing is evaluated and a refusal is overridden). The
+    transition, and the comparison, are recorded in the history. UserError when the gate refuses."""
+    from masklab.tracking.registry import GateOutdated, Registry, canonical_stage
+
+    registry = Registry(tracking_uri)
+    stage = canonical_stage(stage)
+    for _ in range(3):
+        result = None
+        if stage == "Production" and gate is not None:
+            result = check_gate(tracking_uri, str(name), str(version), gate, dataset=dataset,
+                                evaluator=None if force else evaluator, splits=splits)
+        try:
+            from_stage, to_stage = registry.promote(str(name), str(version), stage, result, force=bool(force),
+                                                    reason=str(reason or ""))
+        except GateOutdated:
+            continue  # another promotion changed Production meanwhile: compare with the new holder
+        return Promotion(str(name), str(version), from_stage, to_stage, bool(force), result)
+    raise UserError(f"promote {name} version {version}: Production kept changing while the gate compared; "
+                    f"try again")
