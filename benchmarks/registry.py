@@ -36,7 +36,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--images", type=int, default=16)
     a = p.parse_args()
-    from masklab.evaluation.predict import predict_image
+    from masklab.inference import predict_image
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.registry import Registry
     from masklab.tracking.runs import client, downloaded_checkpoint

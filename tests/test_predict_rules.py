@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from masklab.evaluation.predict import InputRule, predict_image, predict_logits
+from masklab.inference import InputRule, predict_image, predict_logits
 from masklab.models import build_model
 
 

@@ -15,7 +15,7 @@ from masklab.augment import build_pipeline
 from masklab.config import compose
 from masklab.data.open import synthesizes_on_first_use
 from masklab.data.project_conf import suggest_image_size
-from masklab.evaluation.predict import InputRule
+from masklab.inference import InputRule
 from masklab.project import PACKAGE_CONF_DIR
 
 from conftest import FAST, run_masklab

@@ -362,7 +362,7 @@ def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
 
 
 def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tmp_path):
-    from masklab.evaluation.predict import predict_image
+    from masklab.inference import predict_image
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.runs import downloaded_checkpoint
 
@@ -404,7 +404,7 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
     with quiet_mlflow():
         pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}/Production")
     batch = np.random.default_rng(1).integers(0, 255, (2, 40, 40, 3), dtype=np.uint8)
-    from masklab.evaluation.predict import predict_image
+    from masklab.inference import predict_image
 
     package = load_model_ref(f"models:/{NAME}/Production", uri)
     expected = np.stack([predict_image(package.model, im, package.input_rule) for im in batch])

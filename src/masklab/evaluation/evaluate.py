@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
 
 from masklab.data.format import ClassTable
 from masklab.files import atomic_write
+from masklab.inference.engine import Predictor
 from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
 
 # Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
@@ -57,41 +56,53 @@ def confidence_stats(logits: torch.Tensor, low_threshold: float) -> dict[str, to
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module,
-    loader: DataLoader,
+    predictor: Predictor,
+    loader: Iterable[dict[str, list[Any]]],
     class_table: ClassTable,
     prefix: str,
-    device: str | torch.device = "cpu",
     boundary: bool = True,
     dilation_ratio: float = 0.02,
     low_confidence: float = 0.5,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> EvaluationResult:
-    """Run ``model`` over ``loader`` (batches of image (N,3,H,W) uint8, mask (N,H,W) int64, id).
+    """Score ``predictor`` on ``loader``'s batches: lists of image (H_i, W_i, 3) uint8, mask
+    (H_i, W_i) class ids and id, at the resolution being scored (images may differ in size).
 
+    The predictor brings its logits back to each image's size, so each mask is compared with
+    exactly what would be deployed; the boundary band is taken from each image's own diagonal.
     ``on_prediction(id, pred (H, W) uint8)`` receives every predicted mask (e.g. to save it).
     """
-    model = model.to(device).eval()
+    device = predictor.device
     names = class_table.names
     c = class_table.num_classes
     metrics = SemanticMetrics(c, class_table.ignore_index, boundary=boundary, dilation_ratio=dilation_ratio).to(device)
     confused_images = torch.zeros(c, c, dtype=torch.int64, device=device)
     frames: list[pd.DataFrame] = []
+    order: list[str] = []
     for batch in loader:
-        target = batch["mask"].to(device)
-        logits = model(batch["image"].to(device))
-        pred = logits.argmax(dim=1)
-        # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
-        scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
-                                  dilation_ratio=dilation_ratio)
-        metrics.update(counts=scores)
-        confused_images += (scores["confusion"] > 0).sum(dim=0)
-        scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)
-        scores["hallucinated"] = (scores["true_area"] == 0) & (scores["pred_area"] > 0)
-        frames.append(_rows(batch["id"], scores, confidence_stats(logits, low_confidence), names, boundary))
-        if on_prediction is not None:
-            for sample_id, p in zip(batch["id"], pred.to(torch.uint8).cpu().numpy()):
-                on_prediction(sample_id, p)
+        logits = predictor.logits(batch["image"])
+        order.extend(batch["id"])
+        # Images of one size are scored together (per-image rows stay per image either way).
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, lg in enumerate(logits):
+            by_size.setdefault(tuple(lg.shape[-2:]), []).append(i)
+        for indices in by_size.values():
+            group = torch.stack([logits[i] for i in indices])
+            target = torch.stack([torch.from_numpy(np.asarray(batch["mask"][i], dtype=np.int64))
+                                  for i in indices]).to(device)
+            ids = [batch["id"][i] for i in indices]
+            pred = group.argmax(dim=1)
+            # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
+            scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
+                                      dilation_ratio=dilation_ratio)
+            metrics.update(counts=scores)
+            confused_images += (scores["confusion"] > 0).sum(dim=0)
+            scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)
+            scores["hallucinated"] = (scores["true_area"] == 0) & (scores["pred_area"] > 0)
+            frames.append(_rows(ids, scores, confidence_stats(group, low_confidence), names, boundary))
+            if on_prediction is not None:
+                for sample_id, p in zip(ids, pred.to(torch.uint8).cpu().numpy()):
+                    on_prediction(sample_id, p)
     result = metrics.compute()
     per_class = {"class": names, "IoU": result["iou"].cpu().numpy(), "Dice": result["dice"].cpu().numpy()}
     if boundary:
@@ -99,8 +110,11 @@ def evaluate_model(
     per_class.update({"IoU_image": result["iou_image"].cpu().numpy(), "Dice_image": result["dice_image"].cpu().numpy()})
     confusion = metrics.confmat.cpu().numpy()
     off_diagonal = confused_images.cpu().numpy() * (1 - np.eye(c, dtype=np.int64))
-    return EvaluationResult(named_scalars(result, prefix, names), pd.DataFrame(per_class),
-                            pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), confusion,
+    per_sample = pd.DataFrame()
+    if frames:
+        # Rows in the loader's order, whatever order the size groups were scored in.
+        per_sample = pd.concat(frames, ignore_index=True).set_index("id").loc[order].reset_index()
+    return EvaluationResult(named_scalars(result, prefix, names), pd.DataFrame(per_class), per_sample, confusion,
                             off_diagonal, names, prefix)
 
 

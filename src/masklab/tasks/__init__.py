@@ -3,7 +3,7 @@
 A task bundles, for one kind of target: the dataset item and batch (``datamodule``,
 ``eval_dataset``), model building (``build_model``, ``model_from_spec``), the loss, the
 LightningModule's steps and validation metrics (``lightning_module``), post-processing of network
-outputs into predictions (``predict_image``), the evaluation metric set and per-sample columns
+outputs into predictions (``predict``, given an inference Predictor), the evaluation metric set and per-sample columns
 (``score``, ``evaluation_files``, ``summary_table``), how a prediction is written and drawn
 (``write_prediction``, ``overlay``) and the registry package signature (``signature``).
 

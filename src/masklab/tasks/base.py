@@ -23,8 +23,9 @@ class Task(Protocol):
                    num_workers: int, seed: int) -> Any:
         """The LightningDataModule over ``dataset``'s train/val/test splits."""
 
-    def eval_dataset(self, dataset: Any, samples: Sequence[Any], transform: Any) -> Any:
-        """A torch Dataset of ``samples`` for evaluation (items carry ``id``)."""
+    def eval_dataset(self, dataset: Any, samples: Sequence[Any], rule: Any = None) -> Any:
+        """A torch Dataset of ``samples`` for scoring at their original size (items carry ``id``), or
+        at the network's size when ``rule`` (an InputRule) is given."""
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Batch items (a variable number of objects per item is the task's business)."""
@@ -44,8 +45,8 @@ class Task(Protocol):
         """The LightningModule: training and validation steps, validation metrics."""
 
     # -- predictions -----------------------------------------------------------------------------------
-    def predict_image(self, model: Any, image: np.ndarray, rule: Any) -> Any:
-        """The prediction for one (H, W, 3) uint8 image at its own size."""
+    def predict(self, predictor: Any, images: Sequence[np.ndarray]) -> list[Any]:
+        """Predictions for (H_i, W_i, 3) uint8 images at their own size, from an inference Predictor."""
 
     def write_prediction(self, prediction: Any, path: Path, size: tuple[int, int] | None = None) -> Path:
         """Write a prediction (resized to ``size`` = (width, height) when given); returns the path."""
@@ -57,9 +58,10 @@ class Task(Protocol):
         """Registry package (input, output) tensor specs: {"name", "dtype", "shape"}."""
 
     # -- evaluation ------------------------------------------------------------------------------------
-    def score(self, model: Any, loader: Any, class_table: Any, prefix: str, options: dict[str, Any],
+    def score(self, predictor: Any, loader: Any, class_table: Any, prefix: str, options: dict[str, Any],
               on_prediction: Callable[[str, Any], None] | None = None) -> Any:
-        """Run ``model`` over ``loader``: an EvaluationResult (metrics, per-class, per-sample tables)."""
+        """Run an inference Predictor over ``loader``: an EvaluationResult (metrics, per-class and
+        per-sample tables)."""
 
     def evaluation_files(self, result: Any, folder: Path, split: str) -> list[Path]:
         """Write the evaluation's tables and plots into ``folder``; returns the files."""

@@ -31,17 +31,20 @@ class SemanticTask:
         return SegmentationDataModule(dataset, train_transform, eval_transform, batch_size=batch_size,
                                       num_workers=num_workers, seed=seed)
 
-    def eval_dataset(self, dataset, samples: Sequence[Any], transform):
-        """Items: image (3, H, W) uint8, mask (H, W) int64, id."""
-        from masklab.data.datamodule import SegmentationSplit
+    def eval_dataset(self, dataset, samples: Sequence[Any], rule=None):
+        """Items for scoring: image (H, W, 3) uint8, mask (H, W) uint8, id; at each sample's
+        original size, or brought to the network's size by ``rule`` (an InputRule: bilinear image,
+        nearest mask) when scoring at model resolution."""
+        from masklab.data.pairs import ScoringPairs
 
-        return SegmentationSplit(dataset, samples, transform)
+        resize = None if rule is None else (lambda image, mask: (rule.resize_image(image), rule.resize_mask(mask)))
+        return ScoringPairs(dataset, samples, resize)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Stack images and masks (all one size after the eval transform); ids as a list."""
-        from torch.utils.data import default_collate
+        """Lists per key: scoring batches hold images of different sizes."""
+        from masklab.data.pairs import list_collate
 
-        return default_collate(items)
+        return list_collate(items)
 
     # -- model and training ----------------------------------------------------------------------------
     def build_model(self, model_cfg, class_table):
@@ -70,11 +73,10 @@ class SemanticTask:
         return SemanticModule(model, loss, optimizer, scheduler, class_table, meta)
 
     # -- predictions -----------------------------------------------------------------------------------
-    def predict_image(self, model, image: np.ndarray, rule) -> np.ndarray:
-        """Class ids (H, W) uint8 for ``image`` (H, W, 3) uint8, at the image's own size."""
-        from masklab.evaluation.predict import predict_image
-
-        return predict_image(model, image, rule)
+    def predict(self, predictor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8: the argmax of the predictor's
+        logits, which it has already brought back to each image's own size."""
+        return predictor.classes(images)
 
     def write_prediction(self, prediction: np.ndarray, path: Path, size: tuple[int, int] | None = None) -> Path:
         """A single-channel PNG of class ids; nearest-resized to ``size`` = (width, height) when given."""
@@ -96,12 +98,12 @@ class SemanticTask:
                 {"name": "class_ids", "dtype": "uint8", "shape": (-1, -1, -1)})
 
     # -- evaluation ------------------------------------------------------------------------------------
-    def score(self, model, loader, class_table, prefix: str, options: dict[str, Any],
+    def score(self, predictor, loader, class_table, prefix: str, options: dict[str, Any],
               on_prediction: Callable[[str, np.ndarray], None] | None = None):
         """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
         from masklab.evaluation.evaluate import evaluate_model
 
-        return evaluate_model(model, loader, class_table, prefix=prefix,
+        return evaluate_model(predictor, loader, class_table, prefix=prefix,
                               boundary=bool(options.get("boundary", True)),
                               dilation_ratio=float(options.get("dilation_ratio", 0.02)),
                               low_confidence=float(options.get("low_confidence", 0.5)),

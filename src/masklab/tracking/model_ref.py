@@ -20,14 +20,12 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 def package_from_checkpoint(ckpt: Path) -> Package:
     """A Package built straight from a training checkpoint (same input rule as registration)."""
     from masklab.evaluation.checkpoint import load_checkpoint_model
-    from masklab.evaluation.predict import InputRule
+    from masklab.inference.rule import rule_from_meta
 
     loaded = load_checkpoint_model(ckpt)
-    config = loaded.meta.get("config") or {}
-    rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
-    return Package(loaded.model, loaded.class_table, rule, {"task": loaded.meta.get("task", DEFAULT_TASK),
-                                                            "model": loaded.meta["model"],
-                                                            "dataset": loaded.meta.get("dataset", {})})
+    spec = {"task": loaded.meta.get("task", DEFAULT_TASK), "model": loaded.meta["model"],
+            "dataset": loaded.meta.get("dataset", {})}
+    return Package(loaded.model, loaded.class_table, rule_from_meta(loaded.meta), spec)
 
 
 def load_model_ref(ref: str, tracking_uri: str) -> Package:
@@ -48,24 +46,43 @@ def load_model_ref(ref: str, tracking_uri: str) -> Package:
     raise UserError(f"model={ref}: not a models:/ URI, run id, checkpoint file or package folder that exists")
 
 
-def _from_registry(uri: str, tracking_uri: str) -> Package:
-    import mlflow
-
-    from masklab.tracking.registry import STAGES, Registry, quiet_mlflow
-
+def _parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """(name, stage-or-version, alias) of ``models:/<name>/<stage or version>`` / ``models:/<name>@<alias>``."""
     match = re.match(r"^models:/([^/@]+)(?:/([^/]+)|@(.+))$", uri)
     if not match:
         raise UserError(f"model={uri}: expected models:/<name>/<stage or version> or models:/<name>@<alias>")
-    name, selector, alias = match.groups()
+    return match.group(1), match.group(2), match.group(3)
+
+
+def registry_version(uri: str, tracking_uri: str) -> tuple[str, str]:
+    """(name, version number) that a ``models:/`` URI names now (a stage or alias resolved)."""
+    from masklab.tracking.registry import STAGES, Registry
+
+    name, selector, alias = _parse_registry_uri(uri)
     registry = Registry(tracking_uri)
     versions = registry.versions(name)  # UserError naming the registered models if unknown
-    if selector and not selector.isdigit() and selector not in STAGES:
-        raise UserError(f"model={uri}: '{selector}' is neither a version nor a stage {list(STAGES)}")
     if selector and selector.isdigit():
-        registry.version(name, selector)
-    elif selector and registry.in_stage(name, selector) is None:
-        held = {str(v.version): v.current_stage for v in versions}
-        raise UserError(f"model={uri}: no version of '{name}' is in {selector}; stages now: {held}")
+        return name, str(registry.version(name, selector).version)
+    if selector:
+        if selector not in STAGES:
+            raise UserError(f"model={uri}: '{selector}' is neither a version nor a stage {list(STAGES)}")
+        found = registry.in_stage(name, selector)
+        if found is None:
+            held = {str(v.version): v.current_stage for v in versions}
+            raise UserError(f"model={uri}: no version of '{name}' is in {selector}; stages now: {held}")
+        return name, str(found.version)
+    try:
+        return name, str(registry.client.get_model_version_by_alias(name, alias).version)
+    except Exception as exc:  # MlflowException RESOURCE_DOES_NOT_EXIST
+        raise UserError(f"model={uri}: no version of '{name}' has the alias '{alias}'") from exc
+
+
+def _from_registry(uri: str, tracking_uri: str) -> Package:
+    import mlflow
+
+    from masklab.tracking.registry import quiet_mlflow
+
+    registry_version(uri, tracking_uri)  # a one-line UserError for an unknown name, stage, version or alias
     mlflow.set_tracking_uri(tracking_uri)
     # The package is read into memory (weights copied into the model), so its download goes away.
     with tempfile.TemporaryDirectory(prefix="masklab-model-") as dest:

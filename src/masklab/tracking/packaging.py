@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from masklab.data.format import ClassTable
-from masklab.evaluation.predict import InputRule
+from masklab.inference.rule import InputRule, rule_from_meta
 from masklab.tasks import DEFAULT_TASK
 
 SPEC_FILE = "masklab_model.yaml"
@@ -63,7 +63,7 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{ckpt_path} (classes)")
     config = meta.get("config") or {}
-    rule = InputRule.from_eval_pipeline((config.get("augment") or {}).get("eval"))
+    rule = rule_from_meta(meta)
     state = {k: v.contiguous() for k, v in model_state_dict(ckpt).items()}
     save_file(state, str(out / WEIGHTS_FILE))
     spec = {
@@ -108,4 +108,4 @@ def load_package_dir(path: str | Path) -> Package:
     model = model_from_spec(spec["model"], table.num_classes, path / CODE_DIR, where=f"package {path}")
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
     model.eval()
-    return Package(model, table, InputRule(**spec["input_rule"]), spec)
+    return Package(model, table, InputRule.from_dict(spec["input_rule"]), spec)

@@ -3,7 +3,8 @@
 MLflow copies this file into every registered masklab model; `mlflow.pyfunc.load_model` runs it,
 and it rebuilds the network from ``masklab_model.yaml`` and ``weights.safetensors``.
 Input: (N, H, W, 3) uint8 RGB images of one size; output: what the package's task predicts
-(semantic: (N, H, W) uint8 class ids).
+(semantic: (N, H, W) uint8 class ids). Params ``device`` (auto, cpu, cuda) and ``batch_size``
+choose where and how fast; the inference path is the one evaluation scores.
 """
 
 import mlflow.pyfunc
@@ -21,12 +22,17 @@ class MasklabSegmenter(mlflow.pyfunc.PythonModel):
 
     # The np.ndarray hint tells MLflow to take the explicit tensor signature as it is.
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+        from masklab.inference import Predictor
+
         if isinstance(model_input, dict):  # a named-tensor signature delivers {"images": array}
             model_input = model_input["images"]
         images = np.asarray(model_input, dtype=np.uint8)
         if images.ndim == 3:
             images = images[None]
-        return np.stack([self.task.predict_image(self.package.model, img, self.package.input_rule) for img in images])
+        params = params or {}
+        predictor = Predictor(self.package.model, self.package.input_rule, params.get("device", "auto"),
+                              int(params.get("batch_size", 8)))
+        return np.stack(self.task.predict(predictor, list(images)))
 
 
 set_model(MasklabSegmenter())

@@ -17,6 +17,8 @@ from omegaconf import DictConfig
 
 from masklab.data.format import ClassTable, Dataset, safe_name
 from masklab.errors import UserError
+from masklab.evaluation.record import RESOLUTIONS
+from masklab.files import atomic_write
 from masklab.workflows.fitting import CURVE_METRICS
 
 
@@ -33,8 +35,26 @@ class Evaluation:
         return self.result.metrics
 
 
+RESOLUTION_PREFIX = {"original": "eval", "model": "eval_model_res"}
+PREPROCESS_SOURCES = ("model", "config")
+
+
+def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
+    """The ``evaluation`` config node as a plain dict with defaults, its choices checked."""
+    opts = {"resolution": "original", "preprocess": "model", "device": "auto", "batch_size": 8, "num_workers": 0,
+            **dict(options or {})}
+    if opts["resolution"] not in RESOLUTIONS:
+        raise UserError(f"evaluation.resolution={opts['resolution']}: expected one of {list(RESOLUTIONS)} "
+                        "(original: score the original masks at each image's size; model: at the network's size)")
+    if opts["preprocess"] not in PREPROCESS_SOURCES:
+        raise UserError(f"evaluation.preprocess={opts['preprocess']}: expected one of {list(PREPROCESS_SOURCES)} "
+                        "(model: the rule stored with the model; config: this config's augment.eval)")
+    return opts
+
+
 def prediction_writer(task: Any, dataset: Dataset, folder: Path) -> Callable[[str, Any], None]:
-    """A callback writing each prediction as ``<folder>/<safe id>.png`` at the image's original size."""
+    """A callback writing each prediction as ``<folder>/<safe id>.png`` at the image's original size
+    (a prediction scored at model resolution is nearest-resized to it)."""
     sizes = {s.id: (s.width, s.height) for s in dataset.samples}
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -46,21 +66,31 @@ def prediction_writer(task: Any, dataset: Dataset, folder: Path) -> Callable[[st
 
 def evaluate_model(
     model: Any, class_table: ClassTable, label: str, dataset: Dataset, split: str, output_dir: Path,
-    eval_transforms: Any, run=None, batch_size: int = 8, options: DictConfig | dict | None = None,
-    task: Any = None,
+    rule: Any, run=None, options: DictConfig | dict | None = None, task: Any = None,
+    model_uri: str | None = None, rule_source: str = "model", model_version: tuple[str, str] | None = None,
 ):
-    """Evaluate ``model`` (of ``task``, default semantic) on ``split``: print the summary table, write
-    tables, predictions and plots to ``output_dir/evaluation`` and to ``run``; with ``options.compare``
-    (a run id) add per-sample deltas. Returns the task's EvaluationResult."""
+    """Evaluate ``model`` (of ``task``, default semantic), fed by the InputRule ``rule``, on ``split``.
+
+    Scores against the original masks at each image's own size unless ``options.resolution`` is
+    "model". Prints the summary table, writes tables, predictions, plots and the evaluation record
+    (``<split>_evaluation.json``: model, dataset version, split, resolution, preprocessing,
+    platform) to ``output_dir/evaluation`` and to ``run``; the record also goes to the registered
+    ``model_version`` (name, version) when given. With ``options.compare`` (a run id) adds
+    per-sample deltas. Returns the task's EvaluationResult.
+    """
     from rich.console import Console
     from torch.utils.data import DataLoader
 
-    from masklab.augment import build_pipeline
+    from masklab.console import progress
+    from masklab.evaluation.record import EvaluationRecord
+    from masklab.inference import Predictor
+    from masklab.platform import fingerprint, masklab_version
     from masklab.report.plots import training_curves
     from masklab.tasks import DEFAULT_TASK, get_task
 
     task = task or get_task(DEFAULT_TASK)
-    opts = dict(options or {})
+    opts = evaluation_options(options)
+    resolution = opts["resolution"]
     if class_table.names != dataset.class_table.names:
         raise UserError(f"{label} has classes {class_table.names}; dataset {dataset.root} has "
                         f"{dataset.class_table.names}")
@@ -68,24 +98,49 @@ def evaluate_model(
     if not samples:
         raise UserError(f"dataset {dataset.root}: split '{split}' has no labeled samples")
     out = output_dir / "evaluation"
-    loader = DataLoader(task.eval_dataset(dataset, samples, build_pipeline(eval_transforms)), batch_size=batch_size,
-                        collate_fn=task.collate)
-    result = task.score(model, loader, dataset.class_table, f"eval/{split}", opts,
+    predictor = Predictor(model, rule, opts["device"], int(opts["batch_size"]))
+    loader = DataLoader(task.eval_dataset(dataset, samples, rule if resolution == "model" else None),
+                        batch_size=predictor.batch_size, collate_fn=task.collate,
+                        num_workers=int(opts["num_workers"]))
+    where = "original resolution" if resolution == "original" else f"model resolution ({rule.describe()})"
+    batches = progress(loader, f"evaluating {dataset.name}/{split} at {where} (batches)", total=len(loader))
+    result = task.score(predictor, batches, dataset.class_table, f"{RESOLUTION_PREFIX[resolution]}/{split}", opts,
                         on_prediction=prediction_writer(task, dataset, out / f"{split}_pred"))
     result.per_sample.insert(1, "split", split)
+    result.per_sample.insert(2, "resolution", resolution)
     files = task.evaluation_files(result, out, split)
+    record = EvaluationRecord(
+        model=model_uri or label, dataset=dataset.name, manifest_sha256=dataset.manifest_hash, split=split,
+        resolution=resolution, metrics={k: float(v) for k, v in result.metrics.items()},
+        input_rule=rule.to_dict(), input_rule_source=rule_source, masklab_version=masklab_version(),
+        platform=fingerprint())
+    record_path = out / f"{split}_evaluation.json"
+    atomic_write(record_path, lambda tmp: tmp.write_text(record.to_json()))
+    files.append(record_path)
     if run is not None:
         history = run.metric_history(CURVE_METRICS)
         if history:
             files.append(training_curves(history, out / "training_curves.png"))
-    Console().print(task.summary_table(result, f"{dataset.name} / {split}: {len(samples)} images, {label}"))
+    rule_note = rule.describe() + ("" if rule_source == "model" else ", OVERRIDDEN by this config's augment.eval")
+    Console().print(task.summary_table(
+        result, f"{dataset.name} / {split}: {len(samples)} images, {label}, scored at {where}; input: {rule_note}"))
     if opts.get("compare"):
         files.append(compare_with(result.per_sample, str(opts["compare"]), split, out, run))
     if run is not None:
         run.metrics(result.metrics)
         run.files(files, "evaluation")
         run.directory(out / f"{split}_pred", f"evaluation/{split}_pred")
+    _log_record(record, run, model_version)
     return result
+
+
+def _log_record(record: Any, run: Any, model_version: tuple[str, str] | None) -> None:
+    """Attach the evaluation record to the MLflow entities it belongs to (run and/or model version)."""
+    if run is None:  # an untracked evaluation keeps its record in <split>_evaluation.json only
+        return
+    from masklab.tracking.evaluations import log_evaluation
+
+    log_evaluation(run.tracking_uri, record, run_id=run.run_id, model_version=model_version)
 
 
 def compare_with(per_sample, other_run: str, split: str, out: Path, run) -> Path:
@@ -126,15 +181,20 @@ def compare_with(per_sample, other_run: str, split: str, out: Path, run) -> Path
     return path
 
 
-def evaluate_checkpoint(ckpt: Path, dataset: Dataset, split: str, output_dir: Path, eval_transforms: Any, run=None,
-                        options: DictConfig | dict | None = None):
-    """:func:`evaluate_model` for the model of a checkpoint file."""
+def evaluate_checkpoint(ckpt: Path, dataset: Dataset, split: str, output_dir: Path, run=None,
+                        options: DictConfig | dict | None = None, rule: Any = None):
+    """:func:`evaluate_model` for the model of a checkpoint file, with the input rule it was trained
+    with unless ``rule`` (an InputRule) overrides it."""
     from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.inference import rule_from_meta
     from masklab.tasks import task_for
 
     loaded = load_checkpoint_model(ckpt)
+    trained_in = loaded.meta.get("mlflow_run_id")
+    model_uri = f"runs:/{trained_in}" if run is not None and trained_in == run.run_id else f"checkpoint:{ckpt}"
     return evaluate_model(loaded.model, loaded.class_table, f"checkpoint {ckpt.name}", dataset, split, output_dir,
-                          eval_transforms, run, options=options, task=task_for(loaded.meta))
+                          rule or rule_from_meta(loaded.meta), run, options=options, task=task_for(loaded.meta),
+                          model_uri=model_uri, rule_source="model" if rule is None else "config")
 
 
 def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path | None = None,
@@ -142,13 +202,16 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
     """Evaluate exactly one of a checkpoint file, an MLflow run's best checkpoint or a registered model
     (``models:/<name>/<stage or version>`` / ``models:/<name>@<alias>``) on ``split`` of ``cfg.data``.
 
-    ``cfg``: an ``evaluate`` config (data, augment, logger, evaluation, paths, check_data).
-    Results go to the run that trained the checkpoint when the store has it, else to a new run.
+    ``cfg``: an ``evaluate`` config (data, augment, logger, evaluation, paths, check_data). The
+    model's own input rule is used unless ``evaluation.preprocess=config`` (then ``augment.eval``).
+    Results go to the run that trained the checkpoint when the store has it, else to a new run; a
+    registered model's evaluation record is also attached to its model version.
     """
     from masklab.data.open import open_dataset
     from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
+    from masklab.inference import InputRule
     from masklab.tasks import task_for
-    from masklab.tracking.model_ref import load_model_ref
+    from masklab.tracking.model_ref import load_model_ref, registry_version
     from masklab.tracking.runs import RunLog, downloaded_checkpoint, open_run
 
     chosen = [k for k, v in (("ckpt_path", ckpt_path), ("run_id", run_id), ("model", model_ref)) if v]
@@ -156,21 +219,27 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
         raise UserError("evaluate needs exactly one of ckpt_path=<file>, run_id=<MLflow run id> or "
                         f"model=<models:/name/stage|models:/name@alias>; got {chosen or 'none'}")
     uri = cfg.logger.tracking_uri
+    options = evaluation_options(cfg.evaluation)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     output = Path(output_dir)
-    options = cfg.evaluation
+    override = InputRule.from_eval_pipeline(cfg.augment.eval) if options["preprocess"] == "config" else None
     if model_ref:
         package = load_model_ref(str(model_ref), uri)
+        name, version = registry_version(str(model_ref), uri) if str(model_ref).startswith("models:/") else (None, None)
         run = open_run(uri, None, cfg.logger.artifact_root, cfg.logger.experiment_name,
                        {"masklab.command": "evaluate", "masklab.model": str(model_ref),
+                        "masklab.model_version": f"{name}/{version}" if name else "",
                         "masklab.dataset": dataset.name, "masklab.dataset_root": str(dataset.root.resolve()),
                         "masklab.manifest_sha256": dataset.manifest_hash})
         result = evaluate_model(package.model, package.class_table, str(model_ref), dataset, split, output,
-                                cfg.augment.eval, run, options=options, task=task_for(package.spec))
+                                override or package.input_rule, run, options=options, task=task_for(package.spec),
+                                model_uri=f"models:/{name}/{version}" if name else str(model_ref),
+                                rule_source="model" if override is None else "config",
+                                model_version=(name, version) if name else None)
     elif run_id:
         with downloaded_checkpoint(uri, str(run_id)) as ckpt:
             run = RunLog(uri, str(run_id))
-            result = evaluate_checkpoint(ckpt, dataset, split, output, cfg.augment.eval, run, options=options)
+            result = evaluate_checkpoint(ckpt, dataset, split, output, run, options=options, rule=override)
     else:
         ckpt = Path(ckpt_path)
         if not ckpt.is_file():
@@ -179,5 +248,5 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
         run = open_run(uri, trained_in, cfg.logger.artifact_root, cfg.logger.experiment_name,
                        {"masklab.command": "evaluate", "masklab.checkpoint": str(ckpt.resolve()),
                         "masklab.dataset_root": str(dataset.root.resolve())})
-        result = evaluate_checkpoint(ckpt, dataset, split, output, cfg.augment.eval, run, options=options)
+        result = evaluate_checkpoint(ckpt, dataset, split, output, run, options=options, rule=override)
     return Evaluation(result, run.run_id, output / "evaluation")

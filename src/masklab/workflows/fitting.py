@@ -87,6 +87,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     from masklab.data.open import open_dataset
     from masklab.data.versioning import data_version, dvc_context
     from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY, read_checkpoint_meta
+    from masklab.inference.rule import INPUT_RULE_META_KEY, InputRule
     from masklab.tasks import task_for
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
 
@@ -111,8 +112,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
     datamodule = task.datamodule(
         dataset,
-        build_pipeline(cfg.augment.train, seed=cfg.seed),
-        build_pipeline(cfg.augment.eval, seed=cfg.seed),
+        build_pipeline(cfg.augment.train, seed=cfg.seed, ignore_index=table.ignore_index),
+        build_pipeline(cfg.augment.eval, seed=cfg.seed, ignore_index=table.ignore_index),
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         seed=cfg.seed,
@@ -152,6 +153,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         "config": plain_cfg,
         "mlflow_run_id": logger.run_id,
         "mlflow_tracking_uri": cfg.logger.tracking_uri,
+        # The preprocessing every later evaluation, prediction and package of this model uses.
+        INPUT_RULE_META_KEY: InputRule.from_eval_pipeline(cfg.augment.eval).to_dict(),
     }
     module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
@@ -184,8 +187,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
 
         for split in ("val", "test"):
             if dataset.labeled(split):
-                result.evaluations[split] = evaluate_checkpoint(best_path, dataset, split, output, cfg.augment.eval,
-                                                                run, options=cfg.evaluation)
+                result.evaluations[split] = evaluate_checkpoint(best_path, dataset, split, output, run,
+                                                                options=cfg.evaluation)
 
     if cfg.registry.register and best_path is not None:
         from masklab.workflows.registry import register

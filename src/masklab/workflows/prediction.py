@@ -33,11 +33,12 @@ def list_inputs(path: Path) -> list[Path]:
 
 
 def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri: str, overlay: bool = False,
-            alpha: float = 0.45, overwrite: bool = False) -> Prediction:
+            alpha: float = 0.45, overwrite: bool = False, device: str = "auto", batch_size: int = 8) -> Prediction:
     """Predict every image of ``inputs`` with the model ``model_ref`` names (``models:/...``, run id,
     checkpoint file, package folder) into ``output``, keeping relative paths; refuses a non-empty
-    ``output`` unless ``overwrite``."""
-    from masklab.evaluation.predict import predict_folder
+    ``output`` unless ``overwrite``. ``device``: auto (a GPU when there is one), cpu, cuda[:i];
+    ``batch_size`` images per forward pass. Same inference path as evaluation."""
+    from masklab.inference.folder import predict_folder
     from masklab.tracking.model_ref import load_model_ref
 
     source = Path(inputs)
@@ -48,6 +49,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     start = time.perf_counter()
     package = load_model_ref(str(model_ref), tracking_uri)
     loaded = time.perf_counter()
-    written = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha)
+    written = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha, device=device,
+                             batch_size=batch_size)
     done = time.perf_counter()
     return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9))

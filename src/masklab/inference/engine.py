@@ -1,0 +1,131 @@
+"""Batched prediction on a device, with logits brought back to each image's original size.
+
+Every place a trained network meets pixels (evaluation, ``masklab predict``, the registry pyfunc,
+later curation and active learning) goes through :class:`Predictor`, so what is scored is what is
+deployed: the same preprocessing rule, the same resizing of the logits, the same argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from masklab.errors import UserError
+from masklab.inference.rule import InputRule
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None): the first CUDA GPU when there is one, else the CPU; else ``name`` as torch
+    reads it ("cpu", "cuda", "cuda:1"). A GPU that is not there is the user's error."""
+    if name is None or str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(str(name))
+    except RuntimeError as exc:
+        raise UserError(f"device={name}: not a device name; expected auto, cpu, cuda or cuda:<index>") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name}: this machine has no CUDA GPU that torch can use; use device=cpu or auto")
+    return device
+
+
+def _to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+    """(N, 3, H, W) uint8 on ``device`` from N (H, W, 3) uint8 arrays of one size."""
+    batch = np.stack([np.ascontiguousarray(im) for im in images]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(batch)).to(device)
+
+
+class Predictor:
+    """A model, the rule it was trained with, a device and a batch size.
+
+    ``logits(images)`` returns (C, H_i, W_i) float32 per image (H_i, W_i, 3) uint8, at the image's
+    own size; ``classes(images)`` the argmax as (H_i, W_i) uint8. Normalisation lives in the model.
+    """
+
+    def __init__(self, model: nn.Module, rule: InputRule, device: str | torch.device | None = "auto",
+                 batch_size: int = 8):
+        if int(batch_size) < 1:
+            raise UserError(f"batch_size={batch_size}: expected a positive number of images")
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.rule = rule
+        self.batch_size = int(batch_size)
+
+    @torch.no_grad()
+    def logits(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order."""
+        if self.rule.mode == "resize":
+            return self._resized(images)
+        return self._padded(images)
+
+    def classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8."""
+        return [lg.argmax(dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
+
+    def _resized(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        # Every image reaches the network at one size, so any images batch together.
+        out: list[torch.Tensor] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            y = self.model(_to_tensor([self.rule.resize_image(im) for im in chunk], self.device)).float()
+            for i, im in enumerate(chunk):
+                h, w = im.shape[:2]
+                one = y[i:i + 1]
+                if one.shape[-2:] != (h, w):
+                    one = F.interpolate(one, size=(h, w), mode="bilinear", align_corners=False)
+                out.append(one[0])
+        return out
+
+    def _padded(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        # Images of one size batch together; larger than a tile, an image is predicted tile by tile.
+        out: list[torch.Tensor | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            h, w = im.shape[:2]
+            if self.rule.tile is not None and max(h, w) > self.rule.tile:
+                out[i] = self._tiled(_to_tensor([im], self.device))[0]
+            else:
+                by_size.setdefault((h, w), []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                y = self._pad_predict(_to_tensor([images[i] for i in chunk], self.device))
+                for j, i in enumerate(chunk):
+                    out[i] = y[j]
+        return out  # type: ignore[return-value]
+
+    def _pad_predict(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) logits for (N, 3, H, W) pixels padded (edge-replicated) to the rule's multiple."""
+        h, w = x.shape[-2:]
+        m = self.rule.multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x.float(), (0, pw, 0, ph), mode="replicate")
+        return self.model(x).float()[..., :h, :w]
+
+    def _tiled(self, x: torch.Tensor) -> torch.Tensor:
+        """(1, C, H, W): overlapping tiles of ``rule.tile`` px, logits averaged where they overlap."""
+        h, w = x.shape[-2:]
+        tile, step = self.rule.tile, self.rule.tile - self.rule.overlap
+        total, count = None, torch.zeros(1, 1, h, w, device=x.device)
+        for top in sorted({*range(0, max(h - tile, 0) + 1, step), max(h - tile, 0)}):
+            for left in sorted({*range(0, max(w - tile, 0) + 1, step), max(w - tile, 0)}):
+                y = self._pad_predict(x[..., top:top + tile, left:left + tile])
+                if total is None:
+                    total = torch.zeros(1, y.shape[1], h, w, device=x.device)
+                total[..., top:top + y.shape[-2], left:left + y.shape[-1]] += y
+                count[..., top:top + y.shape[-2], left:left + y.shape[-1]] += 1
+        return total / count
+
+
+def predict_logits(model: nn.Module, image: np.ndarray, rule: InputRule, device: str = "cpu") -> torch.Tensor:
+    """Logits (C, H, W) float32 for one image (H, W, 3) uint8 at its own size."""
+    return Predictor(model, rule, device, 1).logits([image])[0].cpu()
+
+
+def predict_image(model: nn.Module, image: np.ndarray, rule: InputRule, device: str = "cpu") -> np.ndarray:
+    """Class ids (H, W) uint8 for one image (H, W, 3) uint8 at its own size."""
+    return Predictor(model, rule, device, 1).classes([image])[0]

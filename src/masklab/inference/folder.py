@@ -1,0 +1,46 @@
+"""Prediction files for a list of image files, with the model's own input rule, in batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from masklab.console import progress
+from masklab.files import atomic_write
+from masklab.inference.engine import Predictor
+
+
+def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, output: Path, overlay: bool = False,
+                   alpha: float = 0.45, device: str = "auto", batch_size: int = 8) -> list[Path]:
+    """Write ``<output>/<relative path>.png`` predictions (and ``_overlay.png``) of ``package`` (a loaded
+    model package: model, class table, input rule, spec naming its task) for ``inputs``.
+
+    Paths keep their place relative to ``input_root`` (a folder) so equal stems in different
+    subfolders do not collide. The package's task turns the predictor's output into predictions and
+    writes them (atomically); a progress bar counts the batches on a terminal.
+    """
+    from masklab.data.format import read_image
+    from masklab.tasks import task_for
+
+    task = task_for(package.spec)
+    predictor = Predictor(package.model, package.input_rule, device, batch_size)
+    root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent
+    written: list[Path] = []
+    starts = range(0, len(inputs), predictor.batch_size)
+    for start in progress(starts, f"predicting {len(inputs)} images (batches of {predictor.batch_size})"):
+        paths = list(inputs[start:start + predictor.batch_size])
+        images = [read_image(p) for p in paths]
+        for path, image, prediction in zip(paths, images, task.predict(predictor, images)):
+            rel = Path(path).relative_to(root).with_suffix("")
+            target = Path(output) / f"{rel}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            task.write_prediction(prediction, target)
+            if overlay:
+                blended = Image.fromarray(task.overlay(image, prediction, package.class_table, alpha))
+                atomic_write(target.with_name(f"{target.stem}_overlay.png"),
+                             lambda tmp, im=blended: im.save(tmp, format="PNG"))
+            written.append(target)
+    return written
