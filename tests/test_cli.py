@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from conftest import FAST, mlflow_runs, run_masklab
 
 
-def test_help_lists_every_command_quickly(project):
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "masklab.cli", "--help"], capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - start
+def test_help_lists_every_command_without_importing_the_heavy_stack(project):
+    # How fast `masklab --help` starts is measured in benchmarks/cli_startup.py; here: what makes it fast.
+    code = ("import sys; from masklab.cli import main; main(['--help']); "
+            "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'mlflow', 'hydra', 'omegaconf', 'rich') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     for words in ("train", "evaluate", "data synth", "data import", "data check", "data preview", "ui"):
-        assert words in out.stdout
-    assert elapsed < 5  # the figure (< 1.5 s) is measured in benchmarks/cli_startup.py, not here
+        assert f"\n  {words} " in out.stdout
+    assert out.stdout.rstrip().splitlines()[-1] == "HEAVY []"
 
 
 def test_unknown_command_is_an_error(project):
@@ -33,14 +34,14 @@ def test_cfg_job_prints_composed_config(project):
 
 def test_mistyped_key_is_short_clear_error(project):
     res = run_masklab(["train", "trainer.max_epoch=3"], project)
-    assert res.returncode != 0
+    assert res.returncode == 2  # a config mistake is the user's, not a bug
     assert "max_epoch" in res.stderr
     assert "Traceback" not in res.stderr
 
 
 def test_mistyped_group_option_lists_valid_options(project):
     res = run_masklab(["train", "model=unett"], project)
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert "unett" in res.stderr
     for option in ("unet", "fpn", "deeplabv3plus", "segformer"):
         assert option in res.stderr

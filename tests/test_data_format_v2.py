@@ -214,19 +214,19 @@ def test_png_objects(tmp_path: Path) -> None:
 def test_writer_refuses_what_check_would_reject(tmp_path: Path) -> None:
     with DatasetWriter(tmp_path / "ds", CLASSES) as w:
         m = union_mask(two_objects())
-        with pytest.raises(ValueError, match="not a valid name"):
+        with pytest.raises(DatasetFormatError, match="not a valid name"):
             w.add("a", image(0), m, "my split")
-        with pytest.raises(ValueError, match="status 'done' is not one of"):
+        with pytest.raises(DatasetFormatError, match="status 'done' is not one of"):
             w.add("a", image(0), m, "train", status="done")
-        with pytest.raises(ValueError, match="fold True is not an integer"):
+        with pytest.raises(DatasetFormatError, match="fold True is not an integer"):
             w.add("a", image(0), m, "train", fold=True)
-        with pytest.raises(ValueError, match="unlabeled but has a mask"):
+        with pytest.raises(DatasetFormatError, match="unlabeled but has a mask"):
             w.add("a", image(0), m, "pool")
-        with pytest.raises(ValueError, match="labeled but has no mask"):
+        with pytest.raises(DatasetFormatError, match="labeled but has no mask"):
             w.add("a", image(0), None, "train")
-        with pytest.raises(ValueError, match="object 0: mask is empty"):
+        with pytest.raises(DatasetFormatError, match="object 0: mask is empty"):
             w.add("a", image(0), None, "train", objects=[{"class_id": 1, "mask": np.zeros((H, W), bool)}])
-        with pytest.raises(ValueError, match=r"extra keys \['fold'\] are manifest fields"):
+        with pytest.raises(DatasetFormatError, match=r"extra keys \['fold'\] are manifest fields"):
             w.add("a", image(0), m, "train", extra={"fold": 1})
         w.add("a", image(0), m, "holdout_2", fold=0)
         w.add("p", image(1), None, "pool")

@@ -15,6 +15,7 @@ from PIL import Image
 from masklab.data.check import check_dataset
 from masklab.data.format import default_color, file_sha256, load_dataset, read_mask
 from masklab.data.import_folder import ImportProblems, import_folder
+from masklab.errors import UserError
 
 # Same location rule as the rest of the suite: $MASKLAB_SHARED or the folder next to the repository.
 SHARED = Path(os.environ.get("MASKLAB_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
@@ -339,7 +340,7 @@ def test_refuses_to_overwrite(tmp_path: Path) -> None:
     images, masks = make_folder(tmp_path / "src", 3, [0, 1])
     import_folder(images, masks, tmp_path / "out", classes=None, split_mode="none")
     before = file_sha256(tmp_path / "out" / "manifest.jsonl")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserError, match=r"out: dataset already exists; pass overwrite=true to replace it$"):
         import_folder(images, masks, tmp_path / "out", classes=None, split_mode="random")
     assert file_sha256(tmp_path / "out" / "manifest.jsonl") == before
     ds = import_folder(images, masks, tmp_path / "out", classes=None, split_mode="random", overwrite=True)
@@ -387,7 +388,7 @@ def test_every_bad_input_listed_in_one_error(tmp_path: Path) -> None:
     assert len(err.value.problems) == 8
     message = str(err.value)
     assert message.startswith("8 problem(s)") and message.count("\n  - ") == 8
-    assert isinstance(err.value, ValueError)
+    assert isinstance(err.value, UserError)  # the CLI shows it without a traceback
     assert not (tmp_path / "out").exists()
     assert not leftovers(tmp_path)  # the writer's temp folder was removed
 
@@ -403,23 +404,24 @@ def test_jpeg_index_mask_and_colour_mask_in_index_mode(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"mask_mode": "nope"},
-        {"snap": "sideways"},
-        {"snap": "threshold", "mask_mode": "index"},
-        {"mask_mode": "rgb"},
-        {"split_mode": "lists"},
-        {"fractions": {"train": 0.8, "val": 0.3}},
-        {"fractions": {"train": 0.9, "holdout": 0.1}},
-        {"remap": {255: "sky"}},
-        {"classes": [{"id": 1, "name": "gap"}]},
+        ({"mask_mode": "nope"}, r"^mask_mode 'nope' is not one of \['index', 'binary', 'rgb', 'auto'\]$"),
+        ({"snap": "sideways"}, r"^snap 'sideways' is not one of \['none', 'threshold', 'nearest'\]$"),
+        ({"snap": "threshold", "mask_mode": "index"}, r"^snap='threshold' needs mask_mode='binary', not 'index'$"),
+        ({"mask_mode": "rgb"}, r"^mask_mode='rgb' needs colors \{class_id: \[r, g, b\]\}$"),
+        ({"split_mode": "lists"}, r"^split_mode='lists' needs split_lists"),
+        ({"fractions": {"train": 0.8, "val": 0.3}}, r"^fractions: \{'train': 0.8, 'val': 0.3\} must be non-negative "
+                                                    r"and sum to 1$"),
+        ({"fractions": {"train": 0.9, "holdout": 0.1}}, r"^fractions: unknown split\(s\) \['holdout'\]"),
+        ({"remap": {255: "sky"}}, r"^remap: target 'sky' for 255 is neither a class id nor 'ignore'$"),
+        ({"classes": [{"id": 1, "name": "gap"}]}, r"^classes argument: class ids are \[1\]; expected 0..0 without gaps$"),
     ],
 )
-def test_bad_arguments_raise_before_reading(tmp_path: Path, kwargs: dict) -> None:
+def test_bad_arguments_raise_before_reading(tmp_path: Path, kwargs: dict, message: str) -> None:
     images, masks = make_folder(tmp_path / "src", 1, [0, 1])
     kwargs = {"classes": None, **kwargs}
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match=message):  # the CLI shows a UserError as one line, exit 2
         import_folder(images, masks, tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 

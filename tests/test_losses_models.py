@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from masklab.errors import UserError
 from masklab.losses import build_loss
 from masklab.models import build_model
 
@@ -35,7 +36,7 @@ def test_weighted_sum_adds_terms():
 
 
 def test_unknown_loss_term_is_clear_error():
-    with pytest.raises(ValueError, match="bce"):
+    with pytest.raises(UserError, match=r"loss terms \['bce'\]: unknown \['bce'\]; expected a non-empty subset of"):
         build_loss({"bce": 1.0}, 255)
 
 
@@ -50,7 +51,7 @@ def test_architectures_build_and_normalise_inside(arch):
 
 
 def test_unknown_encoder_is_clear_error():
-    with pytest.raises(ValueError, match="resnet999"):
+    with pytest.raises(UserError, match="model arch='Unet' encoder='resnet999': "):
         build_model(num_classes=2, encoder="resnet999")
 
 
@@ -65,5 +66,5 @@ def test_local_weights_file_full_and_encoder_only(tmp_path):
     for k, v in src.net.encoder.state_dict().items():
         assert torch.equal(enc.net.encoder.state_dict()[k], v)
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
-    with pytest.raises(ValueError, match="none of its"):
+    with pytest.raises(UserError, match=r"bad.pt: none of its 1 tensors match the model's parameter names$"):
         build_model(num_classes=2, weights_path=str(tmp_path / "bad.pt"))

@@ -180,10 +180,12 @@ def test_dilation_matches_reference_formula():
         for ratio in (0.0, 0.001, 0.005, 0.02, 0.05, 0.1):
             assert boundary_dilation(h, w, ratio) == ref_dilation(h, w, ratio), (h, w, ratio)
     assert boundary_dilation(256, 256) == 7
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^image size must be positive, got 0x5$"):
         boundary_dilation(0, 5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^dilation_ratio must be >= 0, got -0.1$"):
         boundary_dilation(5, 5, -0.1)
+    with pytest.raises(ValueError, match=r"^dilation_ratio must be >= 0, got nan$"):
+        boundary_dilation(5, 5, float("nan"))
 
 
 def test_band_hand_computed_border_counts_as_contour():
@@ -369,9 +371,9 @@ def test_dtypes_negative_ignore_logits_and_errors():
         boundary_counts(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 7], [0, 0]]]), 2, IGNORE)
     with pytest.raises(ValueError, match="integer"):
         boundary_band(torch.zeros(1, 3, 3), 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^pred and target must be \(N, H, W\), got \(2, 2\)$"):
         boundary_counts(torch.zeros(2, 2, dtype=torch.long), torch.zeros(2, 2, dtype=torch.long), 2, IGNORE)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^dilation_ratio must be >= 0, got -1.0$"):
         SemanticMetrics(2, IGNORE, boundary=True, dilation_ratio=-1.0)
 
 

@@ -338,5 +338,5 @@ def test_named_scalars():
     metric.update(pred[:1], target[:1])
     out = named_scalars(metric.compute(), "test", None)
     assert out["test/iou/2"] == 0.0 and out["test/iou/0"] == pytest.approx(0.8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^got 1 class_names for num_classes=3$"):
         SemanticMetrics(3, IGNORE, class_names=["a"])

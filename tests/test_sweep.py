@@ -59,7 +59,7 @@ def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project):
     assert len(list((project / "experiments" / "runs").glob("*/*_sweep/trials/*/checkpoints/last.ckpt"))) == 2
     # the grid is done: running the command again adds nothing
     again = run_masklab(["sweep", "sweep=fast_grid"], project)
-    assert again.returncode == 0 and "nothing to run" in again.stdout, again.stderr[-2000:]
+    assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr[-2000:]
     assert len(study_of(project, "fast_grid").trials) == 2
 
 
@@ -92,7 +92,7 @@ def test_optuna_sweep_summary_and_resume(project):
     # resume: the same study gets a 4th trial, under the same parent run
     more = run_masklab(["sweep", "sweep=fast_tpe", "n_trials=1"], project)
     assert more.returncode == 0, more.stderr[-3000:]
-    assert "3 trial(s) so far" in more.stdout
+    assert "3 trial(s) so far" in more.stderr
     study = study_of(project, "fast_tpe")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     parent2, children = parent_and_children(project)
@@ -132,7 +132,8 @@ def test_unknown_search_space_type_is_a_one_line_error(project):
 
 
 def test_parameter_that_is_not_a_train_override_stops_at_the_first_trial(project):
-    res = run_masklab(["sweep", "sweep=fast_grid", "+sweep.grid.max_epoch=[1,2]", "study=typo"], project)
+    # -q: only warnings and errors on stderr, so the error must be its only line
+    res = run_masklab(["-q", "sweep", "sweep=fast_grid", "+sweep.grid.max_epoch=[1,2]", "study=typo"], project)
     assert res.returncode == 2, res.stderr[-3000:]
     lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not re.match(r"\d{4}/\d\d/\d\d ", ln)]
     assert len(lines) == 1, res.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import urllib.request
 
@@ -24,12 +25,21 @@ def test_train_logs_to_server_named_by_env(project, mlflow_server):
 
 
 def test_ui_serves_local_store(project):
+    from mlflow.tracking import MlflowClient
+
+    # An experiment only the project's store has: the UI must show it, so it serves that store.
+    store = project / "experiments" / "mlflow.db"
+    store.parent.mkdir(parents=True)
+    experiment_id = MlflowClient(f"sqlite:///{store}").create_experiment("only-in-this-project")
     port = free_port()
     proc = start([sys.executable, "-m", "masklab.cli", "ui", f"port={port}"], project)
     try:
         wait_http(f"http://127.0.0.1:{port}/health")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
-            assert b"MLflow" in resp.read() or resp.status == 200
+            assert resp.status == 200
+            assert b"<title>MLflow</title>" in resp.read()  # the UI's page, not MLflow's "index.html not found"
+        api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=only-in-this-project"
+        with urllib.request.urlopen(api, timeout=90) as resp:  # the first request opens the store: slow here
+            assert json.load(resp)["experiment"]["experiment_id"] == experiment_id
     finally:
         stop(proc)
-    assert (project / "experiments" / "mlflow.db").exists()

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from masklab.errors import UserError
 from masklab.project import PACKAGE_CONF_DIR, make_project_importable, project_conf_dir, project_root
 
 CONF_DIR = str(PACKAGE_CONF_DIR)
@@ -25,7 +26,7 @@ def image_hw(size: Any, key: str = "data.image_size") -> tuple[int, int]:
     if (isinstance(value, list) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         return value[0], value[1]
-    raise ValueError(f"{key}={value!r}: expected a positive int or [height, width] of positive ints")
+    raise UserError(f"{key}={value!r}: expected a positive int or [height, width] of positive ints")
 
 
 def _if_square(size: Any, value: float) -> float:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from masklab.errors import UserError
+
 LOSS_NAMES = ("ce", "dice", "focal")
 
 
@@ -34,7 +36,7 @@ def build_loss(
 
     unknown = sorted(set(terms) - set(LOSS_NAMES))
     if unknown or not terms:
-        raise ValueError(f"loss terms {sorted(terms)}: unknown {unknown}; expected a non-empty subset of {LOSS_NAMES}")
+        raise UserError(f"loss terms {sorted(terms)}: unknown {unknown}; expected a non-empty subset of {LOSS_NAMES}")
     weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
     factories = {
         "ce": lambda: nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_index),

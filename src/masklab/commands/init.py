@@ -12,6 +12,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+from masklab.console import logger, result
 from masklab.errors import UserError
 from masklab.files import atomic_write
 
@@ -78,6 +79,7 @@ def main(args: list[str]) -> None:
     except UserError as exc:
         print(f"masklab init: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"Created the masklab project {target}: {len(written)} file(s)"
-          + (f"; kept {len(kept)} existing: {', '.join(kept)}" if kept else ""))
-    print(f"Next: cd {target} && masklab data import name=<name> images=<dir> masks=<dir> (see {target / 'README.md'})")
+    result(f"Created the masklab project {target}: {len(written)} file(s)"
+           + (f"; kept {len(kept)} existing: {', '.join(kept)}" if kept else ""), __name__)
+    logger(__name__).info("Next: cd %s && masklab data import name=<name> images=<dir> masks=<dir> (see %s)",
+                          target, target / "README.md")

@@ -552,20 +552,21 @@ def _checked_objects(
     for k, obj in enumerate(objects):
         where = f"sample '{sample_id}' object {k}"
         if "mask" not in obj or "class_id" not in obj:
-            raise ValueError(f"{where}: keys {sorted(obj)}; expected class_id, mask and optional other keys")
+            raise DatasetFormatError(
+                f"{where}: keys {sorted(obj)}; expected class_id, mask and optional other keys")
         pixels = np.asarray(obj["mask"]) != 0
         if pixels.shape != shape:
-            raise ValueError(f"{where}: mask shape {pixels.shape}; expected {shape} (image)")
+            raise DatasetFormatError(f"{where}: mask shape {pixels.shape}; expected {shape} (image)")
         if not pixels.any():
-            raise ValueError(f"{where}: mask is empty; expected at least one pixel")
+            raise DatasetFormatError(f"{where}: mask is empty; expected at least one pixel")
         class_id = obj["class_id"]
         if not isinstance(class_id, int | np.integer) or isinstance(class_id, bool):
-            raise ValueError(f"{where}: class_id {class_id!r} is not an integer")
+            raise DatasetFormatError(f"{where}: class_id {class_id!r} is not an integer")
         record = {key: v for key, v in obj.items() if key != "mask"}
         record["class_id"] = int(class_id)
         if "iscrowd" in obj:
             if obj["iscrowd"] not in (0, 1) or isinstance(obj["iscrowd"], bool):
-                raise ValueError(f"{where}: iscrowd {obj['iscrowd']!r}; expected 0 or 1")
+                raise DatasetFormatError(f"{where}: iscrowd {obj['iscrowd']!r}; expected 0 or 1")
             record["iscrowd"] = int(obj["iscrowd"])
         json.dumps(record)  # other keys must be JSON values; fail before anything is written
         out.append((record, pixels))
@@ -582,7 +583,7 @@ class DatasetWriter:
     def __init__(self, root: str | Path, class_table: ClassTable, overwrite: bool = False):
         self.root = Path(root)
         if self.root.exists() and not overwrite:
-            raise FileExistsError(f"{self.root}: dataset already exists; pass overwrite=true to replace it")
+            raise UserError(f"{self.root}: dataset already exists; pass overwrite=true to replace it")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.class_table = class_table
         self.overwrite = overwrite
@@ -620,30 +621,33 @@ class DatasetWriter:
         An unlabeled sample (split pool or status unlabeled) must have no target, a labeled one some.
         """
         if sample_id in self._ids:
-            raise ValueError(f"duplicate sample id '{sample_id}'")
+            raise DatasetFormatError(f"duplicate sample id '{sample_id}'")
         if not is_valid_split(split):
-            raise ValueError(f"sample '{sample_id}': split {split!r} is not a valid name; expected {SPLIT_NAME_RULE}")
+            raise DatasetFormatError(
+                f"sample '{sample_id}': split {split!r} is not a valid name; expected {SPLIT_NAME_RULE}")
         if status is not None and status not in STATUSES:
-            raise ValueError(f"sample '{sample_id}': status {status!r} is not one of {list(STATUSES)}")
+            raise DatasetFormatError(f"sample '{sample_id}': status {status!r} is not one of {list(STATUSES)}")
         if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
-            raise ValueError(f"sample '{sample_id}': fold {fold!r} is not an integer")
+            raise DatasetFormatError(f"sample '{sample_id}': fold {fold!r} is not an integer")
         if object_storage not in OBJECT_STORAGES:
-            raise ValueError(f"object_storage {object_storage!r} is not one of {list(OBJECT_STORAGES)}")
+            raise DatasetFormatError(f"object_storage {object_storage!r} is not one of {list(OBJECT_STORAGES)}")
         extra = dict(extra or {})
         clash = sorted(set(extra) & set(_ROW_FIELDS))
         if clash:
-            raise ValueError(f"sample '{sample_id}': extra keys {clash} are manifest fields; use the arguments")
+            raise DatasetFormatError(
+                f"sample '{sample_id}': extra keys {clash} are manifest fields; use the arguments")
         json.dumps(extra)  # fail now, not at commit, on values JSON cannot hold
         has_target = mask is not None or instances is not None or objects is not None
         labeled = split != POOL_SPLIT and status != "unlabeled"
         if has_target != labeled:
-            raise ValueError(
+            raise DatasetFormatError(
                 f"sample '{sample_id}' (split {split}, status {status}): "
                 + ("labeled but has no mask or objects" if labeled else "unlabeled but has a mask or objects")
             )
         safe = safe_name(sample_id)
         if safe in self._files:
-            raise ValueError(f"sample ids '{sample_id}' and '{self._files[safe]}' would share the file name '{safe}'")
+            raise DatasetFormatError(
+                f"sample ids '{sample_id}' and '{self._files[safe]}' would share the file name '{safe}'")
         # Everything is validated before the first file is written: a refused sample leaves nothing behind.
         if isinstance(image, Path):
             with Image.open(image) as im:
@@ -651,7 +655,8 @@ class DatasetWriter:
         else:
             height, width = image.shape[:2]
         if mask is not None and mask.shape[:2] != (height, width):
-            raise ValueError(f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
+            raise DatasetFormatError(
+                f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
         checked = None if objects is None else _checked_objects(sample_id, objects, (height, width))
         self._ids.add(sample_id)
         self._files[safe] = sample_id

@@ -73,7 +73,7 @@ def _parse_int_key(key: object, what: str) -> int:
     try:
         return int(key)  # type: ignore[call-overload]
     except (TypeError, ValueError):
-        raise ValueError(f"{what}: key {key!r} is not an integer") from None
+        raise UserError(f"{what}: key {key!r} is not an integer") from None
 
 
 def _parse_remap(remap: Mapping | None, ignore_index: int) -> dict[int, int]:
@@ -87,7 +87,7 @@ def _parse_remap(remap: Mapping | None, ignore_index: int) -> dict[int, int]:
             try:
                 out[src] = int(target)
             except (TypeError, ValueError):
-                raise ValueError(f"remap: target {target!r} for {src} is neither a class id nor 'ignore'") from None
+                raise UserError(f"remap: target {target!r} for {src} is neither a class id nor 'ignore'") from None
     return out
 
 
@@ -99,11 +99,11 @@ def _parse_colors(colors: Mapping | None, ignore_index: int) -> dict[tuple[int, 
         try:
             color = tuple(int(c) for c in rgb)
         except (TypeError, ValueError):
-            raise ValueError(f"colors: {key}: {rgb!r} is not [r, g, b]") from None
+            raise UserError(f"colors: {key}: {rgb!r} is not [r, g, b]") from None
         if len(color) != 3 or not all(0 <= c <= 255 for c in color):
-            raise ValueError(f"colors: {key}: {list(color)} is not three values 0..255")
+            raise UserError(f"colors: {key}: {list(color)} is not three values 0..255")
         if color in out and out[color] != value:
-            raise ValueError(f"colors: {list(color)} is given for both {out[color]} and {key}")
+            raise UserError(f"colors: {list(color)} is given for both {out[color]} and {key}")
         out[color] = value  # type: ignore[index]
     return out
 
@@ -468,36 +468,36 @@ def import_folder(
     """
     images, masks, out_root = Path(images), Path(masks), Path(out_root)
     if mask_mode not in MASK_MODES:
-        raise ValueError(f"mask_mode '{mask_mode}' is not one of {list(MASK_MODES)}")
+        raise UserError(f"mask_mode '{mask_mode}' is not one of {list(MASK_MODES)}")
     if snap not in SNAPS:
-        raise ValueError(f"snap '{snap}' is not one of {list(SNAPS)}")
+        raise UserError(f"snap '{snap}' is not one of {list(SNAPS)}")
     if snap == "threshold" and mask_mode not in ("binary", "auto"):
-        raise ValueError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
+        raise UserError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
     if snap == "nearest" and mask_mode not in ("rgb", "auto"):
-        raise ValueError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
+        raise UserError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
     if split_mode not in SPLIT_MODES:
-        raise ValueError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
+        raise UserError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
     if split_mode == "lists" and not split_lists:
-        raise ValueError("split_mode='lists' needs split_lists {split: file of stems}")
+        raise UserError("split_mode='lists' needs split_lists {split: file of stems}")
     if split_lists and set(split_lists) - set(SPLITS):
-        raise ValueError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
+        raise UserError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
     if not 0 <= ignore_index <= 255:
-        raise ValueError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
+        raise UserError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
     fracs = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
     remap_ = _parse_remap(remap, ignore_index)
     colors_ = _parse_colors(colors, ignore_index)
     if mask_mode == "rgb" and not colors_:
-        raise ValueError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
+        raise UserError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
     if snap == "nearest" and not colors_:
-        raise ValueError("snap='nearest' needs colors {class_id: [r, g, b]} to snap to")
+        raise UserError("snap='nearest' needs colors {class_id: [r, g, b]} to snap to")
     if classes is None and ignore_index < 2:
-        raise ValueError(f"ignore_index {ignore_index} collides with derived class ids 0, 1; pass classes")
+        raise UserError(f"ignore_index {ignore_index} collides with derived class ids 0, 1; pass classes")
     table: ClassTable | None = None
     if classes is not None:
         table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
     for folder, what in ((images, "images"), (masks, "masks")):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: {what} folder does not exist")
+            raise UserError(f"{folder}: {what} folder does not exist")
 
     placeholder = table or ClassTable.from_dict(_derived_table(1, {}, ignore_index))
     # Opening the writer first makes "dataset exists" fail before any file is read.

@@ -26,6 +26,7 @@ from masklab.data.check import Problem, verify_file
 from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color, read_object_png
 from masklab.data.import_folder import IMAGE_EXTS, ImportProblems
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
+from masklab.errors import UserError
 
 SPLIT_MODES = ("random", "none")
 LAYOUT = "<src>/<image id>/images/<one image>, <src>/<image id>/masks/<one mask per object>"
@@ -122,10 +123,10 @@ def import_instance_folders(
     """
     src, out = Path(src), Path(out)
     if split_mode not in SPLIT_MODES:
-        raise ValueError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
+        raise UserError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
     fracs = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: folder does not exist; expected {LAYOUT}")
+        raise UserError(f"{src}: folder does not exist; expected {LAYOUT}")
     table = instance_class_table(class_name)
     # Opening the writer first makes "dataset exists" fail before any file is read.
     with DatasetWriter(out, table, overwrite=overwrite) as writer:

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from masklab.data.format import CLASSES_FILE, Dataset
+from masklab.errors import UserError
 from masklab.files import atomic_write
 from masklab.project import PACKAGE_CONF_DIR, PROJECT_CONF, project_root
 
@@ -36,7 +37,7 @@ PATH_KEYS = ("images", "masks")
 def check_config_name(name: str) -> None:
     """Refuse a dataset name that cannot be a file and option name (``conf/data/<name>.yaml``)."""
     if not NAME_PATTERN.fullmatch(str(name)):
-        raise ValueError(f"name={name!r}: expected letters, digits, '_', '-' or '.' (it names data/<name> and "
+        raise UserError(f"name={name!r}: expected letters, digits, '_', '-' or '.' (it names data/<name> and "
                          f"conf/data/<name>.yaml)")
 
 

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
 from masklab.data.format import SPLITS
+from masklab.errors import UserError
 
 DEFAULT_FRACTIONS: Mapping[str, float] = MappingProxyType({"train": 0.8, "val": 0.1, "test": 0.1})
 
@@ -15,10 +16,10 @@ def check_fractions(fractions: Mapping[str, float]) -> dict[str, float]:
     """{split: share} over train/val/test, missing ones 0; ValueError unless non-negative and summing to 1."""
     unknown = set(fractions) - set(SPLITS)
     if unknown:
-        raise ValueError(f"fractions: unknown split(s) {sorted(unknown)}; expected keys from {list(SPLITS)}")
+        raise UserError(f"fractions: unknown split(s) {sorted(unknown)}; expected keys from {list(SPLITS)}")
     out = {s: float(fractions.get(s, 0.0)) for s in SPLITS}
     if any(v < 0 for v in out.values()) or abs(sum(out.values()) - 1.0) > 1e-6:
-        raise ValueError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
+        raise UserError(f"fractions: {dict(fractions)} must be non-negative and sum to 1")
     return out
 
 

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color
+from masklab.errors import UserError
 
 SHAPES = ("circle", "rectangle", "triangle", "ellipse", "star", "cross")
 
@@ -21,7 +22,7 @@ SHAPES = ("circle", "rectangle", "triangle", "ellipse", "star", "cross")
 def synth_class_table(num_shapes: int) -> ClassTable:
     """Background (id 0) plus ``num_shapes`` shape classes, ids 1..num_shapes."""
     if not 1 <= num_shapes <= len(SHAPES):
-        raise ValueError(f"num_shapes={num_shapes}; expected 1..{len(SHAPES)} (shapes: {', '.join(SHAPES)})")
+        raise UserError(f"num_shapes={num_shapes}; expected 1..{len(SHAPES)} (shapes: {', '.join(SHAPES)})")
     classes = [ClassInfo(0, "background", default_color(0))]
     classes += [ClassInfo(i + 1, SHAPES[i], default_color(i + 1)) for i in range(num_shapes)]
     return ClassTable(tuple(classes))
@@ -125,10 +126,10 @@ def synthesize(
     """Write a synthetic dataset of ``count`` samples of ``size`` x ``size`` px to ``out_root``."""
     fractions = dict(fractions or {"train": 0.8, "val": 0.2, "test": 0.0})
     if count < 2 or size < 16:
-        raise ValueError(f"count={count}, size={size}; expected count >= 2 and size >= 16")
+        raise UserError(f"count={count}, size={size}; expected count >= 2 and size >= 16")
     bounds = np.cumsum([fractions.get(s, 0.0) for s in ("train", "val", "test")])
     if not np.isclose(bounds[-1], 1.0):
-        raise ValueError(f"split fractions {fractions} sum to {bounds[-1]:.3f}; expected 1")
+        raise UserError(f"split fractions {fractions} sum to {bounds[-1]:.3f}; expected 1")
     table = synth_class_table(num_shapes)
     with DatasetWriter(out_root, table, overwrite=overwrite) as writer:
         for i in range(count):

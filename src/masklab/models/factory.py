@@ -40,7 +40,7 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise UserError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -57,7 +57,7 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
     own = target.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
-        raise ValueError(f"weights file {path}: none of its {len(state)} tensors match the model's parameter names")
+        raise UserError(f"weights file {path}: none of its {len(state)} tensors match the model's parameter names")
     target.load_state_dict(matched, strict=False)
 
 
@@ -85,7 +85,7 @@ def smp_network(
             **kwargs,
         )
     except KeyError as exc:
-        raise ValueError(f"model arch='{arch}' encoder='{encoder}': {exc.args[0] if exc.args else exc}") from exc
+        raise UserError(f"model arch='{arch}' encoder='{encoder}': {exc.args[0] if exc.args else exc}") from exc
 
 
 def build_model(

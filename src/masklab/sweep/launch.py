@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
+from masklab.console import logger, result
 from masklab.errors import UserError
 from masklab.overrides import format_override
 from masklab.sweep.space import Param, grid_points, one_line, parse_grid, parse_overrides, parse_params
@@ -44,6 +45,8 @@ ATTR_MONITOR = "masklab.monitor"
 ATTR_PARENT = "masklab.parent_run_id"
 ATTR_TRACKING = "masklab.tracking_uri"
 WORKER_STOP_TIMEOUT_S = 60
+
+log = logger(__name__)
 
 
 def parse_preset(preset: dict[str, Any]) -> tuple[str, list[Param]]:
@@ -198,26 +201,31 @@ def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
             proc.stdin.write(replace(spec, worker=i, n_trials=quota).to_json())
             proc.stdin.close()
             procs.append((i, proc, err_path))
-        print(f"Started {n} workers ({', '.join(str(q) for q in quotas)} trials; stderr in {log_dir})", flush=True)
+        log.info("Started %d workers (%s trials; stderr in %s)", n, ", ".join(str(q) for q in quotas), log_dir)
         while any(p.poll() is None for _, p, _ in procs):
             for i, p, err_path in procs:
                 if p.poll() not in (None, 0):
-                    raise UserError(worker_error(i, p.returncode, err_path))
+                    raise worker_error(i, p.returncode, err_path)
             time.sleep(0.5)
         for i, p, err_path in procs:
             if p.returncode != 0:
-                raise UserError(worker_error(i, p.returncode, err_path))
+                raise worker_error(i, p.returncode, err_path)
     finally:
         stop_workers([p for _, p, _ in procs])
 
 
-def worker_error(i: int, returncode: int, err_path: Path) -> str:
+class WorkerCrashed(RuntimeError):
+    """A sweep worker ended with a bug (not a configuration mistake); its traceback is in its stderr file."""
+
+
+def worker_error(i: int, returncode: int, err_path: Path) -> Exception:
+    """The error a failed worker stands for: its one-line UserError (exit 2), else a WorkerCrashed naming its log."""
     lines = err_path.read_text(errors="replace").splitlines() if err_path.is_file() else []
     for line in reversed(lines):
         if line.startswith(ERROR_PREFIX):
-            return line[len(ERROR_PREFIX):]
+            return UserError(line[len(ERROR_PREFIX):])
     last = next((ln for ln in reversed(lines) if ln.strip()), "")
-    return f"worker {i} exited with status {returncode}: {last.strip()} (see {err_path})"
+    return WorkerCrashed(f"worker {i} exited with status {returncode}: {last.strip()} (traceback in {err_path})")
 
 
 def stop_workers(procs: list[subprocess.Popen]) -> None:
@@ -298,13 +306,13 @@ def sweep(cfg: DictConfig) -> None:
                                "direction": direction, "n_trials": to_run, "workers": workers,
                                "base_overrides": base_overrides, "sweep": preset}, "config/sweep.yaml")
 
-    print(f"Sweep '{study_name}': {kind} over {'; '.join(p.describe() for p in params)}")
-    print(f"  {direction} {monitor}; base overrides: {' '.join(base_overrides) or '(none)'}")
     doing = (f"running {to_run} now with {min(workers, to_run)} worker(s)" if to_run else
              "nothing to run: every grid point has a trial (a new point or n_trials adds more)")
-    print(f"  Optuna study in {shown_storage}: {n_before} trial(s) so far ({note}); {doing}")
-    print(f"  MLflow parent run {parent_id} ({'new' if created else 'continued'}) in experiment '{experiment}'; "
-          f"trial folders in {sweep_dir / 'trials'}", flush=True)
+    log.info(f"Sweep '{study_name}': {kind} over {'; '.join(p.describe() for p in params)}\n"
+             f"  {direction} {monitor}; base overrides: {' '.join(base_overrides) or '(none)'}\n"
+             f"  Optuna study in {shown_storage}: {n_before} trial(s) so far ({note}); {doing}\n"
+             f"  MLflow parent run {parent_id} ({'new' if created else 'continued'}) in experiment '{experiment}'; "
+             f"trial folders in {sweep_dir / 'trials'}")
 
     spec = SweepSpec(study=study_name, storage=str(cfg.storage), monitor=monitor, direction=direction,
                      params=[p.to_dict() for p in params], sampler=preset.get("sampler"), pruner=preset.get("pruner"),
@@ -325,12 +333,11 @@ def sweep(cfg: DictConfig) -> None:
         try:
             best = finish_parent(study, tracking_uri, parent_id, monitor, status)
         except Exception as exc:  # never hide the sweep's own error
-            print(f"warning: could not record the result on the parent run: {one_line(str(exc))}", file=sys.stderr)
+            log.warning("could not record the result on the parent run: %s", one_line(str(exc)))
             best = None
     report(study, study_name, monitor, best, n_before, cfg, "done" if status == "FINISHED" else "stopped")
     if interrupted:
-        print("masklab sweep: interrupted; the study keeps its trials: run the same command again to resume",
-              file=sys.stderr)
+        log.warning("masklab sweep: interrupted; the study keeps its trials: run the same command again to resume")
         raise SystemExit(130)
 
 
@@ -339,13 +346,14 @@ def report(study, study_name: str, monitor: str, best, n_before: int, cfg: DictC
 
     trials = study.get_trials(deepcopy=False)
     new = Counter(t.state.name.lower() for t in trials[n_before:])
-    print(f"\nSweep '{study_name}' {how}: {new['complete']} complete, {new['pruned']} pruned, {new['fail']} failed "
-          f"this time; {len(trials)} trial(s) in the study")
+    result(f"Sweep '{study_name}' {how}: {new['complete']} complete, {new['pruned']} pruned, {new['fail']} failed "
+           f"this time; {len(trials)} trial(s) in the study", __name__)
     if best is not None:
         overrides = " ".join(best.user_attrs.get("overrides") or [])
-        print(f"Best {monitor}: {best.value:.4f} (trial {best.number}): {overrides}")
+        result(f"Best {monitor}: {best.value:.4f} (trial {best.number}): {overrides}", __name__)
         if best.user_attrs.get("mlflow_run_id"):
-            print(f"  MLflow run {best.user_attrs['mlflow_run_id']}, folder {best.user_attrs.get('output_dir')}")
+            result(f"  MLflow run {best.user_attrs['mlflow_run_id']}, folder {best.user_attrs.get('output_dir')}",
+                   __name__)
     implicit = (f"sqlite:///{cfg.paths.experiments_dir}/optuna.db", os.environ.get("MASKLAB_SWEEP_STORAGE"))
     storage = "" if str(cfg.storage) in implicit else " storage=<the same storage>"
-    print(f"Ranked trials and a plot:  masklab sweep summary study={study_name}{storage}")
+    log.info("Ranked trials and a plot:  masklab sweep summary study=%s%s", study_name, storage)

@@ -11,6 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from masklab.console import result
 from masklab.errors import UserError
 from masklab.overrides import format_override
 from masklab.sweep.study import is_sqlite, open_storage, open_study, redact
@@ -168,17 +169,17 @@ def summary(cfg: DictConfig) -> None:
              f"{counts['failed']} failed, {counts['running']} running), {monitor} "
              f"{'maximized' if maximize else 'minimized'}")
     if not trials:
-        print(f"{title}: no trials yet")
+        result(f"{title}: no trials yet", __name__)
         return
     shown = rows if cfg.top is None else rows[: int(cfg.top)]
     print_table(title, shown, monitor)
     best = next((r for r in rows if r.rank == 1), None)
     if best is not None:
-        print(f"Best {monitor}: {best.value:.4f} (trial {best.number}): {best.overrides}")
+        result(f"Best {monitor}: {best.value:.4f} (trial {best.number}): {best.overrides}", __name__)
     out_dir = Path(cfg.paths.output_dir)
     stem = re.sub(r"[^\w.-]+", "_", str(name))
     png = plot(trials, rows, monitor, title, out_dir / f"{stem}.png")
     csv = out_dir / f"{stem}_trials.csv"
     study.trials_dataframe().to_csv(csv, index=False)
-    print(f"Plot: {png}")
-    print(f"Table: {csv}")
+    result(f"Plot: {png}", __name__)
+    result(f"Table: {csv}", __name__)

@@ -2,7 +2,8 @@
 
 `masklab sweep workers=K` starts K of these; they share the study through its storage (Optuna hands each
 trial to one worker) and log their trials to the same MLflow parent run. A configuration mistake ends the
-worker with ``masklab sweep: error: <message>`` on stderr and exit status 2.
+worker with ``masklab sweep: error: <message>`` on stderr and exit status 2; a bug ends it with its
+traceback and exit status 1.
 """
 
 from __future__ import annotations
@@ -32,16 +33,14 @@ def run_trials(spec: SweepSpec, out: TextIO | None = None) -> None:
 def main() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     spec = SweepSpec.from_json(sys.stdin.read())
-    from masklab.cli import quiet_third_party, user_error_types
+    from masklab.cli import quiet_third_party, run_reporting_errors
+    from masklab.console import setup_logging
 
+    setup_logging()  # the level comes from the parent's MASKLAB_LOG_LEVEL
     quiet_third_party()
     try:
-        run_trials(spec)
-    except user_error_types() as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(ERROR_PREFIX + str(exc).replace("\n", " "), file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+        # A user's mistake: one ERROR_PREFIX line, exit 2; a bug: its traceback, exit 1 (the launcher tells them apart).
+        run_reporting_errors("sweep", lambda: run_trials(spec))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 
