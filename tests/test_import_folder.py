@@ -415,7 +415,8 @@ def test_jpeg_index_mask_and_colour_mask_in_index_mode(tmp_path: Path) -> None:
                                                     r"and sum to 1$"),
         ({"fractions": {"train": 0.9, "holdout": 0.1}}, r"^fractions: unknown split\(s\) \['holdout'\]"),
         ({"remap": {255: "sky"}}, r"^remap: target 'sky' for 255 is neither a class id nor 'ignore'$"),
-        ({"classes": [{"id": 1, "name": "gap"}]}, r"^classes argument: class ids are \[1\]; expected 0..0 without gaps$"),
+        ({"classes": [{"id": 1, "name": "gap"}]},
+         r"^classes argument: class ids are \[1\]; expected 0..0 without gaps$"),
     ],
 )
 def test_bad_arguments_raise_before_reading(tmp_path: Path, kwargs: dict, message: str) -> None:
