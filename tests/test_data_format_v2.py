@@ -4,7 +4,6 @@ and the importer for "a folder per image, one mask file per object" (the dsb2018
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -33,7 +32,8 @@ from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instances import import_instance_folders
 from masklab.data.synth import synthesize
 
-SHARED_DATASETS = Path(os.environ.get("MASKLAB_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "datasets"
+from conftest import SHARED_DATASETS
+
 DSB = SHARED_DATASETS / "dsb2018_nuclei_256" / "stage1_train"
 CLASSES = ClassTable.from_dict({"classes": [
     {"id": 0, "name": "bg"}, {"id": 1, "name": "cell", "thing": True}, {"id": 2, "name": "blob", "thing": True},

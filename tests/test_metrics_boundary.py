@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -22,12 +20,11 @@ from masklab.metrics import (
     per_image_scores,
 )
 
-from conftest import assert_close
+from conftest import SHARED_DATASETS, assert_close
 
 IGNORE = 255
 NAN = float("nan")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-DATASETS = Path(os.environ.get("MASKLAB_SHARED", "/work/shared")) / "datasets"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -378,7 +375,8 @@ def test_dtypes_negative_ignore_logits_and_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# Real masks from the shared datasets, predictions made by shifting / eroding / dilating them.
+# Real masks from the shared datasets (../shared/datasets next to the checkout, or $MASKLAB_SHARED/datasets;
+# these tests skip without them), predictions made by shifting / eroding / dilating them.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -396,7 +394,7 @@ def _fake_predictions(mask: np.ndarray, i: int) -> np.ndarray:
 
 
 def test_real_membrane_masks():
-    folder = DATASETS / "membrane" / "train" / "label"
+    folder = SHARED_DATASETS / "membrane" / "train" / "label"
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
     files = sorted(folder.glob("*.png"), key=lambda p: (len(p.stem), p.stem))[:3]
@@ -418,11 +416,11 @@ def test_real_membrane_masks():
         metric.update(pred, target)
         r = metric.compute()
         assert_matches_reference(r, ref)
-        assert 0.0 < r["mBoundaryIoU"] < 1.0
+        assert 0.0 < r["mBoundaryIoU"] < 1.0  # the fakes are neither perfect nor disjoint (value checked above)
 
 
 def test_real_kvasir_masks_of_different_sizes():
-    folder = DATASETS / "kvasir_seg" / "masks"
+    folder = SHARED_DATASETS / "kvasir_seg" / "masks"
     if not folder.is_dir():
         pytest.skip(f"{folder} not found")
     files = sorted(folder.glob("*.jpg"))[:3]
@@ -438,4 +436,4 @@ def test_real_kvasir_masks_of_different_sizes():
         metric.update(torch.from_numpy(p)[None], torch.from_numpy(t)[None])
     r = metric.compute()
     assert_matches_reference(r, ref_dataset(list(zip(preds, targets)), 2, IGNORE, 0.02))
-    assert 0.0 < r["mBoundaryIoU"] < 1.0
+    assert 0.0 < r["mBoundaryIoU"] < 1.0  # the fakes are neither perfect nor disjoint (value checked above)
