@@ -26,8 +26,10 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-# Two workers, one test file each (--dist loadfile keeps a file's module fixtures and order together).
+# Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
+# a file's module fixtures together).
 test: setup browser
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: setup
@@ -39,6 +41,7 @@ bench: setup
 	$(PY) benchmarks/registry.py
 	$(PY) benchmarks/boundary_iou.py
 	$(PY) benchmarks/dvc_pipeline.py
+	$(PY) benchmarks/explorer.py
 
 ui: setup
 	$(MASKLAB) ui
