@@ -74,6 +74,18 @@ def test_quiet_hides_info_on_the_console_but_the_job_log_keeps_it(clean_logging,
     assert job_log.read_text().splitlines() == ["imported 12 samples", "no such split"]
 
 
+def test_hydra_verbose_keeps_debug_in_the_job_log_only(clean_logging, tmp_path: Path, capsys):
+    job_log = tmp_path / "job.log"
+    file_handler = logging.FileHandler(job_log)
+    clean_logging.handlers[:] = [file_handler]
+    logging.getLogger("masklab").setLevel(logging.DEBUG)  # what `hydra.verbose=masklab` does before the task
+    setup_logging("info")
+    logger("masklab.test").debug("batch %d", 4)
+    file_handler.flush()
+    assert job_log.read_text() == "batch 4\n"
+    assert capsys.readouterr().err == ""
+
+
 def test_verbose_shows_debug_with_the_logger_name(clean_logging, capsys):
     clean_logging.handlers[:] = []
     setup_logging("verbose")

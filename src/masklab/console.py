@@ -117,9 +117,10 @@ def setup_logging(level: int | str | None = None) -> int:
             root.removeHandler(handler)
     handler = ConsoleHandler(level)
     root.addHandler(handler)
-    # The masklab logger decides what is recorded (info even when quiet: the job log keeps it);
-    # the console handler decides what is shown.
-    logging.getLogger(ROOT_LOGGER).setLevel(min(level, logging.INFO))
+    # The masklab logger decides what is recorded (info even when quiet: the job log keeps it; debug when
+    # Hydra's `hydra.verbose=masklab` asked for it); the console handler decides what is shown.
+    masklab = logging.getLogger(ROOT_LOGGER)
+    masklab.setLevel(min(level, logging.INFO, masklab.getEffectiveLevel()))
     return level
 
 
