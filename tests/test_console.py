@@ -194,6 +194,22 @@ def test_cli_bug_exits_1_with_traceback_and_bug_line(project):
     assert lines[-1].startswith("masklab demo: internal error: KeyError is a bug in masklab")
 
 
+def test_bug_in_user_model_code_through_the_real_cli_shows_where(project):
+    # A project's own model whose constructor has a bug: not a config mistake, so no one-line error.
+    (project / "conf" / "model").mkdir(parents=True)
+    (project / "broken_models.py").write_text(
+        "from torch import nn\n\n\nclass Broken(nn.Module):\n"
+        "    def __init__(self, num_classes: int):\n"
+        "        super().__init__()\n"
+        "        self.widths = {'train': 4}['val']\n")
+    (project / "conf" / "model" / "broken.yaml").write_text("_target_: broken_models.Broken\n")
+    res = run_masklab(["train", "model=broken", "debug=fast"], project)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback (most recent call last)" in res.stderr
+    assert "self.widths = {'train': 4}['val']" in res.stderr and "KeyError: 'val'" in res.stderr
+    assert res.stderr.rstrip().splitlines()[-1].startswith("masklab train: internal error: KeyError is a bug")
+
+
 def test_config_error_exits_2_and_bad_level_env_too(project):
     res = run_masklab(["data", "check", "data.bogus=1"], project)
     assert res.returncode == 2
