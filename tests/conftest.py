@@ -107,3 +107,80 @@ def assert_close(actual, expected, atol: float = 1e-6) -> None:
     e = np.asarray(expected, dtype=np.float64)
     assert a.shape == e.shape, (a.shape, e.shape)
     np.testing.assert_allclose(a, e, rtol=0, atol=atol, equal_nan=True)
+
+
+def miou_from_confusion(confusion) -> float:
+    """mIoU from a pooled (C, C) confusion matrix [gt, pred] in plain numpy: a class absent from both
+    ground truth and prediction is left out of the mean (masklab's rule)."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    return float(np.mean(tp[union > 0] / union[union > 0]))
+
+
+# -- in-process helpers: the workflows without a CLI subprocess (8-11 s of imports each) -------------------------
+
+def in_project(patch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` the project masklab sees in this process (its cwd, no MLflow/MASKLAB_ROOT from outside)."""
+    patch.chdir(folder)
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    patch.delenv("MASKLAB_ROOT", raising=False)
+    patch.delenv("HYDRA_FULL_ERROR", raising=False)
+    patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def fit_in(project: Path, overrides: list[str], folder: str = "run"):
+    """``workflows.fit`` of the ``train`` config with ``overrides``, in ``project``, into
+    ``project/experiments/runs/<folder>`` (the run folder the CLI would make): a FitResult."""
+    from masklab import workflows
+    from masklab.config import compose
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        return workflows.fit(compose("train", overrides), output_dir=project / "experiments" / "runs" / folder)
+
+
+def exits_as_user_error(label: str, func, capsys: pytest.CaptureFixture) -> str:
+    """Run ``func`` the way the CLI runs a command (``masklab.cli.run_reporting_errors``): it must end as a
+    user's mistake (exit 2, no traceback) with exactly one line on stderr, which is returned."""
+    from masklab.cli import run_reporting_errors
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_reporting_errors(label, func)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"masklab {label}: error: "), err
+    return err.strip()
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow SQLite store, migrated once per test process (a fresh store's migration takes ~3.4 s)."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow_template")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # MLflow's default experiment points at ./mlruns: keep that here
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        MlflowClient(f"sqlite:///{folder}/mlflow.db").search_experiments()
+    return folder / "mlflow.db"
+
+
+def copy_store(template: Path, project: Path) -> Path:
+    """Put the migrated, empty store ``template`` at ``project/experiments/mlflow.db`` (the default local store)."""
+    import shutil
+
+    target = project / "experiments" / "mlflow.db"
+    assert not target.exists(), f"{target} exists already"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, target)
+    return target
+
+
+@pytest.fixture
+def seed_store(mlflow_template: Path):
+    """Opt-in: ``seed_store(project)`` gives ``project`` a migrated, empty default store before masklab would
+    create one. Not for tests that check which store a command uses (e.g. that a server's store is used)."""
+    return lambda project: copy_store(mlflow_template, project)

@@ -1,4 +1,5 @@
-"""End-to-end training through the real CLI: MLflow contents, evaluation files, resume, determinism."""
+"""Training: one run through the real CLI (its output, MLflow contents, evaluation files), then evaluation,
+resume and determinism through the workflows in this process (the CLI's error path included)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import FAST, mlflow_runs, run_masklab
+from conftest import (
+    FAST,
+    copy_store,
+    exits_as_user_error,
+    fit_in,
+    in_project,
+    miou_from_confusion,
+    mlflow_runs,
+    run_masklab,
+)
 
 
 def run_dir(project: Path) -> Path:
@@ -61,7 +71,8 @@ def test_evaluation_files_and_per_sample_table(trained):
     project, _ = trained
     folder = run_dir(project) / "evaluation"
     metrics = json.loads((folder / "val_metrics.json").read_text())
-    assert 0.0 <= metrics["eval/val/mIoU"] <= 1.0
+    confusion = pd.read_csv(folder / "val_confusion.csv", index_col=0)
+    assert metrics["eval/val/mIoU"] == pytest.approx(miou_from_confusion(confusion), abs=1e-12)
     table = pd.read_parquet(folder / "val_per_sample.parquet")
     assert list(table.columns[:4]) == ["id", "split", "mIoU", "mDice"]
     assert "iou/circle" in table.columns and "dice/background" in table.columns
@@ -69,27 +80,35 @@ def test_evaluation_files_and_per_sample_table(trained):
     assert abs(table["mIoU"].mean() - metrics["eval/val/mIoU_image"]) < 1e-9
 
 
-def test_evaluate_by_checkpoint_and_by_run_id_agree(trained):
+def evaluate_in(project: Path, folder: Path, **model):
+    """``workflows.evaluate`` of the debug=fast ``evaluate`` config in ``project``, into ``folder``."""
+    from masklab import workflows
+    from masklab.config import compose
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        return workflows.evaluate(compose("evaluate", FAST), folder, **model)
+
+
+def test_evaluate_by_checkpoint_and_by_run_id_agree(trained, tmp_path, capsys):
     project, _ = trained
     best = next((run_dir(project) / "checkpoints").glob("best*.ckpt"))
-    by_path = run_masklab(["evaluate", *FAST, f"ckpt_path={best}"], project)
-    assert by_path.returncode == 0, by_path.stderr[-3000:]
     client, runs = mlflow_runs(project, "synthetic")
     run_id = runs[0].info.run_id
-    by_run = run_masklab(["evaluate", *FAST, f"run_id={run_id}"], project)
-    assert by_run.returncode == 0, by_run.stderr[-3000:]
-    folders = sorted((project / "experiments" / "runs").glob("*/*_evaluate"))
-    assert len(folders) == 2
-    a, b = (json.loads((f / "evaluation" / "val_metrics.json").read_text()) for f in folders)
-    assert a == b
-    assert "mean" in by_run.stdout and "circle" in by_run.stdout  # the per-class table
+    by_path = evaluate_in(project, tmp_path / "by_path", ckpt_path=best)
+    by_run = evaluate_in(project, tmp_path / "by_run", run_id=run_id)
+    assert by_path.run_id == by_run.run_id == run_id  # both logged to the run that trained the checkpoint
+    a, b = (json.loads((f / "val_metrics.json").read_text()) for f in (by_path.folder, by_run.folder))
+    assert by_path.folder == tmp_path / "by_path" / "evaluation" and a == b
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "circle" in printed  # the per-class table
 
 
-def test_evaluate_unknown_run_is_one_line_error(trained):
+def test_evaluate_unknown_run_is_one_line_error(trained, tmp_path, capsys):
     project, _ = trained
-    res = run_masklab(["evaluate", *FAST, "run_id=0123456789abcdef"], project)
-    assert res.returncode == 2
-    assert "0123456789abcdef" in res.stderr and "Traceback" not in res.stderr
+    message = exits_as_user_error(
+        "evaluate", lambda: evaluate_in(project, tmp_path, run_id="0123456789abcdef"), capsys)
+    assert "0123456789abcdef" in message
 
 
 def test_checkpoint_loads_with_weights_only(trained):
@@ -106,34 +125,32 @@ def val_history(project: Path) -> list[float]:
     return [m.value for m in client.get_metric_history(run.info.run_id, "val/mIoU")]
 
 
-def test_same_config_twice_gives_same_metrics(tmp_path):
-    results = []
-    for name in ("a", "b"):
-        project = tmp_path / name
-        project.mkdir()
-        res = run_masklab(["train", *FAST, "evaluate_after=false"], project)
-        assert res.returncode == 0, res.stderr[-3000:]
-        results.append(val_history(project))
-    assert results[0] == results[1]
-    assert len(results[0]) == 2
+def test_same_config_twice_gives_same_metrics(trained, tmp_path, mlflow_template):
+    """The CLI's run (its own process) and a run in this process, after other tests trained here."""
+    cli_project, _ = trained
+    copy_store(mlflow_template, tmp_path)
+    fit_in(tmp_path, [*FAST, "evaluate_after=false"])
+    assert val_history(tmp_path) == val_history(cli_project)
+    assert len(val_history(tmp_path)) == 2
 
 
-def test_resume_from_last_continues_the_same_run(project):
-    first = run_masklab(["train", *FAST, "trainer.max_epochs=1", "evaluate_after=false"], project)
-    assert first.returncode == 0, first.stderr[-3000:]
-    folder = run_dir(project)
-    resumed = run_masklab(["train", *FAST, "trainer.max_epochs=2", "evaluate_after=false", "ckpt_path=last",
-                           f"resume_dir={folder}"], project)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+def test_resume_from_last_continues_the_same_run(project, seed_store):
+    seed_store(project)
+    first = fit_in(project, [*FAST, "trainer.max_epochs=1", "evaluate_after=false"], "first")
+    folder = project / "experiments" / "runs" / "first"
+    assert first.output_dir == folder and (folder / "checkpoints" / "last.ckpt").is_file()
+    resumed = fit_in(project, [*FAST, "trainer.max_epochs=2", "evaluate_after=false", "ckpt_path=last",
+                               f"resume_dir={folder}"], "resumed")
+    assert resumed.run_id == first.run_id
     client, runs = mlflow_runs(project, "synthetic")
     assert len(runs) == 1  # the resumed training logs into the run it continues
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val/mIoU")]
     assert len(steps) == 2 and steps[0] < steps[1]
-    last = torch.load(run_dir(project) / "checkpoints" / "last.ckpt", weights_only=True)
+    last = torch.load(resumed.output_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 1
 
 
-def test_resume_without_resume_dir_is_clear_error(project):
-    res = run_masklab(["train", *FAST, "ckpt_path=last"], project)
-    assert res.returncode == 2
-    assert "resume_dir" in res.stderr and "Traceback" not in res.stderr
+def test_resume_without_resume_dir_is_clear_error(project, capsys):
+    message = exits_as_user_error("train", lambda: fit_in(project, [*FAST, "ckpt_path=last"]), capsys)
+    assert "resume_dir" in message
+    assert not (project / "experiments" / "mlflow.db").exists()  # refused before anything was logged

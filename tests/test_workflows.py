@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, mlflow_runs, run_masklab
+from conftest import FAST, miou_from_confusion, mlflow_runs, run_masklab
 
 
 def composed(config_name: str, overrides: list[str]):
@@ -44,15 +44,19 @@ def fitted(tmp_path_factory):
 
 def test_fit_returns_the_run_checkpoint_and_evaluations(fitted):
     project, result = fitted
-    assert result.monitor == "val/mIoU" and 0.0 <= result.best_value <= 1.0
+    assert result.monitor == "val/mIoU"
     assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
     assert result.best_checkpoint.is_relative_to(project / "run")  # the given folder, not a Hydra one
     assert set(result.evaluations) == {"val"}
-    assert result.evaluations["val"].metrics["eval/val/mIoU"] >= 0.0
+    val = result.evaluations["val"]
+    assert val.metrics["eval/val/mIoU"] == pytest.approx(miou_from_confusion(val.confusion), abs=1e-12)
     assert result.registered == ("shapes", "1")
     assert result.tracking_uri == f"sqlite:///{project}/experiments/mlflow.db"  # absolute: usable from anywhere
     _, runs = mlflow_runs(project, "synthetic")
     assert [r.info.run_id for r in runs] == [result.run_id]
+    # The best value is the best epoch's val/mIoU as logged (monitor_mode max).
+    client, _ = mlflow_runs(project, "synthetic")
+    assert result.best_value == max(m.value for m in client.get_metric_history(result.run_id, "val/mIoU"))
     assert runs[0].data.tags["masklab.task"] == "semantic"
 
 
@@ -81,7 +85,11 @@ def test_evaluate_promote_predict_as_functions(fitted, tmp_path, monkeypatch):
     assert saved["eval/val/mIoU"] == pytest.approx(result.evaluations["val"].metrics["eval/val/mIoU"], abs=1e-12)
 
     uri = result.tracking_uri
-    assert workflows.promote(uri, "shapes", "1", "Staging") == ("None", "Staging")
+    moved = workflows.promote(uri, "shapes", "1", "Staging")
+    assert (moved.from_stage, moved.to_stage, moved.forced, moved.gate) == ("None", "Staging", False, None)
+    # The evaluation record went to the training run: model, dataset version, split, resolution.
+    record = json.loads((tmp_path / "eval" / "evaluation" / "val_evaluation.json").read_text())
+    assert (record["model"], record["split"], record["resolution"]) == (f"runs:/{result.run_id}", "val", "original")
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(images / "a.png")
