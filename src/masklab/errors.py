@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A problem with the user's input (config value, file, dataset): the message names it and what was expected."""
+
+
+class NotFoundError(UserError, LookupError):
+    """Something the user named (a run, an artifact, a model version) does not exist.
+
+    Also a LookupError, so code that looks a thing up and falls back when it is absent keeps working."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from masklab.errors import UserError
+
 
 def row_normalised(confusion: np.ndarray) -> np.ndarray:
     """(C, C) confusion with each gt row divided by its total (rows of absent classes stay 0)."""
@@ -15,5 +17,5 @@ def row_normalised(confusion: np.ndarray) -> np.ndarray:
 def worst_samples(per_sample: pd.DataFrame, column: str, k: int = 10, ascending: bool = True) -> pd.DataFrame:
     """The ``k`` worst rows by ``column`` (lowest first by default; NaN last)."""
     if column not in per_sample.columns:
-        raise ValueError(f"column '{column}' is not in the per-sample table; columns: {list(per_sample.columns)}")
+        raise UserError(f"column '{column}' is not in the per-sample table; columns: {list(per_sample.columns)}")
     return per_sample.sort_values(column, ascending=ascending, na_position="last").head(k)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from masklab.data.format import ClassTable
+from masklab.errors import UserError
 
 # Key of the plain-value metadata masklab adds to every Lightning checkpoint. Defined here, not
 # in training/, so loading a model never imports Lightning.
@@ -29,10 +30,10 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """The plain-value metadata masklab stores in a checkpoint (model spec, classes, config, run id)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise UserError(f"checkpoint {path} does not exist")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if CHECKPOINT_META_KEY not in ckpt:
-        raise ValueError(f"checkpoint {path} was not written by masklab (no '{CHECKPOINT_META_KEY}' entry)")
+        raise UserError(f"checkpoint {path} was not written by masklab (no '{CHECKPOINT_META_KEY}' entry)")
     return ckpt
 
 

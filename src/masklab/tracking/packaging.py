@@ -13,19 +13,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import yaml
-from torch import nn
 
 from masklab.data.format import ClassTable
-from masklab.inference.rule import InputRule, rule_from_meta
+from masklab.errors import UserError
 from masklab.tasks import DEFAULT_TASK
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from masklab.inference.rule import InputRule
 
 SPEC_FILE = "masklab_model.yaml"
 WEIGHTS_FILE = "weights.safetensors"
 CODE_DIR = "code"
 PACKAGE_VERSION = 1
+# = masklab.evaluation.checkpoint.CHECKPOINT_META_KEY, which cannot be imported without torch
+# (tests/test_registry.py checks that they agree).
+CHECKPOINT_META_KEY = "masklab"
 
 
 @dataclass
@@ -43,29 +51,19 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     the project folder) into ``<out_dir>/code/``; the spec's ``code`` entry names it
     (``{"module": "my_models", "path": "code/my_models.py"}``).
     """
-    from safetensors.torch import save_file
-
-    from masklab.evaluation.checkpoint import (
-        CHECKPOINT_META_KEY,
-        PROJECT_CODE,
-        model_state_dict,
-        read_checkpoint_meta,
-    )
+    from masklab.inference.rule import rule_from_meta
     from masklab.models.factory import is_builtin
-    from masklab.models.user_code import copy_code_module, find_code_module
     from masklab.project import project_root
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # The weights are copied from the checkpoint without building the model (no smp import, ~2 s);
     # loading the package builds it and loads them strictly, so a mismatch still fails loudly.
-    ckpt = read_checkpoint_meta(ckpt_path)
-    meta = ckpt[CHECKPOINT_META_KEY]
+    meta, state = read_checkpoint_weights(ckpt_path)
     table = ClassTable.from_dict(meta["classes"], f"{ckpt_path} (classes)")
     config = meta.get("config") or {}
     rule = rule_from_meta(meta)
-    state = {k: v.contiguous() for k, v in model_state_dict(ckpt).items()}
-    save_file(state, str(out / WEIGHTS_FILE))
+    save_weights(state, out / WEIGHTS_FILE)
     spec = {
         "format": "masklab-model",
         "version": PACKAGE_VERSION,
@@ -83,11 +81,41 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
         "monitor": config.get("monitor"),
     }
     if not is_builtin(meta["model"]):
+        from masklab.evaluation.checkpoint import PROJECT_CODE
+        from masklab.models.user_code import copy_code_module, find_code_module
+
         module = find_code_module(meta["model"]["_target_"], Path(code_root or project_root()), PROJECT_CODE)
         copied = copy_code_module(module, out / CODE_DIR)
         spec["code"] = {"module": module.name, "path": copied.relative_to(out).as_posix()}
     (out / SPEC_FILE).write_text(yaml.safe_dump(spec, sort_keys=False))
     return spec
+
+
+def read_checkpoint_weights(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(masklab metadata, model weights) of a checkpoint. The weights are numpy arrays read without
+    importing torch when ``tracking.checkpoint_reader`` handles the file, else torch tensors."""
+    from masklab.tracking.checkpoint_reader import UnsupportedCheckpoint, model_weights, read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(ckpt_path)
+        if isinstance(ckpt, dict) and CHECKPOINT_META_KEY in ckpt:
+            return ckpt[CHECKPOINT_META_KEY], model_weights(ckpt)
+    except (UnsupportedCheckpoint, OSError):
+        pass
+    # torch reads what the reader does not (and says why a file is no masklab checkpoint)
+    from masklab.evaluation.checkpoint import model_state_dict, read_checkpoint_meta
+
+    ckpt = read_checkpoint_meta(ckpt_path)
+    return ckpt[CHECKPOINT_META_KEY], {k: v.contiguous() for k, v in model_state_dict(ckpt).items()}
+
+
+def save_weights(state: dict[str, Any], path: Path) -> None:
+    """Write numpy arrays or torch tensors (all of one kind) as a safetensors file."""
+    if all(isinstance(v, np.ndarray) for v in state.values()):
+        from safetensors.numpy import save_file
+    else:
+        from safetensors.torch import save_file
+    save_file(state, str(path))
 
 
 def load_package_dir(path: str | Path) -> Package:
@@ -97,12 +125,13 @@ def load_package_dir(path: str | Path) -> Package:
     """
     from safetensors.torch import load_file
 
+    from masklab.inference.rule import InputRule
     from masklab.models.factory import model_from_spec
 
     path = Path(path)
     spec_path = path / SPEC_FILE
     if not spec_path.is_file():
-        raise FileNotFoundError(f"{path}: not a masklab model package (no {SPEC_FILE})")
+        raise UserError(f"{path}: not a masklab model package (no {SPEC_FILE})")
     spec = yaml.safe_load(spec_path.read_text())
     table = ClassTable.from_dict(spec["classes"], str(spec_path))
     model = model_from_spec(spec["model"], table.num_classes, path / CODE_DIR, where=f"package {path}")

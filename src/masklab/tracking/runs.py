@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from masklab.errors import NotFoundError
+
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -233,7 +235,7 @@ def open_run(
 def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt") -> Iterator[Path]:
     """``checkpoints/<name>`` of a run, fetched into a temporary folder removed on exit.
 
-    Raises LookupError (a one-line user error) when the run or the artifact does not exist.
+    Raises NotFoundError (a one-line user error, also a LookupError) when the run or the artifact does not exist.
     """
     import mlflow
 
@@ -241,13 +243,13 @@ def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt
     try:
         client(tracking_uri).get_run(run_id)
     except Exception as exc:  # mlflow raises MlflowException / RestException subclasses
-        raise LookupError(f"MLflow run '{run_id}' not found in {tracking_uri}: {exc}") from exc
+        raise NotFoundError(f"MLflow run '{run_id}' not found in {tracking_uri}: {exc}") from exc
     with tempfile.TemporaryDirectory(prefix="masklab-ckpt-") as dest:
         try:
             local = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=dest
             )
         except Exception as exc:
-            raise LookupError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") \
+            raise NotFoundError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") \
                 from exc
         yield Path(local)
