@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from masklab.errors import UserError
+
 from conftest import FAST, miou_from_confusion, mlflow_runs, run_masklab
 
 
@@ -66,7 +68,7 @@ def test_worst_samples_and_row_normalised_confusion():
 
     table = pd.DataFrame({"id": list("abcd"), "mIoU": [0.9, 0.1, np.nan, 0.5]})
     assert list(worst_samples(table, "mIoU", 2)["id"]) == ["b", "d"]
-    with pytest.raises(ValueError, match="nope"):
+    with pytest.raises(UserError, match="column .nope. is not in the per-sample table"):
         worst_samples(table, "nope")
     norm = row_normalised(np.array([[3, 1], [0, 0]]))
     assert np.allclose(norm, [[0.75, 0.25], [0, 0]])
