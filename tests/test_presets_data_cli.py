@@ -107,4 +107,6 @@ def test_import_requires_name(project):
     (project / "x").mkdir()
     (project / "y").mkdir()
     res = run_masklab(["data", "import", "images=x", "masks=y"], project)
-    assert res.returncode != 0 and "name" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2  # a config value the user must give: a user error, one line
+    assert res.stderr.splitlines() == [
+        "masklab data import: error: Missing mandatory value: name; full_key: name; object_type=dict"]
