@@ -299,6 +299,59 @@ def test_gate_settings_are_checked(bare_store):
         Gate(metric="loss", mode="min", min_delta=0.1)
 
 
+def fake_checkpoint(path: Path, extra_weight=None) -> dict:
+    """A torch.save file shaped like a masklab Lightning checkpoint: model weights (one stored transposed,
+    so not contiguous, and a 0-d int64 counter), optimizer state and masklab's metadata."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    state = {"model.mean": torch.tensor([[[[123.7]], [[116.3]], [[103.5]]]]),
+             "model.net.conv.weight": torch.randn(4, 3, 3, 3, generator=gen),
+             "model.net.fc.weight": torch.randn(5, 6, generator=gen).t(),  # a strided view
+             "model.net.bn.num_batches_tracked": torch.tensor(7),
+             "model.net.mask": torch.tensor([True, False, True]),
+             "loss.weight": torch.ones(3)}
+    if extra_weight is not None:
+        state["model.net.extra"] = extra_weight
+    ckpt = {"epoch": 3, "state_dict": state, "masklab": {"task": "semantic", "model": {"arch": "Unet"}},
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.randn(4, 3, 3, 3, generator=gen)}}}]}
+    torch.save(ckpt, path)
+    return ckpt
+
+
+def test_checkpoint_weights_are_read_without_torch_exactly(tmp_path):
+    import torch
+
+    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY
+    from masklab.tracking import packaging
+    from masklab.tracking.checkpoint_reader import UnsupportedCheckpoint, model_weights, read_checkpoint
+
+    assert packaging.CHECKPOINT_META_KEY == CHECKPOINT_META_KEY
+    saved = fake_checkpoint(tmp_path / "a.ckpt")
+    read = read_checkpoint(tmp_path / "a.ckpt")
+    assert read["masklab"] == saved["masklab"] and read["epoch"] == 3
+    weights = model_weights(read)
+    expected = {k[len("model."):]: v for k, v in saved["state_dict"].items() if k.startswith("model.")}
+    assert weights.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert weights[key].dtype == tensor.numpy().dtype and weights[key].shape == tuple(tensor.shape), key
+        assert np.array_equal(weights[key], tensor.numpy()), key
+    assert weights["net.fc.weight"].flags["C_CONTIGUOUS"]
+    meta, state = packaging.read_checkpoint_weights(tmp_path / "a.ckpt")
+    assert meta == saved["masklab"] and all(isinstance(v, np.ndarray) for v in state.values())
+
+    # bfloat16 has no numpy dtype: the reader says so and packaging reads the file with torch instead.
+    fake_checkpoint(tmp_path / "b.ckpt", extra_weight=torch.ones(2, dtype=torch.bfloat16))
+    with pytest.raises(UnsupportedCheckpoint, match="torch.BFloat16Storage"):
+        read_checkpoint(tmp_path / "b.ckpt")
+    meta, state = packaging.read_checkpoint_weights(tmp_path / "b.ckpt")
+    assert isinstance(state["net.extra"], torch.Tensor) and state["net.extra"].dtype == torch.bfloat16
+    packaging.save_weights(state, tmp_path / "b.safetensors")
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(str(tmp_path / "b.safetensors"))["net.fc.weight"], state["net.fc.weight"])
+
+
 def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     project = two_versions
     uri = local_uri(project)
@@ -409,6 +462,21 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
     package = load_model_ref(f"models:/{NAME}/Production", uri)
     expected = np.stack([predict_image(package.model, im, package.input_rule) for im in batch])
     assert np.array_equal(np.asarray(pyfunc.predict(batch)), expected)
+
+
+def test_register_imports_no_training_stack(two_versions):
+    """Registering (package + MLflow model + version) needs neither Lightning nor the model libraries."""
+    uri = local_uri(two_versions)
+    run_id = registry(uri).version(NAME, 1).run_id
+    code = ("import sys; from masklab.workflows import register; "
+            f"done = register({uri!r}, {run_id!r}, 'imports'); "
+            "print(done.version, sorted(m for m in ('pytorch_lightning', 'lightning', 'segmentation_models_pytorch', "
+            "'timm', 'torchvision') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=two_versions, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().endswith(" []"), res.stdout
+    version = registry(uri).version("imports", res.stdout.split()[0])
+    assert (version.tags or {}).get("masklab.dataset") == "synthetic"
 
 
 def test_evaluate_registered_model(two_versions):

@@ -17,13 +17,43 @@ Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func
 
 from __future__ import annotations
 
-from masklab.workflows.data import Imported, import_dataset
-from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
-from masklab.workflows.fitting import FitResult, fit
-from masklab.workflows.prediction import Prediction, predict
-from masklab.workflows.registry import RegisteredVersion, gate_from_config, promote, register
-from masklab.workflows.reporting import Report, report
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Evaluation", "FitResult", "Imported", "Prediction", "RegisteredVersion", "Report", "evaluate",
-           "evaluate_checkpoint", "evaluate_model", "fit", "gate_from_config", "import_dataset", "predict",
-           "promote", "register", "report"]
+# name -> the workflows module defining it. Imported on first use: `masklab register` should not pay
+# for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
+_EXPORTS = {
+    "Imported": "data", "import_dataset": "data",
+    "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
+    "evaluate_model": "evaluation",
+    "FitResult": "fitting", "fit": "fitting",
+    "Prediction": "prediction", "predict": "prediction",
+    "Promotion": "registry", "RegisteredVersion": "registry", "gate_from_config": "registry", "promote": "registry",
+    "register": "registry",
+    "Report": "reporting", "report": "reporting",
+}
+
+if TYPE_CHECKING:
+    from masklab.workflows.data import Imported, import_dataset
+    from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
+    from masklab.workflows.fitting import FitResult, fit
+    from masklab.workflows.prediction import Prediction, predict
+    from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
+    from masklab.workflows.reporting import Report, report
+
+__all__ = ["Evaluation", "FitResult", "Imported", "Prediction", "Promotion", "RegisteredVersion", "Report",
+           "evaluate", "evaluate_checkpoint", "evaluate_model", "fit", "gate_from_config", "import_dataset",
+           "predict", "promote", "register", "report"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'masklab.workflows' has no attribute {name!r}")
+    value = getattr(import_module(f"masklab.workflows.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
