@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from masklab.errors import UserError
+from masklab.models.spec import BUILDER, BUILDER_NAMES, WRAPPER_KEYS, is_builtin  # noqa: F401  (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,17 +107,6 @@ def build_model(
     """
     net = smp_network(num_classes, arch, encoder, encoder_weights, in_channels, **kwargs)
     return wrap_network(net, mean, std, weights_path)
-
-
-BUILDER = "masklab.models.build_model"
-BUILDER_NAMES = (BUILDER, "masklab.models.factory.build_model")
-# Keys of a model config that masklab consumes itself; every other key goes to the builder.
-WRAPPER_KEYS = ("mean", "std", "weights_path")
-
-
-def is_builtin(spec: Mapping[str, Any]) -> bool:
-    """Whether ``spec`` names masklab's smp builder (a spec without ``_target_`` does)."""
-    return spec.get("_target_", BUILDER) in BUILDER_NAMES
 
 
 def build_model_from_spec(

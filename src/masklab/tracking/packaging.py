@@ -52,7 +52,7 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     (``{"module": "my_models", "path": "code/my_models.py"}``).
     """
     from masklab.inference.rule import rule_from_meta
-    from masklab.models.factory import is_builtin
+    from masklab.models.spec import is_builtin
     from masklab.project import project_root
 
     out = Path(out_dir)

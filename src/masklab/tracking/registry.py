@@ -481,7 +481,7 @@ def gate_record(records: list[EvaluationRecord], gate: Gate) -> EvaluationRecord
 
 def model_name(model_spec: dict[str, Any]) -> str:
     """``<arch>-<encoder>`` for masklab's smp builder, the ``_target_`` for the user's own model."""
-    from masklab.models.factory import is_builtin
+    from masklab.models.spec import is_builtin
 
     if is_builtin(model_spec):
         return f"{model_spec.get('arch')}-{model_spec.get('encoder')}"

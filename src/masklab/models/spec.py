@@ -1,0 +1,16 @@
+"""What a stored model spec names, without importing torch (registering and packaging need only this)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+BUILDER = "masklab.models.build_model"
+BUILDER_NAMES = (BUILDER, "masklab.models.factory.build_model")
+# Keys of a model config that masklab consumes itself; every other key goes to the builder.
+WRAPPER_KEYS = ("mean", "std", "weights_path")
+
+
+def is_builtin(spec: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` names masklab's smp builder (a spec without ``_target_`` does)."""
+    return spec.get("_target_", BUILDER) in BUILDER_NAMES
