@@ -462,6 +462,9 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
     package = load_model_ref(f"models:/{NAME}/Production", uri)
     expected = np.stack([predict_image(package.model, im, package.input_rule) for im in batch])
     assert np.array_equal(np.asarray(pyfunc.predict(batch)), expected)
+    # The signature declares the inference path's params; a batch of 1 gives the same masks.
+    assert {p.name for p in pyfunc.metadata.get_params_schema().params} == {"device", "batch_size"}
+    assert np.array_equal(np.asarray(pyfunc.predict(batch, params={"device": "cpu", "batch_size": 1})), expected)
 
 
 def test_register_imports_no_training_stack(two_versions):

@@ -261,7 +261,7 @@ class Registry:
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
+        from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
         from masklab.tasks import task_for
         from masklab.tracking.packaging import write_package
@@ -274,6 +274,8 @@ class Registry:
             signature = ModelSignature(
                 inputs=Schema([TensorSpec(np.dtype(inputs["dtype"]), inputs["shape"], inputs["name"])]),
                 outputs=Schema([TensorSpec(np.dtype(outputs["dtype"]), outputs["shape"], outputs["name"])]),
+                # Where and how fast the pyfunc predicts: the inference path's device and batch size.
+                params=ParamSchema([ParamSpec("device", "string", "auto"), ParamSpec("batch_size", "long", 8)]),
             )
             mlflow.set_tracking_uri(self.tracking_uri)
             with quiet_mlflow(), no_requirement_scan(), mlflow.start_run(run_id=run_id):
