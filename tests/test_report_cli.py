@@ -1,8 +1,11 @@
-"""Evaluation tables, error analysis, plots, compare=, and the report / data browse commands end to end."""
+"""Evaluation tables, error analysis, plots, compare=, and the report / data browse commands, in this process
+(the workflows and command functions, their errors through the CLI's error path)."""
 
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -10,30 +13,33 @@ import pytest
 
 from masklab.errors import UserError
 
-from conftest import FAST, miou_from_confusion, mlflow_runs, run_masklab
+from conftest import FAST, copy_store, exits_as_user_error, fit_in, in_project, miou_from_confusion, mlflow_runs
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
+def two_runs(tmp_path_factory, mlflow_template):
     """Two debug=fast runs (different seeds) on the same synthetic dataset, both evaluated."""
     project = tmp_path_factory.mktemp("report")
+    copy_store(mlflow_template, project)
     for seed in (1, 2):
-        res = run_masklab(["train", *FAST, f"seed={seed}"], project)
-        assert res.returncode == 0, res.stderr[-3000:]
+        fit_in(project, [*FAST, f"seed={seed}"], f"seed{seed}_train")
     client, runs = mlflow_runs(project, "synthetic")
     runs = sorted(runs, key=lambda r: r.info.start_time)
     return project, client, [r.info.run_id for r in runs]
 
 
-def latest(project, pattern):
-    found = sorted((project / "experiments" / "runs").glob(pattern))
-    assert found, pattern
-    return found[-1]
+def composed_in(project: Path, config_name: str, overrides: list[str]):
+    """The ``config_name`` config with ``overrides`` as a command in ``project`` would get it."""
+    from masklab.config import compose
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        return compose(config_name, overrides)
 
 
 def test_per_sample_table_has_every_column(two_runs):
     project, client, (run_a, _) = two_runs
-    folder = latest(project, "*/*_train") / "evaluation"
+    folder = project / "experiments" / "runs" / "seed1_train" / "evaluation"  # run_a's folder
     table = pd.read_parquet(folder / "val_per_sample.parquet")
     for col in ("id", "split", "mIoU", "mDice", "boundary_mIoU", "pixel_acc", "conf_mean_max_prob",
                 "conf_mean_entropy", "conf_low_fraction"):
@@ -74,47 +80,60 @@ def test_worst_samples_and_row_normalised_confusion():
     assert np.allclose(norm, [[0.75, 0.25], [0, 0]])
 
 
-def test_compare_reports_per_sample_deltas(two_runs):
+def test_compare_reports_per_sample_deltas(two_runs, tmp_path, capsys, monkeypatch):
+    from masklab import workflows
+
     project, _, (run_a, run_b) = two_runs
-    res = run_masklab(["evaluate", *FAST, f"run_id={run_b}", f"compare={run_a}"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "got worse than run" in res.stdout
-    table = pd.read_parquet(latest(project, "*/*_evaluate") / "evaluation" / "val_compare.parquet")
+    in_project(monkeypatch, project)
+    cfg = composed_in(project, "evaluate", [*FAST, f"compare={run_a}"])
+    done = workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b)
+    assert done.run_id == run_b
+    assert "got worse than run" in capsys.readouterr().out
+    table = pd.read_parquet(done.folder / "val_compare.parquet")
     assert np.allclose(table["delta_mIoU"], table["mIoU"] - table["mIoU_other"], equal_nan=True)
-    bad = run_masklab(["evaluate", *FAST, f"run_id={run_b}", "compare=0123456789abcdef0123456789abcdef"], project)
-    assert bad.returncode == 2 and "compare=" in bad.stderr and "Traceback" not in bad.stderr
+    bad = composed_in(project, "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"])
+    message = exits_as_user_error("evaluate", lambda: workflows.evaluate(bad, tmp_path / "bad", run_id=run_b), capsys)
+    assert "compare=" in message
 
 
-def test_report_builds_explorer_and_logs_it(two_runs):
+def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
+    from masklab.commands.report import report
+
     project, client, (run_a, _) = two_runs
-    res = run_masklab(["report", f"run={run_a}"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    index = latest(project, "*/*_report") / "report" / "index.html"
-    html = index.read_text()
+    report(composed_in(project, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"]))
+    assert f"Wrote {tmp_path / 'report' / 'index.html'} and logged it" in capsys.readouterr().out
+    html = (tmp_path / "report" / "index.html").read_text()
     assert "synth_" in html and "data:image" in html
     assert "report/index.html" in {f.path for f in client.list_artifacts(run_a, "report")}
 
 
-def test_report_of_run_without_evaluation_still_renders(project):
-    res = run_masklab(["train", *FAST, "evaluate_after=false"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    _, runs = mlflow_runs(project, "synthetic")
-    report = run_masklab(["report", f"run={runs[0].info.run_id}"], project)
-    assert report.returncode == 0, report.stderr[-3000:]
-    run_id = runs[0].info.run_id
-    assert f"warning: run {run_id} has no evaluation of split 'val'" in report.stderr  # a message, not a result
-    assert "has no evaluation" not in report.stdout
-    html = (latest(project, "*/*_report") / "report" / "index.html").read_text()
+def test_report_of_run_without_evaluation_still_renders(project, seed_store, capsys, caplog):
+    from masklab.commands.report import report
+
+    seed_store(project)
+    run_id = fit_in(project, [*FAST, "evaluate_after=false"]).run_id
+    with caplog.at_level(logging.WARNING, logger="masklab"):
+        report(composed_in(project, "report", [f"run={run_id}", f"output={project / 'report'}"]))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    # a message (stderr and the job log), not a result (stdout)
+    assert any(w.startswith(f"run {run_id} has no evaluation of split 'val'") for w in warnings), warnings
+    assert "has no evaluation" not in capsys.readouterr().out
+    html = (project / "report" / "index.html").read_text()
     assert "has no evaluation" in html
 
 
-def test_report_unknown_run_is_one_line_error(project):
-    res = run_masklab(["report", "run=0123456789abcdef0123456789abcdef"], project)
-    assert res.returncode == 2 and "no such MLflow run" in res.stderr and "Traceback" not in res.stderr
+def test_report_unknown_run_is_one_line_error(project, seed_store, capsys):
+    from masklab.commands.report import report
+
+    seed_store(project)
+    cfg = composed_in(project, "report", ["run=0123456789abcdef0123456789abcdef", f"output={project / 'out'}"])
+    assert "no such MLflow run" in exits_as_user_error("report", lambda: report(cfg), capsys)
 
 
-def test_data_browse_writes_explorer(project):
-    res = run_masklab(["data", "browse", *FAST], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    index = latest(project, "*/*_data_browse") / "browse" / "index.html"
+def test_data_browse_writes_explorer(project, capsys):
+    from masklab.commands.report import browse
+
+    browse(composed_in(project, "data_browse", [*FAST, f"output={project / 'browse'}"]))
+    index = project / "browse" / "index.html"
+    assert f"Wrote {index}" in capsys.readouterr().out
     assert index.stat().st_size > 1000

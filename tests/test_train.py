@@ -74,7 +74,7 @@ def test_evaluation_files_and_per_sample_table(trained):
     confusion = pd.read_csv(folder / "val_confusion.csv", index_col=0)
     assert metrics["eval/val/mIoU"] == pytest.approx(miou_from_confusion(confusion), abs=1e-12)
     table = pd.read_parquet(folder / "val_per_sample.parquet")
-    assert list(table.columns[:4]) == ["id", "split", "mIoU", "mDice"]
+    assert list(table.columns[:5]) == ["id", "split", "resolution", "mIoU", "mDice"]
     assert "iou/circle" in table.columns and "dice/background" in table.columns
     assert table["id"].is_unique and table["id"].str.startswith("synth_").all()
     assert abs(table["mIoU"].mean() - metrics["eval/val/mIoU_image"]) < 1e-9
