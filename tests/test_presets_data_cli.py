@@ -1,4 +1,8 @@
-"""Every experiment preset composes and runs; the data commands work on synthetic and real folders."""
+"""Every experiment preset composes and runs; the data commands work on synthetic and real folders.
+
+In this process: the workflows and the command functions, with a command's errors shown through the
+CLI's own error path (``masklab.cli.run_reporting_errors``: exit status and the one-line message).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FAST, REPO, SHARED_DATASETS, mlflow_runs, run_masklab
+from conftest import FAST, REPO, SHARED_DATASETS, exits_as_user_error, fit_in, mlflow_runs
 
 PRESETS = sorted(p.stem for p in (REPO / "src/masklab/conf/experiment").glob("*.yaml"))
 # Presets on real data need the shared datasets; a subset is imported into the test project first.
@@ -16,7 +20,21 @@ REAL_SOURCES = {"kvasir_seg": ("kvasir_seg/images", "kvasir_seg/masks", ".jpg"),
                 "membrane": ("membrane/train/image", "membrane/train/label", ".png")}
 
 
-def import_subset(project: Path, source: str, count: int = 10) -> None:
+def composed(config_name: str, overrides: list[str]):
+    """A command's config, composed in the current folder (the ``project`` fixture's)."""
+    from masklab.config import compose
+
+    return compose(config_name, overrides)
+
+
+def data_command(name: str, overrides: list[str]) -> None:
+    """``masklab data <name> <overrides>`` without the subprocess: the command function on its composed config."""
+    from masklab.commands import data
+
+    getattr(data, "import_" if name == "import" else name)(composed(f"data_{name}", overrides))
+
+
+def import_subset(project: Path, source: str, capsys: pytest.CaptureFixture, count: int = 10) -> None:
     images, masks, suffix = REAL_SOURCES[source]
     if not (SHARED_DATASETS / images).is_dir():
         pytest.skip(f"{SHARED_DATASETS / images} not present (shared datasets are only on dev and CI machines)")
@@ -26,10 +44,9 @@ def import_subset(project: Path, source: str, count: int = 10) -> None:
     for path in sorted((SHARED_DATASETS / images).glob(f"*{suffix}"))[:count]:
         shutil.copy(path, sub_i / path.name)
         shutil.copy(SHARED_DATASETS / masks / path.name, sub_m / path.name)
-    res = run_masklab(["data", "import", f"source={source}", f"images={sub_i}", f"masks={sub_m}",
-                       "fractions={train: 0.6, val: 0.4, test: 0.0}"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "Imported" in res.stdout
+    data_command("import", [f"source={source}", f"images={sub_i}", f"masks={sub_m}",
+                            "fractions={train: 0.6, val: 0.4, test: 0.0}"])
+    assert "Imported" in capsys.readouterr().out
 
 
 def test_presets_are_named_by_convention():
@@ -40,73 +57,76 @@ def test_presets_are_named_by_convention():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_every_experiment_preset_runs_fast(project, preset):
+def test_every_experiment_preset_runs_fast(project, seed_store, capsys, preset):
     for source in REAL_SOURCES:
         if f"_{source}-" in preset:
-            import_subset(project, source)
-    res = run_masklab(["train", f"experiment={preset}", *FAST, "trainer.max_epochs=1", "evaluate_after=false"],
-                      project)
-    assert res.returncode == 0, res.stderr[-3000:]
+            import_subset(project, source, capsys)
+    seed_store(project)
+    done = fit_in(project, [f"experiment={preset}", *FAST, "trainer.max_epochs=1", "evaluate_after=false"])
     _, runs = mlflow_runs(project, preset)
     assert len(runs) == 1 and "val/mIoU" in runs[0].data.metrics
+    assert runs[0].info.run_id == done.run_id and done.evaluations == {}
 
 
-def test_data_synth_check_preview(project):
-    res = run_masklab(["data", "synth", *FAST], project)
-    assert res.returncode == 0, res.stderr
-    assert "16 samples" in res.stdout
-    again = run_masklab(["data", "synth", *FAST], project)
-    assert again.returncode == 2 and "overwrite=true" in again.stderr
-    check = run_masklab(["data", "check", *FAST], project)
-    assert check.returncode == 0 and "No problems found" in check.stdout
+def test_data_synth_check_preview(project, capsys):
+    data_command("synth", FAST)
+    assert "16 samples" in capsys.readouterr().out
+    assert "overwrite=true" in exits_as_user_error("data synth", lambda: data_command("synth", FAST), capsys)
+    data_command("check", FAST)
+    assert "No problems found" in capsys.readouterr().out
     out = project / "preview.png"
-    preview = run_masklab(["data", "preview", *FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"], project)
-    assert preview.returncode == 0, preview.stderr
+    data_command("preview", [*FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
+    assert f"Wrote {out}" in capsys.readouterr().out
     with Image.open(out) as im:
         assert im.size[0] >= 3 * 192 and im.size[1] > 2 * 192
 
 
-def test_data_check_lists_every_error_and_train_refuses(project):
-    assert run_masklab(["data", "synth", *FAST], project).returncode == 0
+def test_data_check_lists_every_error_and_train_refuses(project, capsys):
+    data_command("synth", FAST)
     root = project / "data" / "synthetic"
     masks = sorted((root / "masks").glob("*.png"))
     Image.new("L", (32, 32), 9).save(masks[0])  # value 9 is no class
     Image.new("L", (20, 32), 0).save(masks[1])  # wrong size
-    check = run_masklab(["data", "check", *FAST], project)
-    assert check.returncode == 1
-    assert masks[0].name in check.stdout and "9" in check.stdout
-    assert masks[1].name in check.stdout
-    train = run_masklab(["train", *FAST], project)
-    assert train.returncode == 2
-    assert "error" in train.stderr and masks[0].name in train.stderr and "Traceback" not in train.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as check:
+        data_command("check", FAST)
+    assert check.value.code == 1
+    listed = capsys.readouterr().out
+    assert masks[0].name in listed and "9" in listed
+    assert masks[1].name in listed
+    message = exits_as_user_error("train", lambda: fit_in(project, FAST), capsys, one_line=False)  # a table
+    assert masks[0].name in message
+    assert not (project / "experiments" / "mlflow.db").exists()  # refused before anything was tracked
 
 
-def test_train_check_is_cached_by_manifest(project):
-    assert run_masklab(["train", *FAST, "trainer.max_epochs=1", "evaluate_after=false"], project).returncode == 0
+def test_train_check_is_cached_by_manifest(project, seed_store):
+    seed_store(project)
+    fit_in(project, [*FAST, "trainer.max_epochs=1", "evaluate_after=false"], "first")
     cache = list((project / "experiments" / "cache" / "data_check").glob("*.json"))
     assert len(cache) == 1
     stamp = cache[0].stat().st_mtime_ns
-    assert run_masklab(["train", *FAST, "trainer.max_epochs=1", "evaluate_after=false"], project).returncode == 0
+    fit_in(project, [*FAST, "trainer.max_epochs=1", "evaluate_after=false"], "second")
     assert cache[0].stat().st_mtime_ns == stamp  # second run used the cached result
 
 
-def test_import_errors_are_listed_without_traceback(project):
+def test_import_errors_are_listed_without_traceback(project, capsys):
     images, masks = project / "imgs", project / "msks"
     images.mkdir()
     masks.mkdir()
     Image.new("RGB", (16, 16)).save(images / "a.png")
     Image.new("RGB", (16, 16)).save(images / "b.png")
     Image.new("L", (16, 8)).save(masks / "a.png")
-    res = run_masklab(["data", "import", "name=bad", f"images={images}", f"masks={masks}"], project)
-    assert res.returncode == 2
-    assert "a.png" in res.stderr and "b.png" in res.stderr and "Traceback" not in res.stderr
+    message = exits_as_user_error(
+        "data import", lambda: data_command("import", ["name=bad", f"images={images}", f"masks={masks}"]), capsys,
+        one_line=False)
+    assert "a.png" in message and "b.png" in message
     assert not (project / "data" / "bad").exists()
 
 
-def test_import_requires_name(project):
+def test_import_requires_name(project, capsys):
     (project / "x").mkdir()
     (project / "y").mkdir()
-    res = run_masklab(["data", "import", "images=x", "masks=y"], project)
-    assert res.returncode == 2  # a config value the user must give: a user error, one line
-    assert res.stderr.splitlines() == [
-        "masklab data import: error: Missing mandatory value: name; full_key: name; object_type=dict"]
+    # a config value the user must give: a user error, one line
+    message = exits_as_user_error("data import", lambda: data_command("import", ["images=x", "masks=y"]), capsys)
+    assert message == "masklab data import: error: Missing mandatory value: name; full_key: name; object_type=dict"
+
