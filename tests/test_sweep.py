@@ -1,10 +1,12 @@
 """`masklab sweep` / `masklab sweep summary`: real Optuna studies of debug=fast trainings, real MLflow SQLite store.
 
-Trials run in-process (one import of torch per sweep), so each debug=fast trial after the first costs ~3 s.
+The sweeps run in this process (as the command's function; trials of workers=1 run in-process anyway), so
+each debug=fast trial costs ~3 s; only Hydra's own handling of the command line goes through the CLI.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +20,7 @@ from masklab.sweep.pruning import OptunaPruningCallback
 from masklab.sweep.space import parse_overrides, parse_param
 from masklab.sweep.study import open_storage, retry_locked
 
-from conftest import mlflow_runs, run_masklab
+from conftest import exits_as_user_error, mlflow_runs, run_masklab
 
 
 def study_of(project: Path, name: str) -> optuna.Study:
@@ -42,11 +44,26 @@ def summary_rows(stdout: str) -> list[list[str]]:
     return [r for r in rows if r and r[1].isdigit()]
 
 
-# -- end to end -----------------------------------------------------------------------------------------------
+# -- end to end, in this process (the trials of workers=1 run here anyway) ------------------------------------
 
-def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project):
-    res = run_masklab(["sweep", "sweep=fast_grid"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
+def run_sweep(project: Path, overrides: list[str], folder: str = "sweep") -> Path:
+    """``masklab sweep <overrides>`` without the subprocess: the sweep on its composed config, with
+    ``project/experiments/runs/<folder>`` as the command's run folder (returned)."""
+    from masklab.config import compose
+    from masklab.sweep.launch import sweep
+
+    out = project / "experiments" / "runs" / folder
+    sweep(compose("sweep_run", [*overrides, f"paths.output_dir={out}"]))
+    return out
+
+
+def info_messages(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("masklab"))
+
+
+def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project, seed_store, caplog):
+    seed_store(project)
+    folder = run_sweep(project, ["sweep=fast_grid"])
     parent, children = parent_and_children(project)
     assert sorted(r.data.params["optimizer.lr"] for r in children) == ["0.001", "0.003"]
     assert {r.data.tags["masklab.trial_state"] for r in children} == {"complete"}
@@ -56,16 +73,21 @@ def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project):
     assert parent.data.tags["masklab.best_overrides"] == f"optimizer.lr={best.data.params['optimizer.lr']}"
     assert parent.data.tags["masklab.best_run_id"] == best.info.run_id
     # each trial has its own run folder under the sweep's
-    assert len(list((project / "experiments" / "runs").glob("*/*_sweep/trials/*/checkpoints/last.ckpt"))) == 2
+    assert len(list(folder.glob("trials/*/checkpoints/last.ckpt"))) == 2
     # the grid is done: running the command again adds nothing
-    again = run_masklab(["sweep", "sweep=fast_grid"], project)
-    assert again.returncode == 0 and "nothing to run" in again.stderr, again.stderr[-2000:]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="masklab"):
+        run_sweep(project, ["sweep=fast_grid"], "again")
+    assert "nothing to run" in info_messages(caplog)
     assert len(study_of(project, "fast_grid").trials) == 2
 
 
-def test_optuna_sweep_summary_and_resume(project):
-    res = run_masklab(["sweep", "sweep=fast_tpe"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
+def test_optuna_sweep_summary_and_resume(project, seed_store, capsys, caplog):
+    from masklab.config import compose
+    from masklab.sweep.summary import summary
+
+    seed_store(project)
+    run_sweep(project, ["sweep=fast_tpe"])
     assert (project / "experiments" / "optuna.db").is_file()
     study = study_of(project, "fast_tpe")
     assert len(study.trials) == 3
@@ -76,34 +98,38 @@ def test_optuna_sweep_summary_and_resume(project):
     assert {r.data.params["model.arch"] for r in children} <= {"Unet", "FPN"}
     assert {r.data.tags["masklab.trial"] for r in children} == {"0", "1", "2"}
 
-    summ = run_masklab(["sweep", "summary", "sweep=fast_tpe"], project)
-    assert summ.returncode == 0, summ.stderr[-3000:]
-    rows = summary_rows(summ.stdout)
+    capsys.readouterr()
+    summary_dir = project / "experiments" / "runs" / "summary"
+    summary(compose("sweep_summary", ["sweep=fast_tpe", f"paths.output_dir={summary_dir}"]))
+    printed = capsys.readouterr().out
+    rows = summary_rows(printed)
     assert sorted(int(r[1]) for r in rows) == [0, 1, 2]
     complete = [r for r in rows if r[2] == "complete"]
     assert [r[0] for r in complete] == [str(i) for i in range(1, len(complete) + 1)]
     values = [float(r[3]) for r in complete]
     assert values == sorted(values, reverse=True)  # ranked, best first
     assert all("optimizer.lr=" in r[4] and "model=" in r[4] for r in rows)
-    png = Path(re.search(r"Plot: (\S+\.png)", summ.stdout).group(1))
+    png = Path(re.search(r"Plot: (\S+\.png)", printed).group(1))
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert png.parent.name.endswith("_sweep_summary")
+    assert png.parent == summary_dir  # the command's run folder
 
     # resume: the same study gets a 4th trial, under the same parent run
-    more = run_masklab(["sweep", "sweep=fast_tpe", "n_trials=1"], project)
-    assert more.returncode == 0, more.stderr[-3000:]
-    assert "3 trial(s) so far" in more.stderr
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="masklab"):
+        run_sweep(project, ["sweep=fast_tpe", "n_trials=1"], "more")
+    assert "3 trial(s) so far" in info_messages(caplog)
     study = study_of(project, "fast_tpe")
     assert [t.number for t in study.trials] == [0, 1, 2, 3]
     parent2, children = parent_and_children(project)
     assert parent2.info.run_id == parent.info.run_id and len(children) == 4
 
 
-def test_two_workers_run_trials_in_parallel_on_one_study(project):
-    res = run_masklab(["sweep", "sweep=fast_tpe", "n_trials=2", "workers=2"], project)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "[worker 1]" in res.stdout and "[worker 2]" in res.stdout
-    worker_logs = list((project / "experiments" / "runs").glob("*/*_sweep/workers/worker-*.err"))
+def test_two_workers_run_trials_in_parallel_on_one_study(project, seed_store, capfd):
+    seed_store(project)
+    folder = run_sweep(project, ["sweep=fast_tpe", "n_trials=2", "workers=2"])
+    out = capfd.readouterr().out  # the workers' stdout is the command's
+    assert "[worker 1]" in out and "[worker 2]" in out
+    worker_logs = list(folder.glob("workers/worker-*.err"))
     assert len(worker_logs) == 2
     for log in worker_logs:
         text = log.read_text()
@@ -117,28 +143,28 @@ def test_two_workers_run_trials_in_parallel_on_one_study(project):
 
 
 def test_unknown_preset_lists_the_presets(project):
+    """Hydra's own composition of the command line (a config group option that does not exist): the CLI."""
     res = run_masklab(["sweep", "sweep=nope"], project)
-    assert res.returncode != 0
+    assert res.returncode == 2
     assert "nope" in res.stderr and "fast_grid" in res.stderr and "fast_tpe" in res.stderr
     assert "Traceback" not in res.stderr
 
 
-def test_unknown_search_space_type_is_a_one_line_error(project):
-    res = run_masklab(["sweep", "sweep=fast_tpe", "sweep.params.model.type=categorcal"], project)
-    assert res.returncode == 2
-    assert res.stderr.strip().count("\n") == 0, res.stderr
-    assert "sweep.params.model" in res.stderr and "categorcal" in res.stderr
+def test_unknown_search_space_type_is_a_one_line_error(project, capsys):
+    message = exits_as_user_error(
+        "sweep", lambda: run_sweep(project, ["sweep=fast_tpe", "sweep.params.model.type=categorcal"]), capsys)
+    assert "sweep.params.model" in message and "categorcal" in message
     assert not (project / "experiments" / "optuna.db").exists()  # nothing written
 
 
-def test_parameter_that_is_not_a_train_override_stops_at_the_first_trial(project):
-    # -q: only warnings and errors on stderr, so the error must be its only line
-    res = run_masklab(["-q", "sweep", "sweep=fast_grid", "+sweep.grid.max_epoch=[1,2]", "study=typo"], project)
-    assert res.returncode == 2, res.stderr[-3000:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not re.match(r"\d{4}/\d\d/\d\d ", ln)]
-    assert len(lines) == 1, res.stderr
-    assert "'max_epoch' is not a valid train override" in lines[0]
-    assert "Traceback" not in res.stderr
+def test_parameter_that_is_not_a_train_override_stops_at_the_first_trial(project, seed_store, capsys, caplog):
+    seed_store(project)
+    message = exits_as_user_error(
+        "sweep", lambda: run_sweep(project, ["sweep=fast_grid", "+sweep.grid.max_epoch=[1,2]", "study=typo"]), capsys)
+    assert "'max_epoch' is not a valid train override" in message
+    # what `masklab -q` would show besides the error line: nothing
+    shown = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("masklab")]
+    assert shown == []
     trials = study_of(project, "typo").trials
     assert [t.state.name for t in trials if t.state.name != "WAITING"] == ["FAIL"]  # not all 4 grid points
     parent, children = parent_and_children(project)
