@@ -219,6 +219,19 @@ def test_device_choice():
         Predictor(ChannelArgmax(), InputRule("pad"), "cpu", 0)
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("dilation_ratio", -0.1, r"evaluation.dilation_ratio=-0.1: expected a number from 0.0 to 1.0"),
+    ("low_confidence", "high", r"evaluation.low_confidence=high: expected a number from 0.0 to 1.0"),
+    ("batch_size", 0, r"evaluation.batch_size=0: expected a positive number of images"),
+    ("preprocess", "training", r"evaluation.preprocess=training: expected one of \['model', 'config'\]"),
+])
+def test_bad_evaluation_options_are_user_errors(key, value, message):
+    from masklab.workflows.evaluation import evaluation_options
+
+    with pytest.raises(UserError, match=message):
+        evaluation_options({key: value})
+
+
 def test_batches_of_mixed_sizes_equal_one_image_at_a_time(data):
     _, images, _ = data
     for rule in (InputRule("resize", height=32, width=32), InputRule("pad", multiple=16, tile=64, overlap=8)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from masklab.console import result
+
 
 def predict(cfg: DictConfig) -> None:
     from masklab.workflows import predict as run_prediction
@@ -11,5 +13,5 @@ def predict(cfg: DictConfig) -> None:
     done = run_prediction(str(cfg.model_ref), cfg.input, cfg.output, cfg.logger.tracking_uri,
                           overlay=bool(cfg.overlay), alpha=float(cfg.alpha), overwrite=bool(cfg.overwrite),
                           device=str(cfg.device), batch_size=int(cfg.batch_size))
-    print(f"Wrote {len(done.written)} masks to {cfg.output} (model loaded in {done.load_seconds:.2f} s, "
-          f"{done.images_per_second:.1f} images/s)")
+    result(f"Wrote {len(done.written)} masks to {cfg.output} (model loaded in {done.load_seconds:.2f} s, "
+           f"{done.images_per_second:.1f} images/s)", __name__)

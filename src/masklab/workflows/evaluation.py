@@ -49,6 +49,12 @@ def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
     if opts["preprocess"] not in PREPROCESS_SOURCES:
         raise UserError(f"evaluation.preprocess={opts['preprocess']}: expected one of {list(PREPROCESS_SOURCES)} "
                         "(model: the rule stored with the model; config: this config's augment.eval)")
+    for key, low, high in (("dilation_ratio", 0.0, 1.0), ("low_confidence", 0.0, 1.0)):
+        value = opts.get(key)
+        if value is not None and not (isinstance(value, int | float) and low <= float(value) <= high):
+            raise UserError(f"evaluation.{key}={value}: expected a number from {low} to {high}")
+    if not isinstance(opts["batch_size"], int) or opts["batch_size"] < 1:
+        raise UserError(f"evaluation.batch_size={opts['batch_size']}: expected a positive number of images")
     return opts
 
 
