@@ -14,7 +14,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+
+def share_the_cores() -> None:
+    """Under pytest-xdist, each worker (and every masklab process it starts, through OMP_NUM_THREADS) gets its
+    share of the cores, the rule `masklab sweep` uses for its workers. Two workers with two torch threads each
+    on two cores made every training step 2-4x slower; a thread count given by the user is kept."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+
+
+share_the_cores()
+import torch  # noqa: E402  (after the thread count is set, before anything reads it)
+
+if "OMP_NUM_THREADS" in os.environ:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if a plugin imported torch before us
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("MASKLAB_SHARED", REPO.parent / "shared")) / "datasets"
@@ -23,10 +38,24 @@ MASKLAB = [sys.executable, "-m", "masklab.cli"]
 FAST = ["debug=fast"]
 
 
+@pytest.fixture(autouse=True)
+def no_tracking_uri_leak():
+    """``mlflow.set_tracking_uri`` (called by masklab's tracking code) also sets MLFLOW_TRACKING_URI in
+    ``os.environ``. In one CLI process that is harmless; in this process a later test's config
+    (``${oc.env:MLFLOW_TRACKING_URI,...}``) would log to an earlier test's store. Put it back after each test."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty folder to run masklab in, with a private local MLflow store."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # remembers the variable's absence (see no_tracking_uri_leak)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MASKLAB_ROOT", raising=False)
     monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
@@ -124,6 +153,8 @@ def miou_from_confusion(confusion) -> float:
 def in_project(patch: pytest.MonkeyPatch, folder: Path) -> None:
     """Make ``folder`` the project masklab sees in this process (its cwd, no MLflow/MASKLAB_ROOT from outside)."""
     patch.chdir(folder)
+    # setenv first: undoing it removes the variable again, also when MLflow set it meanwhile (see below)
+    patch.setenv("MLFLOW_TRACKING_URI", "")
     patch.delenv("MLFLOW_TRACKING_URI", raising=False)
     patch.delenv("MASKLAB_ROOT", raising=False)
     patch.delenv("HYDRA_FULL_ERROR", raising=False)

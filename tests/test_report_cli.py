@@ -28,13 +28,14 @@ def two_runs(tmp_path_factory, mlflow_template):
     return project, client, [r.info.run_id for r in runs]
 
 
-def composed_in(project: Path, config_name: str, overrides: list[str]):
-    """The ``config_name`` config with ``overrides`` as a command in ``project`` would get it."""
+def command_in(project: Path, func, config_name: str, overrides: list[str]):
+    """``func(config)`` with the ``config_name`` config composed and used in ``project`` (its interpolations,
+    e.g. the store's path, resolve there and then), as the command would run there."""
     from masklab.config import compose
 
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
-        return compose(config_name, overrides)
+        return func(compose(config_name, overrides))
 
 
 def test_per_sample_table_has_every_column(two_runs):
@@ -80,19 +81,19 @@ def test_worst_samples_and_row_normalised_confusion():
     assert np.allclose(norm, [[0.75, 0.25], [0, 0]])
 
 
-def test_compare_reports_per_sample_deltas(two_runs, tmp_path, capsys, monkeypatch):
+def test_compare_reports_per_sample_deltas(two_runs, tmp_path, capsys):
     from masklab import workflows
 
     project, _, (run_a, run_b) = two_runs
-    in_project(monkeypatch, project)
-    cfg = composed_in(project, "evaluate", [*FAST, f"compare={run_a}"])
-    done = workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b)
+    done = command_in(project, lambda cfg: workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b),
+                      "evaluate", [*FAST, f"compare={run_a}"])
     assert done.run_id == run_b
     assert "got worse than run" in capsys.readouterr().out
     table = pd.read_parquet(done.folder / "val_compare.parquet")
     assert np.allclose(table["delta_mIoU"], table["mIoU"] - table["mIoU_other"], equal_nan=True)
-    bad = composed_in(project, "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"])
-    message = exits_as_user_error("evaluate", lambda: workflows.evaluate(bad, tmp_path / "bad", run_id=run_b), capsys)
+    message = exits_as_user_error("evaluate", lambda: command_in(
+        project, lambda cfg: workflows.evaluate(cfg, tmp_path / "bad", run_id=run_b),
+        "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"]), capsys)
     assert "compare=" in message
 
 
@@ -100,7 +101,7 @@ def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
     from masklab.commands.report import report
 
     project, client, (run_a, _) = two_runs
-    report(composed_in(project, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"]))
+    command_in(project, report, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"])
     assert f"Wrote {tmp_path / 'report' / 'index.html'} and logged it" in capsys.readouterr().out
     html = (tmp_path / "report" / "index.html").read_text()
     assert "synth_" in html and "data:image" in html
@@ -113,7 +114,7 @@ def test_report_of_run_without_evaluation_still_renders(project, seed_store, cap
     seed_store(project)
     run_id = fit_in(project, [*FAST, "evaluate_after=false"]).run_id
     with caplog.at_level(logging.WARNING, logger="masklab"):
-        report(composed_in(project, "report", [f"run={run_id}", f"output={project / 'report'}"]))
+        command_in(project, report, "report", [f"run={run_id}", f"output={project / 'report'}"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # a message (stderr and the job log), not a result (stdout)
     assert any(w.startswith(f"run {run_id} has no evaluation of split 'val'") for w in warnings), warnings
@@ -126,14 +127,15 @@ def test_report_unknown_run_is_one_line_error(project, seed_store, capsys):
     from masklab.commands.report import report
 
     seed_store(project)
-    cfg = composed_in(project, "report", ["run=0123456789abcdef0123456789abcdef", f"output={project / 'out'}"])
-    assert "no such MLflow run" in exits_as_user_error("report", lambda: report(cfg), capsys)
+    unknown = ["run=0123456789abcdef0123456789abcdef", f"output={project / 'out'}"]
+    message = exits_as_user_error("report", lambda: command_in(project, report, "report", unknown), capsys)
+    assert "no such MLflow run" in message
 
 
 def test_data_browse_writes_explorer(project, capsys):
     from masklab.commands.report import browse
 
-    browse(composed_in(project, "data_browse", [*FAST, f"output={project / 'browse'}"]))
+    command_in(project, browse, "data_browse", [*FAST, f"output={project / 'browse'}"])
     index = project / "browse" / "index.html"
     assert f"Wrote {index}" in capsys.readouterr().out
     assert index.stat().st_size > 1000

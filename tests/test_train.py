@@ -29,9 +29,10 @@ def run_dir(project: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One debug=fast training run shared by the read-only tests below."""
+def trained(tmp_path_factory, mlflow_template):
+    """One debug=fast training run through the CLI, shared by the read-only tests below."""
     project = tmp_path_factory.mktemp("trained")
+    copy_store(mlflow_template, project)  # a migrated store: the CLI skips MLflow's migrations
     res = run_masklab(["train", *FAST], project)
     assert res.returncode == 0, res.stderr[-4000:]
     return project, res
