@@ -31,15 +31,41 @@ def cpu_model() -> str:
     return _platform.processor() or _platform.machine()
 
 
+@functools.cache
+def cpu_id() -> str:
+    """Vendor, family, model and stepping from /proc/cpuinfo ("unknown" elsewhere).
+
+    Virtual machines often name every CPU of a vendor alike ("AMD EPYC"); these numbers still tell
+    two generations apart, and with them their kernels' float results.
+    """
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return "unknown"
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    parts = [fields.get("vendor_id", "")] + [f"{label} {fields[key]}" for key, label in
+                                             (("cpu family", "family"), ("model", "model"), ("stepping", "stepping"))
+                                             if key in fields]
+    return " ".join(p for p in parts if p) or "unknown"
+
+
 def fingerprint() -> dict[str, str]:
-    """Plain strings: cpu, machine, python, torch, cuda, cudnn, gpu, threads, deterministic flags,
-    masklab version. Importing torch is the caller's cost (every caller already has it)."""
+    """Plain strings: cpu (model name, vendor/family/model/stepping, the SIMD level torch's kernels
+    use), machine, python, torch, cuda, cudnn, gpu, threads, deterministic flags, masklab version.
+    Importing torch is the caller's cost (every caller already has it)."""
     import torch
 
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return {
         "cpu": cpu_model(),
+        "cpu_id": cpu_id(),
+        # AVX2, AVX512, ...: which vectorised kernels run, so which summation order.
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "machine": _platform.machine(),
         "python": _platform.python_version(),
         "torch": torch.__version__,
