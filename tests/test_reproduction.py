@@ -15,9 +15,8 @@ import pytest
 
 from masklab.pipeline.check import (
     ACROSS_PLATFORMS,
-    CLASS_TOLERANCE,
     EXACT,
-    TOLERANCE,
+    Tolerance,
     check_file,
     compare_metrics,
     flatten_metrics,
@@ -83,18 +82,26 @@ def test_other_platform_allows_the_tolerance_and_names_the_difference():
     assert f"cpu '{OTHER_CPU}' committed, '{cpu_model()}' here" in result.describe_platform()
     assert result.largest == ("val.mIoU", pytest.approx(0.003504))
 
-    # Exactly the tolerance passes (despite binary rounding of the difference); beyond it fails.
-    edge, beyond = 0.894437 - TOLERANCE, round(0.894437 - TOLERANCE - 0.000001, 6)
-    assert not compare_metrics({"m": 0.894437}, {"m": round(edge, 6)}, ACROSS_PLATFORMS)[0]
-    [miss] = compare_metrics({"m": 0.894437}, {"m": beyond}, ACROSS_PLATFORMS)[0]
-    assert miss.describe() == f"m: committed 0.894437, here {beyond}, |diff| 0.010001 > tolerance {TOLERANCE:g}"
-    # Per-class metrics (fewer pixels, noisier) have their own, wider bound.
-    assert CLASS_TOLERANCE > TOLERANCE
-    moved = {"val.iou/circle": 0.5 + (TOLERANCE + CLASS_TOLERANCE) / 2, "val.mIoU": 0.5}
-    assert not compare_metrics({"val.iou/circle": 0.5, "val.mIoU": 0.5}, moved, ACROSS_PLATFORMS)[0]
-    [miss] = compare_metrics({"val.iou/circle": 0.5, "val.mIoU": 0.5}, {**moved, "val.mIoU": moved["val.iou/circle"]},
-                             ACROSS_PLATFORMS)[0]
-    assert miss.metric == "val.mIoU" and miss.allowed == TOLERANCE
+
+
+def test_each_metric_family_has_its_bound_and_the_bound_itself_passes():
+    bounds = Tolerance(summary=0.01, per_class=0.02, boundary=0.03, boundary_per_class=0.04)
+    family = {"val.mIoU": 0.01, "val.pixel_acc_image": 0.01, "best_val/mIoU": 0.01, "val.iou/circle": 0.02,
+              "test.dice/triangle": 0.02, "val.mBoundaryIoU": 0.03, "val.mBoundaryIoU_image": 0.03,
+              "val.boundary_iou/circle": 0.04}
+    assert {name: bounds.allowed(name) for name in family} == family
+    committed = dict.fromkeys(family, 0.894437)
+    # Exactly the bound passes (despite the binary rounding of the difference); 0.000001 more fails.
+    at_bound = {name: round(0.894437 - bound, 6) for name, bound in family.items()}
+    assert compare_metrics(committed, at_bound, bounds)[0] == []
+    beyond = {name: round(value - 0.000001, 6) for name, value in at_bound.items()}
+    mismatches = compare_metrics(committed, beyond, bounds)[0]
+    assert sorted(m.metric for m in mismatches) == sorted(family)
+    miss = next(m for m in mismatches if m.metric == "val.mIoU")
+    assert miss.describe() == "val.mIoU: committed 0.894437, here 0.884436, |diff| 0.010001 > tolerance 0.01"
+    # The measured bounds: per-class values and boundary IoU are noisier than region means.
+    assert ACROSS_PLATFORMS.summary < ACROSS_PLATFORMS.per_class < ACROSS_PLATFORMS.boundary_per_class
+    assert ACROSS_PLATFORMS.summary < ACROSS_PLATFORMS.boundary < ACROSS_PLATFORMS.boundary_per_class
 
 
 def test_the_two_measured_cpu_models_pass_across_platforms_only():
@@ -168,17 +175,18 @@ def test_check_cli_on_a_tampered_commit_and_on_another_platform(scratch):
     done = check_cli(scratch)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"cpu '{OTHER_CPU}' committed, '{cpu_model()}' here" in done.stdout
-    assert f"(|diff| <= {TOLERANCE:g}, per class <= {CLASS_TOLERANCE:g}); largest |diff| 0.003504 (val.mIoU)" \
-        in done.stdout
+    assert f"({ACROSS_PLATFORMS.describe()}); largest |diff| 0.003504 (val.mIoU)" in done.stdout
 
     # ... and beyond it fails, naming the metric, both values, the tolerance and the platform difference.
-    commit(scratch, {**EVALUATE, "val": {**EVALUATE["val"], "mIoU": 0.914437}}, other_platform(), "far off")
+    far_off = round(0.894437 + ACROSS_PLATFORMS.summary + 0.01, 6)
+    commit(scratch, {**EVALUATE, "val": {**EVALUATE["val"], "mIoU": far_off}}, other_platform(), "far off")
     write_outputs(scratch, EVALUATE, here_platform())
     done = check_cli(scratch)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"val.mIoU: committed 0.914437, here 0.894437, |diff| 0.020000 > tolerance {TOLERANCE:g}" in done.stdout
+    assert (f"val.mIoU: committed {far_off}, here 0.894437, |diff| {far_off - 0.894437:.6f} "
+            f"> tolerance {ACROSS_PLATFORMS.summary:g}") in done.stdout
     assert f"cpu '{OTHER_CPU}' committed" in done.stdout and "threads '16' committed" in done.stdout
-    assert check_cli(scratch, "tolerance=0.03").returncode == 0
+    assert check_cli(scratch, f"tolerance={ACROSS_PLATFORMS.summary + 0.02}").returncode == 0  # one bound for all
     assert check_cli(scratch, "tolerance=-1").returncode == 2
 
 

@@ -42,7 +42,7 @@ STAGES = ("prepare", "train", "evaluate", "report")
 ACCEPT_REGENERATED = "MASKLAB_ACCEPT_REGENERATED"
 USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
          "Runs one stage of dvc.yaml with the Hydra overrides of params.yaml; see README, Pipelines.\n"
-         "       masklab pipeline check [rev=HEAD] [out=pipeline] [tolerance=<max |diff|>] [class_tolerance=...]\n"
+         "       masklab pipeline check [rev=HEAD] [out=pipeline] [tolerance=<one max |diff| for every metric>]\n"
          "Compares the metrics of the last `dvc repro` with those committed at rev: equal on the same platform, "
          "within the tolerance on another; exit 1 otherwise.")
 
@@ -208,25 +208,26 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
 
 def check(out: Path, extra: list[str]) -> None:
     """``masklab pipeline check``: print the comparison with the committed metrics; exit 1 when it fails."""
-    from masklab.pipeline.check import CLASS_TOLERANCE, TOLERANCE, Tolerance
+    from masklab.pipeline.check import ACROSS_PLATFORMS, Tolerance
     from masklab.pipeline.check import check as check_metrics
 
-    options = {"rev": "HEAD", "tolerance": str(TOLERANCE), "class_tolerance": str(CLASS_TOLERANCE)}
+    options: dict[str, str | None] = {"rev": "HEAD", "tolerance": None}
     for arg in extra:
         key, sep, value = arg.partition("=")
         if not sep or key not in options:
             raise UserError(f"check: unknown argument '{arg}'; expected rev=<git revision>, tolerance=<number> "
-                            "(summary metrics), class_tolerance=<number> (per-class metrics), out=<folder>")
+                            "(one bound for every metric instead of the measured ones), out=<folder>")
         options[key] = value
-    bounds = []
-    for key in ("tolerance", "class_tolerance"):
+    tolerance = ACROSS_PLATFORMS
+    if options["tolerance"] is not None:
         try:
-            bounds.append(float(options[key]))
+            bound = float(options["tolerance"])
         except ValueError:
-            raise UserError(f"check: {key}={options[key]} is not a number") from None
-        if not bounds[-1] >= 0:
-            raise UserError(f"check: {key}={options[key]} must be a number >= 0")
-    result = check_metrics(Path.cwd(), out, options["rev"], Tolerance(*bounds))
+            raise UserError(f"check: tolerance={options['tolerance']} is not a number") from None
+        if not bound >= 0:
+            raise UserError(f"check: tolerance={options['tolerance']} must be a number >= 0")
+        tolerance = Tolerance.uniform(bound)
+    result = check_metrics(Path.cwd(), out, str(options["rev"]), tolerance)
     print(result.report())
     if not result.passed:
         raise SystemExit(1)

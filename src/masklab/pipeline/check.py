@@ -3,9 +3,10 @@
 CPU training here is deterministic, so on the platform that produced the committed metrics
 (``platform.json`` beside them: CPU model, threads, torch, ...) every metric must come back
 exactly. On another platform the float summation order differs (SIMD width, thread split,
-library kernels), training takes another path from its first step, and a summary metric (mIoU,
-mDice, pixel accuracy, ...) may move by up to ``TOLERANCE``, a per-class one (fewer pixels, so
-noisier) by up to ``CLASS_TOLERANCE``. README, "Same numbers elsewhere", says how they were measured.
+library kernels), training takes another path from its first step, and each metric may move by
+up to the bound ``ACROSS_PLATFORMS`` sets for its family: region metrics (mIoU, mDice, pixel
+accuracy) least, boundary IoU (a thin band of pixels) and per-class values (one class's pixels)
+more. README, "Same numbers elsewhere", says how the bounds were measured.
 """
 
 from __future__ import annotations
@@ -21,12 +22,8 @@ from typing import Any
 from masklab.errors import UserError
 from masklab.pipeline.outputs import METRICS_FILE, PLATFORM_FILE
 
-# Largest |change| allowed across platforms for a summary metric and for a per-class one;
-# docs/benchmarks.md, "Reproduction across platforms", gives the measurements they rest on.
-TOLERANCE = 0.01
-CLASS_TOLERANCE = 0.03
-# Leaf names of per-class metrics start with these (``val.iou/circle``); any other metric is a summary,
-# so an unknown per-class family gets the stricter bound.
+# Leaf names of per-class metrics start with these (``val.iou/circle``); any other metric counts as
+# a summary, so an unknown per-class family gets the stricter bound.
 PER_CLASS_PREFIXES = ("iou/", "dice/", "boundary_iou/")
 # The stage folders under the pipeline's output folder whose metrics.json the check compares.
 CHECKED_STAGES = ("train", "evaluate")
@@ -38,26 +35,43 @@ Value = float | int | None
 
 @dataclass(frozen=True)
 class Tolerance:
-    """The largest |change| allowed for summary and per-class metrics; all zero means exact."""
+    """The largest |change| allowed per metric family; all zero means exact."""
 
-    summary: float
-    per_class: float
+    summary: float  # mIoU, mDice, pixel accuracy, their per-image means, best_val/mIoU
+    per_class: float  # iou/<class>, dice/<class>
+    boundary: float  # mBoundaryIoU, mBoundaryIoU_image
+    boundary_per_class: float  # boundary_iou/<class>
+
+    @classmethod
+    def uniform(cls, bound: float) -> Tolerance:
+        return cls(bound, bound, bound, bound)
 
     @property
     def exact(self) -> bool:
-        return self.summary == 0 and self.per_class == 0
+        return not any((self.summary, self.per_class, self.boundary, self.boundary_per_class))
 
     def allowed(self, metric: str) -> float:
         """The bound for ``metric`` (a flattened name such as ``val.iou/circle``)."""
         leaf = metric.split(".", 1)[-1]
-        return self.per_class if leaf.startswith(PER_CLASS_PREFIXES) else self.summary
+        per_class, boundary = leaf.startswith(PER_CLASS_PREFIXES), "boundary" in leaf.lower()
+        if boundary:
+            return self.boundary_per_class if per_class else self.boundary
+        return self.per_class if per_class else self.summary
 
     def describe(self) -> str:
-        return "exact" if self.exact else f"|diff| <= {self.summary:g}, per class <= {self.per_class:g}"
+        if self.exact:
+            return "exact"
+        if len({self.summary, self.per_class, self.boundary, self.boundary_per_class}) == 1:
+            return f"|diff| <= {self.summary:g}"
+        return (f"|diff| <= {self.summary:g}, per class {self.per_class:g}; boundary IoU {self.boundary:g}, "
+                f"per class {self.boundary_per_class:g}")
 
 
-EXACT = Tolerance(0.0, 0.0)
-ACROSS_PLATFORMS = Tolerance(TOLERANCE, CLASS_TOLERANCE)
+EXACT = Tolerance.uniform(0.0)
+# Measured on the default pipeline (docs/benchmarks.md, "Reproduction across platforms"): runs
+# that differ only in float summation order; each bound covers twice the largest difference seen
+# between two of them in its family, and 3 standard deviations of such a difference.
+ACROSS_PLATFORMS = Tolerance(summary=0.03, per_class=0.05, boundary=0.06, boundary_per_class=0.1)
 
 
 @dataclass(frozen=True)
