@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, free_port, run_masklab
+from conftest import FAST, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
 
 NAME = "shapes"
 
@@ -21,6 +21,30 @@ def train_and_register(project: Path, *extra: str, env: dict | None = None) -> N
                        *extra], project, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"as model '{NAME}'" in res.stdout
+
+
+def command(project: Path, words: str, *overrides: str) -> None:
+    """``masklab <words> <overrides>`` in this process: the command function on its composed config, in
+    ``project``, with a run folder under it (where promote's gate writes the evaluations it makes)."""
+    from importlib import import_module
+
+    from masklab.cli import COMMANDS
+    from masklab.config import compose
+
+    config_name, target, _ = COMMANDS[tuple(words.split())]
+    module, func = target.split(":")
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        out = project / "experiments" / "runs" / f"{time.time_ns()}_{config_name}"
+        patch.setattr("masklab.commands.common.hydra_output_dir", lambda: str(out))  # Hydra's run folder
+        getattr(import_module(module), func)(compose(config_name, list(overrides)))
+
+
+def command_ok(project: Path, capsys: pytest.CaptureFixture, words: str, *overrides: str) -> str:
+    """stdout of :func:`command` (which must not fail)."""
+    capsys.readouterr()
+    command(project, words, *overrides)
+    return capsys.readouterr().out
 
 
 def cli_ok(project: Path, *args: str, env: dict | None = None) -> str:
@@ -54,11 +78,15 @@ def alias_version(uri: str, alias: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def two_versions(tmp_path_factory):
-    """A project with two registered versions of NAME trained on the same dataset."""
+def two_versions(tmp_path_factory, mlflow_template):
+    """A project with two registered versions of NAME trained on the same dataset (in this process; the CLI's
+    train-and-register is in test_server_mode_register_promote_predict)."""
     project = tmp_path_factory.mktemp("registry")
-    train_and_register(project)
-    train_and_register(project, "seed=7")
+    copy_store(mlflow_template, project)
+    for version, extra in (("1", []), ("2", ["seed=7"])):
+        done = fit_in(project, [*FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}",
+                                *extra], f"v{version}")
+        assert done.registered == (NAME, version)
     return project
 
 
@@ -352,30 +380,30 @@ def test_checkpoint_weights_are_read_without_torch_exactly(tmp_path):
     assert torch.equal(load_file(str(tmp_path / "b.safetensors"))["net.fc.weight"], state["net.fc.weight"])
 
 
-def test_lifecycle_stages_aliases_gate_and_history(two_versions):
+def test_lifecycle_stages_aliases_gate_and_history(two_versions, capsys):
     project = two_versions
     uri = local_uri(project)
     staged = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Staging"], project)
     assert staged.returncode == 0, staged.stderr[-2000:]
     assert "Warning" not in staged.stderr and "deprecated" not in staged.stderr  # MLflow's stage warnings hidden
     assert stage_of(uri, 1) == "Staging" and alias_version(uri, "staging") == "1"
-    cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production")
+    command_ok(project, capsys, "promote", f"name={NAME}", "version=1", "stage=Production")
     assert stage_of(uri, 1) == "Production" and alias_version(uri, "production") == "1"
     assert alias_version(uri, "staging") is None  # no version is in Staging any more
 
     # Version 2 must beat version 1 on the gate metric; a min_delta of 1.0 is unreachable. Both were
     # scored on synthetic's val split (it has no test split) by the evaluation that ends training.
-    refused = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production",
-                           "registry.gate.min_delta=1.0"], project)
-    assert refused.returncode == 2
-    assert "gate refused: mIoU of version 2" in refused.stderr
+    refused = exits_as_user_error("promote", lambda: command(
+        project, "promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"), capsys,
+        one_line=False)
+    assert "gate refused: mIoU of version 2" in refused
     for version in (1, 2):  # both numbers and where each came from are in the message
         scored = newest(registry(uri).evaluations(NAME, version), split="val", resolution="original")
-        assert f"{scored.metric('mIoU'):.4f}" in refused.stderr and scored.describe() in refused.stderr
+        assert f"{scored.metric('mIoU'):.4f}" in refused and scored.describe() in refused
     assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"  # nothing half-changed
 
-    out = cli_ok(project, "promote", f"name={NAME}", "version=2", "stage=Production", "force=true",
-                 "registry.gate.min_delta=1.0", "reason=hotfix")
+    out = command_ok(project, capsys, "promote", f"name={NAME}", "version=2", "stage=Production", "force=true",
+                     "registry.gate.min_delta=1.0", "reason=hotfix")
     assert "forced" in out
     assert stage_of(uri, 2) == "Production" and stage_of(uri, 1) == "Archived"
     assert alias_version(uri, "production") == "2"
@@ -387,7 +415,7 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
     forced = [e for e in history if e["forced"]]
     assert len(forced) == 1 and "hotfix" in forced[0]["reason"] and "gate" in forced[0]["reason"]
 
-    listing = cli_ok(project, "models", "list", f"name={NAME}")
+    listing = command_ok(project, capsys, "models list", f"name={NAME}")
     assert "Production" in listing and "Archived" in listing and "production" in listing
     # The gate number of each version is listed with the data it was scored on.
     v1 = newest(registry(uri).evaluations(NAME, 1), split="val", resolution="original")
@@ -397,7 +425,7 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions):
 
     tags = MlflowClient(uri).get_model_version(NAME, "1").tags
     assert tags["masklab.git_commit"] and tags["masklab.dataset_dvc_md5"] == "untracked"
-    shown = cli_ok(project, "models", "history", f"name={NAME}")
+    shown = command_ok(project, capsys, "models history", f"name={NAME}")
     assert shown.count("Production") >= 3
     assert "REFUSED" in shown  # the forced promotion keeps the comparison it overrode
     assert [e["gate"]["passed"] for e in history if "gate" in e] == [True, False]
@@ -482,53 +510,65 @@ def test_register_imports_no_training_stack(two_versions):
     assert (version.tags or {}).get("masklab.dataset") == "synthetic"
 
 
-def test_evaluate_registered_model(two_versions):
+def test_evaluate_registered_model(two_versions, tmp_path, capsys):
+    from masklab import workflows
+    from masklab.config import compose
+
     ensure_production(two_versions)
-    out = cli_ok(two_versions, "evaluate", *FAST, f"model=models:/{NAME}@production")
-    assert "mean" in out and "logged to MLflow run" in out
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, two_versions)
+        done = workflows.evaluate(compose("evaluate", FAST), tmp_path, model_ref=f"models:/{NAME}@production")
+    assert "mean" in capsys.readouterr().out  # the per-class table
+    run = registry(local_uri(two_versions)).client.get_run(done.run_id)  # a new run, tagged with the model
+    assert run.data.tags["masklab.model"] == f"models:/{NAME}@production"
 
 
-def test_bad_requests_are_one_line_errors(two_versions):
+def test_bad_requests_are_one_line_errors(two_versions, capsys):
     project = two_versions
     cases = {
         ("promote", "name=nope", "version=1", "stage=Staging"): "no registered model 'nope'",
         ("promote", f"name={NAME}", "version=99", "stage=Staging"): "has no version 99",
         ("promote", f"name={NAME}", "version=1", "stage=Prod"): "stage 'Prod' does not exist",
-        ("predict", "model=models:/nope/Production", "input=.", "output=o"): "no registered model 'nope'",
-        ("predict", f"model=models:/{NAME}/Staging", "input=.", "output=o"): "no version of",
-        ("models", "history", "name=nope"): "registered models",
+        ("predict", "model_ref=models:/nope/Production", "input=.", "output=o"): "no registered model 'nope'",
+        ("predict", f"model_ref=models:/{NAME}/Staging", "input=.", "output=o"): "no version of",
+        ("models history", "name=nope"): "registered models",
     }
-    for args, message in cases.items():
-        res = run_masklab(list(args), project)
-        assert res.returncode == 2, (args, res.stderr[-2000:])
-        assert message in res.stderr, (args, res.stderr[-2000:])
-        assert "Traceback" not in res.stderr
+    for (words, *overrides), message in cases.items():
+        shown = exits_as_user_error(words, lambda w=words, o=overrides: command(project, w, *o), capsys)
+        assert message in shown, (words, overrides, shown)
 
 
-def test_gate_scores_what_is_missing_on_the_challengers_dataset(tmp_path):
-    project = tmp_path
+def test_gate_scores_what_is_missing_on_the_challengers_dataset(project, seed_store, capsys):
+    from masklab.commands.data import synth
+
     uri = local_uri(project)
-    train_and_register(project, "evaluate_after=false")  # version 1 has no score anywhere
-    res = run_masklab(["promote", f"name={NAME}", "version=1", "stage=Production",
-                       "registry.gate.evaluate_missing=false"], project)
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert f"masklab evaluate model=models:/{NAME}/1 data=synthetic split=val" in res.stderr
+    seed_store(project)
+    trained = [*FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}"]
+    fit_in(project, [*trained, "evaluate_after=false"], "v1")  # version 1 has no score anywhere
+    refused = exits_as_user_error("promote", lambda: command(
+        project, "promote", f"name={NAME}", "version=1", "stage=Production", "registry.gate.evaluate_missing=false"),
+        capsys, one_line=False)
+    assert f"masklab evaluate model=models:/{NAME}/1 data=synthetic split=val" in refused
     assert stage_of(uri, 1) == "None"
     # By default promote scores it (the evaluate workflow) and keeps that score on the version.
-    out = cli_ok(project, "promote", f"name={NAME}", "version=1", "stage=Production")
+    out = command_ok(project, capsys, "promote", f"name={NAME}", "version=1", "stage=Production")
     assert "gate passed (no Production version to beat)" in out
     assert f"models:/{NAME}/1 on synthetic@" in out and stage_of(uri, 1) == "Production"
     assert [r.dataset for r in registry(uri).evaluations(NAME, 1)] == ["synthetic"]
 
     # Version 2 was trained and scored on another dataset: the gate scores Production on that one.
-    cli_ok(project, "data", "synth", *FAST, "data.name=other", "data.synth.seed=3")
-    train_and_register(project, "data.name=other", "experiment_name=synthetic")
-    res = run_masklab(["promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"],
-                      project)
-    assert res.returncode == 2 and "gate refused: mIoU of version 2" in res.stderr, res.stderr[-2000:]
+    from masklab.config import compose
+
+    synth(compose("data_synth", [*FAST, "data.name=other", "data.synth.seed=3"]))
+    fit_in(project, [*trained, "data.name=other", "experiment_name=synthetic"], "v2")
+    refused = exits_as_user_error("promote", lambda: command(
+        project, "promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"), capsys,
+        one_line=False)
+    assert "gate refused: mIoU of version 2" in refused
     on_other = newest(registry(uri).evaluations(NAME, 1), dataset="other")
     assert on_other is not None and on_other.model == f"models:/{NAME}/1"
-    assert on_other.describe() in res.stderr and f"{on_other.metric('mIoU'):.4f}" in res.stderr
+    assert on_other.describe() in refused and f"{on_other.metric('mIoU'):.4f}" in refused
     assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"
 
 
