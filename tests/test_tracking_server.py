@@ -24,12 +24,11 @@ def test_train_logs_to_server_named_by_env(project, mlflow_server):
     assert list((server_dir / "artifacts").rglob("best.ckpt"))  # stored by the server, not the client
 
 
-def test_ui_serves_local_store(project):
+def test_ui_serves_local_store(project, seed_store):
     from mlflow.tracking import MlflowClient
 
     # An experiment only the project's store has: the UI must show it, so it serves that store.
-    store = project / "experiments" / "mlflow.db"
-    store.parent.mkdir(parents=True)
+    store = seed_store(project)  # migrated already: neither this client nor the server migrates it
     experiment_id = MlflowClient(f"sqlite:///{store}").create_experiment("only-in-this-project")
     port = free_port()
     proc = start([sys.executable, "-m", "masklab.cli", "ui", f"port={port}"], project)
