@@ -157,6 +157,7 @@ def check_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
 def test_check_cli_on_a_tampered_commit_and_on_another_platform(scratch):
     done = check_cli(scratch)
     assert done.returncode == 0 and "against HEAD: passed" in done.stdout, done.stdout + done.stderr
+    assert "pipeline/evaluate/metrics.json: ok, 6 metrics compared (exact); all equal" in done.stdout
 
     # Someone commits a better val mIoU than the pipeline produces; the work tree holds a real run's output.
     commit(scratch, {**EVALUATE, "val": {**EVALUATE["val"], "mIoU": 0.897437}}, here_platform(), "tampered")

@@ -68,10 +68,13 @@ class Tolerance:
 
 
 EXACT = Tolerance.uniform(0.0)
-# Measured on the default pipeline (docs/benchmarks.md, "Reproduction across platforms"): runs
-# that differ only in float summation order; each bound covers twice the largest difference seen
-# between two of them in its family, and 3 standard deviations of such a difference.
-ACROSS_PLATFORMS = Tolerance(summary=0.03, per_class=0.05, boundary=0.06, boundary_per_class=0.1)
+# Measured on the default pipeline (docs/benchmarks.md, "Reproduction across platforms"; rerun with
+# benchmarks/reproduction_spread.py): 6 runs that differ only in float summation order (two CPU
+# models, 1 thread, other SIMD and oneDNN kernels). Each bound is 3 standard deviations of the
+# difference between two such runs (3 * sqrt(2) * the family's largest per-metric sd), rounded up
+# to 0.01. They are wide because 12 epochs end before training settles, so where it ends depends
+# on the path; the same platform is exact.
+ACROSS_PLATFORMS = Tolerance(summary=0.09, per_class=0.12, boundary=0.1, boundary_per_class=0.17)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,10 @@ class FileCheck:
     def report(self) -> list[str]:
         rule = self.tolerance.describe()
         status = "FAILED" if self.mismatches else "ok"
-        largest = f"; largest |diff| {self.largest[1]:.6f} ({self.largest[0]})" if self.largest else ""
+        if self.largest is None or self.largest[1] == 0:
+            largest = "; all equal" if self.largest else ""
+        else:
+            largest = f"; largest |diff| {self.largest[1]:.6f} ({self.largest[0]})"
         lines = [f"{self.path}: {status}, {self.compared} metrics compared ({rule}){largest}",
                  f"  {self.describe_platform()}"]
         ordered = sorted(self.mismatches, key=lambda m: -m.delta)
