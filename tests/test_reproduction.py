@@ -30,7 +30,8 @@ EVALUATE = {"val": {"mIoU": 0.894437, "mDice": 0.943271, "iou/circle": 0.902805,
 TRAIN = {"best_val/mIoU": 0.894437, "epochs": 12}
 OTHER_CPU = "Intel(R) Xeon(R) Platinum 8480+"
 # The default pipeline's val metrics from the same code and data on two CPU models (git history:
-# f819aa7 on another machine of this kind, e8c1361 on this one).
+# eb6a377 committed them from another machine of this kind; its code, 6b04d4e, gives the second set
+# here, as e8c1361 records).
 VAL_OTHER_CPU = {
     "boundary_iou/background": 0.860903, "boundary_iou/circle": 0.719614, "boundary_iou/rectangle": 0.7247,
     "boundary_iou/triangle": 0.692136, "dice/background": 0.991894, "dice/circle": 0.947024,
