@@ -58,12 +58,15 @@ def is_valid_split(name: object) -> bool:
 @dataclass(frozen=True)
 class ClassInfo:
     """One class: its pixel value in masks, a name, an RGB display colour and whether it is a
-    'thing' (countable objects that instance tasks separate) rather than 'stuff'."""
+    'thing' (countable objects that instance tasks separate) rather than 'stuff'. ``coco_id`` and
+    ``supercategory``: the COCO category it was imported from, so an export restores it."""
 
     id: int
     name: str
     color: tuple[int, int, int]
     thing: bool = False
+    coco_id: int | None = None
+    supercategory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,11 @@ class ClassTable:
     def to_dict(self) -> dict:
         return {
             "ignore_index": self.ignore_index,
-            # "thing" only when set, so a v1 classes.yaml is written back byte for byte.
+            # "thing" and the COCO keys only when set, so a v1 classes.yaml is written back byte for byte.
             "classes": [
-                {"id": c.id, "name": c.name, "color": list(c.color), **({"thing": True} if c.thing else {})}
+                {"id": c.id, "name": c.name, "color": list(c.color), **({"thing": True} if c.thing else {}),
+                 **({"coco_id": c.coco_id} if c.coco_id is not None else {}),
+                 **({"supercategory": c.supercategory} if c.supercategory is not None else {})}
                 for c in self.classes
             ],
         }
@@ -121,7 +126,13 @@ class ClassTable:
             thing = entry.get("thing", False)
             if not isinstance(thing, bool):
                 raise DatasetFormatError(f"{source}: class '{name}' thing is {thing!r}; expected true or false")
-            classes.append(ClassInfo(cid, name, color, thing))  # type: ignore[arg-type]
+            coco_id, supercategory = entry.get("coco_id"), entry.get("supercategory")
+            if coco_id is not None and (not isinstance(coco_id, int) or isinstance(coco_id, bool)):
+                raise DatasetFormatError(f"{source}: class '{name}' coco_id is {coco_id!r}; expected an integer")
+            if supercategory is not None and not isinstance(supercategory, str):
+                raise DatasetFormatError(
+                    f"{source}: class '{name}' supercategory is {supercategory!r}; expected a string")
+            classes.append(ClassInfo(cid, name, color, thing, coco_id, supercategory))  # type: ignore[arg-type]
         ids = sorted(c.id for c in classes)
         if ids != list(range(len(classes))):
             raise DatasetFormatError(f"{source}: class ids are {ids}; expected 0..{len(classes) - 1} without gaps")
