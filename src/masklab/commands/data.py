@@ -1,4 +1,4 @@
-"""`masklab data synth|import|check|preview`."""
+"""`masklab data synth|import|export|check|preview`."""
 
 from __future__ import annotations
 
@@ -37,6 +37,14 @@ def import_(cfg: DictConfig) -> None:
         result(line, __name__)
     if done.problems:
         log.warning("the data check found problems in the imported dataset:\n%s", format_problems(done.problems))
+
+
+def export(cfg: DictConfig) -> None:
+    from masklab.workflows import export_dataset
+
+    done = export_dataset(cfg)
+    result(f"Wrote {done.path}: {done.images} images, {done.annotations} annotations, {done.categories} categories",
+           __name__)
 
 
 def check(cfg: DictConfig) -> None:

@@ -223,6 +223,45 @@ def _assign_random(pairs: list[_Pair], fractions: dict[str, float], seed: int) -
         p.split = split_of[p.id]
 
 
+def check_split_arguments(split_mode: str, split_lists: Mapping | None) -> None:
+    """Refuse a split_mode / split_lists combination :func:`pair_files` cannot follow."""
+    if split_mode not in SPLIT_MODES:
+        raise UserError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
+    if split_mode == "lists" and not split_lists:
+        raise UserError("split_mode='lists' needs split_lists {split: file of stems}")
+    if split_lists and set(split_lists) - set(SPLITS):
+        raise UserError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
+
+
+def pair_files(
+    images: Path, masks: Path, split_mode: str, fractions: dict[str, float], split_lists: Mapping | None, seed: int,
+    problems: _Problems,
+) -> list[_Pair]:
+    """Image/mask files of two folders paired by stem, each with its split (``split_mode``: random with
+    ``fractions`` and ``seed``, subfolders, lists from ``split_lists`` or none = all train); adds a
+    problem for every unpaired file, duplicate stem, split-list mismatch and id collision."""
+    if split_mode == "subfolders":
+        pairs = _pairs_subfolders(images, masks, problems)
+    else:
+        pairs = _pair(_scan(images, False, problems), _scan(masks, False, problems), None, problems)
+        if split_mode == "lists":
+            _assign_lists(pairs, split_lists or {}, problems)
+        elif split_mode == "random":
+            _assign_random(pairs, fractions, seed)
+        else:
+            for p in pairs:
+                p.split = "train"
+    if not pairs and not problems:
+        problems.add(images, "no pairs", f"no {'/'.join(IMAGE_EXTS)} files pairing with {masks}", "image/mask pairs")
+    safe_names: dict[str, str] = {}
+    for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
+        safe = safe_name(p.id)
+        if safe_names.get(safe, p.id) != p.id:
+            problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
+        safe_names[safe] = p.id
+    return pairs
+
+
 # ----------------------------------------------------------------------------- masks
 
 
@@ -475,12 +514,7 @@ def import_folder(
         raise UserError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
     if snap == "nearest" and mask_mode not in ("rgb", "auto"):
         raise UserError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
-    if split_mode not in SPLIT_MODES:
-        raise UserError(f"split_mode '{split_mode}' is not one of {list(SPLIT_MODES)}")
-    if split_mode == "lists" and not split_lists:
-        raise UserError("split_mode='lists' needs split_lists {split: file of stems}")
-    if split_lists and set(split_lists) - set(SPLITS):
-        raise UserError(f"split_lists: unknown split(s) {sorted(set(split_lists) - set(SPLITS))}")
+    check_split_arguments(split_mode, split_lists)
     if not 0 <= ignore_index <= 255:
         raise UserError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
     fracs = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
@@ -503,27 +537,7 @@ def import_folder(
     # Opening the writer first makes "dataset exists" fail before any file is read.
     with DatasetWriter(out_root, placeholder, overwrite=overwrite) as writer:
         problems = _Problems()
-        if split_mode == "subfolders":
-            pairs = _pairs_subfolders(images, masks, problems)
-        else:
-            pairs = _pair(_scan(images, False, problems), _scan(masks, False, problems), None, problems)
-            if split_mode == "lists":
-                _assign_lists(pairs, split_lists or {}, problems)
-            elif split_mode == "random":
-                _assign_random(pairs, fracs, seed)
-            else:
-                for p in pairs:
-                    p.split = "train"
-        if not pairs and not problems:
-            problems.add(
-                images, "no pairs", f"no {'/'.join(IMAGE_EXTS)} files pairing with {masks}", "image/mask pairs"
-            )
-        safe_names: dict[str, str] = {}
-        for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
-            safe = safe_name(p.id)
-            if safe_names.get(safe, p.id) != p.id:
-                problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
-            safe_names[safe] = p.id
+        pairs = pair_files(images, masks, split_mode, fracs, split_lists, seed, problems)
 
         mode = mask_mode
         if mode == "auto":

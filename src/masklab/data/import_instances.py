@@ -15,7 +15,8 @@ first and raised together as :class:`ImportProblems`; nothing is written then.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,15 @@ from PIL import Image, ImageFile
 
 from masklab.console import progress
 from masklab.data.check import Problem, verify_file
-from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color, read_object_png
+from masklab.data.format import (
+    DEFAULT_IGNORE_INDEX,
+    ClassInfo,
+    ClassTable,
+    Dataset,
+    DatasetWriter,
+    default_color,
+    read_object_png,
+)
 from masklab.data.import_folder import IMAGE_EXTS, ImportProblems
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
 from masklab.errors import UserError
@@ -35,6 +44,62 @@ LAYOUT = "<src>/<image id>/images/<one image>, <src>/<image id>/masks/<one mask 
 def instance_class_table(class_name: str) -> ClassTable:
     """Background (id 0) plus one instance ('thing') class, id 1."""
     return ClassTable((ClassInfo(0, "background", default_color(0)), ClassInfo(1, class_name, default_color(1), True)))
+
+
+# ----------------------------------------------------------------------------- shared by the instance importers
+
+
+@contextmanager
+def strict_image_loading() -> Iterator[None]:
+    """Truncated images fail (Pillow's global LOAD_TRUNCATED_IMAGES off) and Pillow's warnings about odd
+    chunks or EXIF stay quiet: real failures surface as exceptions, which importers turn into problems."""
+    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+
+
+def checked_image_size(path: Path) -> tuple[int, int]:
+    """(width, height) in px of an image file after a structural check and a full decode (a truncated
+    image must fail at import, not in training); raises whatever Pillow raises."""
+    verify_file(path)
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def object_size_problem(pixels: int) -> tuple[str, str] | None:
+    """(kind, expected) when an object of ``pixels`` px cannot be imported, else None.
+
+    Empty objects cannot be stored; a one-pixel object is almost always a stray label (a resize or
+    polygon artefact), and its mask, box and boundary are degenerate for instance metrics.
+    """
+    if pixels == 0:
+        return "empty object", "at least 2 pixels (drop the object)"
+    if pixels == 1:
+        return "one-pixel object", "at least 2 pixels (drop the object or fix its outline)"
+    return None
+
+
+def semantic_from_objects(
+    shape: tuple[int, int], objects: Sequence[tuple[int, np.ndarray]], ignore_index: int = DEFAULT_IGNORE_INDEX
+) -> np.ndarray:
+    """The semantic mask of instance objects: (H, W) uint8, pixel = class id of the objects covering it.
+
+    objects: [(class id, (H, W) bool mask)]. Where objects of *different* classes overlap the pixel
+    is ``ignore_index``: either class would teach a semantic model something the labels do not say.
+    Overlaps within one class are simply that class.
+    """
+    semantic = np.zeros(shape, np.uint8)
+    disputed = np.zeros(shape, bool)
+    for class_id, pixels in objects:
+        disputed |= pixels & (semantic != 0) & (semantic != class_id)
+        semantic[pixels] = class_id
+    semantic[disputed] = ignore_index
+    return semantic
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -77,10 +142,7 @@ def _read_folder(folder: Path, problems: list[Problem]) -> tuple[Path, list[tupl
     size = None
     if len(images) == 1:
         try:
-            verify_file(images[0])
-            with Image.open(images[0]) as im:
-                im.load()  # full decode: a truncated image must fail here, not in training
-                size = im.size
+            size = checked_image_size(images[0])
         except Exception as exc:
             problem(images[0], "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
     objects = []
@@ -134,24 +196,17 @@ def import_instance_folders(
         folders = _image_folders(src, problems)
         names = [f.name for f in folders]
         split_of = random_splits(names, fracs, seed) if split_mode == "random" else dict.fromkeys(names, "train")
-        load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # odd PNG chunks etc.; real failures surface as exceptions
-                for folder in progress(folders, f"Importing {src.name}"):
-                    item = _read_folder(folder, problems)
-                    if item is None or problems:  # once anything failed the import is lost; keep checking
-                        continue
-                    image, objects = item
-                    semantic = np.zeros(objects[0][1].shape, np.uint8)
-                    for _, pixels in objects:
-                        semantic[pixels] = 1
-                    writer.add(
-                        folder.name, image, semantic, split_of[folder.name],
-                        objects=[{"class_id": 1, "mask": pixels, "source_file": rel} for rel, pixels in objects],
-                    )
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+        with strict_image_loading():
+            for folder in progress(folders, f"Importing {src.name}"):
+                item = _read_folder(folder, problems)
+                if item is None or problems:  # once anything failed the import is lost; keep checking
+                    continue
+                image, objects = item
+                semantic = semantic_from_objects(objects[0][1].shape, [(1, pixels) for _, pixels in objects])
+                writer.add(
+                    folder.name, image, semantic, split_of[folder.name],
+                    objects=[{"class_id": 1, "mask": pixels, "source_file": rel} for rel, pixels in objects],
+                )
         if not folders and not problems:
             problems.append(Problem("error", str(src), "no image folders", "no sub-folder", LAYOUT))
         if problems:

@@ -31,7 +31,7 @@ DEFAULT_BATCH_SIZE = 8
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Keys of the data_import config that are how-to-import settings (the rest: where, whether to replace).
 NOT_SOURCE_KEYS = frozenset({"task_name", "paths", "hydra", "out", "overwrite", "write_conf"})
-PATH_KEYS = ("images", "masks")
+PATH_KEYS = ("images", "masks", "annotations", "instance_classes")
 
 
 def check_config_name(name: str) -> None:
@@ -97,7 +97,9 @@ def source_config_text(settings: Mapping[str, Any], name: str) -> str:
     """``conf/source/<name>.yaml``: the import settings, so the same import can run again."""
     values = {"name": name, **{k: v for k, v in settings.items() if k not in NOT_SOURCE_KEYS and k != "name"}}
     for key in PATH_KEYS:
-        if values.get(key):
+        if isinstance(values.get(key), Mapping):  # e.g. annotations={train: a.json, val: b.json}
+            values[key] = {k: _portable(v) for k, v in values[key].items()}
+        elif values.get(key):
             values[key] = _portable(values[key])
     return ("# @package _global_\n"
             f"# source={name}: how data/{name} was imported. `masklab data import source={name}` repeats it; so does\n"

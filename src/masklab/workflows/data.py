@@ -1,4 +1,5 @@
-"""``import_dataset``: bring a folder of images and masks (or per-object masks) into the dataset format."""
+"""``import_dataset``: bring images with masks, per-object masks, COCO JSON or instance-id PNGs into the dataset
+format; ``export_dataset``: write a dataset's objects as COCO JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from omegaconf import DictConfig
 from masklab.config import to_plain
 from masklab.errors import UserError
 
-IMPORT_FORMATS = ("folder", "instance_folders")
+IMPORT_FORMATS = ("folder", "instance_folders", "coco", "instance_png")
+EXPORT_FORMATS = ("coco",)
+# The folders each import format reads (format=coco reads annotations= files as well).
+_FOLDER_KEYS = {"folder": ("images", "masks"), "instance_folders": ("images",), "coco": ("images",),
+                "instance_png": ("images", "masks")}
 
 
 @dataclass
@@ -23,22 +28,38 @@ class Imported:
     problems: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class Exported:
+    """The file an export wrote and how many images, annotations and categories it holds."""
+
+    path: Path
+    images: int
+    annotations: int
+    categories: int
+
+
 def import_dataset(cfg: DictConfig) -> Imported:
-    """Import with a ``data_import`` config: ``format=folder`` (images + masks folders) or
-    ``format=instance_folders`` (a folder per image with one mask file per object) into ``cfg.out``;
-    unless ``write_conf=false``, also write ``conf/data/<name>.yaml`` (and the source preset) in the project.
+    """Import with a ``data_import`` config into ``cfg.out``: ``format=folder`` (images + masks folders),
+    ``instance_folders`` (a folder per image with one mask file per object), ``coco`` (COCO JSON
+    ``annotations=`` + ``images=``) or ``instance_png`` (images + instance-id PNGs); unless
+    ``write_conf=false``, also write ``conf/data/<name>.yaml`` (and the source preset) in the project.
     Nothing is written when the input has errors; an existing dataset is replaced only with ``overwrite``."""
     from masklab.data.check import check_dataset
+    from masklab.data.import_coco import import_coco
     from masklab.data.import_folder import import_folder
+    from masklab.data.import_instance_png import import_instance_pngs
     from masklab.data.import_instances import import_instance_folders
     from masklab.data.project_conf import check_config_name, write_project_configs
 
     check_config_name(cfg.name)
     if cfg.format not in IMPORT_FORMATS:
         raise UserError(f"format={cfg.format}: unknown; expected one of {list(IMPORT_FORMATS)}")
-    for key in ("images", "masks") if cfg.format == "folder" else ("images",):  # instance_folders: masks inside
+    for key in _FOLDER_KEYS[cfg.format]:
         if cfg[key] is None or not Path(cfg[key]).is_dir():
             raise UserError(f"{key}={cfg[key]}: folder does not exist; format={cfg.format} needs it")
+    if cfg.format == "coco" and not cfg.get("annotations"):
+        raise UserError("format=coco needs annotations=<file.json> (or {train: a.json, val: b.json} with "
+                        "split_mode=files)")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise UserError(f"{out} already exists; pass overwrite=true to replace it")
@@ -46,6 +67,18 @@ def import_dataset(cfg: DictConfig) -> Imported:
         dataset = import_instance_folders(
             Path(cfg.images), out, class_name=cfg.class_name, split_mode=cfg.split_mode,
             fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
+        )
+    elif cfg.format == "coco":
+        dataset = import_coco(
+            to_plain(cfg.annotations), Path(cfg.images), out, split_mode=cfg.split_mode,
+            fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
+        )
+    elif cfg.format == "instance_png":
+        dataset = import_instance_pngs(
+            Path(cfg.images), Path(cfg.masks), out, instance_classes=cfg.get("instance_classes"),
+            classes=to_plain(cfg.classes), class_name=cfg.class_name, split_mode=cfg.split_mode,
+            fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists), seed=cfg.seed,
+            overwrite=cfg.overwrite,
         )
     else:
         dataset = import_folder(
@@ -61,3 +94,18 @@ def import_dataset(cfg: DictConfig) -> Imported:
         result.notes = list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
     result.problems = check_dataset(out)
     return result
+
+
+def export_dataset(cfg: DictConfig) -> Exported:
+    """Export with a ``data_export`` config: the dataset ``cfg.data`` (labeled samples of ``cfg.split``, or
+    all) as ``format=coco`` JSON at ``cfg.out``, written atomically; an existing file is replaced only
+    with ``overwrite``. file_name entries are relative to ``<dataset>/images`` unless ``absolute_paths``."""
+    from masklab.data.export_coco import export_coco
+    from masklab.data.open import open_dataset
+
+    if cfg.format not in EXPORT_FORMATS:
+        raise UserError(f"format={cfg.format}: unknown; expected one of {list(EXPORT_FORMATS)}")
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    done = export_coco(dataset.root, cfg.out, split=cfg.split, absolute_paths=bool(cfg.absolute_paths),
+                       overwrite=bool(cfg.overwrite))
+    return Exported(done.path, done.images, done.annotations, done.categories)
