@@ -145,8 +145,8 @@ def _read_json(path: Path, problems: _Problems) -> dict[str, list] | None:
         return None
     out = {}
     for key in ("images", "annotations", "categories"):
-        value = doc.get(key, [] if key == "annotations" else None)
-        if not isinstance(value, list):
+        value = doc.get(key)
+        if not isinstance(value, list):  # image-info files (no annotations) are not labels: refuse them
             problems.add(path, "not a COCO file", f"'{key}': {_short(value)}", f"'{key}' a list (COCO instances)")
             return None
         out[key] = value

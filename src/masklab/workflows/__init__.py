@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 # name -> the workflows module defining it. Imported on first use: `masklab register` should not pay
 # for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
 _EXPORTS = {
-    "Exported": "data", "Imported": "data", "export_dataset": "data", "import_dataset": "data",
+    "Imported": "data", "export_dataset": "data", "import_dataset": "data",
     "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
     "evaluate_model": "evaluation",
     "FitResult": "fitting", "fit": "fitting",
@@ -35,15 +35,15 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from masklab.workflows.data import Exported, Imported, export_dataset, import_dataset
+    from masklab.workflows.data import Imported, export_dataset, import_dataset
     from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
     from masklab.workflows.fitting import FitResult, fit
     from masklab.workflows.prediction import Prediction, predict
     from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
     from masklab.workflows.reporting import Report, report
 
-__all__ = ["Evaluation", "Exported", "FitResult", "Imported", "Prediction", "Promotion", "RegisteredVersion",
-           "Report", "evaluate", "evaluate_checkpoint", "evaluate_model", "export_dataset", "fit", "gate_from_config",
+__all__ = ["Evaluation", "FitResult", "Imported", "Prediction", "Promotion", "RegisteredVersion", "Report",
+           "evaluate", "evaluate_checkpoint", "evaluate_model", "export_dataset", "fit", "gate_from_config",
            "import_dataset", "predict", "promote", "register", "report"]
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
 from masklab.errors import UserError
+
+if TYPE_CHECKING:
+    from masklab.data.export_coco import CocoExport
 
 IMPORT_FORMATS = ("folder", "instance_folders", "coco", "instance_png")
 EXPORT_FORMATS = ("coco",)
@@ -26,16 +29,6 @@ class Imported:
     dataset: Any  # masklab.data.format.Dataset
     notes: list[str] = field(default_factory=list)
     problems: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class Exported:
-    """The file an export wrote and how many images, annotations and categories it holds."""
-
-    path: Path
-    images: int
-    annotations: int
-    categories: int
 
 
 def import_dataset(cfg: DictConfig) -> Imported:
@@ -96,7 +89,7 @@ def import_dataset(cfg: DictConfig) -> Imported:
     return result
 
 
-def export_dataset(cfg: DictConfig) -> Exported:
+def export_dataset(cfg: DictConfig) -> CocoExport:
     """Export with a ``data_export`` config: the dataset ``cfg.data`` (labeled samples of ``cfg.split``, or
     all) as ``format=coco`` JSON at ``cfg.out``, written atomically; an existing file is replaced only
     with ``overwrite``. file_name entries are relative to ``<dataset>/images`` unless ``absolute_paths``."""
@@ -106,6 +99,5 @@ def export_dataset(cfg: DictConfig) -> Exported:
     if cfg.format not in EXPORT_FORMATS:
         raise UserError(f"format={cfg.format}: unknown; expected one of {list(EXPORT_FORMATS)}")
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
-    done = export_coco(dataset.root, cfg.out, split=cfg.split, absolute_paths=bool(cfg.absolute_paths),
+    return export_coco(dataset.root, cfg.out, split=cfg.split, absolute_paths=bool(cfg.absolute_paths),
                        overwrite=bool(cfg.overwrite))
-    return Exported(done.path, done.images, done.annotations, done.categories)
