@@ -79,7 +79,7 @@ def _read_table(path: Path) -> dict[str, dict[int, int]]:
 def _class_table(classes: list[dict] | None, used: set[int], source: Path) -> ClassTable:
     """Background plus thing classes: ``classes`` (every id but 0 made a thing) or class_1..class_K."""
     if classes is not None:
-        raw = {"classes": [{**c, "thing": int(c.get("id", -1)) != 0} for c in classes]}
+        raw = {"classes": [{**c, "thing": str(c.get("id")) != "0"} for c in classes]}
         table = ClassTable.from_dict(raw, source="classes argument")
         unknown = sorted(used - set(table.ids[1:]))
         if unknown:
