@@ -40,9 +40,9 @@ FAST = ["debug=fast"]
 
 @pytest.fixture(autouse=True)
 def no_tracking_uri_leak():
-    """``mlflow.set_tracking_uri`` (called by masklab's tracking code) also sets MLFLOW_TRACKING_URI in
-    ``os.environ``. In one CLI process that is harmless; in this process a later test's config
-    (``${oc.env:MLFLOW_TRACKING_URI,...}``) would log to an earlier test's store. Put it back after each test."""
+    """``mlflow.set_tracking_uri`` also sets MLFLOW_TRACKING_URI in ``os.environ``; a later test's config
+    (``${oc.env:MLFLOW_TRACKING_URI,...}``) would log to an earlier test's store. masklab restores it
+    (tracking.runs.fluent_tracking_uri), but tests call MLflow's fluent API themselves: put it back after each."""
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     if before is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -496,17 +497,23 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
 
 
 def test_register_imports_no_training_stack(two_versions):
-    """Registering (package + MLflow model + version) needs neither Lightning nor the model libraries."""
+    """Registering (package + MLflow model + version) needs neither Lightning nor the model libraries, and
+    leaves no MLFLOW_TRACKING_URI behind (the next command in the process would log to this store)."""
     uri = local_uri(two_versions)
     run_id = registry(uri).version(NAME, 1).run_id
-    code = ("import sys; from masklab.workflows import register; "
+    code = ("import os, sys; from masklab.workflows import register; "
             f"done = register({uri!r}, {run_id!r}, 'imports'); "
+            "print(os.environ.get('MLFLOW_TRACKING_URI')); "
             "print(done.version, sorted(m for m in ('pytorch_lightning', 'lightning', 'segmentation_models_pytorch', "
             "'timm', 'torchvision') if m in sys.modules))")
-    res = subprocess.run([sys.executable, "-c", code], cwd=two_versions, capture_output=True, text=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    res = subprocess.run([sys.executable, "-c", code], cwd=two_versions, capture_output=True, text=True, timeout=300,
+                         env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.strip().endswith(" []"), res.stdout
-    version = registry(uri).version("imports", res.stdout.split()[0])
+    leaked, imported = res.stdout.strip().splitlines()[-2:]
+    assert leaked == "None"
+    assert imported.endswith(" []"), res.stdout
+    version = registry(uri).version("imports", imported.split()[0])
     assert (version.tags or {}).get("masklab.dataset") == "synthetic"
 
 

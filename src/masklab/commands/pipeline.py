@@ -26,17 +26,18 @@ import configparser
 import json
 import os
 import shutil
-import sys
 from datetime import datetime
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from masklab.config import compose, to_plain
+from masklab.console import logger, result
 from masklab.errors import UserError
 from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
 from masklab.pipeline.params import read_params, to_overrides
 
+log = logger(__name__)
 STAGES = ("prepare", "train", "evaluate", "report")
 # Set to 1 to let `prepare` replace a recorded dataset version by what it regenerates.
 ACCEPT_REGENERATED = "MASKLAB_ACCEPT_REGENERATED"
@@ -88,14 +89,14 @@ def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
         # write_conf=false: a DVC stage writes only its declared output, never the project's conf/.
         imported = import_dataset(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}",
                                                           "write_conf=false"], str(params)))
-        print("Imported", summary(imported.dataset))
+        log.info("imported %s", summary(imported.dataset))
     elif synthesizes_on_first_use(cfg.data):
         synthesize(root, **to_plain(cfg.data.synth))
     else:
         raise UserError(f"{params}: data={cfg.data.name} is not synthetic and no `source:` says where to import it "
                         f"from (a conf/source preset, e.g. source: kvasir_seg)")
     check_regenerated(root, params)
-    print(f"prepare: wrote {root}")
+    result(f"prepare: wrote {root}")
 
 
 def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
@@ -129,8 +130,8 @@ def check_regenerated(root: Path, params: Path, stage: str = "prepare") -> None:
     if produced == recorded:
         return
     if os.environ.get(ACCEPT_REGENERATED) == "1":
-        print(f"prepare: {root} differs from the version in dvc.lock ({produced} vs {recorded}); kept, as "
-              f"{ACCEPT_REGENERATED}=1 asks")
+        log.warning("prepare: %s differs from the version in dvc.lock (%s vs %s); kept, as %s=1 asks",
+                    root, produced, recorded, ACCEPT_REGENERATED)
         return
     shutil.rmtree(root)  # only what this stage wrote a moment ago; the recorded version is in DVC
     raise UserError(
@@ -158,8 +159,8 @@ def train(cfg: DictConfig, out: Path) -> None:
         cfg.evaluate_after = False
     # The run folder of `masklab train`'s layout (checkpoints/, last.ckpt for resuming).
     output_dir = Path(cfg.paths.experiments_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S_pipeline-train")
-    result = fit(cfg, output_dir, export_dir=out / "train")
-    print(f"train: best {result.monitor} {result.best_value:.6f}; wrote {out / 'train'}; MLflow run {result.run_id}")
+    fitted = fit(cfg, output_dir, export_dir=out / "train")
+    result(f"train: best {fitted.monitor} {fitted.best_value:.6f}; wrote {out / 'train'}; MLflow run {fitted.run_id}")
 
 
 def evaluate(cfg: DictConfig, out: Path) -> None:
@@ -178,16 +179,16 @@ def evaluate(cfg: DictConfig, out: Path) -> None:
     results = {split: evaluate_checkpoint(ckpt, dataset, split, folder, run, options=cfg.evaluation)
                for split in ("val", "test") if dataset.labeled(split)}
     write_evaluation_outputs(folder, {split: r.metrics for split, r in results.items()}, results["val"].per_class)
-    print(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
+    result(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
 
 
 def report(cfg: DictConfig, out: Path) -> None:
     from masklab.workflows import report as write_report
 
     done = write_report(trained_run(out), out / "report", cfg.logger.tracking_uri)
-    print(f"report: wrote {done.index}")
+    result(f"report: wrote {done.index}")
     for p in done.problems:
-        print(f"note: {p}")
+        log.warning("report: %s", p)
 
 
 def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
@@ -227,18 +228,18 @@ def check(out: Path, extra: list[str]) -> None:
         if not bound >= 0:
             raise UserError(f"check: tolerance={options['tolerance']} must be a number >= 0")
         tolerance = Tolerance.uniform(bound)
-    result = check_metrics(Path.cwd(), out, str(options["rev"]), tolerance)
-    print(result.report())
-    if not result.passed:
+    compared = check_metrics(Path.cwd(), out, str(options["rev"]), tolerance)
+    result(compared.report())
+    if not compared.passed:
         raise SystemExit(1)
 
 
 def main(args: list[str]) -> None:
     """Entry point from ``masklab pipeline ...`` (not a Hydra app: its config is params.yaml)."""
-    from masklab.cli import quiet_third_party, user_error_types
+    from masklab.cli import quiet_third_party, run_reporting_errors
 
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        result(USAGE)
         return
     stage, rest = args[0], args[1:]
     params, out, extra = Path("params.yaml"), Path("pipeline"), []
@@ -249,7 +250,8 @@ def main(args: list[str]) -> None:
             out = Path(arg.split("=", 1)[1])
         else:
             extra.append(arg)
-    try:
+
+    def run() -> None:
         if stage == "check":
             check(out, extra)
             return
@@ -257,6 +259,6 @@ def main(args: list[str]) -> None:
             raise UserError(f"unknown stage '{stage}'; expected one of {list(STAGES)} or check")
         quiet_third_party()
         run_stage(stage, params, out, extra)
-    except user_error_types() as exc:
-        print(f"masklab pipeline {stage}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+
+    # The stage in the error line (`masklab pipeline train: error: ...`): dvc repro's log shows which one failed.
+    run_reporting_errors(f"pipeline {stage}", run)

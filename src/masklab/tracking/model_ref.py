@@ -83,12 +83,12 @@ def _from_registry(uri: str, tracking_uri: str) -> Package:
     from masklab.tracking.registry import quiet_mlflow
 
     registry_version(uri, tracking_uri)  # a one-line UserError for an unknown name, stage, version or alias
-    mlflow.set_tracking_uri(tracking_uri)
     # The package is read into memory (weights copied into the model), so its download goes away.
     with tempfile.TemporaryDirectory(prefix="masklab-model-") as dest:
         try:
             with quiet_mlflow():
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
+                local = Path(mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=dest, tracking_uri=tracking_uri, registry_uri=tracking_uri))
         except Exception as exc:  # MlflowException: alias or version vanished, artifacts unreachable
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"model={uri}: {first}") from exc

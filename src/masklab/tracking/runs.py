@@ -49,6 +49,26 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+@contextmanager
+def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, ``log_model``, ``register_model``) on ``tracking_uri`` for the
+    block, then the previous URI back. ``mlflow.set_tracking_uri`` alone also exports MLFLOW_TRACKING_URI,
+    which masklab's config reads: a later command in the same process would log to this store."""
+    import mlflow
+
+    previous_uri = mlflow.get_tracking_uri() if mlflow.tracking._tracking_service.utils.is_tracking_uri_set() else None
+    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
 def platform_tags() -> dict[str, str]:
     """``masklab.platform.<key>`` tags of this process's platform fingerprint (imports torch)."""
     from masklab.platform import fingerprint
@@ -199,9 +219,8 @@ class RunLog:
         import mlflow
 
         try:
-            mlflow.set_tracking_uri(self.tracking_uri)
             return Path(mlflow.artifacts.download_artifacts(run_id=self.run_id, artifact_path=artifact_path,
-                                                            dst_path=str(dest)))
+                                                            dst_path=str(dest), tracking_uri=self.tracking_uri))
         except Exception:  # MlflowException / OSError: the artifact does not exist
             return None
 
@@ -239,7 +258,6 @@ def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt
     """
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri)
     try:
         client(tracking_uri).get_run(run_id)
     except Exception as exc:  # mlflow raises MlflowException / RestException subclasses
@@ -247,8 +265,8 @@ def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt
     with tempfile.TemporaryDirectory(prefix="masklab-ckpt-") as dest:
         try:
             local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=dest
-            )
+                run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=dest,
+                tracking_uri=tracking_uri)
         except Exception as exc:
             raise NotFoundError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") \
                 from exc
