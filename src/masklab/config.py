@@ -36,6 +36,15 @@ def _if_square(size: Any, value: float) -> float:
     return value if height == width else 0.0
 
 
+def _task_monitor(task: Any) -> str:
+    """The validation metric that picks the best checkpoint of a task (``monitor: ${masklab.task_monitor:${task}}``)."""
+    from masklab.tasks import TASK_MONITORS, TASKS
+
+    if task not in TASK_MONITORS:
+        raise UserError(f"task={task}: unknown; expected one of {sorted(TASKS)}")
+    return TASK_MONITORS[task]
+
+
 # Registered on import (cli.py imports this module), so every command, compose() and a test that
 # merges a preset by hand resolve `${masklab.height:${data.image_size}}` alike.
 RESOLVERS = {
@@ -43,6 +52,7 @@ RESOLVERS = {
     "masklab.width": lambda size: image_hw(size)[1],
     "masklab.short_side": lambda size: min(image_hw(size)),
     "masklab.if_square": _if_square,
+    "masklab.task_monitor": _task_monitor,
     # paths.root_dir: the project folder, absolute (masklab.project's one rule). A relative
     # `sqlite:///./experiments/mlflow.db` would follow the process's current folder, and MLflow
     # caches one store per URI string, so two projects used from one Python process (a notebook,

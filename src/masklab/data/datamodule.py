@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
@@ -43,7 +43,10 @@ class SegmentationSplit(torch.utils.data.Dataset):
 
 
 class SegmentationDataModule(pl.LightningDataModule):
-    """Train/val/test loaders of a masklab dataset; the train loader shuffles with a seeded generator."""
+    """Train/val/test loaders of a masklab dataset; the train loader shuffles with a seeded generator.
+
+    ``split_class(dataset, samples, transform)`` makes a split's torch Dataset and ``collate_fn``
+    batches its items: a task that holds other targets than a semantic mask passes its own."""
 
     def __init__(
         self,
@@ -53,8 +56,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        split_class: Callable[..., torch.utils.data.Dataset] = SegmentationSplit,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
     ):
         super().__init__()
+        self.split_class = split_class
+        self.collate_fn = collate_fn
         self.dataset = dataset
         self.train_transform = train_transform
         self.eval_transform = eval_transform
@@ -62,9 +69,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
 
-    def split(self, name: str, train: bool = False) -> SegmentationSplit:
+    def split(self, name: str, train: bool = False) -> torch.utils.data.Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return SegmentationSplit(self.dataset, self.dataset.labeled(name), transform)
+        return self.split_class(self.dataset, self.dataset.labeled(name), transform)
 
     def loader(self, name: str, train: bool = False) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
@@ -76,6 +83,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=gen,
+            collate_fn=self.collate_fn,
         )
 
     def train_dataloader(self) -> DataLoader:

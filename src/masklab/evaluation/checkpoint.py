@@ -61,13 +61,13 @@ def load_checkpoint_model(path: str | Path) -> LoadedModel:
 
     A model of the user's own code is imported from the project folder (see ``model_from_spec``).
     """
-    from masklab.models.factory import model_from_spec
     from masklab.project import project_root
+    from masklab.tasks import task_for
 
     ckpt = read_checkpoint_meta(path)
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
-    model = model_from_spec(meta["model"], table.num_classes, project_root(), where=PROJECT_CODE)
+    model = task_for(meta).model_from_spec(meta["model"], table, project_root(), where=PROJECT_CODE)
     model.load_state_dict(model_state_dict(ckpt))
     model.eval()
     return LoadedModel(model, table, meta)

@@ -61,6 +61,35 @@ class Predictor:
             return self._resized(images)
         return self._padded(images)
 
+    @property
+    def output_kind(self) -> str:
+        """What the model returns: ``"logits"`` (dense, (N, C, H, W)) or ``"detections"`` (per image a dict of
+        boxes, labels, scores and soft masks, as torchvision's detection models)."""
+        return getattr(self.model, "output_kind", "logits")
+
+    @torch.no_grad()
+    def detections(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """For a detection model: per (H_i, W_i, 3) uint8 image its output dict on the CPU at the image's own
+        size (soft ``masks`` (K, 1, H_i, W_i) bilinear-resized back, ``boxes`` xyxy scaled back).
+
+        Under a "resize" rule the image is first brought to the network's size like for a dense
+        model; under "pad" the model gets the image as it is (detection models resize internally and
+        take any size, so no padding or tiling is needed)."""
+        out: list[dict[str, torch.Tensor]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            inputs = [_to_tensor([self.rule.resize_image(im)], self.device)[0] for im in chunk]
+            for image, x, found in zip(chunk, inputs, self.model(inputs)):
+                found = {key: value.cpu() for key, value in found.items()}
+                (h, w), (xh, xw) = image.shape[:2], x.shape[-2:]
+                if (xh, xw) != (h, w):
+                    masks = found["masks"]
+                    found["masks"] = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False) \
+                        if len(masks) else masks.new_zeros((0, 1, h, w))
+                    found["boxes"] = found["boxes"] * torch.tensor([w / xw, h / xh, w / xw, h / xh])
+                out.append(found)
+        return out
+
     def classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8."""
         return [lg.argmax(dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]

@@ -20,7 +20,8 @@ def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, outpu
 
     Paths keep their place relative to ``input_root`` (a folder) so equal stems in different
     subfolders do not collide. The package's task turns the predictor's output into predictions and
-    writes them (atomically); a progress bar counts the batches on a terminal.
+    writes them (atomically), then any index of them all (an instance model's COCO results JSON, last
+    in the returned list); a progress bar counts the batches on a terminal.
     """
     from masklab.data.format import read_image
     from masklab.tasks import task_for
@@ -29,6 +30,7 @@ def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, outpu
     predictor = Predictor(package.model, package.input_rule, device, batch_size)
     root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent
     written: list[Path] = []
+    records: list[Any] = []  # compact per-image entries of the task's index (instance: COCO results)
     starts = range(0, len(inputs), predictor.batch_size)
     for start in progress(starts, f"predicting {len(inputs)} images (batches of {predictor.batch_size})"):
         paths = list(inputs[start:start + predictor.batch_size])
@@ -38,9 +40,13 @@ def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, outpu
             target = Path(output) / f"{rel}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             task.write_prediction(prediction, target)
+            record = task.index_record(rel.as_posix(), prediction)
+            if record is not None:
+                records.append(record)
             if overlay:
                 blended = Image.fromarray(task.overlay(image, prediction, package.class_table, alpha))
                 atomic_write(target.with_name(f"{target.stem}_overlay.png"),
                              lambda tmp, im=blended: im.save(tmp, format="PNG"))
             written.append(target)
-    return written
+    index = task.write_predictions_index(records, Path(output)) if records else None
+    return [*written, *([index] if index else [])]

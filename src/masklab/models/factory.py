@@ -51,8 +51,8 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
         state = state.get("state_dict", state)
     if state and all(k.startswith("model.") for k in state):  # a masklab Lightning checkpoint
         state = {k[len("model."):]: v for k, v in state.items()}
-    # The file may hold the wrapped model, the bare network, or only its encoder.
-    net = module.net if isinstance(module, NormalizedSegmentationModel) else module
+    # The file may hold the wrapped model, the bare network (an smp or torchvision one), or only its encoder.
+    net = module.net if isinstance(getattr(module, "net", None), nn.Module) else module  # wrapped models: .net
     candidates = [module, net] + ([net.encoder] if isinstance(getattr(net, "encoder", None), nn.Module) else [])
     target = max(candidates, key=lambda m: len(set(state) & set(m.state_dict())))
     own = target.state_dict()

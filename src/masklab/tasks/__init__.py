@@ -25,7 +25,12 @@ DEFAULT_TASK = "semantic"
 # task name -> "module:class"; imported on first use so `masklab --help` stays light.
 TASKS: dict[str, str] = {
     "semantic": "masklab.tasks.semantic:SemanticTask",
+    "instance": "masklab.tasks.instance:InstanceTask",
 }
+# The validation metric each task logs to pick its best checkpoint (train.yaml's default ``monitor``).
+TASK_MONITORS: dict[str, str] = {"semantic": "val/mIoU", "instance": "val/mask_AP"}
+# The metric the promotion gate compares by default (registry.gate.metric=auto), as evaluation logs it.
+TASK_GATE_METRICS: dict[str, str] = {"semantic": "mIoU", "instance": "mask_AP"}
 
 
 def get_task(name: str) -> Task:
@@ -43,4 +48,4 @@ def task_for(source: Mapping[str, Any] | Any) -> Task:
     return get_task(str(name or DEFAULT_TASK))
 
 
-__all__ = ["DEFAULT_TASK", "TASKS", "Task", "get_task", "task_for"]
+__all__ = ["DEFAULT_TASK", "TASKS", "TASK_GATE_METRICS", "TASK_MONITORS", "Task", "get_task", "task_for"]

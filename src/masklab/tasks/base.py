@@ -34,8 +34,10 @@ class Task(Protocol):
     def build_model(self, model_cfg: Any, class_table: Any) -> Any:
         """A new model for ``class_table`` from a model config node."""
 
-    def model_from_spec(self, spec: dict[str, Any], class_table: Any) -> Any:
-        """Rebuild a model from a stored spec (checkpoint/package), without reading weights."""
+    def model_from_spec(self, spec: dict[str, Any], class_table: Any, code_root: Path | None = None,
+                        where: str | None = None) -> Any:
+        """Rebuild a model from a stored spec (checkpoint/package), without reading weights; user code may
+        come from ``code_root`` only (named ``where`` in errors)."""
 
     def build_loss(self, loss_cfg: Any, class_table: Any) -> Any:
         """The training loss from a loss config node."""
@@ -54,8 +56,18 @@ class Task(Protocol):
     def overlay(self, image: np.ndarray, prediction: Any, class_table: Any, alpha: float) -> np.ndarray:
         """(H, W, 3) uint8: the prediction drawn over the image."""
 
+    def index_record(self, name: str, prediction: Any) -> Any | None:
+        """A compact entry for the index of a folder's predictions (``name``: the image's path relative to the
+        input folder, without suffix), or None when the task writes no index."""
+
+    def write_predictions_index(self, records: Sequence[Any], folder: Path) -> Path | None:
+        """After a folder's predictions: write the file that indexes them (instance: a COCO results JSON)."""
+
     def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Registry package (input, output) tensor specs: {"name", "dtype", "shape"}."""
+
+    def package_output(self, predictions: Sequence[Any]) -> np.ndarray:
+        """The registry pyfunc's output array for a batch of predictions (the signature's output)."""
 
     # -- evaluation ------------------------------------------------------------------------------------
     def score(self, predictor: Any, loader: Any, class_table: Any, prefix: str, options: dict[str, Any],

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from masklab.errors import UserError
 from masklab.files import atomic_write
 
 
@@ -52,14 +53,19 @@ class SemanticTask:
         smp builder or the user's own network, wrapped with normalisation (``build_model_from_spec``)."""
         from masklab.models.factory import build_model_from_spec
 
+        target = str(model_cfg.get("_target_", ""))
+        if target.startswith("masklab.models.instance."):
+            raise UserError(f"model _target_={target} is an instance-segmentation model; train it with task=instance "
+                            "(or an instance experiment preset)")
         return build_model_from_spec(model_cfg, class_table.num_classes)
 
-    def model_from_spec(self, spec: dict[str, Any], class_table, code_root: Path | None = None):
+    def model_from_spec(self, spec: dict[str, Any], class_table, code_root: Path | None = None,
+                        where: str | None = None):
         """``code_root``: where the user's model code may come from (default: the project; a
-        package passes its own ``code/``)."""
+        package passes its own ``code/``), named ``where`` in errors."""
         from masklab.models.factory import model_from_spec
 
-        return model_from_spec(spec, class_table.num_classes, code_root)
+        return model_from_spec(spec, class_table.num_classes, code_root, where=where)
 
     def build_loss(self, loss_cfg, class_table):
         from hydra.utils import instantiate
@@ -96,6 +102,17 @@ class SemanticTask:
     def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
         return ({"name": "images", "dtype": "uint8", "shape": (-1, -1, -1, 3)},
                 {"name": "class_ids", "dtype": "uint8", "shape": (-1, -1, -1)})
+
+    def package_output(self, predictions: Sequence[np.ndarray]) -> np.ndarray:
+        """What the registry pyfunc returns for a batch: (N, H, W) uint8 class ids."""
+        return np.stack(predictions)
+
+    def index_record(self, name: str, prediction: np.ndarray) -> None:
+        """None: a class map is the whole prediction, the PNGs need no index."""
+        return None
+
+    def write_predictions_index(self, records: Sequence[Any], folder: Path) -> Path | None:
+        return None
 
     # -- evaluation ------------------------------------------------------------------------------------
     def score(self, predictor, loader, class_table, prefix: str, options: dict[str, Any],

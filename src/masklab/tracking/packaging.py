@@ -126,7 +126,7 @@ def load_package_dir(path: str | Path) -> Package:
     from safetensors.torch import load_file
 
     from masklab.inference.rule import InputRule
-    from masklab.models.factory import model_from_spec
+    from masklab.tasks import task_for
 
     path = Path(path)
     spec_path = path / SPEC_FILE
@@ -134,7 +134,7 @@ def load_package_dir(path: str | Path) -> Package:
         raise UserError(f"{path}: not a masklab model package (no {SPEC_FILE})")
     spec = yaml.safe_load(spec_path.read_text())
     table = ClassTable.from_dict(spec["classes"], str(spec_path))
-    model = model_from_spec(spec["model"], table.num_classes, path / CODE_DIR, where=f"package {path}")
+    model = task_for(spec).model_from_spec(spec["model"], table, path / CODE_DIR, where=f"package {path}")
     model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
     model.eval()
     return Package(model, table, InputRule.from_dict(spec["input_rule"]), spec)

@@ -32,7 +32,7 @@ class MasklabSegmenter(mlflow.pyfunc.PythonModel):
         params = params or {}
         predictor = Predictor(self.package.model, self.package.input_rule, params.get("device", "auto"),
                               int(params.get("batch_size", 8)))
-        return np.stack(self.task.predict(predictor, list(images)))
+        return self.task.package_output(self.task.predict(predictor, list(images)))
 
 
 set_model(MasklabSegmenter())

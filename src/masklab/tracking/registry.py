@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from masklab.errors import UserError
+from masklab.errors import NotFoundError, UserError
 from masklab.evaluation.record import RESOLUTIONS, EvaluationRecord
 from masklab.tracking.runs import client as make_client
+from masklab.tracking.runs import fluent_tracking_uri
 
 STAGES = ("None", "Staging", "Production", "Archived")
 ALIASES = {"Staging": "staging", "Production": "production"}
@@ -87,9 +88,10 @@ def no_requirement_scan() -> Iterator[None]:
 class Gate:
     """Promotion to Production needs ``metric`` better than the current Production's by more than
     ``min_delta`` (``mode`` max: higher is better, min: lower), both scored on the same dataset version,
-    ``split`` ("auto": test when the dataset has one, else val) and ``resolution``."""
+    ``split`` ("auto": test when the dataset has one, else val) and ``resolution``. ``metric`` "auto" is the
+    task's headline (mIoU for semantic, mask_AP for instance models; :meth:`for_task`)."""
 
-    metric: str = "mIoU"
+    metric: str = "auto"
     min_delta: float = 0.0
     mode: str = "max"
     split: str = "auto"
@@ -105,6 +107,16 @@ class Gate:
                             f"(e.g. 'mIoU'); the split compared is registry.gate.split ({self.split!r})")
         if not self.split:
             raise UserError("registry.gate.split='': expected 'auto' or a split name (test, val, ...)")
+
+    def for_task(self, task: str | None) -> Gate:
+        """This gate with ``metric`` "auto" replaced by the headline metric of ``task``."""
+        from dataclasses import replace
+
+        from masklab.tasks import DEFAULT_TASK, TASK_GATE_METRICS
+
+        if self.metric != "auto":
+            return self
+        return replace(self, metric=TASK_GATE_METRICS.get(task or DEFAULT_TASK, TASK_GATE_METRICS[DEFAULT_TASK]))
 
     def value(self, record: EvaluationRecord) -> float | None:
         """The gate metric in ``record`` (logged as ``eval/<split>/<metric>``)."""
@@ -216,7 +228,7 @@ class Registry:
                 raise UserError(f"{what}: cannot reach the registry at {self.tracking_uri} "
                                 f"(connection failed; is the server running?)") from exc
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in message.lower():
-                raise LookupError(message) from exc
+                raise NotFoundError(f"{what}: {message}") from exc
             raise UserError(f"{what}: registry at {self.tracking_uri} answered: {message}") from exc
         except OSError as exc:  # connection refused, DNS, timeouts
             raise UserError(f"{what}: cannot reach the registry at {self.tracking_uri} ({exc})") from exc
@@ -229,7 +241,7 @@ class Registry:
         """All versions of ``name``, oldest first; UserError naming the existing models if unknown."""
         try:
             self._call(f"model '{name}'", self.client.get_registered_model, name)
-        except LookupError:
+        except NotFoundError:
             names = self.model_names()
             raise UserError(f"no registered model '{name}'; registered models: {names or 'none'}") from None
         found = self._call(f"model '{name}'", self.client.search_model_versions, f"name='{name}'")
@@ -277,8 +289,8 @@ class Registry:
                 # Where and how fast the pyfunc predicts: the inference path's device and batch size.
                 params=ParamSchema([ParamSpec("device", "string", "auto"), ParamSpec("batch_size", "long", 8)]),
             )
-            mlflow.set_tracking_uri(self.tracking_uri)
-            with quiet_mlflow(), no_requirement_scan(), mlflow.start_run(run_id=run_id):
+            with fluent_tracking_uri(self.tracking_uri), quiet_mlflow(), no_requirement_scan(), \
+                    mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(PYFUNC_FILE),
@@ -295,8 +307,10 @@ class Registry:
                     metadata={"masklab": {"classes": [c["name"] for c in spec["classes"]["classes"]],
                                           "input_rule": spec["input_rule"]}},
                 )
-            mv = self._call("register", mlflow.register_model, info.model_uri, name)
-        tags = {"masklab.dataset": spec["dataset"].get("name", ""),
+            with fluent_tracking_uri(self.tracking_uri):
+                mv = self._call("register", mlflow.register_model, info.model_uri, name)
+        tags = {"masklab.task": str(spec.get("task") or "semantic"),
+                "masklab.dataset": spec["dataset"].get("name", ""),
                 "masklab.manifest_sha256": spec["dataset"].get("manifest_sha256", ""),
                 "masklab.arch": model_name(spec["model"])}
         # The version names its code and data versions itself, so tracing it needs no run lookup.
@@ -411,7 +425,7 @@ class Registry:
     def _alias_version(self, name: str, alias: str) -> str | None:
         try:
             return str(self._call("alias", self.client.get_model_version_by_alias, name, alias).version)
-        except (LookupError, UserError):
+        except UserError:  # NotFoundError included
             return None
 
     def _record(self, name: str, version, from_stage: str, to_stage: str, reason: str, forced: bool,
@@ -436,11 +450,13 @@ class Registry:
             aliases.setdefault(str(version), []).append(alias)
         for v in self.versions(name):
             tags = v.tags or {}
-            record = gate_record(self.evaluations(name, v.version), gate)
+            own = gate.for_task(tags.get("masklab.task"))
+            record = gate_record(self.evaluations(name, v.version), own)
             rows.append({
                 "version": int(v.version), "stage": v.current_stage,
                 "aliases": ",".join(sorted(aliases.get(str(v.version), []))),
-                gate.metric: gate.value(record) if record else None,
+                "gate metric": own.metric,
+                "value": own.value(record) if record else None,
                 "scored on": (f"{record.dataset}@{record.manifest_sha256[:12]} {record.split} {record.resolution}"
                               if record else ""),
                 "trained on": f"{tags.get('masklab.dataset', '')}@{tags.get('masklab.manifest_sha256', '')[:12]}",
@@ -482,12 +498,18 @@ def gate_record(records: list[EvaluationRecord], gate: Gate) -> EvaluationRecord
 
 
 def model_name(model_spec: dict[str, Any]) -> str:
-    """``<arch>-<encoder>`` for masklab's smp builder, the ``_target_`` for the user's own model."""
+    """``<arch>-<encoder>`` for masklab's smp builder (``bottomup-<arch>-<encoder>`` for the bottom-up instance
+    path), ``maskrcnn-<variant>`` for Mask R-CNN, the ``_target_`` for the user's own model."""
     from masklab.models.spec import is_builtin
 
+    target = str(model_spec.get("_target_", ""))
     if is_builtin(model_spec):
         return f"{model_spec.get('arch')}-{model_spec.get('encoder')}"
-    return str(model_spec["_target_"])
+    if target.endswith(".build_bottom_up"):
+        return f"bottomup-{model_spec.get('arch', 'Unet')}-{model_spec.get('encoder', 'resnet18')}"
+    if target.endswith(".build_maskrcnn"):
+        return f"maskrcnn-{model_spec.get('variant', 'resnet50_fpn')}"
+    return target
 
 
 def _who() -> str:

@@ -121,6 +121,7 @@ def check_gate(tracking_uri: str, name: str, version: str | int, gate: Gate, *, 
 
     registry = Registry(tracking_uri)
     challenger = str(registry.version(name, version).version)
+    gate = gate.for_task((registry.version(name, challenger).tags or {}).get("masklab.task"))
     held = registry.in_stage(name, "Production")
     incumbent = None if held is None or str(held.version) == challenger else str(held.version)
     mine = registry.evaluations(name, challenger)

@@ -1,0 +1,104 @@
+"""The instance task's LightningModule (apart from tasks/instance.py so prediction never imports Lightning)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from masklab.data.format import ClassTable
+from masklab.training.module import TaskModule
+
+# Validation scores mask AP only (Boundary AP and PQ come with `evaluate`): it runs every epoch.
+VAL_HEADLINES = ("mask_AP", "mask_AP50", "mask_AP75")
+
+
+def dense_target(targets: list[dict[str, torch.Tensor]], num_classes: int, boundary_width: int,
+                 ignore_index: int) -> torch.Tensor:
+    """(N, H, W) int64 training target of the bottom-up path from per-image objects (``masks`` (K, H, W),
+    ``labels`` (K,), ``iscrowd`` (K,)): each object's interior (the mask eroded by ``boundary_width``
+    px; the image border does not erode) gets its class id, its rim and every pixel two objects share
+    get the boundary class ``num_classes``, crowd regions ``ignore_index``, the rest 0."""
+    out = []
+    k = 2 * boundary_width + 1
+    for t in targets:
+        masks = t["masks"].float()
+        h, w = masks.shape[-2:]
+        target = torch.zeros(h, w, dtype=torch.int64, device=masks.device)
+        if len(masks):
+            crowd = t["iscrowd"].bool()
+            things = masks[~crowd]
+            # Erosion = 1 - dilation of the complement; max_pool2d pads with -inf, so the border keeps objects whole.
+            interior = 1 - F.max_pool2d((1 - things)[None], k, stride=1, padding=boundary_width)[0]
+            for m, label in zip(interior.bool(), t["labels"][~crowd]):
+                target[m] = label
+            covered = things.sum(dim=0)
+            target[(covered > 0) & ((target == 0) | (covered > 1))] = num_classes
+            if crowd.any():
+                target[(masks[crowd].sum(dim=0) > 0) & (covered == 0)] = ignore_index
+        out.append(target)
+    return torch.stack(out)
+
+
+def detection_targets(targets: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """torchvision's Mask R-CNN targets: crowd objects left out (it has no notion of them)."""
+    keep = [~t["iscrowd"].bool() for t in targets]
+    return [{"boxes": t["boxes"][m], "labels": t["labels"][m], "masks": t["masks"][m].to(torch.uint8)}
+            for t, m in zip(targets, keep)]
+
+
+class InstanceModule(TaskModule):
+    """Instance steps: batches ``{image (N, 3, H, W) uint8, targets: [{masks, labels, boxes, iscrowd}], id}``.
+
+    Mask R-CNN trains on its own losses (their sum; each logged as ``train/loss_<name>``); the
+    bottom-up network on the configured dense loss against :func:`dense_target`. Validation
+    predicts objects exactly as evaluation does and reports COCO mask AP (``val/mask_AP``, the
+    instance presets' monitor)."""
+
+    def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None, class_table: ClassTable, meta: dict[str, Any]):
+        super().__init__(model, loss, optimizer, scheduler, class_table, meta)
+        self.detection = getattr(model, "output_kind", "logits") == "detections"
+        self.val_metrics = None
+
+    def _dense_target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return dense_target(batch["targets"], self.class_table.num_classes,
+                            int(self.model.postprocess["boundary_width"]), self.class_table.ignore_index)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        n = len(batch["id"])
+        if self.detection:
+            losses = self.model(batch["image"], detection_targets(batch["targets"]))
+            loss = sum(losses.values())
+            for name, value in losses.items():
+                self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=n)
+        else:
+            loss = self.loss(self.model(batch["image"]), self._dense_target(batch))
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        from masklab.metrics.instance import InstanceMetrics
+        from masklab.tasks.instance import object_class_ids
+
+        self.val_metrics = InstanceMetrics(object_class_ids(self.class_table), boundary=False)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from masklab.tasks.instance import predictions_from_output
+
+        output = self.model(batch["image"])
+        if not self.detection:
+            self.log("val/loss", self.loss(output, self._dense_target(batch)), on_epoch=True,
+                     batch_size=len(batch["id"]))
+        for sample_id, target, pred in zip(batch["id"], batch["targets"], predictions_from_output(self.model, output)):
+            self.val_metrics.update(sample_id, target["masks"].bool().cpu().numpy(), target["labels"].cpu().numpy(),
+                                    target["iscrowd"].cpu().numpy(), pred.masks, pred.class_ids, pred.scores)
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self.val_metrics.compute()
+        self.val_metrics = None
+        self.log("val/mask_AP", float(scores["mask_AP"]), prog_bar=True)  # the default instance monitor
+        self.log_dict({f"val/{k}": float(scores[k]) for k in VAL_HEADLINES[1:] if k in scores})
