@@ -80,21 +80,21 @@ def main() -> None:
     os.environ["MASKLAB_ROOT"] = str(a.workdir)
     os.chdir(a.workdir)
     results = {}
+    print(f"{'dataset':<11} {'split':<5} {'resolution':<10} " + " ".join(f"{h:>12}" for h in HEADLINES)
+          + f" {'s/image':>8}")
     for i, name in enumerate(a.datasets):
         epochs = a.epochs[i] if a.epochs else PRESETS[name][1]
         dataset, ckpt = prepare(name, epochs, a.retrain)
-        results[name] = {"preset": PRESETS[name][0], "epochs": epochs, "checkpoint": str(ckpt),
-                         **measure(dataset, ckpt, PRESETS[name][2], a.rounds)}
-    print(f"{'dataset':<11} {'split':<5} {'resolution':<10} " + " ".join(f"{h:>12}" for h in HEADLINES)
-          + f" {'s/image':>8}")
-    for name, r in results.items():
+        r = results[name] = {"preset": PRESETS[name][0], "epochs": epochs, "checkpoint": str(ckpt),
+                             **measure(dataset, ckpt, PRESETS[name][2], a.rounds)}
+        # Printed (and written) as soon as measured: a later dataset's failure keeps this one's figures.
         for res in ("model", "original"):
             print(f"{name:<11} {r['split']:<5} {res:<10} "
                   + " ".join(f"{r['metrics'][res][h]:>12.4f}" for h in HEADLINES)
-                  + f" {r['seconds_per_image'][res]:>8.4f}")
-        print(f"{name}: original / model seconds per image = {r['ratio_original_over_model']:.2f}")
-    if a.out:
-        a.out.write_text(json.dumps(results, indent=2))
+                  + f" {r['seconds_per_image'][res]:>8.4f}", flush=True)
+        print(f"{name}: original / model seconds per image = {r['ratio_original_over_model']:.2f}", flush=True)
+        if a.out:
+            a.out.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
