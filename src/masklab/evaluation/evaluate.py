@@ -16,7 +16,7 @@ import torch
 from masklab.data.format import ClassTable
 from masklab.files import atomic_write
 from masklab.inference.engine import Predictor
-from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
+from masklab.metrics import SemanticMetrics, argmax_classes, named_scalars, per_image_scores
 
 # Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
 PER_CLASS_COLUMNS = ("iou", "dice", "boundary_iou", "tp", "fp", "fn", "true_area", "pred_area", "missed",
@@ -91,7 +91,7 @@ def evaluate_model(
             target = torch.stack([torch.from_numpy(np.asarray(batch["mask"][i], dtype=np.int64))
                                   for i in indices]).to(device)
             ids = [batch["id"][i] for i in indices]
-            pred = group.argmax(dim=1)
+            pred = argmax_classes(group)
             # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
             scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
                                       dilation_ratio=dilation_ratio)

@@ -16,6 +16,7 @@ from torch import nn
 
 from masklab.errors import UserError
 from masklab.inference.rule import InputRule
+from masklab.metrics.labels import argmax_classes
 
 
 def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -92,7 +93,7 @@ class Predictor:
 
     def classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8."""
-        return [lg.argmax(dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
+        return [argmax_classes(lg, dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
 
     def _resized(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         # Every image reaches the network at one size, so any images batch together.

@@ -1,24 +1,26 @@
-"""Segmentation metrics computed on-device from confusion matrices (and boundary bands)."""
+"""Segmentation metrics: semantic (on-device confusion matrices, boundary bands) and instance (COCO AP, PQ).
 
-from masklab.metrics.boundary import boundary_band, boundary_counts, boundary_dilation, boundary_iou_from_counts
-from masklab.metrics.semantic import (
-    SemanticMetrics,
-    confusion_matrix,
-    named_scalars,
-    per_image_confusion,
-    per_image_scores,
-    scores_from_confusion,
-)
+Names are imported on first use: ``masklab.metrics.labels`` (what the inference path needs) must not pull
+torchmetrics and pycocotools into ``predict``.
+"""
 
-__all__ = [
-    "SemanticMetrics",
-    "boundary_band",
-    "boundary_counts",
-    "boundary_dilation",
-    "boundary_iou_from_counts",
-    "confusion_matrix",
-    "named_scalars",
-    "per_image_confusion",
-    "per_image_scores",
-    "scores_from_confusion",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {
+    "boundary_band": "boundary", "boundary_counts": "boundary", "boundary_dilation": "boundary",
+    "boundary_iou_from_counts": "boundary",
+    "InstanceMetrics": "instance",
+    "argmax_classes": "labels",
+    "SemanticMetrics": "semantic", "confusion_matrix": "semantic", "named_scalars": "semantic",
+    "per_image_confusion": "semantic", "per_image_scores": "semantic", "scores_from_confusion": "semantic",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f"masklab.metrics.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'masklab.metrics' has no attribute {name!r}")

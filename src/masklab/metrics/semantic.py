@@ -37,6 +37,7 @@ import torch
 from torchmetrics import Metric
 
 from masklab.metrics.boundary import _boundary_counts_checked, boundary_dilation, boundary_iou_from_counts
+from masklab.metrics.labels import argmax_classes
 
 __all__ = [
     "SemanticMetrics",
@@ -303,7 +304,7 @@ class SemanticMetrics(Metric):
         if pred.ndim == target.ndim + 1:
             if pred.shape[1] != self.num_classes:
                 raise ValueError(f"logits have {pred.shape[1]} channels, expected num_classes={self.num_classes}")
-            pred = pred.argmax(dim=1)
+            pred = argmax_classes(pred)
         d = _boundary_d(target, self.dilation_ratio) if self.boundary else 0
         # Validate once; the confusion matrices and the boundary counts share the checked tensors.
         target, pred, valid = _checked_labels(pred, target, self.num_classes, self.ignore_index)

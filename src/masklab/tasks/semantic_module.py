@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from masklab.data.format import ClassTable
-from masklab.metrics import SemanticMetrics, named_scalars
+from masklab.metrics import SemanticMetrics, argmax_classes, named_scalars
 from masklab.training.module import TaskModule
 
 
@@ -31,7 +31,7 @@ class SemanticModule(TaskModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         logits = self.model(batch["image"])
         self.log("val/loss", self.loss(logits, batch["mask"]), on_epoch=True, batch_size=len(batch["id"]))
-        self.val_metrics.update(logits.argmax(dim=1), batch["mask"])
+        self.val_metrics.update(argmax_classes(logits), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
         scores = named_scalars(self.val_metrics.compute(), "val", self.class_table.names)
