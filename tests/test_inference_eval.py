@@ -169,9 +169,9 @@ def test_saved_predictions_equal_predict_pixel_for_pixel(data, tmp_path):
     evaluate_model(model, TABLE, "unet", dataset, "val", tmp_path, rule, options={"device": "cpu", "batch_size": 4})
     package = Package(model, TABLE, rule, {"task": "semantic"})
     files = sorted((dataset.root / "images").glob("img*.png"))
-    written = predict_folder(package, files, dataset.root / "images", tmp_path / "predicted", device="cpu",
-                             batch_size=3)
-    assert len(written) == len(SIZES)
+    written, index = predict_folder(package, files, dataset.root / "images", tmp_path / "predicted", device="cpu",
+                                    batch_size=3)
+    assert len(written) == len(SIZES) and index is None  # a class map needs no index
     for path in written:
         predicted = np.asarray(Image.open(path))
         scored = np.asarray(Image.open(tmp_path / "evaluation" / "val_pred" / path.name))

@@ -49,6 +49,19 @@ def import_subset(project: Path, source: str, capsys: pytest.CaptureFixture, cou
     assert "Imported" in capsys.readouterr().out
 
 
+def import_instance_subset(project: Path, capsys: pytest.CaptureFixture, count: int = 6) -> None:
+    """The first ``count`` image folders of DSB 2018 (one mask file per nucleus), imported as the preset's dataset."""
+    source = SHARED_DATASETS / "dsb2018_nuclei_256" / "stage1_train"
+    if not source.is_dir():
+        pytest.skip(f"{source} not present (shared datasets are only on dev and CI machines)")
+    sub = project / "src_instances"
+    for folder in sorted(p for p in source.iterdir() if p.is_dir())[:count]:
+        shutil.copytree(folder, sub / folder.name)
+    data_command("import", ["source=dsb2018_nuclei_256", f"images={sub}",
+                            "fractions={train: 0.5, val: 0.5, test: 0.0}"])
+    assert "Imported" in capsys.readouterr().out
+
+
 def test_presets_are_named_by_convention():
     assert len(PRESETS) >= 3
     for name in PRESETS:
@@ -61,10 +74,13 @@ def test_every_experiment_preset_runs_fast(project, seed_store, capsys, preset):
     for source in REAL_SOURCES:
         if f"_{source}-" in preset:
             import_subset(project, source, capsys)
+    if "_dsb2018_nuclei_256-" in preset:
+        import_instance_subset(project, capsys)
     seed_store(project)
     done = fit_in(project, [f"experiment={preset}", *FAST, "trainer.max_epochs=1", "evaluate_after=false"])
     _, runs = mlflow_runs(project, preset)
-    assert len(runs) == 1 and "val/mIoU" in runs[0].data.metrics
+    monitor = composed("train", [f"experiment={preset}"]).monitor  # val/mIoU, or val/mask_AP for instance presets
+    assert len(runs) == 1 and monitor in runs[0].data.metrics
     assert runs[0].info.run_id == done.run_id and done.evaluations == {}
 
 

@@ -14,4 +14,4 @@ def predict(cfg: DictConfig) -> None:
                           overlay=bool(cfg.overlay), alpha=float(cfg.alpha), overwrite=bool(cfg.overwrite),
                           device=str(cfg.device), batch_size=int(cfg.batch_size))
     result(f"Wrote {len(done.written)} masks to {cfg.output} (model loaded in {done.load_seconds:.2f} s, "
-           f"{done.images_per_second:.1f} images/s)", __name__)
+           f"{done.images_per_second:.1f} images/s)" + (f"; index: {done.index}" if done.index else ""), __name__)

@@ -14,14 +14,14 @@ from masklab.inference.engine import Predictor
 
 
 def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, output: Path, overlay: bool = False,
-                   alpha: float = 0.45, device: str = "auto", batch_size: int = 8) -> list[Path]:
+                   alpha: float = 0.45, device: str = "auto", batch_size: int = 8) -> tuple[list[Path], Path | None]:
     """Write ``<output>/<relative path>.png`` predictions (and ``_overlay.png``) of ``package`` (a loaded
     model package: model, class table, input rule, spec naming its task) for ``inputs``.
 
     Paths keep their place relative to ``input_root`` (a folder) so equal stems in different
     subfolders do not collide. The package's task turns the predictor's output into predictions and
-    writes them (atomically), then any index of them all (an instance model's COCO results JSON, last
-    in the returned list); a progress bar counts the batches on a terminal.
+    writes them (atomically), then any index of them all (an instance model's COCO results JSON); a
+    progress bar counts the batches on a terminal. Returns (prediction files, the index or None).
     """
     from masklab.data.format import read_image
     from masklab.tasks import task_for
@@ -49,4 +49,4 @@ def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, outpu
                              lambda tmp, im=blended: im.save(tmp, format="PNG"))
             written.append(target)
     index = task.write_predictions_index(records, Path(output)) if records else None
-    return [*written, *([index] if index else [])]
+    return written, index

@@ -13,11 +13,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 @dataclass
 class Prediction:
-    """Files written, seconds to load the model, images per second of prediction."""
+    """Prediction files written (one per image), seconds to load the model, images per second of prediction,
+    and the file indexing them all when the task writes one (instance: a COCO results JSON)."""
 
     written: list[Path]
     load_seconds: float
     images_per_second: float
+    index: Path | None = None
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -49,7 +51,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     start = time.perf_counter()
     package = load_model_ref(str(model_ref), tracking_uri)
     loaded = time.perf_counter()
-    written = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha, device=device,
-                             batch_size=batch_size)
+    written, index = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha, device=device,
+                                    batch_size=batch_size)
     done = time.perf_counter()
-    return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9))
+    return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9), index)
