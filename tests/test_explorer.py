@@ -269,3 +269,146 @@ def test_page_weight_of_5000_samples(tmp_path, capsys):
               f"({size / n:.0f} bytes per sample, {len(cols) - 1} table columns)")
     assert size < n * 3 * 1024
     assert len(list((tmp_path / "out" / "full").iterdir())) == 4 * n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instance samples: objects outlined by outcome (TP / FP / FN / crowd), from a dataset with objects, 16-bit id maps
+# and a per-sample table made by InstanceMetrics, as `masklab report` gets them from an instance evaluation.
+
+OBJ_CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "cell", (230, 25, 75), thing=True),
+                          ClassInfo(2, "blob", (60, 180, 75), thing=True)))
+OH, OW = 48, 64
+
+
+def box(y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    mask = np.zeros((OH, OW), bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+# Ground truth (class, mask, iscrowd): g0 is found by prediction 0, g1 is missed, g2 is a crowd region of blobs.
+# Predictions (class, mask, score), most confident first: p1 is a cell where there is none, p2 a blob on the crowd
+# region, p3 below the 0.5 score threshold (left out of the matches).
+CASE_GT = [(1, box(4, 20, 4, 20), 0), (1, box(26, 42, 40, 56), 0), (2, box(30, 46, 2, 21), 1)]
+CASE_PRED = [(1, box(5, 20, 4, 20), 0.9), (1, box(2, 10, 44, 60), 0.8), (2, box(32, 44, 4, 17), 0.7),
+             (1, box(20, 24, 25, 31), 0.2)]
+TP_IOU = 240 / 256  # p0 covers 15 of g0's 16 rows
+
+
+def write_instance_report(root: Path, cases: dict[str, tuple[list, list]], split: str = "val"):
+    """A dataset with objects, the id maps of the predictions (id k + 1 = prediction k, the most confident on top)
+    and the per-sample table InstanceMetrics makes of them (matches as JSON, as the evaluation stores it)."""
+    from masklab.data.format import DatasetWriter
+    from masklab.metrics.instance import InstanceMetrics
+
+    writer = DatasetWriter(root / "data", OBJ_CLASSES)
+    metrics = InstanceMetrics([1, 2])
+    pred_dir = root / f"{split}_pred"
+    pred_dir.mkdir(parents=True)
+    yy, xx = np.mgrid[:OH, :OW]
+    rows = []
+    for k, (sid, (gt, pred)) in enumerate(cases.items()):
+        image = np.stack([xx * 4, yy * 5, np.full_like(xx, 30 * k)], -1).astype(np.uint8)
+        objects = [{"class_id": c, "mask": m, "iscrowd": crowd} for c, m, crowd in gt]
+        writer.add(sid, image, None, split, objects=objects)
+        ids = np.zeros((OH, OW), np.uint16)
+        for d in reversed(range(len(pred))):
+            ids[pred[d][1]] = d + 1
+        Image.fromarray(ids).save(pred_dir / f"{sid}.png")
+        row = metrics.update(sid, _stack(gt), np.array([o[0] for o in gt]), np.array([o[2] for o in gt]),
+                             _stack(pred), np.array([o[0] for o in pred], int), np.array([o[2] for o in pred], float))
+        row = {"id": row.pop("sample_id"), "split": split, **row}
+        row["matches"] = json.dumps(row["matches"])
+        rows.append(row)
+    return writer.commit(), pd.DataFrame(rows), pred_dir
+
+
+def _stack(objects: list) -> np.ndarray:
+    return np.stack([o[1] for o in objects]) if objects else np.zeros((0, OH, OW), bool)
+
+
+def rim_colour(overlay: Path, y: int, x: int) -> tuple[int, ...]:
+    with Image.open(overlay) as im:
+        return tuple(int(v) for v in np.asarray(im.convert("RGBA"))[y, x])
+
+
+def test_instance_objects_are_outlined_by_outcome(tmp_path):
+    from masklab.report.explorer_objects import FILL_ALPHA, OBJECT_STATUS
+    from masklab.workflows.reporting import explorer_samples, split_matches
+
+    dataset, table, pred_dir = write_instance_report(tmp_path, {"a": (CASE_GT, CASE_PRED)})
+    assert "matches" in table.columns
+    shown, matches, problems = split_matches(table)
+    assert problems == [] and "matches" not in shown.columns and len(matches["a"]) == 4
+    samples = explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches)
+    summary: dict = {}
+    index = write_explorer(tmp_path / "out", dataset.class_table, samples, shown, summary, "instances")
+    assert summary["problems"] == []
+    data = embedded(index)
+    s = data["samples"]
+    assert s["files"] == ["igpe"] and s["gt"] == [""] and s["pred"] == [""]  # no class masks: objects instead
+    gt, pred = s["obj"][0]["g"], s["obj"][0]["p"]
+    # [code, class, IoU, score, matched index, area, x, y, w, h, rings]; 1 TP, 2 FP, 3 FN, 4 crowd, 5 not counted
+    assert [e[0] for e in gt] == [1, 3, 4] and [e[0] for e in pred] == [1, 2, 4, 5]
+    assert gt[0][:5] == pred[0][:5] == [1, 1, pytest.approx(TP_IOU, abs=1e-4), 0.9, 0]
+    assert pred[1][:5] == [2, 1, 0.0, 0.8, None] and pred[3][:5] == [5, -1, None, None, None]
+    assert gt[0][5:10] == [256, 4, 4, 16, 16] and pred[0][5:10] == [240, 4, 5, 16, 15]
+    assert gt[0][10] == "4,4,4,19,19,19,19,4"  # the square's corner pixels
+    assert s["gtc"] == [[1, 2]] and s["pc"] == [[1, 2]]
+    # The grid gets the table's numbers, sortable (count_error, mask_AP), and not the long matches JSON.
+    columns = {c["name"]: c for c in data["columns"]}
+    assert "matches" not in columns
+    assert columns["count_error"] == {"name": "count_error", "type": "num", "values": [0]}  # 3 counted - 3 gt
+    assert columns["mask_AP"]["type"] == "num" and 0 < columns["mask_AP"]["values"][0] < 1
+    names = {k: v["name"] for k, v in data["object_status"].items()}
+    assert names == {"1": "TP", "2": "FP", "3": "FN", "4": "crowd", "5": "not counted"}
+    # Full-resolution overlays: outlines opaque in the outcome's colour, the inside filled lightly.
+    full = tmp_path / "out" / "full"
+    colour = {name: (*rgb, 255) for name, _, rgb in OBJECT_STATUS.values()}
+    assert rim_colour(full / "a_gt.png", 4, 10) == colour["TP"]
+    assert rim_colour(full / "a_gt.png", 12, 12)[3] == FILL_ALPHA
+    assert rim_colour(full / "a_gt.png", 26, 48) == colour["FN"]
+    assert rim_colour(full / "a_gt.png", 45, 10) == colour["crowd"]
+    assert rim_colour(full / "a_pred.png", 5, 10) == colour["TP"]
+    assert rim_colour(full / "a_pred.png", 2, 50) == colour["FP"]
+    assert rim_colour(full / "a_pred.png", 20, 27) == colour["not counted"]
+    assert rim_colour(full / "a_pred.png", 26, 48)[3] == 0  # the missed cell is not a prediction ...
+    assert rim_colour(full / "a_error.png", 26, 48) == colour["FN"]  # ... but the matches view shows it
+    assert rim_colour(full / "a_error.png", 2, 50) == colour["FP"]
+    assert rim_colour(full / "a_error.png", 5, 10) == colour["TP"]
+
+
+def test_instance_browse_and_bad_matches(tmp_path):
+    from masklab.report.explorer_objects import OBJECT_PALETTE
+    from masklab.report.overlay import distinct_colors
+    from masklab.workflows.reporting import explorer_samples, split_matches
+
+    dataset, table, pred_dir = write_instance_report(tmp_path, {"a": (CASE_GT, CASE_PRED), "b": (CASE_GT[:1], [])})
+    # A dataset browse: objects in distinct colours (no outcome), filled with their class colour.
+    samples = explorer_samples(dataset, "val", None)
+    data = embedded(write_explorer(tmp_path / "browse", dataset.class_table, samples, None, {}, "browse"))
+    assert data["samples"]["files"] == ["ig", "ig"]
+    assert [e[0] for e in data["samples"]["obj"][0]["g"]] == [0, 0, 0] and data["samples"]["obj"][0]["p"] is None
+    colours = distinct_colors(OBJECT_PALETTE)
+    assert data["object_colors"] == colours.tolist()
+    gt_png = tmp_path / "browse" / "full" / "a_gt.png"
+    assert rim_colour(gt_png, 4, 10) == (*colours[0], 255) and rim_colour(gt_png, 26, 48) == (*colours[1], 255)
+    assert rim_colour(gt_png, 12, 12) == (230, 25, 75, rim_colour(gt_png, 12, 12)[3])  # class colour inside
+    # Matches that name objects the image does not have (a table from another evaluation) are reported.
+    table.loc[0, "matches"] = json.dumps([{"gt": 7, "pred": 0, "class_id": 1, "status": "TP", "iou": 1.0,
+                                           "score": 0.9}])
+    table.loc[1, "matches"] = "not json"
+    shown, matches, problems = split_matches(table)
+    assert "b" not in matches and "not a JSON list (b)" in problems[0]
+    summary: dict = {"problems": []}
+    write_explorer(tmp_path / "bad", dataset.class_table,
+                   explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches), shown, summary, "bad")
+    assert any("sample a: 1 per-object match entry point at no object" in p for p in summary["problems"]), summary
+    # An unreadable id map is one problem of that sample; the page still has its ground truth.
+    (pred_dir / "b.png").write_bytes(b"garbage")
+    summary = {}
+    data = embedded(write_explorer(tmp_path / "bad2", dataset.class_table,
+                                   explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches), shown,
+                                   summary, "bad"))
+    assert any("sample b: objects cannot be read" in p for p in summary["problems"]), summary
+    assert data["samples"]["files"][1] == "i" and data["samples"]["ok"][1] == 1

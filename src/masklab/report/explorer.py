@@ -11,6 +11,12 @@ Full-resolution files, per sample with a readable image (``<name>`` is the id ma
 ``<name>_image.png`` (RGB), ``<name>_gt.png`` / ``<name>_pred.png`` (palette PNGs whose pixel values are the
 class ids, coloured by the class table, class 0 transparent) and ``<name>_error.png`` (palette PNG: 1 = false
 positive, 2 = false negative, 3 = wrong class, 0 = correct or ignored, transparent).
+
+A sample with instance objects (:class:`ExplorerObjects`, see :mod:`masklab.report.explorer_objects`) gets,
+instead of class masks, inline outline polygons of its ground-truth and predicted objects with each object's
+outcome (TP / FP / FN / crowd, IoU, score, class) for thumbnails and pointer hit-testing, and RGBA overlays
+``<name>_gt.png``, ``<name>_pred.png`` and ``<name>_error.png`` (predictions by outcome plus missed and crowd
+ground truth): outlines in the outcome's colour, filled lightly.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ from PIL import Image
 from masklab.console import progress
 from masklab.data.format import ClassTable, read_image, read_mask
 from masklab.files import atomic_write
+from masklab.report.explorer_objects import (
+    OBJECT_PALETTE,
+    OBJECT_STATUS,
+    ExplorerObjects,
+    ObjectLoader,
+    object_layers,
+)
+from masklab.report.overlay import distinct_colors
 
 THUMB_SIDE = 80  # longest side of the inline thumbnails, pixels
 JPEG_QUALITY = 60
@@ -49,16 +63,21 @@ TEMPLATE = Path(__file__).with_name("explorer_template.html")
 DATA_MARK = "/*__MASKLAB_DATA__*/"
 TITLE_MARK = "__MASKLAB_TITLE__"
 
+__all__ = ["ExplorerObjects", "ExplorerSample", "error_map", "write_explorer"]
+
 
 @dataclass
 class ExplorerSample:
-    """One sample to show: its image, and optionally its ground-truth and predicted class-index masks."""
+    """One sample to show: its image, and optionally its ground-truth and predicted class-index masks, or
+    instead a loader of its instance objects (called once, while the sample is written, so only a few
+    samples' objects are in memory at a time); with ``objects`` set, ``mask`` and ``pred`` are not read."""
 
     id: str
     split: str
     image: Path
     mask: Path | None = None
     pred: Path | None = None
+    objects: ObjectLoader | None = None
 
 
 @dataclass
@@ -74,6 +93,7 @@ class _Prepared:
     gt_classes: list[int] = field(default_factory=list)
     pred_classes: list[int] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # kinds written under full/: image, gt, pred, error
+    objects: dict | None = None  # {"g": gt entries, "p": prediction entries or None} (explorer_objects)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
 
 
@@ -140,7 +160,11 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
             "gtc": [p.gt_classes for p in prepared],
             "pc": [p.pred_classes for p in prepared],
             "files": ["".join(k[0] for k in p.files) for p in prepared],  # i, g, p, e
+            "obj": [p.objects for p in prepared],
         },
+        "object_status": {str(k): {"name": name, "label": label, "color": list(rgb)}
+                          for k, (name, label, rgb) in OBJECT_STATUS.items()},
+        "object_colors": distinct_colors(OBJECT_PALETTE).tolist(),
         "columns": columns,
         "summary": _json_safe({k: v for k, v in summary.items() if k != "problems"}),
         "problems": [str(p) for p in problems],
@@ -206,6 +230,9 @@ def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_di
         out.problems.append(("unreadable image", f"sample {sid}: image {sample.image} could not be converted "
                                                  f"({_why(exc)})"))
         return out
+    if sample.objects is not None:
+        _prepare_objects(sample, name, class_table, full_dir, out)
+        return out
     masks: dict[str, np.ndarray] = {}
     for kind, path in (("gt", sample.mask), ("pred", sample.pred)):
         if path is None:
@@ -253,6 +280,26 @@ def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_di
         pal.save(full_dir / f"{name}_error.png", transparency=0)
         out.files.append("error")
     return out
+
+
+def _prepare_objects(sample: ExplorerSample, name: str, class_table: ClassTable, full_dir: Path, out: _Prepared
+                     ) -> None:
+    """Inline object entries and full-resolution RGBA overlays (gt, pred, error = matches) of one sample."""
+    sid = str(sample.id)
+    try:
+        objects = sample.objects()
+    except Exception as exc:  # noqa: BLE001 - a bad objects file or id map must not stop the page
+        out.problems.append(("unreadable objects", f"sample {sid}: objects cannot be read ({_why(exc)[:240]})"))
+        return
+    palette = np.asarray(class_table.palette(), np.uint8).reshape(-1, 3)
+    layers = object_layers(objects, out.height, out.width, palette, sid)
+    out.problems.extend(("bad objects", p) for p in layers.problems)
+    out.objects = {"g": layers.gt, "p": layers.pred}
+    out.gt_classes, out.pred_classes = layers.gt_classes, layers.pred_classes
+    for kind in ("gt", "pred", "error"):
+        if kind in layers.images:
+            Image.fromarray(layers.images[kind], "RGBA").save(full_dir / f"{name}_{kind}.png")
+            out.files.append(kind)
 
 
 def _write_full_image(source: Path, pil: Image.Image, target: Path) -> None:

@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from masklab.data.format import Dataset, DatasetFormatError, load_dataset, safe_name
+from masklab.data.format import (
+    Dataset,
+    DatasetFormatError,
+    Sample,
+    load_dataset,
+    read_instances,
+    read_objects,
+    safe_name,
+)
 from masklab.errors import UserError
+
+# The per-sample column an instance evaluation writes its per-object matches to (a JSON list per row,
+# see masklab.metrics.instance): the explorer draws it on the objects rather than listing it as a column.
+MATCHES_COLUMN = "matches"
 
 
 @dataclass
@@ -22,17 +36,68 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None) -> list:
-    """The explorer's samples of ``split`` (None/"all": every sample), with predictions from ``pred_dir``."""
+def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None, objects: bool | None = None,
+                     matches: Mapping[str, list] | None = None) -> list:
+    """The explorer's samples of ``split`` (None/"all": every sample), with predictions from ``pred_dir``.
+
+    objects: False shows class masks (predictions: class-index PNGs); True shows instance objects: the
+    ground truth from each sample's objects (or v1 instance map), predictions from the 16-bit id maps
+    ``pred_dir/<safe id>.png`` (id k + 1 = prediction k) and their outcomes from ``matches`` {sample id:
+    per-object match list}; None (a dataset browse) picks objects for each sample that has them. Objects are
+    read only when the explorer writes that sample, so memory stays bounded.
+    """
     from masklab.report.explorer import ExplorerSample
 
     chosen = dataset.samples if split in (None, "all") else dataset.split(split)
     out = []
     for s in chosen:
-        pred = pred_dir / f"{safe_name(s.id)}.png" if pred_dir else None
-        out.append(ExplorerSample(s.id, s.split, dataset.root / s.image, dataset.root / s.mask if s.mask else None,
-                                  pred if pred is not None and pred.is_file() else None))
+        pred: Path | None = pred_dir / f"{safe_name(s.id)}.png" if pred_dir else None
+        pred = pred if pred is not None and pred.is_file() else None
+        if objects or (objects is None and (s.objects or s.instances)):
+            found = matches.get(str(s.id)) if matches is not None else None
+            out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
+                                      objects=_object_loader(dataset.root, s, pred, found)))
+        else:
+            out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
+                                      dataset.root / s.mask if s.mask else None, pred))
     return out
+
+
+def _object_loader(root: Path, sample: Sample, pred: Path | None, matches: list | None) -> Callable[[], Any]:
+    """A loader of one sample's ExplorerObjects: ground-truth objects, the predicted id map, the matches."""
+
+    def load() -> Any:
+        from masklab.report.explorer import ExplorerObjects
+
+        truth = read_objects(root, sample)
+        ids = read_instances(pred) if pred is not None else None
+        return ExplorerObjects(truth.masks, truth.class_ids, truth.iscrowd.astype(bool), ids, matches)
+
+    return load
+
+
+def split_matches(table: pd.DataFrame | None) -> tuple[pd.DataFrame | None, dict[str, list] | None, list[str]]:
+    """(the table without its matches column, {sample id: match list}, problems); (table, None, []) when the
+    table has no matches column. A row whose matches are not a JSON list is named in problems and left out."""
+    if table is None or MATCHES_COLUMN not in table.columns or "id" not in table.columns:
+        return table, None, []
+    found: dict[str, list] = {}
+    bad: list[str] = []
+    for sid, text in zip(table["id"].astype(str), table[MATCHES_COLUMN]):
+        try:
+            value = json.loads(text) if isinstance(text, str) else text
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, list):
+            found[sid] = value
+        elif isinstance(text, str):  # a missing value (None, NaN) is simply no matches
+            bad.append(sid)
+    problems = []
+    if bad:
+        problems.append(f"the per-sample table's '{MATCHES_COLUMN}' of {len(bad)} sample(s) is not a JSON list "
+                        f"({', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}); their objects are shown without "
+                        f"outcomes")
+    return table.drop(columns=[MATCHES_COLUMN]), found, problems
 
 
 def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val",
@@ -64,10 +129,13 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
                             f"dataset and training curves only")
         dataset = _run_dataset(dataset_root, tags, problems)
         table = pd.read_parquet(table_path) if table_path else None
+        table, matches, bad_matches = split_matches(table)
+        problems.extend(bad_matches)
+        instance = matches is not None or tags.get("masklab.task") == "instance"
         summary = {
             "headline": {k.split("/", 2)[-1]: v for k, v in metrics.items() if k.startswith(f"eval/{split}/")
                          and "/" not in k.split("/", 2)[-1]},
-            "curves": run.metric_history(("train/loss_epoch", "val/loss", "val/mIoU", "val/mDice")),
+            "curves": run.metric_history(("train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mask_AP")),
             "problems": problems,
         }
         if per_class_path:
@@ -82,7 +150,7 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         if dataset is None:
             raise UserError(f"run={run_id}: its dataset cannot be opened ({'; '.join(problems)}); "
                             f"pass dataset_root=<folder> to point at it")
-        samples = explorer_samples(dataset, split, pred_dir)
+        samples = explorer_samples(dataset, split, pred_dir, objects=instance, matches=matches)
         out = Path(output)
         index = write_explorer(out, dataset.class_table, samples, table, summary,
                                title=f"run {run_id[:8]} / {dataset.name} / {split}",
