@@ -212,3 +212,29 @@ def test_unreadable_mask(tmp_path: Path, corrupt: str) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 20] if corrupt == "truncate" else b"nonsense")
     found(check_dataset(root), "masks/s0.png", "unreadable mask")
+
+
+def test_object_statistics_per_split_and_class(tmp_path: Path) -> None:
+    from masklab.data.check import ObjectStats
+    from masklab.data.format import ClassInfo
+
+    table = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "cell", (230, 25, 75), thing=True)))
+    blob = np.zeros((H, W), bool)
+    blob[2:6, 2:6] = True
+    writer = DatasetWriter(tmp_path / "ds", table)
+    for k, (split, n) in enumerate([("train", 1), ("train", 3), ("train", 2), ("val", 0)]):
+        objects = [{"class_id": 1, "mask": np.roll(blob, 4 * j, axis=1), "iscrowd": int(j == 2)} for j in range(n)]
+        writer.add(f"s{k}", image(k), None, split, objects=objects)
+    instances = np.zeros((H, W), np.uint16)
+    instances[1:4, 1:4], instances[8:12, 8:12] = 1, 2  # a v1 instance map counts too
+    writer.add("v1", image(9), None, "val", instances=instances, instance_classes={1: 1, 2: 1})
+    root = writer.commit().root
+    stats = ObjectStats()
+    assert check_dataset(root, stats) == []
+    assert stats.per_image == {"train": [1, 3, 2], "val": [0, 2]}
+    assert stats.lines(table) == [
+        "objects in train: 3 images with objects, 6 objects, 2.0 per image (min 1, median 2, max 3), 1 crowd region",
+        "objects in val: 2 images with objects, 2 objects, 1.0 per image (min 0, median 1, max 2)",
+        "objects per class: cell 8",
+    ]
+    assert ObjectStats().lines(table) == []  # a semantic dataset: nothing to say

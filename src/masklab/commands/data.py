@@ -48,11 +48,14 @@ def export(cfg: DictConfig) -> None:
 
 
 def check(cfg: DictConfig) -> None:
-    from masklab.data.check import check_dataset, format_problems
+    from masklab.data.check import ObjectStats, check_dataset, format_problems
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
-    problems = check_dataset(dataset.root)
+    stats = ObjectStats()
+    problems = check_dataset(dataset.root, stats)
     result(summary(dataset), __name__)
+    for line in stats.lines(dataset.class_table):
+        result(line, __name__)
     result(format_problems(problems) if problems else "No problems found.", __name__)
     if any(p.severity == "error" for p in problems):
         raise SystemExit(1)
