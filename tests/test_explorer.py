@@ -412,3 +412,19 @@ def test_instance_browse_and_bad_matches(tmp_path):
                                    summary, "bad"))
     assert any("sample b: objects cannot be read" in p for p in summary["problems"]), summary
     assert data["samples"]["files"][1] == "i" and data["samples"]["ok"][1] == 1
+
+
+def test_data_preview_draws_each_object_in_its_own_colour(tmp_path):
+    """`data preview` of a dataset with objects and no class masks: the objects go through the augmentation
+    with the image and are outlined in distinct colours."""
+    from masklab.report.overlay import distinct_colors
+    from masklab.report.preview import CELL, LABEL_HEIGHT, preview_grid
+    from masklab.tasks.instance_data import InstanceSplit
+
+    dataset, _, _ = write_instance_report(tmp_path, {"a": (CASE_GT, [])})
+    grid = np.asarray(preview_grid(InstanceSplit(dataset, dataset.samples, None), dataset.class_table, 1, 1, 1))
+    tile = grid[LABEL_HEIGHT:, :CELL]
+    scale = CELL / OW, CELL / OH
+    colours = distinct_colors(3)
+    for k, (y, x) in enumerate([(4, 10), (26, 48), (45, 10)]):  # a rim pixel of each object
+        assert tuple(tile[int((y + 0.5) * scale[1]), int((x + 0.5) * scale[0])]) == tuple(colours[k])

@@ -98,7 +98,12 @@ def preview(cfg: DictConfig) -> None:
     if not samples:
         raise UserError(f"dataset {dataset.root}: split '{cfg.split}' is empty")
     pipeline = build_pipeline(cfg.augment.train, seed=cfg.seed, ignore_index=dataset.class_table.ignore_index)
-    split = SegmentationSplit(dataset, samples, pipeline)
+    if all(s.objects or s.instances for s in samples) and not all(s.mask for s in samples):
+        from masklab.tasks.instance_data import InstanceSplit  # objects only: draw them, augmented alike
+
+        split = InstanceSplit(dataset, samples, pipeline)
+    else:
+        split = SegmentationSplit(dataset, samples, pipeline)
     grid = preview_grid(split, dataset.class_table, cfg.rows, cfg.cols, cfg.repeats, cfg.alpha)
     path = save_preview(grid, legend(dataset.class_table), Path(cfg.output))
     result(f"Wrote {path}", __name__)

@@ -5,24 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from torch.utils.data import Dataset as ItemDataset
 
 from masklab.console import progress
-from masklab.data.datamodule import SegmentationSplit
 from masklab.data.format import ClassTable
 from masklab.errors import UserError
-from masklab.report.overlay import overlay_mask
+from masklab.report.overlay import distinct_colors, overlay_mask, overlay_objects
 
 CELL = 192
 LABEL_HEIGHT = 14
 
 
 def preview_grid(
-    split: SegmentationSplit, class_table: ClassTable, rows: int, cols: int, repeats: int = 2, alpha: float = 0.45
+    split: ItemDataset, class_table: ClassTable, rows: int, cols: int, repeats: int = 2, alpha: float = 0.45
 ) -> Image.Image:
     """Grid of ``rows`` x ``cols`` cells; each sample appears ``repeats`` times with fresh augmentation draws.
 
-    Every cell shows the augmented image with its augmented mask blended on top, so any
-    misalignment between image and mask is visible.
+    ``split``: items with ``image`` (3, H, W) uint8, ``id`` and either ``mask`` (H, W) class ids
+    (SegmentationSplit) or ``masks`` (K, H, W) instance objects (the instance task's InstanceSplit).
+    Every cell shows the augmented image with its augmented mask blended on top, or each augmented
+    object tinted and outlined in its own colour, so any misalignment with the image is visible.
     """
     if len(split) == 0:
         raise UserError("the split to preview has no samples")
@@ -34,8 +36,11 @@ def preview_grid(
         index = (cell // max(repeats, 1)) % len(split)
         item = split[index]
         image = item["image"].numpy().transpose(1, 2, 0)
-        mask = item["mask"].numpy()
-        blended = overlay_mask(image, mask, palette, class_table.ignore_index, alpha)
+        if "masks" in item:
+            masks = item["masks"].numpy().astype(bool)
+            blended = overlay_objects(image, masks, distinct_colors(len(masks)), alpha * 0.6)
+        else:
+            blended = overlay_mask(image, item["mask"].numpy(), palette, class_table.ignore_index, alpha)
         tile = Image.fromarray(blended).resize((CELL, CELL), Image.NEAREST)
         x, y = (cell % cols) * CELL, (cell // cols) * (CELL + LABEL_HEIGHT)
         grid.paste(tile, (x, y + LABEL_HEIGHT))
