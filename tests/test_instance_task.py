@@ -179,6 +179,11 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     table = done.evaluations["val"].per_sample
     assert {"id", "n_gt", "n_pred", "count_error", "mask_AP", "matches"} <= set(table.columns)
 
+    from masklab.tracking.registry import Gate, Registry
+
+    row = Registry(str(done.tracking_uri)).list_versions("shapes", Gate())[0]
+    assert row["gate metric"] == "mask_AP"  # the promotion gate compares mask AP for instance models
+
     out = tmp_path / "pred"
     res = run_masklab(["predict", "model=models:/shapes/1", f"input={images}", f"output={out}", "overlay=true"],
                       project)
