@@ -92,14 +92,15 @@ def preview(cfg: DictConfig) -> None:
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationSplit
     from masklab.report.preview import legend, preview_grid, save_preview
+    from masklab.workflows.reporting import shows_objects
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     samples = dataset.split(cfg.split)
     if not samples:
         raise UserError(f"dataset {dataset.root}: split '{cfg.split}' is empty")
     pipeline = build_pipeline(cfg.augment.train, seed=cfg.seed, ignore_index=dataset.class_table.ignore_index)
-    if all(s.objects or s.instances for s in samples) and not all(s.mask for s in samples):
-        from masklab.tasks.instance_data import InstanceSplit  # objects only: draw them, augmented alike
+    if any(shows_objects(s) for s in samples) and all(s.objects or s.instances for s in samples):
+        from masklab.tasks.instance_data import InstanceSplit  # draws objects, augmented with the image
 
         split = InstanceSplit(dataset, samples, pipeline)
     else:

@@ -43,8 +43,8 @@ def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None,
     objects: False shows class masks (predictions: class-index PNGs); True shows instance objects: the
     ground truth from each sample's objects (or v1 instance map), predictions from the 16-bit id maps
     ``pred_dir/<safe id>.png`` (id k + 1 = prediction k) and their outcomes from ``matches`` {sample id:
-    per-object match list}; None (a dataset browse) picks objects for each sample that has them. Objects are
-    read only when the explorer writes that sample, so memory stays bounded.
+    per-object match list}; None (a dataset browse) picks objects for each sample where
+    :func:`shows_objects`. Objects are read only when the explorer writes that sample, so memory stays bounded.
     """
     from masklab.report.explorer import ExplorerSample
 
@@ -53,7 +53,7 @@ def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None,
     for s in chosen:
         pred: Path | None = pred_dir / f"{safe_name(s.id)}.png" if pred_dir else None
         pred = pred if pred is not None and pred.is_file() else None
-        if objects or (objects is None and (s.objects or s.instances)):
+        if objects or (objects is None and shows_objects(s)):
             found = matches.get(str(s.id)) if matches is not None else None
             out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
                                       objects=_object_loader(dataset.root, s, pred, found)))
@@ -61,6 +61,14 @@ def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None,
             out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
                                       dataset.root / s.mask if s.mask else None, pred))
     return out
+
+
+def shows_objects(sample: Sample) -> bool:
+    """Whether a dataset view (browse, preview) draws the sample's instance objects rather than its class mask:
+    when it has an objects file (instance importers write one, plus a class mask derived from it), or a v1
+    instance map and no class mask. The v1 synthetic data keeps its class-mask view: its instance maps are a
+    by-product of a semantic generator."""
+    return bool(sample.objects or (sample.instances and not sample.mask))
 
 
 def _object_loader(root: Path, sample: Sample, pred: Path | None, matches: list | None) -> Callable[[], Any]:
