@@ -158,13 +158,14 @@ def instance_pngs(tmp_path):
 
 def test_import_train_evaluate_register_predict(project, seed_store, instance_pngs, tmp_path):
     """The CLI path on instance data: instance-id PNGs imported, a bottom-up model trained and registered,
-    evaluated from the registry, and predicting 16-bit id maps plus COCO results identical to its checkpoint's."""
+    predicting from the registry 16-bit id maps plus COCO results identical to its checkpoint's."""
     from pycocotools import mask as coco_mask
 
     from masklab.data.format import read_image
+    from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor
+    from masklab.inference.rule import rule_from_meta
     from masklab.tasks import get_task
-    from masklab.tracking.model_ref import load_model_ref
 
     images, ids = instance_pngs
     seed_store(project)
@@ -191,10 +192,10 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     written = Image.open(out / "s00.png")
     assert written.mode.startswith("I;16") and written.size == (48, 48)
     results = json.loads((out / "predictions_coco.json").read_text())
-    package = load_model_ref("models:/shapes/1", str(done.tracking_uri))
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:  # the checkpoint the version was packaged from, read in-process
         in_project(patch, project)
-        expected = get_task("instance").predict(Predictor(package.model, package.input_rule, "cpu", 4),
+        loaded = load_checkpoint_model(done.best_checkpoint)
+        expected = get_task("instance").predict(Predictor(loaded.model, rule_from_meta(loaded.meta), "cpu", 4),
                                                 [read_image(images / "s00.png")])[0]
     assert np.array_equal(np.asarray(written), expected.id_map())
     mine = [r for r in results if r["image_id"] == "s00"]

@@ -89,7 +89,7 @@ def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
         # write_conf=false: a DVC stage writes only its declared output, never the project's conf/.
         imported = import_dataset(compose("data_import", [f"source={source}", f"name={cfg.data.name}", f"out={root}",
                                                           "write_conf=false"], str(params)))
-        log.info("imported %s", summary(imported.dataset))
+        result(f"Imported {summary(imported.dataset)}")
     elif synthesizes_on_first_use(cfg.data):
         synthesize(root, **to_plain(cfg.data.synth))
     else:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from masklab.errors import UserError
+from masklab.models import spec
 from masklab.models.factory import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -149,10 +150,7 @@ def build_bottom_up(
     return model
 
 
-INSTANCE_BUILDERS = {
-    "masklab.models.instance.build_maskrcnn": build_maskrcnn,
-    "masklab.models.instance.build_bottom_up": build_bottom_up,
-}
+INSTANCE_BUILDERS = dict(zip(spec.INSTANCE_BUILDERS, (build_maskrcnn, build_bottom_up)))
 
 
 def instance_model_from_spec(spec: dict[str, Any], num_classes: int, *, rebuild: bool = False) -> nn.Module:

@@ -81,14 +81,15 @@ def _from_registry(uri: str, tracking_uri: str) -> Package:
     import mlflow
 
     from masklab.tracking.registry import quiet_mlflow
+    from masklab.tracking.runs import fluent_tracking_uri
 
     registry_version(uri, tracking_uri)  # a one-line UserError for an unknown name, stage, version or alias
     # The package is read into memory (weights copied into the model), so its download goes away.
     with tempfile.TemporaryDirectory(prefix="masklab-model-") as dest:
         try:
-            with quiet_mlflow():
-                local = Path(mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=dest, tracking_uri=tracking_uri, registry_uri=tracking_uri))
+            # models:/ URIs resolve through the fluent registry URI, whatever tracking_uri/registry_uri say.
+            with quiet_mlflow(), fluent_tracking_uri(tracking_uri):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=dest))
         except Exception as exc:  # MlflowException: alias or version vanished, artifacts unreachable
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(f"model={uri}: {first}") from exc

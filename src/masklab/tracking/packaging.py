@@ -52,7 +52,7 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
     (``{"module": "my_models", "path": "code/my_models.py"}``).
     """
     from masklab.inference.rule import rule_from_meta
-    from masklab.models.spec import is_builtin
+    from masklab.models.spec import is_masklab_model
     from masklab.project import project_root
 
     out = Path(out_dir)
@@ -70,17 +70,19 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
         "task": meta.get("task", DEFAULT_TASK),
         "model": meta["model"],
         "classes": table.to_dict(),
+        # Mask R-CNN keeps mean/std in torchvision's transform (ImageNet's), not as buffers.
         "normalization": {
             "mean": [round(float(v) / 255.0, 6) for v in state["mean"].flatten()],
             "std": [round(float(v) / 255.0, 6) for v in state["std"].flatten()],
             "input": "RGB uint8 0..255; normalisation happens inside the model",
-        },
+        } if "mean" in state else {"input": "RGB uint8 0..255; normalisation happens inside the model "
+                                            "(torchvision's transform)"},
         "input_rule": rule.to_dict(),
         "dataset": meta.get("dataset", {}),
         "source_run_id": meta.get("mlflow_run_id"),
         "monitor": config.get("monitor"),
     }
-    if not is_builtin(meta["model"]):
+    if not is_masklab_model(meta["model"]):
         from masklab.evaluation.checkpoint import PROJECT_CODE
         from masklab.models.user_code import copy_code_module, find_code_module
 
