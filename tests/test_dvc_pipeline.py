@@ -1,6 +1,7 @@
 """The DVC pipeline with real DVC and git, in a temporary copy of the project.
 
-One repository is built per module (``repo``: the first `dvc repro`, committed as v1). What a test
+One repository is built per module (``repo``: the first `dvc repro`, committed as v1; see
+dvc_project.py, also used by test_dvc_experiments.py). What a test
 needs beyond that is a fixture too, never a test that ran before it: ``fixed`` commits a label fix
 (v2) once, for the label-fix test and the fresh-clone test. So every test also runs alone
 (``pytest tests/test_dvc_pipeline.py::test_x``). params.yaml is the project's own with tiny sizes
@@ -11,11 +12,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,76 +24,12 @@ from masklab.data.format import file_sha256
 from masklab.data.versioning import data_version
 from masklab.platform import cpu_model
 
-from conftest import REPO
-
-BIN = Path(sys.executable).parent
-ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
-           MLFLOW_DISABLE_TELEMETRY="true", PYTHONWARNINGS="ignore", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", GIT_CONFIG_GLOBAL=os.devnull)
-ENV.pop("MLFLOW_TRACKING_URI", None)
-ENV.pop("MASKLAB_ROOT", None)
-FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
-               "trainer": {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2}}
-EDITED_MASK = "data/synthetic/masks/synth_00014.png"  # a val sample of the 16-image dataset
-
-
-def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 300,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
-                             f"{done.stderr[-3000:]}")
-    return done
-
-
-def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 300,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return sh([str(BIN / "dvc"), *args], cwd, check, timeout, env)
-
-
-def git(*args: str, cwd: Path) -> str:
-    return sh(["git", *args], cwd).stdout.strip()
-
-
-def merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def ran_stages(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+from dvc_project import BIN, EDITED_MASK, dvc, git, ran_stages, reproduced_project, sh
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """The project's dvc.yaml, .dvc/config, .dvcignore, conf/ and code in a fresh git repo, reproduced once."""
-    root = tmp_path_factory.mktemp("dvcproj") / "project"
-    root.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
-    (root / ".dvc").mkdir()
-    for name in ("config", ".gitignore"):
-        shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
-    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(REPO / "conf", root / "conf")  # the project's own configs, searched before the package's
-    text = (REPO / "params.yaml").read_text()
-    comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-    params = merge(yaml.safe_load(text), FAST_PARAMS)
-    (root / "params.yaml").write_text(comments + yaml.safe_dump(params, sort_keys=False))
-    git("init", "-q", "-b", "main", cwd=root)
-    # Repository-level identity: DVC's experiment commits (pygit2/dulwich) read it even where no
-    # global git config exists, as on a fresh CI machine.
-    git("config", "user.name", "masklab tests", cwd=root)
-    git("config", "user.email", "tests@masklab.invalid", cwd=root)
-    git("add", "-A", cwd=root)
-    git("commit", "-qm", "project", cwd=root)
-    done = dvc("repro", cwd=root)
-    assert ran_stages(done.stdout) == ["prepare", "train", "evaluate", "report"]
-    git("add", "-A", cwd=root)
-    git("commit", "-qm", "v1: first pipeline run", cwd=root)
-    return root
+    return reproduced_project(tmp_path_factory)
 
 
 def metrics(root: Path) -> dict:
@@ -238,46 +170,3 @@ def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo, fixed):
 
     dvc("pull", cwd=clone)  # everything else the remote holds arrives too
     assert (clone / "pipeline/train/model.ckpt").is_file()
-
-
-def test_exp_run_set_param(repo):
-    done = dvc("exp", "run", "-S", "model=fpn", "-S", "optimizer.lr=0.0003", cwd=repo)
-    assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
-    params = (repo / "params.yaml").read_text()
-    assert yaml.safe_load(params)["model"] == "fpn" and params.startswith("# ")  # edited in place, comments kept
-    config = yaml.safe_load((repo / "pipeline/train/config.yaml").read_text())
-    assert config["model"]["arch"] == "FPN" and config["optimizer"]["lr"] == 0.0003
-    rows = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    exps = [e for row in rows for e in (row.get("experiments") or [])]
-    values = [r["data"] for e in exps for r in e["revs"]]
-    assert any(v["params"]["params.yaml"]["data"]["model"] == "fpn"
-               and v["metrics"]["pipeline/evaluate/metrics.json"]["data"]["val"]["mIoU"] is not None for v in values)
-    git("checkout", "-q", "--", ".", cwd=repo)
-    dvc("checkout", "--force", cwd=repo)
-
-
-def test_queued_grid_runs_and_logs_to_the_main_store(repo):
-    dvc("exp", "run", "--queue", "-S", "optimizer.lr=0.001,0.003", cwd=repo)
-    dvc("queue", "start", cwd=repo)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            status = dvc("queue", "status", cwd=repo).stdout
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(3)
-    finally:
-        dvc("queue", "stop", "--kill", cwd=repo, check=False)  # no worker outlives the test
-    assert status.count("Success") == 2, status
-    rows = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    lrs = {r["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"]
-           for row in rows for e in (row.get("experiments") or []) for r in e["revs"]}
-    assert {0.001, 0.003} <= lrs
-    # Queued experiments run in .dvc/tmp/exps/<tmp>; their MLflow runs still land in the project's store.
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{repo}/experiments/mlflow.db")
-    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-    queued = [r for r in runs if r.data.params.get("optimizer.lr") in ("0.001", "0.003")]
-    assert len(queued) == 2 and all(r.data.tags.get("masklab.dvc_experiment") for r in queued)
-    assert all("eval/val/mIoU" in r.data.metrics for r in queued)

@@ -1,0 +1,86 @@
+"""A real DVC + git copy of the project for the pipeline tests (shared by test_dvc_pipeline.py and
+test_dvc_experiments.py, which run on separate xdist workers)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+BIN = Path(sys.executable).parent
+ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
+           MLFLOW_DISABLE_TELEMETRY="true", PYTHONWARNINGS="ignore", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+           GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", GIT_CONFIG_GLOBAL=os.devnull)
+ENV.pop("MLFLOW_TRACKING_URI", None)
+ENV.pop("MASKLAB_ROOT", None)
+FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
+               "trainer": {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2}}
+EDITED_MASK = "data/synthetic/masks/synth_00014.png"  # a val sample of the 16-image dataset
+
+
+def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 300,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=cwd, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout[-3000:]}\n"
+                             f"{done.stderr[-3000:]}")
+    return done
+
+
+def dvc(*args: str, cwd: Path, check: bool = True, timeout: int = 300,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return sh([str(BIN / "dvc"), *args], cwd, check, timeout, env)
+
+
+def git(*args: str, cwd: Path) -> str:
+    return sh(["git", *args], cwd).stdout.strip()
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def ran_stages(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's dvc.yaml, .dvc/config, .dvcignore, conf/ and code in a fresh git repo, reproduced once
+    and committed as v1 (each test module that needs one builds its own, so modules run on separate workers)."""
+    root = tmp_path_factory.mktemp("dvcproj") / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    (root / ".dvc").mkdir()
+    for name in ("config", ".gitignore"):
+        shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "conf", root / "conf")  # the project's own configs, searched before the package's
+    text = (REPO / "params.yaml").read_text()
+    comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    params = merge(yaml.safe_load(text), FAST_PARAMS)
+    (root / "params.yaml").write_text(comments + yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q", "-b", "main", cwd=root)
+    # Repository-level identity: DVC's experiment commits (pygit2/dulwich) read it even where no
+    # global git config exists, as on a fresh CI machine.
+    git("config", "user.name", "masklab tests", cwd=root)
+    git("config", "user.email", "tests@masklab.invalid", cwd=root)
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "project", cwd=root)
+    done = dvc("repro", cwd=root)
+    assert ran_stages(done.stdout) == ["prepare", "train", "evaluate", "report"]
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "v1: first pipeline run", cwd=root)
+    return root
+
+
