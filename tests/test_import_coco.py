@@ -350,3 +350,27 @@ def test_dsb2018_subset_through_coco(tmp_path: Path) -> None:
         assert len(o1) > 0 and np.array_equal(o1.masks, o2.masks) and np.array_equal(o1.class_ids, o2.class_ids)
         assert np.array_equal(read_mask(first.root / s1.mask), read_mask(second.root / s2.mask))
     shutil.rmtree(tmp_path / "again")
+
+
+def test_workflow_with_one_file_per_split(project: Path) -> None:
+    """annotations={train: ..., val: ...} from the command line: splits from the files, paths kept portable."""
+    from masklab import workflows
+    from masklab.config import compose
+
+    images = project / "raw" / "images"
+    entries, anns = [], []
+    for i in range(3):
+        write_image(images / f"im{i}.png", i)
+        entries.append(image_entry(i + 1, f"im{i}.png"))
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 2, "segmentation": [square(1, 1, 5, 5)]})
+    train = write_json(project / "raw" / "train.json", entries[:2], anns[:2])
+    val = write_json(project / "raw" / "val.json", entries[2:], anns[2:])
+    base = ["format=coco", "name=cells", f"images={images}", f"annotations={{train: {train}, val: {val}}}"]
+    with pytest.raises(UserError, match="pass split_mode=files"):
+        workflows.import_dataset(compose("data_import", base))
+    done = workflows.import_dataset(compose("data_import", [*base, "split_mode=files"]))
+    assert {s.id: s.split for s in done.dataset.samples} == {"im0": "train", "im1": "train", "im2": "val"}
+    source = yaml.safe_load((project / "conf/source/cells.yaml").read_text())
+    assert source["annotations"] == {"train": "raw/train.json", "val": "raw/val.json"}
+    with pytest.raises(UserError, match="format=coco needs annotations="):
+        workflows.import_dataset(compose("data_import", ["format=coco", "name=other", f"images={images}"]))

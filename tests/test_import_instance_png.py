@@ -118,3 +118,20 @@ def test_every_bad_input_is_named(tmp_path: Path) -> None:
         import_instance_pngs(images, masks, tmp_path / "out", instance_classes=table)
     with pytest.raises(UserError, match="without a table"):
         import_instance_pngs(images, masks, tmp_path / "out", classes=[{"id": 0, "name": "bg"}])
+
+
+def test_through_the_import_workflow(project: Path) -> None:
+    from masklab import workflows
+    from masklab.config import compose
+
+    images, masks = project / "raw" / "images", project / "raw" / "labels"
+    for k in range(2):
+        write_image(images / f"s{k}.png", k)
+        write_ids(masks / f"s{k}.png", id_map((1, 1, 4, 1, 4), (2, 6, 9, 6, 9)))
+    (project / "raw" / "classes.yaml").write_text("s0: {1: 1, 2: 2}\ns1: {1: 2, 2: 2}\n")
+    done = workflows.import_dataset(compose("data_import", [
+        "format=instance_png", "name=cells", f"images={images}", f"masks={masks}", "split_mode=none",
+        "instance_classes=raw/classes.yaml"]))
+    assert done.dataset.class_table.names == ["background", "class_1", "class_2"]
+    assert [read_objects(done.dataset.root, s).class_ids.tolist() for s in done.dataset.samples] == [[1, 2], [2, 2]]
+    assert not [p for p in done.problems if p.severity == "error"]
