@@ -428,3 +428,69 @@ def test_data_preview_draws_each_object_in_its_own_colour(tmp_path):
     colours = distinct_colors(3)
     for k, (y, x) in enumerate([(4, 10), (26, 48), (45, 10)]):  # a rim pixel of each object
         assert tuple(tile[int((y + 0.5) * scale[1]), int((x + 0.5) * scale[0])]) == tuple(colours[k])
+
+
+def test_page_weight_of_instance_samples(tmp_path, capsys):
+    """400 samples of 128x128 px with 25 nucleus-like discs each in ground truth and prediction (four sets of files
+    reused): the inline outline polygons and outcomes must stay under 120 bytes per object."""
+    import cv2
+
+    from masklab.report.explorer import ExplorerObjects
+
+    n, k_obj, side = 400, 25, 128
+    loaders, images = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        gt = np.zeros((k_obj, side, side), np.uint8)
+        for k in range(k_obj):
+            cx, cy, r = (*rng.integers(10, side - 10, 2), int(rng.integers(4, 9)))
+            cv2.circle(gt[k], (int(cx), int(cy)), r, 1, -1)
+        ids = np.zeros((side, side), np.uint16)
+        for k in reversed(range(k_obj)):
+            ids[np.roll(gt[k], 1, axis=1).astype(bool)] = k + 1
+        matches = [{"gt": k, "pred": k, "class_id": 1, "status": "TP", "iou": 0.8, "score": 0.9} for k in range(k_obj)]
+        objects = ExplorerObjects(gt.astype(bool), np.ones(k_obj, int), np.zeros(k_obj, bool), ids, matches)
+        loaders.append(lambda objects=objects: objects)
+        images.append(tmp_path / f"img{seed}.png")
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(images[-1])
+    samples = [ExplorerSample(f"val/{i:04d}", "val", images[i % 4], objects=loaders[i % 4]) for i in range(n)]
+    plain = write_explorer(tmp_path / "plain", OBJ_CLASSES, [ExplorerSample(s.id, s.split, s.image) for s in samples],
+                           None, {}, "weight", None).stat().st_size
+    index = write_explorer(tmp_path / "out", OBJ_CLASSES, samples, None, {}, "weight", None)
+    per_object = (index.stat().st_size - plain) / (n * 2 * k_obj)
+    with capsys.disabled():
+        print(f"\ninstance explorer page weight: {n} samples x {2 * k_obj} objects -> "
+              f"{per_object:.0f} bytes per object inline")
+    assert per_object < 120
+    assert len(list((tmp_path / "out" / "full").iterdir())) == 4 * n
+
+
+def test_report_of_an_instance_evaluation_run(project, seed_store):
+    """`masklab report` of a run whose evaluation has a matches column: objects from the dataset and the id maps,
+    outcomes from the matches, the matches kept out of the grid's columns."""
+    from mlflow.tracking import MlflowClient
+
+    from masklab.workflows import report
+
+    seed_store(project)
+    uri = f"sqlite:///{project}/experiments/mlflow.db"
+    dataset, table, pred_dir = write_instance_report(project / "eval", {"a": (CASE_GT, CASE_PRED),
+                                                                       "b": (CASE_GT[:1], [])})
+    table.to_parquet(project / "eval" / "val_per_sample.parquet", index=False)
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("instances"),
+                               tags={"masklab.dataset_root": str(dataset.root)}).info.run_id
+    client.log_metric(run_id, "eval/val/mask_AP", 0.5)
+    client.log_artifact(run_id, str(project / "eval" / "val_per_sample.parquet"), "evaluation")
+    client.log_artifacts(run_id, str(pred_dir), "evaluation/val_pred")
+    done = report(run_id, project / "out", uri, "val")
+    assert done.problems == []
+    data = embedded(done.index)
+    s = data["samples"]
+    assert s["files"] == ["igpe", "igpe"]
+    assert [e[0] for e in s["obj"][0]["p"]] == [1, 2, 4, 5] and [e[0] for e in s["obj"][1]["g"]] == [3]
+    assert "matches" not in {c["name"] for c in data["columns"]} and "count_error" in {c["name"] for c in
+                                                                                         data["columns"]}
+    assert data["summary"]["headline"] == {"mask_AP": 0.5}
+    logged = {f.path for f in client.list_artifacts(run_id, "report/full")}
+    assert "report/full/a_error.png" in logged

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from test_explorer import CASE_GT, CASE_PRED, OH, OW, write_instance_report
 
 from masklab.data.format import ClassInfo, ClassTable
 from masklab.report.explorer import ExplorerSample, write_explorer
@@ -349,4 +350,121 @@ def test_dataset_browse_without_table_or_predictions(browser, tmp_path):
     assert page.inner_text("#count") == "4 of 12 samples"
     page.click("#tab-summary")
     assert page.locator("#per-class .bar").count() == 9  # the summary passed in still shows
+    assert not errors, errors
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Instance samples (see test_explorer.py for the hand-made case): outlines by outcome, hover, count_error sorting.
+
+INSTANCE_CASES = {  # count_error: a 0, b -1, c +2 (without the crowd region the blob is a false positive), d -2
+    "a": (CASE_GT, CASE_PRED), "b": (CASE_GT, CASE_PRED[:1]), "c": (CASE_GT[:1], CASE_PRED), "d": (CASE_GT[:2], [])}
+
+
+@pytest.fixture(scope="module")
+def instance_index(tmp_path_factory) -> Path:
+    from masklab.workflows.reporting import explorer_samples, split_matches
+
+    root = tmp_path_factory.mktemp("instances")
+    dataset, table, pred_dir = write_instance_report(root, INSTANCE_CASES)
+    shown, matches, _ = split_matches(table)
+    samples = explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches)
+    return write_explorer(root / "out", dataset.class_table, samples, shown, {}, "instances",
+                          {"run_id": RUN_ID, "path": "report"})
+
+
+def hover(page, panel: str, x: float, y: float) -> str:
+    """Move the pointer over image pixel (x, y) of a detail panel; the tooltip's text, '' when hidden."""
+    target = page.locator(f'#detail .panel[data-kind="{panel}"] canvas.hit')
+    b = target.bounding_box()
+    page.mouse.move(b["x"] + (x + 0.5) * b["width"] / OW, b["y"] + (y + 0.5) * b["height"] / OH)
+    return "" if page.is_hidden("#object-tip") else page.inner_text("#object-tip")
+
+
+def test_instance_report_outlines_hover_and_count_error(browser, instance_index):
+    page, errors = open_page(browser, instance_index.as_uri())
+    assert page.inner_text("#count") == "4 of 4 samples"
+    assert "matches" not in page.locator("#sort-col option").all_inner_texts()
+    # Thumbnails: the prediction overlay outlines the matched cell in green and the false positive in red.
+    wait_drawn(page, "a", "pred")
+    rgb = page.evaluate("([x, y]) => Array.from(document.querySelector(`.card[data-id='a'] canvas`)"
+                        ".getContext('2d').getImageData(x, y, 1, 1).data)", [10, 5])
+    assert rgb[1] > rgb[0] + 60 and rgb[1] > rgb[2] + 60, rgb
+    rgb = page.evaluate("([x, y]) => Array.from(document.querySelector(`.card[data-id='a'] canvas`)"
+                        ".getContext('2d').getImageData(x, y, 1, 1).data)", [52, 2])
+    assert rgb[0] > rgb[1] + 60 and rgb[0] > rgb[2] + 60, rgb
+    assert page.is_visible("#object-legend") and "FN" in page.inner_text("#object-legend")
+    # Sorting and filtering by the table's count_error.
+    page.select_option("#sort-col", "count_error")
+    assert page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.id)") == ["d", "b", "a", "c"]
+    page.select_option("#sort-dir", "desc")
+    assert page.locator(".card").first.get_attribute("data-id") == "c"
+    page.fill("#filter", "count_error != 0 and mask_AP < 1")
+    page.press("#filter", "Enter")
+    assert page.inner_text("#count") == "3 of 4 samples"
+    page.fill("#filter", "")
+    page.press("#filter", "Enter")
+    # The detail view: full-resolution overlays, and each object's numbers on hover.
+    card(page, "a").click()
+    kinds = [p.get_attribute("data-kind") for p in page.locator("#detail .panel").all()]
+    assert kinds == ["image", "gt", "pred", "error"]
+    page.wait_for_function("Array.from(document.querySelectorAll('#detail .panel img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    tip = hover(page, "pred", 12, 12)
+    assert "prediction 0" in tip and "TP" in tip and "IoU 0.9375" in tip and "score 0.9000" in tip, tip
+    assert "matches ground truth 0" in tip
+    tip = hover(page, "gt", 48, 34)
+    assert "ground truth 1" in tip and "FN" in tip and "cell" in tip, tip
+    tip = hover(page, "error", 52, 6)
+    assert "prediction 1" in tip and "FP" in tip, tip
+    assert "crowd" in hover(page, "gt", 10, 44)
+    assert hover(page, "pred", 34, 14) == ""  # nothing there
+    rows = page.locator("#detail-numbers table.objects tr")
+    outcomes = rows.evaluate_all("rs => rs.slice(1).map(r => r.dataset.outcome)")
+    assert outcomes == ["TP", "FP", "crowd", "not counted", "FN"]
+    assert not errors, errors
+
+
+def test_instance_hover_inside_mlflow_sandboxed_iframe(browser, instance_index):
+    handler = type("Handler", (_MlflowLike,), {"out": instance_index.parent, "mode": "blob"})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.goto(f"http://127.0.0.1:{server.server_address[1]}/mlflow/")
+        frame = page.wait_for_selector("#f").content_frame()
+        page.frame_locator("#f").locator("body[data-ready]").wait_for()
+        frame.locator('.card[data-id="a"]').click()
+        frame.wait_for_function("Array.from(document.querySelectorAll('#detail .panel img'))"
+                                ".every(i => i.complete && i.naturalWidth > 0)")
+        # The overlays come from get-artifact (cross-origin to the sandbox); hit-testing needs none of their pixels.
+        b = frame.locator('#detail .panel[data-kind="pred"] canvas.hit').bounding_box()
+        page.mouse.move(b["x"] + 12.5 * b["width"] / OW, b["y"] + 12.5 * b["height"] / OH)
+        frame.wait_for_selector("#object-tip:not([hidden])")
+        assert "IoU 0.9375" in frame.inner_text("#object-tip")
+        assert not errors, errors
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_instance_dataset_browse(browser, tmp_path):
+    from masklab.workflows.reporting import explorer_samples
+
+    dataset, _, _ = write_instance_report(tmp_path, {"a": (CASE_GT, [])})
+    index = write_explorer(tmp_path / "browse", dataset.class_table, explorer_samples(dataset, "val", None), None, {},
+                           "browse")
+    page, errors = open_page(browser, index.as_uri())
+    assert page.locator("#overlay option").evaluate_all("os => os.map(o => o.value)") == ["none", "gt"]
+    wait_drawn(page, "a", "gt")
+    page.fill("#filter", "gt_objects == 3 and contains blob")
+    page.press("#filter", "Enter")
+    assert page.inner_text("#count") == "1 of 1 samples"
+    card(page, "a").click()
+    assert [p.get_attribute("data-kind") for p in page.locator("#detail .panel").all()] == ["image", "gt"]
+    page.wait_for_function("Array.from(document.querySelectorAll('#detail .panel img'))"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    tip = hover(page, "gt", 48, 34)
+    assert "ground truth 1" in tip and "cell" in tip and "256 px" in tip and "IoU" not in tip, tip
     assert not errors, errors

@@ -298,7 +298,7 @@ def _prepare_objects(sample: ExplorerSample, name: str, class_table: ClassTable,
     out.gt_classes, out.pred_classes = layers.gt_classes, layers.pred_classes
     for kind in ("gt", "pred", "error"):
         if kind in layers.images:
-            Image.fromarray(layers.images[kind], "RGBA").save(full_dir / f"{name}_{kind}.png")
+            Image.fromarray(layers.images[kind]).save(full_dir / f"{name}_{kind}.png")
             out.files.append(kind)
 
 
