@@ -292,8 +292,10 @@ def panoptic_counts(gt_masks: np.ndarray, gt_classes: np.ndarray, gt_iscrowd: np
     n_pred = len(pred_classes)
     # inter[p, g]: pixels of prediction p - 1 (row 0: no prediction) on label g (as in gt_map).
     inter = np.bincount((pred_map * (n_gt + 2) + gt_map).ravel(), minlength=(n_pred + 1) * (n_gt + 2))
-    inter = inter.reshape(n_pred + 1, n_gt + 2)[1:]
-    pred_area, gt_area, pred_void = inter.sum(axis=1), inter.sum(axis=0)[1 : n_gt + 1], inter[:, n_gt + 1]
+    inter = inter.reshape(n_pred + 1, n_gt + 2)
+    gt_area = inter.sum(axis=0)[1 : n_gt + 1]  # row 0 included: ground truth no prediction covers
+    inter = inter[1:]
+    pred_area, pred_void = inter.sum(axis=1), inter[:, n_gt + 1]
     inter = inter[:, 1 : n_gt + 1]
 
     crowd = gt_iscrowd.astype(bool)
@@ -509,14 +511,16 @@ class InstanceMetrics:
         result: dict[str, float] = {}
         kinds = ["mask"] + (["boundary"] if self.boundary else [])
         for kind in kinds:
-            result.update(coco_summary(self._coco_eval(kind), f"{kind}_"))
+            result.update(coco_summary(self.coco_eval(kind), f"{kind}_"))
         scores = _pq_scores(self._pq["iou_sum"], self._pq["tp"], self._pq["fp"], self._pq["fn"])
         result.update({name: _nanmean(values) for name, values in scores.items()})
         errors = [abs(r["count_error"]) for r in self._rows.values()]
         result["count_MAE"] = float(np.mean(errors)) if errors else NAN
         return result
 
-    def _coco_eval(self, kind: str) -> dict:
+    def coco_eval(self, kind: str = "mask") -> dict:
+        """COCOeval's ``eval`` dict over every image so far, kind 'mask' or 'boundary': ``params``,
+        ``precision`` (T, R, K, A, M) and ``recall`` (T, K, A, M), -1 where undefined."""
         records = self._mask_records if kind == "mask" else self._boundary_records
         ev = self._eval(kind)
         if not records:  # no image: every entry undefined (-1), like COCOeval on an empty set
@@ -532,7 +536,7 @@ class InstanceMetrics:
         rows = [{"class_id": c} for c in self.class_ids]
         kinds = ["mask"] + (["boundary"] if self.boundary else [])
         for kind in kinds:
-            ev = self._coco_eval(kind)
+            ev = self.coco_eval(kind)
             precision, iou_thrs = ev["precision"][..., 0, -1], ev["params"].iouThrs  # area 'all', top maxDets
             for k, row in enumerate(rows):
                 row[f"{kind}_AP"] = _mean_defined(precision[:, :, k])
