@@ -79,10 +79,26 @@ class _Shape:
     y: int
     x: int
     crop: np.ndarray
+    _rims: dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def area(self) -> int:
         return int(self.crop.sum())
+
+    def padded(self, pad: int) -> np.ndarray:
+        """(h + 2 pad, w + 2 pad) uint8 0/1: the crop with a zero border (np.pad is slow on small arrays)."""
+        h, w = self.crop.shape
+        out = np.zeros((h + 2 * pad, w + 2 * pad), np.uint8)
+        out[pad: pad + h, pad: pad + w] = self.crop
+        return out
+
+    def rim(self, width: int) -> np.ndarray:
+        """(h, w) bool: the object's outline, ``width`` px inside it; the image border counts as an edge.
+        Kept, since one object is painted into up to two layers."""
+        if width not in self._rims:
+            ring = object_outlines(self.padded(width)[None].astype(bool), width)[0]
+            self._rims[width] = ring[width: ring.shape[0] - width, width: ring.shape[1] - width]
+        return self._rims[width]
 
 
 def object_layers(objects: ExplorerObjects, height: int, width: int, class_colors: np.ndarray,
@@ -234,8 +250,8 @@ def _round(value: float | None) -> float | None:
 
 
 def _rings(shape: _Shape) -> str:
-    padded = np.pad(shape.crop, 1).astype(np.uint8)  # a contour on the crop's edge still closes
-    contours, _ = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    # A zero border: a contour along the crop's edge still closes.
+    contours, _ = cv2.findContours(shape.padded(1), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     rings = []
     for c in contours:
         poly = cv2.approxPolyDP(c, POLYGON_TOLERANCE, True).reshape(-1, 2) + (shape.x - 1, shape.y - 1)
@@ -253,8 +269,7 @@ def _paint(height: int, width: int, items: Sequence[tuple[_Shape | None, _Outcom
         h, w = shape.crop.shape
         region = rgba[shape.y: shape.y + h, shape.x: shape.x + w]
         region[shape.crop] = (*fill, FILL_ALPHA)
-        rim = object_outlines(np.pad(shape.crop, outline)[None], outline)[0][outline:-outline, outline:-outline]
-        region[rim] = (*line, 255)
+        region[shape.rim(outline)] = (*line, 255)
     return rgba
 
 
