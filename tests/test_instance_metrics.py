@@ -102,7 +102,8 @@ def random_image(rng: np.random.Generator, h: int, w: int, n_obj: int, classes=(
         cls = int(rng.choice(classes))
         img.add_gt(m, cls, int(crowd and k == 0))
         if rng.random() < 0.8:
-            p = np.roll(m, (int(rng.integers(-3, 4)), int(rng.integers(-3, 4))), axis=(0, 1))
+            shift = (0, 0) if rng.random() < 0.4 else tuple(int(v) for v in rng.integers(-2, 3, 2))
+            p = np.roll(m, shift, axis=(0, 1))
             if rng.random() < 0.3:
                 p = binary_erosion(p) if p.sum() > 20 else p | np.roll(p, 1, axis=1)
             pcls = cls if rng.random() < 0.85 else int(rng.choice(classes))
@@ -484,3 +485,32 @@ def test_streaming_order_of_updates_is_the_coco_image_order():
     assert_same(first["mask_AP"], coco_direct(images, class_ids=(1, 2, 3)).stats[0])
     metric.reset()
     assert metric.per_sample() == [] and math.isnan(metric.compute()["mask_AP"])
+
+
+def test_boundary_ap_equals_faster_coco_eval_if_installed():
+    """A second reference when faster-coco-eval is installed (not a dependency): its iouType 'boundary'
+    implements Cheng et al.'s rule with OpenCV erosion, crowd regions included."""
+    fce = pytest.importorskip("faster_coco_eval")
+    images = random_images(seed=7, n=12, n_obj=(1, 8), crowd_every=4, sizes=((48, 64), (64, 64)))
+    gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
+    results = []
+    for i, img in enumerate(images, start=1):
+        gt["images"].append({"id": i, "height": img.h, "width": img.w})
+        for mask, cls, crowd in img.gt:
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": cls,
+                                      "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
+                                      "area": float(mask.sum()), "iscrowd": crowd, "bbox": [0, 0, 1, 1]})
+        for mask, cls, score in img.pred:
+            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+            results.append({"image_id": i, "category_id": cls, "score": score,
+                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    coco_gt = fce.COCO(gt)
+    ev = fce.COCOeval_faster(coco_gt, coco_gt.loadRes(results), "boundary", boundary_cpu_count=1)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    metric, _ = run(images, class_ids=(1, 2, 3))
+    result = metric.compute()
+    for key, theirs in zip(COCO_KEYS, ev.stats[:12]):
+        assert_same(result[f"boundary_{key}"], float(theirs))
