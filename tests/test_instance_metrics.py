@@ -377,7 +377,9 @@ def test_input_errors():
 
 def test_object_boundaries_equal_plain_erosion():
     rng = np.random.default_rng(3)
-    masks = np.stack([random_blob(rng, 50, 70) for _ in range(6)] + [np.ones((50, 70), bool)])
+    corner = box(50, 70, 0, 60, 12, 70)  # touches two image borders
+    masks = np.stack([random_blob(rng, 50, 70) for _ in range(6)] + [np.ones((50, 70), bool), corner,
+                                                                       np.zeros((50, 70), bool)])
     for ratio in (0.02, 0.05):
         ours = object_boundaries(masks, ratio)
         assert all((ours[k] == plain_boundary(masks[k], ratio)).all() for k in range(len(masks)))
