@@ -192,7 +192,8 @@ def _accumulate(ev: Any, records: Sequence[list[dict | None]], summary_only: boo
     if summary_only:
         # 'all' is first in both lists, so accumulate's index arithmetic still finds its records.
         run.areaRng, run.areaRngLbl, run.maxDets = p.areaRng[:1], p.areaRngLbl[:1], p.maxDets[-1:]
-    with contextlib.redirect_stdout(io.StringIO()):  # accumulate prints progress lines
+    # accumulate prints progress lines; the redirect swaps sys.stdout process-wide for this call.
+    with contextlib.redirect_stdout(io.StringIO()):
         ev.accumulate(run)
     return ev.eval
 
