@@ -21,7 +21,8 @@ def train(cfg: DictConfig) -> float:
     result(f"Best {done.monitor}: {done.best_value:.4f}   checkpoint: {done.best_checkpoint}", __name__)
     if done.expected is not None:
         verdict = "reached" if done.expected_reached else "NOT reached"
-        result(f"Expected {done.expected['metric']} >= {done.expected['value']}: {verdict}", __name__)
+        within = f" - {done.expected['tolerance']}" if done.expected.get("tolerance") else ""
+        result(f"Expected {done.expected['metric']} >= {done.expected['value']}{within}: {verdict}", __name__)
     result(f"MLflow run {done.run_id} in {done.tracking_uri}", __name__)
     logger(__name__).info("Open the MLflow UI with:  masklab ui   (then http://127.0.0.1:5000)")
     return done.best_value

@@ -8,7 +8,6 @@ Writes the per-class table, metrics JSON, per-sample Parquet table, predictions 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,16 +57,26 @@ def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
     return opts
 
 
-def prediction_writer(task: Any, dataset: Dataset, folder: Path) -> Callable[[str, Any], None]:
-    """A callback writing each prediction as ``<folder>/<safe id>.png`` at the image's original size
-    (a prediction scored at model resolution is nearest-resized to it)."""
-    sizes = {s.id: (s.width, s.height) for s in dataset.samples}
-    folder.mkdir(parents=True, exist_ok=True)
+class PredictionWriter:
+    """Writes each prediction as ``<folder>/<safe id>.png`` at the image's original size (a prediction scored at
+    model resolution is nearest-resized to it), and at the end the task's index of them all (instance: the COCO
+    results ``predictions_coco.json``, keyed by sample id, with every object's class and score)."""
 
-    def write(sample_id: str, prediction: Any) -> None:
-        task.write_prediction(prediction, folder / f"{safe_name(sample_id)}.png", sizes[sample_id])
+    def __init__(self, task: Any, dataset: Dataset, folder: Path):
+        self.task, self.folder = task, folder
+        self.sizes = {s.id: (s.width, s.height) for s in dataset.samples}
+        self.records: list[Any] = []
+        folder.mkdir(parents=True, exist_ok=True)
 
-    return write
+    def __call__(self, sample_id: str, prediction: Any) -> None:
+        self.task.write_prediction(prediction, self.folder / f"{safe_name(sample_id)}.png", self.sizes[sample_id])
+        record = self.task.index_record(sample_id, prediction)
+        if record is not None:
+            self.records.append(record)
+
+    def finish(self) -> Path | None:
+        """The index file, or None when the task writes none."""
+        return self.task.write_predictions_index(self.records, self.folder) if self.records else None
 
 
 def evaluate_model(
@@ -110,8 +119,10 @@ def evaluate_model(
                         num_workers=int(opts["num_workers"]))
     where = "original resolution" if resolution == "original" else f"model resolution ({rule.describe()})"
     batches = progress(loader, f"evaluating {dataset.name}/{split} at {where} (batches)", total=len(loader))
+    writer = PredictionWriter(task, dataset, out / f"{split}_pred")
     result = task.score(predictor, batches, dataset.class_table, f"{RESOLUTION_PREFIX[resolution]}/{split}", opts,
-                        on_prediction=prediction_writer(task, dataset, out / f"{split}_pred"))
+                        on_prediction=writer)
+    writer.finish()
     result.per_sample.insert(1, "split", split)
     result.per_sample.insert(2, "resolution", resolution)
     files = task.evaluation_files(result, out, split)
