@@ -172,7 +172,7 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     res = run_masklab(["data", "import", "format=instance_png", f"images={images}", f"masks={ids}", "name=shapes",
                        "class_name=shape", "fractions={train: 0.5, val: 0.5, test: 0.0}"], project)
     assert res.returncode == 0, res.stderr[-3000:]
-    done = fit_in(project, ["experiment=bottomup-resnet18_synthetic-96", *FAST, "data=shapes", "data.image_size=48",
+    done = fit_in(project, ["task=instance", "model=bottom_up", *FAST, "data=shapes", "data.image_size=48",
                             "registry.register=true", "registry.name=shapes"])
     assert done.monitor == "val/mask_AP" and done.registered == ("shapes", "1")
     metrics = done.evaluations["val"].metrics
@@ -205,3 +205,30 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
                                     "counts": r["segmentation"]["counts"].encode()}).astype(bool)
         assert np.array_equal(decoded, mask) and r["score"] == pytest.approx(float(score))
     assert (out / "s00_overlay.png").is_file()
+
+
+def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
+    """A MobileNetV3 Mask R-CNN for a few steps on 64 px synthetic objects: its checkpoint is evaluated with the
+    instance metrics, and its package (no mean/std buffers: torchvision normalises) rebuilds the same detections."""
+    from masklab.data.format import read_image
+    from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.inference import Predictor
+    from masklab.inference.rule import rule_from_meta
+    from masklab.tasks import get_task
+    from masklab.tracking.packaging import load_package_dir, write_package
+
+    seed_store(project)
+    done = fit_in(project, ["task=instance", "model=maskrcnn_mobilenet", *FAST, "data.image_size=64",
+                            "data.synth.count=12", "model.box_score_thresh=0.0"])
+    assert done.monitor == "val/mask_AP" and {"eval/val/mask_AP", "eval/val/PQ"} <= set(done.evaluations["val"].metrics)
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        loaded = load_checkpoint_model(done.best_checkpoint)
+        spec = write_package(done.best_checkpoint, tmp_path / "package")
+        package = load_package_dir(tmp_path / "package")
+    assert spec["task"] == "instance" and "code" not in spec and "mean" not in spec["normalization"]
+    image = read_image(next((project / "data" / "synthetic" / "images").glob("*.png")))
+    task = get_task("instance")
+    a = task.predict(Predictor(loaded.model, rule_from_meta(loaded.meta), "cpu", 1), [image])[0]
+    b = task.predict(Predictor(package.model, package.input_rule, "cpu", 1), [image])[0]
+    assert len(a) == len(b) and np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
