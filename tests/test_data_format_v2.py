@@ -356,6 +356,9 @@ def test_import_instance_folders_lists_every_problem(tmp_path: Path) -> None:
     plant_folder(src, "wrongsize", [box(1, 4, 1, 4)])
     Image.fromarray(np.full((H + 2, W), 255, np.uint8)).save(src / "wrongsize/masks/m01.png")
     plant_folder(src, "emptymask", [box(1, 4, 1, 4), np.zeros((H, W), bool)])
+    one = np.zeros((H, W), bool)
+    one[2, 2] = True
+    plant_folder(src, "onepixel", [box(1, 4, 1, 4), one])
     plant_folder(src, "nomasks", [])
     plant_folder(src, "noimage", [box(1, 4, 1, 4)])
     (src / "noimage/images/noimage.png").unlink()
@@ -370,6 +373,7 @@ def test_import_instance_folders_lists_every_problem(tmp_path: Path) -> None:
     assert set(got) == {
         ("wrongsize/masks/m01.png", "size mismatch"),
         ("emptymask/masks/m01.png", "empty mask"),
+        ("onepixel/masks/m01.png", "one-pixel object"),
         ("nomasks/masks", "no masks"),
         ("noimage/images", "missing image"),
         ("broken/masks/m00.png", "unreadable mask"),

@@ -157,6 +157,8 @@ def _read_folder(folder: Path, problems: list[Problem]) -> tuple[Path, list[tupl
             problem(path, "size mismatch", f"{pixels.shape[1]}x{pixels.shape[0]}", f"{size[0]}x{size[1]} (image)")
         elif not pixels.any():
             problem(path, "empty mask", "no nonzero pixel", "one object (nonzero pixels); delete the file")
+        elif too_small := object_size_problem(int(pixels.sum())):  # the other importers' rule: one pixel is a stray
+            problem(path, too_small[0], f"{int(pixels.sum())} px", too_small[1])
         else:
             objects.append((path.relative_to(folder).as_posix(), pixels))
     problems += found
