@@ -232,3 +232,31 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     a = task.predict(Predictor(loaded.model, rule_from_meta(loaded.meta), "cpu", 1), [image])[0]
     b = task.predict(Predictor(package.model, package.input_rule, "cpu", 1), [image])[0]
     assert len(a) == len(b) and np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
+
+
+@pytest.mark.parametrize("variant", ["resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_fpn"])
+def test_every_maskrcnn_variant_builds_from_scratch_and_detects(variant, tmp_path):
+    """Each Mask R-CNN config: no weights read or downloaded, BatchNorm that trains (not frozen), image size limits
+    from the config, a local weights file loaded back exactly, and detections at the input's size."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from masklab.models.instance import build_maskrcnn
+
+    torch.manual_seed(0)
+    model = build_maskrcnn(3, variant, min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 64, 128))
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert model.net.transform.min_size == (64,) and model.net.transform.max_size == 64
+    sizes = model.net.rpn.anchor_generator.sizes  # the configured anchors, one tuple per feature level
+    per_level = ((8, 16, 32, 64, 128),) * 3 if variant == "mobilenet_v3_fpn" else ((8,), (16,), (32,), (64,), (128,))
+    assert sizes == per_level
+    weights = tmp_path / "weights.pth"
+    torch.save(model.net.state_dict(), weights)  # a bare torchvision state_dict, as torchvision ships them
+    again = build_maskrcnn(3, variant, min_size=64, max_size=64, anchor_sizes=(8, 16, 32, 64, 128),
+                           weights_path=str(weights))
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    model.eval()
+    with torch.no_grad():
+        found = model(torch.zeros(1, 3, 40, 56, dtype=torch.uint8))[0]
+    assert found["masks"].shape[-2:] == (40, 56) and set(found) >= {"boxes", "labels", "scores", "masks"}

@@ -114,9 +114,11 @@ def build_maskrcnn(
             raise UserError(f"model.anchor_sizes={list(sizes)}: the ResNet-50 FPN has 5 feature levels; "
                             "give 5 sizes in px, e.g. [16, 32, 64, 128, 256]")
         build = maskrcnn_resnet50_fpn if variant == "resnet50_fpn" else maskrcnn_resnet50_fpn_v2
-        anchors = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 5)
         net = build(weights=None, weights_backbone=None, num_classes=num_classes,
-                    trainable_backbone_layers=trainable_backbone_layers, rpn_anchor_generator=anchors, **options)
+                    trainable_backbone_layers=trainable_backbone_layers, **options)
+        # One size and three ratios per level, as torchvision's default (so its RPN head fits); v2's builder
+        # makes its own generator and takes none as an argument, so it is replaced after construction.
+        net.rpn.anchor_generator = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 5)
     model = MaskRCNNNet(net)
     if weights_path:
         load_weights_file(model, weights_path)
