@@ -124,19 +124,30 @@ def random_images(seed: int, n: int, n_obj=(0, 8), crowd_every: int = 0, sizes=(
 # ---------------------------------------------------------------------------------------------
 
 
-def coco_direct(images: list[Image], class_ids=(1,), max_dets=100) -> COCOeval:
-    """pycocotools as a user runs it: a COCO ground-truth dataset, loadRes, evaluate, accumulate, summarize."""
+def coco_dicts(images: list[Image], class_ids=(1,), text_counts: bool = False) -> tuple[dict, list[dict]]:
+    """A COCO ground-truth dataset and results list of ``images`` (ids from 1); ``text_counts``: RLE counts as str
+    and a placeholder bbox, as faster-coco-eval's loader wants them."""
     gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": str(c)} for c in class_ids]}
     results = []
+
+    def rle_of(mask: np.ndarray) -> dict:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": rle["size"], "counts": rle["counts"].decode()} if text_counts else rle
+
     for i, img in enumerate(images, start=1):
         gt["images"].append({"id": i, "height": img.h, "width": img.w})
         for mask, cls, crowd in img.gt:
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
             gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": cls,
-                                      "segmentation": rle, "area": float(mask.sum()), "iscrowd": crowd})
+                                      "segmentation": rle_of(mask), "area": float(mask.sum()), "iscrowd": crowd,
+                                      **({"bbox": [0, 0, 1, 1]} if text_counts else {})})
         for mask, cls, score in img.pred:
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            results.append({"image_id": i, "category_id": cls, "segmentation": rle, "score": score})
+            results.append({"image_id": i, "category_id": cls, "segmentation": rle_of(mask), "score": score})
+    return gt, results
+
+
+def coco_direct(images: list[Image], class_ids=(1,), max_dets=100) -> COCOeval:
+    """pycocotools as a user runs it: a COCO ground-truth dataset, loadRes, evaluate, accumulate, summarize."""
+    gt, results = coco_dicts(images, class_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
         coco_gt.dataset = gt
@@ -494,19 +505,7 @@ def test_boundary_ap_equals_faster_coco_eval_if_installed():
     implements Cheng et al.'s rule with OpenCV erosion, crowd regions included."""
     fce = pytest.importorskip("faster_coco_eval")
     images = random_images(seed=7, n=12, n_obj=(1, 8), crowd_every=4, sizes=((48, 64), (64, 64)))
-    gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
-    results = []
-    for i, img in enumerate(images, start=1):
-        gt["images"].append({"id": i, "height": img.h, "width": img.w})
-        for mask, cls, crowd in img.gt:
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": cls,
-                                      "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()},
-                                      "area": float(mask.sum()), "iscrowd": crowd, "bbox": [0, 0, 1, 1]})
-        for mask, cls, score in img.pred:
-            rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-            results.append({"image_id": i, "category_id": cls, "score": score,
-                            "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}})
+    gt, results = coco_dicts(images, (1, 2, 3), text_counts=True)
     coco_gt = fce.COCO(gt)
     ev = fce.COCOeval_faster(coco_gt, coco_gt.loadRes(results), "boundary", boundary_cpu_count=1)
     ev.evaluate()
