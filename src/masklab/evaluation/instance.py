@@ -20,12 +20,11 @@ from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
 HEADLINES = ("mask_AP", "mask_AP50", "mask_AP75", "boundary_AP", "PQ", "SQ", "RQ")
 
 
-def _painted(class_ids: np.ndarray, masks: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) int64 class map of objects (K, H, W): the most confident object on top (ground truth: the last)."""
+def _painted(class_ids: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """(H, W) int64 class map of ground-truth objects (K, H, W), later objects on top."""
     out = np.zeros(masks.shape[1:], np.int64)
-    order = np.argsort(scores, kind="stable") if scores is not None else np.arange(len(masks))
-    for k in order:
-        out[masks[k]] = class_ids[k]
+    for class_id, mask in zip(class_ids, masks):
+        out[mask] = class_id
     return out
 
 
@@ -57,7 +56,7 @@ def evaluate_instances(task: Any, predictor: Any, loader: Iterable[dict[str, lis
             row = dict(instance.update(sample_id, objects.masks, objects.class_ids, objects.iscrowd,
                                        prediction.masks, prediction.class_ids, prediction.scores))
             truth = torch.from_numpy(_painted(objects.class_ids, objects.masks))[None]
-            painted = torch.from_numpy(_painted(prediction.class_ids, prediction.masks, prediction.scores))[None]
+            painted = torch.from_numpy(prediction.class_map().astype(np.int64))[None]
             scores = per_image_scores(painted, truth, c, class_table.ignore_index)
             semantic.update(counts=scores)
             row.pop("sample_id", None)

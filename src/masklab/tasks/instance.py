@@ -189,9 +189,9 @@ class InstanceTask:
     def predict(self, predictor, images: Sequence[np.ndarray]) -> list[InstancePrediction]:
         """Objects per (H_i, W_i, 3) uint8 image at its own size: Mask R-CNN's detections mapped back to
         the image, or the bottom-up logits (already at the image's size) split into objects there."""
-        if predictor.output_kind == "detections":
-            return [from_detections(d) for d in predictor.detections(images)]
-        return [split_objects(lg, predictor.model.postprocess) for lg in predictor.logits(images)]
+        detections = predictor.output_kind == "detections"
+        output = predictor.detections(images) if detections else predictor.logits(images)
+        return predictions_from_output(predictor.model, output)
 
     def write_prediction(self, prediction: InstancePrediction, path: Path, size: tuple[int, int] | None = None
                          ) -> Path:

@@ -56,17 +56,13 @@ def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
     which masklab's config reads: a later command in the same process would log to this store."""
     import mlflow
 
-    previous_uri = mlflow.get_tracking_uri() if mlflow.tracking._tracking_service.utils.is_tracking_uri_set() else None
-    previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+    # set_tracking_uri mirrors its value into the variable (None unsets both), so the variable is the state to restore.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous_uri)
-        if previous_env is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous_env
+        mlflow.set_tracking_uri(previous)
 
 
 def platform_tags() -> dict[str, str]:
