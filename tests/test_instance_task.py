@@ -98,6 +98,42 @@ def test_split_objects_recovers_touching_objects_from_their_target():
     assert np.all((found.scores > 0.99) & (found.scores <= 1.0))
 
 
+def test_split_objects_keeps_objects_thinner_than_the_boundary_rim():
+    from masklab.tasks.instance import split_objects
+    from masklab.tasks.instance_module import dense_target
+
+    masks = np.zeros((2, 24, 24), bool)
+    masks[0, 4:16, 4:16] = True
+    masks[1, 18:21, 18:21] = True  # 3x3: a 2 px rim leaves it no interior, only boundary
+    target = dense_target([{"masks": torch.from_numpy(masks.astype(np.uint8)), "labels": torch.tensor([1, 1]),
+                            "iscrowd": torch.zeros(2, dtype=torch.uint8)}], 2, 2, 255)[0]
+    assert not (target[18:21, 18:21] == 1).any()
+    found = split_objects(torch.nn.functional.one_hot(target, 3).permute(2, 0, 1).float() * 8,
+                          {"min_area": 1, "min_score": 0.0})
+    assert sorted(int(m.sum()) for m in found.masks) == [9, 144]
+
+
+def test_interior_ids_equal_a_per_object_erosion_that_keeps_the_border():
+    from scipy import ndimage
+
+    from masklab.tasks.instance_module import interior_ids, window_max
+
+    rng = np.random.default_rng(0)
+    for width in (1, 2, 3):
+        ids = ndimage.label(rng.random((40, 33)) > 0.35)[0]  # non-overlapping objects, many at the border
+        things = np.stack([ids == k for k in range(1, ids.max() + 1)])
+        expected = np.zeros(ids.shape, np.int64)
+        for k, m in enumerate(things, 1):
+            expected[ndimage.binary_erosion(m, np.ones((2 * width + 1,) * 2), border_value=1)] = k
+        got = interior_ids(torch.from_numpy(things).float(), width).numpy()
+        assert np.array_equal(got, expected)
+        overlapping = torch.from_numpy(np.concatenate([things, things[:1]])).float()  # the general path
+        assert np.array_equal(interior_ids(overlapping, width).numpy() > 0, expected > 0)
+        values = torch.from_numpy(rng.random((9, 7)))
+        assert torch.equal(window_max(values, width),
+                           torch.nn.functional.max_pool2d(values[None], 2 * width + 1, 1, width)[0])
+
+
 def test_prediction_id_map_draws_the_most_confident_object_on_top():
     from masklab.tasks.instance import InstancePrediction
 

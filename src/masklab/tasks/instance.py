@@ -67,7 +67,8 @@ def split_objects(logits: Any, postprocess: dict[str, Any]) -> InstancePredictio
     """Objects from a bottom-up network's logits (C + 1, H, W) (torch tensor): channel 0 background,
     1..C-1 class interiors, C boundary.
 
-    Seeds are the connected interiors (argmax on a class channel); a watershed over
+    Seeds are the connected interiors (argmax on a class channel) and the foreground blobs that
+    contain no interior (objects thinner than the boundary rim); a watershed over
     1 - P(interior) grows each seed over the pixels argmax calls foreground or boundary, so touching
     objects meet at their shared boundary. Class: the interior channel with the most probability
     mass in the object; score: the object's mean foreground probability (1 - P(background)).
@@ -81,6 +82,12 @@ def split_objects(logits: Any, postprocess: dict[str, Any]) -> InstancePredictio
     winner = probs.argmax(axis=0)
     interior = (winner > 0) & (winner < boundary)
     seeds, n = ndimage.label(interior)
+    # A foreground blob without any interior (an object smaller than the boundary rim is wide) is an
+    # object of its own; the watershed would leave it unlabelled.
+    blobs, _ = ndimage.label(winner > 0)
+    orphans, extra = ndimage.label(np.isin(blobs, np.unique(blobs[seeds > 0]), invert=True) & (blobs > 0))
+    seeds = np.where(orphans > 0, orphans + n, seeds)
+    n += extra
     if n == 0:
         return InstancePrediction.of(np.zeros((0, *winner.shape), bool), np.zeros(0), np.zeros(0))
     inside = probs[1:boundary].sum(axis=0)

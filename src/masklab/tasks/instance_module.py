@@ -16,6 +16,39 @@ from masklab.training.module import TaskModule
 VAL_HEADLINES = ("mask_AP", "mask_AP50", "mask_AP75")
 
 
+def window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
+    """(H, W): the maximum of ``values`` (H, W) over each pixel's (2 radius + 1)^2 window, counting only
+    pixels inside the image (as ``max_pool2d`` with -inf padding). Written as shifted maxima because
+    torch's CPU ``max_pool2d`` with stride 1 takes ~4 ms for one 256x256 channel, 16x this."""
+    for dim in (0, 1):
+        source, values = values, values.clone()
+        size = values.shape[dim]
+        for d in range(1, min(radius, size - 1) + 1):
+            ahead, behind = source.narrow(dim, d, size - d), source.narrow(dim, 0, size - d)
+            values.narrow(dim, d, size - d).copy_(torch.maximum(values.narrow(dim, d, size - d), behind))
+            values.narrow(dim, 0, size - d).copy_(torch.maximum(values.narrow(dim, 0, size - d), ahead))
+    return values
+
+
+def interior_ids(things: torch.Tensor, width: int) -> torch.Tensor:
+    """(H, W) int64: at each pixel, 1 + the index of the object of ``things`` (K, H, W) float 0/1 whose
+    mask eroded by ``width`` px (square window; the image border does not erode) covers it, 0 where
+    none does (the last such object where eroded masks overlap).
+
+    Objects that do not overlap (nuclei, most instance data) are eroded at once on their id map: a
+    pixel is interior when every in-image pixel of its window carries its id (two max-pools over
+    one map instead of once per object: the bottom-up target of a batch of four 256 px DSB images
+    took 0.2 s the slow way). Overlapping objects are eroded one by one."""
+    k = 2 * width + 1
+    order = torch.arange(1, len(things) + 1, dtype=things.dtype, device=things.device)[:, None, None]
+    if not len(things) or things.sum(dim=0).max() <= 1:
+        ids = (things * order).sum(dim=0)
+        return torch.where(window_max(ids, width) == -window_max(-ids, width), ids, 0).long()
+    # Erosion = 1 - dilation of the complement.
+    eroded = 1 - F.max_pool2d(1 - things, k, stride=1, padding=width)
+    return (eroded * order).amax(dim=0).long()
+
+
 def dense_target(targets: list[dict[str, torch.Tensor]], num_classes: int, boundary_width: int,
                  ignore_index: int) -> torch.Tensor:
     """(N, H, W) int64 training target of the bottom-up path from per-image objects (``masks`` (K, H, W),
@@ -23,7 +56,6 @@ def dense_target(targets: list[dict[str, torch.Tensor]], num_classes: int, bound
     px; the image border does not erode) gets its class id, its rim and every pixel two objects share
     get the boundary class ``num_classes``, crowd regions ``ignore_index``, the rest 0."""
     out = []
-    k = 2 * boundary_width + 1
     for t in targets:
         masks = t["masks"].float()
         h, w = masks.shape[-2:]
@@ -31,10 +63,8 @@ def dense_target(targets: list[dict[str, torch.Tensor]], num_classes: int, bound
         if len(masks):
             crowd = t["iscrowd"].bool()
             things = masks[~crowd]
-            # Erosion = 1 - dilation of the complement; max_pool2d pads with -inf, so the border keeps objects whole.
-            interior = 1 - F.max_pool2d((1 - things)[None], k, stride=1, padding=boundary_width)[0]
-            for m, label in zip(interior.bool(), t["labels"][~crowd]):
-                target[m] = label
+            lookup = torch.cat([target.new_zeros(1), t["labels"][~crowd].to(target)])
+            target = lookup[interior_ids(things, boundary_width)]
             covered = things.sum(dim=0)
             target[(covered > 0) & ((target == 0) | (covered > 1))] = num_classes
             if crowd.any():
