@@ -94,3 +94,24 @@ def test_prepare_synthesizes_or_imports_from_source(project: Path, capsys, monke
     capsys.readouterr()
     pipeline(["prepare"])
     assert (project / "data/membrane/manifest.jsonl").is_file() and "Imported" in capsys.readouterr().out
+
+
+def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
+    """The DVC stages are task-blind: the bottom-up preset goes prepare -> train -> evaluate -> report
+    (in this process; tests/dvc_project.py runs the semantic default through real `dvc repro`)."""
+    import json
+
+    (project / "params.yaml").write_text(
+        "experiment: bottomup-resnet18_synthetic-64\n"
+        "data:\n  image_size: 32\n  batch_size: 4\n"
+        "  synth: {count: 12, fractions: {train: 0.5, val: 0.25, test: 0.25}}\n"
+        "trainer: {max_epochs: 1, limit_train_batches: 2}\n")
+    for stage in ("prepare", "train", "evaluate", "report"):
+        pipeline([stage])
+    trained = json.loads((project / "pipeline/train/metrics.json").read_text())
+    assert "best_val/mask_AP" in json.dumps(trained)
+    evaluated = json.loads((project / "pipeline/evaluate/metrics.json").read_text())
+    for split in ("val", "test"):
+        assert {"mask_AP", "boundary_AP", "PQ", "mIoU"} <= set(evaluated[split]), evaluated[split].keys()
+    assert (project / "pipeline/evaluate/per_class.csv").read_text().startswith("class")
+    assert (project / "pipeline/report/index.html").is_file()

@@ -82,6 +82,17 @@ def test_grid_sweep_gives_one_child_run_per_point_under_one_parent(project, seed
     assert len(study_of(project, "fast_grid").trials) == 2
 
 
+def test_sweep_of_an_instance_preset_ranks_trials_by_mask_ap(project, seed_store):
+    """Sweeps are task-blind: an instance preset's trials report and rank by its monitor, val/mask_AP."""
+    seed_store(project)
+    run_sweep(project, ["sweep=fast_grid", "overrides=['experiment=bottomup-resnet18_synthetic-64']"])
+    parent, children = parent_and_children(project, "bottomup-resnet18_synthetic-64")
+    assert len(children) == 2 and all(r.data.tags["masklab.task"] == "instance" for r in children)
+    best = max(children, key=lambda r: r.data.metrics["val/mask_AP"])
+    assert parent.data.metrics["best/val/mask_AP"] == pytest.approx(best.data.metrics["val/mask_AP"])
+    assert study_of(project, "fast_grid").user_attrs["masklab.monitor"] == "val/mask_AP"
+
+
 def test_optuna_sweep_summary_and_resume(project, seed_store, capsys, caplog):
     from masklab.config import compose
     from masklab.sweep.summary import summary
