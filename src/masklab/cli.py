@@ -21,6 +21,8 @@ LEVEL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": 
 # command words -> (primary config, "module:function", one-line help)
 COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("train",): ("train", "masklab.commands.train:train", "train a model, evaluate it, log it to MLflow"),
+    ("cv",): ("cv", "masklab.commands.cv:cv",
+              "k-fold cross-validation (cv.folds=K): mean ± std per metric, out-of-fold predictions"),
     ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
                     "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
     ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),

@@ -56,10 +56,16 @@ class Predictor:
         self.batch_size = int(batch_size)
 
     @torch.no_grad()
-    def logits(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
-        """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order."""
+    def logits(self, images: Sequence[np.ndarray], resolution: str = "original") -> list[torch.Tensor]:
+        """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order.
+
+        ``resolution="model"``: at the network's input size under a "resize" rule (the rule's
+        ``resize_mask`` brings a label there), as compact as the network sees it; "pad" rules
+        predict at the image's own size either way."""
+        if resolution not in ("original", "model"):
+            raise ValueError(f"resolution={resolution!r}; expected 'original' or 'model'")
         if self.rule.mode == "resize":
-            return self._resized(images)
+            return self._resized(images, back_to_original=resolution == "original")
         return self._padded(images)
 
     @property
@@ -95,7 +101,7 @@ class Predictor:
         """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8."""
         return [argmax_classes(lg, dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
 
-    def _resized(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
+    def _resized(self, images: Sequence[np.ndarray], back_to_original: bool = True) -> list[torch.Tensor]:
         # Every image reaches the network at one size, so any images batch together.
         out: list[torch.Tensor] = []
         for start in range(0, len(images), self.batch_size):
@@ -104,7 +110,7 @@ class Predictor:
             for i, im in enumerate(chunk):
                 h, w = im.shape[:2]
                 one = y[i:i + 1]
-                if one.shape[-2:] != (h, w):
+                if back_to_original and one.shape[-2:] != (h, w):
                     one = F.interpolate(one, size=(h, w), mode="bilinear", align_corners=False)
                 out.append(one[0])
         return out

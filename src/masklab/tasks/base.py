@@ -50,6 +50,11 @@ class Task(Protocol):
     def predict(self, predictor: Any, images: Sequence[np.ndarray]) -> list[Any]:
         """Predictions for (H_i, W_i, 3) uint8 images at their own size, from an inference Predictor."""
 
+    def out_of_fold(self, predictor: Any, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+        """What cross-validation keeps of a held-out image's prediction, compact (float16 or smaller),
+        at ``resolution`` ("model" or "original"; see ``Predictor.logits``). Raises UserError for a
+        task that keeps none yet."""
+
     def write_prediction(self, prediction: Any, path: Path, size: tuple[int, int] | None = None) -> Path:
         """Write a prediction (resized to ``size`` = (width, height) when given); returns the path."""
 

@@ -200,6 +200,10 @@ class InstanceTask:
         output = predictor.detections(images) if detections else predictor.logits(images)
         return predictions_from_output(predictor.model, output)
 
+    def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+        raise UserError("cross-validation keeps out-of-fold predictions for semantic tasks only (the label-error "
+                        "ranking reads class probabilities); set cv.out_of_fold=false for task=instance")
+
     def write_prediction(self, prediction: InstancePrediction, path: Path, size: tuple[int, int] | None = None
                          ) -> Path:
         """A 16-bit PNG of instance ids (0 = background, 1 = the most confident object); nearest-resized to

@@ -220,10 +220,26 @@ class RunLog:
         except Exception:  # MlflowException / OSError: the artifact does not exist
             return None
 
+    def end(self, status: str = "FINISHED") -> None:
+        """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
+        self._client.set_terminated(self.run_id, status=status)
+
     def run_data(self) -> tuple[dict[str, float], dict[str, str], dict[str, str]]:
         """(latest metrics, params, tags) of the run."""
         run = self._client.get_run(self.run_id)
         return dict(run.data.metrics), dict(run.data.params), dict(run.data.tags)
+
+
+def start_run(tracking_uri: str, artifact_root: str, experiment_name: str, run_name: str | None,
+              tags: Mapping[str, str]) -> RunLog:
+    """A new RUNNING run in ``experiment_name`` (created if missing) tagged ``tags`` and the platform
+    fingerprint: the parent of runs that tag ``mlflow.parentRunId`` with its id. End it with ``RunLog.end``."""
+    c = client(tracking_uri)
+    experiment = c.get_experiment_by_name(experiment_name)
+    experiment_id = experiment.experiment_id if experiment else c.create_experiment(
+        experiment_name, artifact_location=artifact_location(tracking_uri, artifact_root, experiment_name))
+    run = c.create_run(experiment_id, run_name=run_name, tags={**platform_tags(), **tags})
+    return RunLog(tracking_uri, run.info.run_id)
 
 
 def open_run(

@@ -12,7 +12,7 @@ runtime or global state. Compose a config with :func:`masklab.config.compose` (o
     print(result.best_value, result.run_id, result.best_checkpoint)
 
 Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func:`evaluate_model`),
-:func:`predict`, :func:`register`, :func:`promote`, :func:`report`, :func:`import_dataset`,
+:func:`predict`, :func:`cross_validate`, :func:`register`, :func:`promote`, :func:`report`, :func:`import_dataset`,
 :func:`export_dataset`.
 """
 
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 # name -> the workflows module defining it. Imported on first use: `masklab register` should not pay
 # for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
 _EXPORTS = {
+    "CrossValidation": "cross_validation", "cross_validate": "cross_validation",
     "Imported": "data", "export_dataset": "data", "import_dataset": "data",
     "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
     "evaluate_model": "evaluation",
@@ -35,6 +36,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from masklab.workflows.cross_validation import CrossValidation, cross_validate
     from masklab.workflows.data import Imported, export_dataset, import_dataset
     from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
     from masklab.workflows.fitting import FitResult, fit
@@ -42,9 +44,10 @@ if TYPE_CHECKING:
     from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
     from masklab.workflows.reporting import Report, report
 
-__all__ = ["Evaluation", "FitResult", "Imported", "Prediction", "Promotion", "RegisteredVersion", "Report",
-           "evaluate", "evaluate_checkpoint", "evaluate_model", "export_dataset", "fit", "gate_from_config",
-           "import_dataset", "predict", "promote", "register", "report"]
+__all__ = ["CrossValidation", "Evaluation", "FitResult", "Imported", "Prediction", "Promotion",
+           "RegisteredVersion", "Report", "cross_validate", "evaluate", "evaluate_checkpoint", "evaluate_model",
+           "export_dataset", "fit", "gate_from_config", "import_dataset", "predict", "promote", "register",
+           "report"]
 
 
 def __getattr__(name: str) -> Any:

@@ -72,8 +72,12 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None = None) -> FitResult:
+def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None = None, dataset: Any = None
+        ) -> FitResult:
     """Train the experiment ``cfg`` describes (a composed ``train`` config) into ``output_dir``.
+
+    ``dataset``: a loaded Dataset to train on instead of opening ``cfg.data`` (cross-validation passes
+    each fold's view of the same data: its splits reassigned, its files and manifest hash unchanged).
 
     Logs params, tags, per-epoch metrics and the best checkpoint to MLflow; with
     ``cfg.evaluate_after`` evaluates the best checkpoint on val (and test); with
@@ -97,7 +101,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     task = task_for(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     resume = resolve_resume(cfg)
-    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    if dataset is None:
+        dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     table = dataset.class_table
     for split in ("train", "val"):
         if not dataset.labeled(split):

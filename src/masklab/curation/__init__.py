@@ -1,0 +1,1 @@
+"""Curation: out-of-fold predictions and what is read from them (label errors, ...), keyed by sample id."""

@@ -1,0 +1,132 @@
+"""k-fold cross-validation: folds stored in the manifest, one parent run with a child per fold, mean ± std,
+and out-of-fold predictions that come from the model that never saw the sample (real trainings, tiny)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from masklab.data.folds import EXCLUDED_SPLIT, deal_folds, ensure_folds, fold_view
+from masklab.data.format import load_dataset, read_manifest
+from masklab.errors import UserError
+
+from conftest import FAST, in_project, mlflow_runs
+
+
+def test_folds_are_balanced_seeded_and_keep_what_was_dealt():
+    ids = [f"s{i:02d}" for i in range(23)]
+    folds = deal_folds(ids, 5, seed=0)
+    assert sorted(np.bincount(list(folds.values()))) == [4, 4, 5, 5, 5]
+    assert deal_folds(list(reversed(ids)), 5, seed=0) == folds  # the order ids come in does not matter
+    assert deal_folds(ids, 5, seed=1) != folds
+    grown = deal_folds([*ids, "new1", "new2"], 5, seed=0, existing=folds)
+    assert {i: grown[i] for i in ids} == folds  # no earlier sample moves
+    assert sorted(np.bincount(list(grown.values()))) == [5, 5, 5, 5, 5]  # newcomers fill the smallest folds
+
+
+@pytest.fixture
+def synthetic(project: Path) -> Path:
+    from masklab.config import compose
+    from masklab.data.synth import synthesize
+
+    cfg = compose("train", FAST)
+    synthesize(Path("data/synthetic"), **{**dict(cfg.data.synth), "count": 16})
+    return project / "data/synthetic"
+
+
+def test_folds_are_stored_in_the_manifest_and_reused(synthetic: Path):
+    dataset = load_dataset(synthetic)
+    covered = {s.id for s in dataset.samples if s.split in ("train", "val")}
+    dataset, plan = ensure_folds(dataset, 3, ["train", "val"], seed=0)
+    assert plan.changed and set(plan.folds) == covered
+    assert {s.id: s.fold for s in read_manifest(synthetic) if s.id in covered} == plan.folds
+    again, same = ensure_folds(dataset, 3, ["train", "val"], seed=7)  # stored folds win over the seed
+    assert not same.changed and same.folds == plan.folds
+    with pytest.raises(UserError, match=r"folds \[2\].*cv.folds=3.*cv.reassign=true"):
+        ensure_folds(again, 2, ["train", "val"], seed=0)
+    _, dealt = ensure_folds(again, 2, ["train", "val"], seed=0, reassign=True)
+    assert set(dealt.folds.values()) == {0, 1}
+    with pytest.raises(UserError, match="cv.folds=1"):
+        ensure_folds(again, 1, ["train"], seed=0)
+    n_train = len(again.labeled("train"))
+    with pytest.raises(UserError, match=f"only {n_train} labeled samples"):
+        ensure_folds(again, n_train + 1, ["train"], seed=0)
+    with pytest.raises(UserError, match=r"\['tran'\]"):
+        ensure_folds(again, 2, ["tran"], seed=0)
+
+
+def test_a_fold_view_trains_on_the_other_folds_and_holds_its_own_out(synthetic: Path):
+    dataset, plan = ensure_folds(load_dataset(synthetic), 2, ["train"], seed=0)
+    view = fold_view(dataset, plan, 1)
+    by_id = {s.id: s.split for s in view.samples}
+    assert {i for i, split in by_id.items() if split == "val"} == set(plan.members(1))
+    assert {i for i, split in by_id.items() if split == "train"} == set(plan.members(0))
+    # the dataset's own val samples are outside this cross-validation: in neither of the fold's splits
+    assert {i for i, split in by_id.items() if split == EXCLUDED_SPLIT} == {s.id for s in dataset.split("val")}
+    assert view.manifest_hash == dataset.manifest_hash and view.root == dataset.root
+
+
+def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(synthetic: Path, project: Path, capsys):
+    import torch
+
+    from masklab.commands import cv as cv_command
+    from masklab.config import compose
+    from masklab.curation.out_of_fold import OutOfFold
+    from masklab.data.format import read_image
+    from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.inference import Predictor, rule_from_meta
+
+    out = project / "experiments/runs/cv"
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        patch.setattr(cv_command, "hydra_output_dir", lambda: str(out))
+        cv_command.cv(compose("cv", [*FAST, "data.synth.count=16", "cv.folds=2", f"paths.output_dir={out}"]))
+    printed = capsys.readouterr().out
+    assert "2-fold cross-validation" in printed and "mIoU" in printed and "±" in printed
+
+    _, runs = mlflow_runs(project, "synthetic")
+    parent = next(r for r in runs if r.data.tags.get("masklab.command") == "cv")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.data.tags["masklab.cv_fold"] for r in children) == ["0", "1"]
+    assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
+    per_fold = [c.data.metrics[f"eval/fold_{c.data.tags['masklab.cv_fold']}/mIoU"]
+                for c in sorted(children, key=lambda r: r.data.tags["masklab.cv_fold"])]
+    assert parent.data.metrics["cv/mIoU/mean"] == pytest.approx(np.mean(per_fold))
+    assert parent.data.metrics["cv/mIoU/std"] == pytest.approx(np.std(per_fold, ddof=1))
+
+    dataset = load_dataset(synthetic)
+    folds = {s.id: s.fold for s in dataset.samples if s.split in ("train", "val")}
+    import pandas as pd
+
+    per_sample = pd.read_parquet(out / "cv_per_sample.parquet")
+    assert sorted(per_sample["id"]) == sorted(folds) and all(folds[i] == f for i, f in zip(per_sample["id"],
+                                                                                          per_sample["fold"]))
+    oof = OutOfFold(out / "out_of_fold")
+    assert sorted(oof.ids) == sorted(folds)
+    sample = next(iter(oof))
+    assert sample.array.dtype == np.float16 and sample.array.shape == (4, 32, 32) and sample.resolution == "model"
+    assert np.allclose(sample.array.astype(np.float32).sum(axis=0), 1.0, atol=4e-3)
+    # the probabilities are those of the fold model that held this sample out, recomputed here
+    fold_run = next(c for c in children if c.data.tags["masklab.cv_fold"] == str(sample.fold))
+    ckpt = Path(fold_run.data.tags["masklab.output_dir"]) / "checkpoints"
+    loaded = load_checkpoint_model(next(ckpt.glob("best*.ckpt")))
+    assert loaded.meta["dataset"]["manifest_sha256"] == dataset.manifest_hash
+    image = read_image(dataset.root / next(s for s in dataset.samples if s.id == sample.id).image)
+    logits = Predictor(loaded.model, rule_from_meta(loaded.meta), "cpu").logits([image], resolution="model")[0]
+    expected = torch.softmax(logits, dim=0).numpy()
+    assert np.abs(sample.array.astype(np.float32) - expected).max() < 1e-3
+    assert json.loads(json.dumps(oof.index["fold"].tolist())) == [folds[i] for i in oof.ids]
+
+
+def test_instance_tasks_say_they_keep_no_out_of_fold_predictions_before_training(project: Path):
+    from masklab.config import compose
+    from masklab.workflows import cross_validate
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        with pytest.raises(UserError, match="cv.out_of_fold=false"):
+            cross_validate(compose("cv", ["experiment=bottomup-resnet18_synthetic-64", *FAST]), project / "cv")
+    assert not (project / "experiments").exists() or not list((project / "experiments").rglob("*.ckpt"))
