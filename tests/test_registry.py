@@ -596,24 +596,6 @@ def test_concurrent_promotions_end_with_exactly_one_production(two_versions):
     assert sorted(e["version"] for e in new if e["to"] == "Production") == [1, 2]
 
 
-def test_server_mode_register_promote_predict(project, mlflow_server, tmp_path, capsys):
-    """train -> register -> promote -> list in this process against a real server (its URI as config);
-    predict from another process that finds the server through MLFLOW_TRACKING_URI, as a user's shell would."""
-    url, _ = mlflow_server
-    tracking = f"logger.tracking_uri={url}"
-    fitted = fit_in(project, [*FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}",
-                              tracking])
-    assert fitted.registered == (NAME, "1")
-    command(project, "promote", f"name={NAME}", "version=1", "stage=Production", tracking)
-    assert registry(url).version(NAME, 1).current_stage == "Production"
-    assert "Production" in command_ok(project, capsys, "models list", tracking)
-    images = tmp_path / "in"
-    write_images(images, [(40, 60)])
-    cli_ok(project, "predict", f"model=models:/{NAME}@production", f"input={images}", f"output={tmp_path / 'o'}",
-           env={"MLFLOW_TRACKING_URI": url})
-    assert (tmp_path / "o" / "img0.png").is_file()
-
-
 def test_unreachable_registry_fails_fast_with_one_line(project):
     url = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
