@@ -23,6 +23,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("train",): ("train", "masklab.commands.train:train", "train a model, evaluate it, log it to MLflow"),
     ("cv",): ("cv", "masklab.commands.cv:cv",
               "k-fold cross-validation (cv.folds=K): mean ± std per metric, out-of-fold predictions"),
+    ("curate", "label-errors"): ("curate_label_errors", "masklab.commands.curate:label_errors",
+                                 "rank samples by how likely their masks are wrong (run_id=<cv parent run>)"),
     ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
                     "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
     ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),

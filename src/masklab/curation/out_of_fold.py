@@ -85,6 +85,10 @@ class OutOfFold:
     def ids(self) -> list[str]:
         return list(self.index["id"])
 
+    def fold_of(self, sample_id: str) -> int:
+        """The fold that held ``sample_id`` out (without reading its array)."""
+        return int(self.index["fold"].iloc[self._row[sample_id]])
+
     def get(self, sample_id: str) -> OutOfFoldSample:
         """The prediction of ``sample_id`` (KeyError names it when it has none)."""
         if sample_id not in self._row:

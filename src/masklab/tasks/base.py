@@ -50,6 +50,9 @@ class Task(Protocol):
     def predict(self, predictor: Any, images: Sequence[np.ndarray]) -> list[Any]:
         """Predictions for (H_i, W_i, 3) uint8 images at their own size, from an inference Predictor."""
 
+    def label_map(self, root: Path, sample: Any) -> np.ndarray:
+        """(H, W) uint8 class ids of a labeled sample's target (the semantic view of any target)."""
+
     def out_of_fold(self, predictor: Any, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
         """What cross-validation keeps of a held-out image's prediction, compact (float16 or smaller),
         at ``resolution`` ("model" or "original"; see ``Predictor.logits``). Raises UserError for a

@@ -200,6 +200,16 @@ class InstanceTask:
         output = predictor.detections(images) if detections else predictor.logits(images)
         return predictions_from_output(predictor.model, output)
 
+    def label_map(self, root: Path, sample) -> np.ndarray:
+        """(H, W) uint8: the sample's objects painted with their class ids in file order (later on top)."""
+        from masklab.data.format import read_objects
+
+        objects = read_objects(root, sample)
+        out = np.zeros((sample.height, sample.width), np.uint8)
+        for mask, class_id in zip(objects.masks, objects.class_ids):
+            out[mask] = class_id
+        return out
+
     def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
         raise UserError("cross-validation keeps out-of-fold predictions for semantic tasks only (the label-error "
                         "ranking reads class probabilities); set cv.out_of_fold=false for task=instance")

@@ -84,6 +84,12 @@ class SemanticTask:
         logits, which it has already brought back to each image's own size."""
         return predictor.classes(images)
 
+    def label_map(self, root: Path, sample) -> np.ndarray:
+        """The sample's mask, (H, W) uint8 class ids."""
+        from masklab.data.format import read_mask
+
+        return read_mask(Path(root) / sample.mask)
+
     def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
         """Class probabilities (C, h_i, w_i) float16 per image: the softmax of the predictor's logits at
         ``resolution`` (float16 keeps 3 significant digits, which ranking label errors does not need more

@@ -118,7 +118,8 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path) -> CrossValidation:
     uri = str(cfg.logger.tracking_uri)
     parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name, f"cv-{plan.k}-folds",
                        {"masklab.command": "cv", "masklab.task": task.name, "masklab.dataset": dataset.name,
-                        "masklab.manifest_sha256": dataset.manifest_hash, "masklab.output_dir": str(output.resolve())})
+                        "masklab.manifest_sha256": dataset.manifest_hash, "masklab.output_dir": str(output.resolve()),
+                        "masklab.dataset_root": str(dataset.root.resolve())})
     parent.params({**flatten(to_plain(cfg)), "cv.samples": str(len(plan.folds))})
     done = CrossValidation(plan.k, parent.run_id, uri, output)
     options = evaluation_options(cfg.evaluation)

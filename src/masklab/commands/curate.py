@@ -1,0 +1,51 @@
+"""`masklab curate label-errors`: the most likely label errors of a cross-validated dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from masklab.commands.common import hydra_output_dir
+from masklab.console import result
+from masklab.errors import UserError
+
+
+def label_errors(cfg: DictConfig) -> None:
+    from masklab.data.format import load_dataset
+    from masklab.tracking.runs import RunLog
+    from masklab.workflows import find_label_errors
+
+    run = None
+    if cfg.run_id:
+        run = RunLog(cfg.logger.tracking_uri, str(cfg.run_id))
+        try:
+            _, _, tags = run.run_data()
+        except Exception as exc:  # MlflowException: no such run in this store
+            raise UserError(f"run_id={cfg.run_id}: no such run in {cfg.logger.tracking_uri}") from exc
+        if tags.get("masklab.command") != "cv" or "masklab.out_of_fold" not in tags:
+            raise UserError(f"run_id={cfg.run_id}: not a cross-validation with out-of-fold predictions "
+                            f"(masklab.command={tags.get('masklab.command')}); run `masklab cv` and pass its "
+                            "parent run")
+        oof, root = tags["masklab.out_of_fold"], tags["masklab.dataset_root"]
+    elif cfg.out_of_fold and cfg.data_root:
+        oof, root = cfg.out_of_fold, cfg.data_root
+    else:
+        raise UserError("curate label-errors needs run_id=<the cv parent run> or out_of_fold=<folder> "
+                        "data_root=<dataset folder>")
+    if not Path(root).is_dir():
+        raise UserError(f"dataset {root} (the one cross-validated) does not exist here")
+    found = find_label_errors(oof, load_dataset(root), hydra_output_dir(), run, min_area=int(cfg.min_area),
+                              min_margin=float(cfg.min_margin))
+    top = found.top(int(cfg.top))
+    issues = found.issues
+    lines = [f"Most likely label errors of {root} ({len(found.samples)} samples; label quality 1 = nothing "
+             "suspicious):",
+             f"{'rank':>4}  {'quality':>7}  {'kind':<16} {'px':>7}  {'fold':>4}  id   (region x0,y0,x1,y1)"]
+    for row in top.itertuples(index=False):
+        mine = issues[(issues["sample_id"] == row.id) & (issues["kind"] == row.kind)]
+        where = ",".join(map(str, mine.sort_values("evidence").iloc[-1]["bbox"])) if len(mine) else "-"
+        lines.append(f"{row.rank:>4}  {row.label_quality:>7.3f}  {row.kind or '-':<16} {row.suspicion:>7.1f}  "
+                     f"{row.fold:>4}  {row.id}   ({where})")
+    lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
+    result("\n".join(lines), __name__)

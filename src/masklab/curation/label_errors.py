@@ -1,0 +1,184 @@
+"""Suspected label errors in semantic masks, from out-of-fold class probabilities.
+
+Where the model that never trained on a sample confidently disagrees with its mask, the pixels
+that disagree form regions; each region is typed by what the disagreement looks like:
+
+- ``missing_object``: labelled background where the model sees an object of class b, and the region
+  touches no labelled object of class b (a separate object nobody drew);
+- ``spurious_object``: most of a labelled object (``object_share``, default half) is background to
+  the model (a blob drawn where nothing is);
+- ``class_swap``: most of a labelled object of class a is confidently class b (b not background);
+- ``boundary``: the disagreement lies along an object's outline: the label is too large
+  (``dilated``), too small (``eroded``) or both (``shifted``) there.
+
+Each issue has its pixel area (at the out-of-fold resolution and scaled to the image's own size),
+its confidence (the mean margin P(model's class) - P(labelled class) over the region) and its
+evidence = area x confidence (confidently wrong pixels); a boundary issue also has the outline's
+length, so evidence / length is the mean width (px) of the disputed band.
+
+A sample's suspicion is its confidently wrong pixels of the worst kind: for object kinds the sum of
+their evidence; for boundaries only what exceeds the band every sample shows (the dataset's median
+band width times the outline's length), since a 1-2 px disagreement along every outline is model
+imprecision, not a label error. ``label_quality = 1 / (1 + suspicion / typical object area)``
+(1 = nothing suspicious). Why not cleanlab's pixel self-confidence: it has no notion of objects,
+so one erased object and a thin disagreement over the whole outline look alike (see
+benchmarks/label_errors.py).
+
+Memory: one sample's probabilities at a time; the dataset-wide statistics need only the small
+per-sample evidence table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+KINDS = ("missing_object", "spurious_object", "class_swap", "boundary")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One suspected label error of a sample.
+
+    ``label_class``: the class the mask says over the region; ``model_class``: what the model says.
+    ``area``: pixels at the out-of-fold resolution; ``area_original``: at the image's own size.
+    ``bbox``: x0, y0, x1, y1 (exclusive) in the image's own pixel coordinates. ``evidence``: area x
+    confidence (confidently wrong px). ``detail``: ``dilated`` / ``eroded`` / ``shifted`` for boundary
+    issues, else empty; ``outline``: boundary issues, the length (px) of the labelled class's outline.
+    """
+
+    sample_id: str
+    kind: str
+    label_class: int
+    model_class: int
+    area: int
+    area_original: float
+    confidence: float
+    evidence: float
+    bbox: tuple[int, int, int, int]
+    detail: str = ""
+    outline: int = 0
+
+    @property
+    def width(self) -> float:
+        """Boundary issues: mean width (px) of the disputed band along the outline; 0 for other kinds."""
+        return self.evidence / self.outline if self.outline else 0.0
+
+    def row(self) -> dict:
+        out = asdict(self)
+        out["bbox"] = list(self.bbox)
+        return out
+
+
+def _bbox(mask: np.ndarray, scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(mask)
+    sy, sx = scale
+    return (int(np.floor(xs.min() * sx)), int(np.floor(ys.min() * sy)),
+            int(np.ceil((xs.max() + 1) * sx)), int(np.ceil((ys.max() + 1) * sy)))
+
+
+def find_issues(sample_id: str, probs: np.ndarray, label: np.ndarray, original_size: tuple[int, int],
+                ignore_index: int | None = None, background: int = 0, min_area: int = 4,
+                min_margin: float = 0.2, object_share: float = 0.5) -> list[Issue]:
+    """Suspected label errors of one sample.
+
+    probs: (C, h, w) class probabilities (any float dtype); label: (h, w) class ids at the same size;
+    original_size: (height, width) of the image, for ``area_original`` and ``bbox``. Pixels whose
+    margin is under ``min_margin`` (the model barely prefers another class) and regions under
+    ``min_area`` px do not count.
+    """
+    from scipy import ndimage
+
+    probs = np.asarray(probs, dtype=np.float32)
+    classes, h, w = probs.shape
+    if label.shape != (h, w):
+        raise ValueError(f"sample '{sample_id}': label {label.shape} and probabilities {(h, w)} differ in size")
+    valid = label != ignore_index if ignore_index is not None else np.ones_like(label, bool)
+    safe_label = np.where(valid & (label < classes), label, background)
+    pred = probs.argmax(axis=0)
+    picked = np.take_along_axis(probs, pred[None], 0)[0]
+    labelled = np.take_along_axis(probs, safe_label[None], 0)[0]
+    margin = picked - labelled
+    disputed = valid & (pred != safe_label) & (margin >= min_margin)
+    scale = (original_size[0] / h, original_size[1] / w)
+    pixel_area = scale[0] * scale[1]
+    eight = np.ones((3, 3), bool)
+
+    issues: list[Issue] = []
+    rim: dict[int, dict[str, object]] = {}  # per labelled class: boundary regions
+    objects = {c: ndimage.label(safe_label == c, eight)[0] for c in np.unique(safe_label[disputed]) if c != background}
+    for a, b in sorted({(int(x), int(y)) for x, y in zip(safe_label[disputed], pred[disputed])}):
+        regions, n = ndimage.label(disputed & (safe_label == a) & (pred == b), eight)
+        for r in range(1, n + 1):
+            region = regions == r
+            area = int(region.sum())
+            if area < min_area:
+                continue
+            confidence = float(margin[region].mean())
+            if a == background:
+                touching = ndimage.binary_dilation(region, eight) & (safe_label == b)
+                kind = "boundary" if touching.any() else "missing_object"
+                detail = "eroded"
+            else:
+                owners = np.unique(objects[a][region])
+                owned = int(np.isin(objects[a], owners[owners > 0]).sum())
+                whole = area >= object_share * owned
+                kind = ("class_swap" if b != background else "spurious_object") if whole else "boundary"
+                detail = "dilated" if b == background else "reassigned"
+            if kind == "boundary":
+                side = rim.setdefault(a if a != background else b, {"mask": np.zeros((h, w), bool), "sides": set(),
+                                                                   "margin": 0.0, "other": b if a != background else a})
+                side["mask"] |= region
+                side["sides"].add(detail)
+                side["margin"] += float(margin[region].sum())
+                continue
+            issues.append(Issue(sample_id, kind, a, b, area, area * pixel_area, confidence, area * confidence,
+                                _bbox(region, scale)))
+    for cls, side in sorted(rim.items()):
+        mask = side["mask"]
+        outline = safe_label == cls
+        length = max(int((outline & ~ndimage.binary_erosion(outline, eight)).sum()), 1)
+        area = int(mask.sum())
+        sides = side["sides"]
+        detail = "shifted" if {"dilated", "eroded"} <= sides else "dilated" if "dilated" in sides else "eroded"
+        issues.append(Issue(sample_id, "boundary", int(cls), int(side["other"]), area, area * pixel_area,
+                            float(side["margin"]) / area, float(side["margin"]), _bbox(mask, scale), detail,
+                            length))
+    return issues
+
+
+def typical_width(issues_by_sample: Iterable[Iterable[Issue]]) -> float:
+    """The median over samples of the disputed band's mean width (px) along labelled outlines: the
+    boundary disagreement any sample shows (model imprecision), 0 when no sample shows any."""
+    widths = []
+    for issues in issues_by_sample:
+        rims = [i for i in issues if i.kind == "boundary"]
+        if rims:
+            widths.append(sum(i.evidence for i in rims) / sum(i.outline for i in rims))
+    return float(np.median(widths)) if widths else 0.0
+
+
+def evidence_by_kind(issues: Iterable[Issue], width: float) -> dict[str, float]:
+    """{kind: confidently wrong px of the sample} (0 where none): object kinds summed over their
+    issues; boundary issues only beyond ``width`` (px, see :func:`typical_width`) along their outline."""
+    out = dict.fromkeys(KINDS, 0.0)
+    for issue in issues:
+        if issue.kind == "boundary":
+            out["boundary"] += max(0.0, issue.evidence - width * issue.outline)
+        else:
+            out[issue.kind] += issue.evidence
+    return out
+
+
+def suspicion(evidence: dict[str, float]) -> tuple[float, str]:
+    """(the sample's largest evidence in px, its kind; "" when none): what the ranking sorts by."""
+    worst = max(KINDS, key=lambda k: evidence.get(k, 0.0))
+    return (evidence[worst], worst) if evidence.get(worst, 0.0) > 0 else (0.0, "")
+
+
+def label_quality(suspicion_px: float, object_area: float) -> float:
+    """1 / (1 + suspicion / typical object area): 1 for nothing suspicious, 0.5 when the confidently wrong
+    pixels add up to one typical object."""
+    return 1.0 / (1.0 + suspicion_px / max(object_area, 1.0))

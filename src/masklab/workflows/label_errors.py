@@ -1,0 +1,106 @@
+"""``find_label_errors``: rank a dataset's samples by how likely their masks are wrong, from out-of-fold
+predictions (``masklab cv``), and list each sample's suspected issues (see masklab.curation.label_errors).
+
+Streaming: one sample's probabilities and mask in memory at a time; the dataset-wide statistics
+(typical boundary band width, typical object area) need only the small per-sample issue lists.
+Outputs, keyed by sample id: ``label_errors.parquet`` (one row per sample, most suspicious first)
+and ``label_issues.parquet`` (one row per issue), written atomically and logged to an MLflow run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from masklab.errors import UserError
+
+SAMPLES_FILE = "label_errors.parquet"
+ISSUES_FILE = "label_issues.parquet"
+ARTIFACT_DIR = "label_errors"
+
+
+@dataclass
+class LabelErrors:
+    """``samples``: id, split, fold, rank, label_quality, suspicion (px), kind, issues, and the evidence
+    (px) of each kind, most suspicious first; ``issues``: one row per suspected issue."""
+
+    samples: Any  # pandas.DataFrame
+    issues: Any  # pandas.DataFrame
+    folder: Path
+    run_id: str | None = None
+
+    def top(self, k: int) -> Any:
+        return self.samples.head(k)
+
+
+def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | Path, run: Any = None,
+                      task: str = "semantic", min_area: int = 4, min_margin: float = 0.2) -> LabelErrors:
+    """Issues and label-quality scores of every sample with an out-of-fold prediction in ``out_of_fold``.
+
+    ``dataset``: the loaded Dataset those predictions were made for (its masks are compared, resized
+    to the predictions' size by nearest neighbour, as scoring at model resolution does).
+    ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run)."""
+    import cv2
+    import pandas as pd
+    from scipy import ndimage
+
+    from masklab.curation.label_errors import (
+        KINDS,
+        evidence_by_kind,
+        find_issues,
+        label_quality,
+        suspicion,
+        typical_width,
+    )
+    from masklab.curation.out_of_fold import OutOfFold
+    from masklab.files import atomic_write
+    from masklab.tasks import get_task
+
+    oof = OutOfFold(Path(out_of_fold))
+    by_id = {s.id: s for s in dataset.samples}
+    unknown = [i for i in oof.ids if i not in by_id]
+    if unknown:
+        raise UserError(f"{oof.folder}: {len(unknown)} out-of-fold predictions are of samples not in {dataset.root} "
+                        f"(e.g. {unknown[:3]}); were they made for another dataset?")
+    target = get_task(task)
+    ignore = dataset.class_table.ignore_index
+    found: dict[str, list] = {}
+    object_areas: list[int] = []
+    for item in oof:
+        sample = by_id[item.id]
+        label = target.label_map(dataset.root, sample)
+        h, w = item.array.shape[-2:]
+        if label.shape != (h, w):
+            label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+        found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
+                                     min_area=min_area, min_margin=min_margin)
+        things = (label != 0) & (label != ignore) if ignore is not None else label != 0
+        labels, n = ndimage.label(things)
+        object_areas.extend(np.bincount(labels.ravel(), minlength=n + 1)[1:].tolist())
+    width = typical_width(found.values())
+    typical_area = float(np.median(object_areas)) if object_areas else 1.0
+    rows = []
+    for sample_id, issues in found.items():
+        evidence = evidence_by_kind(issues, width)
+        worst, kind = suspicion(evidence)
+        sample = by_id[sample_id]
+        rows.append({"id": sample_id, "split": sample.split, "fold": oof.fold_of(sample_id),
+                     "label_quality": label_quality(worst, typical_area), "suspicion": worst, "kind": kind,
+                     "issues": len(issues), **{f"evidence/{k}": evidence[k] for k in KINDS}})
+    samples = pd.DataFrame(rows).sort_values(["suspicion", "id"], ascending=[False, True], kind="stable")
+    samples.insert(1, "rank", np.arange(1, len(samples) + 1))
+    issues = pd.DataFrame([i.row() for found_issues in found.values() for i in found_issues],
+                          columns=["sample_id", "kind", "label_class", "model_class", "area", "area_original",
+                                   "confidence", "evidence", "bbox", "detail", "outline"])
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write(folder / SAMPLES_FILE, lambda tmp: samples.to_parquet(tmp, index=False)),
+               atomic_write(folder / ISSUES_FILE, lambda tmp: issues.to_parquet(tmp, index=False))]
+    if run is not None:
+        run.files(written, ARTIFACT_DIR)
+        run.metrics({"label_errors/typical_band_width_px": width, "label_errors/typical_object_area_px": typical_area,
+                     "label_errors/samples_with_issues": float((samples["suspicion"] > 0).sum())})
+    return LabelErrors(samples.reset_index(drop=True), issues, folder, run.run_id if run is not None else None)

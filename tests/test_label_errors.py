@@ -1,0 +1,163 @@
+"""Label-error issues from out-of-fold probabilities: each planted kind is found, typed and located, and a
+missing object outranks the ordinary boundary disagreement every sample has."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from masklab.curation.label_errors import evidence_by_kind, find_issues, label_quality, suspicion, typical_width
+
+
+def confident(class_map: np.ndarray, classes: int = 3, p: float = 0.9) -> np.ndarray:
+    """(C, H, W) probabilities: ``p`` on the class of ``class_map``, the rest shared by the others."""
+    probs = np.full((classes, *class_map.shape), (1 - p) / (classes - 1), np.float32)
+    np.put_along_axis(probs, class_map[None].astype(np.int64), p, axis=0)
+    return probs.astype(np.float16)  # what cross-validation stores
+
+
+def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def scene() -> np.ndarray:
+    label = np.zeros((48, 64), np.uint8)
+    label[disc(label.shape, (14, 14), 7)] = 1
+    label[disc(label.shape, (30, 44), 9)] = 2
+    return label
+
+
+def kinds(issues) -> list[str]:
+    return sorted(i.kind for i in issues)
+
+
+def test_agreement_is_no_issue():
+    label = scene()
+    assert find_issues("a", confident(label), label, label.shape) == []
+
+
+def test_missing_object_is_found_where_it_is():
+    model = scene()
+    model[disc(model.shape, (38, 10), 5)] = 1  # an object the mask lacks
+    (issue,) = find_issues("a", confident(model), scene(), (96, 128))  # the image is twice the size
+    assert issue.kind == "missing_object" and (issue.label_class, issue.model_class) == (0, 1)
+    assert issue.area == disc(model.shape, (38, 10), 5).sum() and issue.area_original == 4 * issue.area
+    assert issue.bbox == (10, 66, 32, 88)  # x 5..15, y 33..43 (inclusive) at half size
+    assert issue.confidence == pytest.approx(0.85, abs=1e-3) and issue.evidence == pytest.approx(0.85 * issue.area,
+                                                                                                  rel=1e-3)
+
+
+def test_spurious_object_and_class_swap_are_typed_by_what_the_model_says():
+    label = scene()
+    label[disc(label.shape, (38, 10), 5)] = 1  # a blob drawn where nothing is
+    model = scene()
+    model[model == 2] = 1  # the model is sure the class-2 object is class 1
+    found = {i.kind: i for i in find_issues("a", confident(model), label, label.shape)}
+    assert sorted(found) == ["class_swap", "spurious_object"]
+    assert (found["class_swap"].label_class, found["class_swap"].model_class) == (2, 1)
+    assert (found["spurious_object"].label_class, found["spurious_object"].model_class) == (1, 0)
+
+
+@pytest.mark.parametrize("grow, detail", [(2, "dilated"), (-2, "eroded")])
+def test_a_mask_grown_or_shrunk_by_two_pixels_is_a_boundary_issue_about_two_pixels_wide(grow, detail):
+    model = scene()
+    label = model.copy()
+    obj = model == 2
+    changed = ndimage.binary_dilation(obj, iterations=abs(grow)) if grow > 0 else \
+        ndimage.binary_erosion(obj, iterations=-grow)
+    label[obj] = 0
+    label[changed] = 2
+    (issue,) = find_issues("a", confident(model), label, label.shape)
+    assert issue.kind == "boundary" and issue.detail == detail and issue.label_class == 2
+    assert 1.0 <= issue.width / 0.85 <= 3.0  # mean width of the disputed band, in px
+
+
+def test_ignored_and_barely_disputed_pixels_do_not_count():
+    model = scene()
+    model[disc(model.shape, (38, 10), 5)] = 1
+    label = scene()
+    label[disc(label.shape, (38, 10), 6)] = 255  # the region is ignore_index in the mask
+    assert find_issues("a", confident(model), label, label.shape, ignore_index=255) == []
+    # a model that prefers the object by a hair (0.45 vs 0.35) is no evidence
+    assert find_issues("a", confident(model, p=0.45), scene(), label.shape) == []
+
+
+def test_a_missing_object_outranks_the_boundary_noise_every_sample_has():
+    rng = np.random.default_rng(0)
+    issues = {}
+    for k in range(20):
+        model = scene()
+        label = model.copy()
+        obj = label == 1
+        label[ndimage.binary_dilation(obj, iterations=int(rng.integers(1, 3)))] = 1  # ordinary 1-2 px disagreement
+        if k == 7:
+            model[disc(model.shape, (40, 12), 4)] = 2  # the planted error: an object nobody drew
+        issues[f"s{k}"] = find_issues(f"s{k}", confident(model), label, label.shape)
+    width = typical_width(issues.values())
+    assert 0.85 <= width <= 2 * 0.85
+    scores = {s: suspicion(evidence_by_kind(found, width)) for s, found in issues.items()}
+    ranked = sorted(scores, key=lambda s: -scores[s][0])
+    assert ranked[0] == "s7" and scores["s7"][1] == "missing_object"
+    assert scores["s7"][0] > 2 * max(scores[s][0] for s in ranked[1:])
+    assert label_quality(0.0, 150) == 1.0 and label_quality(150, 150) == 0.5
+
+
+def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
+    """find_label_errors over stored out-of-fold predictions (here: confident copies of the clean masks), after
+    one mask on disk lost an object: that sample ranks first as a missing object, the tables are keyed by id and
+    logged to the cross-validation's run, and `masklab curate label-errors run_id=...` prints it first."""
+    import pandas as pd
+    from PIL import Image
+
+    from masklab.commands import curate
+    from masklab.config import compose
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+    from masklab.data.format import read_mask
+    from masklab.data.synth import synthesize
+    from masklab.tracking.runs import start_run
+
+    from conftest import in_project
+
+    dataset = synthesize(project / "data/synthetic", count=12, size=48, seed=3)
+    writer = OutOfFoldWriter(project / "oof", "model")
+    for k, sample in enumerate(dataset.samples):
+        writer.add(sample.id, k % 3, confident(read_mask(dataset.root / sample.mask), classes=4))
+    writer.close()
+    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
+    mask = read_mask(dataset.root / victim.mask).copy()
+    erased = int(np.unique(mask)[-1])
+    was_there = mask == erased
+    mask[was_there] = 0  # a person forgot to draw this object
+    Image.fromarray(mask).save(dataset.root / victim.mask)
+
+    uri = f"sqlite:///{project}/experiments/mlflow.db"
+    parent = start_run(uri, str(project / "experiments/mlartifacts"), "synthetic", "cv-3-folds",
+                       {"masklab.command": "cv", "masklab.out_of_fold": str(project / "oof"),
+                        "masklab.dataset_root": str(dataset.root)})
+    out = project / "experiments/runs/label-errors"
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        patch.setattr(curate, "hydra_output_dir", lambda: str(out))
+        curate.label_errors(compose("curate_label_errors", [f"run_id={parent.run_id}", "top=3",
+                                                            f"paths.output_dir={out}"]))
+    printed = capsys.readouterr().out.splitlines()
+    first = next(line for line in printed if line.strip().startswith("1 "))
+    assert victim.id in first and "missing_object" in first
+
+    samples = pd.read_parquet(out / "label_errors.parquet")
+    assert samples.iloc[0]["id"] == victim.id and samples.iloc[0]["kind"] == "missing_object"
+    assert samples.iloc[0]["label_quality"] < 0.5 and (samples.iloc[1:]["suspicion"] == 0).all()
+    assert sorted(samples["id"]) == sorted(s.id for s in dataset.samples)
+    issues = pd.read_parquet(out / "label_issues.parquet")
+    mine = issues[issues["sample_id"] == victim.id]
+    assert set(mine["kind"]) == {"missing_object"} and set(mine["model_class"]) == {erased}
+    parts = np.bincount(ndimage.label(was_there, np.ones((3, 3)))[0].ravel())[1:]
+    assert mine["area"].sum() == parts[parts >= 4].sum()  # every erased pixel (in regions of min_area), nothing else
+    for x0, y0, x1, y1 in mine["bbox"]:
+        assert was_there[y0:y1, x0:x1].any()
+    from mlflow.tracking import MlflowClient
+
+    logged = {f.path for f in MlflowClient(uri).list_artifacts(parent.run_id, "label_errors")}
+    assert logged == {"label_errors/label_errors.parquet", "label_errors/label_issues.parquet"}
