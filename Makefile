@@ -27,10 +27,11 @@ browser:
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
 # Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
-# a file's module fixtures together).
+# a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
+# first, see tests/conftest.py LONGEST_FIRST).
 test: setup browser
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

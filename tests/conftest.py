@@ -32,6 +32,20 @@ if "OMP_NUM_THREADS" in os.environ:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if a plugin imported torch before us
 
 REPO = Path(__file__).resolve().parents[1]
+# The slowest test modules (`pytest --durations=0`), scheduled first: under `--dist loadfile
+# --no-loadscope-reorder` (make test) each worker takes the next module in collection order, so the
+# modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
+# modules last, one worker alone on a 3-minute DVC module while the other had finished.
+LONGEST_FIRST = ("test_dvc_experiments.py", "test_dvc_pipeline.py", "test_preset_expected.py",
+                 "test_tracking_server.py", "test_registry.py", "test_sweep.py", "test_instance_task.py",
+                 "test_presets_data_cli.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 SHARED_DATASETS = Path(os.environ.get("MASKLAB_SHARED", REPO.parent / "shared")) / "datasets"
 MASKLAB = [sys.executable, "-m", "masklab.cli"]
 # Tiny runs: 32 px images, 2 epochs of 2 batches.

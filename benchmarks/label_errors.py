@@ -1,0 +1,257 @@
+"""Label-error ranking on planted noise: masklab's typed issues against cleanlab's softmin pixel scores, on the
+same out-of-fold predictions; then fix the top suspects and measure how much of the damage that undoes.
+
+    python benchmarks/label_errors.py [--datasets membrane kvasir_seg] [--size 96] [--folds 3] [--epochs 8]
+                                      [--noise 0.1] [--seed 0] [--workdir DIR] [--out FILE.json]
+
+Needs the benchmark extra (``pip install -e .[bench]``: cleanlab is AGPL-3.0, so never a run-time
+dependency) and ../shared/datasets. Per dataset:
+
+1. import it with masklab's importer (its own split: train / val / test);
+2. copy it and plant noise in ``--noise`` of the train + val samples (seeded): ``erased_object`` (one
+   connected object set to background), ``spurious_blob`` (an ellipse of a foreground class drawn on
+   background), ``dilated`` / ``eroded`` (the foreground grown or shrunk by ~4% of the image side),
+   ``shifted`` (the mask translated by ~6% of the side), ``class_swap`` (one object relabelled as
+   another foreground class; only where a dataset has two or more). The planted ids and types go to
+   ``planted.json``; ``data record-edits`` records the new masks;
+3. ``cv`` on the noisy copy (``--folds``, the dataset's preset at ``--size`` px for ``--epochs``);
+4. rank with ``find_label_errors`` (masklab) and ``cleanlab.segmentation.rank.get_label_quality_scores``
+   (softmin) on the same out-of-fold probabilities and masks (at the model's resolution); report
+   AUPRC, precision@k and recall@k (k = the number planted), overall and per noise type (a type's
+   positives against the clean samples);
+5. close the loop: restore masklab's top-k suspects from the clean copy (what a person does after review),
+   train once on the noisy, the fixed and the clean data with the same settings and report test mIoU
+   and the share of the noisy-to-clean gap the fix recovered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PRESETS = {"membrane": "unet-resnet18_membrane-256", "kvasir_seg": "unet-resnet18_kvasir_seg-160",
+           "dsb2018_nuclei_256": None}
+TYPES = ("erased_object", "spurious_blob", "dilated", "eroded", "shifted", "class_swap")
+
+
+def plant(mask: np.ndarray, kind: str, rng: np.random.Generator, foreground: list[int]) -> np.ndarray | None:
+    """A corrupted copy of ``mask`` (H, W) class ids, or None when ``kind`` cannot apply to it."""
+    import cv2
+    from scipy import ndimage
+
+    h, w = mask.shape
+    side = min(h, w)
+    fg = np.isin(mask, foreground)
+    out = mask.copy()
+    if kind in ("erased_object", "class_swap"):
+        labels, n = ndimage.label(fg)
+        if n == 0:
+            return None
+        sizes = np.bincount(labels.ravel())[1:]
+        big = np.flatnonzero(sizes >= max(16, 0.001 * h * w)) + 1
+        if not len(big):
+            return None
+        chosen = labels == rng.choice(big)
+        if kind == "erased_object":
+            out[chosen] = 0
+        else:
+            current = int(np.bincount(mask[chosen]).argmax())
+            others = [c for c in foreground if c != current]
+            if not others:
+                return None
+            out[chosen] = rng.choice(others)
+        return out
+    if kind == "spurious_blob":
+        free = ~ndimage.binary_dilation(fg, iterations=max(2, side // 50))
+        ys, xs = np.nonzero(free)
+        if not len(ys):
+            return None
+        i = rng.integers(len(ys))
+        axes = (int(rng.uniform(0.04, 0.1) * side), int(rng.uniform(0.04, 0.1) * side))
+        blob = np.zeros((h, w), np.uint8)
+        cv2.ellipse(blob, (int(xs[i]), int(ys[i])), axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        out[(blob > 0) & free] = int(rng.choice(foreground))
+        return out
+    if not fg.any():
+        return None
+    if kind in ("dilated", "eroded"):
+        r = max(2, round(0.04 * side))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        grown = (cv2.dilate if kind == "dilated" else cv2.erode)(mask, kernel)
+        changed = grown != mask
+        if not changed.any():
+            return None
+        out[changed] = grown[changed]
+        return out
+    if kind == "shifted":
+        d = max(3, round(0.06 * side))
+        dy, dx = (int(v) for v in rng.choice([-d, d], size=2))
+        return np.roll(np.roll(mask, dy, axis=0), dx, axis=1)
+    raise ValueError(kind)
+
+
+def plant_noise(root: Path, share: float, seed: int) -> dict[str, str]:
+    """Corrupt ``share`` of the train + val masks of the dataset at ``root`` in place; {id: type}."""
+    from PIL import Image
+
+    from masklab.data.edits import record_mask_edits
+    from masklab.data.format import load_dataset, read_mask
+
+    dataset = load_dataset(root)
+    foreground = [c for c in dataset.class_table.ids if c != 0]
+    kinds = [k for k in TYPES if k != "class_swap" or len(foreground) > 1]
+    rng = np.random.default_rng(seed)
+    covered = sorted((s for s in dataset.samples if s.split in ("train", "val") and s.labeled), key=lambda s: s.id)
+    chosen = rng.permutation(len(covered))
+    wanted = round(share * len(covered))
+    planted: dict[str, str] = {}
+    for index in chosen:
+        if len(planted) == wanted:
+            break
+        sample = covered[index]
+        kind = kinds[len(planted) % len(kinds)]
+        corrupted = plant(read_mask(root / sample.mask), kind, rng, foreground)
+        if corrupted is not None:
+            Image.fromarray(corrupted.astype(np.uint8)).save(root / sample.mask)
+            planted[sample.id] = kind
+    record_mask_edits(root)
+    return planted
+
+
+def ranking_metrics(scores: dict[str, float], planted: dict[str, str]) -> dict[str, dict[str, float]]:
+    """AUPRC, precision@k, recall@k (k = positives) overall and per type; higher score = more suspicious."""
+    from sklearn.metrics import average_precision_score
+
+    ids = sorted(scores)
+    out = {}
+    for name in ["overall", *sorted(set(planted.values()))]:
+        pool = [i for i in ids if i not in planted or name == "overall" or planted[i] == name]
+        y = np.array([i in planted for i in pool])
+        s = np.array([scores[i] for i in pool])
+        k = int(y.sum())
+        top = np.argsort(-s, kind="stable")[:k]
+        hits = int(y[top].sum())
+        out[name] = {"positives": k, "auprc": float(average_precision_score(y, s)), "precision_at_k": hits / k,
+                     "recall_at_k": hits / k}
+    return out
+
+
+def cleanlab_scores(oof_folder: Path, dataset) -> dict[str, float]:
+    """1 - cleanlab's softmin label quality per sample (higher = more suspicious) on the same probabilities."""
+    import cv2
+    from cleanlab.segmentation.rank import get_label_quality_scores
+
+    from masklab.curation.out_of_fold import OutOfFold
+    from masklab.data.format import read_mask
+
+    oof = OutOfFold(oof_folder)
+    by_id = {s.id: s for s in dataset.samples}
+    probs, labels = [], []
+    for item in oof:
+        h, w = item.array.shape[-2:]
+        probs.append(item.array.astype(np.float32))
+        labels.append(cv2.resize(read_mask(dataset.root / by_id[item.id].mask), (w, h),
+                                 interpolation=cv2.INTER_NEAREST))
+    quality, _ = get_label_quality_scores(np.stack(labels), np.stack(probs), method="softmin", verbose=False)
+    return {i: 1.0 - float(q) for i, q in zip(oof.ids, quality)}
+
+
+def train_and_test(overrides: list[str], folder: Path) -> float:
+    """Test mIoU of one training with ``overrides``."""
+    from masklab.config import compose
+    from masklab.workflows import fit
+
+    fitted = fit(compose("train", [*overrides, "evaluate_after=true"]), folder)
+    return float(fitted.evaluations["test"].metrics["eval/test/mIoU"])
+
+
+def run_dataset(name: str, a: argparse.Namespace) -> dict:
+    from masklab.config import compose
+    from masklab.data.format import load_dataset, read_manifest
+    from masklab.workflows import cross_validate, find_label_errors, import_dataset
+
+    started = time.perf_counter()
+    data = Path("data")
+    if not (data / name).is_dir():
+        import_dataset(compose("data_import", [f"source={name}", "write_conf=false"]))
+    noisy, fixed = f"{name}_noisy", f"{name}_fixed"
+    for copy in (noisy, fixed):
+        shutil.rmtree(data / copy, ignore_errors=True)
+    shutil.copytree(data / name, data / noisy)
+    planted = plant_noise(data / noisy, a.noise, a.seed)
+    base = [f"experiment={PRESETS[name]}", f"data.image_size={a.size}", f"trainer.max_epochs={a.epochs}",
+            "trainer.enable_progress_bar=false", f"seed={a.seed}"]
+    cv = cross_validate(compose("cv", [*base, f"data.name={noisy}", f"cv.folds={a.folds}", "evaluate_after=false"]),
+                        Path("runs") / name / "cv")
+    dataset = load_dataset(data / noisy)
+    found = find_label_errors(cv.out_of_fold, dataset, Path("runs") / name / "label_errors")
+    ours = dict(zip(found.samples["id"], found.samples["suspicion"]))
+    theirs = cleanlab_scores(cv.out_of_fold, dataset)
+    k = len(planted)
+    flagged = list(found.samples["id"][:k])
+    # The fix: the flagged samples' masks back from the clean copy, recorded as edits.
+    shutil.copytree(data / noisy, data / fixed)
+    clean_rows = {s.id: s for s in read_manifest(data / name)}
+    for sample_id in flagged:
+        shutil.copyfile(data / name / clean_rows[sample_id].mask, data / fixed / clean_rows[sample_id].mask)
+    from masklab.data.edits import record_mask_edits
+
+    record_mask_edits(data / fixed)
+    miou = {which: train_and_test([*base, f"data.name={dataset_name}"], Path("runs") / name / which)
+            for which, dataset_name in (("noisy", noisy), ("fixed", fixed), ("clean", name))}
+    gap = miou["clean"] - miou["noisy"]
+    return {
+        "dataset": name, "samples_cv": len(cv.per_sample), "planted": k,
+        "planted_by_type": {t: list(planted.values()).count(t) for t in sorted(set(planted.values()))},
+        "cv_mIoU": [cv.mean("mIoU"), cv.std("mIoU")],
+        "masklab": ranking_metrics(ours, planted), "cleanlab": ranking_metrics(theirs, planted),
+        "fixed_true_errors": sum(i in planted for i in flagged),
+        "test_mIoU": miou, "gap_recovered": (miou["fixed"] - miou["noisy"]) / gap if gap > 0 else float("nan"),
+        "minutes": (time.perf_counter() - started) / 60,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--datasets", nargs="+", default=["membrane", "kvasir_seg"], choices=[k for k, v in PRESETS.items()
+                                                                                          if v])
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--noise", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=REPO / "experiments" / "bench-label-errors")
+    p.add_argument("--out", type=Path, default=None)
+    a = p.parse_args()
+    os.environ.setdefault("MASKLAB_SHARED", str(REPO.parent / "shared"))
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    os.environ["MASKLAB_ROOT"] = str(a.workdir)
+    os.chdir(a.workdir)
+    results = []
+    for name in a.datasets:
+        r = run_dataset(name, a)
+        results.append(r)
+        print(f"\n{name}: {r['planted']} planted {r['planted_by_type']}; cv mIoU {r['cv_mIoU'][0]:.4f} ± "
+              f"{r['cv_mIoU'][1]:.4f}; {r['minutes']:.1f} min")
+        print(f"{'type':<16} {'n':>3}  {'AUPRC ours':>10} {'cleanlab':>9}  {'P@k ours':>8} {'cleanlab':>9}")
+        for t, m in r["masklab"].items():
+            c = r["cleanlab"][t]
+            print(f"{t:<16} {m['positives']:>3}  {m['auprc']:>10.3f} {c['auprc']:>9.3f}  {m['precision_at_k']:>8.3f} "
+                  f"{c['precision_at_k']:>9.3f}")
+        mi = r["test_mIoU"]
+        print(f"fixed top-{r['planted']} ({r['fixed_true_errors']} true errors): test mIoU noisy {mi['noisy']:.4f}, "
+              f"fixed {mi['fixed']:.4f}, clean {mi['clean']:.4f}; gap recovered {r['gap_recovered']:.2f}", flush=True)
+        if a.out:
+            a.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
