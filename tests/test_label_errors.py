@@ -161,3 +161,64 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
 
     logged = {f.path for f in MlflowClient(uri).list_artifacts(parent.run_id, "label_errors")}
     assert logged == {"label_errors/label_errors.parquet", "label_errors/label_issues.parquet"}
+
+
+def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_versions(project, capsys):
+    """Suspects marked needs_review (a review list, the manifest committed as a DVC data version); the person
+    fixes the mask; `data record-edits` marks it fixed and commits the next version; git sees both."""
+    import pandas as pd
+    from PIL import Image
+
+    from masklab.commands import curate
+    from masklab.commands.data import record_edits
+    from masklab.config import compose
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+    from masklab.data.edits import record_mask_edits
+    from masklab.data.format import read_manifest, read_mask
+    from masklab.data.synth import synthesize
+
+    from conftest import in_project
+    from dvc_project import dvc, git
+
+    git("init", "-q", "-b", "main", cwd=project)
+    dvc("init", "-q", cwd=project)
+    dataset = synthesize(project / "data/synthetic", count=8, size=48, seed=5)
+    writer = OutOfFoldWriter(project / "oof", "model")
+    for sample in dataset.samples:
+        writer.add(sample.id, 0, confident(read_mask(dataset.root / sample.mask), classes=4))
+    writer.close()
+    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
+    clean = read_mask(dataset.root / victim.mask).copy()
+    broken = clean.copy()
+    broken[broken == np.unique(clean)[-1]] = 0
+    Image.fromarray(broken).save(dataset.root / victim.mask)
+    record_mask_edits(dataset.root)  # the error is part of the tracked data
+    (project / ".gitignore").write_text("experiments/\n")
+    dvc("add", "-q", "data/synthetic", cwd=project)
+    git("add", "-A", cwd=project)
+    git("commit", "-qm", "data v1", cwd=project)
+
+    out = project / "experiments/runs/review"
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        patch.setattr(curate, "hydra_output_dir", lambda: str(out))
+        curate.label_errors(compose("curate_label_errors", [f"out_of_fold={project / 'oof'}",
+                                                            f"data_root={dataset.root}", "review_top=1",
+                                                            f"paths.output_dir={out}"]))
+    assert {s.id: s.status for s in read_manifest(dataset.root)}[victim.id] == "needs_review"
+    assert list(pd.read_csv(out / "review.csv")["id"]) == [victim.id]
+    assert "up to date" in dvc("status", "data/synthetic.dvc", cwd=project).stdout  # committed by the command
+    assert git("status", "--porcelain", cwd=project).splitlines() == ["M data/synthetic.dvc"]  # (stripped)
+    git("commit", "-qam", "data v2: marked for review", cwd=project)
+
+    Image.fromarray(clean).save(dataset.root / victim.mask)  # the person's fix
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        record_edits(compose("data_record_edits", [f"data.root={dataset.root}"]))
+    assert f"recorded 1 edited mask(s): {victim.id}" in capsys.readouterr().out
+    rows = {s.id: s for s in read_manifest(dataset.root)}
+    assert rows[victim.id].status == "fixed" and sum(s.status == "fixed" for s in rows.values()) == 1
+    assert "up to date" in dvc("status", "data/synthetic.dvc", cwd=project).stdout
+    git("commit", "-qam", "data v3: fixed", cwd=project)
+    assert len(git("log", "--oneline", "--", "data/synthetic.dvc", cwd=project).splitlines()) == 3

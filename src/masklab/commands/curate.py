@@ -49,3 +49,30 @@ def label_errors(cfg: DictConfig) -> None:
                      f"{row.fold:>4}  {row.id}   ({where})")
     lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
     result("\n".join(lines), __name__)
+    if int(cfg.review_top) > 0:
+        mark_for_review(Path(root), found, int(cfg.review_top))
+
+
+def mark_for_review(root: Path, found, count: int) -> None:
+    """Mark the ``count`` most suspicious samples (with any issue) ``needs_review`` in the manifest, write the
+    review list (``review.csv``: id, image, mask, kind, label quality, region) and commit the data version."""
+    import pandas as pd
+
+    from masklab.commands.data import commit_data_version
+    from masklab.data.edits import mark_status
+    from masklab.data.format import read_manifest
+    from masklab.files import atomic_write
+
+    picked = found.samples[found.samples["suspicion"] > 0].head(count)
+    rows = {s.id: s for s in read_manifest(root)}
+    worst = found.issues.sort_values("evidence", ascending=False).drop_duplicates("sample_id").set_index("sample_id")
+    listing = pd.DataFrame([{"id": r.id, "image": rows[r.id].image, "mask": rows[r.id].mask, "kind": r.kind,
+                             "label_quality": r.label_quality,
+                             "region": list(worst.loc[r.id, "bbox"]) if r.id in worst.index else None}
+                            for r in picked.itertuples(index=False)])
+    path = atomic_write(found.folder / "review.csv", lambda tmp: listing.to_csv(tmp, index=False))
+    changed = mark_status(root, list(picked["id"]), "needs_review")
+    result(f"Marked {len(changed)} sample(s) needs_review in {root / 'manifest.jsonl'}; review list: {path}. "
+           f"After fixing their masks: `masklab data record-edits data.root={root}` marks them fixed.", __name__)
+    if changed:
+        commit_data_version(root)

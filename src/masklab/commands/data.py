@@ -62,11 +62,7 @@ def check(cfg: DictConfig) -> None:
 
 
 def record_edits(cfg: DictConfig) -> None:
-    import subprocess
-    import sys
-
     from masklab.data.edits import record_mask_edits
-    from masklab.data.versioning import dvc_hash
 
     root = Path(cfg.data.root)
     if not root.is_dir():
@@ -76,10 +72,21 @@ def record_edits(cfg: DictConfig) -> None:
         result(f"{root}: no mask differs from its manifest checksum; nothing to record", __name__)
         return
     result(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}", __name__)
+    commit_data_version(root)
+
+
+def commit_data_version(root: Path) -> None:
+    """``dvc commit`` the dataset folder when DVC tracks it (else say how to start tracking it): the
+    manifest or masks changed on purpose, and this is the new data version."""
+    import subprocess
+    import sys
+
+    from masklab.data.versioning import dvc_hash
+
     if dvc_hash(root) is None:
         log.info("DVC does not track %s: `dvc add %s` records this data version.", root, root)
         return
-    # Commit at once: a `dvc repro` before it would check the recorded (unfixed) version back out.
+    # Commit at once: a `dvc repro` before it would check the recorded (older) version back out.
     done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(root)],
                           capture_output=True, text=True)
     if done.returncode != 0:

@@ -31,7 +31,7 @@ class MaskEditError(UserError):
 
 def record_mask_edits(root: Path) -> list[str]:
     """Record the new sha256 of every mask or objects file that changed on disk; returns the changed
-    sample ids (each once, in manifest order).
+    sample ids (each once, in manifest order). A changed sample marked ``needs_review`` becomes ``fixed``.
 
     Raises MaskEditError (manifest unchanged) when a changed file fails the dataset check. Per-object
     PNGs have no checksum of their own; their problems count when their objects file changed.
@@ -49,6 +49,8 @@ def record_mask_edits(root: Path) -> list[str]:
                 if digest != getattr(s, sha_field):
                     setattr(s, sha_field, digest)
                     changed[rel] = s.id
+                    if s.status == "needs_review":
+                        s.status = "fixed"  # reviewed and corrected: the review loop's last step
     if not changed:
         return []
     write_manifest(root, samples)
@@ -63,3 +65,25 @@ def record_mask_edits(root: Path) -> list[str]:
         atomic_write(manifest, lambda tmp: tmp.write_bytes(original))
         raise MaskEditError(errors)
     return list(dict.fromkeys(changed.values()))
+
+
+def mark_status(root: Path, ids: list[str], status: str) -> list[str]:
+    """Set the manifest ``status`` of the samples ``ids`` (atomically; every other key kept); returns the ids
+    whose status changed. Unknown ids or statuses are a UserError and nothing is written."""
+    from masklab.data.format import STATUSES
+
+    if status not in STATUSES:
+        raise UserError(f"status={status}: expected one of {list(STATUSES)}")
+    samples = read_manifest(root)
+    known = {s.id for s in samples}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise UserError(f"{Path(root) / MANIFEST_FILE}: no sample {unknown[:5]}" + (" ..." if len(unknown) > 5 else ""))
+    wanted = set(ids)
+    changed = [s.id for s in samples if s.id in wanted and s.status != status]
+    for s in samples:
+        if s.id in wanted:
+            s.status = status
+    if changed:
+        write_manifest(root, samples)
+    return changed
