@@ -132,7 +132,8 @@ def test_unknown_keys_survive_load_and_every_rewrite(tmp_path: Path) -> None:
     write_manifest(root, ds.samples)
     assert (root / "manifest.jsonl").read_text() == before
 
-    # Hand edits: a mask and an objects file change; record_mask_edits updates only their checksums.
+    # Hand edits: a mask and an objects file change; record_mask_edits updates only their checksums, and an
+    # edited sample that was marked needs_review is now fixed (the review loop's last step).
     edited = union_mask(two_objects())
     edited[0, 0] = 2
     Image.fromarray(edited).save(root / "masks/a.png")
@@ -144,6 +145,8 @@ def test_unknown_keys_survive_load_and_every_rewrite(tmp_path: Path) -> None:
     after = read_rows(root)
     assert after[0]["mask_sha256"] == file_sha256(root / "masks/a.png")
     assert after[1]["objects_sha256"] == file_sha256(objects_file)
+    assert after[1]["status"] == "fixed"
+    rows[1]["status"] = "fixed"
     for old, new in zip(rows, after):
         assert {k: v for k, v in new.items() if not k.endswith("sha256")} == {
             k: v for k, v in old.items() if not k.endswith("sha256")
