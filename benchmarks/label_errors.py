@@ -191,6 +191,8 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
     has_test = bool(load_dataset(data / name).labeled("test"))
     covered, held = (["train", "val"], "test") if has_test else (["train"], "val")
     planted = plant_noise(data / noisy, a.noise, a.seed, covered)
+    (Path("runs") / name).mkdir(parents=True, exist_ok=True)
+    (Path("runs") / name / "planted.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
     base = [f"experiment={PRESETS[name]}", f"data.image_size={per_dataset(a.size, name)}",
             f"trainer.max_epochs={per_dataset(a.epochs, name)}",
             "trainer.enable_progress_bar=false", f"seed={a.seed}"]
@@ -202,6 +204,9 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
     ours = dict(zip(found.samples["id"], found.samples["suspicion"]))
     theirs = cleanlab_scores(cv.out_of_fold, dataset)
     k = len(planted)
+    ranking = {"masklab": ranking_metrics(ours, planted), "cleanlab": ranking_metrics(theirs, planted)}
+    # Written before the loop's three trainings, so the ranking survives an interrupted run.
+    (Path("runs") / name / "ranking.json").write_text(json.dumps(ranking, indent=1))
     flagged = list(found.samples["id"][:k])
     # The fix: the flagged samples' masks back from the clean copy, recorded as edits.
     shutil.copytree(data / noisy, data / fixed)
@@ -218,7 +223,7 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
         "dataset": name, "samples_cv": len(cv.per_sample), "planted": k,
         "planted_by_type": {t: list(planted.values()).count(t) for t in sorted(set(planted.values()))},
         "cv_mIoU": [cv.mean("mIoU"), cv.std("mIoU")],
-        "masklab": ranking_metrics(ours, planted), "cleanlab": ranking_metrics(theirs, planted),
+        **ranking,
         "fixed_true_errors": sum(i in planted for i in flagged),
         "scored_on": held, "test_mIoU": miou,
         "gap_recovered": (miou["fixed"] - miou["noisy"]) / gap if gap > 0 else float("nan"),
