@@ -20,9 +20,8 @@ A sample's suspicion is its confidently wrong pixels of the worst kind: for obje
 their evidence; for boundaries only what exceeds the band every sample shows (the dataset's median
 band width times the outline's length), since a 1-2 px disagreement along every outline is model
 imprecision, not a label error. ``label_quality = 1 / (1 + suspicion / typical object area)``
-(1 = nothing suspicious). Why not cleanlab's pixel self-confidence: it has no notion of objects,
-so one erased object and a thin disagreement over the whole outline look alike (see
-benchmarks/label_errors.py).
+(1 = nothing suspicious). Unlike cleanlab's pixel self-confidence, this knows objects; on planted noise
+it does not rank better yet (docs/benchmarks.md, "Label errors on planted noise").
 
 Memory: one sample's probabilities at a time; the dataset-wide statistics need only the small
 per-sample evidence table.
