@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from scratch import REPO, enter_scratch_project
+
 PRESETS = {"kvasir_seg": ("unet-resnet18_kvasir_seg-160", 4, "test"),
            "membrane": ("unet-resnet18_membrane-256", 30, "val")}
 HEADLINES = ("mIoU", "mDice", "mBoundaryIoU", "pixel_acc")
@@ -75,10 +75,7 @@ def main() -> None:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    os.environ.setdefault("MASKLAB_SHARED", str(REPO.parent / "shared"))
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["MASKLAB_ROOT"] = str(a.workdir)
-    os.chdir(a.workdir)
+    enter_scratch_project(a.workdir)
     results = {}
     print(f"{'dataset':<11} {'split':<5} {'resolution':<10} " + " ".join(f"{h:>12}" for h in HEADLINES)
           + f" {'s/image':>8}")

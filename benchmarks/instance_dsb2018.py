@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
+from scratch import REPO, enter_scratch_project
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET = "dsb2018_nuclei_256"
 ARMS = {
     "maskrcnn": ["experiment=maskrcnn-mobilenetv3_dsb2018_nuclei_256-256"],
@@ -139,11 +138,7 @@ def main() -> None:
     p.add_argument("--retrain", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    os.environ.setdefault("MASKLAB_SHARED", str(REPO.parent / "shared"))
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["MASKLAB_ROOT"] = str(a.workdir)
-    os.chdir(a.workdir)
+    enter_scratch_project(a.workdir)
     from masklab.config import compose
     from masklab.data.format import load_dataset
     from masklab.workflows import import_dataset

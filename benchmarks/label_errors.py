@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from scratch import REPO, enter_scratch_project
 
-REPO = Path(__file__).resolve().parents[1]
 PRESETS = {"membrane": "unet-resnet18_membrane-256", "kvasir_seg": "unet-resnet18_kvasir_seg-160",
            "dsb2018_nuclei_256": None}
 TYPES = ("erased_object", "spurious_blob", "dilated", "eroded", "shifted", "class_swap")
@@ -146,20 +145,19 @@ def ranking_metrics(scores: dict[str, float], planted: dict[str, str]) -> dict[s
 
 def cleanlab_scores(oof_folder: Path, dataset) -> dict[str, float]:
     """1 - cleanlab's softmin label quality per sample (higher = more suspicious) on the same probabilities."""
-    import cv2
     from cleanlab.segmentation.rank import get_label_quality_scores
 
     from masklab.curation.out_of_fold import OutOfFold
-    from masklab.data.format import read_mask
+    from masklab.tasks import get_task
+    from masklab.workflows.label_errors import label_at
 
     oof = OutOfFold(oof_folder)
     by_id = {s.id: s for s in dataset.samples}
+    semantic = get_task("semantic")
     probs, labels = [], []
     for item in oof:
-        h, w = item.array.shape[-2:]
         probs.append(item.array.astype(np.float32))
-        labels.append(cv2.resize(read_mask(dataset.root / by_id[item.id].mask), (w, h),
-                                 interpolation=cv2.INTER_NEAREST))
+        labels.append(label_at(semantic, dataset.root, by_id[item.id], item.array.shape[-2:]))
     quality, _ = get_label_quality_scores(np.stack(labels), np.stack(probs), method="softmin", verbose=False)
     return {i: 1.0 - float(q) for i, q in zip(oof.ids, quality)}
 
@@ -256,11 +254,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=REPO / "experiments" / "bench-label-errors")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
-    os.environ.setdefault("MASKLAB_SHARED", str(REPO.parent / "shared"))
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    a.workdir.mkdir(parents=True, exist_ok=True)
-    os.environ["MASKLAB_ROOT"] = str(a.workdir)
-    os.chdir(a.workdir)
+    enter_scratch_project(a.workdir)
     results = []
     for name in a.datasets:
         r = run_dataset(name, a)

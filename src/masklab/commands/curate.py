@@ -35,7 +35,8 @@ def label_errors(cfg: DictConfig) -> None:
                         "data_root=<dataset folder>")
     if not Path(root).is_dir():
         raise UserError(f"dataset {root} (the one cross-validated) does not exist here")
-    found = find_label_errors(oof, load_dataset(root), hydra_output_dir(), run, min_area=int(cfg.min_area),
+    dataset = load_dataset(root)
+    found = find_label_errors(oof, dataset, hydra_output_dir(), run, min_area=int(cfg.min_area),
                               min_margin=float(cfg.min_margin))
     top = found.top(int(cfg.top))
     issues = found.issues
@@ -50,21 +51,21 @@ def label_errors(cfg: DictConfig) -> None:
     lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
     result("\n".join(lines), __name__)
     if int(cfg.review_top) > 0:
-        mark_for_review(Path(root), found, int(cfg.review_top))
+        mark_for_review(dataset, found, int(cfg.review_top))
 
 
-def mark_for_review(root: Path, found, count: int) -> None:
+def mark_for_review(dataset, found, count: int) -> None:
     """Mark the ``count`` most suspicious samples (with any issue) ``needs_review`` in the manifest, write the
     review list (``review.csv``: id, image, mask, kind, label quality, region) and commit the data version."""
     import pandas as pd
 
     from masklab.commands.data import commit_data_version
     from masklab.data.edits import mark_status
-    from masklab.data.format import read_manifest
     from masklab.files import atomic_write
 
+    root = dataset.root
     picked = found.samples[found.samples["suspicion"] > 0].head(count)
-    rows = {s.id: s for s in read_manifest(root)}
+    rows = {s.id: s for s in dataset.samples}
     worst = found.issues.sort_values("evidence", ascending=False).drop_duplicates("sample_id").set_index("sample_id")
     listing = pd.DataFrame([{"id": r.id, "image": rows[r.id].image, "mask": rows[r.id].mask, "kind": r.kind,
                              "label_quality": r.label_quality,

@@ -108,7 +108,8 @@ def find_issues(sample_id: str, probs: np.ndarray, label: np.ndarray, original_s
     issues: list[Issue] = []
     rim: dict[int, dict[str, object]] = {}  # per labelled class: boundary regions
     objects = {c: ndimage.label(safe_label == c, eight)[0] for c in np.unique(safe_label[disputed]) if c != background}
-    for a, b in sorted({(int(x), int(y)) for x, y in zip(safe_label[disputed], pred[disputed])}):
+    pairs = np.unique(np.stack([safe_label[disputed], pred[disputed]], axis=1), axis=0)  # (labelled, predicted)
+    for a, b in (tuple(int(v) for v in pair) for pair in pairs):
         regions, n = ndimage.label(disputed & (safe_label == a) & (pred == b), eight)
         for r in range(1, n + 1):
             region = regions == r

@@ -36,6 +36,16 @@ class LabelErrors:
         return self.samples.head(k)
 
 
+def label_at(task: Any, root: Path, sample: Any, size: tuple[int, int]) -> np.ndarray:
+    """(h, w) class ids of ``sample``'s target at an out-of-fold prediction's ``size`` = (h, w): nearest
+    neighbour, as scoring at model resolution resizes masks."""
+    import cv2
+
+    label = task.label_map(root, sample)
+    h, w = size
+    return label if label.shape == (h, w) else cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
 def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | Path, run: Any = None,
                       task: str = "semantic", min_area: int = 4, min_margin: float = 0.2) -> LabelErrors:
     """Issues and label-quality scores of every sample with an out-of-fold prediction in ``out_of_fold``.
@@ -43,7 +53,6 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     ``dataset``: the loaded Dataset those predictions were made for (its masks are compared, resized
     to the predictions' size by nearest neighbour, as scoring at model resolution does).
     ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run)."""
-    import cv2
     import pandas as pd
     from scipy import ndimage
 
@@ -71,10 +80,7 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     object_areas: list[int] = []
     for item in oof:
         sample = by_id[item.id]
-        label = target.label_map(dataset.root, sample)
-        h, w = item.array.shape[-2:]
-        if label.shape != (h, w):
-            label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+        label = label_at(target, dataset.root, sample, item.array.shape[-2:])
         found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
                                      min_area=min_area, min_margin=min_margin)
         things = (label != 0) & (label != ignore) if ignore is not None else label != 0
