@@ -42,12 +42,14 @@ def label_errors(cfg: DictConfig) -> None:
     issues = found.issues
     lines = [f"Most likely label errors of {root} ({len(found.samples)} samples; label quality 1 = nothing "
              "suspicious):",
-             f"{'rank':>4}  {'quality':>7}  {'kind':<16} {'px':>7}  {'fold':>4}  id   (region x0,y0,x1,y1)"]
+             f"{'rank':>4}  {'quality':>7}  {'suspicion':>9}  {'disputed share':<22} {'kind':<16} {'fold':>4}  id   "
+             "(region x0,y0,x1,y1)"]
     for row in top.itertuples(index=False):
         mine = issues[(issues["sample_id"] == row.id) & (issues["kind"] == row.kind)]
         where = ",".join(map(str, mine.sort_values("evidence").iloc[-1]["bbox"])) if len(mine) else "-"
-        lines.append(f"{row.rank:>4}  {row.label_quality:>7.3f}  {row.kind or '-':<16} {row.suspicion:>7.1f}  "
-                     f"{row.fold:>4}  {row.id}   ({where})")
+        share = f"{getattr(row, row.side):.2f} {row.side}"
+        lines.append(f"{row.rank:>4}  {row.label_quality:>7.3f}  {row.suspicion:>9.3f}  {share:<22} "
+                     f"{row.kind or '-':<16} {row.fold:>4}  {row.id}   ({where})")
     lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
     result("\n".join(lines), __name__)
     if int(cfg.review_top) > 0:
@@ -64,7 +66,7 @@ def mark_for_review(dataset, found, count: int) -> None:
     from masklab.files import atomic_write
 
     root = dataset.root
-    picked = found.samples[found.samples["suspicion"] > 0].head(count)
+    picked = found.samples[found.samples["issues"] > 0].head(count)
     rows = {s.id: s for s in dataset.samples}
     worst = found.issues.sort_values("evidence", ascending=False).drop_duplicates("sample_id").set_index("sample_id")
     listing = pd.DataFrame([{"id": r.id, "image": rows[r.id].image, "mask": rows[r.id].mask, "kind": r.kind,

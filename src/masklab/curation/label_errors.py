@@ -172,13 +172,72 @@ def evidence_by_kind(issues: Iterable[Issue], width: float) -> dict[str, float]:
     return out
 
 
-def suspicion(evidence: dict[str, float]) -> tuple[float, str]:
-    """(the sample's largest evidence in px, its kind; "" when none): what the ranking sorts by."""
-    worst = max(KINDS, key=lambda k: evidence.get(k, 0.0))
-    return (evidence[worst], worst) if evidence.get(worst, 0.0) > 0 else (0.0, "")
+def disagreement(probs: np.ndarray, label: np.ndarray, ignore_index: int | None = None, background: int = 0,
+                 min_area: int = 4, floor: float = 0.1, prior_share: float = 0.01) -> dict[str, float]:
+    """The two shares of a sample's mask that the out-of-fold model disputes, each in [0, 1].
+
+    probs: (C, h, w) class probabilities; label: (h, w) class ids at the same size.
+
+    - ``unsupported``: of the labelled objects (connected regions of one foreground class, at least
+      ``min_area`` px), the largest share the model does not see: 1 - mean P(labelled class) over the
+      object. A blob drawn where nothing is, a mask grown past the object, a shifted or swapped object.
+    - ``unlabelled``: the share of the model's foreground mass that the mask does not label with that
+      class: an object nobody drew, an outline drawn too tight. A pixel's mass is its foreground class
+      probability above ``floor`` (the diffuse low probabilities a softmax spreads over every pixel are
+      not an object); ``prior_share`` of the image's pixels is added to the denominator so that a model
+      that sees (almost) nothing in an empty mask is no evidence.
+
+    Both are shares, not pixel counts, so a small object wrongly drawn counts as much as a large one.
+    """
+    from scipy import ndimage
+
+    probs = np.asarray(probs, dtype=np.float32)
+    classes = probs.shape[0]
+    valid = label != ignore_index if ignore_index is not None else np.ones(label.shape, bool)
+    eight = np.ones((3, 3), bool)
+    unsupported = 0.0
+    outside = inside = 0.0
+    for c in range(classes):
+        if c == background:
+            continue
+        mine = valid & (label == c)
+        p = probs[c]
+        mass = np.maximum(p - floor, 0.0)
+        inside += float(mass[mine].sum())
+        outside += float(mass[valid & ~mine].sum())
+        if not mine.any():
+            continue
+        objects, n = ndimage.label(mine, eight)
+        areas = np.bincount(objects.ravel(), minlength=n + 1)
+        support = np.bincount(objects.ravel(), weights=p.ravel(), minlength=n + 1)
+        big = np.flatnonzero(areas[1:] >= min_area) + 1
+        if len(big):
+            unsupported = max(unsupported, float(1.0 - (support[big] / areas[big]).min()))
+    prior = prior_share * float(valid.sum())
+    return {"unsupported": unsupported, "unlabelled": outside / (inside + outside + prior) if outside > 0 else 0.0}
 
 
-def label_quality(suspicion_px: float, object_area: float) -> float:
-    """1 / (1 + suspicion / typical object area): 1 for nothing suspicious, 0.5 when the confidently wrong
-    pixels add up to one typical object."""
-    return 1.0 / (1.0 + suspicion_px / max(object_area, 1.0))
+SIDES = {"unsupported": ("spurious_object", "class_swap", "boundary"), "unlabelled": ("missing_object", "boundary")}
+
+
+def suspicion(shares: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(suspicion, side) per sample from ``shares`` = {side: (N,) shares} over the whole dataset.
+
+    Each side is first turned into its percentile among the dataset's samples (0-1, ties averaged),
+    because the two sides live on different scales (a model that over-segments disputes many masks'
+    ``unlabelled`` share a little) and only an unusual share is evidence; a sample's suspicion is its
+    higher percentile, and ``side`` says which one."""
+    import pandas as pd
+
+    names = list(SIDES)
+    ranks = np.stack([pd.Series(np.asarray(shares[n], float)).rank(pct=True).to_numpy() for n in names])
+    if not ranks.size:
+        return np.zeros(0), np.array([], dtype=object)
+    return ranks.max(axis=0), np.array(names, dtype=object)[ranks.argmax(axis=0)]
+
+
+def worst_kind(evidence: dict[str, float], side: str) -> str:
+    """The kind of issue with the most evidence among those ``side`` covers ("" when the sample has none
+    there: the model disputes the mask, but below ``min_margin`` or in regions under ``min_area``)."""
+    kinds = [k for k in SIDES[side] if evidence.get(k, 0.0) > 0]
+    return max(kinds, key=lambda k: evidence[k]) if kinds else ""

@@ -2,7 +2,7 @@
 predictions (``masklab cv``), and list each sample's suspected issues (see masklab.curation.label_errors).
 
 Streaming: one sample's probabilities and mask in memory at a time; the dataset-wide statistics
-(typical boundary band width, typical object area) need only the small per-sample issue lists.
+(each disputed share's percentile, the typical boundary band width) need only small per-sample rows.
 Outputs, keyed by sample id: ``label_errors.parquet`` (one row per sample, most suspicious first)
 and ``label_issues.parquet`` (one row per issue), written atomically and logged to an MLflow run.
 """
@@ -24,8 +24,11 @@ ARTIFACT_DIR = "label_errors"
 
 @dataclass
 class LabelErrors:
-    """``samples``: id, split, fold, rank, label_quality, suspicion (px), kind, issues, and the evidence
-    (px) of each kind, most suspicious first; ``issues``: one row per suspected issue."""
+    """``samples``: id, rank, split, fold, suspicion (0-1: the sample's higher percentile of its two
+    disputed shares among the dataset's samples), label_quality (1 - suspicion, so it sorts like the
+    ranking), side (which share), unsupported and unlabelled (the shares), kind (its worst issue on that
+    side), issues (count), and the evidence (px) of each kind, most suspicious first; ``issues``: one
+    row per suspected issue."""
 
     samples: Any  # pandas.DataFrame
     issues: Any  # pandas.DataFrame
@@ -54,15 +57,16 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     to the predictions' size by nearest neighbour, as scoring at model resolution does).
     ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run)."""
     import pandas as pd
-    from scipy import ndimage
 
     from masklab.curation.label_errors import (
         KINDS,
+        SIDES,
+        disagreement,
         evidence_by_kind,
         find_issues,
-        label_quality,
         suspicion,
         typical_width,
+        worst_kind,
     )
     from masklab.curation.out_of_fold import OutOfFold
     from masklab.files import atomic_write
@@ -77,25 +81,24 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     target = get_task(task)
     ignore = dataset.class_table.ignore_index
     found: dict[str, list] = {}
-    object_areas: list[int] = []
+    shares: dict[str, dict[str, float]] = {}
     for item in oof:
         sample = by_id[item.id]
         label = label_at(target, dataset.root, sample, item.array.shape[-2:])
         found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
                                      min_area=min_area, min_margin=min_margin)
-        things = (label != 0) & (label != ignore) if ignore is not None else label != 0
-        labels, n = ndimage.label(things)
-        object_areas.extend(np.bincount(labels.ravel(), minlength=n + 1)[1:].tolist())
+        shares[item.id] = disagreement(item.array, label, ignore_index=ignore, min_area=min_area)
     width = typical_width(found.values())
-    typical_area = float(np.median(object_areas)) if object_areas else 1.0
+    ids = list(found)
+    score, side = suspicion({name: np.array([shares[i][name] for i in ids]) for name in SIDES})
     rows = []
-    for sample_id, issues in found.items():
-        evidence = evidence_by_kind(issues, width)
-        worst, kind = suspicion(evidence)
+    for sample_id, sample_score, sample_side in zip(ids, score, side):
+        evidence = evidence_by_kind(found[sample_id], width)
         sample = by_id[sample_id]
         rows.append({"id": sample_id, "split": sample.split, "fold": oof.fold_of(sample_id),
-                     "label_quality": label_quality(worst, typical_area), "suspicion": worst, "kind": kind,
-                     "issues": len(issues), **{f"evidence/{k}": evidence[k] for k in KINDS}})
+                     "label_quality": 1.0 - float(sample_score), "suspicion": float(sample_score),
+                     "side": sample_side, **shares[sample_id], "kind": worst_kind(evidence, sample_side),
+                     "issues": len(found[sample_id]), **{f"evidence/{k}": evidence[k] for k in KINDS}})
     samples = pd.DataFrame(rows).sort_values(["suspicion", "id"], ascending=[False, True], kind="stable")
     samples.insert(1, "rank", np.arange(1, len(samples) + 1))
     issues = pd.DataFrame([i.row() for found_issues in found.values() for i in found_issues],
@@ -107,6 +110,6 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
                atomic_write(folder / ISSUES_FILE, lambda tmp: issues.to_parquet(tmp, index=False))]
     if run is not None:
         run.files(written, ARTIFACT_DIR)
-        run.metrics({"label_errors/typical_band_width_px": width, "label_errors/typical_object_area_px": typical_area,
-                     "label_errors/samples_with_issues": float((samples["suspicion"] > 0).sum())})
+        run.metrics({"label_errors/typical_band_width_px": width,
+                     "label_errors/samples_with_issues": float((samples["issues"] > 0).sum())})
     return LabelErrors(samples.reset_index(drop=True), issues, folder, run.run_id if run is not None else None)
