@@ -1,13 +1,15 @@
 """Label-error ranking on planted noise: masklab's typed issues against cleanlab's softmin pixel scores, on the
 same out-of-fold predictions; then fix the top suspects and measure how much of the damage that undoes.
 
-    python benchmarks/label_errors.py [--datasets membrane kvasir_seg] [--size 96] [--folds 3] [--epochs 8]
-                                      [--noise 0.1] [--seed 0] [--workdir DIR] [--out FILE.json]
+    python benchmarks/label_errors.py [--datasets dsb2018_semantic kvasir_seg] [--loop NAME ...] [--size 96]
+                                      [--folds 3] [--epochs 8] [--noise 0.1] [--seed 0] [--workdir DIR]
+                                      [--reuse-cv] [--out FILE.json]
 
 Needs the benchmark extra (``pip install -e .[bench]``: cleanlab is AGPL-3.0, so never a run-time
 dependency) and ../shared/datasets. Per dataset:
 
-1. import it with masklab's importer (its own split: train / val / test);
+1. import it with masklab's importer (its own split: train / val / test); ``dsb2018_semantic`` is DSB 2018's
+   nuclei as one class against background (membrane's 30 images give 2-3 planted errors: too few to rank);
 2. copy it and plant noise in ``--noise`` of the train + val samples (seeded): ``erased_object`` (one
    connected object set to background), ``spurious_blob`` (an ellipse of a foreground class drawn on
    background), ``dilated`` / ``eroded`` (the foreground grown or shrunk by ~4% of the image side),
@@ -29,15 +31,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scratch import REPO, enter_scratch_project
 
 PRESETS = {"membrane": "unet-resnet18_membrane-256", "kvasir_seg": "unet-resnet18_kvasir_seg-160",
-           "dsb2018_nuclei_256": None}
+           "dsb2018_semantic": "unet-resnet18_kvasir_seg-160"}  # DSB: the same UNet recipe on nuclei vs background
 TYPES = ("erased_object", "spurious_blob", "dilated", "eroded", "shifted", "class_swap")
 
 
@@ -171,41 +175,82 @@ def train_and_test(overrides: list[str], folder: Path, split: str) -> float:
     return float(fitted.evaluations[split].metrics[f"eval/{split}/mIoU"])
 
 
+def import_source(name: str) -> None:
+    """Import ``name`` from ../shared into ``data/``. ``dsb2018_semantic``: DSB 2018's nuclei as one semantic
+    class (the union of each image's per-nucleus masks), written as an images/ + masks/ folder first."""
+    from masklab.config import compose
+    from masklab.workflows import import_dataset
+
+    if name != "dsb2018_semantic":
+        import_dataset(compose("data_import", [f"source={name}", "write_conf=false"]))
+        return
+    from PIL import Image
+
+    shared = Path(os.environ["MASKLAB_SHARED"]) / "datasets" / "dsb2018_nuclei_256" / "stage1_train"
+    folder = Path("sources") / name
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for item in sorted(p for p in shared.iterdir() if p.is_dir()):
+        image = Image.open(next((item / "images").glob("*.png"))).convert("RGB")
+        union = np.zeros(image.size[::-1], bool)
+        for mask in (item / "masks").glob("*.png"):
+            union |= np.asarray(Image.open(mask).convert("L")) > 0
+        image.save(folder / "images" / f"{item.name}.png")
+        Image.fromarray(union.astype(np.uint8)).save(folder / "masks" / f"{item.name}.png")
+    import_dataset(compose("data_import", ["format=folder", f"name={name}", f"images={folder / 'images'}",
+                                           f"masks={folder / 'masks'}", "write_conf=false",
+                                           "classes=[{id: 0, name: background}, {id: 1, name: nucleus}]"]))
+
+
 def run_dataset(name: str, a: argparse.Namespace) -> dict:
     from masklab.config import compose
     from masklab.data.format import load_dataset, read_manifest
-    from masklab.workflows import cross_validate, find_label_errors, import_dataset
+    from masklab.workflows import cross_validate, find_label_errors
 
     started = time.perf_counter()
-    data = Path("data")
+    data, runs = Path("data"), Path("runs") / name
     if not (data / name).is_dir():
-        import_dataset(compose("data_import", [f"source={name}", "write_conf=false"]))
+        import_source(name)
     noisy, fixed = f"{name}_noisy", f"{name}_fixed"
-    for copy in (noisy, fixed):
-        shutil.rmtree(data / copy, ignore_errors=True)
-    shutil.copytree(data / name, data / noisy)
     # Noise and cross-validation on train + val; the loop's trainings are scored on test. A dataset without
     # a test split (membrane) keeps val clean for that instead.
     has_test = bool(load_dataset(data / name).labeled("test"))
     covered, held = (["train", "val"], "test") if has_test else (["train"], "val")
-    planted = plant_noise(data / noisy, a.noise, a.seed, covered)
-    (Path("runs") / name).mkdir(parents=True, exist_ok=True)
-    (Path("runs") / name / "planted.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
     base = [f"experiment={PRESETS[name]}", f"data.image_size={per_dataset(a.size, name)}",
-            f"trainer.max_epochs={per_dataset(a.epochs, name)}",
+            f"trainer.max_epochs={per_dataset(a.epochs, name)}", f"experiment_name=bench-label-errors-{name}",
             "trainer.enable_progress_bar=false", f"seed={a.seed}"]
-    cv = cross_validate(compose("cv", [*base, f"data.name={noisy}", f"cv.folds={a.folds}",
-                                         f"cv.splits=[{','.join(covered)}]"]),
-                        Path("runs") / name / "cv")
+    reuse = a.reuse_cv and (runs / "planted.json").is_file() and (runs / "cv" / "out_of_fold").is_dir()
+    if reuse:  # the planted noise and the cross-validation of an earlier run: rank (and close the loop) again
+        planted = json.loads((runs / "planted.json").read_text())
+        cv_per_sample = pd.read_parquet(runs / "cv" / "cv_per_sample.parquet")
+        folds = pd.read_csv(runs / "cv" / "cv_folds.csv")
+        out_of_fold = runs / "cv" / "out_of_fold"
+        cv_miou = [float(folds["mIoU"].mean()), float(folds["mIoU"].std())]
+    else:
+        for copy in (noisy, fixed):
+            shutil.rmtree(data / copy, ignore_errors=True)
+        shutil.copytree(data / name, data / noisy)
+        planted = plant_noise(data / noisy, a.noise, a.seed, covered)
+        runs.mkdir(parents=True, exist_ok=True)
+        (runs / "planted.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
+        cv = cross_validate(compose("cv", [*base, f"data.name={noisy}", f"cv.folds={a.folds}",
+                                             f"cv.splits=[{','.join(covered)}]"]), runs / "cv")
+        cv_per_sample, out_of_fold, cv_miou = cv.per_sample, cv.out_of_fold, [cv.mean("mIoU"), cv.std("mIoU")]
     dataset = load_dataset(data / noisy)
-    found = find_label_errors(cv.out_of_fold, dataset, Path("runs") / name / "label_errors")
+    found = find_label_errors(out_of_fold, dataset, runs / "label_errors")
     ours = dict(zip(found.samples["id"], found.samples["suspicion"]))
-    theirs = cleanlab_scores(cv.out_of_fold, dataset)
+    theirs = cleanlab_scores(out_of_fold, dataset)
     k = len(planted)
     ranking = {"masklab": ranking_metrics(ours, planted), "cleanlab": ranking_metrics(theirs, planted)}
     # Written before the loop's three trainings, so the ranking survives an interrupted run.
-    (Path("runs") / name / "ranking.json").write_text(json.dumps(ranking, indent=1))
+    (runs / "ranking.json").write_text(json.dumps(ranking, indent=1))
+    summary = {"dataset": name, "samples_cv": len(cv_per_sample), "planted": k,
+               "planted_by_type": {t: list(planted.values()).count(t) for t in sorted(set(planted.values()))},
+               "cv_mIoU": cv_miou, **ranking}
+    if name not in a.loop:
+        return {**summary, "minutes": (time.perf_counter() - started) / 60}
     flagged = list(found.samples["id"][:k])
+    shutil.rmtree(data / fixed, ignore_errors=True)
     # The fix: the flagged samples' masks back from the clean copy, recorded as edits.
     shutil.copytree(data / noisy, data / fixed)
     clean_rows = {s.id: s for s in read_manifest(data / name)}
@@ -214,14 +259,11 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
     from masklab.data.edits import record_mask_edits
 
     record_mask_edits(data / fixed)
-    miou = {which: train_and_test([*base, f"data.name={dataset_name}"], Path("runs") / name / which, held)
+    miou = {which: train_and_test([*base, f"data.name={dataset_name}"], runs / which, held)
             for which, dataset_name in (("noisy", noisy), ("fixed", fixed), ("clean", name))}
     gap = miou["clean"] - miou["noisy"]
     return {
-        "dataset": name, "samples_cv": len(cv.per_sample), "planted": k,
-        "planted_by_type": {t: list(planted.values()).count(t) for t in sorted(set(planted.values()))},
-        "cv_mIoU": [cv.mean("mIoU"), cv.std("mIoU")],
-        **ranking,
+        **summary,
         "fixed_true_errors": sum(i in planted for i in flagged),
         "scored_on": held, "test_mIoU": miou,
         "gap_recovered": (miou["fixed"] - miou["noisy"]) / gap if gap > 0 else float("nan"),
@@ -242,18 +284,23 @@ def per_dataset(values: list[str], name: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--datasets", nargs="+", default=["membrane", "kvasir_seg"], choices=[k for k, v in PRESETS.items()
-                                                                                          if v])
-    p.add_argument("--size", nargs="+", default=["membrane=128", "kvasir_seg=96"],
+    p.add_argument("--datasets", nargs="+", default=["dsb2018_semantic", "kvasir_seg"], choices=list(PRESETS))
+    p.add_argument("--loop", nargs="*", default=None,
+                   help="datasets whose top suspects are fixed and retrained (default: all of --datasets)")
+    p.add_argument("--reuse-cv", action="store_true",
+                   help="rank again from an earlier run's planted.json and out-of-fold predictions in --workdir")
+    p.add_argument("--size", nargs="+", default=["membrane=128", "kvasir_seg=96", "dsb2018_semantic=128"],
                    help="px, one for all or per dataset as name=px")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--epochs", nargs="+", default=["membrane=40", "kvasir_seg=6"],
-                   help="one for all or per dataset as name=epochs (membrane has 30 images, Kvasir-SEG 1000)")
+    p.add_argument("--epochs", nargs="+", default=["membrane=40", "kvasir_seg=8", "dsb2018_semantic=12"],
+                   help="one for all or per dataset as name=epochs (membrane has 30 images, Kvasir-SEG 1000, "
+                        "DSB 334)")
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=REPO / "experiments" / "bench-label-errors")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    a.loop = a.datasets if a.loop is None else a.loop
     enter_scratch_project(a.workdir)
     results = []
     for name in a.datasets:
@@ -266,12 +313,13 @@ def main() -> None:
             c = r["cleanlab"][t]
             print(f"{t:<16} {m['positives']:>3}  {m['auprc']:>10.3f} {c['auprc']:>9.3f}  {m['precision_at_k']:>8.3f} "
                   f"{c['precision_at_k']:>9.3f}")
+        if "test_mIoU" not in r:
+            continue
         mi = r["test_mIoU"]
         print(f"fixed top-{r['planted']} ({r['fixed_true_errors']} true errors): {r['scored_on']} mIoU noisy "
               f"{mi['noisy']:.4f}, "
               f"fixed {mi['fixed']:.4f}, clean {mi['clean']:.4f}; gap recovered {r['gap_recovered']:.2f}", flush=True)
-        if a.out:
-            a.out.write_text(json.dumps(results, indent=2))
+        (a.out or Path("results.json")).write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
