@@ -468,3 +468,73 @@ def test_instance_dataset_browse(browser, tmp_path):
     tip = hover(page, "gt", 48, 34)
     assert "ground truth 1" in tip and "cell" in tip and "256 px" in tip and "IoU" not in tip, tip
     assert not errors, errors
+
+
+def test_likely_label_errors_view_outlines_regions_and_exports_marks_for_data_mark(browser, tmp_path):
+    """The "likely label errors" view of find_label_errors: opens sorted by rank with the sample whose mask lost an
+    object first, its disputed region outlined on the thumbnail and over image, mask and prediction (in the
+    image's pixels); a sample marked in the page (key m) downloads as review.csv, which `masklab data mark`
+    turns into needs_review in the manifest."""
+    from test_label_errors import confident
+
+    from masklab.commands.data import mark
+    from masklab.config import compose
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+    from masklab.data.format import read_manifest, read_mask
+    from masklab.data.synth import synthesize
+    from masklab.workflows import find_label_errors, write_label_error_explorer
+
+    dataset = synthesize(tmp_path / "synthetic", count=10, size=48, seed=3)
+    writer = OutOfFoldWriter(tmp_path / "oof", "model")
+    for k, sample in enumerate(dataset.samples):
+        writer.add(sample.id, k % 2, confident(read_mask(dataset.root / sample.mask), classes=4))
+    writer.close()
+    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
+    mask = read_mask(dataset.root / victim.mask).copy()
+    erased = mask == np.unique(mask)[-1]
+    mask[erased] = 0
+    Image.fromarray(mask).save(dataset.root / victim.mask)
+    found = find_label_errors(tmp_path / "oof", dataset, tmp_path / "label_errors")
+    index = write_label_error_explorer(found, dataset, tmp_path / "oof", top=6)
+    x0, y0, x1, y1 = found.issues[found.issues["sample_id"] == victim.id].sort_values("evidence").iloc[-1]["bbox"]
+    assert erased[y0:y1, x0:x1].any()
+
+    page, errors = open_page(browser, index.as_uri())
+    assert page.inner_text("#count") == "6 of 6 samples" and page.input_value("#sort-col") == "rank"
+    assert page.locator(".card").first.get_attribute("data-id") == victim.id
+    assert "Likely label errors" in page.inner_text("#view-note")
+    wait_drawn(page, victim.id, "gt")  # the view opens on the masks in question
+
+    def outline(sid: str) -> int:  # pixels of the regions' yellow (#ffd400) on a thumbnail
+        thumb = pixels(card(page, sid).locator("canvas").screenshot())
+        return int(((thumb[..., 0] >= 250) & (np.abs(thumb[..., 1] - 212) <= 4) & (thumb[..., 2] <= 4)).sum())
+
+    other = page.locator(".card").nth(1).get_attribute("data-id")
+    wait_drawn(page, other, "gt")
+    assert outline(victim.id) > 10 and outline(other) == 0
+
+    card(page, victim.id).click()
+    panels = page.locator("#detail-panels figure")
+    assert panels.evaluate_all("fs => fs.map(f => f.dataset.kind)")[:3] == ["image", "gt", "pred"]
+    for kind in ("image", "gt", "pred"):
+        rect = page.locator(f'#detail-panels figure[data-kind="{kind}"] svg.regions rect').first
+        assert [int(float(rect.get_attribute(a))) for a in ("x", "y", "width", "height")] == [x0, y0, x1 - x0, y1 - y0]
+    box = page.locator('#detail-panels figure[data-kind="pred"] svg.regions rect').first.bounding_box()
+    stack = page.locator('#detail-panels figure[data-kind="pred"] .stack').bounding_box()
+    assert box["x"] - stack["x"] == pytest.approx(x0 * stack["width"] / victim.width, abs=1.5)  # drawn where it is
+    page.keyboard.press("m")
+    assert page.get_attribute("#detail-mark", "aria-pressed") == "true"
+    page.keyboard.press("Escape")
+    assert card(page, victim.id).get_attribute("class").split().count("marked") == 1
+    assert page.inner_text("#review-count") == "1"
+    assert f"data.root={dataset.root}" in page.inner_text("#review-command")
+    with page.expect_download() as download:
+        page.click("#review-export")
+    review = tmp_path / "review.csv"
+    download.value.save_as(review)
+    assert review.read_text() == f"id\n{victim.id}\n"
+    assert not errors, errors
+
+    mark(compose("data_mark", [f"data.root={dataset.root}", f"ids={review}"]))
+    status = {s.id: s.status for s in read_manifest(dataset.root)}
+    assert status[victim.id] == "needs_review" and list(status.values()).count("needs_review") == 1

@@ -193,7 +193,10 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
     from mlflow.tracking import MlflowClient
 
     logged = {f.path for f in MlflowClient(uri).list_artifacts(parent.run_id, "label_errors")}
-    assert logged == {"label_errors/label_errors.parquet", "label_errors/label_issues.parquet"}
+    assert logged == {"label_errors/label_errors.parquet", "label_errors/label_issues.parquet", "label_errors/explorer"}
+    assert "explorer/index.html" in {f.path.split("label_errors/")[1] for f in
+                                     MlflowClient(uri).list_artifacts(parent.run_id, "label_errors/explorer")}
+    assert any("Explorer (likely label errors, top 12)" in line for line in printed)
 
 
 def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_versions(project, capsys):

@@ -35,6 +35,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
     ("data", "check"): ("data_check", "masklab.commands.data:check", "list every problem of a dataset"),
     ("data", "record-edits"): ("data_record_edits", "masklab.commands.data:record_edits",
                                "accept hand-corrected masks: check them, record their new checksums"),
+    ("data", "mark"): ("data_mark", "masklab.commands.data:mark",
+                       "set samples' status (status=needs_review ids=<review.csv or [id,...]>) and commit the version"),
     ("data", "preview"): ("data_preview", "masklab.commands.data:preview",
                           "PNG grid of augmented samples with mask overlays"),
     ("register",): ("register", "masklab.commands.registry:register",

@@ -14,7 +14,7 @@ from masklab.errors import UserError
 def label_errors(cfg: DictConfig) -> None:
     from masklab.data.format import load_dataset
     from masklab.tracking.runs import RunLog
-    from masklab.workflows import find_label_errors
+    from masklab.workflows import find_label_errors, write_label_error_explorer
 
     run = None
     if cfg.run_id:
@@ -51,6 +51,9 @@ def label_errors(cfg: DictConfig) -> None:
         lines.append(f"{row.rank:>4}  {row.label_quality:>7.3f}  {row.suspicion:>9.3f}  {share:<22} "
                      f"{row.kind or '-':<16} {row.fold:>4}  {row.id}   ({where})")
     lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
+    if int(cfg.explorer_top) > 0:
+        index = write_label_error_explorer(found, dataset, oof, int(cfg.explorer_top), run=run)
+        lines.append(f"Explorer (likely label errors, top {min(int(cfg.explorer_top), len(found.samples))}): {index}")
     result("\n".join(lines), __name__)
     if int(cfg.review_top) > 0:
         mark_for_review(dataset, found, int(cfg.review_top))

@@ -1,4 +1,4 @@
-"""`masklab data synth|import|export|check|preview`."""
+"""`masklab data synth|import|export|check|record-edits|mark|preview`."""
 
 from __future__ import annotations
 
@@ -73,6 +73,39 @@ def record_edits(cfg: DictConfig) -> None:
         return
     result(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}", __name__)
     commit_data_version(root)
+
+
+def mark(cfg: DictConfig) -> None:
+    from masklab.data.edits import mark_status
+
+    root = Path(cfg.data.root)
+    if not root.is_dir():
+        raise missing_dataset_error(cfg.data)
+    ids = read_ids(cfg.ids)
+    changed = mark_status(root, ids, str(cfg.status))
+    result(f"{root}: {len(changed)} of {len(ids)} sample(s) now {cfg.status}"
+           + (f": {', '.join(changed[:20])}" + (" ..." if len(changed) > 20 else "") if changed else ""), __name__)
+    if changed:
+        commit_data_version(root)
+
+
+def read_ids(ids) -> list[str]:
+    """Sample ids from ``ids=``: a list, a CSV file with an ``id`` column, or a text file of one id per line."""
+    import csv
+
+    if not isinstance(ids, str):
+        return [str(i) for i in ids]
+    path = Path(ids)
+    if not path.is_file():
+        raise UserError(f"ids={ids}: no such file (expected a CSV with an 'id' column, a file of one id per line, "
+                        "or a list [id1,id2])")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(lines))
+        if rows and "id" not in rows[0] or not rows and lines and lines[0].strip() != "id":
+            raise UserError(f"{path}: no 'id' column (columns: {lines[0] if lines else 'none'})")
+        return [r["id"] for r in rows if r["id"]]
+    return [line.strip() for line in lines if line.strip()]
 
 
 def commit_data_version(root: Path) -> None:

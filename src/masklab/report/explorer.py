@@ -78,6 +78,9 @@ class ExplorerSample:
     mask: Path | None = None
     pred: Path | None = None
     objects: ObjectLoader | None = None
+    # Boxes outlined over image, mask and prediction, (x0, y0, x1, y1, label) in the image's own pixels
+    # (x1, y1 exclusive): e.g. suspected label errors.
+    regions: list[tuple[int, int, int, int, str]] | None = None
 
 
 @dataclass
@@ -98,12 +101,16 @@ class _Prepared:
 
 
 def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[ExplorerSample], table: pd.DataFrame | None,
-                   summary: dict, title: str, mlflow_artifact: dict | None = None) -> Path:
+                   summary: dict, title: str, mlflow_artifact: dict | None = None, view: dict | None = None) -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/full/*.png``; return the index path.
 
     ``table``: per-sample rows joined to ``samples`` by its "id" column (any other columns; None = browse a
     dataset). ``summary``: optional "headline", "per_class", "confusion", "curves", "changed", "problems".
     ``mlflow_artifact``: {"run_id", "path"} of the artifact folder this explorer will be logged to, or None.
+    ``view``: what the page opens with, e.g. {"name": "Likely label errors", "note": "...", "sort": "rank",
+    "dir": "asc", "overlay": "gt", "review": {"status": "needs_review", "command": "masklab data mark ..."}}:
+    with "review", the person can mark samples in the page and download their ids as ``review.csv`` for
+    that command.
     Bad input never raises: unreadable images get placeholder cards, and every problem found (missing files,
     masks of the wrong size, table rows without a sample and samples without a row) is appended to
     ``summary["problems"]`` (created when missing) and listed on the page. PNGs under ``full/`` that this call
@@ -161,7 +168,10 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
             "pc": [p.pred_classes for p in prepared],
             "files": ["".join(k[0] for k in p.files) for p in prepared],  # i, g, p, e
             "obj": [p.objects for p in prepared],
+            "reg": [[[int(v) for v in r[:4]] + [str(r[4])] for r in s.regions] if s.regions else None
+                    for s in samples],
         },
+        "view": view,
         "object_status": {str(k): {"name": name, "label": label, "color": list(rgb)}
                           for k, (name, label, rgb) in OBJECT_STATUS.items()},
         "object_colors": distinct_colors(OBJECT_PALETTE).tolist(),

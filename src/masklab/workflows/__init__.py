@@ -12,8 +12,8 @@ runtime or global state. Compose a config with :func:`masklab.config.compose` (o
     print(result.best_value, result.run_id, result.best_checkpoint)
 
 Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func:`evaluate_model`),
-:func:`predict`, :func:`cross_validate`, :func:`find_label_errors`, :func:`register`, :func:`promote`,
-:func:`report`, :func:`import_dataset`, :func:`export_dataset`.
+:func:`predict`, :func:`cross_validate`, :func:`find_label_errors` (and :func:`write_label_error_explorer`),
+:func:`register`, :func:`promote`, :func:`report`, :func:`import_dataset`, :func:`export_dataset`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 # for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
 _EXPORTS = {
     "CrossValidation": "cross_validation", "cross_validate": "cross_validation",
-    "LabelErrors": "label_errors", "find_label_errors": "label_errors",
+    "LabelErrors": "label_errors", "find_label_errors": "label_errors", "write_label_error_explorer": "label_errors",
     "Imported": "data", "export_dataset": "data", "import_dataset": "data",
     "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
     "evaluate_model": "evaluation",
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from masklab.workflows.data import Imported, export_dataset, import_dataset
     from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
     from masklab.workflows.fitting import FitResult, fit
-    from masklab.workflows.label_errors import LabelErrors, find_label_errors
+    from masklab.workflows.label_errors import LabelErrors, find_label_errors, write_label_error_explorer
     from masklab.workflows.prediction import Prediction, predict
     from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
     from masklab.workflows.reporting import Report, report
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 __all__ = ["CrossValidation", "Evaluation", "FitResult", "Imported", "LabelErrors", "Prediction", "Promotion",
            "RegisteredVersion", "Report", "cross_validate", "evaluate", "evaluate_checkpoint", "evaluate_model",
            "export_dataset", "find_label_errors", "fit", "gate_from_config", "import_dataset", "predict", "promote",
-           "register", "report"]
+           "register", "report", "write_label_error_explorer"]
 
 
 def __getattr__(name: str) -> Any:

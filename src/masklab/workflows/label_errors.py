@@ -113,3 +113,51 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
         run.metrics({"label_errors/typical_band_width_px": width,
                      "label_errors/samples_with_issues": float((samples["issues"] > 0).sum())})
     return LabelErrors(samples.reset_index(drop=True), issues, folder, run.run_id if run is not None else None)
+
+
+EXPLORER_DIR = "explorer"
+MAX_REGIONS = 5  # outlined per sample, the most evident first
+
+
+def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: str | Path, top: int,
+                               task: str = "semantic", run: Any = None) -> Path:
+    """The explorer's "likely label errors" view of the ``top`` most suspicious samples: image, mask and the
+    out-of-fold prediction (its argmax, at the image's size), each suspected region outlined, sorted by rank,
+    with review marks that download as ``review.csv`` for ``masklab data mark``. Written to
+    ``found.folder/explorer/index.html`` and logged beside the tables when ``run`` is given."""
+    import tempfile
+
+    from masklab.curation.out_of_fold import OutOfFold
+    from masklab.report.explorer import ExplorerSample, write_explorer
+    from masklab.tasks import get_task
+
+    target = get_task(task)
+    oof = OutOfFold(Path(out_of_fold))
+    by_id = {s.id: s for s in dataset.samples}
+    table = found.samples.head(top)
+    issues = found.issues.sort_values("evidence", ascending=False)
+    out = found.folder / EXPLORER_DIR
+    with tempfile.TemporaryDirectory(prefix="masklab-oof-") as scratch:
+        samples = []
+        for k, sample_id in enumerate(table["id"]):
+            sample = by_id[sample_id]
+            pred = np.asarray(oof.get(sample_id).array).argmax(axis=0).astype(np.uint8)
+            path = target.write_prediction(pred, Path(scratch) / f"{k}.png", size=(sample.width, sample.height))
+            mine = issues[issues["sample_id"] == sample_id].head(MAX_REGIONS)
+            regions = [(*(int(v) for v in r.bbox), f"{r.kind} {r.detail}".strip()) for r in mine.itertuples()]
+            samples.append(ExplorerSample(sample_id, sample.split, dataset.root / sample.image,
+                                          dataset.root / sample.mask if sample.mask else None, path,
+                                          regions=regions))
+        command = f"masklab data mark ids=review.csv status=needs_review data.root={dataset.root}"
+        view = {"name": "Likely label errors", "sort": "rank", "dir": "asc", "overlay": "gt",
+                "note": f"Likely label errors: the {len(table)} most suspicious of {len(found.samples)} samples, "
+                        "by rank. Yellow boxes: the regions the out-of-fold model disputes. The prediction is "
+                        "the model that never trained on the sample. Mark the ones to review (m), then "
+                        "download the list.",
+                "review": {"status": "needs_review", "command": command}}
+        mlflow_artifact = {"run_id": run.run_id, "path": f"{ARTIFACT_DIR}/{EXPLORER_DIR}"} if run is not None else None
+        index = write_explorer(out, dataset.class_table, samples, table, {},
+                               f"Likely label errors: {dataset.root.name}", mlflow_artifact, view=view)
+    if run is not None:
+        run.directory(out, f"{ARTIFACT_DIR}/{EXPLORER_DIR}")
+    return index
