@@ -93,6 +93,31 @@ def test_sweep_of_an_instance_preset_ranks_trials_by_mask_ap(project, seed_store
     assert study_of(project, "fast_grid").user_attrs["masklab.monitor"] == "val/mask_AP"
 
 
+def test_cross_validated_sweep_scores_each_trial_by_its_mean_over_held_out_folds(project, seed_store):
+    """cv_folds=2: folds dealt once into the manifest; each trial is a cross-validation (a child of the sweep
+    with a run per fold under it) whose value is the mean of val/mIoU's metric over the held-out folds."""
+    from masklab.data.format import read_manifest
+
+    from conftest import mlflow_runs
+
+    seed_store(project)
+    run_sweep(project, ["sweep=fast_grid", "cv_folds=2", "n_trials=1"])
+    folds = {s.fold for s in read_manifest(project / "data/synthetic") if s.split in ("train", "val")}
+    assert folds == {0, 1}
+    _, runs = mlflow_runs(project, "synthetic")
+    parent = next(r for r in runs if r.data.tags.get("masklab.command") == "sweep")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == 1 and trials[0].data.tags["masklab.command"] == "cv"
+    study = study_of(project, "fast_grid")
+    (trial,) = study.trials
+    run = trials[0]
+    assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+    assert trial.value == pytest.approx(run.data.metrics["cv/mIoU/mean"])
+    assert sorted(r.data.tags["masklab.cv_fold"] for r in runs
+                  if r.data.tags.get("mlflow.parentRunId") == run.info.run_id) == ["0", "1"]
+    assert parent.data.params["cv_folds"] == "2"
+
+
 def test_optuna_sweep_summary_and_resume(project, seed_store, capsys, caplog):
     from masklab.config import compose
     from masklab.sweep.summary import summary

@@ -263,6 +263,9 @@ def sweep(cfg: DictConfig) -> None:
     n_trials = positive_int(cfg.n_trials if cfg.n_trials is not None else preset.get("n_trials"), "n_trials",
                             allow_none=kind == "grid")
     stop_after = positive_int(cfg.stop_after_failures, "stop_after_failures")
+    cv_folds = int(cfg.cv_folds if cfg.get("cv_folds") is not None else preset.get("cv_folds") or 0)
+    if cv_folds == 1 or cv_folds < 0:
+        raise UserError(f"cv_folds={cv_folds}: expected 0 (train once, score on val) or a number of folds >= 2")
     sweep_dir = Path(cfg.paths.output_dir)
 
     try:
@@ -274,10 +277,19 @@ def sweep(cfg: DictConfig) -> None:
     tracking_uri = str(base.logger.tracking_uri)
     artifact_root = str(base.logger.artifact_root)
     experiment = str(base.logger.experiment_name)
-    if workers > 1:  # synthesize and check the dataset once, not in several workers at the same time
+    if cv_folds and not monitor.startswith("val/"):
+        raise UserError(f"cv_folds={cv_folds}: trials are scored on held-out folds, so monitor must be a val/ metric "
+                        f"(found monitor={monitor})")
+    if workers > 1 or cv_folds:  # synthesize, check and deal folds once, not in several workers at the same time
         from masklab.data.open import open_dataset
 
-        open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
+        dataset = open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
+        if cv_folds:
+            from masklab.data.folds import ensure_folds
+            from masklab.sweep.trial import cv_section
+
+            section = cv_section(cv_folds, int(base.seed))
+            ensure_folds(dataset, cv_folds, section["splits"], section["seed"], section["reassign"])
 
     storage = open_storage(str(cfg.storage))
     study = open_study(study_name, storage, direction, make_sampler(preset.get("sampler")), pruner)
@@ -295,7 +307,7 @@ def sweep(cfg: DictConfig) -> None:
 
     shown_storage = redact(str(cfg.storage))
     parent_params = {"study": study_name, "storage": shown_storage, "monitor": monitor, "direction": direction,
-                     "sampler": kind, **{f"space.{p.name}": p.describe() for p in params}}
+                     "sampler": kind, "cv_folds": cv_folds, **{f"space.{p.name}": p.describe() for p in params}}
     parent_tags = {"masklab.command": "sweep", "masklab.sweep": study_name, "masklab.optuna_storage": shown_storage,
                    "masklab.monitor": monitor, "masklab.git_commit": git_commit(Path.cwd()) or "unknown"}
     parent_id, created = open_parent_run(study, study_name, tracking_uri, artifact_root, experiment,
@@ -318,7 +330,7 @@ def sweep(cfg: DictConfig) -> None:
                      params=[p.to_dict() for p in params], sampler=preset.get("sampler"), pruner=preset.get("pruner"),
                      base_overrides=base_overrides, experiment_name=experiment, tracking_uri=tracking_uri,
                      sweep_dir=str(sweep_dir), parent_run_id=parent_id, stop_after_failures=stop_after,
-                     seed_offset=n_before, n_trials=to_run)
+                     seed_offset=n_before, n_trials=to_run, cv_folds=cv_folds)
     status = "FAILED"
     interrupted = False
     try:

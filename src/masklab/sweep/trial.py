@@ -47,6 +47,7 @@ class SweepSpec:
     seed_offset: int = 0
     worker: int = 0
     n_trials: int | None = None
+    cv_folds: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -54,6 +55,13 @@ class SweepSpec:
     @classmethod
     def from_json(cls, text: str) -> SweepSpec:
         return cls(**json.loads(text))
+
+
+def cv_section(folds: int, seed: int) -> dict[str, Any]:
+    """The ``cv:`` config of a cross-validated trial: ``folds`` over train + val, no out-of-fold predictions
+    (a sweep compares settings; `masklab cv` keeps them for label errors)."""
+    return {"folds": int(folds), "splits": ["train", "val"], "seed": int(seed), "reassign": False,
+            "out_of_fold": False, "resolution": "model"}
 
 
 class TrialFailed(Exception):
@@ -207,6 +215,21 @@ class TrialRunner:
             task.trainer.enable_progress_bar = False  # the output goes to train.log
         return task
 
+    def cross_validated(self, task, out_dir: Path) -> tuple[float, str]:
+        """The trial scored by ``cv_folds``-fold cross-validation of ``task``: the mean over folds of the
+        monitored metric on each held-out fold (folds as the launcher dealt them into the manifest), and the
+        cross-validation's parent run. Not pruned: a fold's curve says little about the next fold's."""
+        from omegaconf import open_dict, read_write
+
+        from masklab.sweep.pruning import CALLBACK_KEY
+        from masklab.workflows import cross_validate
+
+        with read_write(task), open_dict(task):
+            task.callbacks.pop(CALLBACK_KEY, None)
+            task.cv = cv_section(self.spec.cv_folds, task.seed)
+        done = cross_validate(task, out_dir)
+        return done.mean(self.spec.monitor.split("/", 1)[1]), done.parent_run_id
+
     # -- the objective ---------------------------------------------------------------------------------------
     def __call__(self, trial) -> float:
         import optuna
@@ -294,6 +317,10 @@ class TrialRunner:
         try:
             for attempt in range(LOCKED_RETRIES + 1):
                 try:
+                    if self.spec.cv_folds:
+                        with captured_output(out_dir / "train.log"):
+                            value, self.last_run_id = self.cross_validated(task, out_dir.resolve())
+                        break
                     with bind(trial) as binding, captured_output(out_dir / "train.log"):
                         try:
                             value = fit(task, out_dir.resolve()).best_value

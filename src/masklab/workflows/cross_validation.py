@@ -116,9 +116,12 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path) -> CrossValidation:
                  dataset.root / "manifest.jsonl")
 
     uri = str(cfg.logger.tracking_uri)
-    parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name, f"cv-{plan.k}-folds",
-                       {"masklab.command": "cv", "masklab.task": task.name, "masklab.dataset": dataset.name,
-                        "masklab.manifest_sha256": dataset.manifest_hash, "masklab.output_dir": str(output.resolve()),
+    # The user's tags (a sweep's: its parent run, study and trial) go on the cross-validation's own run too.
+    parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name,
+                       str(cfg.logger.get("run_name") or f"cv-{plan.k}-folds"),
+                       {**(to_plain(cfg.get("tags")) or {}), "masklab.command": "cv", "masklab.task": task.name,
+                        "masklab.dataset": dataset.name, "masklab.manifest_sha256": dataset.manifest_hash,
+                        "masklab.output_dir": str(output.resolve()),
                         "masklab.dataset_root": str(dataset.root.resolve())})
     parent.params({**flatten(to_plain(cfg)), "cv.samples": str(len(plan.folds))})
     done = CrossValidation(plan.k, parent.run_id, uri, output)
