@@ -115,3 +115,38 @@ def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
         assert {"mask_AP", "boundary_AP", "PQ", "mIoU"} <= set(evaluated[split]), evaluated[split].keys()
     assert (project / "pipeline/evaluate/per_class.csv").read_text().startswith("class")
     assert (project / "pipeline/report/index.html").is_file()
+
+
+def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Path, capsys):
+    """`cv:` in params.yaml: prepare deals the folds into the manifest, the cv stage trains on them and writes
+    mean ± std per metric and out-of-fold predictions, label-errors ranks every sample from them (in this
+    process; the stages are what a dvc.yaml lists, see docs/label-errors.md)."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from masklab.data.format import read_manifest
+
+    params = ("data:\n  image_size: 32\n  batch_size: 4\n"
+              "  synth: {count: 12, fractions: {train: 0.5, val: 0.25, test: 0.25}}\n"
+              "trainer: {max_epochs: 1, limit_train_batches: 2}\n")
+    (project / "params.yaml").write_text(params)
+    pipeline(["prepare"])
+    assert "no `cv:` section" in exits_as_user_error("pipeline cv", lambda: pipeline(["cv"]), capsys)
+    (project / "params.yaml").write_text(params + "cv: {folds: 2}\n")
+    # prepared before `cv:` was in params.yaml: the cv stage does not change another stage's output
+    assert "samples have no fold" in exits_as_user_error("pipeline cv", lambda: pipeline(["cv"]), capsys)
+    shutil.rmtree(project / "data/synthetic")
+    pipeline(["prepare"])
+    covered = [s for s in read_manifest(project / "data/synthetic") if s.split in ("train", "val")]
+    assert len(covered) == 9 and {s.fold for s in covered} == {0, 1}
+    for stage in ("cv", "label-errors"):
+        pipeline([stage])
+    metrics = json.loads((project / "pipeline/cv/metrics.json").read_text())
+    assert set(metrics["mIoU"]) == {"mean", "std"} and 0 <= metrics["mIoU"]["mean"] <= 1
+    assert len(list((project / "pipeline/cv/out_of_fold").glob("*.npy"))) == 9
+    assert not list((project / "pipeline/cv").glob("fold_*"))  # checkpoints stay out of the stage's outputs
+    ranked = pd.read_parquet(project / "pipeline/label_errors/label_errors.parquet")
+    assert sorted(ranked["id"]) == sorted(s.id for s in covered) and list(ranked["rank"]) == list(range(1, 10))
+    assert (project / "pipeline/label_errors/explorer/index.html").is_file()

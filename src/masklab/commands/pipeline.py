@@ -13,6 +13,11 @@ Stages and what they write (the paths dvc.yaml declares):
   train     <out>/train/{model.ckpt, metrics.json, history.csv, run.json, config.yaml}
   evaluate  <out>/evaluate/{metrics.json, per_class.csv, evaluation/}, logged to the training run
   report    <out>/report/index.html, the HTML explorer of the evaluation
+  cv        <out>/cv/{metrics.json, cv_folds.csv, cv_per_sample.parquet, out_of_fold/, run.json}: k-fold
+            cross-validation (``cv:`` in params.yaml; ``prepare`` deals the folds into the dataset's manifest,
+            so this stage never changes another stage's output)
+  label-errors  <out>/label_errors/{label_errors.parquet, label_issues.parquet, explorer/}, from cv's
+            out-of-fold predictions, logged to the cross-validation's MLflow run
 (train and evaluate also write platform.json, the platform fingerprint their metrics came from).
 
 ``masklab pipeline check [rev=HEAD] [tolerance=...]`` is no stage: after a fresh ``dvc repro`` it
@@ -38,7 +43,8 @@ from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outp
 from masklab.pipeline.params import read_params, to_overrides
 
 log = logger(__name__)
-STAGES = ("prepare", "train", "evaluate", "report")
+STAGES = ("prepare", "train", "evaluate", "report", "cv", "label-errors")
+CV_DIR, LABEL_ERRORS_DIR = "cv", "label_errors"
 # Set to 1 to let `prepare` replace a recorded dataset version by what it regenerates.
 ACCEPT_REGENERATED = "MASKLAB_ACCEPT_REGENERATED"
 USAGE = (f"usage: masklab pipeline <{'|'.join(STAGES)}> [params=params.yaml] [out=pipeline] [overrides]\n"
@@ -74,8 +80,9 @@ def experiments_redirect(cwd: Path) -> list[str]:
     return []
 
 
-def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
-    """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset."""
+def prepare(cfg: DictConfig, params: Path, source: str | None, cv: DictConfig | None = None) -> None:
+    """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset; with ``cv`` (the
+    composed ``cv`` config, when params.yaml has ``cv:``), deal its folds into the manifest."""
     from masklab.data.format import summary
     from masklab.data.open import synthesizes_on_first_use
     from masklab.data.synth import synthesize
@@ -95,6 +102,11 @@ def prepare(cfg: DictConfig, params: Path, source: str | None) -> None:
     else:
         raise UserError(f"{params}: data={cfg.data.name} is not synthetic and no `source:` says where to import it "
                         f"from (a conf/source preset, e.g. source: kvasir_seg)")
+    if cv is not None:
+        from masklab.data.folds import ensure_folds
+        from masklab.data.format import load_dataset
+
+        ensure_folds(load_dataset(root), int(cv.cv.folds), list(cv.cv.splits), int(cv.cv.seed))
     check_regenerated(root, params)
     result(f"prepare: wrote {root}")
 
@@ -182,6 +194,50 @@ def evaluate(cfg: DictConfig, out: Path) -> None:
     result(f"evaluate: wrote {folder}; logged to MLflow run {run.run_id}")
 
 
+def cross_validation(cfg: DictConfig, out: Path) -> None:
+    """K-fold cross-validation on the folds ``prepare`` stored; fold run folders under experiments/runs/."""
+    from masklab.data.folds import covered_samples
+    from masklab.data.open import open_dataset
+    from masklab.pipeline.outputs import write_json
+    from masklab.workflows import cross_validate
+
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    unassigned = [s.id for s in covered_samples(dataset, list(cfg.cv.splits)) if s.fold is None]
+    if unassigned:
+        raise UserError(f"{dataset.root}: {len(unassigned)} samples have no fold (e.g. {unassigned[:3]}); the cv "
+                        "stage does not change the prepared data: put `cv: {folds: K}` in params.yaml and run "
+                        "`dvc repro` (prepare deals the folds)")
+    runs = Path(cfg.paths.experiments_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S_pipeline-cv")
+    done = cross_validate(cfg, out / CV_DIR, runs_dir=runs)
+    write_json(out / CV_DIR / "metrics.json", {name: {"mean": _round(m), "std": _round(sd)}
+                                                for name, (m, sd) in done.summary.items()})
+    write_json(out / CV_DIR / RUN_FILE, {"mlflow_run_id": done.parent_run_id})
+    result(f"cv: {done.k} folds, mIoU {done.mean('mIoU'):.4f} ± {done.std('mIoU'):.4f}; wrote {out / CV_DIR}; "
+           f"MLflow run {done.parent_run_id}")
+
+
+def _round(value: float) -> float | None:
+    import math
+
+    return None if math.isnan(value) else round(float(value), 6)
+
+
+def label_errors(cfg: DictConfig, out: Path) -> None:
+    """The label-error ranking and its explorer view from the cv stage's out-of-fold predictions."""
+    from masklab.data.open import open_dataset
+    from masklab.tracking.runs import RunLog
+    from masklab.workflows import find_label_errors, write_label_error_explorer
+
+    run_file, oof = out / CV_DIR / RUN_FILE, out / CV_DIR / "out_of_fold"
+    if not run_file.is_file() or not oof.is_dir():
+        raise UserError(f"{run_file} or {oof} does not exist: run the cv stage first (dvc repro)")
+    run = RunLog(cfg.logger.tracking_uri, json.loads(run_file.read_text())["mlflow_run_id"])
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    found = find_label_errors(oof, dataset, out / LABEL_ERRORS_DIR, run)
+    index = write_label_error_explorer(found, dataset, oof, top=100, run=run)
+    result(f"label-errors: {len(found.samples)} samples ranked; wrote {out / LABEL_ERRORS_DIR} ({index})")
+
+
 def report(cfg: DictConfig, out: Path) -> None:
     from masklab.workflows import report as write_report
 
@@ -196,9 +252,17 @@ def run_stage(stage: str, params: Path, out: Path, extra: list[str]) -> None:
     check_no_dvc_hydra(root)
     values = read_params(params)
     source = values.pop("source", None)  # the pipeline's own key (see the module docstring)
-    cfg = compose("train", [*to_overrides(values), *extra, *experiments_redirect(root)], str(params))
+    cv = values.pop("cv", None)  # the cv stage's settings: only the cv config has them
+    overrides = [*to_overrides(values), *extra, *experiments_redirect(root)]
+    cv_cfg = compose("cv", [*overrides, *to_overrides({"cv": cv})], str(params)) if cv is not None else None
+    if stage in ("cv", "label-errors"):
+        if cv_cfg is None:
+            raise UserError(f"{params}: no `cv:` section (e.g. cv: {{folds: 3}}); the {stage} stage needs it")
+        (cross_validation if stage == "cv" else label_errors)(cv_cfg, out)
+        return
+    cfg = compose("train", overrides, str(params))
     if stage == "prepare":
-        prepare(cfg, params, source)
+        prepare(cfg, params, source, cv_cfg)
     elif stage == "train":
         train(cfg, out)
     elif stage == "evaluate":

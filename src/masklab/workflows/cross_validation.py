@@ -85,9 +85,10 @@ def fold_config(cfg: DictConfig, fold: int, parent_run_id: str) -> DictConfig:
     return out
 
 
-def cross_validate(cfg: DictConfig, output_dir: str | Path) -> CrossValidation:
+def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path | None = None) -> CrossValidation:
     """Cross-validate the experiment ``cfg`` (a composed ``cv`` config: ``train`` plus ``cv``) into
-    ``output_dir`` (``fold_<k>/`` run folders, the tables, ``out_of_fold/``)."""
+    ``output_dir`` (the tables, ``out_of_fold/``) and ``runs_dir`` (default: ``output_dir``; the folds'
+    ``fold_<k>/`` run folders with their checkpoints and evaluations)."""
     import pandas as pd
 
     from masklab.data.folds import ensure_folds, fold_view
@@ -135,7 +136,7 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path) -> CrossValidation:
     try:
         for fold in range(plan.k):
             log.info("cv: fold %d of %d (%d held out)", fold + 1, plan.k, len(plan.members(fold)))
-            folder = output / f"fold_{fold}"
+            folder = Path(runs_dir or output) / f"fold_{fold}"
             fitted = fit(fold_config(cfg, fold, parent.run_id), folder, dataset=fold_view(dataset, plan, fold))
             done.fold_run_ids.append(fitted.run_id)
             if fitted.best_checkpoint is None:
