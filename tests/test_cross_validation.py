@@ -120,12 +120,49 @@ def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(syntheti
     assert oof.index["fold"].tolist() == [folds[i] for i in oof.ids]
 
 
-def test_instance_tasks_say_they_keep_no_out_of_fold_predictions_before_training(project: Path):
-    from masklab.config import compose
-    from masklab.workflows import cross_validate
+@pytest.mark.parametrize("kind", ["bottom_up", "maskrcnn"])
+def test_instance_out_of_fold_predictions_are_class_probabilities_of_the_objects(kind):
+    """Both instance model kinds give the label-error ranking (C, h, w) class probabilities: at the network's
+    size under a resize rule, float16, summing to 1 per pixel (untrained models: only the shapes matter)."""
+    import torch
 
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        with pytest.raises(UserError, match="cv.out_of_fold=false"):
-            cross_validate(compose("cv", ["experiment=bottomup-resnet18_synthetic-64", *FAST]), project / "cv")
-    assert not (project / "experiments").exists() or not list((project / "experiments").rglob("*.ckpt"))
+    from masklab.inference import Predictor
+    from masklab.inference.rule import InputRule
+    from masklab.models.instance import build_bottom_up, build_maskrcnn
+    from masklab.tasks import get_task
+
+    torch.manual_seed(0)
+    model = build_bottom_up(3, encoder="resnet18") if kind == "bottom_up" else \
+        build_maskrcnn(3, variant="mobilenet_v3_fpn", min_size=64, max_size=64, anchor_sizes=(8, 16, 32))
+    predictor = Predictor(model, InputRule("resize", 32, 32), "cpu", batch_size=2)
+    images = [np.random.default_rng(k).integers(0, 255, (48, 40, 3), dtype=np.uint8) for k in range(2)]
+    for probs in get_task("instance").out_of_fold(predictor, images, "model"):
+        assert probs.dtype == np.float16 and probs.shape == (3, 32, 32)
+        assert np.allclose(probs.astype(np.float32).sum(axis=0), 1.0, atol=0.01)
+
+
+def test_label_errors_of_an_instance_dataset_compare_the_objects_class_map(synthetic: Path, tmp_path: Path):
+    """find_label_errors(task="instance"): the masks compared are the objects painted as classes; an object the
+    model sees that no object covers ranks first as a missing object."""
+    from test_label_errors import confident
+
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+    from masklab.tasks import get_task
+    from masklab.workflows import find_label_errors, write_label_error_explorer
+
+    dataset = load_dataset(synthetic)
+    task = get_task("instance")
+    writer = OutOfFoldWriter(tmp_path / "oof", "model")
+    victim = dataset.samples[3]
+    for k, sample in enumerate(dataset.samples):
+        seen = task.label_map(dataset.root, sample).copy()
+        if sample is victim:
+            free = np.argwhere(seen == 0)
+            y, x = free[len(free) // 2]
+            seen[max(0, y - 3):y + 4, max(0, x - 3):x + 4] = 1  # an object the dataset lacks
+        writer.add(sample.id, k % 2, confident(seen, classes=len(dataset.class_table.classes)))
+    writer.close()
+    found = find_label_errors(tmp_path / "oof", dataset, tmp_path / "out", task="instance")
+    assert found.samples.iloc[0]["id"] == victim.id and found.samples.iloc[0]["side"] == "unlabelled"
+    index = write_label_error_explorer(found, dataset, tmp_path / "oof", top=4, task="instance")
+    assert victim.id in index.read_text()

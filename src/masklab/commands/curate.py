@@ -27,16 +27,18 @@ def label_errors(cfg: DictConfig) -> None:
             raise UserError(f"run_id={cfg.run_id}: not a cross-validation with out-of-fold predictions "
                             f"(masklab.command={tags.get('masklab.command')}); run `masklab cv` and pass its "
                             "parent run")
-        oof, root = tags["masklab.out_of_fold"], tags["masklab.dataset_root"]
+        oof, root, task = tags["masklab.out_of_fold"], tags["masklab.dataset_root"], tags.get("masklab.task")
     elif cfg.out_of_fold and cfg.data_root:
-        oof, root = cfg.out_of_fold, cfg.data_root
+        oof, root, task = cfg.out_of_fold, cfg.data_root, None
     else:
         raise UserError("curate label-errors needs run_id=<the cv parent run> or out_of_fold=<folder> "
                         "data_root=<dataset folder>")
     if not Path(root).is_dir():
         raise UserError(f"dataset {root} (the one cross-validated) does not exist here")
     dataset = load_dataset(root)
-    found = find_label_errors(oof, dataset, hydra_output_dir(), run, min_area=int(cfg.min_area),
+    # Objects without class masks: an instance dataset, compared as its objects' class map.
+    task = task or ("instance" if any(s.objects and not s.mask for s in dataset.samples) else "semantic")
+    found = find_label_errors(oof, dataset, hydra_output_dir(), run, task=task, min_area=int(cfg.min_area),
                               min_margin=float(cfg.min_margin))
     top = found.top(int(cfg.top))
     issues = found.issues
@@ -52,7 +54,7 @@ def label_errors(cfg: DictConfig) -> None:
                      f"{row.kind or '-':<16} {row.fold:>4}  {row.id}   ({where})")
     lines.append(f"Tables: {found.folder}" + (f"; logged to MLflow run {found.run_id}" if found.run_id else ""))
     if int(cfg.explorer_top) > 0:
-        index = write_label_error_explorer(found, dataset, oof, int(cfg.explorer_top), run=run)
+        index = write_label_error_explorer(found, dataset, oof, int(cfg.explorer_top), task=task, run=run)
         lines.append(f"Explorer (likely label errors, top {min(int(cfg.explorer_top), len(found.samples))}): {index}")
     result("\n".join(lines), __name__)
     if int(cfg.review_top) > 0:

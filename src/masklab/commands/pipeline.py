@@ -225,6 +225,7 @@ def _round(value: float) -> float | None:
 def label_errors(cfg: DictConfig, out: Path) -> None:
     """The label-error ranking and its explorer view from the cv stage's out-of-fold predictions."""
     from masklab.data.open import open_dataset
+    from masklab.tasks import task_for
     from masklab.tracking.runs import RunLog
     from masklab.workflows import find_label_errors, write_label_error_explorer
 
@@ -233,8 +234,9 @@ def label_errors(cfg: DictConfig, out: Path) -> None:
         raise UserError(f"{run_file} or {oof} does not exist: run the cv stage first (dvc repro)")
     run = RunLog(cfg.logger.tracking_uri, json.loads(run_file.read_text())["mlflow_run_id"])
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
-    found = find_label_errors(oof, dataset, out / LABEL_ERRORS_DIR, run)
-    index = write_label_error_explorer(found, dataset, oof, top=100, run=run)
+    task = task_for(cfg).name
+    found = find_label_errors(oof, dataset, out / LABEL_ERRORS_DIR, run, task=task)
+    index = write_label_error_explorer(found, dataset, oof, top=100, task=task, run=run)
     result(f"label-errors: {len(found.samples)} samples ranked; wrote {out / LABEL_ERRORS_DIR} ({index})")
 
 

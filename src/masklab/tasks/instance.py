@@ -211,8 +211,45 @@ class InstanceTask:
         return out
 
     def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
-        raise UserError("cross-validation keeps out-of-fold predictions for semantic tasks only (the label-error "
-                        "ranking reads class probabilities); set cv.out_of_fold=false for task=instance")
+        """Class probabilities (C, h_i, w_i) float16 per image: the semantic view of the predicted objects that
+        the label-error ranking compares with :meth:`label_map`.
+
+        Bottom-up (C + 1 logits): the softmax, with the boundary channel's probability given to the thing
+        classes in proportion to their interiors (a rim pixel is part of an object). Mask R-CNN: per class
+        the noisy-or of its detections (score x soft mask) and background the rest, normalised to sum 1;
+        at ``resolution="model"`` the masks are brought to the network's input size under a "resize" rule."""
+        if not images:
+            return []
+        import torch
+        import torch.nn.functional as F
+
+        if predictor.output_kind == "logits":
+            out = []
+            for lg in predictor.logits(images, resolution=resolution):
+                p = torch.softmax(lg.float(), dim=0)
+                classes, rim = p[:-1].clone(), p[-1]
+                things = classes[1:] + 1e-6
+                classes[1:] += rim * things / things.sum(dim=0, keepdim=True)
+                out.append(classes.to(torch.float16).cpu().numpy())
+            return out
+        num_classes = int(predictor.model.net.roi_heads.box_predictor.cls_score.out_features)
+        out = []
+        for image, found in zip(images, predictor.detections(images)):
+            masks = found["masks"].float()  # (K, 1, H, W) at the image's size
+            if resolution == "model" and predictor.rule.mode == "resize":
+                size = predictor.rule.resize_image(image).shape[:2]
+                masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False) if len(masks) else \
+                    masks.new_zeros((0, 1, *size))
+            h, w = masks.shape[-2:] if len(masks) else (predictor.rule.resize_image(image).shape[:2]
+                                                        if resolution == "model" and predictor.rule.mode == "resize"
+                                                        else image.shape[:2])
+            absent = torch.ones((num_classes, h, w))
+            for mask, label, score in zip(masks[:, 0], found["labels"], found["scores"]):
+                absent[int(label)] *= 1 - float(score) * mask.clamp(0, 1)
+            present = 1 - absent
+            present[0] = absent[1:].prod(dim=0)
+            out.append((present / present.sum(dim=0, keepdim=True).clamp_min(1e-6)).to(torch.float16).numpy())
+        return out
 
     def write_prediction(self, prediction: InstancePrediction, path: Path, size: tuple[int, int] | None = None
                          ) -> Path:

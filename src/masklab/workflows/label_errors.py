@@ -131,7 +131,7 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
     from masklab.report.explorer import ExplorerSample, write_explorer
     from masklab.tasks import get_task
 
-    target = get_task(task)
+    target, class_maps = get_task(task), get_task("semantic")  # out-of-fold predictions are class maps
     oof = OutOfFold(Path(out_of_fold))
     by_id = {s.id: s for s in dataset.samples}
     table = found.samples.head(top)
@@ -142,11 +142,14 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
         for k, sample_id in enumerate(table["id"]):
             sample = by_id[sample_id]
             pred = np.asarray(oof.get(sample_id).array).argmax(axis=0).astype(np.uint8)
-            path = target.write_prediction(pred, Path(scratch) / f"{k}.png", size=(sample.width, sample.height))
+            size = (sample.width, sample.height)
+            path = class_maps.write_prediction(pred, Path(scratch) / f"{k}_pred.png", size=size)
+            # The mask as the ranking saw it: an instance sample's objects painted as classes.
+            mask = dataset.root / sample.mask if sample.mask else \
+                class_maps.write_prediction(target.label_map(dataset.root, sample), Path(scratch) / f"{k}_gt.png")
             mine = issues[issues["sample_id"] == sample_id].head(MAX_REGIONS)
             regions = [(*(int(v) for v in r.bbox), f"{r.kind} {r.detail}".strip()) for r in mine.itertuples()]
-            samples.append(ExplorerSample(sample_id, sample.split, dataset.root / sample.image,
-                                          dataset.root / sample.mask if sample.mask else None, path,
+            samples.append(ExplorerSample(sample_id, sample.split, dataset.root / sample.image, mask, path,
                                           regions=regions))
         command = f"masklab data mark ids=review.csv status=needs_review data.root={dataset.root}"
         view = {"name": "Likely label errors", "sort": "rank", "dir": "asc", "overlay": "gt",
