@@ -10,6 +10,8 @@ dependency) and ../shared/datasets. Per dataset:
 
 1. import it with masklab's importer (its own split: train / val / test); ``dsb2018_semantic`` is DSB 2018's
    nuclei as one class against background (membrane's 30 images give 2-3 planted errors: too few to rank);
+   ``synthetic`` (masklab's shapes, not a real dataset) is the only one with two or more foreground classes,
+   so the only one where class swaps are planted;
 2. copy it and plant noise in ``--noise`` of the train + val samples (seeded): ``erased_object`` (one
    connected object set to background), ``spurious_blob`` (an ellipse of a foreground class drawn on
    background), ``dilated`` / ``eroded`` (the foreground grown or shrunk by ~4% of the image side),
@@ -41,7 +43,8 @@ import pandas as pd
 from scratch import REPO, enter_scratch_project
 
 PRESETS = {"membrane": "unet-resnet18_membrane-256", "kvasir_seg": "unet-resnet18_kvasir_seg-160",
-           "dsb2018_semantic": "unet-resnet18_kvasir_seg-160"}  # DSB: the same UNet recipe on nuclei vs background
+           "dsb2018_semantic": "unet-resnet18_kvasir_seg-160",  # DSB: the same UNet recipe on nuclei vs background
+           "synthetic": "unet-resnet18_synthetic-96"}  # not real: the only one with 2+ foreground classes (class swap)
 TYPES = ("erased_object", "spurious_blob", "dilated", "eroded", "shifted", "class_swap")
 
 
@@ -181,6 +184,12 @@ def import_source(name: str) -> None:
     from masklab.config import compose
     from masklab.workflows import import_dataset
 
+    if name == "synthetic":
+        from masklab.config import to_plain
+        from masklab.data.synth import synthesize
+
+        synthesize(Path("data") / name, **to_plain(compose("train", [f"experiment={PRESETS[name]}"]).data.synth))
+        return
     if name != "dsb2018_semantic":
         import_dataset(compose("data_import", [f"source={name}", "write_conf=false"]))
         return
@@ -289,10 +298,12 @@ def main() -> None:
                    help="datasets whose top suspects are fixed and retrained (default: all of --datasets)")
     p.add_argument("--reuse-cv", action="store_true",
                    help="rank again from an earlier run's planted.json and out-of-fold predictions in --workdir")
-    p.add_argument("--size", nargs="+", default=["membrane=128", "kvasir_seg=96", "dsb2018_semantic=128"],
+    p.add_argument("--size", nargs="+", default=["membrane=128", "kvasir_seg=96", "dsb2018_semantic=128",
+                                                 "synthetic=96"],
                    help="px, one for all or per dataset as name=px")
     p.add_argument("--folds", type=int, default=3)
-    p.add_argument("--epochs", nargs="+", default=["membrane=40", "kvasir_seg=8", "dsb2018_semantic=12"],
+    p.add_argument("--epochs", nargs="+", default=["membrane=40", "kvasir_seg=8", "dsb2018_semantic=12",
+                                                   "synthetic=12"],
                    help="one for all or per dataset as name=epochs (membrane has 30 images, Kvasir-SEG 1000, "
                         "DSB 334)")
     p.add_argument("--noise", type=float, default=0.1)
