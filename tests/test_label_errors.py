@@ -258,3 +258,33 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     assert "up to date" in dvc("status", "data/synthetic.dvc", cwd=project).stdout
     git("commit", "-qam", "data v3: fixed", cwd=project)
     assert len(git("log", "--oneline", "--", "data/synthetic.dvc", cwd=project).splitlines()) == 3
+
+
+def test_data_mark_reads_review_lists_and_names_what_is_wrong(project, capsys):
+    """`data mark ids=...`: a CSV with an id column, a text file of ids or a list; a CSV without an id
+    column, an unknown id or status is a one-line error, and nothing is written."""
+    from masklab.commands.data import mark
+    from masklab.config import compose
+    from masklab.data.format import read_manifest
+    from masklab.data.synth import synthesize
+
+    from conftest import exits_as_user_error
+
+    dataset = synthesize(project / "data/synthetic", count=6, size=32, seed=1)
+    ids = [s.id for s in dataset.samples]
+    root = dataset.root
+
+    def run(*overrides: str) -> None:
+        mark(compose("data_mark", [f"data.root={root}", *overrides]))
+
+    (project / "ids.txt").write_text(f"{ids[0]}\n\n{ids[1]}\n")
+    run(f"ids={project / 'ids.txt'}")
+    run(f"ids=[{ids[2]}]", "status=fixed")
+    assert {s.id: s.status for s in read_manifest(root) if s.status} == {ids[0]: "needs_review", ids[1]: "needs_review",
+                                                                          ids[2]: "fixed"}
+    (project / "bad.csv").write_text("sample\nx\n")
+    before = (root / "manifest.jsonl").read_bytes()
+    assert "no 'id' column" in exits_as_user_error("data mark", lambda: run(f"ids={project / 'bad.csv'}"), capsys)
+    assert "no sample ['ghost']" in exits_as_user_error("data mark", lambda: run("ids=[ghost]"), capsys)
+    assert "status=wrong" in exits_as_user_error("data mark", lambda: run(f"ids=[{ids[3]}]", "status=wrong"), capsys)
+    assert (root / "manifest.jsonl").read_bytes() == before
