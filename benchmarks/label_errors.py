@@ -19,11 +19,12 @@ dependency) and ../shared/datasets. Per dataset:
    another foreground class; only where a dataset has two or more). The planted ids and types go to
    ``planted.json``; ``data record-edits`` records the new masks;
 3. ``cv`` on the noisy copy (``--folds``, the dataset's preset at ``--size`` px for ``--epochs``);
-4. rank with ``find_label_errors`` (masklab) and ``cleanlab.segmentation.rank.get_label_quality_scores``
-   (softmin) on the same out-of-fold probabilities and masks (at the model's resolution); report
+4. rank with ``find_label_errors`` (masklab: ``score=pixels``, the default, and ``score=objects``) and
+   ``cleanlab.segmentation.rank.get_label_quality_scores`` (softmin) on the same out-of-fold probabilities
+   and masks (at the model's resolution); report
    AUPRC, precision@k and recall@k (k = the number planted), overall and per noise type (a type's
    positives against the clean samples);
-5. close the loop: restore masklab's top-k suspects from the clean copy (what a person does after review),
+5. close the loop: restore masklab's (default) top-k suspects from the clean copy (what a person does after review),
    train once on the noisy, the fixed and the clean data with the same settings and report test mIoU
    and the share of the noisy-to-clean gap the fix recovered. A dataset without a test split (membrane)
    gets noise and cross-validation on train only and is scored on its (clean) val split.
@@ -246,11 +247,16 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
                                              f"cv.splits=[{','.join(covered)}]"]), runs / "cv")
         cv_per_sample, out_of_fold, cv_miou = cv.per_sample, cv.out_of_fold, [cv.mean("mIoU"), cv.std("mIoU")]
     dataset = load_dataset(data / noisy)
-    found = find_label_errors(out_of_fold, dataset, runs / "label_errors")
-    ours = dict(zip(found.samples["id"], found.samples["suspicion"]))
+    found = find_label_errors(out_of_fold, dataset, runs / "label_errors")  # score=pixels, the default
+    from masklab.curation.label_errors import suspicion
+
+    by_objects, _ = suspicion({c: found.samples[c].to_numpy() for c in ("pixel_quality", "unsupported", "unlabelled")},
+                              "objects")
     theirs = cleanlab_scores(out_of_fold, dataset)
     k = len(planted)
-    ranking = {"masklab": ranking_metrics(ours, planted), "cleanlab": ranking_metrics(theirs, planted)}
+    ranking = {"masklab_pixels": ranking_metrics(dict(zip(found.samples["id"], found.samples["suspicion"])), planted),
+               "masklab_objects": ranking_metrics(dict(zip(found.samples["id"], by_objects)), planted),
+               "cleanlab": ranking_metrics(theirs, planted)}
     # Written before the loop's three trainings, so the ranking survives an interrupted run.
     (runs / "ranking.json").write_text(json.dumps(ranking, indent=1))
     summary = {"dataset": name, "samples_cv": len(cv_per_sample), "planted": k,
@@ -319,11 +325,12 @@ def main() -> None:
         results.append(r)
         print(f"\n{name}: {r['planted']} planted {r['planted_by_type']}; cv mIoU {r['cv_mIoU'][0]:.4f} ± "
               f"{r['cv_mIoU'][1]:.4f}; {r['minutes']:.1f} min")
-        print(f"{'type':<16} {'n':>3}  {'AUPRC ours':>10} {'cleanlab':>9}  {'P@k ours':>8} {'cleanlab':>9}")
-        for t, m in r["masklab"].items():
-            c = r["cleanlab"][t]
-            print(f"{t:<16} {m['positives']:>3}  {m['auprc']:>10.3f} {c['auprc']:>9.3f}  {m['precision_at_k']:>8.3f} "
-                  f"{c['precision_at_k']:>9.3f}")
+        names = ("masklab_pixels", "masklab_objects", "cleanlab")
+        print(f"{'type':<16} {'n':>3}  AUPRC " + " ".join(f"{n:>15}" for n in names) + "   P@k "
+              + " ".join(f"{n:>15}" for n in names))
+        for t, m in r["cleanlab"].items():
+            print(f"{t:<16} {m['positives']:>3}        " + " ".join(f"{r[n][t]['auprc']:>15.3f}" for n in names)
+                  + "       " + " ".join(f"{r[n][t]['precision_at_k']:>15.3f}" for n in names))
         if "test_mIoU" not in r:
             continue
         mi = r["test_mIoU"]

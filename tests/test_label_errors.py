@@ -11,6 +11,7 @@ from masklab.curation.label_errors import (
     disagreement,
     evidence_by_kind,
     find_issues,
+    pixel_quality,
     suspicion,
     typical_width,
     worst_kind,
@@ -91,14 +92,16 @@ def test_ignored_and_barely_disputed_pixels_do_not_count():
     assert find_issues("a", confident(model, p=0.45), scene(), label.shape) == []
 
 
+@pytest.mark.parametrize("score", ["pixels", "objects"])
 @pytest.mark.parametrize("planted, side, kind", [("missing", "unlabelled", "missing_object"),
                                                   ("spurious", "unsupported", "spurious_object"),
                                                   ("small_spurious", "unsupported", "spurious_object")])
-def test_a_planted_error_outranks_the_boundary_noise_every_sample_has(planted, side, kind):
+def test_a_planted_error_outranks_the_boundary_noise_every_sample_has(planted, side, kind, score):
     """20 samples whose masks are 1-2 px larger than the model's objects (ordinary imprecision); one also has a
-    planted error. It ranks first by a wide margin, on the side and with the kind the error is."""
+    planted error. It ranks first by either score (a blob of a few pixels only by the object shares), on the
+    side and with the kind the error is."""
     rng = np.random.default_rng(0)
-    issues, shares = {}, {}
+    issues, columns = {}, {}
     for k in range(20):
         model = scene()
         label = model.copy()
@@ -109,15 +112,35 @@ def test_a_planted_error_outranks_the_boundary_noise_every_sample_has(planted, s
             label[disc(label.shape, (40, 12), 4 if planted == "spurious" else 1.5)] = 2
         probs = confident(model)
         issues[f"s{k}"] = find_issues(f"s{k}", probs, label, label.shape)
-        shares[f"s{k}"] = disagreement(probs, label)
+        columns[f"s{k}"] = {"pixel_quality": pixel_quality(probs, label), **disagreement(probs, label)}
     width = typical_width(issues.values())
     assert 0.85 <= width <= 2 * 0.85
-    ids = list(shares)
-    score, sides = suspicion({n: np.array([shares[i][n] for i in ids]) for n in ("unsupported", "unlabelled")})
-    order = np.argsort(-score, kind="stable")
-    assert ids[order[0]] == "s7" and sides[order[0]] == side and score[order[0]] == 1.0
+    ids = list(columns)
+    scores, sides = suspicion({n: np.array([columns[i][n] for i in ids]) for n in columns["s0"]}, score)
+    order = np.argsort(-scores, kind="stable")
+    if planted == "small_spurious" and score == "pixels":
+        # Its few contradicted pixels are fewer than the noise's: only the object shares see it.
+        assert ids[order[0]] != "s7"
+        return
+    assert ids[order[0]] == "s7" and sides[order[0]] == side and scores[order[0]] == 1.0
     assert worst_kind(evidence_by_kind(issues["s7"], width), side) == kind
-    assert shares["s7"][side] > 2 * max(shares[i][side] for i in ids if i != "s7")
+    assert columns["s7"][side] > 2 * max(columns[i][side] for i in ids if i != "s7")
+
+
+def test_pixel_quality_is_the_softmin_of_the_labelled_class_probability():
+    label = scene()
+    assert pixel_quality(confident(label, p=1.0), label) == pytest.approx(1.0)
+    probs = confident(label, p=0.9).astype(np.float32)
+    assert pixel_quality(probs, label) == pytest.approx(0.9, abs=1e-3)  # every pixel equally sure
+    wrong = label.copy()
+    wrong[disc(label.shape, (38, 10), 5)] = 2  # a blob the model calls background (P = 0.05)
+    q = np.take_along_axis(probs, wrong[None].astype(np.int64), 0)[0].astype(np.float64)
+    w = np.exp(-q / 0.1)
+    assert pixel_quality(probs, wrong) == pytest.approx((q * w).sum() / w.sum(), rel=1e-5)
+    assert pixel_quality(probs, wrong) < 0.2  # 2% of the pixels are contradicted: they dominate
+    ignored = wrong.copy()
+    ignored[wrong != label] = 255
+    assert pixel_quality(probs, ignored, ignore_index=255) == pytest.approx(0.9, abs=1e-3)
 
 
 def test_disputed_shares_of_agreement_disagreement_and_an_empty_mask():

@@ -39,11 +39,11 @@ def label_errors(cfg: DictConfig) -> None:
     # Objects without class masks: an instance dataset, compared as its objects' class map.
     task = task or ("instance" if any(s.objects and not s.mask for s in dataset.samples) else "semantic")
     found = find_label_errors(oof, dataset, hydra_output_dir(), run, task=task, min_area=int(cfg.min_area),
-                              min_margin=float(cfg.min_margin))
+                              min_margin=float(cfg.min_margin), score=str(cfg.score))
     top = found.top(int(cfg.top))
     issues = found.issues
-    lines = [f"Most likely label errors of {root} ({len(found.samples)} samples; label quality 1 = nothing "
-             "suspicious):",
+    lines = [f"Most likely label errors of {root} ({len(found.samples)} samples, ranked by score={cfg.score}; "
+             "label quality = the share of samples that look worse):",
              f"{'rank':>4}  {'quality':>7}  {'suspicion':>9}  {'disputed share':<22} {'kind':<16} {'fold':>4}  id   "
              "(region x0,y0,x1,y1)"]
     for row in top.itertuples(index=False):

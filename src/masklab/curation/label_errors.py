@@ -16,12 +16,18 @@ its confidence (the mean margin P(model's class) - P(labelled class) over the re
 evidence = area x confidence (confidently wrong pixels); a boundary issue also has the outline's
 length, so evidence / length is the mean width (px) of the disputed band.
 
-A sample's suspicion is its confidently wrong pixels of the worst kind: for object kinds the sum of
-their evidence; for boundaries only what exceeds the band every sample shows (the dataset's median
-band width times the outline's length), since a 1-2 px disagreement along every outline is model
-imprecision, not a label error. ``label_quality = 1 / (1 + suspicion / typical object area)``
-(1 = nothing suspicious). Unlike cleanlab's pixel self-confidence, this knows objects; on planted noise
-it does not rank better yet (docs/benchmarks.md, "Label errors on planted noise").
+The issues say what looks wrong and where; two scores say how likely a sample's mask is wrong:
+
+- ``pixels`` (the default): the soft minimum over the sample's pixels of P(labelled class)
+  (:func:`pixel_quality`; Lad & Mueller 2023, the score cleanlab's segmentation module computes with
+  ``method="softmin"``, written here because cleanlab is AGPL-3.0). The most confidently contradicted
+  pixels dominate it. With a well-trained model it separates planted errors almost perfectly.
+- ``objects``: two shares of the mask the model disputes (:func:`disagreement`), each turned into its
+  percentile among the dataset's samples, the higher one counting. It ranks better when the model is
+  weak (it disputes many clean masks pixel by pixel, but rarely a whole object); with many small
+  objects per image it is worse, since some small object is always missed.
+
+docs/benchmarks.md ("Label errors on planted noise") has both against cleanlab.
 
 Memory: one sample's probabilities at a time; the dataset-wide statistics need only the small
 per-sample evidence table.
@@ -217,23 +223,50 @@ def disagreement(probs: np.ndarray, label: np.ndarray, ignore_index: int | None 
     return {"unsupported": unsupported, "unlabelled": outside / (inside + outside + prior) if outside > 0 else 0.0}
 
 
+def pixel_quality(probs: np.ndarray, label: np.ndarray, ignore_index: int | None = None,
+                  temperature: float = 0.1) -> float:
+    """The softmin over the valid pixels of P(labelled class), in [0, 1] (1: the model agrees everywhere).
+
+    probs: (C, h, w) class probabilities; label: (h, w) class ids at the same size. Each pixel weighs
+    exp(-P / ``temperature``), so a few confidently contradicted pixels pull the score down (Lad &
+    Mueller 2023, "Estimating label quality and errors in semantic segmentation data via any model")."""
+    probs = np.asarray(probs, dtype=np.float32)
+    valid = label != ignore_index if ignore_index is not None else np.ones(label.shape, bool)
+    valid &= label < probs.shape[0]
+    if not valid.any():
+        return 1.0
+    q = np.take_along_axis(probs, np.where(valid, label, 0)[None].astype(np.int64), 0)[0][valid].astype(np.float64)
+    weights = np.exp(-(q - q.min()) / temperature)  # shifted: the same ratio, no underflow to 0 / 0
+    return float((q * weights).sum() / weights.sum())
+
+
 SIDES = {"unsupported": ("spurious_object", "class_swap", "boundary"), "unlabelled": ("missing_object", "boundary")}
+SCORES = ("pixels", "objects")
 
 
-def suspicion(shares: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(suspicion, side) per sample from ``shares`` = {side: (N,) shares} over the whole dataset.
-
-    Each side is first turned into its percentile among the dataset's samples (0-1, ties averaged),
-    because the two sides live on different scales (a model that over-segments disputes many masks'
-    ``unlabelled`` share a little) and only an unusual share is evidence; a sample's suspicion is its
-    higher percentile, and ``side`` says which one."""
+def percentile(values: np.ndarray) -> np.ndarray:
+    """Each value's percentile among ``values`` (0-1], ties averaged."""
     import pandas as pd
 
+    return pd.Series(np.asarray(values, float)).rank(pct=True).to_numpy()
+
+
+def suspicion(columns: dict[str, np.ndarray], score: str = "pixels") -> tuple[np.ndarray, np.ndarray]:
+    """(suspicion in (0, 1], side) per sample from per-sample ``columns`` over the whole dataset:
+    ``pixel_quality`` and the two shares of :func:`disagreement` (keys of ``SIDES``).
+
+    ``score="pixels"``: the percentile of 1 - pixel quality. ``score="objects"``: each share's percentile
+    among the samples (the two live on different scales: a model that over-segments disputes many masks'
+    ``unlabelled`` share a little, and only an unusual share is evidence), the higher one. ``side`` is
+    the share with the higher percentile either way (it picks the sample's kind of issue)."""
+    if score not in SCORES:
+        raise ValueError(f"score={score!r}; expected one of {SCORES}")
     names = list(SIDES)
-    ranks = np.stack([pd.Series(np.asarray(shares[n], float)).rank(pct=True).to_numpy() for n in names])
-    if not ranks.size:
-        return np.zeros(0), np.array([], dtype=object)
-    return ranks.max(axis=0), np.array(names, dtype=object)[ranks.argmax(axis=0)]
+    ranks = np.stack([percentile(columns[n]) for n in names]) if len(columns[names[0]]) else np.zeros((2, 0))
+    sides = np.array(names, dtype=object)[ranks.argmax(axis=0)] if ranks.size else np.array([], dtype=object)
+    if score == "pixels":
+        return percentile(1.0 - np.asarray(columns["pixel_quality"], float)), sides
+    return ranks.max(axis=0) if ranks.size else np.zeros(0), sides
 
 
 def worst_kind(evidence: dict[str, float], side: str) -> str:

@@ -24,11 +24,11 @@ ARTIFACT_DIR = "label_errors"
 
 @dataclass
 class LabelErrors:
-    """``samples``: id, rank, split, fold, suspicion (0-1: the sample's higher percentile of its two
-    disputed shares among the dataset's samples), label_quality (1 - suspicion, so it sorts like the
-    ranking), side (which share), unsupported and unlabelled (the shares), kind (its worst issue on that
-    side), issues (count), and the evidence (px) of each kind, most suspicious first; ``issues``: one
-    row per suspected issue."""
+    """``samples``: id, rank, split, fold, suspicion (0-1: the sample's percentile among the dataset's
+    samples by the chosen score), label_quality (1 - suspicion, so it sorts like the ranking),
+    pixel_quality, unsupported and unlabelled (the scores' inputs), side (the share with the higher
+    percentile), kind (the sample's worst issue on that side), issues (count), and the evidence (px)
+    of each kind, most suspicious first; ``issues``: one row per suspected issue."""
 
     samples: Any  # pandas.DataFrame
     issues: Any  # pandas.DataFrame
@@ -50,20 +50,24 @@ def label_at(task: Any, root: Path, sample: Any, size: tuple[int, int]) -> np.nd
 
 
 def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | Path, run: Any = None,
-                      task: str = "semantic", min_area: int = 4, min_margin: float = 0.2) -> LabelErrors:
+                      task: str = "semantic", min_area: int = 4, min_margin: float = 0.2,
+                      score: str = "pixels") -> LabelErrors:
     """Issues and label-quality scores of every sample with an out-of-fold prediction in ``out_of_fold``.
 
     ``dataset``: the loaded Dataset those predictions were made for (its masks are compared, resized
     to the predictions' size by nearest neighbour, as scoring at model resolution does).
-    ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run)."""
+    ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run). ``score``: what
+    ranks the samples, "pixels" or "objects" (masklab.curation.label_errors explains both)."""
     import pandas as pd
 
     from masklab.curation.label_errors import (
         KINDS,
+        SCORES,
         SIDES,
         disagreement,
         evidence_by_kind,
         find_issues,
+        pixel_quality,
         suspicion,
         typical_width,
         worst_kind,
@@ -72,6 +76,8 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     from masklab.files import atomic_write
     from masklab.tasks import get_task
 
+    if score not in SCORES:
+        raise UserError(f"score={score}: expected one of {list(SCORES)}")
     oof = OutOfFold(Path(out_of_fold))
     by_id = {s.id: s for s in dataset.samples}
     unknown = [i for i in oof.ids if i not in by_id]
@@ -87,12 +93,14 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
         label = label_at(target, dataset.root, sample, item.array.shape[-2:])
         found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
                                      min_area=min_area, min_margin=min_margin)
-        shares[item.id] = disagreement(item.array, label, ignore_index=ignore, min_area=min_area)
+        shares[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
+                           **disagreement(item.array, label, ignore_index=ignore, min_area=min_area)}
     width = typical_width(found.values())
     ids = list(found)
-    score, side = suspicion({name: np.array([shares[i][name] for i in ids]) for name in SIDES})
+    scores, side = suspicion({name: np.array([shares[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
+                             score)
     rows = []
-    for sample_id, sample_score, sample_side in zip(ids, score, side):
+    for sample_id, sample_score, sample_side in zip(ids, scores, side):
         evidence = evidence_by_kind(found[sample_id], width)
         sample = by_id[sample_id]
         rows.append({"id": sample_id, "split": sample.split, "fold": oof.fold_of(sample_id),
