@@ -82,6 +82,15 @@ def test_a_mask_grown_or_shrunk_by_two_pixels_is_a_boundary_issue_about_two_pixe
     assert 1.0 <= issue.width / 0.85 <= 3.0  # mean width of the disputed band, in px
 
 
+def test_a_small_object_drawn_far_too_wide_is_a_dilated_boundary_not_a_spurious_object():
+    model = np.zeros((48, 64), np.uint8)
+    model[disc(model.shape, (24, 30), 3)] = 1  # a small nucleus
+    label = np.zeros_like(model)
+    label[disc(label.shape, (24, 30), 8)] = 1  # its outline drawn 5 px too wide: 85% of the mask is disputed
+    (issue,) = find_issues("a", confident(model), label, label.shape)
+    assert (issue.kind, issue.detail) == ("boundary", "dilated")
+
+
 def test_ignored_and_barely_disputed_pixels_do_not_count():
     model = scene()
     model[disc(model.shape, (38, 10), 5)] = 1

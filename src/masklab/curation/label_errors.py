@@ -6,7 +6,8 @@ that disagree form regions; each region is typed by what the disagreement looks 
 - ``missing_object``: labelled background where the model sees an object of class b, and the region
   touches no labelled object of class b (a separate object nobody drew);
 - ``spurious_object``: most of a labelled object (``object_share``, default half) is background to
-  the model (a blob drawn where nothing is);
+  the model and it sees no core of the object's class inside (a blob drawn where nothing is; with a
+  core, a small object drawn far too wide, it is a ``dilated`` boundary);
 - ``class_swap``: most of a labelled object of class a is confidently class b (b not background);
 - ``boundary``: the disagreement lies along an object's outline: the label is too large
   (``dilated``), too small (``eroded``) or both (``shifted``) there.
@@ -129,8 +130,12 @@ def find_issues(sample_id: str, probs: np.ndarray, label: np.ndarray, original_s
                 detail = "eroded"
             else:
                 owners = np.unique(objects[a][region])
-                owned = int(np.isin(objects[a], owners[owners > 0]).sum())
-                whole = area >= object_share * owned
+                owner = np.isin(objects[a], owners[owners > 0])
+                owned = int(owner.sum())
+                # Most of the object disputed, and the model sees (almost) none of it as class a (a core under
+                # 10%): a wrong object. Where it sees a core, the outline was drawn far too wide instead.
+                core = int((owner & (pred == a)).sum())
+                whole = area >= object_share * owned and core < 0.1 * owned
                 kind = ("class_swap" if b != background else "spurious_object") if whole else "boundary"
                 detail = "dilated" if b == background else "reassigned"
             if kind == "boundary":
