@@ -26,12 +26,12 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-# Lint first: a ruff error fails the tests. Then two workers taking tests one by one, except the modules
-# with module-scoped fixtures (marked xdist_group: one worker runs each whole, its fixtures built once),
-# in collection order (--no-loadscope-reorder: the slowest first, see tests/conftest.py LONGEST_FIRST).
+# Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
+# a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
+# first, see tests/conftest.py LONGEST_FIRST).
 test: setup browser
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -32,10 +32,10 @@ if "OMP_NUM_THREADS" in os.environ:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # also if a plugin imported torch before us
 
 REPO = Path(__file__).resolve().parents[1]
-# The slowest test modules (`pytest --durations=0`), scheduled first: under `--dist loadgroup
-# --no-loadscope-reorder` (make test) each worker takes the next test (or grouped module) in collection
-# order, so what is left at the end is short. xdist's own order (largest groups first) ran the 1-3 test
-# DVC modules last, one worker alone on a 3-minute module while the other had finished.
+# The slowest test modules (`pytest --durations=0`), scheduled first: under `--dist loadfile
+# --no-loadscope-reorder` (make test) each worker takes the next module in collection order, so the
+# modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
+# modules last, one worker alone on a 3-minute DVC module while the other had finished.
 LONGEST_FIRST = ("test_dvc_experiments.py", "test_dvc_pipeline.py", "test_preset_expected.py",
                  "test_tracking_server.py", "test_registry.py", "test_sweep.py", "test_instance_task.py",
                  "test_presets_data_cli.py")

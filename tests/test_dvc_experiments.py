@@ -12,9 +12,6 @@ import yaml
 
 from dvc_project import dvc, git, reproduced_project
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("dvc_experiments")
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:

@@ -26,9 +26,6 @@ from masklab.platform import cpu_model
 
 from dvc_project import BIN, EDITED_MASK, dvc, git, ran_stages, reproduced_project, sh
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("dvc_pipeline")
-
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:

@@ -21,9 +21,6 @@ from test_explorer import CASE_GT, CASE_PRED, OH, OW, write_instance_report
 from masklab.data.format import ClassInfo, ClassTable
 from masklab.report.explorer import ExplorerSample, write_explorer
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("explorer_browser")
-
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]

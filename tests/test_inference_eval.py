@@ -25,9 +25,6 @@ from masklab.inference.folder import predict_folder
 from masklab.tracking.packaging import Package
 from masklab.workflows.evaluation import evaluate_checkpoint, evaluate_model
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("inference_eval")
-
 SIZES = [(40, 60), (77, 50), (96, 96), (31, 45), (64, 33)]
 TABLE = ClassTable((ClassInfo(0, "red", (255, 0, 0)), ClassInfo(1, "green", (0, 255, 0)),
                     ClassInfo(2, "blue", (0, 0, 255))), ignore_index=255)

@@ -22,9 +22,6 @@ from scipy.ndimage import binary_erosion
 
 from masklab.metrics.instance import InstanceMetrics, object_boundaries, resolve_overlaps
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("instance_metrics")
-
 COCO_KEYS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")  # COCOeval.stats order
 TOL = 1e-6

@@ -22,9 +22,6 @@ from masklab.metrics import (
 
 from conftest import SHARED_DATASETS, assert_close
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("metrics_boundary")
-
 IGNORE = 255
 NAN = float("nan")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -14,9 +14,6 @@ from PIL import Image
 
 from conftest import FAST, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("registry")
-
 NAME = "shapes"
 
 

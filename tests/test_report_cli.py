@@ -15,9 +15,6 @@ from masklab.errors import UserError
 
 from conftest import FAST, copy_store, exits_as_user_error, fit_in, in_project, miou_from_confusion, mlflow_runs
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("report_cli")
-
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, mlflow_template):

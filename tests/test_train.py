@@ -21,9 +21,6 @@ from conftest import (
     run_masklab,
 )
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("train")
-
 
 def run_dir(project: Path) -> Path:
     dirs = sorted((project / "experiments" / "runs").glob("*/*_train"))

@@ -15,9 +15,6 @@ from PIL import Image
 
 from conftest import FAST, miou_from_confusion, mlflow_runs, run_masklab
 
-# One worker runs this whole module, so its module-scoped fixtures are built once (make test: --dist loadgroup).
-pytestmark = pytest.mark.xdist_group("workflows")
-
 
 def composed(config_name: str, overrides: list[str]):
     """A config from Hydra's compose API, as a notebook would get it."""
