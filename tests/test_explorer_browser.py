@@ -475,25 +475,14 @@ def test_likely_label_errors_view_outlines_regions_and_exports_marks_for_data_ma
     object first, its disputed region outlined on the thumbnail and over image, mask and prediction (in the
     image's pixels); a sample marked in the page (key m) downloads as review.csv, which `masklab data mark`
     turns into needs_review in the manifest."""
-    from test_label_errors import confident
+    from test_label_errors import erased_object_case
 
     from masklab.commands.data import mark
     from masklab.config import compose
-    from masklab.curation.out_of_fold import OutOfFoldWriter
-    from masklab.data.format import read_manifest, read_mask
-    from masklab.data.synth import synthesize
+    from masklab.data.format import read_manifest
     from masklab.workflows import find_label_errors, write_label_error_explorer
 
-    dataset = synthesize(tmp_path / "synthetic", count=10, size=48, seed=3)
-    writer = OutOfFoldWriter(tmp_path / "oof", "model")
-    for k, sample in enumerate(dataset.samples):
-        writer.add(sample.id, k % 2, confident(read_mask(dataset.root / sample.mask), classes=4))
-    writer.close()
-    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
-    mask = read_mask(dataset.root / victim.mask).copy()
-    erased = mask == np.unique(mask)[-1]
-    mask[erased] = 0
-    Image.fromarray(mask).save(dataset.root / victim.mask)
+    dataset, victim, _, erased = erased_object_case(tmp_path / "synthetic", tmp_path / "oof", count=10, seed=3, folds=2)
     found = find_label_errors(tmp_path / "oof", dataset, tmp_path / "label_errors")
     index = write_label_error_explorer(found, dataset, tmp_path / "oof", top=6)
     x0, y0, x1, y1 = found.issues[found.issues["sample_id"] == victim.id].sort_values("evidence").iloc[-1]["bbox"]

@@ -3,6 +3,8 @@ missing object outranks the ordinary boundary disagreement every sample has."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -35,6 +37,31 @@ def scene() -> np.ndarray:
     label[disc(label.shape, (14, 14), 7)] = 1
     label[disc(label.shape, (30, 44), 9)] = 2
     return label
+
+
+def erased_object_case(root: Path, oof: Path, count: int, seed: int, folds: int):
+    """A synthetic dataset at ``root`` whose out-of-fold predictions (in ``oof``, dealt over ``folds``) are
+    confident copies of its clean masks; then one sample with two or more objects loses its last class
+    from the mask on disk (a person forgot to draw it). Returns (dataset, victim, erased class id, the
+    erased pixels (H, W) bool)."""
+    from PIL import Image
+
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+    from masklab.data.format import read_mask
+    from masklab.data.synth import synthesize
+
+    dataset = synthesize(root, count=count, size=48, seed=seed)
+    writer = OutOfFoldWriter(oof, "model")
+    for k, sample in enumerate(dataset.samples):
+        writer.add(sample.id, k % folds, confident(read_mask(dataset.root / sample.mask), classes=4))
+    writer.close()
+    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
+    mask = read_mask(dataset.root / victim.mask).copy()
+    erased = int(np.unique(mask)[-1])
+    was_there = mask == erased
+    mask[was_there] = 0
+    Image.fromarray(mask).save(dataset.root / victim.mask)
+    return dataset, victim, erased, was_there
 
 
 def kinds(issues) -> list[str]:
@@ -172,29 +199,15 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
     one mask on disk lost an object: that sample ranks first as a missing object, the tables are keyed by id and
     logged to the cross-validation's run, and `masklab curate label-errors run_id=...` prints it first."""
     import pandas as pd
-    from PIL import Image
 
     from masklab.commands import curate
     from masklab.config import compose
-    from masklab.curation.out_of_fold import OutOfFoldWriter
-    from masklab.data.format import read_mask
-    from masklab.data.synth import synthesize
     from masklab.tracking.runs import start_run
 
     from conftest import in_project
 
-    dataset = synthesize(project / "data/synthetic", count=12, size=48, seed=3)
-    writer = OutOfFoldWriter(project / "oof", "model")
-    for k, sample in enumerate(dataset.samples):
-        writer.add(sample.id, k % 3, confident(read_mask(dataset.root / sample.mask), classes=4))
-    writer.close()
-    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
-    mask = read_mask(dataset.root / victim.mask).copy()
-    erased = int(np.unique(mask)[-1])
-    was_there = mask == erased
-    mask[was_there] = 0  # a person forgot to draw this object
-    Image.fromarray(mask).save(dataset.root / victim.mask)
-
+    dataset, victim, erased, was_there = erased_object_case(project / "data/synthetic", project / "oof", count=12,
+                                                            seed=3, folds=3)
     uri = f"sqlite:///{project}/experiments/mlflow.db"
     parent = start_run(uri, str(project / "experiments/mlartifacts"), "synthetic", "cv-3-folds",
                        {"masklab.command": "cv", "masklab.out_of_fold": str(project / "oof"),
@@ -240,26 +253,16 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     from masklab.commands import curate
     from masklab.commands.data import record_edits
     from masklab.config import compose
-    from masklab.curation.out_of_fold import OutOfFoldWriter
     from masklab.data.edits import record_mask_edits
     from masklab.data.format import read_manifest, read_mask
-    from masklab.data.synth import synthesize
 
     from conftest import in_project
     from dvc_project import dvc, git
 
     git("init", "-q", "-b", "main", cwd=project)
     dvc("init", "-q", cwd=project)
-    dataset = synthesize(project / "data/synthetic", count=8, size=48, seed=5)
-    writer = OutOfFoldWriter(project / "oof", "model")
-    for sample in dataset.samples:
-        writer.add(sample.id, 0, confident(read_mask(dataset.root / sample.mask), classes=4))
-    writer.close()
-    victim = next(s for s in dataset.samples if len(np.unique(read_mask(dataset.root / s.mask))) >= 3)
-    clean = read_mask(dataset.root / victim.mask).copy()
-    broken = clean.copy()
-    broken[broken == np.unique(clean)[-1]] = 0
-    Image.fromarray(broken).save(dataset.root / victim.mask)
+    dataset, victim, erased, was_there = erased_object_case(project / "data/synthetic", project / "oof", count=8,
+                                                            seed=5, folds=1)
     record_mask_edits(dataset.root)  # the error is part of the tracked data
     (project / ".gitignore").write_text("experiments/\n")
     dvc("add", "-q", "data/synthetic", cwd=project)
@@ -279,7 +282,9 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     assert git("status", "--porcelain", cwd=project).splitlines() == ["M data/synthetic.dvc"]  # (stripped)
     git("commit", "-qam", "data v2: marked for review", cwd=project)
 
-    Image.fromarray(clean).save(dataset.root / victim.mask)  # the person's fix
+    fixed = read_mask(dataset.root / victim.mask).copy()
+    fixed[was_there] = erased
+    Image.fromarray(fixed).save(dataset.root / victim.mask)  # the person's fix
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)

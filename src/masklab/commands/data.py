@@ -101,10 +101,10 @@ def read_ids(ids) -> list[str]:
                         "or a list [id1,id2])")
     lines = path.read_text(encoding="utf-8").splitlines()
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(lines))
-        if rows and "id" not in rows[0] or not rows and lines and lines[0].strip() != "id":
-            raise UserError(f"{path}: no 'id' column (columns: {lines[0] if lines else 'none'})")
-        return [r["id"] for r in rows if r["id"]]
+        reader = csv.DictReader(lines)
+        if "id" not in (reader.fieldnames or []):
+            raise UserError(f"{path}: no 'id' column (columns: {reader.fieldnames or 'none'})")
+        return [r["id"] for r in reader if r["id"]]
     return [line.strip() for line in lines if line.strip()]
 
 

@@ -198,7 +198,7 @@ def cross_validation(cfg: DictConfig, out: Path) -> None:
     """K-fold cross-validation on the folds ``prepare`` stored; fold run folders under experiments/runs/."""
     from masklab.data.folds import covered_samples
     from masklab.data.open import open_dataset
-    from masklab.pipeline.outputs import write_json
+    from masklab.pipeline.outputs import write_cv_outputs
     from masklab.workflows import cross_validate
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
@@ -209,17 +209,9 @@ def cross_validation(cfg: DictConfig, out: Path) -> None:
                         "`dvc repro` (prepare deals the folds)")
     runs = Path(cfg.paths.experiments_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S_pipeline-cv")
     done = cross_validate(cfg, out / CV_DIR, runs_dir=runs)
-    write_json(out / CV_DIR / "metrics.json", {name: {"mean": _round(m), "std": _round(sd)}
-                                                for name, (m, sd) in done.summary.items()})
-    write_json(out / CV_DIR / RUN_FILE, {"mlflow_run_id": done.parent_run_id})
+    write_cv_outputs(out / CV_DIR, done.summary, done.parent_run_id)
     result(f"cv: {done.k} folds, mIoU {done.mean('mIoU'):.4f} ± {done.std('mIoU'):.4f}; wrote {out / CV_DIR}; "
            f"MLflow run {done.parent_run_id}")
-
-
-def _round(value: float) -> float | None:
-    import math
-
-    return None if math.isnan(value) else round(float(value), 6)
 
 
 def label_errors(cfg: DictConfig, out: Path) -> None:

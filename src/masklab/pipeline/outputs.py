@@ -102,3 +102,11 @@ def write_evaluation_outputs(folder: Path, metrics_by_split: Mapping[str, Mappin
         write_csv(folder / PER_CLASS_FILE, per_class_rows, list(per_class.columns)),
         write_platform(folder),
     ]
+
+
+def write_cv_outputs(folder: Path, summary: Mapping[str, tuple[float, float]], parent_run_id: str) -> list[Path]:
+    """The cv stage's ``metrics.json`` ({metric: {mean, std}} over folds) and ``run.json`` (the
+    cross-validation's MLflow parent run, which the label-errors stage logs to)."""
+    return [write_json(folder / METRICS_FILE, {name: {"mean": _clean(m), "std": _clean(sd)}
+                                               for name, (m, sd) in summary.items()}),
+            write_json(folder / RUN_FILE, {"mlflow_run_id": parent_run_id})]

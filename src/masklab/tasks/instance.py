@@ -235,14 +235,11 @@ class InstanceTask:
         num_classes = int(predictor.model.net.roi_heads.box_predictor.cls_score.out_features)
         out = []
         for image, found in zip(images, predictor.detections(images)):
+            at_model = resolution == "model" and predictor.rule.mode == "resize"
+            h, w = predictor.rule.resize_image(image).shape[:2] if at_model else image.shape[:2]
             masks = found["masks"].float()  # (K, 1, H, W) at the image's size
-            if resolution == "model" and predictor.rule.mode == "resize":
-                size = predictor.rule.resize_image(image).shape[:2]
-                masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False) if len(masks) else \
-                    masks.new_zeros((0, 1, *size))
-            h, w = masks.shape[-2:] if len(masks) else (predictor.rule.resize_image(image).shape[:2]
-                                                        if resolution == "model" and predictor.rule.mode == "resize"
-                                                        else image.shape[:2])
+            if len(masks) and masks.shape[-2:] != (h, w):
+                masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
             absent = torch.ones((num_classes, h, w))
             for mask, label, score in zip(masks[:, 0], found["labels"], found["scores"]):
                 absent[int(label)] *= 1 - float(score) * mask.clamp(0, 1)

@@ -87,17 +87,17 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     target = get_task(task)
     ignore = dataset.class_table.ignore_index
     found: dict[str, list] = {}
-    shares: dict[str, dict[str, float]] = {}
+    columns: dict[str, dict[str, float]] = {}  # per sample: pixel_quality and the two shares
     for item in oof:
         sample = by_id[item.id]
         label = label_at(target, dataset.root, sample, item.array.shape[-2:])
         found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
                                      min_area=min_area, min_margin=min_margin)
-        shares[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
+        columns[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
                            **disagreement(item.array, label, ignore_index=ignore, min_area=min_area)}
     width = typical_width(found.values())
     ids = list(found)
-    scores, side = suspicion({name: np.array([shares[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
+    scores, side = suspicion({name: np.array([columns[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
                              score)
     rows = []
     for sample_id, sample_score, sample_side in zip(ids, scores, side):
@@ -105,7 +105,7 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
         sample = by_id[sample_id]
         rows.append({"id": sample_id, "split": sample.split, "fold": oof.fold_of(sample_id),
                      "label_quality": 1.0 - float(sample_score), "suspicion": float(sample_score),
-                     "side": sample_side, **shares[sample_id], "kind": worst_kind(evidence, sample_side),
+                     "side": sample_side, **columns[sample_id], "kind": worst_kind(evidence, sample_side),
                      "issues": len(found[sample_id]), **{f"evidence/{k}": evidence[k] for k in KINDS}})
     samples = pd.DataFrame(rows).sort_values(["suspicion", "id"], ascending=[False, True], kind="stable")
     samples.insert(1, "rank", np.arange(1, len(samples) + 1))
