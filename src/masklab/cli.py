@@ -53,6 +53,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                          "HTML explorer of a dataset (images and masks), no server needed"),
     ("report",): ("report", "masklab.commands.report:report",
                   "HTML explorer of a run's evaluation: worst samples, overlays, errors, summary"),
+    ("explore",): ("explore", "masklab.commands.explore:explore",
+                   "local web app over per-sample tables (run_id=, table= or data=): filter, sort, thumbnails"),
     ("ui",): ("ui", "masklab.commands.ui:ui", "serve the MLflow UI of the local store on 127.0.0.1"),
     ("sweep",): ("sweep_run", "masklab.commands.sweep:sweep",
                  "Optuna sweep of train runs from a preset (sweep=<preset>); run again to resume"),

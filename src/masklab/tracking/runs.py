@@ -220,6 +220,23 @@ class RunLog:
         except Exception:  # MlflowException / OSError: the artifact does not exist
             return None
 
+    def local_artifact(self, artifact_path: str) -> Path | None:
+        """Where the artifact lies on this machine when the run's artifact store is a local folder (so a caller
+        can read it in place instead of copying it); None for a remote store or when the run has no such artifact."""
+        import urllib.parse
+        import urllib.request
+
+        uri = self._client.get_run(self.run_id).info.artifact_uri
+        parts = urllib.parse.urlsplit(uri)
+        if parts.scheme == "file":
+            root = Path(urllib.request.url2pathname(parts.path))
+        elif parts.scheme == "" or (len(parts.scheme) == 1 and ":" in uri):  # a plain path (or a Windows drive)
+            root = Path(uri)
+        else:
+            return None
+        path = root / artifact_path
+        return path if path.exists() else None
+
     def end(self, status: str = "FINISHED") -> None:
         """Mark the run ended with ``status`` (FINISHED, FAILED or KILLED)."""
         self._client.set_terminated(self.run_id, status=status)
