@@ -1,0 +1,373 @@
+"""`masklab explore`: the explorer server's API, and its page in a real headless Chromium (Debian's
+/usr/bin/chromium driven by Playwright, as in test_explorer_browser.py; those tests skip when either is missing).
+
+One evaluation of N samples is generated per module: small PNG images, masks and predictions, a per-sample
+Parquet table (mIoU, ...) and a second table (curation-like scores for half the samples).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from masklab.data.format import (
+    ClassInfo,
+    ClassTable,
+    Sample,
+    file_sha256,
+    safe_name,
+    write_manifest,
+)
+from masklab.errors import UserError
+from masklab.explore import ExploreApp
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
+                      ClassInfo(2, "square", (60, 180, 75))))
+N = 2400
+W, H = 48, 36
+WORST, BEST = "s1234", "s0777"
+ODD = "dir/odd id"  # a "/" and a space: ids are percent-encoded in URLs, "/" -> "__" in file names
+BIG = (300, 200)  # ODD's image size: its thumbnail is 128 x 85
+
+
+def _arrays(k: int, w: int = W, h: int = H) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[:h, :w]
+    image = np.stack([(xx * 5 + 7 * k) % 256, (yy * 7) % 256, np.full_like(xx, (13 * k) % 256)], -1).astype(np.uint8)
+    gt = np.zeros((h, w), np.uint8)
+    gt[h // 4: 3 * h // 4, w // 4: w // 2] = 1
+    gt[: h // 4, 3 * w // 4:] = 2
+    pred = np.roll(gt, k % 5, axis=1)
+    return image, gt, pred
+
+
+def build(root: Path) -> dict:
+    """Dataset ``root/data`` (N samples + ODD), predictions ``root/pred``, tables ``root/per_sample.parquet``
+    and ``root/scores.parquet``; returns their paths and the per-sample table as a DataFrame."""
+    data, pred_dir = root / "data", root / "pred"
+    for sub in (data / "images", data / "masks", pred_dir):
+        sub.mkdir(parents=True)
+    (data / "classes.yaml").write_text(yaml.safe_dump(CLASSES.to_dict(), sort_keys=False))
+    rng = np.random.default_rng(0)
+    ids = [f"s{k:04d}" for k in range(N)] + [ODD]
+    samples = []
+    for k, sid in enumerate(ids):
+        image, gt, pred = _arrays(k, *(BIG if sid == ODD else (W, H)))
+        safe = safe_name(sid)
+        Image.fromarray(image).save(data / "images" / f"{safe}.png", compress_level=1)
+        Image.fromarray(gt).save(data / "masks" / f"{safe}.png", compress_level=1)
+        Image.fromarray(pred).save(pred_dir / f"{safe}.png", compress_level=1)
+        samples.append(Sample(sid, f"images/{safe}.png", f"masks/{safe}.png", "test" if k % 4 == 0 else "val",
+                              image.shape[1], image.shape[0], file_sha256(data / "images" / f"{safe}.png")))
+    write_manifest(data, samples)
+    miou = rng.uniform(0.05, 0.99, len(ids))
+    miou[ids.index(WORST)], miou[ids.index(BEST)] = 0.001, 0.999
+    miou[3::97] = np.nan  # no score (e.g. nothing to score): sorts last, never matches a comparison
+    table = pd.DataFrame({"id": ids, "split": [s.split for s in samples], "mIoU": miou,
+                          "iou/circle": rng.uniform(0, 1, len(ids)), "missed/circle": rng.uniform(0, 1, len(ids)) < .1,
+                          "note": [f"n{k % 10}" for k in range(len(ids))]})
+    table.to_parquet(root / "per_sample.parquet", index=False)
+    scores = pd.DataFrame({"id": ids[::2], "uniqueness": rng.uniform(0, 1, len(ids[::2])),
+                           "mIoU": 0.5})  # a clash with the main table's column: renamed scores.mIoU
+    scores.to_parquet(root / "scores.parquet", index=False)
+    return {"data": data, "pred": pred_dir, "table": root / "per_sample.parquet", "scores": root / "scores.parquet",
+            "frame": table}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> dict:
+    return build(tmp_path_factory.mktemp("explore"))
+
+
+@pytest.fixture(scope="module")
+def app(built):
+    app = ExploreApp(built["data"], built["table"], [built["scores"]], built["pred"])
+    app.start(0)
+    yield app
+    app.stop()
+
+
+def get(app: ExploreApp, path: str) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of a GET."""
+    try:
+        with urllib.request.urlopen(app.url.rstrip("/") + path, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def rows(app: ExploreApp, **request) -> tuple[int, dict]:
+    req = urllib.request.Request(app.url + "api/rows", json.dumps(request).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+# ---------------------------------------------------------------------------------------------- API
+
+
+def test_rows_filters_sort_and_joined_tables(app, built):
+    frame = built["frame"]
+    status, meta = 200, json.loads(get(app, "/api/meta")[2])
+    assert meta["total"] == N + 1
+    cols = {c["name"]: c for c in meta["columns"]}
+    assert cols["mIoU"]["type"] == "num" and cols["note"]["type"] == "str" and cols["missed/circle"]["type"] == "bool"
+    assert cols["uniqueness"]["source"] == "scores" and "scores.mIoU" in cols  # a clash is renamed, not lost
+    assert dict(meta["splits"]) == {"val": int((frame.split == "val").sum()), "test": int((frame.split == "test").sum())}
+    assert meta["layers"] == {"gt": True, "pred": True}
+
+    status, page = rows(app, filters=[{"column": "mIoU", "op": "<", "value": 0.3},
+                                      {"column": "split", "op": "=", "value": "test"}], limit=5)
+    assert status == 200
+    assert page["matched"] == int(((frame.mIoU < 0.3) & (frame.split == "test")).sum()) > 0
+    status, page = rows(app, sort="mIoU", dir="asc", limit=3, columns=["mIoU"])
+    assert page["columns"] == ["id", "mIoU"] and page["rows"][0] == ["s1234", 0.001]
+    status, page = rows(app, sort="mIoU", dir="desc", offset=N - 5, limit=50, columns=["mIoU"])
+    assert [r[1] for r in page["rows"]][-1] is None  # NaN is a missing value: last in either direction
+    status, page = rows(app, filters=[{"column": "mIoU", "op": "is null"}])
+    assert page["matched"] == int(frame.mIoU.isna().sum())
+    status, page = rows(app, filters=[{"column": "id", "op": "in", "value": [ODD, "s0001", "nope"]}],
+                        columns=["uniqueness"])
+    assert page["matched"] == 2 and {r[0] for r in page["rows"]} == {ODD, "s0001"}
+    by_id = {r[0]: r[1] for r in page["rows"]}
+    assert by_id["s0001"] is None and isinstance(by_id[ODD], float)  # scores has every second sample (ODD: index N)
+    status, page = rows(app, filters=[{"column": "note", "op": "contains", "value": "N3"},
+                                      {"column": "missed/circle", "op": "=", "value": "true"}])
+    assert page["matched"] == int((frame.note.str.contains("3") & frame["missed/circle"]).sum())
+
+
+@pytest.mark.parametrize("request_, expected", [
+    ({"filters": [{"column": "mIoUx", "op": "<", "value": 1}]}, ["filter 1", "unknown column 'mIoUx'", "mIoU"]),
+    ({"filters": [{"column": "mIoU", "op": "~", "value": 1}]}, ["filter 1 on mIoU", "'~'", "contains"]),
+    ({"filters": [{"column": "mIoU", "op": "<", "value": "abc"}]}, ["mIoU holds numbers", "'abc'"]),
+    ({"filters": [{"column": "mIoU", "op": "contains", "value": "1"}]}, ["'contains' does not apply to mIoU"]),
+    ({"filters": [{"column": "id", "op": "in", "value": "s0001"}]}, ["id in ... needs a list"]),
+    ({"sort": 'mIoU" DESC; DROP TABLE samples; --'}, ["sort: unknown column", "DROP TABLE"]),
+    ({"filters": [{"column": 'id" = id OR 1=1 --', "op": "=", "value": 1}]}, ["unknown column"]),
+    ({"dir": "asc; DROP TABLE samples"}, ["sort direction", "asc or desc"]),
+    ({"limit": 10**9}, ["limit", "0..1000"]),
+    ({"filter": []}, ["unknown request keys ['filter']"]),
+])
+def test_bad_requests_answer_400_naming_the_problem(app, request_, expected):
+    status, answer = rows(app, **request_)
+    assert status == 400, answer
+    for part in expected:
+        assert part in answer["error"], answer["error"]
+    status, page = rows(app, limit=1)  # the table is still there
+    assert status == 200 and page["matched"] == N + 1
+
+
+def test_thumbnails_full_layers_and_unknown_ids(app, built):
+    status, headers, body = get(app, "/thumb/" + urllib.parse.quote(ODD, safe="") + "?layer=image")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and "max-age" in headers["Cache-Control"]
+    assert Image.open(io.BytesIO(body)).size == (128, 85)  # longest side 128, aspect kept
+    status, headers, body = get(app, "/thumb/s0002?layer=gt")
+    im = Image.open(io.BytesIO(body))
+    assert headers["Content-Type"] == "image/png" and im.mode == "P" and im.size == (W, H)  # never enlarged
+    rgba = np.asarray(im.convert("RGBA"))
+    assert tuple(rgba[H // 2, W // 3]) == (230, 25, 75, 255)  # class 1 in its colour
+    assert rgba[H - 1, 0, 3] == 0  # background transparent
+    status, _, body = get(app, "/full/" + urllib.parse.quote(ODD, safe="") + "?layer=pred")
+    assert status == 200 and Image.open(io.BytesIO(body)).size == BIG
+    status, _, body = get(app, "/full/s0002?layer=image")
+    assert body == (built["data"] / "images" / "s0002.png").read_bytes()  # a plain PNG is sent byte for byte
+    status, _, body = get(app, "/full/s0002?layer=error")
+    assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).max() > 0  # the shifted prediction errs
+    for path in ("/thumb/nope?layer=image", "/full/nope?layer=gt", "/api/sample/nope", "/api/sample/s0002x"):
+        status, _, body = get(app, path)
+        assert status == 404 and "nope" in json.loads(body)["error"] or "s0002x" in json.loads(body)["error"]
+    status, _, body = get(app, "/thumb/s0002?layer=../../etc/passwd")
+    assert status == 400 and "image, gt, pred" in json.loads(body)["error"]
+    status, _, body = get(app, "/api/sample/" + urllib.parse.quote(ODD, safe=""))
+    sample = json.loads(body)
+    assert sample["row"]["id"] == ODD and sample["row"]["width"] == BIG[0] and sample["layers"]["error"] is True
+
+
+def test_user_errors_name_the_file(built, tmp_path):
+    no_id = tmp_path / "no_id.parquet"
+    pd.DataFrame({"sample": ["s0001"], "mIoU": [0.5]}).to_parquet(no_id)
+    strangers = tmp_path / "strangers.parquet"
+    pd.DataFrame({"id": ["s0001", "ghost", "phantom"], "mIoU": [0.5, 0.1, 0.2]}).to_parquet(strangers)
+    twice = tmp_path / "twice.parquet"
+    pd.DataFrame({"id": ["s0001", "s0001"], "x": [1, 2]}).to_parquet(twice)
+    cases = [(dict(table=tmp_path / "missing.parquet"), ["missing.parquet", "no such file"]),
+             (dict(table=no_id), ["no_id.parquet", "no 'id' column", "sample, mIoU"]),
+             (dict(tables=[strangers]), ["strangers.parquet", "2 id(s)", "'ghost'", "manifest.jsonl"]),
+             (dict(table=twice), ["twice.parquet", "'s0001' x2"]),
+             (dict(split="nope"), ["split=nope", "val", "test"]),
+             (dict(pred_dir=tmp_path / "nothing"), ["pred_dir=", "nothing"])]
+    for kwargs, parts in cases:
+        with pytest.raises(UserError) as err:
+            ExploreApp(built["data"], **kwargs)
+        for part in parts:
+            assert part in str(err.value), (kwargs, str(err.value))
+        assert "\n" not in str(err.value)
+    with ExploreApp(built["data"], split="test") as first:
+        assert first.rows.total == int((built["frame"].split == "test").sum())  # no table: the split's samples
+        port = int(first.start(0).rsplit(":", 1)[1].strip("/"))
+        second = ExploreApp(built["data"])
+        with pytest.raises(UserError, match=f"port={port}: 127.0.0.1:{port} is in use"):
+            second.start(port)
+        second.stop()
+
+
+def test_command_config_builds_the_app_and_a_cli_mistake_is_one_line(built, project):
+    from masklab.commands.explore import explore_app
+    from masklab.config import compose
+
+    cfg = compose("explore", [f"table={built['table']}", f"data.root={built['data']}", f"pred_dir={built['pred']}",
+                              f"tables=[{built['scores']}]", "split=test"])
+    app, sources = explore_app(cfg)
+    try:
+        assert app.rows.total == int((built["frame"].split == "test").sum()) and "uniqueness" in app.rows.columns and app.pred_dir == built["pred"]
+    finally:
+        app.stop()
+        sources.cleanup()
+    # The real CLI, once (start-up is slow): a table without an id column is one line, exit 2.
+    no_id = project / "no_id.parquet"
+    pd.DataFrame({"name": ["s0001"]}).to_parquet(no_id)
+    done = subprocess.run([sys.executable, "-m", "masklab.cli", "explore", f"table={no_id}",
+                           f"data.root={built['data']}", "port=0"], capture_output=True, text=True, timeout=120,
+                          cwd=project)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("masklab explore: error: per-sample table ")
+    assert "no 'id' column" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------------------------------------- browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (make browser)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app):
+    """A fresh page on the explorer, ready (first rows shown), and the list its console errors go to."""
+    pg = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    # Chromium logs every 4xx answer; the tests provoke 400s (a bad filter) on purpose: the page must show them.
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" and not m.text.startswith(
+        "Failed to load resource: the server responded with a status of 4") else None)
+    pg.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    pg.served_before = len(app.thumbs_served)
+    pg.goto(app.url)
+    pg.wait_for_selector("body[data-ready]")
+    pg.errors = errors
+    yield pg
+    pg.close()
+
+
+def card_ids(page) -> list[str]:
+    """Ids of the cards shown, in grid order."""
+    return page.eval_on_selector_all(".card", "cs => cs.sort((a, b) => a.dataset.index - b.dataset.index)"
+                                              ".map(c => c.dataset.id)")
+
+
+def wait_thumbs(page) -> None:
+    page.wait_for_function("() => { const im = [...document.querySelectorAll('.card img')];"
+                           " return im.length > 0 && im.every(i => i.dataset.loaded); }")
+
+
+def settle(page) -> dict:
+    return page.evaluate("() => window.masklabExplore.whenRendered()")
+
+
+def test_page_opens_with_the_first_thumbnails_only(page, app):
+    served_before = page.served_before
+    assert page.inner_text("#count") == f"{N + 1:,} of {N + 1:,} samples"
+    ids = card_ids(page)
+    assert ids[:3] == ["s0000", "s0001", "s0002"] and 8 <= len(ids) < 200
+    wait_thumbs(page)
+    served = app.thumbs_served[served_before:]
+    # Exactly the shown cards' image and prediction thumbnails, each once: nothing for the other samples.
+    assert sorted(served) == sorted([(i, layer) for i in ids for layer in ("image", "pred")])
+    # Scrolling to the end loads that region's rows and thumbnails on demand, not what lies between.
+    page.eval_on_selector("#grid-viewport", "v => { v.scrollTop = v.scrollHeight; }")
+    page.wait_for_function(f"() => document.querySelector('.card[data-index=\"{N}\"]') !== null")
+    wait_thumbs(page)
+    last = card_ids(page)
+    assert last[-1] == ODD and "s0000" not in last
+    served = app.thumbs_served[served_before:]
+    assert {i for i, _ in served} <= set(ids) | set(last) and len(served) <= 2 * (len(ids) + len(last))
+    assert not page.errors, page.errors
+
+
+def test_sort_filter_and_selection(page, built):
+    frame = built["frame"]
+    page.select_option("#sort-col", "mIoU")
+    assert settle(page)["first"] == WORST
+    page.select_option("#sort-dir", "desc")
+    assert settle(page)["first"] == BEST
+    assert page.locator(f'.card[data-id="{BEST}"] .val').inner_text() == "mIoU 0.9990"
+    page.select_option("#filter-col", "mIoU")
+    page.select_option("#filter-op", "<")
+    page.fill("#filter-value", "0.3")
+    page.click("#filter-add")
+    page.select_option("#split", "test")
+    result = settle(page)
+    expected = int(((frame.mIoU < 0.3) & (frame.split == "test")).sum())
+    assert result["matched"] == expected and page.inner_text("#count") == f"{expected} of {N + 1:,} samples"
+    assert page.locator('#filters .chip[data-column="mIoU"][data-op="<"]').count() == 1
+    shown = card_ids(page)
+    top = frame[(frame.mIoU < 0.3) & (frame.split == "test")].sort_values("mIoU", ascending=False).id.tolist()
+    assert shown == top[:len(shown)]
+    # A bad value: the server's message is shown, and the grid keeps the last good query.
+    page.fill("#filter-value", "abc")
+    page.click("#filter-add")
+    page.wait_for_function("() => document.querySelector('#filter-error').textContent !== ''")
+    assert "mIoU holds numbers; value 'abc'" in page.inner_text("#filter-error")
+    assert page.locator("#filters .chip").count() == 1 and page.inner_text("#count").startswith(f"{expected} of")
+    # The hook an embeddings map will call: a selection is one more filter, cleared with null.
+    page.evaluate("() => window.masklabExplore.setSelection(['s0001', 's0004', 's0008', 's0100'])")
+    result = settle(page)
+    picked = frame[frame.id.isin(["s0001", "s0004", "s0008", "s0100"]) & (frame.mIoU < 0.3) & (frame.split == "test")]
+    assert result["matched"] == len(picked) and page.locator("#filters .chip.selection").count() == 1
+    page.evaluate("() => window.masklabExplore.setSelection(null)")
+    assert settle(page)["matched"] == expected
+    assert page.locator("#map-panel").get_attribute("hidden") is not None
+    assert not page.errors, page.errors
+
+
+def test_detail_shows_image_overlays_and_columns(page, built):
+    page.fill("#search", "odd")
+    page.wait_for_function(f"() => document.querySelector('.card[data-id=\"{ODD}\"]') && "
+                           "document.querySelectorAll('.card').length === 1")
+    page.click(f'.card[data-id="{ODD}"]')
+    page.wait_for_selector("#detail:not([hidden])")
+    assert page.inner_text("#detail-title") == ODD
+    kinds = page.eval_on_selector_all("#detail-panels .panel", "ps => ps.map(p => p.dataset.kind)")
+    assert kinds == ["image", "gt", "pred", "error"]
+    page.wait_for_function("() => [...document.querySelectorAll('#detail-panels img')].every(i => i.dataset.loaded)")
+    sizes = page.eval_on_selector_all("#detail-panels img", "ims => ims.map(i => [i.naturalWidth, i.naturalHeight])")
+    assert sizes and all(tuple(s) == BIG for s in sizes)  # full size, not the thumbnail
+    miou = float(built["frame"].set_index("id").loc[ODD, "mIoU"])
+    assert page.inner_text('#detail-table tr[data-column="mIoU"] td') == f"{miou:.4f}"
+    assert page.locator('#detail-table tr[data-column="uniqueness"]').count() == 1
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#detail", state="hidden")
+    assert not page.errors, page.errors
