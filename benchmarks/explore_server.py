@@ -1,0 +1,246 @@
+"""`masklab explore` on a 100,000-sample evaluation, measured in a real headless Chromium (Playwright).
+
+The evaluation: a manifest of N samples and a per-sample Parquet table with the columns of a 3-class semantic
+evaluation (37 columns). To keep disk and time sane, only 2,000 distinct 256x192 JPEG images (with their PNG mask
+and prediction) are written; sample k's manifest row points at file k % 2000 and its prediction
+``pred/<id>.png`` is a hard link to prediction k % 2000. Every id is still its own URL and its own thumbnail
+request; the server's thumbnail cache is emptied before each timed action, so no figure is helped by the sharing.
+
+Figures (times in ms, medians of ``--rounds``):
+- server start: manifest read + DuckDB join, in Python;
+- open: from navigation to every thumbnail of the first screen (image + prediction overlay) loaded;
+- sort / filter: from the control's change event to the grid showing the new first rows ("grid"), and to their
+  thumbnails loaded ("thumbs");
+- the server's own query time for the same requests.
+
+    python benchmarks/explore_server.py [--samples 100000] [--rounds 5] [--no-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+
+from masklab.data.format import ClassInfo, ClassTable, Sample, file_sha256, safe_name, write_manifest
+from masklab.explore import ExploreApp
+from masklab.explore.thumbnails import ByteLRU
+from masklab.files import atomic_write
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
+                      ClassInfo(2, "road", (60, 180, 75))), 255)
+DISTINCT = 2000
+W, H = 256, 192
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+SECTION = "## Explorer server: 100,000 samples"
+
+
+def build(root: Path, n: int) -> tuple[Path, Path, Path]:
+    """(dataset folder, predictions folder, per-sample table) of an n-sample evaluation (see the module doc)."""
+    data, pred = root / "data", root / "pred"
+    for sub in (data / "images", data / "masks", pred, root / "distinct_pred"):
+        sub.mkdir(parents=True)
+    (data / "classes.yaml").write_text(yaml.safe_dump(CLASSES.to_dict(), sort_keys=False))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:H, :W]
+    shas = []
+    for k in range(DISTINCT):
+        image = np.stack([(xx + 3 * k) % 256, (yy * 2 + k) % 256, np.full_like(xx, (37 * k) % 256)], -1)
+        image = np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+        gt = np.zeros((H, W), np.uint8)
+        gt[H // 2:, :] = 2
+        cy, cx = 30 + k % 60, 40 + (7 * k) % 150
+        gt[cy: cy + 40, cx: cx + 50] = 1
+        Image.fromarray(image).save(data / "images" / f"f{k:04d}.jpg", quality=85)
+        Image.fromarray(gt).save(data / "masks" / f"f{k:04d}.png")
+        Image.fromarray(np.roll(gt, 3 + k % 9, axis=1)).save(root / "distinct_pred" / f"f{k:04d}.png")
+        shas.append(file_sha256(data / "images" / f"f{k:04d}.jpg"))
+    ids = [f"val/{i:06d}" for i in range(n)]
+    samples = [Sample(sid, f"images/f{i % DISTINCT:04d}.jpg", f"masks/f{i % DISTINCT:04d}.png",
+                      "test" if i % 5 == 0 else "val", W, H, shas[i % DISTINCT]) for i, sid in enumerate(ids)]
+    write_manifest(data, samples)
+    for i, sid in enumerate(ids):
+        os.link(root / "distinct_pred" / f"f{i % DISTINCT:04d}.png", pred / f"{safe_name(sid)}.png")
+    cols: dict = {"id": ids, "split": [s.split for s in samples]}
+    for name in ("mIoU", "mDice", "boundary_mIoU", "pixel_acc", "conf_mean_max_prob", "conf_mean_entropy",
+                 "conf_low_fraction"):
+        cols[name] = rng.random(n)
+    for cls in CLASSES.names:
+        for metric in ("iou", "dice", "boundary_iou"):
+            cols[f"{metric}/{cls}"] = rng.random(n)
+        for metric in ("tp", "fp", "fn", "true_area", "pred_area"):
+            cols[f"{metric}/{cls}"] = rng.integers(0, 8000, n)
+        for metric in ("missed", "hallucinated"):
+            cols[f"{metric}/{cls}"] = rng.random(n) < 0.1
+    table = root / "val_per_sample.parquet"
+    pd.DataFrame(cols).to_parquet(table, index=False)
+    return data, pred, table
+
+
+# In-page timing: performance.now() is ms since navigation start; the action and the wait run in the page, so
+# no Playwright round trip is counted.
+ALL_THUMBS = ("() => { const im = [...document.querySelectorAll('.card img')];"
+              " return im.length > 0 && im.every(i => i.dataset.loaded); }")
+TIMED_ACTION = """async ([kind, a, b, c]) => {
+  const loaded = () => { const im = [...document.querySelectorAll('.card img')];
+                         return im.length > 0 && im.every(i => i.dataset.loaded); };
+  const t0 = performance.now();
+  if (kind === 'sort') {
+    const col = document.querySelector('#sort-col'), dir = document.querySelector('#sort-dir');
+    dir.value = b; col.value = a; col.dispatchEvent(new Event('change'));
+  } else {
+    document.querySelector('#filter-col').value = a;
+    document.querySelector('#filter-col').dispatchEvent(new Event('change'));
+    document.querySelector('#filter-op').value = b;
+    document.querySelector('#filter-value').value = c;
+    document.querySelector('#filter-add').click();
+  }
+  const r = await window.masklabExplore.whenRendered();
+  const t1 = performance.now();
+  while (!loaded()) await new Promise(res => requestAnimationFrame(res));
+  return {grid: t1 - t0, thumbs: performance.now() - t0, matched: r.matched, first: r.first,
+          cards: document.querySelectorAll('.card').length};
+}"""
+
+
+def measure(app: ExploreApp, rounds: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    def cold() -> None:
+        app.renderer.cache = ByteLRU(app.renderer.cache.max_bytes)
+
+    out: dict = {"open_ms": [], "sort_grid_ms": [], "sort_thumbs_ms": [], "filter_grid_ms": [],
+                 "filter_thumbs_ms": [], "cards": None}
+    # Sorts by columns other than mIoU, so that the filter on mIoU that follows shows mostly other samples (about
+    # a tenth of a sorted page passes mIoU < 0.1): its thumbnails are not already in the browser's cache.
+    sorts = [("mDice", "asc"), ("boundary_mIoU", "desc"), ("pixel_acc", "asc"), ("iou/car", "desc"),
+             ("conf_low_fraction", "asc"), ("mDice", "desc"), ("dice/road", "asc")]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        for r in range(rounds):
+            cold()
+            page = browser.new_page(viewport={"width": 1280, "height": 900})  # a new context: empty HTTP cache
+            page.goto(app.url)
+            page.wait_for_function(ALL_THUMBS, polling=10, timeout=60_000)
+            out["open_ms"].append(page.evaluate("() => performance.now()"))
+            out["cards"] = page.locator(".card").count()
+            column, direction = sorts[r % len(sorts)]
+            cold()
+            done = page.evaluate(TIMED_ACTION, ["sort", column, direction, ""])
+            out["sort_grid_ms"].append(done["grid"])
+            out["sort_thumbs_ms"].append(done["thumbs"])
+            cold()
+            done = page.evaluate(TIMED_ACTION, ["filter", "mIoU", "<", str(round(0.1 - 0.01 * r, 3))])
+            out["filter_grid_ms"].append(done["grid"])
+            out["filter_thumbs_ms"].append(done["thumbs"])
+            out["filter_matched"] = done["matched"]
+            page.close()
+        browser.close()
+    return out
+
+
+def server_query_ms(app: ExploreApp, rounds: int) -> dict:
+    """The DuckDB side alone: a sorted first page, and a filtered, sorted first page with its count."""
+    sort, filt = [], []
+    for r in range(rounds):
+        t = time.perf_counter()
+        app.rows.rows(sort="mDice", direction="desc" if r % 2 else "asc", limit=120, columns=["split", "mDice"])
+        sort.append(1000 * (time.perf_counter() - t))
+        t = time.perf_counter()
+        app.rows.rows(filters=[{"column": "mIoU", "op": "<", "value": 0.3 - 0.02 * r},
+                               {"column": "split", "op": "=", "value": "test"}], sort="mIoU", limit=120)
+        filt.append(1000 * (time.perf_counter() - t))
+    return {"sort": statistics.median(sort), "filter": statistics.median(filt)}
+
+
+def write_docs(figures: dict, command: str) -> None:
+    f = figures
+    text = f"""{SECTION}
+
+`{command}` ({f['date']}, {f['cpus']} CPU cores, Chromium headless; {f['note']})
+
+{f['samples']:,} samples, 37 per-sample columns; 2,000 distinct 256x192 JPEGs (rows point at file k % 2000,
+predictions are hard links), every id its own thumbnail request, the server's thumbnail cache emptied before each
+timed action. Medians of {f['rounds']} rounds, ms:
+
+| figure | goal | measured |
+|---|---|---|
+| server start (manifest + DuckDB join) | | {f['start_ms']:.0f} |
+| open: navigation to the first screen's {f['cards']} cards' thumbnails (image + prediction) loaded | < 3,000 | \
+{f['open_ms']:.0f} |
+| sort: change to grid updated | < 300 | {f['sort_grid_ms']:.0f} |
+| sort: change to its thumbnails loaded | | {f['sort_thumbs_ms']:.0f} |
+| filter (`mIoU < x`, x = 0.1, 0.09, ...; sorted as before): add to grid updated | < 300 | {f['filter_grid_ms']:.0f} |
+| filter: add to its thumbnails loaded | | {f['filter_thumbs_ms']:.0f} |
+| DuckDB alone: sorted page / filtered + sorted page with count | | {f['server_sort_ms']:.1f} / \
+{f['server_filter_ms']:.1f} |
+
+Each round's figures: open {_list(f['rounds_open_ms'])}; sort {_list(f['rounds_sort_grid_ms'])}; filter
+{_list(f['rounds_filter_grid_ms'])}.
+"""
+    old = DOCS.read_text(encoding="utf-8")
+    if SECTION in old:
+        start = old.index(SECTION)
+        nxt = old.find("\n## ", start + len(SECTION))
+        new = old[:start] + text + (old[nxt:] if nxt >= 0 else "")
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    atomic_write(DOCS, lambda tmp: tmp.write_text(new, encoding="utf-8"))
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.0f}" for v in values)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--samples", type=int, default=100_000)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--note", default="machine shared with other work: figures may be noisy")
+    p.add_argument("--no-docs", action="store_true", help="print the figures only")
+    a = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        data, pred, table = build(Path(tmp), a.samples)
+        build_s = time.perf_counter() - t
+        t = time.perf_counter()
+        app = ExploreApp(data, table, pred_dir=pred)
+        start_ms = 1000 * (time.perf_counter() - t)
+        app.start(0)
+        try:
+            m = measure(app, a.rounds)
+            q = server_query_ms(app, a.rounds)
+        finally:
+            app.stop()
+    med = statistics.median
+    figures = {
+        "date": date.today().isoformat(), "cpus": os.cpu_count(), "python": platform.python_version(),
+        "samples": a.samples, "rounds": a.rounds, "build_s": round(build_s, 1), "start_ms": start_ms,
+        "cards": m["cards"], "open_ms": med(m["open_ms"]), "sort_grid_ms": med(m["sort_grid_ms"]),
+        "sort_thumbs_ms": med(m["sort_thumbs_ms"]), "filter_grid_ms": med(m["filter_grid_ms"]),
+        "filter_thumbs_ms": med(m["filter_thumbs_ms"]), "filter_matched": m["filter_matched"],
+        "server_sort_ms": q["sort"], "server_filter_ms": q["filter"], "rounds_open_ms": m["open_ms"],
+        "rounds_sort_grid_ms": m["sort_grid_ms"], "rounds_filter_grid_ms": m["filter_grid_ms"], "note": a.note,
+    }
+    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
+    if not a.no_docs:
+        write_docs(figures, "python benchmarks/explore_server.py" + (f" --samples {a.samples}"
+                                                                     if a.samples != 100_000 else ""))
+
+
+if __name__ == "__main__":
+    main()
