@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -39,6 +40,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
                       ClassInfo(2, "square", (60, 180, 75))))
 N = 2400
+DISTINCT = 300  # distinct image files (see build)
 W, H = 48, 36
 WORST, BEST = "s1234", "s0777"
 ODD = "dir/odd id"  # a "/" and a space: ids are percent-encoded in URLs, "/" -> "__" in file names
@@ -57,22 +59,27 @@ def _arrays(k: int, w: int = W, h: int = H) -> tuple[np.ndarray, np.ndarray, np.
 
 def build(root: Path) -> dict:
     """Dataset ``root/data`` (N samples + ODD), predictions ``root/pred``, tables ``root/per_sample.parquet``
-    and ``root/scores.parquet``; returns their paths and the per-sample table as a DataFrame."""
+    and ``root/scores.parquet``; returns their paths and the per-sample table as a DataFrame. File creation is
+    the slow part on a busy machine: DISTINCT sets of files, sample k's row pointing at set k % DISTINCT and its
+    prediction a hard link (the server still sees one id, one URL and one thumbnail request per sample)."""
     data, pred_dir = root / "data", root / "pred"
-    for sub in (data / "images", data / "masks", pred_dir):
+    for sub in (data / "images", data / "masks", pred_dir, root / "distinct_pred"):
         sub.mkdir(parents=True)
     (data / "classes.yaml").write_text(yaml.safe_dump(CLASSES.to_dict(), sort_keys=False))
     rng = np.random.default_rng(0)
     ids = [f"s{k:04d}" for k in range(N)] + [ODD]
     samples = []
     for k, sid in enumerate(ids):
-        image, gt, pred = _arrays(k, *(BIG if sid == ODD else (W, H)))
-        safe = safe_name(sid)
-        Image.fromarray(image).save(data / "images" / f"{safe}.png", compress_level=1)
-        Image.fromarray(gt).save(data / "masks" / f"{safe}.png", compress_level=1)
-        Image.fromarray(pred).save(pred_dir / f"{safe}.png", compress_level=1)
-        samples.append(Sample(sid, f"images/{safe}.png", f"masks/{safe}.png", "test" if k % 4 == 0 else "val",
-                              image.shape[1], image.shape[0], file_sha256(data / "images" / f"{safe}.png")))
+        name = safe_name(sid) if sid == ODD else f"f{k % DISTINCT:03d}"
+        if sid == ODD or k < DISTINCT:
+            image, gt, pred = _arrays(k, *(BIG if sid == ODD else (W, H)))
+            Image.fromarray(image).save(data / "images" / f"{name}.png", compress_level=1)
+            Image.fromarray(gt).save(data / "masks" / f"{name}.png", compress_level=1)
+            Image.fromarray(pred).save(root / "distinct_pred" / f"{name}.png", compress_level=1)
+        os.link(root / "distinct_pred" / f"{name}.png", pred_dir / f"{safe_name(sid)}.png")
+        width, height = BIG if sid == ODD else (W, H)
+        samples.append(Sample(sid, f"images/{name}.png", f"masks/{name}.png", "test" if k % 4 == 0 else "val",
+                              width, height, file_sha256(data / "images" / f"{name}.png")))
     write_manifest(data, samples)
     miou = rng.uniform(0.05, 0.99, len(ids))
     miou[ids.index(WORST)], miou[ids.index(BEST)] = 0.001, 0.999
@@ -125,12 +132,13 @@ def rows(app: ExploreApp, **request) -> tuple[int, dict]:
 
 def test_rows_filters_sort_and_joined_tables(app, built):
     frame = built["frame"]
-    status, meta = 200, json.loads(get(app, "/api/meta")[2])
+    meta = json.loads(get(app, "/api/meta")[2])
     assert meta["total"] == N + 1
     cols = {c["name"]: c for c in meta["columns"]}
     assert cols["mIoU"]["type"] == "num" and cols["note"]["type"] == "str" and cols["missed/circle"]["type"] == "bool"
     assert cols["uniqueness"]["source"] == "scores" and "scores.mIoU" in cols  # a clash is renamed, not lost
-    assert dict(meta["splits"]) == {"val": int((frame.split == "val").sum()), "test": int((frame.split == "test").sum())}
+    assert dict(meta["splits"]) == {"val": int((frame.split == "val").sum()),
+                                    "test": int((frame.split == "test").sum())}
     assert meta["layers"] == {"gt": True, "pred": True}
 
     status, page = rows(app, filters=[{"column": "mIoU", "op": "<", "value": 0.3},
@@ -187,7 +195,7 @@ def test_thumbnails_full_layers_and_unknown_ids(app, built):
     status, _, body = get(app, "/full/" + urllib.parse.quote(ODD, safe="") + "?layer=pred")
     assert status == 200 and Image.open(io.BytesIO(body)).size == BIG
     status, _, body = get(app, "/full/s0002?layer=image")
-    assert body == (built["data"] / "images" / "s0002.png").read_bytes()  # a plain PNG is sent byte for byte
+    assert body == (built["data"] / "images" / "f002.png").read_bytes()  # a plain PNG is sent byte for byte
     status, _, body = get(app, "/full/s0002?layer=error")
     assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).max() > 0  # the shifted prediction errs
     for path in ("/thumb/nope?layer=image", "/full/nope?layer=gt", "/api/sample/nope", "/api/sample/s0002x"):
@@ -236,7 +244,8 @@ def test_command_config_builds_the_app_and_a_cli_mistake_is_one_line(built, proj
                               f"tables=[{built['scores']}]", "split=test"])
     app, sources = explore_app(cfg)
     try:
-        assert app.rows.total == int((built["frame"].split == "test").sum()) and "uniqueness" in app.rows.columns and app.pred_dir == built["pred"]
+        assert app.rows.total == int((built["frame"].split == "test").sum())
+        assert "uniqueness" in app.rows.columns and app.pred_dir == built["pred"]
     finally:
         app.stop()
         sources.cleanup()
@@ -249,6 +258,53 @@ def test_command_config_builds_the_app_and_a_cli_mistake_is_one_line(built, proj
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("masklab explore: error: per-sample table ")
     assert "no 'id' column" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_sources_read_in_place_or_download(built, tmp_path, monkeypatch):
+    """explore_sources with a stand-in for MLflow's run (the real one is exercised by RunLog's own tests): a local
+    artifact store is read where it lies; a remote one is downloaded; a run without that evaluation is one line."""
+    from masklab.tracking import runs
+    from masklab.workflows.exploring import explore_sources
+
+    downloads: list[str] = []
+
+    class FakeRun:
+        local = True
+        evaluated = True
+
+        def __init__(self, uri: str, run_id: str):
+            self.run_id = run_id
+
+        def run_data(self):
+            return {}, {}, {"masklab.dataset_root": str(built["data"])}
+
+        def local_artifact(self, name: str):
+            if not (self.local and self.evaluated):
+                return None
+            return {"evaluation/val_per_sample.parquet": built["table"], "evaluation/val_pred": built["pred"]}.get(name)
+
+        def download(self, name: str, dest: Path):
+            downloads.append(name)
+            if not self.evaluated:
+                return None
+            target = dest / Path(name).name
+            target.write_bytes(built["table"].read_bytes()) if name.endswith(".parquet") else target.mkdir()
+            return target
+
+    monkeypatch.setattr(runs, "RunLog", FakeRun)
+    found = explore_sources("sqlite:///x.db", "abcdef0123456789")
+    assert (found.table, found.pred_dir, found.split, found.downloads) == (built["table"], built["pred"], "val", None)
+    assert found.dataset_root == built["data"] and found.title.startswith("run abcdef01 / data / val") and not downloads
+    FakeRun.local = False
+    found = explore_sources("http://tracking:5000", "abcdef0123456789")
+    assert downloads == ["evaluation/val_per_sample.parquet", "evaluation/val_pred"]
+    assert found.table.is_file() and found.pred_dir.is_dir() and found.downloads is not None
+    found.cleanup()
+    assert not found.table.exists()
+    FakeRun.evaluated = False
+    with pytest.raises(UserError, match=r"no evaluation of split 'test' \(evaluation/test_per_sample.parquet\); run "
+                                        r"`masklab evaluate run_id=r1 split=test` first"):
+        explore_sources("http://tracking:5000", "r1", split="test")
 
 
 # ---------------------------------------------------------------------------------------------- browser
