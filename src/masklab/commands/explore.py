@@ -24,9 +24,9 @@ def explore_app(cfg: DictConfig):
     sources = explore_sources(cfg.logger.tracking_uri, cfg.run_id, cfg.split, cfg.table, cfg.pred_dir, root)
     for note in sources.notes:
         logger(__name__).warning(note)
-    tables = list(cfg.tables or [])
     if isinstance(cfg.tables, str):
         raise UserError(f"tables={cfg.tables}: expected a list, e.g. tables=[{cfg.tables}]")
+    tables = list(cfg.tables or [])
     try:
         app = ExploreApp(sources.dataset_root, sources.table, tables, sources.pred_dir, sources.split,
                          cfg.title or sources.title)

@@ -109,7 +109,7 @@ class SampleTable:
     request uses its own cursor, so threads do not share one).
 
     ``table``: the main per-sample table (e.g. an evaluation's ``<split>_per_sample.parquet``); with it, the
-    rows are its samples, otherwise every manifest sample (of ``split`` when given). ``tables``: further
+    rows are its samples, otherwise every manifest sample; only those of ``split`` when given. ``tables``: further
     per-sample tables keyed by ``id`` joined onto those rows (a sample without a row there gets missing values).
     Raises UserError naming the file when a table cannot be read, has no ``id`` column, repeats an id or names
     a sample the dataset does not have.
@@ -128,7 +128,10 @@ class SampleTable:
             manifest = manifest[manifest["split"] == split]
         self._con.register("manifest_rows", manifest)
         known = {str(s.id) for s in dataset.samples}
-        select = [f"m.{quote(c)} AS {quote(c)}" for c in manifest.columns]
+        # The manifest's own columns keep their types when every value is missing (e.g. no status anywhere).
+        types = {"width": "BIGINT", "height": "BIGINT", "fold": "BIGINT", ORDER: "BIGINT"}
+        select = [f"CAST(m.{quote(c)} AS {types.get(c, 'VARCHAR')}) AS {quote(c)}"
+                  if c in MANIFEST_COLUMNS or c == ORDER else f"m.{quote(c)} AS {quote(c)}" for c in manifest.columns]
         names = set(manifest.columns)
         sources = dict.fromkeys(manifest.columns, "manifest")
         joins: list[str] = []
