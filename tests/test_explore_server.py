@@ -203,6 +203,10 @@ def test_thumbnails_full_layers_and_unknown_ids(app, built):
         assert status == 404 and "nope" in json.loads(body)["error"] or "s0002x" in json.loads(body)["error"]
     status, _, body = get(app, "/thumb/s0002?layer=../../etc/passwd")
     assert status == 400 and "image, gt, pred" in json.loads(body)["error"]
+    req = urllib.request.Request(app.url + "api/meta", headers={"Host": "attacker.example:80"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=10)
+    assert refused.value.code == 403  # another host name for 127.0.0.1 (DNS rebinding) is refused
     status, _, body = get(app, "/api/sample/" + urllib.parse.quote(ODD, safe=""))
     sample = json.loads(body)
     assert sample["row"]["id"] == ODD and sample["row"]["width"] == BIG[0] and sample["layers"]["error"] is True

@@ -6,34 +6,24 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from masklab.console import logger, result
+from masklab.console import result
 from masklab.errors import UserError
 
 
 def explore_app(cfg: DictConfig):
     """The (not yet started) ExploreApp the config describes, and the sources it reads (clean them up after)."""
     from masklab.data.open import missing_dataset_error
-    from masklab.explore import ExploreApp
-    from masklab.workflows.exploring import explore_sources
+    from masklab.workflows.exploring import open_explorer
 
     root = cfg.dataset_root
     if root is None and not cfg.run_id:
         root = cfg.data.root
         if not Path(root).exists():
             raise missing_dataset_error(cfg.data)
-    sources = explore_sources(cfg.logger.tracking_uri, cfg.run_id, cfg.split, cfg.table, cfg.pred_dir, root)
-    for note in sources.notes:
-        logger(__name__).warning(note)
     if isinstance(cfg.tables, str):
         raise UserError(f"tables={cfg.tables}: expected a list, e.g. tables=[{cfg.tables}]")
-    tables = list(cfg.tables or [])
-    try:
-        app = ExploreApp(sources.dataset_root, sources.table, tables, sources.pred_dir, sources.split,
-                         cfg.title or sources.title)
-    except BaseException:
-        sources.cleanup()
-        raise
-    return app, sources
+    return open_explorer(cfg.logger.tracking_uri, cfg.run_id, cfg.split, cfg.table, list(cfg.tables or []),
+                         cfg.pred_dir, root, cfg.title)
 
 
 def explore(cfg: DictConfig) -> None:

@@ -12,6 +12,9 @@ Routes (ids are percent-encoded in paths, e.g. ``val%2F0001``):
 - ``GET /api/sample/<id>``: {"row": every column, "layers": {"gt", "pred", "error"}}; 404 for an unknown id.
 - ``GET /thumb/<id>?layer=image|gt|pred``: JPEG / palette-PNG thumbnail, longest side ``thumb_side`` px.
 - ``GET /full/<id>?layer=image|gt|pred|error``: the full-size layer for the detail view.
+
+A request whose Host header is not 127.0.0.1:<port> or localhost:<port> is refused (403): a web page that
+points another host name at 127.0.0.1 (DNS rebinding) must not read the user's samples.
 """
 
 from __future__ import annotations
@@ -171,6 +174,11 @@ def _handler(app: ExploreApp) -> type[BaseHTTPRequestHandler]:
             self._route("POST")
 
         def _route(self, method: str) -> None:
+            port = app._server.server_address[1] if app._server else 0
+            if self.headers.get("Host", "") not in (f"{HOST}:{port}", f"localhost:{port}"):
+                # Another name for this address (DNS rebinding) would let a web page read the user's samples.
+                self._json(403, {"error": f"Host {self.headers.get('Host')!r}: expected {HOST}:{port}"})
+                return
             url = urllib.parse.urlsplit(self.path)
             query = urllib.parse.parse_qs(url.query)
             path = url.path

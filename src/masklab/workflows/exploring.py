@@ -72,3 +72,23 @@ def explore_sources(tracking_uri: str, run_id: str | None = None, split: str | N
     sources.table, sources.pred_dir = found_table, found_pred
     return sources
 
+
+
+def open_explorer(tracking_uri: str, run_id: str | None = None, split: str | None = None,
+                  table: str | Path | None = None, tables: list[str | Path] | tuple = (),
+                  pred_dir: str | Path | None = None, dataset_root: str | Path | None = None,
+                  title: str | None = None):
+    """The explorer app (not yet started; see :class:`masklab.explore.ExploreApp`) of what
+    :func:`explore_sources` finds, and those sources (call ``cleanup()`` once the app has stopped)."""
+    from masklab.explore import ExploreApp
+
+    sources = explore_sources(tracking_uri, run_id, split, table, pred_dir, dataset_root)
+    for note in sources.notes:
+        logger(__name__).warning(note)
+    try:
+        app = ExploreApp(sources.dataset_root, sources.table, list(tables), sources.pred_dir, sources.split,
+                         title or sources.title)
+    except BaseException:
+        sources.cleanup()
+        raise
+    return app, sources
