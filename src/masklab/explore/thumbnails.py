@@ -19,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from masklab.data.format import ClassTable, read_image, read_mask
+from masklab.report.explorer import ERROR_COLORS, error_map
 from masklab.report.overlay import IGNORE_COLOR, distinct_colors
 
 THUMB_SIDE = 128  # longest side of a grid thumbnail, pixels
 JPEG_QUALITY = 72
 UNKNOWN_COLOR = (255, 0, 255)  # a mask value that is neither a class id nor ignore_index
-ERROR_COLORS = {1: (230, 30, 30), 2: (30, 90, 255), 3: (255, 200, 0)}  # as masklab.report.explorer.ERROR_COLORS
 # Formats browsers draw exactly as masklab reads them (8-bit RGB or grey): sent byte for byte at full size.
 PLAIN_FORMATS = {("PNG", "RGB"): "image/png", ("PNG", "L"): "image/png", ("JPEG", "RGB"): "image/jpeg",
                  ("JPEG", "L"): "image/jpeg"}
@@ -96,8 +96,6 @@ class Renderer:
         """The full-size error map of a ground truth and a prediction (palette PNG, 0 transparent)."""
 
         def render() -> tuple[bytes, str]:
-            from masklab.report.explorer import error_map
-
             a, b = self._read_mask(gt), self._read_mask(pred)
             if a.shape != b.shape or a.ndim != 2 or a.dtype != np.uint8 or b.dtype != np.uint8:
                 raise LayerError(f"{pred} ({b.shape}, {b.dtype}) cannot be compared with {gt} ({a.shape}, "
