@@ -25,6 +25,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
               "k-fold cross-validation (cv.folds=K): mean ± std per metric, out-of-fold predictions"),
     ("curate", "label-errors"): ("curate_label_errors", "masklab.commands.curate:label_errors",
                                  "rank samples by how likely their masks are wrong (run_id=<cv parent run>)"),
+    ("curate", "duplicates"): ("curate_duplicates", "masklab.commands.curate:duplicates",
+                               "exact and near-duplicate images, and the pairs that leak across splits"),
+    ("curate", "similarity"): ("curate_similarity", "masklab.commands.curate:similarity",
+                               "embeddings, uniqueness, representativeness, clusters and a 2-D map in the explorer"),
     ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
                     "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
     ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),
@@ -72,7 +76,7 @@ PLAIN_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 # `model=` names a config group for train, but a model reference (models:/N/Production, run id,
 # checkpoint) for these commands; Hydra would read it as the group, so it arrives as `model_ref=`.
-MODEL_REF_COMMANDS = {("predict",), ("evaluate",)}
+MODEL_REF_COMMANDS = {("predict",), ("evaluate",), ("curate", "duplicates"), ("curate", "similarity")}
 
 # Hydra flags that take no value.
 FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")

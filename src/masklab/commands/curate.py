@@ -84,3 +84,63 @@ def mark_for_review(dataset, found, count: int) -> None:
            f"After fixing their masks: `masklab data record-edits data.root={root}` marks them fixed.", __name__)
     if changed:
         commit_data_version(root)
+
+
+def _dataset(cfg: DictConfig):
+    from masklab.data.open import open_dataset
+
+    return open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+
+
+def _embedder(cfg: DictConfig):
+    from masklab.workflows import make_embedder
+
+    e = cfg.embedder
+    return make_embedder(model=cfg.model_ref, weights=e.weights, encoder=e.encoder or "resnet18",
+                         size=e.size, device=str(e.device), batch_size=int(e.batch_size),
+                         tracking_uri=cfg.logger.tracking_uri)
+
+
+def duplicates(cfg: DictConfig) -> None:
+    """`masklab curate duplicates`: exact and near-duplicate pairs, leaks across splits first."""
+    from masklab.curation.duplicates import DuplicateRules
+    from masklab.workflows import find_duplicates
+
+    dataset = _dataset(cfg)
+    rules = DuplicateRules(int(cfg.max_hash_bits), None if cfg.max_distance is None else float(cfg.max_distance),
+                           int(cfg.neighbours), str(cfg.index))
+    found = find_duplicates(dataset, _embedder(cfg), rules, cfg.paths.cache_dir, hydra_output_dir())
+    n = found.counts()
+    lines = [f"{dataset.root}: {found.samples} images; {n['exact']} exact and {n['near']} near-duplicate pair(s) in "
+             f"{n['groups']} group(s); {n['leaks']} pair(s) across splits (leaks). Near: pHash within "
+             f"{found.rules.max_hash_bits} bits or {found.source} embeddings within cosine distance "
+             f"{found.rules.max_distance}."]
+    if len(found.pairs):
+        lines.append(f"{'leak':<5} {'kind':<6} {'bits':>4} {'distance':>8}  {'found by':<22} pair (split)")
+        for row in found.pairs.head(int(cfg.top)).itertuples(index=False):
+            lines.append(f"{'yes' if row.leak else '':<5} {row.kind:<6} {row.hash_bits:>4} {row.distance:>8.4f}  "
+                         f"{row.found_by:<22} {row.id_a} ({row.split_a}) ~ {row.id_b} ({row.split_b})")
+    lines.append(f"Table: {found.path}")
+    result("\n".join(lines), __name__)
+
+
+def similarity(cfg: DictConfig) -> None:
+    """`masklab curate similarity`: embeddings, uniqueness, representativeness, clusters and the explorer map."""
+    from masklab.workflows import describe_similarity, embed, write_similarity_explorer
+
+    dataset = _dataset(cfg)
+    embeddings = embed(dataset, _embedder(cfg), cfg.paths.cache_dir, cfg.split)
+    found = describe_similarity(dataset, embeddings, hydra_output_dir(), int(cfg.neighbours), str(cfg.map),
+                                int(cfg.seed), None if cfg.clusters is None else int(cfg.clusters))
+    table = found.table
+    lines = [f"{dataset.root}: {len(table)} samples embedded by {embeddings.source} ({embeddings.computed} computed, "
+             f"{embeddings.reused} from the cache), {table['cluster'].nunique()} clusters, map by {cfg.map}.",
+             "Most unique (uniqueness, representativeness, cluster):"]
+    for row in table.sort_values("uniqueness", ascending=False).head(10).itertuples(index=False):
+        lines.append(f"  {row.uniqueness:.3f}  {row.representativeness:.3f}  {row.cluster:>3}  {row.id} ({row.split})")
+    lines.append("Tables: " + ", ".join(str(p) for p in found.paths))
+    if cfg.explorer:
+        index = write_similarity_explorer(dataset, found, Path(hydra_output_dir()) / "explorer",
+                                          [Path(t) for t in cfg.tables])
+        lines.append(f"Explorer with the map: {index}")
+    result("\n".join(lines), __name__)

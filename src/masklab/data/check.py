@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.console import progress
+from masklab.curation.fingerprints import Fingerprint, fingerprint
 from masklab.data.format import (
     CLASSES_FILE,
     MANIFEST_FILE,
@@ -42,7 +43,7 @@ Severity = Literal["error", "warning"]
 
 # EXIF tag 0x0112; 1 means "pixels are stored upright".
 _EXIF_ORIENTATION = 0x0112
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: leak warnings
 # Folders whose files the manifest references (objects/ holds per-object PNGs one level down).
 _DATA_DIRS = ("images", "masks", "instances", OBJECTS_DIR)
 _REQUIRED_FIELDS = ("id", "image", "split", "width", "height", "image_sha256")
@@ -148,8 +149,10 @@ def verify_file(path: Path) -> None:
         im.verify()
 
 
-def _check_image(root: Path, s: Sample, problems: _Problems) -> tuple[int, int] | None:
-    """Check one image file; returns its (width, height) when it could be opened."""
+def _check_image(root: Path, s: Sample, problems: _Problems,
+                 prints: dict[str, Fingerprint] | None = None) -> tuple[int, int] | None:
+    """Check one image file; returns its (width, height) when it could be opened. ``prints``: gets the
+    image's fingerprints (for the leak check) while its pixels are decoded anyway."""
     path = root / s.image
     if not path.is_file():
         problems.error(s.image, "missing file", "no such file", f"image of sample '{s.id}'")
@@ -165,6 +168,8 @@ def _check_image(root: Path, s: Sample, problems: _Problems) -> tuple[int, int] 
             except Exception:  # a broken EXIF block must not hide the pixel checks below
                 orientation = None
             im.load()  # decodes every pixel: this is what catches truncated pixel data
+            if prints is not None and mode not in ("I;16", "I;16B", "I;16L", "I", "F"):
+                prints[s.id] = fingerprint(im)
     except Exception as exc:
         problems.error(s.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
         return None
@@ -367,6 +372,7 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
             )
 
     referenced: set[str] = set()
+    prints: dict[str, Fingerprint] = {}
     # Someone may have set Pillow's global LOAD_TRUNCATED_IMAGES; truncated files must still fail here.
     load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
@@ -376,7 +382,7 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
             for lineno, s in progress(rows, f"Checking {root.name}"):
                 referenced.update(p for p in (s.image, s.mask, s.instances, s.objects) if isinstance(p, str))
                 _check_row_fields(f"{MANIFEST_FILE}:{lineno}", s, problems)
-                size = _check_image(root, s, problems)
+                size = _check_image(root, s, problems, prints)
                 _check_mask(root, s, size, table, problems)
                 _check_objects(root, s, size, table, problems, referenced, stats)
                 _check_instances(root, s, table, problems, stats)
@@ -394,7 +400,23 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
     for rel in _data_files(root):
         if rel not in referenced:
             problems.warning(rel, "unreferenced file", "not in manifest", "listed in manifest")
+    _check_leaks([s for _, s in rows if ids[s.id] == 1], prints, problems)
     return list(problems)
+
+
+def _check_leaks(samples: list[Sample], prints: dict[str, Fingerprint], problems: _Problems) -> None:
+    """Warn about each image that is an exact or near copy (pHash within 4 bits: resized, re-encoded) of an
+    image in another split: a model would be tested on what it trained on."""
+    from masklab.curation.duplicates import DuplicateRules, duplicate_pairs
+
+    samples = [s for s in samples if s.id in prints]
+    pairs = duplicate_pairs([s.id for s in samples], [s.split for s in samples], prints, DuplicateRules())
+    image = {s.id: s.image for s in samples}
+    for row in pairs[pairs["leak"]].itertuples(index=False):
+        what = "an exact copy" if row.kind == "exact" else f"a near copy (perceptual hashes {row.hash_bits} bits apart)"
+        problems.warning(image[row.id_b], "leak across splits",
+                         f"{row.split_b} sample '{row.id_b}' is {what} of {row.split_a} sample '{row.id_a}'",
+                         "each image in one split only (`masklab curate duplicates` lists every pair)")
 
 
 def _data_files(root: Path) -> list[str]:

@@ -61,6 +61,8 @@ IGNORE_GREY = (128, 128, 128)
 ERROR_COLORS = {1: (230, 30, 30), 2: (30, 90, 255), 3: (255, 200, 0)}
 TEMPLATE = Path(__file__).with_name("explorer_template.html")
 DATA_MARK = "/*__MASKLAB_DATA__*/"
+MAP_SCRIPT = Path(__file__).with_name("embedding_map.js")
+MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
 TITLE_MARK = "__MASKLAB_TITLE__"
 
 __all__ = ["ExplorerObjects", "ExplorerSample", "error_map", "write_explorer"]
@@ -186,7 +188,8 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     before, after = TEMPLATE.read_text(encoding="utf-8").split(DATA_MARK, 1)
     safe_title = html.escape(str(title))
-    page = before.replace(TITLE_MARK, safe_title) + text + after.replace(TITLE_MARK, safe_title)
+    after = after.replace(TITLE_MARK, safe_title).replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
+    page = before.replace(TITLE_MARK, safe_title) + text + after
     return atomic_write(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 

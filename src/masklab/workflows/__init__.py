@@ -13,6 +13,8 @@ runtime or global state. Compose a config with :func:`masklab.config.compose` (o
 
 Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func:`evaluate_model`),
 :func:`predict`, :func:`cross_validate`, :func:`find_label_errors` (and :func:`write_label_error_explorer`),
+:func:`embed`, :func:`find_duplicates`, :func:`describe_similarity` (and :func:`make_embedder`),
+:func:`open_explorer` (and :func:`explore_sources`),
 :func:`register`, :func:`promote`, :func:`report`, :func:`import_dataset`, :func:`export_dataset`.
 """
 
@@ -26,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "CrossValidation": "cross_validation", "cross_validate": "cross_validation",
     "LabelErrors": "label_errors", "find_label_errors": "label_errors", "write_label_error_explorer": "label_errors",
+    "Duplicates": "curation", "Similarity": "curation", "describe_similarity": "curation", "embed": "curation",
+    "find_duplicates": "curation", "make_embedder": "curation", "write_similarity_explorer": "curation",
+    "ExploreSources": "exploring", "explore_sources": "exploring", "open_explorer": "exploring",
     "Imported": "data", "export_dataset": "data", "import_dataset": "data",
     "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
     "evaluate_model": "evaluation",
@@ -38,18 +43,30 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from masklab.workflows.cross_validation import CrossValidation, cross_validate
+    from masklab.workflows.curation import (
+        Duplicates,
+        Similarity,
+        describe_similarity,
+        embed,
+        find_duplicates,
+        make_embedder,
+        write_similarity_explorer,
+    )
     from masklab.workflows.data import Imported, export_dataset, import_dataset
     from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
+    from masklab.workflows.exploring import ExploreSources, explore_sources, open_explorer
     from masklab.workflows.fitting import FitResult, fit
     from masklab.workflows.label_errors import LabelErrors, find_label_errors, write_label_error_explorer
     from masklab.workflows.prediction import Prediction, predict
     from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
     from masklab.workflows.reporting import Report, report
 
-__all__ = ["CrossValidation", "Evaluation", "FitResult", "Imported", "LabelErrors", "Prediction", "Promotion",
-           "RegisteredVersion", "Report", "cross_validate", "evaluate", "evaluate_checkpoint", "evaluate_model",
-           "export_dataset", "find_label_errors", "fit", "gate_from_config", "import_dataset", "predict", "promote",
-           "register", "report", "write_label_error_explorer"]
+__all__ = ["CrossValidation", "Duplicates", "Evaluation", "ExploreSources", "FitResult", "Imported", "LabelErrors",
+           "Prediction", "Promotion", "RegisteredVersion", "Report", "Similarity", "cross_validate",
+           "describe_similarity", "embed", "evaluate", "evaluate_checkpoint", "evaluate_model", "explore_sources",
+           "export_dataset", "find_duplicates", "find_label_errors", "fit", "gate_from_config", "import_dataset",
+           "make_embedder", "open_explorer", "predict", "promote", "register", "report", "write_label_error_explorer",
+           "write_similarity_explorer"]
 
 
 def __getattr__(name: str) -> Any:
