@@ -527,3 +527,65 @@ def test_likely_label_errors_view_outlines_regions_and_exports_marks_for_data_ma
     mark(compose("data_mark", [f"data.root={dataset.root}", f"ids={review}"]))
     status = {s.id: s.status for s in read_manifest(dataset.root)}
     assert status[victim.id] == "needs_review" and list(status.values()).count("needs_review") == 1
+
+
+def _drag(page, box: dict, points: list[tuple[float, float]]) -> None:
+    """Press at the first point (fractions of the canvas' box), move through the others, release."""
+    at = [(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy) for fx, fy in points]
+    page.mouse.move(*at[0])
+    page.mouse.down()
+    for x, y in at[1:]:
+        page.mouse.move(x, y, steps=4)
+    page.mouse.up()
+
+
+def test_embeddings_map_colours_by_column_and_lasso_or_box_filters_the_grid(browser, tmp_path):
+    """s00-s05 lie near (0, 0) on the map (bottom left), s06-s11 near (10, 10) (top right)."""
+    root = tmp_path / "map"
+    root.mkdir()
+    samples, rows = [], []
+    for k in range(12):
+        sid = f"s{k:02d}"
+        image, gt, _ = _sample_arrays(k)
+        Image.fromarray(image).save(root / f"{sid}.png")
+        Image.fromarray(gt).save(root / f"{sid}_gt.png")
+        samples.append(ExplorerSample(sid, "val" if k % 2 else "test", root / f"{sid}.png", root / f"{sid}_gt.png"))
+        far = k >= 6
+        rows.append({"id": sid, "map_x": 10.0 * far + 0.1 * (k % 3), "map_y": 10.0 * far + 0.1 * (k % 2),
+                     "cluster": int(far), "uniqueness": k / 11})
+    index = write_explorer(root / "out", CLASSES, samples, pd.DataFrame(rows), {}, "map", None,
+                           view={"name": "Embeddings map", "map_color": "cluster"})
+    page, errors = open_page(browser, index.as_uri())
+    assert page.is_visible("#map-canvas") and page.inner_text("#map-info") == "12 points: drag to select"
+    assert page.locator("#map-color").input_value() == "cluster"
+    assert page.locator("#map-legend .map-chip").all_inner_texts() == ["0", "1"], "integer ids: categories"
+    box = page.locator("#map-canvas").bounding_box()
+    # lasso around the bottom-left group
+    _drag(page, box, [(0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0), (0.0, 0.55)])
+    assert page.inner_text("#count") == "6 of 12 samples (map selection)"
+    assert sorted(page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.id)")) == \
+        [f"s{k:02d}" for k in range(6)]
+    assert page.inner_text("#map-info") == "6 of 12 points selected"
+    # the text filter narrows the selection further
+    page.fill("#filter", "split = val")
+    page.press("#filter", "Enter")
+    assert page.inner_text("#count") == "3 of 12 samples (map selection)"
+    page.fill("#filter", "")
+    page.press("#filter", "Enter")
+    # colour by a text column: one legend chip per value; by a number: a ramp
+    page.select_option("#map-color", "split")
+    assert page.locator("#map-legend .map-chip").all_inner_texts() == ["test", "val"]
+    page.select_option("#map-color", "uniqueness")
+    assert page.locator("#map-legend .map-ramp").count() == 1
+    # a box around the top-right group replaces the selection
+    page.select_option("#map-mode", "box")
+    _drag(page, box, [(0.55, 0.0), (1.0, 0.45)])
+    assert sorted(page.locator(".card").evaluate_all("cs => cs.map(c => c.dataset.id)")) == \
+        [f"s{k:02d}" for k in range(6, 12)]
+    page.click("#map-clear")
+    assert page.inner_text("#count") == "12 of 12 samples"
+    # a selection around nothing clears too
+    _drag(page, box, [(0.55, 0.0), (1.0, 0.45)])
+    _drag(page, box, [(0.4, 0.4), (0.6, 0.6)])
+    assert page.inner_text("#count") == "12 of 12 samples"
+    assert not errors, errors
