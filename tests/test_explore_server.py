@@ -431,3 +431,57 @@ def test_detail_shows_image_overlays_and_columns(page, built):
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")
     assert not page.errors, page.errors
+
+
+def post(app: ExploreApp, path: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(app.url.rstrip("/") + path, json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+NEAR = 600  # samples s0000..s0599 lie near (0, 0) on the map (bottom left); the rest near (10, 10)
+
+
+def test_embeddings_map_selects_samples_by_lasso(browser, built, tmp_path):
+    ids = built["frame"]["id"].tolist()
+    far = np.array([k >= NEAR for k in range(len(ids))])
+    pd.DataFrame({"id": ids, "map_x": 10.0 * far + 0.001 * np.arange(len(ids)) % 1, "map_y": 10.0 * far,
+                  "cluster": far.astype(int)}).to_parquet(tmp_path / "similarity.parquet", index=False)
+    with ExploreApp(built["data"], built["table"], [tmp_path / "similarity.parquet"], built["pred"]) as app:
+        app.start(0)
+        status, columns = post(app, "/api/columns", {"names": ["id", "map_x", "cluster"]})
+        assert status == 200 and columns["id"] == ids and columns["cluster"] == far.astype(int).tolist()
+        status, found = post(app, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 0}]})
+        assert status == 200 and found["positions"] == list(range(NEAR))
+        assert post(app, "/api/columns", {"names": ["map_x; drop table samples"]})[0] == 400
+        assert post(app, "/api/columns", {"columns": ["id"]})[0] == 400
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+        page.goto(app.url)
+        page.wait_for_selector("body[data-ready]")
+        assert page.is_visible("#map-canvas") and page.locator("#map-color").input_value() == "cluster"
+        box = page.locator("#map-canvas").bounding_box()
+        at = [(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+              for fx, fy in [(0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0), (0.0, 0.55)]]
+        page.mouse.move(*at[0])
+        page.mouse.down()
+        for x, y in at[1:]:
+            page.mouse.move(x, y, steps=4)
+        page.mouse.up()
+        page.wait_for_function(f"() => document.querySelector('#count').dataset.matched === '{NEAR}'")
+        assert page.locator("#filters .chip.selection").count() == 1
+        assert all(int(i[1:]) < NEAR for i in card_ids(page))
+        # colouring by a column the page has not loaded yet fetches it
+        page.select_option("#map-color", "mIoU")
+        page.wait_for_selector("#map-legend .map-ramp")
+        # clearing the selection's chip clears the map's selection too
+        page.click("#filters .chip.selection button")
+        page.wait_for_function(f"() => document.querySelector('#count').dataset.matched === '{N + 1}'")
+        assert page.inner_text("#map-info") == f"{N + 1} points: drag to select"
+        page.close()
+        assert not errors, errors

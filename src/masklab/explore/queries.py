@@ -293,6 +293,31 @@ class SampleTable:
         return {"total": self.total, "matched": matched, "offset": offset, "columns": names,
                 "rows": [[json_value(v) for v in r[:-1]] for r in found], "positions": [int(r[-1]) for r in found]}
 
+    def column_values(self, names: object) -> dict[str, list[Any]]:
+        """Whole columns in manifest order, {name: [value per row]} (the embeddings map draws every point)."""
+        if not isinstance(names, list) or not names:
+            raise QueryError(f"names: found {names!r:.80}; expected a list of column names")
+        chosen = [self.column(n, "names").name for n in dict.fromkeys(names)]
+        cur = self.cursor()
+        try:
+            select = ", ".join(quote(n) for n in chosen)
+            found = cur.execute(f"SELECT {select} FROM samples ORDER BY {ORDER}").fetchall()
+        finally:
+            cur.close()
+        return {n: [json_value(r[k]) for r in found] for k, n in enumerate(chosen)}
+
+    def positions(self, filters: object = None) -> list[int]:
+        """The manifest positions of every row matching ``filters``, ascending (the map fades the others)."""
+        where, params = self.where(filters)
+        cur = self.cursor()
+        try:
+            found = cur.execute(f"SELECT {ORDER} FROM samples {where} ORDER BY {ORDER}", params).fetchall()
+        except duckdb.Error as exc:
+            raise QueryError(f"the query failed: {str(exc).splitlines()[0]}") from exc
+        finally:
+            cur.close()
+        return [int(r[0]) for r in found]
+
     def sample(self, sample_id: str) -> dict[str, Any] | None:
         """Every column of one sample, or None when there is no such row."""
         cur = self.cursor()

@@ -9,6 +9,8 @@ Routes (ids are percent-encoded in paths, e.g. ``val%2F0001``):
 - ``POST /api/rows`` with a JSON body, or ``GET /api/rows?q=<the same JSON>``: {"filters": [{"column", "op",
   "value"}], "sort", "dir": asc|desc, "offset", "limit", "columns"} -> {"total", "matched", "offset", "columns",
   "rows", "positions", "took_ms"}. A bad request answers 400 {"error": message naming what was wrong}.
+- ``POST /api/columns`` {"names": [...]} -> {name: [value per row, manifest order]}: whole columns (the map).
+- ``POST /api/positions`` {"filters": [...]} -> {"positions": [manifest positions of the matching rows]}.
 - ``GET /api/sample/<id>``: {"row": every column, "layers": {"gt", "pred", "error"}}; 404 for an unknown id.
 - ``GET /thumb/<id>?layer=image|gt|pred``: JPEG / palette-PNG thumbnail, longest side ``thumb_side`` px.
 - ``GET /full/<id>?layer=image|gt|pred|error``: the full-size layer for the detail view.
@@ -37,6 +39,7 @@ from masklab.data.format import Dataset, load_dataset, safe_name
 from masklab.errors import UserError
 from masklab.explore.queries import KIND_OPERATORS, QueryError, SampleTable
 from masklab.explore.thumbnails import THUMB_SIDE, LayerError, Renderer
+from masklab.report.explorer import MAP_MARK, MAP_SCRIPT
 
 PAGE = Path(__file__).with_name("page.html")
 TITLE_MARK = "__MASKLAB_TITLE__"
@@ -69,6 +72,7 @@ class ExploreApp:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         page = PAGE.read_text(encoding="utf-8")
+        page = page.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)  # the static explorer's map
         self._page = page.replace(TITLE_MARK, html.escape(self.title)).encode("utf-8")
 
     # ------------------------------------------------------------------ serving
@@ -189,6 +193,10 @@ def _handler(app: ExploreApp) -> type[BaseHTTPRequestHandler]:
                     self._json(200, app.meta())
                 elif path == "/api/rows":
                     self._rows(method, query)
+                elif path == "/api/columns" and method == "POST":
+                    self._json(200, app.rows.column_values(self._body({"names"}).get("names")))
+                elif path == "/api/positions" and method == "POST":
+                    self._json(200, {"positions": app.rows.positions(self._body({"filters"}).get("filters"))})
                 elif path.startswith("/api/sample/"):
                     self._sample(urllib.parse.unquote(path[len("/api/sample/"):]))
                 elif path.startswith(("/thumb/", "/full/")):
@@ -204,23 +212,27 @@ def _handler(app: ExploreApp) -> type[BaseHTTPRequestHandler]:
                 _log.exception("explore: %s %s failed", method, self.path)
                 self._json(500, {"error": f"{type(exc).__name__}: {exc}"})
 
-        def _rows(self, method: str, query: dict[str, list[str]]) -> None:
-            if method == "POST":
+        def _body(self, keys: set[str], text: str | None = None) -> dict[str, Any]:
+            """The request's JSON object (the POST body, or ``text``); QueryError naming what is wrong."""
+            if text is None:
                 size = int(self.headers.get("Content-Length") or 0)
                 if size > MAX_BODY:
                     raise QueryError(f"request body of {size} bytes; at most {MAX_BODY}")
                 text = self.rfile.read(size).decode("utf-8", "replace")
-            else:
-                text = (query.get("q") or ["{}"])[0]
             try:
                 request = json.loads(text or "{}")
             except json.JSONDecodeError as exc:
                 raise QueryError(f"the request is not JSON ({exc.msg} at character {exc.pos})") from None
             if not isinstance(request, dict):
                 raise QueryError(f"the request is {type(request).__name__}; expected a JSON object")
-            unknown = sorted(set(request) - {"filters", "sort", "dir", "offset", "limit", "columns"})
+            unknown = sorted(set(request) - keys)
             if unknown:
-                raise QueryError(f"unknown request keys {unknown}; expected filters, sort, dir, offset, limit, columns")
+                raise QueryError(f"unknown request keys {unknown}; expected {', '.join(sorted(keys))}")
+            return request
+
+        def _rows(self, method: str, query: dict[str, list[str]]) -> None:
+            request = self._body({"filters", "sort", "dir", "offset", "limit", "columns"},
+                                 None if method == "POST" else (query.get("q") or ["{}"])[0])
             start = time.perf_counter()
             answer = app.rows.rows(request.get("filters"), request.get("sort"), request.get("dir", "asc"),
                                    request.get("offset", 0), request.get("limit", 100), request.get("columns"))

@@ -3,9 +3,11 @@
    inlined into the static explorer and served by `masklab explore`.
 
    var map = MasklabMap(container, {x: [...], y: [...], columns: [{name, type: 'num'|'str'|'bool', values}],
-                                    color: 'split', onSelect: function (indices or null) {...}});
-   map.setActive(mask)   // mask[i] falsy: point i drawn faded (e.g. filtered out elsewhere)
-   map.select(indices)   // set the selection from code (null clears)
+                                    color: 'split', onSelect: function (indices or null) {...},
+                                    load: function (name) { return a Promise of the column's values }});
+   A column's values may be null: ``load`` fetches them when the user colours by it (the explore server).
+   map.setActive(mask)          // mask[i] falsy: point i drawn faded (e.g. filtered out elsewhere)
+   map.select(indices, quiet)   // set the selection from code (null clears); quiet: without calling onSelect
 */
 (function (root) {
   'use strict';
@@ -81,7 +83,17 @@
       var col = columns.filter(function (c) { return c.name === name; })[0];
       legend.textContent = '';
       colors = new Array(N);
-      if (!col) { for (var i = 0; i < N; i++) colors[i] = PALETTE[0]; return; }
+      if (!col || !col.values) {
+        for (var i = 0; i < N; i++) colors[i] = PALETTE[0];
+        if (col && opts.load) {
+          legend.appendChild(make('span', { class: 'muted' }, 'loading ' + name + '\u2026'));
+          opts.load(name).then(function (values) {
+            col.values = values;
+            if (colorSel.value === name) { colourBy(name); draw(); }
+          });
+        }
+        return;
+      }
       var v = col.values;
       if (col.type === 'num' && !fewIntegers(v)) {
         var lo = Infinity, hi = -Infinity;
@@ -166,10 +178,10 @@
 
     var api = {
       setActive: function (mask) { active = mask; draw(); },
-      select: function (indices) {
+      select: function (indices, quiet) {
         selected = indices && indices.size !== undefined ? indices : indices ? new Set(indices) : null;
         draw();
-        if (opts.onSelect) opts.onSelect(selected);
+        if (opts.onSelect && !quiet) opts.onSelect(selected);
       },
       selection: function () { return selected; },
       redraw: draw,
