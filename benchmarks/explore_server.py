@@ -13,7 +13,11 @@ Figures (times in ms, medians of ``--rounds``):
   thumbnails loaded ("thumbs");
 - the server's own query time for the same requests.
 
-    python benchmarks/explore_server.py [--samples 100000] [--rounds 5] [--no-docs]
+- with ``--map``: the rows also carry an embeddings map (map_x, map_y, cluster, uniqueness: 20 Gaussian blobs,
+  a table joined by id as `masklab curate similarity` writes it): "open" then also waits for the map's 100,000
+  points, and a box selection on the map is timed from the mouse release to the grid showing the selection.
+
+    python benchmarks/explore_server.py [--samples 100000] [--rounds 5] [--map] [--no-docs]
 """
 
 from __future__ import annotations
@@ -117,6 +121,50 @@ TIMED_ACTION = """async ([kind, a, b, c]) => {
 }"""
 
 
+def write_map(root: Path, n: int) -> Path:
+    """A similarity table for n samples: 20 Gaussian blobs on the map, cluster = blob, uniqueness uniform."""
+    rng = np.random.default_rng(1)
+    blob = rng.integers(0, 20, n)
+    centres = rng.uniform(-20, 20, (20, 2))
+    xy = centres[blob] + rng.normal(size=(n, 2))
+    path = root / "similarity.parquet"
+    pd.DataFrame({"id": [f"val/{k:06d}" for k in range(n)], "map_x": xy[:, 0], "map_y": xy[:, 1], "cluster": blob,
+                  "uniqueness": rng.uniform(0, 1, n)}).to_parquet(path, index=False)
+    return path
+
+
+def measure_map(app: ExploreApp, rounds: int) -> dict:
+    """Open (thumbnails and map drawn) and a box selection on the map (mouse release to grid updated), ms."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict = {"map_open_ms": [], "map_select_ms": [], "map_selected": None}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        for r in range(rounds):
+            app.renderer.cache = ByteLRU(app.renderer.cache.max_bytes)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(app.url)
+            page.wait_for_function(ALL_THUMBS, polling=10, timeout=60_000)
+            page.wait_for_function("() => /points/.test((document.querySelector('#map-info') || {}).textContent)")
+            out["map_open_ms"].append(page.evaluate("() => performance.now()"))
+            page.select_option("#map-mode", "box")
+            page.evaluate("() => document.querySelector('#map-canvas').addEventListener('pointerup', "
+                          "() => { window.__t0 = performance.now(); }, { capture: true })")
+            box = page.locator("#map-canvas").bounding_box()
+            f0, f1 = 0.1 + 0.05 * r, 0.5 + 0.05 * r
+            page.mouse.move(box["x"] + box["width"] * f0, box["y"] + box["height"] * f0)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * f1, box["y"] + box["height"] * f1, steps=3)
+            page.mouse.up()
+            done = page.evaluate("async () => { const r = await window.masklabExplore.whenRendered();"
+                                 " return {ms: performance.now() - window.__t0, matched: r.matched}; }")
+            out["map_select_ms"].append(done["ms"])
+            out["map_selected"] = done["matched"]
+            page.close()
+        browser.close()
+    return out
+
+
 def measure(app: ExploreApp, rounds: int) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -192,6 +240,14 @@ timed action. Medians of {f['rounds']} rounds, ms:
 Each round's figures: open {_list(f['rounds_open_ms'])}; sort {_list(f['rounds_sort_grid_ms'])}; filter
 {_list(f['rounds_filter_grid_ms'])}.
 """
+    if "map_open_ms" in f:
+        text += f"""
+With an embeddings map of all {f['samples']:,} samples (`--map`; the table as `curate similarity` writes it, joined
+by id): open, thumbnails and every map point drawn, {f['map_open_ms']:.0f} ms (goal < 3,000); a box selection on the
+map, mouse release to the grid showing the selected samples ({f['map_selected']:,} in the last round),
+{f['map_select_ms']:.0f} ms (goal < 300; rounds {_list(f['rounds_map_select_ms'])}). The figures above were
+measured in the same run, with the map shown.
+"""
     old = DOCS.read_text(encoding="utf-8")
     if SECTION in old:
         start = old.index(SECTION)
@@ -212,18 +268,21 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--note", default="machine shared with other work: figures may be noisy")
     p.add_argument("--no-docs", action="store_true", help="print the figures only")
+    p.add_argument("--map", action="store_true", help="also an embeddings map of every sample (see the module doc)")
     a = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         data, pred, table = build(Path(tmp), a.samples)
         build_s = time.perf_counter() - t
         t = time.perf_counter()
-        app = ExploreApp(data, table, pred_dir=pred)
+        app = ExploreApp(data, table, [write_map(Path(tmp), a.samples)] if a.map else [], pred_dir=pred)
         start_ms = 1000 * (time.perf_counter() - t)
         app.start(0)
         try:
             m = measure(app, a.rounds)
             q = server_query_ms(app, a.rounds)
+            if a.map:
+                m.update(measure_map(app, a.rounds))
         finally:
             app.stop()
     med = statistics.median
@@ -236,10 +295,14 @@ def main() -> None:
         "server_sort_ms": q["sort"], "server_filter_ms": q["filter"], "rounds_open_ms": m["open_ms"],
         "rounds_sort_grid_ms": m["sort_grid_ms"], "rounds_filter_grid_ms": m["filter_grid_ms"], "note": a.note,
     }
+    if a.map:
+        figures.update({"map_open_ms": med(m["map_open_ms"]), "map_select_ms": med(m["map_select_ms"]),
+                        "map_selected": m["map_selected"], "rounds_map_select_ms": m["map_select_ms"]})
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}, indent=1))
     if not a.no_docs:
         write_docs(figures, "python benchmarks/explore_server.py" + (f" --samples {a.samples}"
-                                                                     if a.samples != 100_000 else ""))
+                                                                     if a.samples != 100_000 else "")
+                   + (" --map" if a.map else ""))
 
 
 if __name__ == "__main__":

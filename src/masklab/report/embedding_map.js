@@ -89,7 +89,7 @@
           legend.appendChild(make('span', { class: 'muted' }, 'loading ' + name + '\u2026'));
           opts.load(name).then(function (values) {
             col.values = values;
-            if (colorSel.value === name) { colourBy(name); draw(); }
+            if (colorSel.value === name) { colourBy(name); stale = true; draw(); }
           });
         }
         return;
@@ -105,14 +105,14 @@
         legend.appendChild(scale);
         legend.appendChild(make('span', {}, isFinite(hi) ? String(+hi.toPrecision(3)) : '-'));
       } else {
-        var cats = [];
-        v.forEach(function (x) { var s = missing(x) ? '(missing)' : String(x); if (cats.indexOf(s) < 0) cats.push(s); });
+        var cats = [], index = new Map();
         for (var m = 0; m < N; m++) {
           var s = missing(v[m]) ? '(missing)' : String(v[m]);
-          colors[m] = s === '(missing)' ? [190, 190, 190] : PALETTE[cats.indexOf(s) % PALETTE.length];
+          if (!index.has(s)) { index.set(s, cats.length); cats.push(s); }
+          colors[m] = s === '(missing)' ? [190, 190, 190] : PALETTE[index.get(s) % PALETTE.length];
         }
         cats.slice(0, 20).forEach(function (s) {
-          var c = s === '(missing)' ? [190, 190, 190] : PALETTE[cats.indexOf(s) % PALETTE.length];
+          var c = s === '(missing)' ? [190, 190, 190] : PALETTE[index.get(s) % PALETTE.length];
           var chip = make('span', { class: 'map-chip', 'data-value': s }, s);
           chip.style.borderLeft = '10px solid ' + css(c, 1);
           legend.appendChild(chip);
@@ -121,20 +121,37 @@
       }
     }
 
-    function draw() {
-      var w = Math.max(100, Math.round(canvas.clientWidth || 600));
-      if (canvas.width !== w) canvas.width = w;
-      ctx.clearRect(0, 0, canvas.width, canvas.height);
-      var r = N > 20000 ? 1.2 : N > 2000 ? 2 : 3.5;
+    // The points are painted into an ImageData once per change of colours, fades, selection or width (about 10 ms
+    // for 100,000 points; fillRect per point took ~150 ms), then put back under the selection path while dragging.
+    var layer = null, stale = true;
+    function paintPoints() {
+      var W = canvas.width, H = canvas.height, image = ctx.createImageData(W, H);
+      var buf = new Uint32Array(image.data.buffer), half = N > 20000 ? 1 : N > 2000 ? 2 : 3;
+      buf.fill(0xffffffff);   // opaque white (ImageData is RGBA in memory: little-endian ABGR words)
+      function pack(c, alpha) {   // the colour blended onto white at alpha, as one ABGR word
+        var r = 255 + (c[0] - 255) * alpha, g = 255 + (c[1] - 255) * alpha, b = 255 + (c[2] - 255) * alpha;
+        return ((255 << 24) | (Math.round(b) << 16) | (Math.round(g) << 8) | Math.round(r)) >>> 0;
+      }
       for (var pass = 0; pass < 2; pass++) {   // faded points first, so the active ones stay on top
         for (var i = 0; i < N; i++) {
           if (missing(X[i]) || missing(Y[i])) continue;
           var on = (!active || active[i]) && (!selected || selected.has(i));
           if ((pass === 1) !== on) continue;
-          ctx.fillStyle = css(colors[i] || PALETTE[0], on ? 0.85 : 0.12);
-          ctx.fillRect(sx(X[i]) - r, sy(Y[i]) - r, 2 * r, 2 * r);
+          var word = pack(colors[i] || PALETTE[0], on ? 0.85 : 0.12);
+          var px = Math.round(sx(X[i])), py = Math.round(sy(Y[i]));
+          for (var y = Math.max(0, py - half); y < Math.min(H, py + half); y++) {
+            for (var x = Math.max(0, px - half); x < Math.min(W, px + half); x++) buf[y * W + x] = word;
+          }
         }
       }
+      layer = image;
+      stale = false;
+    }
+    function draw() {
+      var w = Math.max(100, Math.round(canvas.clientWidth || 600));
+      if (canvas.width !== w) { canvas.width = w; stale = true; }
+      if (stale || !layer) paintPoints();
+      ctx.putImageData(layer, 0, 0);
       if (path && path.length > 1) {
         ctx.strokeStyle = '#111'; ctx.setLineDash([4, 3]); ctx.beginPath();
         ctx.moveTo(path[0][0], path[0][1]);
@@ -172,14 +189,18 @@
     });
     canvas.addEventListener('pointerup', finish);
     canvas.addEventListener('pointercancel', function () { path = null; draw(); });
-    colorSel.addEventListener('change', function () { colourBy(colorSel.value); draw(); });
+    colorSel.addEventListener('change', function () { colourBy(colorSel.value); stale = true; draw(); });
     clear.addEventListener('click', function () { api.select(null); });
     if (root.addEventListener) root.addEventListener('resize', function () { draw(); });
 
     var api = {
-      setActive: function (mask) { active = mask; draw(); },
+      setActive: function (mask) {
+        if (mask === active || (!mask && !active)) return;   // refreshes that change nothing cost no repaint
+        active = mask; stale = true; draw();
+      },
       select: function (indices, quiet) {
         selected = indices && indices.size !== undefined ? indices : indices ? new Set(indices) : null;
+        stale = true;
         draw();
         if (opts.onSelect && !quiet) opts.onSelect(selected);
       },
