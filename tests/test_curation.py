@@ -238,8 +238,12 @@ def test_uniqueness_clusters_and_representativeness() -> None:
 
 
 def test_umap_map_is_deterministic_and_keeps_blobs_apart() -> None:
+    import torch
+
     x, blob = _blobs()
+    threads = torch.get_num_threads()
     xy = similarity.project_2d(x[:52], "umap", seed=3)
+    assert torch.get_num_threads() == threads, "numba's OpenMP layer must not change torch's thread count"
     np.testing.assert_array_equal(xy, similarity.project_2d(x[:52], "umap", seed=3))
     a, b = xy[blob[:52] == 0], xy[blob[:52] == 1]
     gap = np.linalg.norm(a.mean(0) - b.mean(0))

@@ -84,13 +84,21 @@ def project_2d(vectors: np.ndarray, method: str = "umap", seed: int = 0, neighbo
     if method == "umap":
         import warnings
 
+        import torch
         import umap
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
-            return umap.UMAP(n_components=2, n_neighbors=min(neighbours, n - 1), metric="cosine",
-                             random_state=seed, init="spectral" if n > 10 else "random").fit_transform(
-                vectors).astype(np.float32)
+        # numba's OpenMP layer sets the process-wide OpenMP thread count when UMAP runs, which torch reads: a
+        # training after a map in the same process (a notebook, a test run) would use other threads and give
+        # other numbers. Put torch's count back.
+        threads = torch.get_num_threads()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": determinism is the point
+                return umap.UMAP(n_components=2, n_neighbors=min(neighbours, n - 1), metric="cosine",
+                                 random_state=seed, init="spectral" if n > 10 else "random").fit_transform(
+                    vectors).astype(np.float32)
+        finally:
+            torch.set_num_threads(threads)
     from openTSNE import TSNE
 
     perplexity = float(min(30, max(2, (n - 1) / 3)))
