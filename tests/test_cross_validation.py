@@ -136,7 +136,7 @@ def test_instance_out_of_fold_predictions_are_class_probabilities_of_the_objects
         build_maskrcnn(3, variant="mobilenet_v3_fpn", min_size=64, max_size=64, anchor_sizes=(8, 16, 32))
     predictor = Predictor(model, InputRule("resize", 32, 32), "cpu", batch_size=2)
     images = [np.random.default_rng(k).integers(0, 255, (48, 40, 3), dtype=np.uint8) for k in range(2)]
-    for probs in get_task("instance").out_of_fold(predictor, images, "model"):
+    for probs in get_task("instance").class_probabilities(predictor, images, "model"):
         assert probs.dtype == np.float16 and probs.shape == (3, 32, 32)
         assert np.allclose(probs.astype(np.float32).sum(axis=0), 1.0, atol=0.01)
 

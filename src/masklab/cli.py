@@ -29,6 +29,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                                "exact and near-duplicate images, and the pairs that leak across splits"),
     ("curate", "similarity"): ("curate_similarity", "masklab.commands.curate:similarity",
                                "embeddings, uniqueness, representativeness, clusters and a 2-D map in the explorer"),
+    ("al", "select"): ("al_select", "masklab.commands.active:select",
+                       "pick pool samples to label next (strategy=entropy|margin|bald|coreset|hybrid|regions|...)"),
     ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
                     "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
     ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),
@@ -76,7 +78,8 @@ PLAIN_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 # `model=` names a config group for train, but a model reference (models:/N/Production, run id,
 # checkpoint) for these commands; Hydra would read it as the group, so it arrives as `model_ref=`.
-MODEL_REF_COMMANDS = {("predict",), ("evaluate",), ("curate", "duplicates"), ("curate", "similarity")}
+MODEL_REF_COMMANDS = {("predict",), ("evaluate",), ("curate", "duplicates"), ("curate", "similarity"),
+                      ("al", "select")}
 
 # Hydra flags that take no value.
 FLAGS = ("-m", "--multirun", "-r", "--run", "--resolve")

@@ -53,10 +53,11 @@ class Task(Protocol):
     def label_map(self, root: Path, sample: Any) -> np.ndarray:
         """(H, W) uint8 class ids of a labeled sample's target (the semantic view of any target)."""
 
-    def out_of_fold(self, predictor: Any, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
-        """What cross-validation keeps of a held-out image's prediction, compact (float16 or smaller),
-        at ``resolution`` ("model" or "original"; see ``Predictor.logits``). Raises UserError for a
-        task that keeps none yet."""
+    def class_probabilities(self, predictor: Any, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+        """Class probabilities (C, h_i, w_i) per image, compact (float16), at ``resolution`` ("model" or
+        "original"; see ``Predictor.logits``): the semantic view of any model's prediction, which
+        cross-validation keeps out of fold and active learning scores. Raises UserError for a task that
+        has none yet."""
 
     def write_prediction(self, prediction: Any, path: Path, size: tuple[int, int] | None = None) -> Path:
         """Write a prediction (resized to ``size`` = (width, height) when given); returns the path."""

@@ -210,7 +210,7 @@ class InstanceTask:
             out[mask] = class_id
         return out
 
-    def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+    def class_probabilities(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
         """Class probabilities (C, h_i, w_i) float16 per image: the semantic view of the predicted objects that
         the label-error ranking compares with :meth:`label_map`.
 

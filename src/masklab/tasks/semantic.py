@@ -90,7 +90,7 @@ class SemanticTask:
 
         return read_mask(Path(root) / sample.mask)
 
-    def out_of_fold(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+    def class_probabilities(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
         """Class probabilities (C, h_i, w_i) float16 per image: the softmax of the predictor's logits at
         ``resolution`` (float16 keeps 3 significant digits, which ranking label errors does not need more
         of, at a quarter of float32's disk)."""

@@ -14,7 +14,8 @@ runtime or global state. Compose a config with :func:`masklab.config.compose` (o
 Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func:`evaluate_model`),
 :func:`predict`, :func:`cross_validate`, :func:`find_label_errors` (and :func:`write_label_error_explorer`),
 :func:`embed`, :func:`find_duplicates`, :func:`describe_similarity` (and :func:`make_embedder`),
-:func:`open_explorer` (and :func:`explore_sources`),
+:func:`open_explorer` (and :func:`explore_sources`), :func:`select` (and :func:`record_selection`,
+:func:`write_selection_explorer`),
 :func:`register`, :func:`promote`, :func:`report`, :func:`import_dataset`, :func:`export_dataset`.
 """
 
@@ -28,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "CrossValidation": "cross_validation", "cross_validate": "cross_validation",
     "LabelErrors": "label_errors", "find_label_errors": "label_errors", "write_label_error_explorer": "label_errors",
+    "Selection": "active_learning", "record_selection": "active_learning", "select": "active_learning",
+    "write_selection_explorer": "active_learning",
     "Duplicates": "curation", "Similarity": "curation", "describe_similarity": "curation", "embed": "curation",
     "find_duplicates": "curation", "make_embedder": "curation", "write_similarity_explorer": "curation",
     "ExploreSources": "exploring", "explore_sources": "exploring", "open_explorer": "exploring",
@@ -42,6 +45,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
+    from masklab.workflows.active_learning import Selection, record_selection, select, write_selection_explorer
     from masklab.workflows.cross_validation import CrossValidation, cross_validate
     from masklab.workflows.curation import (
         Duplicates,
@@ -62,11 +66,11 @@ if TYPE_CHECKING:
     from masklab.workflows.reporting import Report, report
 
 __all__ = ["CrossValidation", "Duplicates", "Evaluation", "ExploreSources", "FitResult", "Imported", "LabelErrors",
-           "Prediction", "Promotion", "RegisteredVersion", "Report", "Similarity", "cross_validate",
+           "Prediction", "Promotion", "RegisteredVersion", "Report", "Selection", "Similarity", "cross_validate",
            "describe_similarity", "embed", "evaluate", "evaluate_checkpoint", "evaluate_model", "explore_sources",
            "export_dataset", "find_duplicates", "find_label_errors", "fit", "gate_from_config", "import_dataset",
-           "make_embedder", "open_explorer", "predict", "promote", "register", "report", "write_label_error_explorer",
-           "write_similarity_explorer"]
+           "make_embedder", "open_explorer", "predict", "promote", "record_selection", "register", "report", "select",
+           "write_label_error_explorer", "write_selection_explorer", "write_similarity_explorer"]
 
 
 def __getattr__(name: str) -> Any:

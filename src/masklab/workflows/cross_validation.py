@@ -108,7 +108,7 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
     task = task_for(cfg)
     keep = bool(settings.out_of_fold)
     if keep:
-        task.out_of_fold(None, [], str(settings.resolution))  # a task that keeps none says so before training
+        task.class_probabilities(None, [], str(settings.resolution))  # a task that keeps none says so before training
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     dataset, plan = ensure_folds(dataset, settings.folds, list(settings.splits), int(settings.seed),
                                  bool(settings.reassign))
@@ -157,7 +157,7 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
                 members = held_out.labeled(split)
                 for start in range(0, len(members), predictor.batch_size):
                     batch = members[start:start + predictor.batch_size]
-                    arrays = task.out_of_fold(predictor, [read_image(dataset.root / s.image) for s in batch],
+                    arrays = task.class_probabilities(predictor, [read_image(dataset.root / s.image) for s in batch],
                                               str(settings.resolution))
                     for sample, array in zip(batch, arrays):
                         writer.add(sample.id, fold, array)

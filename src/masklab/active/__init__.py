@@ -1,0 +1,1 @@
+"""Active learning: which unlabelled images (or regions) to label next, and the simulation that checks it."""
