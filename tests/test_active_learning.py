@@ -220,3 +220,31 @@ def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Pa
     assert "selection/selection.parquet" in artifacts and "selection/explorer" in artifacts
     page = next((project / "experiments" / "runs").rglob("explorer/index.html")).read_text()
     assert "uncertainty &lt; 0.2" in page or "uncertainty < 0.2" in page or "uncertainty \\u003c 0.2" in page
+
+
+def test_labelled_pool_samples_move_to_train_when_recorded(tmp_path: Path) -> None:
+    """The loop's last step: masks drawn for the picks are saved at masks/<id>.png; `record-edits` labels them."""
+    from PIL import Image
+
+    from masklab.data.check import check_dataset
+    from masklab.data.edits import MaskEditError, record_mask_edits
+
+    data = dataset(tmp_path / "d", {"grey": image(128), "almost": image(170), "later": image(5)})
+    found = select(data, package(), Strategy("entropy"), budget=2, name="round-1")
+    record_selection(data, found)
+    for sid in found.picked:
+        Image.fromarray(np.ones((S, S), np.uint8)).save(data.root / "masks" / f"{sid}.png")
+    assert record_mask_edits(data.root) == found.picked
+    rows = {s.id: s for s in load_dataset(data.root).samples}
+    for sid in found.picked:
+        s = rows[sid]
+        assert (s.split, s.status, s.mask, s.extra[SELECTED_KEY]) == ("train", "labeled", f"masks/{sid}.png",
+                                                                       "round-1")
+    assert rows["later"].split == "pool" and rows["later"].mask is None
+    assert not [p for p in check_dataset(data.root) if p.severity == "error"]
+    # a drawn mask with a class id the dataset does not have: refused, nothing recorded
+    Image.fromarray(np.full((S, S), 7, np.uint8)).save(data.root / "masks" / "later.png")
+    before = (data.root / "manifest.jsonl").read_bytes()
+    with pytest.raises(MaskEditError, match="later"):
+        record_mask_edits(data.root)
+    assert (data.root / "manifest.jsonl").read_bytes() == before

@@ -126,7 +126,8 @@ def test_label_fix_reruns_only_dependents_and_checkout_restores_bytes(repo, fixe
     # A run started before recording, outside DVC, would be tagged with the bytes on disk, marked as not committed.
     md5, status = fixed.status_before_record
     assert status == "modified" and md5 != fixed.recorded_md5 and md5.endswith(".dir")
-    assert "recorded 1 edited mask(s): synth_00014" in fixed.record_output and "dvc commit" in fixed.record_output
+    assert "recorded 1 new or edited label(s): synth_00014" in fixed.record_output
+    assert "dvc commit" in fixed.record_output
     assert "prepare" not in fixed.dvc_status_after_record, fixed.dvc_status_after_record
     assert fixed.committed_md5 not in (fixed.recorded_md5, md5)  # a new version: the new bytes and checksums
     assert data_version(repo / "data/synthetic") == (fixed.committed_md5, "committed")

@@ -289,7 +289,7 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
         record_edits(compose("data_record_edits", [f"data.root={dataset.root}"]))
-    assert f"recorded 1 edited mask(s): {victim.id}" in capsys.readouterr().out
+    assert f"recorded 1 new or edited label(s): {victim.id}" in capsys.readouterr().out
     rows = {s.id: s for s in read_manifest(dataset.root)}
     assert rows[victim.id].status == "fixed" and sum(s.status == "fixed" for s in rows.values()) == 1
     assert "up to date" in dvc("status", "data/synthetic.dvc", cwd=project).stdout

@@ -67,11 +67,12 @@ def record_edits(cfg: DictConfig) -> None:
     root = Path(cfg.data.root)
     if not root.is_dir():
         raise missing_dataset_error(cfg.data)
-    changed = record_mask_edits(root)
+    changed = record_mask_edits(root, str(cfg.get("labelled_split", "train")))
     if not changed:
-        result(f"{root}: no mask differs from its manifest checksum; nothing to record", __name__)
+        result(f"{root}: no mask differs from its manifest checksum and no pool sample has a new one; "
+               "nothing to record", __name__)
         return
-    result(f"{root}: recorded {len(changed)} edited mask(s): {', '.join(changed)}", __name__)
+    result(f"{root}: recorded {len(changed)} new or edited label(s): {', '.join(changed)}", __name__)
     commit_data_version(root)
 
 

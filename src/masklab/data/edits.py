@@ -13,7 +13,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from masklab.data.check import Problem, check_dataset
-from masklab.data.format import MANIFEST_FILE, file_sha256, read_manifest, write_manifest
+from masklab.data.format import (
+    MANIFEST_FILE,
+    OBJECTS_DIR,
+    POOL_SPLIT,
+    file_sha256,
+    read_manifest,
+    safe_name,
+    write_manifest,
+)
 from masklab.errors import UserError
 from masklab.files import atomic_write
 
@@ -29,9 +37,14 @@ class MaskEditError(UserError):
         super().__init__("edited masks have errors; nothing was recorded:\n" + "\n".join(map(str, problems)))
 
 
-def record_mask_edits(root: Path) -> list[str]:
+def record_mask_edits(root: Path, labelled_split: str = "train") -> list[str]:
     """Record the new sha256 of every mask or objects file that changed on disk; returns the changed
     sample ids (each once, in manifest order). A changed sample marked ``needs_review`` becomes ``fixed``.
+
+    An unlabelled sample (split ``pool`` or status ``unlabeled``) whose label file now exists at the dataset's
+    own path for it (``masks/<safe id>.png``, or ``objects/<safe id>.json``) is labelled: the file is recorded,
+    a pool sample moves to ``labelled_split`` and its status becomes ``labeled`` (the active-learning loop's
+    last step: label the selected images, then record them).
 
     Raises MaskEditError (manifest unchanged) when a changed file fails the dataset check. Per-object
     PNGs have no checksum of their own; their problems count when their objects file changed.
@@ -42,6 +55,17 @@ def record_mask_edits(root: Path) -> list[str]:
     samples = read_manifest(root)
     changed: dict[str, str] = {}  # changed file -> sample id
     for s in samples:
+        if not s.labeled and not s.has_target:
+            for file_field, sha_field, rel in (("mask", "mask_sha256", f"masks/{safe_name(s.id)}.png"),
+                                               ("objects", "objects_sha256", f"{OBJECTS_DIR}/{safe_name(s.id)}.json")):
+                if (root / rel).is_file():
+                    setattr(s, file_field, rel)
+                    setattr(s, sha_field, file_sha256(root / rel))
+                    changed[rel] = s.id
+            if s.has_target:
+                s.split = labelled_split if s.split == POOL_SPLIT else s.split
+                s.status = "labeled"
+            continue
         for file_field, sha_field in _LABEL_FILES:
             rel = getattr(s, file_field)
             if rel and (root / rel).is_file():
