@@ -458,6 +458,14 @@ def test_embeddings_map_selects_samples_by_lasso(browser, built, tmp_path):
         status, found = post(app, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 0}]})
         assert status == 200 and found["positions"] == list(range(NEAR))
         assert post(app, "/api/columns", {"names": ["map_x; drop table samples"]})[0] == 400
+        # rows that are a subset of the manifest (one split): positions index the columns' rows, not the manifest
+        with ExploreApp(built["data"], built["table"], [tmp_path / "similarity.parquet"], built["pred"],
+                        split="test") as subset:
+            subset.start(0)
+            _, cols = post(subset, "/api/columns", {"names": ["id", "cluster"]})
+            _, found = post(subset, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 1}]})
+            assert found["positions"] and all(cols["cluster"][p] == 1 for p in found["positions"])
+            assert len(found["positions"]) == cols["cluster"].count(1) and max(found["positions"]) < len(cols["id"])
         assert post(app, "/api/columns", {"columns": ["id"]})[0] == 400
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []

@@ -307,11 +307,13 @@ class SampleTable:
         return {n: [json_value(r[k]) for r in found] for k, n in enumerate(chosen)}
 
     def positions(self, filters: object = None) -> list[int]:
-        """The manifest positions of every row matching ``filters``, ascending (the map fades the others)."""
+        """The positions, in :meth:`column_values`' row order, of every row matching ``filters``, ascending (the
+        map fades the others). Not manifest positions: the rows may be a subset (one split, one evaluation)."""
         where, params = self.where(filters)
+        numbered = f"(SELECT row_number() OVER (ORDER BY {ORDER}) - 1 AS _position, * FROM samples)"
         cur = self.cursor()
         try:
-            found = cur.execute(f"SELECT {ORDER} FROM samples {where} ORDER BY {ORDER}", params).fetchall()
+            found = cur.execute(f"SELECT _position FROM {numbered} {where} ORDER BY _position", params).fetchall()
         except duckdb.Error as exc:
             raise QueryError(f"the query failed: {str(exc).splitlines()[0]}") from exc
         finally:

@@ -10,7 +10,8 @@ Routes (ids are percent-encoded in paths, e.g. ``val%2F0001``):
   "value"}], "sort", "dir": asc|desc, "offset", "limit", "columns"} -> {"total", "matched", "offset", "columns",
   "rows", "positions", "took_ms"}. A bad request answers 400 {"error": message naming what was wrong}.
 - ``POST /api/columns`` {"names": [...]} -> {name: [value per row, manifest order]}: whole columns (the map).
-- ``POST /api/positions`` {"filters": [...]} -> {"positions": [manifest positions of the matching rows]}.
+- ``POST /api/positions`` {"filters": [...]} -> {"positions": [row positions, as /api/columns orders them, of the
+  matching rows]}.
 - ``GET /api/sample/<id>``: {"row": every column, "layers": {"gt", "pred", "error"}}; 404 for an unknown id.
 - ``GET /thumb/<id>?layer=image|gt|pred``: JPEG / palette-PNG thumbnail, longest side ``thumb_side`` px.
 - ``GET /full/<id>?layer=image|gt|pred|error``: the full-size layer for the detail view.
