@@ -127,12 +127,17 @@ def val_history(project: Path) -> list[float]:
 
 
 def test_same_config_twice_gives_same_metrics(trained, tmp_path, mlflow_template):
-    """The CLI's run (its own process) and a run in this process, after other tests trained here."""
+    """The CLI's run (its own process) and ``workflows.fit`` in this process, after other tests trained here (and,
+    under xdist, after other modules ran in this worker): the same training curve, best value and evaluation."""
     cli_project, _ = trained
     copy_store(mlflow_template, tmp_path)
-    fit_in(tmp_path, [*FAST, "evaluate_after=false"])
+    result = fit_in(tmp_path, FAST)
     assert val_history(tmp_path) == val_history(cli_project)
-    assert len(val_history(tmp_path)) == 2
+    assert len(val_history(tmp_path)) == 2 and max(val_history(tmp_path)) == result.best_value
+    _, (cli_run,) = mlflow_runs(cli_project, "synthetic")
+    _, (api_run,) = mlflow_runs(tmp_path, "synthetic")
+    for key in ("val/mIoU", "val/loss", "eval/val/mIoU", "eval/val/mBoundaryIoU"):
+        assert cli_run.data.metrics[key] == api_run.data.metrics[key], key
 
 
 def test_resume_from_last_continues_the_same_run(project, seed_store):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, miou_from_confusion, mlflow_runs, run_masklab
+from conftest import FAST, miou_from_confusion, mlflow_runs
 
 
 def composed(config_name: str, overrides: list[str]):
@@ -58,19 +58,6 @@ def test_fit_returns_the_run_checkpoint_and_evaluations(fitted):
     client, _ = mlflow_runs(project, "synthetic")
     assert result.best_value == max(m.value for m in client.get_metric_history(result.run_id, "val/mIoU"))
     assert runs[0].data.tags["masklab.task"] == "semantic"
-
-
-def test_fit_in_process_matches_the_cli(fitted, tmp_path):
-    project, result = fitted
-    cli = run_masklab(["train", *FAST], tmp_path)
-    assert cli.returncode == 0, cli.stderr[-3000:]
-    client, (run,) = mlflow_runs(tmp_path, "synthetic")
-    api_client, (api_run,) = mlflow_runs(project, "synthetic")
-    for key in ("val/mIoU", "val/loss", "eval/val/mIoU", "eval/val/mBoundaryIoU"):
-        assert run.data.metrics[key] == api_run.data.metrics[key], key
-    history = [m.value for m in client.get_metric_history(run.info.run_id, "val/mIoU")]
-    assert history == [m.value for m in api_client.get_metric_history(result.run_id, "val/mIoU")]
-    assert max(history) == result.best_value
 
 
 def test_evaluate_promote_predict_as_functions(fitted, tmp_path, monkeypatch):
