@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from explorer import CLASSES, per_sample_table  # benchmarks/explorer.py: run as a script, its folder is on the path
 from PIL import Image
 
-from masklab.data.format import ClassInfo, ClassTable, Sample, file_sha256, safe_name, write_manifest
+from masklab.data.format import Sample, file_sha256, safe_name, write_manifest
 from masklab.explore import ExploreApp
 from masklab.explore.thumbnails import ByteLRU
 from masklab.files import atomic_write
@@ -45,8 +46,6 @@ from masklab.files import atomic_write
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
-CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
-                      ClassInfo(2, "road", (60, 180, 75))), 255)
 DISTINCT = 2000
 W, H = 256, 192
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
@@ -79,19 +78,10 @@ def build(root: Path, n: int) -> tuple[Path, Path, Path]:
     write_manifest(data, samples)
     for i, sid in enumerate(ids):
         os.link(root / "distinct_pred" / f"f{i % DISTINCT:04d}.png", pred / f"{safe_name(sid)}.png")
-    cols: dict = {"id": ids, "split": [s.split for s in samples]}
-    for name in ("mIoU", "mDice", "boundary_mIoU", "pixel_acc", "conf_mean_max_prob", "conf_mean_entropy",
-                 "conf_low_fraction"):
-        cols[name] = rng.random(n)
-    for cls in CLASSES.names:
-        for metric in ("iou", "dice", "boundary_iou"):
-            cols[f"{metric}/{cls}"] = rng.random(n)
-        for metric in ("tp", "fp", "fn", "true_area", "pred_area"):
-            cols[f"{metric}/{cls}"] = rng.integers(0, 8000, n)
-        for metric in ("missed", "hallucinated"):
-            cols[f"{metric}/{cls}"] = rng.random(n) < 0.1
+    frame = per_sample_table(ids)  # the static explorer benchmark's 3-class semantic evaluation columns
+    frame.insert(1, "split", [s.split for s in samples])
     table = root / "val_per_sample.parquet"
-    pd.DataFrame(cols).to_parquet(table, index=False)
+    frame.to_parquet(table, index=False)
     return data, pred, table
 
 

@@ -232,3 +232,21 @@ def seed_store(mlflow_template: Path):
     """Opt-in: ``seed_store(project)`` gives ``project`` a migrated, empty default store before masklab would
     create one. Not for tests that check which store a command uses (e.g. that a server's store is used)."""
     return lambda project: copy_store(mlflow_template, project)
+
+
+# Debian's Chromium, headless, driven by Playwright (it never downloads a browser; `make browser` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless Chromium for the module's tests; skipped when Chromium or playwright is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (make browser)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield b
+        b.close()

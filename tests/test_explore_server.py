@@ -34,9 +34,6 @@ from masklab.data.format import (
 from masklab.errors import UserError
 from masklab.explore import ExploreApp
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
                       ClassInfo(2, "square", (60, 180, 75))))
 N = 2400
@@ -117,14 +114,19 @@ def get(app: ExploreApp, path: str) -> tuple[int, dict, bytes]:
         return exc.code, dict(exc.headers), exc.read()
 
 
-def rows(app: ExploreApp, **request) -> tuple[int, dict]:
-    req = urllib.request.Request(app.url + "api/rows", json.dumps(request).encode(), method="POST",
+def post(app: ExploreApp, path: str, body: dict) -> tuple[int, dict]:
+    """(status, JSON answer) of a POST of ``body`` to ``path``."""
+    req = urllib.request.Request(app.url.rstrip("/") + path, json.dumps(body).encode(), method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def rows(app: ExploreApp, **request) -> tuple[int, dict]:
+    return post(app, "/api/rows", request)
 
 
 # ---------------------------------------------------------------------------------------------- API
@@ -314,17 +316,6 @@ def test_run_sources_read_in_place_or_download(built, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (make browser)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
 def page(browser, app):
     """A fresh page on the explorer, ready (first rows shown), and the list its console errors go to."""
@@ -431,16 +422,6 @@ def test_detail_shows_image_overlays_and_columns(page, built):
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")
     assert not page.errors, page.errors
-
-
-def post(app: ExploreApp, path: str, body: dict) -> tuple[int, dict]:
-    req = urllib.request.Request(app.url.rstrip("/") + path, json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 NEAR = 600  # samples s0000..s0599 lie near (0, 0) on the map (bottom left); the rest near (10, 10)

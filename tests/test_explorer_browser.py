@@ -21,9 +21,6 @@ from test_explorer import CASE_GT, CASE_PRED, OH, OW, write_instance_report
 from masklab.data.format import ClassInfo, ClassTable
 from masklab.report.explorer import ExplorerSample, write_explorer
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run"]
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
                       ClassInfo(2, "square", (60, 180, 75))))
 W, H = 120, 90  # larger than the 80 px thumbnails, so a loaded full-resolution file is recognisable by its width
@@ -77,17 +74,6 @@ def build(root: Path, with_pred: bool = True, with_table: bool = True) -> Path:
     table = pd.DataFrame(rows) if with_table else None
     return write_explorer(root / "out", CLASSES, samples, table, summary, "explorer <test>",
                           {"run_id": RUN_ID, "path": "report"})
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (make browser)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
