@@ -18,10 +18,11 @@ def select(cfg: DictConfig) -> None:
     from masklab.tracking.runs import start_run
     from masklab.workflows.active_learning import record_selection, select, write_selection_explorer
 
-    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    # The strategy and the model first: a mistake there must not leave a synthesized dataset behind.
     strategy = Strategy(str(cfg.strategy), str(cfg.measure), str(cfg.aggregate), float(cfg.top_fraction),
                         int(cfg.mc_samples), int(cfg.patch), int(cfg.seed))
     package = load_model_ref(str(cfg.model_ref), cfg.logger.tracking_uri)
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     out = Path(hydra_output_dir())
     found = select(dataset, package, strategy, float(cfg.budget), str(cfg.budget_unit), out, str(cfg.model_ref),
                    cfg.paths.cache_dir, str(cfg.device), int(cfg.batch_size), cfg.name)
