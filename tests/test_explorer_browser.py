@@ -42,18 +42,22 @@ def _sample_arrays(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, gt, pred
 
 
+def write_sample_files(root: Path, k: int) -> tuple[Path, Path, Path]:
+    """Sample k's image, ground truth and prediction as ``root/s<k>.png``, ``_gt.png``, ``_pred.png``."""
+    paths = tuple(root / f"s{k:02d}{suffix}.png" for suffix in ("", "_gt", "_pred"))
+    for array, path in zip(_sample_arrays(k), paths):
+        Image.fromarray(array).save(path)
+    return paths
+
+
 def build(root: Path, with_pred: bool = True, with_table: bool = True) -> Path:
     """12 samples (s00..s11, s11's image file missing), a table without s10 and with an unknown id."""
     root.mkdir(parents=True, exist_ok=True)
     samples, rows = [], []
     for k in range(12):
         sid = f"s{k:02d}"
-        image, gt, pred = _sample_arrays(k)
-        Image.fromarray(image).save(root / f"{sid}.png")
-        Image.fromarray(gt).save(root / f"{sid}_gt.png")
-        Image.fromarray(pred).save(root / f"{sid}_pred.png")
-        samples.append(ExplorerSample(sid, "val" if k < 8 else "test", root / f"{sid}.png", root / f"{sid}_gt.png",
-                                      root / f"{sid}_pred.png" if with_pred else None))
+        image, gt, pred = write_sample_files(root, k)
+        samples.append(ExplorerSample(sid, "val" if k < 8 else "test", image, gt, pred if with_pred else None))
         if k != 10:
             rows.append({"id": sid, "mIoU": MIOU[k], "boundary_mIoU": MIOU[k] / 2, "iou/circle": MIOU[k],
                          "iou/square": MIOU[k] if k % 3 == 0 else np.nan, "missed/circle": k > 8,
@@ -532,10 +536,8 @@ def test_embeddings_map_colours_by_column_and_lasso_or_box_filters_the_grid(brow
     samples, rows = [], []
     for k in range(12):
         sid = f"s{k:02d}"
-        image, gt, _ = _sample_arrays(k)
-        Image.fromarray(image).save(root / f"{sid}.png")
-        Image.fromarray(gt).save(root / f"{sid}_gt.png")
-        samples.append(ExplorerSample(sid, "val" if k % 2 else "test", root / f"{sid}.png", root / f"{sid}_gt.png"))
+        image, gt, _ = write_sample_files(root, k)
+        samples.append(ExplorerSample(sid, "val" if k % 2 else "test", image, gt))
         far = k >= 6
         rows.append({"id": sid, "map_x": 10.0 * far + 0.1 * (k % 3), "map_y": 10.0 * far + 0.1 * (k % 2),
                      "cluster": int(far), "uniqueness": k / 11})

@@ -63,12 +63,6 @@ class Embeddings:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def table(self) -> Any:
-        """pandas DataFrame: id, embedding (list of D floats)."""
-        import pandas as pd
-
-        return pd.DataFrame({"id": self.ids, "embedding": list(self.vectors)})
-
 
 def embed_dataset(dataset: Any, embedder: ImageEmbedder, cache_dir: str | Path | None = None,
                   samples: Sequence[Any] | None = None) -> Embeddings:

@@ -40,7 +40,7 @@ from masklab.data.format import Dataset, load_dataset, safe_name
 from masklab.errors import UserError
 from masklab.explore.queries import KIND_OPERATORS, QueryError, SampleTable
 from masklab.explore.thumbnails import THUMB_SIDE, LayerError, Renderer
-from masklab.report.explorer import MAP_MARK, MAP_SCRIPT
+from masklab.report.explorer import inline_assets
 
 PAGE = Path(__file__).with_name("page.html")
 TITLE_MARK = "__MASKLAB_TITLE__"
@@ -73,7 +73,7 @@ class ExploreApp:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         page = PAGE.read_text(encoding="utf-8")
-        page = page.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)  # the static explorer's map
+        page = inline_assets(page)  # the styles and the map script the static explorer has too
         self._page = page.replace(TITLE_MARK, html.escape(self.title)).encode("utf-8")
 
     # ------------------------------------------------------------------ serving

@@ -63,6 +63,15 @@ TEMPLATE = Path(__file__).with_name("explorer_template.html")
 DATA_MARK = "/*__MASKLAB_DATA__*/"
 MAP_SCRIPT = Path(__file__).with_name("embedding_map.js")
 MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
+BASE_CSS = Path(__file__).with_name("explorer_base.css")
+BASE_CSS_MARK = "/*__MASKLAB_BASE_CSS__*/"
+
+
+def inline_assets(page: str) -> str:
+    """An explorer page (this static one or `masklab explore`'s) with the styles and the embeddings-map script
+    both share put in place of their marks: one copy of each in the package, a self-contained page out."""
+    page = page.replace(BASE_CSS_MARK, BASE_CSS.read_text(encoding="utf-8"), 1)
+    return page.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
 TITLE_MARK = "__MASKLAB_TITLE__"
 
 __all__ = ["ExplorerObjects", "ExplorerSample", "error_map", "write_explorer"]
@@ -186,10 +195,9 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
     # Inside <script>: no "</script>", "<!--" or HTML comment tricks can end it early.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    before, after = TEMPLATE.read_text(encoding="utf-8").split(DATA_MARK, 1)
+    before, after = inline_assets(TEMPLATE.read_text(encoding="utf-8")).split(DATA_MARK, 1)
     safe_title = html.escape(str(title))
-    after = after.replace(TITLE_MARK, safe_title).replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
-    page = before.replace(TITLE_MARK, safe_title) + text + after
+    page = before.replace(TITLE_MARK, safe_title) + text + after.replace(TITLE_MARK, safe_title)
     return atomic_write(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 
