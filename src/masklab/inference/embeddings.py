@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from masklab.errors import UserError
-from masklab.inference.engine import _to_tensor, resolve_device
+from masklab.inference.engine import resolve_device, to_tensor
 
 if TYPE_CHECKING:
     from masklab.tracking.packaging import Package
@@ -54,7 +54,7 @@ class Embedder:
         for start in range(0, len(images), self.batch_size):
             chunk = [cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
                      for im in images[start:start + self.batch_size]]
-            feats = self.features(_to_tensor(chunk, self.device).float())
+            feats = self.features(to_tensor(chunk, self.device).float())
             pooled = feats.float().mean(dim=(-2, -1)) if feats.dim() == 4 else feats.float()
             out.append(pooled.cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)

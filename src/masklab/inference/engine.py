@@ -33,7 +33,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def _to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
     """(N, 3, H, W) uint8 on ``device`` from N (H, W, 3) uint8 arrays of one size."""
     batch = np.stack([np.ascontiguousarray(im) for im in images]).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(batch)).to(device)
@@ -85,7 +85,7 @@ class Predictor:
         out: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            inputs = [_to_tensor([self.rule.resize_image(im)], self.device)[0] for im in chunk]
+            inputs = [to_tensor([self.rule.resize_image(im)], self.device)[0] for im in chunk]
             for image, x, found in zip(chunk, inputs, self.model(inputs)):
                 found = {key: value.cpu() for key, value in found.items()}
                 (h, w), (xh, xw) = image.shape[:2], x.shape[-2:]
@@ -106,7 +106,7 @@ class Predictor:
         out: list[torch.Tensor] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            y = self.model(_to_tensor([self.rule.resize_image(im) for im in chunk], self.device)).float()
+            y = self.model(to_tensor([self.rule.resize_image(im) for im in chunk], self.device)).float()
             for i, im in enumerate(chunk):
                 h, w = im.shape[:2]
                 one = y[i:i + 1]
@@ -122,13 +122,13 @@ class Predictor:
         for i, im in enumerate(images):
             h, w = im.shape[:2]
             if self.rule.tile is not None and max(h, w) > self.rule.tile:
-                out[i] = self._tiled(_to_tensor([im], self.device))[0]
+                out[i] = self._tiled(to_tensor([im], self.device))[0]
             else:
                 by_size.setdefault((h, w), []).append(i)
         for indices in by_size.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                y = self._pad_predict(_to_tensor([images[i] for i in chunk], self.device))
+                y = self._pad_predict(to_tensor([images[i] for i in chunk], self.device))
                 for j, i in enumerate(chunk):
                     out[i] = y[j]
         return out  # type: ignore[return-value]
