@@ -31,6 +31,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                                "embeddings, uniqueness, representativeness, clusters and a 2-D map in the explorer"),
     ("al", "select"): ("al_select", "masklab.commands.active:select",
                        "pick pool samples to label next (strategy=entropy|margin|bald|coreset|hybrid|regions|...)"),
+    ("al", "simulate"): ("al_simulate", "masklab.commands.active:simulate",
+                         "simulate rounds of labelling on a labelled dataset: each strategy against random, resumable"),
     ("evaluate",): ("evaluate", "masklab.commands.evaluate:evaluate",
                     "score a checkpoint (ckpt_path=) or an MLflow run (run_id=) on a split"),
     ("data", "synth"): ("data_synth", "masklab.commands.data:synth", "write the synthetic shapes dataset"),

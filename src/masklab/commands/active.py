@@ -52,3 +52,38 @@ def select(cfg: DictConfig) -> None:
     result("\n".join(lines), __name__)
     if cfg.record:
         commit_data_version(dataset.root)
+
+
+def simulate(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from masklab.errors import UserError
+    from masklab.workflows.simulation import CONFIG_FILE, STATE_FILE, simulate
+
+    if cfg.resume:
+        folder = Path(str(cfg.resume)).expanduser()
+        if not (folder / CONFIG_FILE).is_file() or not (folder / STATE_FILE).is_file():
+            raise UserError(f"resume={folder}: not a simulation folder (expected {CONFIG_FILE} and {STATE_FILE} "
+                            "there: the run folder `masklab al simulate` printed)")
+        others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+        if others:
+            raise UserError(f"resume={folder} continues that simulation with its own config ({folder / CONFIG_FILE}); "
+                            f"drop the other overrides {others}, or start a new simulation with them")
+        done = simulate(OmegaConf.load(folder / CONFIG_FILE), folder)
+    else:
+        done = simulate(cfg, hydra_output_dir())
+    images = done.cost[done.cost["unit"] == "images"]
+    pixels = done.cost[done.cost["unit"] == "pixels"].set_index("strategy")
+    lines = [f"Active-learning simulation in {done.output_dir}: test {done.metric}, mean ± std over seeds.",
+             f"Label cost to reach random's final {done.metric} ({images['target'].iloc[0]:.4f}), as a share of "
+             "random's (images | pixels; per seed: mean ± std):",
+             f"  {'strategy':<18} {'final':>16} {'images':>7} {'pixels':>7}  per seed (images)"]
+    for row in images.itertuples():
+        seeds = (f"{row.seed_ratio_mean:.2f} ± {row.seed_ratio_std:.2f} ({row.seeds_reached}/{row.seeds} reached)"
+                 if row.seeds_reached else f"never reached (0/{row.seeds})")
+        lines.append(f"  {row.strategy:<18} {row.final_mean:.4f} ± {row.final_std:.4f} {row.ratio:>7.2f} "
+                     f"{pixels.loc[row.strategy, 'ratio']:>7.2f}  {seeds}")
+    lines.append(f"Curves, tables and page: {', '.join(str(p) for p in done.paths)}")
+    lines.append(f"MLflow parent run {done.parent_run_id} (a child run per round) in {done.tracking_uri}")
+    result("\n".join(lines), __name__)

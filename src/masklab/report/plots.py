@@ -82,3 +82,26 @@ def training_curves(history: Mapping[str, Sequence[tuple[int, float]]], path: Pa
         if ax.lines:
             ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def learning_curves_plot(curves: pd.DataFrame, x: str, metric: str, path: Path, title: str = "") -> Path:
+    """One line per strategy of ``curves`` (masklab.active.curves.learning_curves: strategy, round, images,
+    pixels, mean, std, n): the mean ``metric`` against labelled ``x`` ("images" or "pixels"), with a ± std band
+    over seeds; random dashed in black, as the baseline every other line is read against."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    strategies = sorted(curves["strategy"].unique(), key=lambda s: (s != "random", s))
+    colours = plt.get_cmap("tab10")
+    for i, strategy in enumerate(strategies):
+        c = curves[curves["strategy"] == strategy].sort_values("round")
+        xs = c[x].to_numpy(float) / (1e6 if x == "pixels" else 1)
+        mean, std = c["mean"].to_numpy(float), np.nan_to_num(c["std"].to_numpy(float))
+        style = {"color": "black", "linestyle": "--"} if strategy == "random" else {"color": colours(i % 10)}
+        ax.plot(xs, mean, marker="o", markersize=3, label=f"{strategy} (n={int(c['n'].min())})", **style)
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.15, color=style["color"], linewidth=0)
+    ax.set_xlabel("labelled images" if x == "images" else "labelled pixels (millions, original size)")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(title or f"Test {metric} against labelled {x} (mean ± std over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
