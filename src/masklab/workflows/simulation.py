@@ -211,6 +211,9 @@ def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = N
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     cfg = with_output_dir(cfg, output)
+    with open_dict(cfg):  # pinned: a resume from another folder or shell must find the same data and store
+        for node, key in ((cfg.paths, "root_dir"), (cfg.logger, "tracking_uri"), (cfg.logger, "artifact_root")):
+            node[key] = str(node[key])
     saved = output / CONFIG_FILE
     if not saved.exists():
         atomic_write(saved, lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(cfg)))
