@@ -269,6 +269,22 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     b = task.predict(Predictor(package.model, package.input_rule, "cpu", 1), [image])[0]
     assert len(a) == len(b) and np.array_equal(a.masks, b.masks) and np.allclose(a.scores, b.scores)
 
+    # Active learning on an instance model: the same selection path, its class probabilities from the detections
+    # and, for hybrid, Mask R-CNN's backbone features.
+    from masklab.active.selection import Strategy
+    from masklab.data.format import load_dataset
+    from masklab.workflows.active_learning import select
+    from masklab.workflows.simulation import simulation_view
+
+    dataset = load_dataset(project / "data" / "synthetic")
+    train = sorted(s.id for s in dataset.labeled("train"))
+    view = simulation_view(dataset, set(train[:2]))
+    for name in ("entropy", "hybrid"):
+        found = select(view, package, Strategy(name, seed=0), 2, cache_dir=tmp_path / "cache", device="cpu",
+                       batch_size=2)
+        assert len(found.picked) == 2 and set(found.picked) <= set(train[2:]), name
+        assert len(found.table) == len(train) - 2 and found.table["score"].between(0, 1).all(), name
+
 
 @pytest.mark.parametrize("variant", ["resnet50_fpn", "resnet50_fpn_v2", "mobilenet_v3_fpn"])
 def test_every_maskrcnn_variant_builds_from_scratch_and_detects(variant, tmp_path):
