@@ -218,7 +218,7 @@ def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Pa
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "selection")}
     assert "selection/selection.parquet" in artifacts and "selection/explorer" in artifacts
     page = next((project / "experiments" / "runs").rglob("explorer/index.html")).read_text()
-    assert "uncertainty &lt; 0.2" in page or "uncertainty < 0.2" in page or "uncertainty \\u003c 0.2" in page
+    assert "uncertainty &lt; 0.1" in page or "uncertainty < 0.1" in page or "uncertainty \\u003c 0.1" in page
 
 
 def test_labelled_pool_samples_move_to_train_when_recorded(tmp_path: Path) -> None:

@@ -237,23 +237,38 @@ def record_selection(dataset: Any, found: Selection) -> Path:
     return path
 
 
-# The explorer shows an uncertainty map as a class map of five bins, coloured from calm to alarming.
-UNCERTAINTY_BINS = ((0, "uncertainty < 0.2", (0, 0, 0)), (1, "0.2 - 0.4", (59, 82, 139)),
-                    (2, "0.4 - 0.6", (33, 145, 140)), (3, "0.6 - 0.8", (253, 174, 97)), (4, "0.8 - 1", (215, 25, 28)))
+# The explorer draws an uncertainty map as a heat ramp (matplotlib's inferno) of steps of 1 / HEAT_STEPS; the
+# lowest step is left clear so the image shows where the model is sure.
+HEAT_STEPS = 10
+
+
+def uncertainty_ramp() -> Any:
+    """The ClassTable the explorer colours an uncertainty map with: step k = uncertainty in [k, k + 1) / HEAT_STEPS."""
+    from matplotlib import colormaps
+
+    from masklab.data.format import ClassInfo, ClassTable
+
+    ramp = colormaps["inferno"]
+    steps = [ClassInfo(0, f"uncertainty < {1 / HEAT_STEPS:.1f}", (0, 0, 0))]
+    for k in range(1, HEAT_STEPS):
+        r, g, b, _ = ramp(0.25 + 0.75 * (k - 1) / (HEAT_STEPS - 2))
+        steps.append(ClassInfo(k, f"{k / HEAT_STEPS:.1f} - {(k + 1) / HEAT_STEPS:.1f}",
+                               (round(r * 255), round(g * 255), round(b * 255))))
+    return ClassTable(tuple(steps))
 
 
 def write_selection_explorer(dataset: Any, found: Selection, out_dir: str | Path) -> Path:
     """The explorer of the picks in rank order: each image with its uncertainty map as the "prediction" overlay
-    (five bins; below 0.2 transparent) and, for region queries, the chosen patches outlined."""
+    (a heat ramp in steps of 0.1; below 0.1 clear) and, for region queries, the chosen patches outlined."""
     import tempfile
 
     import cv2
     from PIL import Image
 
-    from masklab.data.format import ClassInfo, ClassTable, safe_name
+    from masklab.data.format import safe_name
     from masklab.report.explorer import ExplorerSample, write_explorer
 
-    bins = ClassTable(tuple(ClassInfo(k, name, colour) for k, name, colour in UNCERTAINTY_BINS))
+    bins = uncertainty_ramp()
     by_id = {s.id: s for s in dataset.samples}
     table = found.table[found.table["selected"]]
     with tempfile.TemporaryDirectory(prefix="masklab-al-") as scratch:
@@ -262,7 +277,7 @@ def write_selection_explorer(dataset: Any, found: Selection, out_dir: str | Path
             s = by_id[sample_id]
             pred = None
             if sample_id in found.maps:
-                binned = np.minimum(found.maps[sample_id].astype(np.int32) * 5 // 256, 4).astype(np.uint8)
+                binned = (found.maps[sample_id].astype(np.int32) * HEAT_STEPS // 256).astype(np.uint8)
                 binned = cv2.resize(binned, (s.width, s.height), interpolation=cv2.INTER_NEAREST)
                 pred = Path(scratch) / f"{safe_name(sample_id)}.png"
                 Image.fromarray(binned).save(pred)
@@ -275,7 +290,7 @@ def write_selection_explorer(dataset: Any, found: Selection, out_dir: str | Path
         view = {"name": "Selected to label", "sort": "rank", "dir": "asc", "overlay": "pred",
                 "note": f"Selection {found.name}: the {len(samples)} pool images picked to label next, in rank "
                         f"order ({table['strategy'].iloc[0]}; {found.cost_px:,} px). Overlay: the model's "
-                        "uncertainty per pixel, in five bins." + (" Yellow boxes: the patches to label."
-                                                                  if found.regions is not None else "")}
+                        "uncertainty per pixel as a heat ramp (clear below 0.1)."
+                        + (" Yellow boxes: the patches to label." if found.regions is not None else "")}
         return write_explorer(Path(out_dir), bins, samples, table.drop(columns=["selected"]), {},
                               f"To label next: {dataset.root.name}", None, view=view)
