@@ -4,6 +4,7 @@ resume and determinism through the workflows in this process (the CLI's error pa
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +161,36 @@ def test_resume_without_resume_dir_is_clear_error(project, capsys):
     message = exits_as_user_error("train", lambda: fit_in(project, [*FAST, "ckpt_path=last"]), capsys)
     assert "resume_dir" in message
     assert not (project / "experiments" / "mlflow.db").exists()  # refused before anything was logged
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_samples_and_keeps_the_good_weights(project, seed_store,
+                                                                                         capsys):
+    """A learning rate of 1e30 blows the weights up at the first step, so the second step's loss is not finite:
+    training stops with one line naming the epoch, the step and the batch's sample ids, the run is FAILED, and the
+    checkpoint holds the finite weights from before that step (a resume can start from them)."""
+    import torch
+
+    from masklab.config import compose
+    from masklab.data.format import load_dataset
+
+    seed_store(project)
+    folder = project / "experiments" / "runs" / "nan"
+
+    def train():
+        from masklab import workflows
+
+        workflows.fit(compose("train", [*FAST, "optimizer.lr=1e30", "scheduler=none"]), output_dir=folder)
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        message = exits_as_user_error("train", train, capsys)
+    found = re.search(r"the loss is (\S+) at epoch 0, step (\d+) \(batch \d+ of the epoch; samples ([^)]+)\)", message)
+    assert found, message
+    assert found.group(1) in ("nan", "inf", "-inf") and int(found.group(2)) >= 1
+    ids = {s.id for s in load_dataset(project / "data" / "synthetic").labeled("train")}
+    assert set(found.group(3).split(", ")) <= ids
+    state = torch.load(folder / "checkpoints" / "last-good.ckpt", map_location="cpu", weights_only=False)
+    assert state["global_step"] == int(found.group(2))
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    _, runs = mlflow_runs(project, "synthetic")
+    assert [r.info.status for r in runs] == ["FAILED"]

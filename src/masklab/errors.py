@@ -9,3 +9,8 @@ class NotFoundError(UserError, LookupError):
     """Something the user named (a run, an artifact, a model version) does not exist.
 
     Also a LookupError, so code that looks a thing up and falls back when it is absent keeps working."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became NaN or infinite: the message names the epoch, the step, the batch's samples and the
+    checkpoint of the last good weights (the usual causes are a learning rate too high or a broken sample)."""

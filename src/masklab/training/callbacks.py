@@ -44,3 +44,54 @@ class ThroughputMonitor(pl.Callback):
         rate = self.images / (self.last_end - self.started)
         self.history.append(rate)
         pl_module.log("train/images_per_s", rate)
+
+
+class NonFiniteLossGuard(pl.Callback):
+    """Stops training at the first NaN or infinite training loss, before its backward pass can spoil the weights.
+
+    The weights and optimizer state of the step before are saved to ``<dirpath>/last-good.ckpt`` first, with the
+    buffers (BatchNorm running statistics) as they were before the bad forward pass, which already updated them
+    (a copy of the buffers is kept at each batch start: a few thousand numbers for a ResNet). Every
+    rank takes part: the check is reduced over the ranks of a distributed run, so no rank waits for another
+    that stopped), then :class:`masklab.errors.TrainingDiverged` names the epoch, the global step, the batch's
+    sample ids and that checkpoint. Lightning ends the MLflow run as FAILED.
+    """
+
+    FILE = "last-good.ckpt"
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.ids: list[str] = []
+        self.batch_idx = 0
+        self.buffers: dict[str, Any] = {}
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.ids = [str(i) for i in batch.get("id", [])] if isinstance(batch, dict) else []
+        self.batch_idx = batch_idx
+        self.buffers = {name: b.detach().clone() for name, b in pl_module.named_buffers()}
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Any) -> None:
+        import math
+        from pathlib import Path
+
+        import torch
+
+        from masklab.errors import TrainingDiverged
+
+        finite = bool(torch.isfinite(loss.detach()).all())
+        if not trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            return
+        path = Path(self.dirpath) / self.FILE
+        with torch.no_grad():
+            for name, b in pl_module.named_buffers():
+                if name in self.buffers:
+                    b.copy_(self.buffers[name])
+        trainer.save_checkpoint(path)
+        value = float(loss.detach().float().mean()) if loss.numel() else math.nan
+        shown = ", ".join(self.ids[:16]) + (f" and {len(self.ids) - 16} more" if len(self.ids) > 16 else "")
+        raise TrainingDiverged(
+            f"training stopped: the loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step} "
+            f"(batch {self.batch_idx} of the epoch; samples {shown or 'on another rank'}). The weights before this "
+            f"step are in {path}. Lower optimizer.lr (or set trainer.gradient_clip_val), or check those samples "
+            "with `masklab data check`.")
