@@ -162,7 +162,7 @@ def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
         message = user_error_message(exc)
         if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
             print(f"masklab {label}: error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
+            raise SystemExit(getattr(exc, "exit_code", 2)) from None
         if message is not None:
             raise
         traceback.print_exc()

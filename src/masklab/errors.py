@@ -14,3 +14,10 @@ class NotFoundError(UserError, LookupError):
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite: the message names the epoch, the step, the batch's samples and the
     checkpoint of the last good weights (the usual causes are a learning rate too high or a broken sample)."""
+
+
+class TrainingInterrupted(UserError):
+    """Training was stopped by SIGTERM (a scheduler's pre-emption, ``kill``): a checkpoint was saved and the message
+    says how to resume. The command exits with 143 (128 + SIGTERM), as a process ended by the signal would."""
+
+    exit_code = 143

@@ -95,3 +95,27 @@ class NonFiniteLossGuard(pl.Callback):
             f"(batch {self.batch_idx} of the epoch; samples {shown or 'on another rank'}). The weights before this "
             f"step are in {path}. Lower optimizer.lr (or set trainer.gradient_clip_val), or check those samples "
             "with `masklab data check`.")
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On SIGTERM (what a scheduler sends before pre-emption), save ``<dirpath>/last.ckpt`` where training stands.
+
+    Lightning turns the signal into ``SIGTERMException`` at the next batch boundary; this writes the checkpoint
+    then (Lightning writes checkpoints atomically), so ``ckpt_path=last resume_dir=<run folder>`` continues from
+    that batch, in the same MLflow run. ``saved``: the path written, or None.
+    """
+
+    FILE = "last.ckpt"
+
+    def __init__(self, dirpath: str):
+        self.dirpath = dirpath
+        self.saved: Any = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        from pathlib import Path
+
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.saved = Path(self.dirpath) / self.FILE
+            trainer.save_checkpoint(self.saved)

@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from masklab.config import to_plain
-from masklab.errors import UserError
+from masklab.errors import TrainingInterrupted, UserError
 
 # Per-epoch metrics kept as training curves (plots, the pipeline's history.csv).
 CURVE_METRICS = ("train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mBoundaryIoU")
@@ -86,6 +86,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from masklab.augment import build_pipeline
     from masklab.data.open import open_dataset
@@ -164,7 +165,10 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    except SIGTERMException:
+        raise _interrupted(trainer, run, output) from None
 
     checkpoint = trainer.checkpoint_callback
     best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
@@ -211,6 +215,19 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         result.expected_reached = best_value >= expected.value - tolerance
         run.tags({"masklab.expected_reached": str(result.expected_reached)})
     return result
+
+
+def _interrupted(trainer: Any, run: Any, output: Path) -> TrainingInterrupted:
+    """The error for a training SIGTERM stopped: the run ended KILLED (Lightning marked it FAILED), the checkpoint
+    and the command that resumes named."""
+    from masklab.training.callbacks import PreemptionCheckpoint
+
+    run.end("KILLED")
+    saved = next((c.saved for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint) and c.saved), None)
+    where = (f"the checkpoint {saved}; resume with ckpt_path=last resume_dir={output} (the same MLflow run "
+             f"{run.run_id} continues)") if saved else "no checkpoint was saved (callbacks.preemption is off)"
+    return TrainingInterrupted(f"training stopped by SIGTERM at epoch {trainer.current_epoch}, step "
+                               f"{trainer.global_step}: {where}")
 
 
 def log_checkpoints(run, best: Path | None) -> None:

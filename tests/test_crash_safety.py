@@ -1,0 +1,58 @@
+"""Never losing work: a training stopped by SIGTERM saves where it stands and its resume continues the same MLflow
+run; a training killed with SIGKILL resumes from its last checkpoint to the metrics of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from conftest import FAST, MASKLAB, mlflow_runs, run_masklab
+
+# A training long enough to be stopped in the middle: 12 epochs of 2 batches of 32 px images.
+LONGER = [*FAST, "trainer.max_epochs=12", "evaluate_after=false"]
+
+
+def start_training(project: Path, folder: Path, overrides: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen([*MASKLAB, "train", *overrides, f"hydra.run.dir={folder}"], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def signal_once_checkpointed(proc: subprocess.Popen, folder: Path, signum: int) -> str:
+    """Send ``signum`` as soon as the training has written its first last.ckpt (epoch 0 validated); its stderr."""
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if (folder / "checkpoints" / "last.ckpt").is_file():
+            proc.send_signal(signum)
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_resume_continues_the_run(project: Path, seed_store) -> None:
+    seed_store(project)
+    folder = project / "experiments" / "runs" / "preempted"
+    proc = start_training(project, folder, LONGER)
+    err = signal_once_checkpointed(proc, folder, signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM at epoch" in err and "Traceback" not in err, err[-3000:]
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    stopped_at = saved["global_step"]
+    assert 2 <= stopped_at < 24, stopped_at  # saved where the signal found it, not at the end
+    client, (run,) = mlflow_runs(project, "synthetic")
+    assert run.info.status == "KILLED"
+    assert f"the same MLflow run {run.info.run_id} continues" in err
+
+    done = run_masklab(["train", *LONGER, "ckpt_path=last", f"resume_dir={folder}"], project)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client, (resumed,) = mlflow_runs(project, "synthetic")
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    steps = sorted({m.step for m in client.get_metric_history(run.info.run_id, "val/mIoU")})
+    assert len(steps) == 12 and steps[-1] == 23  # every epoch validated once (at step 2k + 1), across both processes
