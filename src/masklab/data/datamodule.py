@@ -14,13 +14,52 @@ from torch.utils.data import DataLoader
 from masklab.data.format import Dataset, Sample, read_image, read_mask
 
 
-class SegmentationSplit(torch.utils.data.Dataset):
-    """Samples of one split. Item: ``image`` (3, H, W) uint8, ``mask`` (H, W) int64, ``id`` str."""
+class EpochShuffle(torch.utils.data.Sampler):
+    """The training order: a permutation that depends only on (seed, epoch), so a training resumed from a checkpoint
+    sees the epochs an uninterrupted one would (a DataLoader's own shuffle draws from a generator whose state a
+    checkpoint does not keep). Lightning calls ``set_epoch`` before each epoch. Yields ``(epoch, index)`` so the
+    split seeds each item's augmentation from the same three numbers (:func:`item_index`)."""
 
-    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: A.Compose | None):
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(item_seed(self.seed, self.epoch)))
+        return iter([(self.epoch, i) for i in order.tolist()])
+
+
+def item_seed(*numbers: int) -> int:
+    """A 32-bit seed from a few non-negative integers (numpy's SeedSequence: well mixed, platform-independent)."""
+    return int(np.random.SeedSequence([int(n) & 0xFFFFFFFF for n in numbers]).generate_state(1)[0])
+
+
+def item_index(key: int | tuple[int, int], transform: A.Compose | None, seed: int) -> int:
+    """The sample index of a DataLoader key: an index, or ``(epoch, index)`` from :class:`EpochShuffle`, for which
+    the augmentation is first reseeded from (seed, epoch, index): the same item gets the same augmentation in a
+    resumed training, in any worker process."""
+    if isinstance(key, tuple | list):
+        epoch, index = int(key[0]), int(key[1])
+        if transform is not None:
+            transform.set_random_seed(item_seed(seed, epoch, index))
+        return index
+    return int(key)
+
+
+class SegmentationSplit(torch.utils.data.Dataset):
+    """Samples of one split. Item: ``image`` (3, H, W) uint8, ``mask`` (H, W) int64, ``id`` str. ``seed``: of the
+    per-item augmentation when keys come from :class:`EpochShuffle`."""
+
+    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: A.Compose | None, seed: int = 0):
         self.root = dataset.root
         self.samples = list(samples)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -30,7 +69,8 @@ class SegmentationSplit(torch.utils.data.Dataset):
         s = self.samples[index]
         return read_image(self.root / s.image), read_mask(self.root / s.mask)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = item_index(key, self.transform, self.seed)
         image, mask = self.load(index)
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
@@ -45,7 +85,7 @@ class SegmentationSplit(torch.utils.data.Dataset):
 class SegmentationDataModule(pl.LightningDataModule):
     """Train/val/test loaders of a masklab dataset; the train loader shuffles with a seeded generator.
 
-    ``split_class(dataset, samples, transform)`` makes a split's torch Dataset and ``collate_fn``
+    ``split_class(dataset, samples, transform, seed=)`` makes a split's torch Dataset and ``collate_fn``
     batches its items: a task that holds other targets than a semantic mask passes its own."""
 
     def __init__(
@@ -71,14 +111,15 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def split(self, name: str, train: bool = False) -> torch.utils.data.Dataset:
         transform = self.train_transform if train else self.eval_transform
-        return self.split_class(self.dataset, self.dataset.labeled(name), transform)
+        return self.split_class(self.dataset, self.dataset.labeled(name), transform, seed=self.seed)
 
     def loader(self, name: str, train: bool = False) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed)
+        split = self.split(name, train)
         return DataLoader(
-            self.split(name, train),
+            split,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=EpochShuffle(len(split), self.seed) if train else None,
             drop_last=train and len(self.dataset.labeled(name)) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

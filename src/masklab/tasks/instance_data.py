@@ -53,16 +53,19 @@ def augment_objects(transform: A.Compose | None, image: np.ndarray, objects: Obj
 class InstanceSplit(torch.utils.data.Dataset):
     """Labeled samples of one split as training items (see the module docstring)."""
 
-    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: A.Compose | None):
+    def __init__(self, dataset: Dataset, samples: Sequence[Sample], transform: A.Compose | None, seed: int = 0):
         self.root = dataset.root
         self.samples = list(samples)
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        from masklab.data.datamodule import item_index
+
+        sample = self.samples[item_index(key, self.transform, self.seed)]
         image, masks, labels, iscrowd = augment_objects(
             self.transform, read_image(self.root / sample.image), read_objects(self.root, sample))
         return {
