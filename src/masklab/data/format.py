@@ -112,11 +112,13 @@ class ClassTable:
     @classmethod
     def from_dict(cls, raw: dict, source: str = "classes.yaml") -> ClassTable:
         """Validate and build a table; class ids must be exactly 0..N-1 so they index tensors."""
-        if not isinstance(raw, dict) or "classes" not in raw:
+        if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list | tuple):
             raise DatasetFormatError(f"{source}: expected a mapping with a 'classes' list, found {raw!r:.80}")
         classes = []
         for i, entry in enumerate(raw["classes"]):
             try:
+                if not isinstance(entry, dict):
+                    raise TypeError(f"{type(entry).__name__}, not a mapping")
                 cid, name = int(entry["id"]), str(entry["name"])
                 color = tuple(int(v) for v in entry.get("color", default_color(cid)))
             except (KeyError, TypeError, ValueError) as exc:
@@ -136,7 +138,9 @@ class ClassTable:
         ids = sorted(c.id for c in classes)
         if ids != list(range(len(classes))):
             raise DatasetFormatError(f"{source}: class ids are {ids}; expected 0..{len(classes) - 1} without gaps")
-        ignore = int(raw.get("ignore_index", DEFAULT_IGNORE_INDEX))
+        ignore = raw.get("ignore_index", DEFAULT_IGNORE_INDEX)
+        if not isinstance(ignore, int) or isinstance(ignore, bool):
+            raise DatasetFormatError(f"{source}: ignore_index is {ignore!r:.40}; expected an integer (255 by default)")
         if ignore in ids:
             raise DatasetFormatError(f"{source}: ignore_index {ignore} is also a class id")
         return cls(tuple(sorted(classes, key=lambda c: c.id)), ignore)
@@ -265,8 +269,8 @@ def load_class_table(root: Path) -> ClassTable:
         raise DatasetFormatError(f"{path}: missing; a masklab dataset needs classes.yaml (run `masklab data import`)")
     try:
         raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise DatasetFormatError(f"{path}: not valid YAML ({exc})") from exc
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise DatasetFormatError(f"{path}: not readable as UTF-8 YAML ({type(exc).__name__}: {exc})") from exc
     return ClassTable.from_dict(raw, str(path))
 
 
