@@ -36,6 +36,7 @@ from masklab.data.format import (
     file_sha256,
     is_valid_split,
     load_class_table,
+    manifest_lines,
     read_objects_file,
 )
 
@@ -123,10 +124,11 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         problems.error(MANIFEST_FILE, "missing file", "no manifest.jsonl", "the dataset manifest")
         return []
     rows: list[tuple[int, Sample]] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in manifest_lines(path.read_bytes()):
         where = f"{MANIFEST_FILE}:{lineno}"
+        if line is None:
+            problems.error(where, "bad manifest row", "bytes that are not UTF-8", "one JSON object in UTF-8")
+            continue
         try:
             raw = json.loads(line)
         except json.JSONDecodeError as exc:

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -288,13 +288,28 @@ def load_dataset(root: str | Path) -> Dataset:
     return Dataset(root, root.name, table, read_manifest(root))
 
 
+def manifest_lines(data: bytes) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) of each non-blank line of manifest.jsonl content; text None: the line is not UTF-8.
+
+    Lines end at ``\\n`` only: ``str.splitlines`` also splits at characters a JSON string may hold (U+2028),
+    and decoding line by line lets one damaged row be reported without hiding the others."""
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield lineno, None
+            continue
+        if line.strip():
+            yield lineno, line
+
+
 def read_manifest(root: str | Path) -> list[Sample]:
     """The rows of ``<root>/manifest.jsonl``; raises DatasetFormatError naming the line of a bad row."""
     path = Path(root) / MANIFEST_FILE
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    for lineno, line in manifest_lines(path.read_bytes()):
+        if line is None:
+            raise DatasetFormatError(f"{path}:{lineno}: bad manifest row (bytes that are not UTF-8)")
         try:
             samples.append(Sample.from_row(json.loads(line)))
         except (json.JSONDecodeError, TypeError) as exc:
