@@ -49,12 +49,23 @@ def export(cfg: DictConfig) -> None:
 
 def check(cfg: DictConfig) -> None:
     from masklab.data.check import ObjectStats, check_dataset, format_problems
+    from masklab.data.format import DatasetFormatError
 
-    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    load_error = None
+    try:
+        dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
+    except DatasetFormatError as exc:
+        if not Path(cfg.data.root).is_dir():
+            raise
+        # A bad row or classes.yaml: the check below lists it with every other problem.
+        dataset, load_error = None, exc
     stats = ObjectStats()
-    problems = check_dataset(dataset.root, stats)
-    result(summary(dataset), __name__)
-    for line in stats.lines(dataset.class_table):
+    problems = check_dataset(Path(cfg.data.root) if dataset is None else dataset.root, stats)
+    if load_error is not None and not any(p.severity == "error" for p in problems):
+        raise load_error  # the check should have found what stops loading; never call such a dataset clean
+    if dataset is not None:
+        result(summary(dataset), __name__)
+    for line in stats.lines(None if dataset is None else dataset.class_table):
         result(line, __name__)
     result(format_problems(problems) if problems else "No problems found.", __name__)
     if any(p.severity == "error" for p in problems):

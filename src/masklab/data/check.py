@@ -38,6 +38,7 @@ from masklab.data.format import (
     load_class_table,
     manifest_lines,
     read_objects_file,
+    row_problems,
 )
 
 Severity = Literal["error", "warning"]
@@ -47,7 +48,6 @@ _EXIF_ORIENTATION = 0x0112
 _CACHE_VERSION = 3  # 3: leak warnings
 # Folders whose files the manifest references (objects/ holds per-object PNGs one level down).
 _DATA_DIRS = ("images", "masks", "instances", OBJECTS_DIR)
-_REQUIRED_FIELDS = ("id", "image", "split", "width", "height", "image_sha256")
 
 
 @dataclass(frozen=True)
@@ -134,14 +134,11 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         except json.JSONDecodeError as exc:
             problems.error(where, "bad manifest row", f"invalid JSON ({exc.msg})", "one JSON object")
             continue
-        if not isinstance(raw, dict):
-            problems.error(where, "bad manifest row", f"{type(raw).__name__}", "a JSON object")
-            continue
-        missing = [k for k in _REQUIRED_FIELDS if k not in raw]
-        if missing:
-            problems.error(where, "bad manifest row", f"missing {missing}", f"{list(_REQUIRED_FIELDS)}")
-            continue
-        rows.append((lineno, Sample.from_row(raw)))
+        bad = row_problems(raw)
+        for found, expected in bad:
+            problems.error(where, "bad manifest row", found, expected)
+        if not bad:
+            rows.append((lineno, Sample.from_row(raw)))
     return rows
 
 

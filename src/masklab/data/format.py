@@ -213,6 +213,37 @@ class Sample:
 
 
 _ROW_FIELDS = tuple(f.name for f in fields(Sample) if f.name != "extra")
+REQUIRED_FIELDS = ("id", "image", "split", "width", "height", "image_sha256")
+# The JSON types of the fields reading a dataset relies on, and how to say them (fold and status values are
+# `data check`'s business: a wrong one does not stop a row from being read).
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **dict.fromkeys(("id", "image", "split", "image_sha256"), ((str,), "a string")),
+    **dict.fromkeys(("width", "height"), ((int,), "an integer (px)")),
+    **dict.fromkeys(("mask", "mask_sha256", "instances", "objects", "objects_sha256"),
+                    ((str, type(None)), "a string or null")),
+    "instance_classes": ((dict,), "an object {instance id: class id (integer)}"),
+}
+
+
+def row_problems(row: object) -> list[tuple[str, str]]:
+    """(found, expected) for each reason ``row`` (a parsed manifest line) cannot be read as a sample: not a
+    JSON object, required fields missing, a field of the wrong JSON type; empty when it can."""
+    if not isinstance(row, Mapping):
+        kind = {list: "array", str: "string", bool: "true/false", type(None): "null"}.get(type(row), "number")
+        return [(f"a JSON {kind}", "a JSON object")]
+    missing = [k for k in REQUIRED_FIELDS if k not in row]
+    found = [(f"missing {missing}", f"the fields {list(REQUIRED_FIELDS)}")] if missing else []
+    for name, (types, expected) in _FIELD_TYPES.items():
+        if name not in row:
+            continue
+        value = row[name]
+        if isinstance(value, dict) and dict in types:  # instance_classes: the class ids too
+            ok = all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
+        else:
+            ok = isinstance(value, types) and not isinstance(value, bool)
+        if not ok:
+            found.append((f"{name} {_short(value)}", f"{name} {expected}"))
+    return found
 
 
 @dataclass
@@ -311,9 +342,13 @@ def read_manifest(root: str | Path) -> list[Sample]:
         if line is None:
             raise DatasetFormatError(f"{path}:{lineno}: bad manifest row (bytes that are not UTF-8)")
         try:
-            samples.append(Sample.from_row(json.loads(line)))
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise DatasetFormatError(f"{path}:{lineno}: bad manifest row ({exc})") from exc
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"{path}:{lineno}: bad manifest row (invalid JSON: {exc})") from exc
+        bad = row_problems(row)
+        if bad:
+            raise DatasetFormatError(f"{path}:{lineno}: bad manifest row: found {bad[0][0]}; expected {bad[0][1]}")
+        samples.append(Sample.from_row(row))
     return samples
 
 
