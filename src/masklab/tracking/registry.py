@@ -218,9 +218,11 @@ class Registry:
     def _call(self, what: str, fn, *args, **kwargs):
         from mlflow.exceptions import MlflowException
 
+        from masklab.tracking.sqlite_retry import call_with_retry
+
         try:
             with quiet_mlflow():
-                return fn(*args, **kwargs)
+                return call_with_retry(fn, *args, **kwargs)  # (MLflow's fluent calls are not wrapped otherwise)
         except MlflowException as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if any(m in message for m in ("Failed to establish a new connection", "Max retries exceeded",

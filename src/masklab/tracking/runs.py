@@ -42,11 +42,33 @@ def artifact_location(tracking_uri: str, artifact_root: str, experiment_name: st
 
 
 def client(tracking_uri: str):
-    """An MlflowClient for ``tracking_uri`` (imported lazily: mlflow is slow to import)."""
+    """An MlflowClient for ``tracking_uri`` (imported lazily: mlflow is slow to import); on a SQLite store its
+    calls wait and retry while another process writes (masklab.tracking.sqlite_retry)."""
     from mlflow.tracking import MlflowClient
 
+    from masklab.tracking.sqlite_retry import call_with_retry
+
     prepare_store(tracking_uri)
-    return MlflowClient(tracking_uri=tracking_uri)
+    install_busy_timeout(tracking_uri)
+    # (the constructor opens the store: it meets a lock too)
+    return shared_store_client(call_with_retry(MlflowClient, tracking_uri=tracking_uri), tracking_uri)
+
+
+def install_busy_timeout(tracking_uri: str) -> None:
+    """On a SQLite store, make this process's SQLite connections wait for a lock (masklab.tracking.sqlite_retry)."""
+    if tracking_uri.startswith("sqlite:"):
+        from masklab.tracking.sqlite_retry import install_busy_timeout as install
+
+        install()
+
+
+def shared_store_client(mlflow_client: Any, tracking_uri: str) -> Any:
+    """``mlflow_client`` as it should be used on ``tracking_uri``: wrapped in retries on a SQLite store."""
+    if not tracking_uri.startswith("sqlite:"):
+        return mlflow_client
+    from masklab.tracking.sqlite_retry import RetryingClient
+
+    return RetryingClient(mlflow_client)
 
 
 @contextmanager
@@ -85,6 +107,14 @@ def _platform_tagging_logger() -> type:
     from pytorch_lightning.utilities import rank_zero_only
 
     class PlatformTaggingMLFlowLogger(MLFlowLogger):
+        def __init__(self, *args: Any, **kwargs: Any):
+            from masklab.tracking.sqlite_retry import call_with_retry
+
+            uri = str(kwargs.get("tracking_uri") or "")
+            install_busy_timeout(uri)
+            call_with_retry(super().__init__, *args, **kwargs)  # (it opens the store: it meets a lock too)
+            self._mlflow_client = shared_store_client(self._mlflow_client, uri)
+
         @rank_zero_only
         def finalize(self, status: str = "success") -> None:
             if self._initialized:
