@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,3 +131,49 @@ def test_two_trainings_and_a_promotion_racing_on_sqlite_lose_nothing(project: Pa
     assert client.get_model_version("racer", "1").current_stage == "Staging"
     with sqlite3.connect(store) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+WRITER = """
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning_fabric.utilities.cloud_io import _atomic_save
+
+from masklab.files import atomic_write
+
+target, kind = Path(sys.argv[1]), sys.argv[2]
+for i in range(1, 10**6):
+    payload = np.full(8_000_000, i % 251, np.uint8)
+    if kind == "file":
+        atomic_write(target, lambda tmp: tmp.write_bytes(payload.tobytes()))
+    else:  # how Lightning writes every checkpoint (TorchCheckpointIO.save_checkpoint)
+        _atomic_save({"step": i, "weights": torch.from_numpy(payload)}, target)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_file_whole(tmp_path: Path) -> None:
+    """kill -9 a process that rewrites an 8 MB file (masklab's atomic_write) or checkpoint (Lightning's) in a loop,
+    at several moments: the file on disk is always one whole version, never a torn one."""
+    import numpy as np
+
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    for kind in ("file", "checkpoint"):
+        target = tmp_path / f"{kind}.bin"
+        for delay in (0.05, 0.21, 0.43):
+            proc = subprocess.Popen([sys.executable, str(script), str(target), kind], stderr=subprocess.PIPE)
+            deadline = time.time() + 120
+            while not target.exists() and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
+            if kind == "file":
+                data = np.frombuffer(target.read_bytes(), np.uint8)
+                assert len(data) == 8_000_000 and (data == data[0]).all()
+            else:
+                saved = torch.load(target, weights_only=True)
+                assert (saved["weights"] == saved["step"] % 251).all()

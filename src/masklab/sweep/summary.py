@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from masklab.console import result
 from masklab.errors import UserError
+from masklab.files import atomic_write
 from masklab.overrides import format_override
 from masklab.sweep.study import is_sqlite, open_storage, open_study, redact
 
@@ -179,7 +180,7 @@ def summary(cfg: DictConfig) -> None:
     out_dir = Path(cfg.paths.output_dir)
     stem = re.sub(r"[^\w.-]+", "_", str(name))
     png = plot(trials, rows, monitor, title, out_dir / f"{stem}.png")
-    csv = out_dir / f"{stem}_trials.csv"
-    study.trials_dataframe().to_csv(csv, index=False)
+    trials_table = study.trials_dataframe()
+    csv = atomic_write(out_dir / f"{stem}_trials.csv", lambda tmp: trials_table.to_csv(tmp, index=False))
     result(f"Plot: {png}", __name__)
     result(f"Table: {csv}", __name__)

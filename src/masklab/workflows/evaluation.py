@@ -186,8 +186,7 @@ def compare_with(per_sample, other_run: str, split: str, out: Path, run) -> Path
     for c in cols:
         merged[f"delta_{c}"] = merged[c] - merged[f"{c}_other"]
     merged = merged.sort_values("delta_mIoU", ignore_index=True)
-    path = out / f"{split}_compare.parquet"
-    merged.to_parquet(path, index=False)
+    path = atomic_write(out / f"{split}_compare.parquet", lambda tmp: merged.to_parquet(tmp, index=False))
     worse = merged[merged["delta_mIoU"] < 0]
     table = Table(title=f"{len(worse)} of {len(merged)} samples got worse than run {other_run[:8]} (mIoU)")
     for col in ("id", "mIoU", "mIoU_other", "delta_mIoU"):
