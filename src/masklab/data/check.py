@@ -39,6 +39,7 @@ from masklab.data.format import (
     manifest_lines,
     read_objects_file,
     row_problems,
+    verify_file,
 )
 
 Severity = Literal["error", "warning"]
@@ -140,12 +141,6 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         if not bad:
             rows.append((lineno, Sample.from_row(raw)))
     return rows
-
-
-def verify_file(path: Path) -> None:
-    """Pillow's structural check (chunk CRCs, missing end); load() alone accepts a PNG cut after its pixels."""
-    with Image.open(path) as im:
-        im.verify()
 
 
 def _check_image(root: Path, s: Sample, problems: _Problems,

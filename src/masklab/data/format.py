@@ -495,8 +495,30 @@ def decode_rle(rle: object) -> np.ndarray:
     return coco_mask.decode({"size": size, "counts": counts.encode("ascii")}).astype(bool)
 
 
+# A PNG's last chunk: length 0, type IEND, and the CRC of that type (the same in every PNG).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# Where the end chunk is looked for: some tools append bytes after it, never this many.
+_PNG_TAIL = 1 << 16
+
+
+def verify_file(path: Path) -> None:
+    """Pillow's structural check (chunk CRCs, missing end); load() alone accepts a PNG cut after its pixels.
+
+    Pillow stops at the type of a PNG's IEND chunk, so a PNG cut or damaged in its last bytes (an interrupted
+    copy) would pass: its end chunk is checked here too."""
+    with Image.open(path) as im:
+        im.verify()
+        png = im.format == "PNG"
+    if png:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - _PNG_TAIL))
+            if _PNG_END not in fh.read():
+                raise ValueError("broken PNG file: the IEND end chunk is cut or damaged")
+
+
 def read_object_png(path: Path) -> np.ndarray:
     """A per-object PNG as (H, W) bool (nonzero = object); ValueError when it is not single-channel."""
+    verify_file(path)  # chunk CRCs and end: these files carry no checksum in the manifest
     with Image.open(path) as im:
         im.load()  # full decode: a truncated file fails here
         if im.mode not in _SINGLE_CHANNEL:

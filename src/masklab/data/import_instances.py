@@ -148,7 +148,6 @@ def _read_folder(folder: Path, problems: list[Problem]) -> tuple[Path, list[tupl
     objects = []
     for path in masks:
         try:
-            verify_file(path)
             pixels = read_object_png(path)
         except Exception as exc:
             problem(path, "unreadable mask", f"{type(exc).__name__}: {exc}", "a single-channel mask, nonzero = object")
