@@ -211,6 +211,10 @@ def _images(path: Path, entries: list, split: str | None, problems: _Problems) -
             problems.add(path, "bad image entry", f"images[{k}]: {_short(im)}",
                          "{id: int, file_name: str, width: int > 0, height: int > 0}")
             continue
+        if "\x00" in im["file_name"] or Path(im["file_name"]).name in ("", ".", ".."):
+            problems.add(path, "bad image file name", f"images[{k}]: file_name {_short(im['file_name'])}",
+                         "the path of an image file, relative to images= (or absolute)")
+            continue
         if im["id"] in out:
             duplicates.setdefault(im["id"], [out[im["id"]].file_name]).append(im["file_name"])
             continue
@@ -367,7 +371,11 @@ def import_coco(
         with strict_image_loading():
             for sample_id, image in progress(sorted(by_sample.items()), f"Importing {images.name}"):
                 path = images / image.file_name
-                if not path.is_file():
+                try:
+                    is_file = path.is_file()
+                except OSError:  # a name longer than the file system takes: no such file either
+                    is_file = False
+                if not is_file:
                     problems.add(path, "missing image file", "no such file",
                                  f"the file of {image.where} in {image.json_file}")
                     continue
