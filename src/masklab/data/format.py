@@ -35,6 +35,8 @@ from masklab.files import atomic_write
 CLASSES_FILE = "classes.yaml"
 MANIFEST_FILE = "manifest.jsonl"
 OBJECTS_DIR = "objects"
+# The longest file name (bytes, not characters) common file systems accept.
+MAX_FILE_NAME_BYTES = 255
 # The splits training and evaluation read; a dataset may hold any other split name as well.
 SPLITS = ("train", "val", "test")
 # Images without labels, waiting to be selected for labeling (active learning).
@@ -735,6 +737,13 @@ class DatasetWriter:
         if safe in self._files:
             raise DatasetFormatError(
                 f"sample ids '{sample_id}' and '{self._files[safe]}' would share the file name '{safe}'")
+        suffixes = (image.suffix.lower() if isinstance(image, Path) else ".png", ".png", ".json")
+        longest = max(len(f"{safe}{suffix}".encode()) for suffix in suffixes)
+        if longest > MAX_FILE_NAME_BYTES:  # the id's folders are flattened into one name: it can outgrow them
+            raise DatasetFormatError(
+                f"sample {_short(sample_id)}: its file names (the id, '/' as '__', a suffix) would be {longest} "
+                f"bytes long; expected at most {MAX_FILE_NAME_BYTES} bytes, a file system's limit (shorten the id "
+                "or file name)")
         # Everything is validated before the first file is written: a refused sample leaves nothing behind.
         if isinstance(image, Path):
             with Image.open(image) as im:
