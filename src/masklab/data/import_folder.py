@@ -188,8 +188,8 @@ def _pairs_subfolders(images: Path, masks: Path, problems: _Problems) -> list[_P
 def _read_list(path: Path, problems: _Problems) -> list[str]:
     try:
         text = Path(path).read_text()
-    except OSError as exc:
-        problems.add(path, "unreadable split list", f"{type(exc).__name__}: {exc}", "a text file of stems")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.add(path, "unreadable split list", f"{type(exc).__name__}: {exc}", "a UTF-8 text file of stems")
         return []
     stems = []
     for line in text.splitlines():
