@@ -15,6 +15,7 @@ Every problem is collected and raised together as :class:`ImportProblems`; nothi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from PIL import Image
 
 from masklab.console import progress
 from masklab.data.check import verify_file
-from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color
+from masklab.data.format import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, Dataset, DatasetWriter, default_color
 from masklab.data.import_folder import (
     ImportProblems,
     _Problems,
@@ -46,6 +47,15 @@ _ID_MODES = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I")
 TABLE_FORMAT = "{<image stem>: {<instance id>: <class id>}}"
 
 
+def _integer(value: object) -> int | None:
+    """An integer, or the digits of one (JSON keys are strings); None for anything else (1.5, true, 'a')."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]+\s*", value):
+        return int(value)
+    return None
+
+
 def _read_table(path: Path) -> dict[str, dict[int, int]]:
     """The instance-class table file as {stem: {instance id: class id}}; UserError naming the bad entry."""
     if not path.is_file():
@@ -63,14 +73,14 @@ def _read_table(path: Path) -> dict[str, dict[int, int]]:
                             "expected {instance id: class id}")
         entry = {}
         for key, value in ids.items():
-            try:  # JSON keys are strings
-                instance_id, class_id = int(key), int(value)
-            except (TypeError, ValueError):
+            instance_id, class_id = _integer(key), _integer(value)
+            if instance_id is None or class_id is None:
                 raise UserError(f"instance_classes={path}: '{stem}': {key!r}: {value!r} is not "
-                                "<instance id>: <class id> (integers)") from None
-            if instance_id <= 0 or class_id <= 0 or isinstance(value, bool):
+                                "<instance id>: <class id> (integers)")
+            if instance_id <= 0 or not 0 < class_id < DEFAULT_IGNORE_INDEX:
                 raise UserError(f"instance_classes={path}: '{stem}': {key}: {value}; expected instance id >= 1 "
-                                "and class id >= 1 (0 is background)")
+                                f"and class id >= 1, at most {DEFAULT_IGNORE_INDEX - 1} (0 is background, "
+                                f"{DEFAULT_IGNORE_INDEX} ignore_index: class ids are 8-bit mask values)")
             entry[instance_id] = class_id
         table[str(stem)] = entry
     return table
