@@ -447,10 +447,10 @@ def check_cached(root: Path, cache_dir: Path) -> list[Problem]:
     cache_file = cache_dir / f"check-{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}.json"
     if cache_file.is_file():
         try:
-            raw = json.loads(cache_file.read_text())
-            if raw.get("key") == key:
+            raw = json.loads(cache_file.read_bytes())
+            if isinstance(raw, dict) and raw.get("key") == key:
                 return [Problem(**p) for p in raw["problems"]]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # ValueError: not UTF-8, not JSON
             pass  # a corrupt cache is just a miss
     problems = check_dataset(root)
     cache_dir.mkdir(parents=True, exist_ok=True)
