@@ -33,6 +33,7 @@ from masklab.data.format import (
     ObjectError,
     Sample,
     decode_object,
+    file_exists,
     file_sha256,
     is_valid_split,
     load_class_table,
@@ -148,7 +149,7 @@ def _check_image(root: Path, s: Sample, problems: _Problems,
     """Check one image file; returns its (width, height) when it could be opened. ``prints``: gets the
     image's fingerprints (for the leak check) while its pixels are decoded anyway."""
     path = root / s.image
-    if not path.is_file():
+    if not file_exists(path):
         problems.error(s.image, "missing file", "no such file", f"image of sample '{s.id}'")
         return None
     if s.image_sha256 and file_sha256(path) != s.image_sha256:
@@ -193,7 +194,7 @@ def _check_mask(
     if not s.mask:
         return
     path = root / s.mask
-    if not path.is_file():
+    if not file_exists(path):
         problems.error(s.mask, "missing file", "no such file", f"mask of sample '{s.id}'")
         return
     if s.mask_sha256 and file_sha256(path) != s.mask_sha256:
@@ -242,7 +243,7 @@ def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: 
     if s.objects:  # read_objects reads a v2 objects file rather than the v1 map: count that one only
         stats = None
     path = root / s.instances
-    if not path.is_file():
+    if not file_exists(path):
         problems.error(s.instances, "missing file", "no such file", f"instances of sample '{s.id}'")
         return
     try:
@@ -302,7 +303,7 @@ def _check_objects(
     """Each object: decodes, lies on the image grid, is not empty, has a known class; counted in ``stats``."""
     if not s.objects:
         return
-    if s.objects_sha256 and (root / s.objects).is_file() and file_sha256(root / s.objects) != s.objects_sha256:
+    if s.objects_sha256 and file_exists(root / s.objects) and file_sha256(root / s.objects) != s.objects_sha256:
         problems.error(s.objects, "checksum mismatch", "sha256 differs", "manifest sha256 (file changed since import)")
     try:
         entries = read_objects_file(root, s.objects)

@@ -288,6 +288,14 @@ def safe_name(sample_id: str) -> str:
     return sample_id.replace("/", "__")
 
 
+def file_exists(path: Path) -> bool:
+    """Whether ``path`` is a file; False, not an OSError, for a name the file system cannot hold (too long)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -556,7 +564,7 @@ def decode_object(root: Path, objects_file: str, index: int, obj: object) -> Obj
     png = mask["png"]
     if not isinstance(png, str) or not png or Path(png).is_absolute() or ".." in Path(png).parts:
         raise ObjectError(objects_file, "bad object", f"{where}: png {_short(png)}", "a path inside the dataset")
-    if not (root / png).is_file():
+    if not file_exists(root / png):
         raise ObjectError(png, "missing file", "no such file", f"mask of {where} in {objects_file}")
     try:
         pixels = read_object_png(root / png)
@@ -569,7 +577,7 @@ def decode_object(root: Path, objects_file: str, index: int, obj: object) -> Obj
 def read_objects_file(root: Path, objects_file: str) -> list[object]:
     """The raw entries of an objects JSON file (a list); raises ObjectError when missing or not a list."""
     path = Path(root) / objects_file
-    if not path.is_file():
+    if not file_exists(path):
         raise ObjectError(objects_file, "missing file", "no such file", "a JSON list of objects")
     try:
         entries = json.loads(path.read_text())

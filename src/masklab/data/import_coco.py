@@ -43,6 +43,7 @@ from masklab.data.format import (
     DatasetWriter,
     decode_rle,
     default_color,
+    file_exists,
     is_valid_split,
     safe_name,
 )
@@ -371,11 +372,7 @@ def import_coco(
         with strict_image_loading():
             for sample_id, image in progress(sorted(by_sample.items()), f"Importing {images.name}"):
                 path = images / image.file_name
-                try:
-                    is_file = path.is_file()
-                except OSError:  # a name longer than the file system takes: no such file either
-                    is_file = False
-                if not is_file:
+                if not file_exists(path):  # also a name longer than the file system takes
                     problems.add(path, "missing image file", "no such file",
                                  f"the file of {image.where} in {image.json_file}")
                     continue
