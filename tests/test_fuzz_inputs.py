@@ -1,23 +1,25 @@
 """Fuzzed inputs (hypothesis): damaged image, mask and object files, edited manifests, random COCO JSON.
 
 Every case runs the real code in this process: ``check_dataset`` and the ``masklab data check`` command
-function on a dataset written by :class:`DatasetWriter` and then damaged; ``workflows.import_dataset`` on
-folders and COCO files with damaged or random content. The contract under test (#14, "never losing work"):
+function on a dataset written by :class:`DatasetWriter` and then damaged (cut or flipped bytes of any file,
+random manifest edits, random objects files, a damaged check cache); ``workflows.import_dataset`` (formats
+folder, instance_folders, instance_png, coco) on sources with damaged files, random instance-class tables and
+random or edited COCO JSON. The contract under test (#14, "never losing work"):
 
-- ``data check`` answers with problems, an error naming a damaged PNG, image or mask file, and never raises
-  anything but a :class:`UserError`;
+- ``data check`` answers with problems, among them an error naming each damaged PNG, image, mask or objects
+  file and each malformed manifest row, exits 1 exactly when there is an error, and never raises;
 - an import either writes a complete dataset that ``data check`` finds clean, or raises a UserError naming
   what is wrong, and then leaves nothing behind: no dataset folder (or the old one byte for byte), no
   staging folder.
 
-Runs are derandomized and use no example database, so CI sees the same cases every time.
+Each ``@example`` is a case that once failed (a traceback, or damage found clean). Runs are derandomized and
+use no example database, so CI sees the same cases every time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -44,9 +46,19 @@ from masklab.data.format import (
 )
 from masklab.errors import UserError
 
-# MASKLAB_FUZZ_EXAMPLES=2000 fuzzes deeper on a developer's machine; CI runs the same 40 cases per property.
-FUZZ = settings(max_examples=int(os.environ.get("MASKLAB_FUZZ_EXAMPLES", "40")), deadline=None, derandomize=True,
-                database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+def fuzz(examples: int) -> settings:
+    """``examples`` fixed cases per property (the same on every run: derandomized, no database), sized so the
+    module takes well under 40 s on two busy cores; MASKLAB_FUZZ_EXAMPLES=2000 fuzzes deeper on a developer's
+    machine."""
+    return settings(max_examples=int(os.environ.get("MASKLAB_FUZZ_EXAMPLES", examples)), deadline=None,
+                    derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+FUZZ = fuzz(40)  # imports: a few ms a case
+FUZZ_CHECK = fuzz(30)  # data check runs twice a case (the function, then the command)
+
 H, W = 12, 16
 CLASSES = ClassTable.from_dict({"classes": [{"id": 0, "name": "bg"}, {"id": 1, "name": "a", "thing": True},
                                             {"id": 2, "name": "b", "thing": True}]})
@@ -68,6 +80,13 @@ def labels(seed: int, top: int = 3) -> np.ndarray:
         m[y:y + 4, x:x + 4] = v
     return m
 
+
+# Any JSON value, NaN and infinities included (Python's json reads and writes them).
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 40), 1 << 40) | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=5,
+)
 
 # A damage: (file, cut: keep this many bytes (mod the size) or None, flips: (position mod size, xor mask)).
 Damage = tuple[str, int | None, tuple[tuple[int, int], ...]]
@@ -183,7 +202,7 @@ def without_checksums(root: Path) -> None:
     (root / MANIFEST_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-@FUZZ
+@FUZZ_CHECK
 @given(damage=damages(CHECKED_FILES + [CLASSES_FILE, MANIFEST_FILE]), checksums=st.booleans())
 @example(damage=(CLASSES_FILE, None, ((0, 128),)), checksums=True)  # not UTF-8: was a UnicodeDecodeError
 @example(damage=(MANIFEST_FILE, None, ((0, 128),)), checksums=True)  # the same
@@ -209,6 +228,71 @@ def test_damaged_files_are_named_by_data_check(workdir: Path, clean_dataset: Pat
             pass
 
 
+@fuzz(15)  # two checks a case
+@given(content=st.binary(max_size=60) | (json_values | st.fixed_dictionaries(
+           {"key": st.text(max_size=3), "problems": json_values})).map(lambda v: json.dumps(v).encode()),
+       damage=st.none() | st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)))
+@example(content=b"\x80", damage=None)  # not UTF-8: was a UnicodeDecodeError out of check_cached
+@example(content=b"null", damage=None)  # JSON, not an object: was an AttributeError
+def test_a_damaged_check_cache_is_a_miss(workdir: Path, clean_dataset: Path, content: bytes,
+                                         damage: tuple[int, int] | None) -> None:
+    """The cached result of `data check` (what training reads before it starts) replaced by garbage, or a real
+    one with a flipped byte: the check runs again and gives the right answer."""
+    from masklab.data.check import check_cached
+
+    with scratch(workdir) as tmp:
+        cache = Path(tmp) / "cache"
+        assert check_cached(clean_dataset, cache) == []
+        (cache_file,) = cache.iterdir()
+        if damage is None:
+            cache_file.write_bytes(content)
+        else:
+            damage_file(cache_file, None, (damage,))
+        assert check_cached(clean_dataset, cache) == []
+
+
+object_entries = st.lists(
+    st.fixed_dictionaries({}, optional={
+        "class_id": st.integers(-1, 4) | json_values,
+        "iscrowd": st.sampled_from([0, 1]) | json_values,
+        "mask": st.fixed_dictionaries({}, optional={
+            "rle": st.fixed_dictionaries({}, optional={"size": st.just([H, W]) | json_values,
+                                                     "counts": st.text(max_size=10) | json_values}) | json_values,
+            "png": st.sampled_from(["objects/s1/0.png", "objects/s1", "../clean/masks/s0.png", "/etc/hostname",
+                                    "x" * 300, "a\x00b", ""]) | json_values,
+        }) | json_values,
+    }) | json_values,
+    max_size=3,
+) | json_values
+
+
+@FUZZ_CHECK
+@given(entries=object_entries)
+@example(entries=[{"class_id": 1, "mask": {"png": "x" * 300}}])  # too long a name: was an OSError
+def test_random_objects_files_get_named_problems(workdir: Path, clean_dataset: Path, check_cfg: DictConfig,
+                                                 entries: Any) -> None:
+    """objects/s0.json (its checksum blanked) holding random entries: data check names it (or the PNG an entry
+    points at) when anything in it is wrong, and never raises."""
+    from masklab.data.format import read_objects
+
+    with scratch(workdir) as tmp:
+        root = Path(tmp) / "ds"
+        shutil.copytree(clean_dataset, root)
+        without_checksums(root)
+        (root / "objects/s0.json").write_text(json.dumps(entries))
+        problems = checked(root)
+        if not isinstance(entries, list) or entries:  # [] is a sample without objects: fine
+            pngs = {e["mask"]["png"] for e in entries if isinstance(e, dict) and isinstance(e.get("mask"), dict)
+                    and isinstance(e["mask"].get("png"), str)} if isinstance(entries, list) else set()
+            named = [p for p in problems if p.severity == "error" and p.file in {"objects/s0.json", *pngs}]
+            sample = load_dataset(root).samples[0]
+            try:
+                read_objects(root, sample)
+            except DatasetFormatError:
+                assert named, format_problems(problems)
+        check_command(check_cfg, root, problems)
+
+
 # ----------------------------------------------------------------------------- manifest edits
 
 ROW_KEYS = ("id", "image", "mask", "split", "width", "height", "image_sha256", "mask_sha256", "objects",
@@ -217,15 +301,11 @@ REQUIRED = ("id", "image", "split", "width", "height", "image_sha256")
 STRINGS = ("id", "image", "split", "image_sha256")
 OPTIONAL_STRINGS = ("mask", "mask_sha256", "objects", "objects_sha256", "instances")
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(1 << 40), 1 << 40) | st.floats() | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=5,
-)
 row_index = st.integers(0, 7)
 manifest_edits = st.lists(st.one_of(
     st.tuples(st.just("delete"), row_index, st.sampled_from(ROW_KEYS)),
-    st.tuples(st.just("set"), row_index, st.sampled_from(ROW_KEYS), json_values),
+    st.tuples(st.just("set"), row_index, st.sampled_from(ROW_KEYS),
+              json_values | st.sampled_from(["x" * 300, "images", "/etc/hostname", "../clean/images/s0.png"])),
     st.tuples(st.just("insert text"), row_index, st.text(max_size=12)),
     st.tuples(st.just("insert bytes"), row_index, st.binary(min_size=1, max_size=6)),
     st.tuples(st.just("insert json"), row_index, json_values),
@@ -295,10 +375,11 @@ def malformed_rows(data: bytes) -> bool:
     return len(ids) != len(set(ids))
 
 
-@FUZZ
+@FUZZ_CHECK
 @given(edits=manifest_edits)
 @example(edits=[("set", 0, "id", [])])  # an unhashable id: was a TypeError out of data check
 @example(edits=[("set", 0, "image", None)])  # a path that is no string: the same
+@example(edits=[("set", 1, "mask", "x" * 300)])  # too long a name: was an OSError
 def test_edited_manifests_get_named_problems(workdir: Path, clean_dataset: Path, check_cfg: DictConfig,
                                              edits: list[tuple]) -> None:
     with scratch(workdir) as tmp:
@@ -385,25 +466,31 @@ def previous_dataset(out: Path, existing: bool) -> dict[str, str]:
     return tree(out)
 
 
-FOLDER_FILES = ["images/a.png", "images/b.jpg", "images/c.png", "masks/a.png", "masks/b.png", "masks/c.png"]
+FOLDER_FILES = ["images/a.png", "images/b.jpg", "images/c.png", "masks/a.png", "masks/b.png", "masks/c.png",
+                "lists/train.txt", "lists/val.txt"]
 
 
 @pytest.fixture(scope="module")
 def folder_source(workdir: Path) -> Path:
-    """images/ + masks/ (class ids 0..2) of three samples, one image a JPEG."""
+    """images/ + masks/ (class ids 0..2) of three samples, one image a JPEG, and split lists of their stems."""
     src = workdir / "folder_src"
+    for sub in ("images", "masks", "lists"):
+        (src / sub).mkdir(parents=True)
     for k, stem in enumerate("abc"):
-        (src / "images").mkdir(parents=True, exist_ok=True)
-        (src / "masks").mkdir(exist_ok=True)
         Image.fromarray(noise(k)).save(src / "images" / f"{stem}{'.jpg' if stem == 'b' else '.png'}")
         Image.fromarray(labels(k)).save(src / "masks" / f"{stem}.png")
+    (src / "lists" / "train.txt").write_text("# training stems\na\nb.jpg\n")
+    (src / "lists" / "val.txt").write_text("c\n")
     return src
 
 
 @FUZZ
-@given(damage=damages(FOLDER_FILES), existing=st.booleans())
+@given(damage=damages(FOLDER_FILES), existing=st.booleans(), mask_mode=st.sampled_from(["index", "auto"]),
+       split_mode=st.sampled_from(["none", "lists"]))
+@example(damage=("lists/train.txt", None, ((0, 128),)), existing=False, mask_mode="index",
+         split_mode="lists")  # a split list that is not UTF-8: was a UnicodeDecodeError
 def test_folder_import_of_damaged_files(workdir: Path, folder_source: Path, import_cfg: DictConfig, damage: Damage,
-                                        existing: bool) -> None:
+                                        existing: bool, mask_mode: str, split_mode: str) -> None:
     file, cut, flips = damage
     with scratch(workdir) as tmp:
         src = Path(tmp) / "src"
@@ -411,12 +498,14 @@ def test_folder_import_of_damaged_files(workdir: Path, folder_source: Path, impo
         assume(damage_file(src / file, cut, flips))
         out = Path(tmp) / "data" / "fuzzed"
         old = previous_dataset(out, existing)
+        lists = {"train": str(src / "lists/train.txt"), "val": str(src / "lists/val.txt")}
         done, message = run_import(import_cfg, out, old, format="folder", images=str(src / "images"),
-                                   masks=str(src / "masks"))
-        if message is not None:
+                                   masks=str(src / "masks"), mask_mode=mask_mode, split_mode=split_mode,
+                                   split_lists=lists if split_mode == "lists" else None)
+        if message is not None and not file.startswith("lists/"):  # a changed list may name the stems it moved
             assert str(src / file) in message, message
-        else:
-            assert file == "images/b.jpg", "a damaged PNG was imported"
+        elif message is None:
+            assert file == "images/b.jpg" or file.startswith("lists/"), "a damaged PNG was imported"
             assert [s.id for s in done.dataset.samples] == ["a", "b", "c"]
 
 
@@ -455,6 +544,73 @@ def test_instance_png_import_of_damaged_files(workdir: Path, instance_png_source
         else:
             assert file == "classes.yaml", "a damaged PNG was imported"
             assert [s.id for s in done.dataset.samples] == ["a", "b"]
+
+
+INSTANCE_FOLDER_FILES = ["n1/images/n1.png", "n1/masks/0.png", "n1/masks/1.png", "n2/images/n2.jpg", "n2/masks/0.png"]
+
+
+@pytest.fixture(scope="module")
+def instance_folders_source(workdir: Path) -> Path:
+    """The DSB 2018 layout: <id>/images/<id>.png and <id>/masks/<one PNG per object>, one image a JPEG."""
+    src = workdir / "instance_folders_src"
+    for k, file in enumerate(INSTANCE_FOLDER_FILES):
+        (src / file).parent.mkdir(parents=True, exist_ok=True)
+        if "/images/" in file:
+            Image.fromarray(noise(k)).save(src / file)
+        else:
+            Image.fromarray((labels(k) == 1).astype(np.uint8) * 255).save(src / file)
+    return src
+
+
+@FUZZ
+@given(damage=damages(INSTANCE_FOLDER_FILES), existing=st.booleans())
+def test_instance_folders_import_of_damaged_files(workdir: Path, instance_folders_source: Path,
+                                                  import_cfg: DictConfig, damage: Damage, existing: bool) -> None:
+    file, cut, flips = damage
+    with scratch(workdir) as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(instance_folders_source, src)
+        assume(damage_file(src / file, cut, flips))
+        out = Path(tmp) / "data" / "fuzzed"
+        done, message = run_import(import_cfg, out, previous_dataset(out, existing), format="instance_folders",
+                                   images=str(src))
+        if message is not None:
+            assert str(src / file) in message, message
+        else:
+            assert file.endswith(".jpg"), "a damaged PNG was imported"
+            assert [s.id for s in done.dataset.samples] == ["n1", "n2"]
+
+
+small_ints = st.integers(-2, 700) | st.integers(-(1 << 70), 1 << 70)
+class_tables = st.dictionaries(
+    st.sampled_from(["a", "b", "c"]) | st.text(max_size=3) | small_ints,
+    st.dictionaries(st.sampled_from([300, 600, "300", 0]) | small_ints | st.none() | st.booleans() | st.floats()
+                    | st.text(max_size=3), small_ints | json_values, max_size=3) | json_values,
+    max_size=3,
+) | json_values
+
+
+@FUZZ
+@given(table=class_tables, named=st.booleans())
+@example(table={"a": {"300": 1, "600": "2"}, "b": {300: 2, 600: 2}}, named=True)  # fine: imports
+@example(table={"a": {300: 1, 600: 300}, "b": {300: 2, 600: 2}}, named=False)  # 300: no 8-bit class id
+@example(table={"a": {300: 1, 600: 1 << 40}, "b": {300: 2, 600: 2}}, named=False)  # 2^40 classes
+def test_instance_png_import_of_random_class_tables(workdir: Path, instance_png_source: Path, import_cfg: DictConfig,
+                                                    table: Any, named: bool) -> None:
+    """The instance-class table file (``instance_classes=``) with random content, with and without ``classes``."""
+    import yaml
+
+    with scratch(workdir) as tmp:
+        table_file = Path(tmp) / "classes.yaml"
+        table_file.write_text(yaml.safe_dump(table))
+        classes = [{"id": 0, "name": "bg"}, {"id": 1, "name": "x"}, {"id": 2, "name": "y"}] if named else None
+        done, message = run_import(import_cfg, Path(tmp) / "data" / "fuzzed", {}, format="instance_png",
+                                   images=str(instance_png_source / "images"),
+                                   masks=str(instance_png_source / "masks"), instance_classes=str(table_file),
+                                   classes=classes)
+        if message is None:
+            assert [s.id for s in done.dataset.samples] == ["a", "b"]
+            assert max(done.dataset.class_table.ids) < done.dataset.class_table.ignore_index
 
 
 # ----------------------------------------------------------------------------- COCO
@@ -610,9 +766,10 @@ def import_coco_doc(cfg: DictConfig, workdir: Path, images: Path, doc: Any = Non
 @example(edits=[("file_name", 1, ODD_IMAGE_FILES[-1])], existing=True)  # flattened id too long: was an OSError
 def test_coco_import_of_edited_files(workdir: Path, coco_images: Path, import_cfg: DictConfig, edits: list[tuple],
                                      existing: bool) -> None:
-    done, message = import_coco_doc(import_cfg, workdir, coco_images, edited_coco(edits), existing=existing)
-    if message is None:
-        assert done.dataset.samples
+    doc = edited_coco(edits)
+    done, message = import_coco_doc(import_cfg, workdir, coco_images, doc, existing=existing)
+    if message is None:  # every images entry is a sample (a bad one would have refused the import)
+        assert len(done.dataset.samples) == len(doc["images"])
 
 
 coco_shaped = st.fixed_dictionaries({
@@ -636,7 +793,8 @@ def test_coco_import_of_random_json(workdir: Path, coco_images: Path, import_cfg
 
 
 def test_the_fuzzed_sources_import_cleanly(workdir: Path, folder_source: Path, instance_png_source: Path,
-                                           coco_images: Path, import_cfg: DictConfig) -> None:
+                                           instance_folders_source: Path, coco_images: Path,
+                                           import_cfg: DictConfig) -> None:
     """The undamaged inputs import: every failure above is the damage's doing."""
     with scratch(workdir) as tmp:
         done, message = run_import(import_cfg, Path(tmp) / "f", {}, format="folder",
@@ -647,6 +805,8 @@ def test_the_fuzzed_sources_import_cleanly(workdir: Path, folder_source: Path, i
                                    masks=str(instance_png_source / "masks"),
                                    instance_classes=str(instance_png_source / "classes.yaml"))
         assert message is None and len(done.dataset.samples) == 2
+        done, message = run_import(import_cfg, Path(tmp) / "n", {}, format="instance_folders",
+                                   images=str(instance_folders_source))
+        assert message is None and len(done.dataset.samples) == 2
     done, message = import_coco_doc(import_cfg, workdir, coco_images, valid_coco())
     assert message is None and [s.id for s in done.dataset.samples] == ["a", "sub/b"]
-    assert not math.isnan(0.0)
