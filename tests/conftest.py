@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 # modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
 # modules last, one worker alone on a 3-minute DVC module while the other had finished.
 LONGEST_FIRST = ("test_dvc_experiments.py", "test_dvc_pipeline.py", "test_preset_expected.py",
-                 "test_tracking_server.py", "test_registry.py", "test_sweep.py", "test_instance_task.py",
-                 "test_presets_data_cli.py", "test_curation.py", "test_train.py")
+                 "test_tracking_server.py", "test_registry.py", "test_sweep.py", "test_crash_safety.py",
+                 "test_instance_task.py", "test_al_simulation.py", "test_presets_data_cli.py", "test_curation.py",
+                 "test_train.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
