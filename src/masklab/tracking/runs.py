@@ -277,6 +277,21 @@ class RunLog:
         return dict(run.data.metrics), dict(run.data.params), dict(run.data.tags)
 
 
+@contextmanager
+def ending(run: RunLog) -> Iterator[RunLog]:
+    """End ``run`` when the block ends: FINISHED, FAILED on an exception, KILLED on an interruption (Ctrl-C,
+    KeyboardInterrupt), so a parent run is never left RUNNING."""
+    try:
+        yield run
+    except Exception:
+        run.end("FAILED")
+        raise
+    except BaseException:
+        run.end("KILLED")
+        raise
+    run.end("FINISHED")
+
+
 def start_run(tracking_uri: str, artifact_root: str, experiment_name: str, run_name: str | None,
               tags: Mapping[str, str]) -> RunLog:
     """A new RUNNING run in ``experiment_name`` (created if missing) tagged ``tags`` and the platform

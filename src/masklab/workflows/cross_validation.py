@@ -97,7 +97,7 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor, rule_from_meta
     from masklab.tasks import task_for
-    from masklab.tracking.runs import RunLog, flatten, start_run
+    from masklab.tracking.runs import RunLog, ending, flatten, start_run
     from masklab.workflows.evaluation import evaluate_checkpoint, evaluation_options
     from masklab.workflows.fitting import fit, with_output_dir
 
@@ -133,7 +133,7 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
 
         writer = OutOfFoldWriter(output / OUT_OF_FOLD_DIR, str(settings.resolution))
     rows = []
-    try:
+    with ending(parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
         for fold in range(plan.k):
             log.info("cv: fold %d of %d (%d held out)", fold + 1, plan.k, len(plan.members(fold)))
             folder = Path(runs_dir or output) / f"fold_{fold}"
@@ -167,13 +167,6 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
             writer.close()
             done.out_of_fold = writer.folder
         _log_parent(parent, done, output)
-        parent.end("FINISHED")
-    except Exception:
-        parent.end("FAILED")
-        raise
-    except BaseException:  # KeyboardInterrupt: the parent is not left RUNNING
-        parent.end("KILLED")
-        raise
     return done
 
 

@@ -202,7 +202,7 @@ def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = N
     from masklab.data.open import open_dataset
     from masklab.files import atomic_write
     from masklab.tracking.model_ref import load_model_ref
-    from masklab.tracking.runs import RunLog, client, flatten, start_run
+    from masklab.tracking.runs import RunLog, client, ending, flatten, start_run
     from masklab.workflows.active_learning import select
     from masklab.workflows.evaluation import evaluate_checkpoint
     from masklab.workflows.fitting import fit, with_output_dir
@@ -274,7 +274,7 @@ def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = N
         record = state.rounds.get(key)
         return record if record is not None and Path(record["checkpoint"]).is_file() else None
 
-    try:
+    with ending(parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
         for seed in settings.seeds:
             seed_ids = sorted(random.Random(seed).sample([s.id for s in train], settings.seed_size))
             first = done_or(state.key("", seed, 0)) or train_round(SEED_ROUND, seed, 0, seed_ids)
@@ -293,13 +293,6 @@ def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = N
                         record = train_round(strategy, seed, r, labelled + chosen.picked, chosen)
                     previous = record
         found = _summarize(state, settings, parent, output)
-        parent.end("FINISHED")
-    except Exception:
-        parent.end("FAILED")
-        raise
-    except BaseException:  # KeyboardInterrupt: the parent is not left RUNNING
-        parent.end("KILLED")
-        raise
     return found
 
 
