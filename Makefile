@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MASKLAB := $(VENV)/bin/masklab
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup browser demo test lint bench ui
+.PHONY: setup browser postgres demo test lint bench ui
 
 setup: $(VENV)/.installed
 
@@ -29,9 +29,17 @@ browser:
 # Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
 # a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
 # first, see tests/conftest.py LONGEST_FIRST).
-test: setup browser
+# Then the team tests (marker `team`): real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit processes.
+test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m team
+
+# Debian's PostgreSQL server binaries for the team tests (they start it as an unprivileged user, on 127.0.0.1).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
