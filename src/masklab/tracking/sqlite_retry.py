@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from masklab.console import logger
 from masklab.errors import UserError
+from masklab.tracking.access import access_denied
 
 log = logger(__name__)
 T = TypeVar("T")
@@ -64,6 +65,9 @@ def call_with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
             return fn(*args, **kwargs)
         except Exception as exc:
             if not is_locked(exc):
+                denied = access_denied(exc, getattr(fn, "__name__", "MLflow call"), _tracking_uri(fn))
+                if denied is not None:
+                    raise denied from exc
                 raise
             if time.monotonic() >= deadline:
                 raise UserError(f"the MLflow store is still locked after {retry_seconds():.0f} s of retries: another "
@@ -75,6 +79,12 @@ def call_with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                             getattr(fn, "__name__", "the call"))
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 2.0)
+
+
+def _tracking_uri(fn: Callable) -> str | None:
+    """The tracking URI of the MlflowClient that ``fn`` is a bound method of, if any (for messages)."""
+    owner = getattr(fn, "__self__", None)
+    return getattr(getattr(owner, "_tracking_client", None), "tracking_uri", None)
 
 
 class RetryingClient:
