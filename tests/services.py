@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,12 +96,12 @@ def _wait_postgres(port: int, proc: subprocess.Popen, log: Path, timeout: float 
     raise TimeoutError(f"PostgreSQL did not accept connections within {timeout} s: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
-    """A PostgreSQL server for this test session (one per xdist worker that asks for it)."""
+@contextmanager
+def running_postgres() -> Iterator[Postgres]:
+    """Start a PostgreSQL server in a new folder; stop it and remove the folder on exit."""
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip("Debian's PostgreSQL server is not installed (make postgres)")
+        raise FileNotFoundError("Debian's PostgreSQL server is not installed (make postgres)")
     user = _server_user()
     # Not under pytest's tmp_path: that is root-only (0700), which the server's user cannot enter.
     home = Path(tempfile.mkdtemp(prefix="masklab-pg-"))
@@ -130,6 +131,15 @@ def postgres() -> Iterator[Postgres]:
         except subprocess.TimeoutExpired:
             proc.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for this test session (one per xdist worker that asks for it)."""
+    if postgres_bin() is None:
+        pytest.skip("Debian's PostgreSQL server is not installed (make postgres)")
+    with running_postgres() as server:
+        yield server
 
 
 @dataclass(frozen=True)
@@ -163,12 +173,11 @@ class S3Server:
                 for o in page.get("Contents", [])]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    """moto's S3 server on 127.0.0.1 for this test session (one per xdist worker that asks for it)."""
+@contextmanager
+def running_s3(home: Path) -> Iterator[S3Server]:
+    """Start moto's S3 server on 127.0.0.1 (its log in ``home``); stop it on exit."""
     port = free_port()
-    home = tmp_path_factory.mktemp("s3")
-    with open(home / "server.log", "wb") as out:
+    with open(home / "s3-server.log", "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                 cwd=home, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, **S3_ENV})
@@ -178,6 +187,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield S3Server(endpoint)
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 server on 127.0.0.1 for this test session (one per xdist worker that asks for it)."""
+    with running_s3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @dataclass(frozen=True)
