@@ -149,6 +149,15 @@ def user_error_message(exc: BaseException) -> str | None:
         if isinstance(exc, OmegaConfBaseException | InstantiationException) else text
 
 
+class CommandExit(SystemExit):
+    """A command's exit whose reason was printed already: ``message`` is that line (a user's mistake) or the
+    bug's last line. A job run by masklab's submitit launcher hands it back to the submitting process."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(code)
+        self.message = message
+
+
 def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
     """Run ``func`` for ``masklab <label>``: a user's mistake exits 2 with one line on stderr; anything else
     is a bug: its traceback, then a line saying so and where to report it, and exit 1.
@@ -162,14 +171,14 @@ def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
         message = user_error_message(exc)
         if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
             print(f"masklab {label}: error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(getattr(exc, "exit_code", 2)) from None
+            raise CommandExit(getattr(exc, "exit_code", 2), message) from None
         if message is not None:
             raise
         traceback.print_exc()
         print(f"masklab {label}: internal error: {type(exc).__name__} is a bug in masklab (or in your own "
               f"model/augment code if the traceback ends there), not a mistake in your input. "
               f"Please report it with the traceback above: {REPORT_BUGS}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+        raise CommandExit(1, f"internal error: {type(exc).__name__}: {exc}") from None
 
 
 def quiet_third_party() -> None:
@@ -201,11 +210,25 @@ def as_task(words: tuple[str, ...], target: str, started: list[bool] | None = No
 
         setup_logging()
         quiet_third_party()
-        return run_reporting_errors(" ".join(words), lambda: getattr(import_module(module_name), func_name)(cfg))
+
+        def run() -> Any:
+            from masklab.commands.jobs import check_launch_mode
+
+            check_launch_mode(words)
+            return getattr(import_module(module_name), func_name)(cfg)
+
+        return run_reporting_errors(" ".join(words), run)
 
     task.__name__ = "_".join(words)
     task.__module__ = __name__
     return task
+
+
+def submitit_installed() -> bool:
+    """Whether hydra-submitit-launcher (the team extra) is installed, without importing it."""
+    from importlib.util import find_spec
+
+    return find_spec("submitit") is not None and find_spec("hydra_plugins.hydra_submitit_launcher") is not None
 
 
 def take_level_flags(argv: list[str]) -> list[str]:
@@ -265,6 +288,11 @@ def main(argv: list[str] | None = None) -> None:
         rest = [f"model_ref={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
     # argparse cannot take overrides on both sides of a flag (`a=1 -m b=1,2`): flags go first.
     flags = [a for a in rest if a in FLAGS]
+    launcher = next((a.split("=", 1)[1] for a in rest if a.startswith("hydra/launcher=")), "")
+    if launcher.startswith("submitit") and not submitit_installed():
+        print(f"masklab: error: hydra/launcher={launcher} needs hydra-submitit-launcher: "
+              "pip install 'masklab[team]'", file=sys.stderr)
+        raise SystemExit(2)
     sys.argv = [f"masklab {' '.join(words)}", *flags, *(a for a in rest if a not in FLAGS)]
     started: list[bool] = []
     try:
@@ -272,8 +300,9 @@ def main(argv: list[str] | None = None) -> None:
             as_task(words, target, started))()
     except SystemExit as exc:
         # Hydra reports a config it cannot compose (unknown key or option) itself and exits 1:
-        # that is the user's mistake, so it gets the user-error status.
-        if exc.code == 1 and not started:
+        # that is the user's mistake, so it gets the user-error status. A CommandExit carries its own
+        # status (masklab's submitit launcher reports its jobs' errors before any task runs here).
+        if exc.code == 1 and not started and not isinstance(exc, CommandExit):
             raise SystemExit(2) from None
         raise
 

@@ -7,6 +7,7 @@ composed config as data plus explicit paths.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,30 @@ def _task_monitor(task: Any) -> str:
     return TASK_MONITORS[task]
 
 
+def _device_count(devices: Any) -> int:
+    """``trainer.devices`` as a number of devices: a count, a list of device ids, or Lightning's "0,1". 0 for what
+    is not a number (``auto``, -1): masklab's submitit launcher refuses it, naming trainer.devices, since a job
+    asks the scheduler for a number (and the launcher's settings are typed integers)."""
+    if OmegaConf.is_list(devices) or isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    if isinstance(devices, str) and devices.strip().isdigit():
+        return int(devices)
+    return devices if isinstance(devices, int) and not isinstance(devices, bool) and devices > 0 else 0
+
+
+def _gpus_per_node(accelerator: Any, devices: Any) -> int:
+    """GPUs a submitit job asks for on each node: the devices of a GPU trainer, 0 for a CPU one."""
+    return _device_count(devices) if str(accelerator) in ("gpu", "cuda", "auto") else 0
+
+
+# masklab's hydra/launcher/submitit_{slurm,local}.yaml share the plugin's names on purpose (what Hydra's docs
+# and users call them), so Hydra types them with the plugin's schema and warns that this matching is
+# deprecated; without the matching they would still work, checked by masklab.commands.jobs.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_(slurm|local)' is validated against")
+
+
 # Registered on import (cli.py imports this module), so every command, compose() and a test that
 # merges a preset by hand resolve `${masklab.height:${data.image_size}}` alike.
 RESOLVERS = {
@@ -53,6 +78,8 @@ RESOLVERS = {
     "masklab.short_side": lambda size: min(image_hw(size)),
     "masklab.if_square": _if_square,
     "masklab.task_monitor": _task_monitor,
+    "masklab.device_count": _device_count,
+    "masklab.gpus_per_node": _gpus_per_node,
     # paths.root_dir: the project folder, absolute (masklab.project's one rule). A relative
     # `sqlite:///./experiments/mlflow.db` would follow the process's current folder, and MLflow
     # caches one store per URI string, so two projects used from one Python process (a notebook,

@@ -5,7 +5,8 @@
 2. Create or load the study (``load_if_exists``): running the command again resumes it and adds trials.
    A grid is enqueued as fixed trials, only the points without a finished (or running) trial.
 3. Create the parent MLflow run, or reopen the study's one; trials are its children (``mlflow.parentRunId``).
-4. Run the trials here (``workers=1``) or in K worker processes on the same study.
+4. Run the trials here (``workers=1``), in K worker processes on the same study, or in K submitit jobs
+   (``hydra/launcher=submitit_slurm|submitit_local``: SLURM jobs or local processes, see masklab.commands.jobs).
 5. Record the best value and overrides on the parent run; print them.
 """
 
@@ -181,10 +182,16 @@ def finish_parent(study, tracking_uri: str, run_id: str, monitor: str, status: s
     return best
 
 
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """The trials of each of ``min(workers, n_trials)`` workers, as even as can be."""
+    n = min(workers, n_trials)
+    return [n_trials // n + (i < n_trials % n) for i in range(n)]
+
+
 def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
     """K worker processes on the study, ``n_trials`` split between them; the first configuration error stops all."""
-    n = min(workers, n_trials)
-    quotas = [n_trials // n + (i < n_trials % n) for i in range(n)]
+    quotas = split_trials(n_trials, workers)
+    n = len(quotas)
     env = dict(os.environ, PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
     threads = str(max(1, (os.cpu_count() or 1) // n))  # the cores are shared, not oversubscribed
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -212,6 +219,55 @@ def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
                 raise worker_error(i, p.returncode, err_path)
     finally:
         stop_workers([p for _, p, _ in procs])
+
+
+def run_worker_jobs(spec: SweepSpec, n_trials: int, workers: int, launcher: dict[str, Any], base: DictConfig
+                    ) -> None:
+    """K workers as submitit jobs (SLURM, or local processes) with the settings of the command's
+    ``hydra/launcher`` preset, resolved against the trials' train config; wait for them. A worker's mistake stops
+    the others (their running trials are recorded failed), as with local workers."""
+    from masklab.commands.jobs import resolve_launcher, submit_function
+    from masklab.sweep.worker import run_as_job
+
+    folder = Path(spec.sweep_dir) / "workers"
+    kind, choice, params = resolve_launcher(launcher, base, folder, "sweep_worker")
+    if kind == "slurm" and params.get("tasks_per_node") != 1:
+        raise UserError(f"trainer.devices={base.trainer.devices}: a sweep worker runs its trials in one process; "
+                        "sweep with one device per trial (a grid of multi-device runs: masklab train -m ...)")
+    params["tasks_per_node"] = 1
+    quotas = split_trials(n_trials, workers)
+    calls = [(replace(spec, worker=i, n_trials=quota).to_json(),) for i, quota in enumerate(quotas, 1)]
+    jobs = submit_function(kind, params, run_as_job, calls, config=base)
+    log.info("Submitted %d worker job(s) with hydra/launcher=%s (%s trials; logs in %s): %s", len(jobs), choice,
+             ", ".join(str(q) for q in quotas), folder, " ".join(str(j.job_id) for j in jobs))
+    pending = dict(enumerate(jobs, 1))
+    try:
+        while pending:
+            for i, job in list(pending.items()):
+                if job.done():
+                    del pending[i]
+                    check_worker_job(i, job)
+            time.sleep(1)
+    finally:
+        for job in pending.values():  # a worker failed, or Ctrl-C: the others stop (scancel, or SIGINT locally)
+            job.cancel(check=False)
+
+
+def check_worker_job(i: int, job: Any) -> None:
+    """Raise what a finished worker job stands for: its UserError (status 2), a WorkerCrashed naming its log."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    try:
+        code, message = job.result()
+    except (FailedJobError, UncompletedJobError) as exc:  # killed, out of memory or time: no result came back
+        first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+        raise WorkerCrashed(f"worker {i} (job {job.job_id}) ended without a result: {first} "
+                            f"(log {job.paths.stderr})") from None
+    if code == 2:
+        raise UserError(message)
+    if code != 0:
+        raise WorkerCrashed(f"worker {i} (job {job.job_id}) exited with status {code}: {message} "
+                            f"(traceback in {job.paths.stderr})")
 
 
 class WorkerCrashed(RuntimeError):
@@ -245,7 +301,9 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def sweep(cfg: DictConfig) -> None:
+def sweep(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
+    """Run or resume the preset's study (see the module's docstring). ``launcher``: an unresolved submitit
+    launcher preset (``hydra/launcher=submitit_slurm``): the workers run as its jobs instead of local processes."""
     import optuna
 
     from masklab.tracking.runs import RunLog, git_commit
@@ -280,7 +338,7 @@ def sweep(cfg: DictConfig) -> None:
     if cv_folds and not monitor.startswith("val/"):
         raise UserError(f"cv_folds={cv_folds}: trials are scored on held-out folds, so monitor must be a val/ metric "
                         f"(found monitor={monitor})")
-    if workers > 1 or cv_folds:  # synthesize, check and deal folds once, not in several workers at the same time
+    if workers > 1 or cv_folds or launcher:  # synthesize, check, deal folds once, not in workers at the same time
         from masklab.data.open import open_dataset
 
         dataset = open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
@@ -318,7 +376,8 @@ def sweep(cfg: DictConfig) -> None:
                                "direction": direction, "n_trials": to_run, "workers": workers,
                                "base_overrides": base_overrides, "sweep": preset}, "config/sweep.yaml")
 
-    doing = (f"running {to_run} now with {min(workers, to_run)} worker(s)" if to_run else
+    how = f" as {launcher.get('masklab_choice') or 'submitit'} jobs" if launcher else ""
+    doing = (f"running {to_run} now with {min(workers, to_run)} worker(s){how}" if to_run else
              "nothing to run: every grid point has a trial (a new point or n_trials adds more)")
     log.info(f"Sweep '{study_name}': {kind} over {'; '.join(p.describe() for p in params)}\n"
              f"  {direction} {monitor}; base overrides: {' '.join(base_overrides) or '(none)'}\n"
@@ -334,7 +393,9 @@ def sweep(cfg: DictConfig) -> None:
     status = "FAILED"
     interrupted = False
     try:
-        if to_run and workers == 1:
+        if to_run and launcher:
+            run_worker_jobs(spec, to_run, workers, launcher, base)
+        elif to_run and workers == 1:
             run_trials(spec)
         elif to_run:
             run_workers(spec, to_run, workers)

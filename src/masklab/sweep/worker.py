@@ -3,7 +3,8 @@
 `masklab sweep workers=K` starts K of these; they share the study through its storage (Optuna hands each
 trial to one worker) and log their trials to the same MLflow parent run. A configuration mistake ends the
 worker with ``masklab sweep: error: <message>`` on stderr and exit status 2; a bug ends it with its
-traceback and exit status 1.
+traceback and exit status 1. With ``hydra/launcher=submitit_slurm`` (or ``submitit_local``) the sweep submits
+:func:`run_as_job` as K submitit jobs instead, which report the same way through their result.
 """
 
 from __future__ import annotations
@@ -30,19 +31,35 @@ def run_trials(spec: SweepSpec, out: TextIO | None = None) -> None:
     study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
 
 
-def main() -> None:
+def run_reported(spec: SweepSpec) -> None:
+    """Run the trials as a command does: a user's mistake ends with one ERROR_PREFIX line on stderr and exit
+    status 2, a bug with its traceback and 1 (a CommandExit, which the launcher tells apart)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    spec = SweepSpec.from_json(sys.stdin.read())
     from masklab.cli import quiet_third_party, run_reporting_errors
     from masklab.console import setup_logging
 
     setup_logging()  # the level comes from the parent's MASKLAB_LOG_LEVEL
     quiet_third_party()
+    run_reporting_errors("sweep", lambda: run_trials(spec))
+
+
+def main() -> None:
+    spec = SweepSpec.from_json(sys.stdin.read())
     try:
-        # A user's mistake: one ERROR_PREFIX line, exit 2; a bug: its traceback, exit 1 (the launcher tells them apart).
-        run_reporting_errors("sweep", lambda: run_trials(spec))
+        run_reported(spec)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def run_as_job(spec_json: str) -> tuple[int, str]:
+    """A worker submitted as a submitit job (`masklab sweep ... hydra/launcher=submitit_slurm`): (0, "") when its
+    trials ran; else its exit status and one-line message (2: a mistake; 1: a bug, its traceback in the job's
+    log). Returned, not raised: a SystemExit would end the job without a result to send back."""
+    try:
+        run_reported(SweepSpec.from_json(spec_json))
+    except SystemExit as exc:
+        return (exc.code if isinstance(exc.code, int) else 1), str(getattr(exc, "message", "") or "")
+    return 0, ""
 
 
 if __name__ == "__main__":
