@@ -43,6 +43,12 @@ def git(*args: str, cwd: Path) -> str:
     return sh(["git", *args], cwd).stdout.strip()
 
 
+def git_clone(repo: Path, dest: Path) -> Path:
+    """A fresh `git clone` of ``repo`` at ``dest``: what another machine gets, without DVC's cache or outputs."""
+    sh(["git", "clone", "-q", str(repo), str(dest)], dest.parent)
+    return dest
+
+
 def merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for key, value in extra.items():

@@ -24,7 +24,7 @@ from masklab.data.format import file_sha256
 from masklab.data.versioning import data_version
 from masklab.platform import cpu_model
 
-from dvc_project import BIN, EDITED_MASK, dvc, git, ran_stages, reproduced_project, sh
+from dvc_project import BIN, EDITED_MASK, dvc, git, git_clone, ran_stages, reproduced_project, sh
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +152,7 @@ def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo, fixed):
     remote = (repo / ".dvc" / "../../masklab-dvc-remote").resolve()
     assert remote.is_dir() and any(remote.rglob("*")), "the default local remote got nothing"
 
-    clone = repo.parent / "clone"  # a sibling: the default remote (../masklab-dvc-remote) is the same folder
-    sh(["git", "clone", "-q", str(repo), str(clone)], repo.parent)
+    clone = git_clone(repo, repo.parent / "clone")  # a sibling: the default remote (../masklab-dvc-remote) is shared
     # Without the data, prepare would regenerate the unfixed masks: it refuses and says what to do.
     refused = dvc("repro", cwd=clone, check=False)
     assert refused.returncode != 0
