@@ -37,6 +37,7 @@ from masklab.sweep.study import (
     redact,
     retry_locked,
     sampler_kind,
+    study_lock,
 )
 from masklab.sweep.trial import SweepSpec, compose_train
 from masklab.sweep.worker import ERROR_PREFIX, run_trials
@@ -45,6 +46,7 @@ PRESET_KEYS = {"name", "description", "sampler", "params", "grid", "pruner", "n_
 ATTR_MONITOR = "masklab.monitor"
 ATTR_PARENT = "masklab.parent_run_id"
 ATTR_TRACKING = "masklab.tracking_uri"
+ATTR_SWEEPS = "masklab.sweeps_started"
 WORKER_STOP_TIMEOUT_S = 60
 
 log = logger(__name__)
@@ -351,25 +353,31 @@ def sweep(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
 
     storage = open_storage(str(cfg.storage))
     study = open_study(study_name, storage, direction, make_sampler(preset.get("sampler")), pruner)
-    known_monitor = study.user_attrs.get(ATTR_MONITOR)
-    if known_monitor and known_monitor != monitor:
-        raise UserError(f"study '{study_name}' ranks trials by {known_monitor}, not {monitor}; "
-                        "use another study name (study=...)")
-    if not known_monitor:
-        study.set_user_attr(ATTR_MONITOR, monitor)
-    n_before = len(study.get_trials(deepcopy=False))
-    if kind == "grid":
-        to_run, note = enqueue_grid(study, params, n_trials)
-    else:
-        to_run, note = n_trials, f"{kind} sampler"
-
     shown_storage = redact(str(cfg.storage))
     parent_params = {"study": study_name, "storage": shown_storage, "monitor": monitor, "direction": direction,
                      "sampler": kind, "cv_folds": cv_folds, **{f"space.{p.name}": p.describe() for p in params}}
     parent_tags = {"masklab.command": "sweep", "masklab.sweep": study_name, "masklab.optuna_storage": shown_storage,
                    "masklab.monitor": monitor, "masklab.git_commit": git_commit(Path.cwd()) or "unknown"}
-    parent_id, created = open_parent_run(study, study_name, tracking_uri, artifact_root, experiment,
-                                         parent_params, parent_tags)
+    # Another sweep may join this study now, from another shell or machine: what is read and decided from the
+    # study's state (the grid's pending points, the parent run) is done under the study's lock.
+    with study_lock(storage, study_name):
+        known_monitor = study.user_attrs.get(ATTR_MONITOR)
+        if known_monitor and known_monitor != monitor:
+            raise UserError(f"study '{study_name}' ranks trials by {known_monitor}, not {monitor}; "
+                            "use another study name (study=...)")
+        if not known_monitor:
+            study.set_user_attr(ATTR_MONITOR, monitor)
+        n_before = len(study.get_trials(deepcopy=False))
+        # Each sweep command on the study gets its own sampler seed, also two started at the same moment (same
+        # n_before): else their samplers would propose the same points.
+        sweeps_before = int(study.user_attrs.get(ATTR_SWEEPS, 0))
+        study.set_user_attr(ATTR_SWEEPS, sweeps_before + 1)
+        if kind == "grid":
+            to_run, note = enqueue_grid(study, params, n_trials)
+        else:
+            to_run, note = n_trials, f"{kind} sampler"
+        parent_id, created = open_parent_run(study, study_name, tracking_uri, artifact_root, experiment,
+                                             parent_params, parent_tags)
     parent = RunLog(tracking_uri, parent_id)
     retry_locked(parent.tags, {"masklab.output_dir": str(sweep_dir.resolve()), "masklab.sweep_status": "RUNNING"})
     retry_locked(parent.yaml, {"study": study_name, "storage": shown_storage, "monitor": monitor,
@@ -389,7 +397,7 @@ def sweep(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
                      params=[p.to_dict() for p in params], sampler=preset.get("sampler"), pruner=preset.get("pruner"),
                      base_overrides=base_overrides, experiment_name=experiment, tracking_uri=tracking_uri,
                      sweep_dir=str(sweep_dir), parent_run_id=parent_id, stop_after_failures=stop_after,
-                     seed_offset=n_before, n_trials=to_run, cv_folds=cv_folds)
+                     seed_offset=n_before + 104729 * sweeps_before, n_trials=to_run, cv_folds=cv_folds)
     status = "FAILED"
     interrupted = False
     try:

@@ -7,10 +7,13 @@ timeout makes them wait for the file lock instead of failing). Any other URL (``
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import random
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,8 +74,7 @@ def open_storage(url: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return retry_locked(optuna.storages.RDBStorage, url, engine_kwargs=engine_kwargs,
-                                heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+            return retry_locked(_create_storage, url, engine_kwargs)
         except ImportError as exc:
             cause = exc.__cause__ or exc
             raise UserError(f"storage={redact(url)}: the database driver is not installed ({cause}); install it "
@@ -80,6 +82,23 @@ def open_storage(url: str):
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"storage={redact(url)}: cannot open the Optuna storage: {first}") from None
+
+
+def _create_storage(url: str, engine_kwargs: dict[str, Any]):
+    """Optuna's RDBStorage; when another process creates the schema of a new database at the same moment (two
+    machines starting one study), one CREATE fails on a duplicate: the schema exists now, so open it again."""
+    import optuna
+
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                              heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
+        except Exception as exc:
+            text = str(exc).lower()
+            if attempt == 2 or not ("already exists" in text or "duplicate key" in text):
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def _kind_and_options(node: Any, where: str, kinds: tuple[str, ...], default: str) -> tuple[str, dict[str, Any]]:
@@ -156,3 +175,54 @@ def open_study(name: str, storage, direction: str | None = None, sampler=None, p
         raise UserError(f"study '{name}' maximizes/minimizes the other way ({study.direction.name.lower()}) "
                         f"than monitor_mode now asks ({direction}); use another study name (study=...)")
     return study
+
+
+@contextmanager
+def study_lock(storage, study: str) -> Iterator[None]:
+    """Hold the study's lock, shared with every process on its storage (other shells, other machines).
+
+    What a sweep decides from the study's state must not race another sweep's: which grid points to enqueue,
+    which MLflow parent run to use, whether a waiting grid trial is left to take. PostgreSQL: a session advisory
+    lock keyed by the study name; SQLite (processes of one machine): an exclusive lock on a file beside the
+    database; MySQL: GET_LOCK. Any other storage: no lock (a warning), as before.
+    """
+    url = storage.url
+    if is_sqlite(url):
+        path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+        if not path or path.startswith(":memory:"):
+            yield
+            return
+        with open(f"{path}.{_lock_key(study) & 0xFFFFFFFF:08x}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    from sqlalchemy import text
+
+    dialect = storage.engine.dialect.name
+    if dialect not in ("postgresql", "mysql"):
+        warnings.warn(f"storage {redact(url)}: no study lock for {dialect}; two sweeps joining one grid at the "
+                      "same moment may run a point twice", stacklevel=2)
+        yield
+        return
+    with storage.engine.connect() as conn:  # one connection: both locks belong to the session holding them
+        if dialect == "postgresql":
+            lock, unlock = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
+            key: int | str = _lock_key(study)
+        else:
+            lock, unlock = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"
+            key = f"masklab-study-{study}"[:64]
+        conn.execute(text(lock), {"key": key})
+        conn.commit()  # not idle in a transaction while the caller works
+        try:
+            yield
+        finally:
+            conn.execute(text(unlock), {"key": key})
+            conn.commit()
+
+
+def _lock_key(study: str) -> int:
+    """A stable signed 64-bit key for ``study`` (PostgreSQL advisory locks take a bigint)."""
+    return int.from_bytes(hashlib.sha256(f"masklab-study:{study}".encode()).digest()[:8], "big", signed=True)

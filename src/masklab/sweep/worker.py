@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
-from masklab.sweep.study import make_pruner, make_sampler, open_storage, open_study
+from masklab.sweep.study import make_pruner, make_sampler, open_storage, open_study, sampler_kind, study_lock
 from masklab.sweep.trial import SweepSpec, TrialFailed, TrialRunner
 
 ERROR_PREFIX = "masklab sweep: error: "
@@ -28,7 +30,82 @@ def run_trials(spec: SweepSpec, out: TextIO | None = None) -> None:
     study = open_study(spec.study, storage, sampler=make_sampler(spec.sampler, spec.seed_offset + 7919 * spec.worker),
                        pruner=make_pruner(spec.pruner))
     runner = TrialRunner(spec, out)
-    study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
+    if sampler_kind(spec.sampler)[0] == "grid":
+        run_grid_trials(study, storage, runner, spec.n_trials)
+    else:
+        study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
+
+
+def take_grid_point(study, storage):
+    """The next enqueued grid point as a started trial, or None when none is left.
+
+    A grid's study holds its points as waiting trials. ``study.optimize`` would sample a new point (outside the
+    grid) once they are gone, and another sweep on the same study (another shell or machine) may take the last one
+    between a check and a take: so both are done under the study's lock.
+    """
+    from optuna.trial import TrialState
+
+    with study_lock(storage, study.study_name):
+        if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        return study.ask()  # takes a waiting trial (Optuna pops it atomically)
+
+
+def run_grid_trials(study, storage, runner: TrialRunner, n_trials: int | None) -> None:
+    """Run waiting grid points until none is left (or ``n_trials`` ran), with what ``study.optimize`` gives a
+    trial: a heartbeat (a killed worker's trial is failed by the next sweep and runs again), the pruned and failed
+    states, and a failed state for a trial that an error or Ctrl-C stops before it propagates."""
+    import gc
+
+    import optuna
+    from optuna.trial import TrialState
+
+    ran = 0
+    while n_trials is None or ran < n_trials:
+        trial = take_grid_point(study, storage)
+        if trial is None:
+            return
+        ran += 1
+        with heartbeat(storage, trial._trial_id):
+            try:
+                value = runner(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=TrialState.PRUNED)
+            except TrialFailed:
+                study.tell(trial, state=TrialState.FAIL)
+            except BaseException:
+                study.tell(trial, state=TrialState.FAIL)
+                raise
+            else:
+                study.tell(trial, value)
+        gc.collect()
+
+
+@contextmanager
+def heartbeat(storage, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat in the storage every interval while the block runs (what Optuna's optimize
+    does for each trial; ``fail_stale_trials`` fails trials whose heartbeat stopped)."""
+    import threading
+
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if not interval:
+        yield
+        return
+    stopped = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stopped.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial_id}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+        thread.join()
 
 
 def run_reported(spec: SweepSpec) -> None:
