@@ -6,9 +6,12 @@ import json
 import sys
 import urllib.request
 
+import pytest
+
 from conftest import FAST, free_port, run_masklab, start, stop, wait_http
 
 
+@pytest.mark.team  # a tracking server: with the team tests (tests/test_team_tracking.py has PostgreSQL + S3)
 def test_train_register_promote_predict_on_a_server_named_by_env(project, mlflow_server, tmp_path, capsys):
     """The whole model path against a real server: `masklab train` (registering) and `masklab predict` from
     shells that name the server only through MLFLOW_TRACKING_URI; promote and list in this process."""
