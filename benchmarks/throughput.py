@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -34,32 +36,62 @@ CONF = Path(__file__).resolve().parents[1] / "src" / "masklab" / "conf"
 WARMUP = 2  # same as the workbench's ThroughputMonitor
 
 
-def setup(num_classes: int, arch: str, encoder: str, lr: float):
+def setup(num_classes: int, arch: str, encoder: str, lr: float, device: str = "cpu", channels_last: bool = False):
+    """The model, loss and optimizer `masklab train` builds for this experiment, on ``device`` (in channels-last
+    memory format, as trainer.channels_last puts it)."""
     torch.manual_seed(0)
-    model = build_model(num_classes=num_classes, arch=arch, encoder=encoder).train()
+    model = build_model(num_classes=num_classes, arch=arch, encoder=encoder).train().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loss = build_loss({"ce": 1.0, "dice": 1.0}, ignore_index=255)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     return model, loss, opt
 
 
-def step(model, loss_fn, opt, images, masks) -> None:
+def autocast(device: str, precision: str):
+    """The autocast context of a Lightning precision (``bf16-mixed``, ``16-mixed``; none for ``32-true``)."""
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
+    return torch.autocast(torch.device(device).type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def step(model, loss_fn, opt, images, masks, precision: str = "32-true", scaler=None) -> None:
+    """One optimizer step as Lightning takes it: forward and loss under ``precision``'s autocast, backward (through
+    ``scaler``'s loss scaling for 16-mixed), optimizer step."""
     opt.zero_grad(set_to_none=True)
-    loss = loss_fn(model(images), masks)
-    loss.backward()
-    opt.step()
+    with autocast(images.device.type, precision):
+        loss = loss_fn(model(images), masks)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
 
 
-def model_only(batches: list[tuple[torch.Tensor, torch.Tensor]], steps: int, **kw) -> float:
-    """Images/s of forward+backward+step on tensors already in memory (the ceiling)."""
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so a clock reading covers it (CUDA runs asynchronously)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_only(batches: Sequence[tuple[torch.Tensor, torch.Tensor]], steps: int, precision: str = "32-true",
+               **kw) -> float:
+    """Images/s of forward+backward+step on tensors already in the device's memory (the ceiling); ``kw``: setup's,
+    the batches already on its device and in its memory format."""
     model, loss_fn, opt = setup(**kw)
+    device = kw.get("device", "cpu")
+    scaler = torch.amp.GradScaler(torch.device(device).type) if precision == "16-mixed" else None
     images_done, start = 0, None
     for i in range(steps + WARMUP):
         images, masks = batches[i % len(batches)]
-        step(model, loss_fn, opt, images, masks)
+        step(model, loss_fn, opt, images, masks, precision, scaler)
         if i + 1 == WARMUP:
+            synchronize(device)
             start = time.perf_counter()
         elif i + 1 > WARMUP:
             images_done += len(images)
+    synchronize(device)
     return images_done / (time.perf_counter() - start)
 
 
@@ -82,13 +114,30 @@ def plain_loop(split: SegmentationSplit, batch: int, steps: int, **kw) -> float:
     return images_done / (time.perf_counter() - start)
 
 
-def workbench(project: Path, data_root: Path, size: int, batch: int, arch: str, encoder: str, lr: float) -> float:
-    """Images/s that `masklab train` itself logs (ThroughputMonitor), in its last epoch."""
+def benchmark_data(root: Path, count: int, size: int, batch: int
+                   ) -> tuple[SegmentationSplit, list[tuple[torch.Tensor, torch.Tensor]], int]:
+    """Synthesize the benchmark dataset at ``root`` (``count`` shapes images of ``size`` px, 80 % train); returns
+    its train split with the light augmentation (the loops' input), the train images as un-augmented batches in
+    memory (the model-only input) and the steps the workbench measures in one epoch (``WARMUP`` fewer)."""
+    synthesize(root, count=count, size=size, num_shapes=3, seed=0)
+    dataset = load_dataset(root)
+    light = OmegaConf.load(CONF / "augment" / "light.yaml")
+    aug = OmegaConf.merge({"data": {"image_size": size}}, {"augment": light})
+    split = SegmentationSplit(dataset, dataset.split("train"), build_pipeline(aug.augment.train, seed=0))
+    eval_split = SegmentationSplit(dataset, dataset.split("train"), None)
+    batches = [(b["image"], b["mask"]) for b in DataLoader(eval_split, batch_size=batch, drop_last=True)]
+    return split, batches, len(split) // batch - WARMUP
+
+
+def workbench(project: Path, data_root: Path, size: int, batch: int, arch: str, encoder: str, lr: float,
+              overrides: Sequence[str] = ()) -> float:
+    """Images/s that `masklab train` itself logs (ThroughputMonitor), in its last epoch; ``overrides``: more of
+    its arguments (trainer=gpu, trainer.precision=...)."""
     args = [sys.executable, "-m", "masklab.cli", "train", f"data.root={data_root}", f"data.name={data_root.name}",
             f"data.image_size={size}", f"data.batch_size={batch}", f"model.arch={arch}", f"model.encoder={encoder}",
             f"optimizer.lr={lr}",
             "trainer.max_epochs=2", "trainer.limit_val_batches=1", "evaluate_after=false", "augment=light",
-            "loss=ce_dice", "trainer.enable_progress_bar=false"]
+            "loss=ce_dice", "trainer.enable_progress_bar=false", *overrides]
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     res = subprocess.run(args, cwd=project, capture_output=True, text=True, env=env)
     if res.returncode != 0:
@@ -114,14 +163,7 @@ def main() -> None:
     kw = {"arch": a.arch, "encoder": a.encoder, "lr": 1e-3}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data" / "bench"
-        synthesize(root, count=a.count, size=a.size, num_shapes=3, seed=0)
-        dataset = load_dataset(root)
-        light = OmegaConf.load(CONF / "augment" / "light.yaml")
-        aug = OmegaConf.merge({"data": {"image_size": a.size}}, {"augment": light})
-        split = SegmentationSplit(dataset, dataset.split("train"), build_pipeline(aug.augment.train, seed=0))
-        steps = len(split) // a.batch - WARMUP  # what the workbench measures in one epoch
-        eval_split = SegmentationSplit(dataset, dataset.split("train"), None)
-        batches = [(b["image"], b["mask"]) for b in DataLoader(eval_split, batch_size=a.batch, drop_last=True)]
+        split, batches, steps = benchmark_data(root, a.count, a.size, a.batch)
         rows = []
         for r in range(a.rounds):
             ceiling = model_only(batches, steps, num_classes=4, **kw)

@@ -8,7 +8,6 @@ from functools import partial
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import in_project
 from torch.utils.data import DataLoader
 
 from masklab.config import compose
@@ -17,6 +16,8 @@ from masklab.errors import UserError
 from masklab.tasks import task_for
 from masklab.training.callbacks import ChannelsLast
 from masklab.training.trainer import build_trainer, check_precision
+
+from conftest import in_project
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "shape", (230, 25, 75)),
                       ClassInfo(2, "other", (60, 180, 75))))

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import FAST, mlflow_runs, run_masklab
 from omegaconf import OmegaConf
+
+from conftest import FAST, mlflow_runs, run_masklab
 
 LOCAL = "hydra/launcher=submitit_local"
 
