@@ -63,8 +63,9 @@ def test_train_grid_runs_as_submitit_jobs(project):
 
 
 @pytest.mark.team
-def test_a_jobs_mistake_is_one_line_of_the_submitting_command(project):
+def test_a_jobs_mistake_is_one_line_of_the_submitting_command(project, seed_store):
     needs_plugin()
+    seed_store(project)  # (the grid test above starts from no store: the jobs must not race its creation)
     # one run, no grid: a multirun of a single job
     res = run_masklab(["train", *FAST, "data.image_size=-3", LOCAL, "-m"], project)
     line = one_line_error(res)
@@ -171,8 +172,9 @@ def test_submitits_warning_signal_saves_last_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.team
-def test_sweep_workers_run_as_submitit_jobs(project):
+def test_sweep_workers_run_as_submitit_jobs(project, seed_store):
     needs_plugin()
+    seed_store(project)
     res = run_masklab(["sweep", "sweep=fast_grid", "workers=2", LOCAL], project)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 complete, 0 pruned, 0 failed" in res.stdout, res.stdout
