@@ -197,15 +197,26 @@ def quiet_third_party() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 
 
-def as_task(words: tuple[str, ...], target: str, started: list[bool] | None = None) -> Callable[[Any], Any]:
+# Added to the command line that the other ranks of a DDP training re-run: they log to the console only (a job log
+# file of theirs would be the one file in the run folder that a one-process run does not write).
+OTHER_RANKS_OVERRIDES = ("hydra/job_logging=none",)
+
+
+def as_task(words: tuple[str, ...], target: str, started: list[bool] | None = None,
+            command_line: list[str] | None = None) -> Callable[[Any], Any]:
     """Wrap a command function for Hydra: masklab's logging, then ``run_reporting_errors``.
 
-    ``started`` (if given) gets True once Hydra calls the task: errors before that are Hydra's (config)."""
+    ``started`` (if given) gets True once Hydra calls the task: errors before that are Hydra's (config).
+    ``command_line`` (if given) becomes ``sys.argv`` once Hydra has read its arguments (see ``main``)."""
     module_name, func_name = target.split(":")
 
     def task(cfg):
         if started is not None:
             started.append(True)
+        if command_line is not None:
+            # Lightning's DDP launcher starts each other rank of the node as `python -m masklab.cli` + sys.argv[1:]
+            # (+ the run folder, no .hydra): for that, sys.argv[1:] must hold the command words Hydra was not given.
+            sys.argv = [*command_line, *OTHER_RANKS_OVERRIDES]
         from masklab.console import setup_logging
 
         setup_logging()
@@ -283,6 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     # which `masklab --help` does not need.
     from masklab.config import CONF_DIR
 
+    command_line = [sys.argv[0], *argv]  # (-q/-v travel in MASKLAB_LOG_LEVEL)
     rest = argv[len(words):]
     if words in MODEL_REF_COMMANDS:
         rest = [f"model_ref={a[len('model='):]}" if a.startswith("model=") else a for a in rest]
@@ -297,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     started: list[bool] = []
     try:
         hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)(
-            as_task(words, target, started))()
+            as_task(words, target, started, command_line))()
     except SystemExit as exc:
         # Hydra reports a config it cannot compose (unknown key or option) itself and exits 1:
         # that is the user's mistake, so it gets the user-error status. A CommandExit carries its own

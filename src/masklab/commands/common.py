@@ -35,3 +35,12 @@ def hydra_output_dir() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     return HydraConfig.get().runtime.output_dir
+
+
+def hydra_single_run() -> bool:
+    """Whether this command runs as one job (not one of a -m/--multirun sweep's): the other ranks of a DDP training
+    re-run the command line, and a sweep job's is not its own (the job after would also wait for ranks that left)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.RUN

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from masklab.commands.common import hydra_output_dir, print_config
+from masklab.commands.common import hydra_output_dir, hydra_single_run, print_config
 from masklab.console import logger, result
 
 
 def train(cfg: DictConfig) -> float:
-    """Train, evaluate and log one run; returns the best value of ``cfg.monitor`` (Hydra multirun sweeps)."""
+    """Train, evaluate and log one run; returns the best value of ``cfg.monitor`` (Hydra multirun sweeps).
+
+    Under DDP every rank runs this command; only global rank zero shows the config and the result."""
+    from pytorch_lightning.utilities import rank_zero_only
+
     from masklab.workflows import fit
 
-    print_config(cfg, f"masklab train — {cfg.experiment_name}")
-    done = fit(cfg, hydra_output_dir())
+    if rank_zero_only.rank == 0:  # (known from the launcher's environment, before any Trainer exists)
+        print_config(cfg, f"masklab train — {cfg.experiment_name}")
+    done = fit(cfg, hydra_output_dir(), distributed_entry=True, rerunnable=hydra_single_run())
+    if not done.is_global_zero:
+        return done.best_value
     if done.registered:
         name, version = done.registered
         result(f"Registered run {done.run_id} as model '{name}' version {version}. Promote it with:\n"

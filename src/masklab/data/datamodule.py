@@ -9,29 +9,31 @@ import albumentations as A
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from masklab.data.format import Dataset, Sample, read_image, read_mask
 
 
-class EpochShuffle(torch.utils.data.Sampler):
+class EpochShuffle(DistributedSampler):
     """The training order: a permutation that depends only on (seed, epoch), so a training resumed from a checkpoint
     sees the epochs an uninterrupted one would (a DataLoader's own shuffle draws from a generator whose state a
     checkpoint does not keep). Lightning calls ``set_epoch`` before each epoch. Yields ``(epoch, index)`` so the
-    split seeds each item's augmentation from the same three numbers (:func:`item_index`)."""
+    split seeds each item's augmentation from the same three numbers (:func:`item_index`).
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed, self.epoch = size, seed, 0
+    Sharded over ``num_replicas`` ranks by striding: rank r takes ``perm[r::num_replicas]``, so with per-rank batch b
+    step k of all ranks together covers ``perm[k W b:(k + 1) W b]``, the very samples of one process's step k with
+    batch W b. The permutation is cut to a multiple of W first (every rank gets as many samples, or DDP would hang
+    waiting for a rank with one batch fewer): an epoch leaves out ``len % W`` samples, as ``DistributedSampler``'s
+    ``drop_last`` does. A DistributedSampler, so Lightning keeps it rather than wrapping it in a second shuffle."""
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.size
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.size = size
 
     def __iter__(self):
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(item_seed(self.seed, self.epoch)))
-        return iter([(self.epoch, i) for i in order.tolist()])
+        share = order[self.rank:self.num_samples * self.num_replicas:self.num_replicas]
+        return iter([(self.epoch, i) for i in share.tolist()])
 
 
 def item_seed(*numbers: int) -> int:
@@ -113,14 +115,32 @@ class SegmentationDataModule(pl.LightningDataModule):
         transform = self.train_transform if train else self.eval_transform
         return self.split_class(self.dataset, self.dataset.labeled(name), transform, seed=self.seed)
 
+    def replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the Trainer this data module serves; (1, 0) outside one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def loader(self, name: str, train: bool = False) -> DataLoader:
+        """The loader of split ``name``: ``batch_size`` items per step and process (Lightning's convention)."""
+        from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
         gen = torch.Generator().manual_seed(self.seed)
         split = self.split(name, train)
+        world, rank = self.replicas()
+        sampler: torch.utils.data.Sampler | None = None
+        if train:
+            sampler = EpochShuffle(len(split), self.seed, num_replicas=world, rank=rank)
+        elif world > 1:
+            # Lightning's default DistributedSampler pads the shards to equal length with repeated samples, which
+            # validation would count twice; this one strides without padding (ranks may differ by one batch, which
+            # evaluation under no_grad allows), so the metrics reduced over ranks are those of the whole split.
+            sampler = UnrepeatedDistributedSampler(split, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(
             split,
             batch_size=self.batch_size,
-            sampler=EpochShuffle(len(split), self.seed) if train else None,
-            drop_last=train and len(self.dataset.labeled(name)) > self.batch_size,
+            sampler=sampler,
+            # (as one process with the global batch: keep a last partial batch only when there is no full one)
+            drop_last=train and len(sampler) > self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             generator=gen,

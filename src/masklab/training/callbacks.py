@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 
 
 class ThroughputMonitor(pl.Callback):
-    """Logs ``train/images_per_s`` once per epoch: training images per wall-clock second.
+    """Logs ``train/images_per_s`` once per epoch: training images per wall-clock second (of all ranks together;
+    ``history`` keeps this process's own rates).
 
     The clock runs from the end of the ``warmup_steps``-th batch to the end of the last
     training batch, so it includes data loading, augmentation, forward, backward, optimizer
@@ -43,7 +44,8 @@ class ThroughputMonitor(pl.Callback):
             return
         rate = self.images / (self.last_end - self.started)
         self.history.append(rate)
-        pl_module.log("train/images_per_s", rate)
+        # Under DDP each rank counts its own images: the run's throughput is their sum.
+        pl_module.log("train/images_per_s", rate, sync_dist=True, reduce_fx="sum")
 
 
 class NonFiniteLossGuard(pl.Callback):

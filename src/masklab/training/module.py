@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -47,6 +47,14 @@ class TaskModule(pl.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
                                                           "interval": "epoch"}}
+
+    def log_reduced(self, scores: Mapping[str, Any], prog_bar: Sequence[str] = ()) -> None:
+        """Log epoch ``scores`` that are already reduced over the ranks of a distributed run (a torchmetrics
+        ``compute()``): every rank holds the same values. They are logged with a max over ranks, which leaves equal
+        values exactly as they are (a mean of W copies may round) and tells Lightning they need no other reduction;
+        ``prog_bar``: the names also shown in the progress bar."""
+        for name, value in scores.items():
+            self.log(name, value, prog_bar=name in prog_bar, sync_dist=True, reduce_fx="max")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CHECKPOINT_META_KEY] = self.meta

@@ -32,6 +32,8 @@ class FitResult:
     EvaluationResult of the best checkpoint (metrics, per-class and per-sample tables);
     ``registered``: (model name, version) or None;
     ``expected_reached``: whether the preset's ``expected`` value was reached (None: no expectation).
+    ``is_global_zero``: False on the other ranks of a distributed run, whose result holds only the monitor, its best
+    value, the folder and the epochs (no run id: rank zero owns the MLflow run, evaluates and registers).
     """
 
     monitor: str
@@ -45,6 +47,7 @@ class FitResult:
     registered: tuple[str, str] | None = None
     expected: dict[str, Any] | None = None
     expected_reached: bool | None = None
+    is_global_zero: bool = True
 
 
 def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
@@ -72,8 +75,8 @@ def resolve_resume(cfg: DictConfig) -> str | None:
     return str(path)
 
 
-def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None = None, dataset: Any = None
-        ) -> FitResult:
+def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None = None, dataset: Any = None,
+        distributed_entry: bool = False, rerunnable: bool = True) -> FitResult:
     """Train the experiment ``cfg`` describes (a composed ``train`` config) into ``output_dir``.
 
     ``dataset``: a loaded Dataset to train on instead of opening ``cfg.data`` (cross-validation passes
@@ -83,6 +86,13 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     ``cfg.evaluate_after`` evaluates the best checkpoint on val (and test); with
     ``cfg.registry.register`` registers it; with ``export_dir`` (or ``cfg.export_dir``) writes the
     DVC pipeline's train outputs there.
+
+    Distributed (``trainer=ddp``, or ``trainer.devices`` x ``trainer.num_nodes`` > 1): every rank makes this call.
+    The caller says it can with ``distributed_entry=True``: every rank runs it in full (SLURM and torchrun start it
+    on every rank; otherwise Lightning starts the other ranks of a node by re-running this process's command line,
+    which must then reproduce this call: ``rerunnable=False`` says it does not, as for one job of a Hydra
+    multirun). Only global rank zero creates the MLflow run, logs, evaluates, exports and registers; the others
+    train, then return a result with ``is_global_zero=False``. Anything else with a world size > 1 is a UserError.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
@@ -95,6 +105,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     from masklab.inference.rule import INPUT_RULE_META_KEY, InputRule
     from masklab.tasks import task_for
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
+    from masklab.training.distributed import leave_process_group
 
     as_given = OmegaConf.to_yaml(cfg)  # the config file the pipeline exports, before the run folder is filled in
     cfg = with_output_dir(cfg, output_dir)
@@ -112,7 +123,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
 
     plain_cfg = to_plain(cfg)
     model_spec = to_plain(cfg.model)
-    # The order of construction is part of the seeded result: model first, then the rest.
+    # The order of construction is part of the seeded result: model first, then the rest (nothing after it draws).
     model = task.build_model(cfg.model, table)
     loss = task.build_loss(cfg.loss, table)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") and "_target_" in cfg.scheduler else None
@@ -125,31 +136,37 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         seed=cfg.seed,
     )
 
-    # A resumed run continues its own MLflow run.
+    # A resumed run continues its own MLflow run. The logger starts no run until first used: on rank zero, below.
     previous_run = read_checkpoint_meta(resume)[CHECKPOINT_META_KEY].get("mlflow_run_id") if resume else None
     logger = make_lightning_logger(
         cfg.logger.tracking_uri, cfg.logger.artifact_root, cfg.logger.experiment_name, cfg.logger.run_name,
         {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}, run_id=previous_run,
     )
-    run = RunLog(cfg.logger.tracking_uri, logger.run_id)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    # The Trainer knows this process's global rank (trainer.num_nodes included) before any process group exists.
+    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
+    check_world_size(trainer, distributed_entry, rerunnable)
     manifest_hash = dataset.manifest_hash
-    if not previous_run:
-        run.params(flatten(plain_cfg))
-        run.yaml(plain_cfg, "config/config.yaml")
-    data_md5, data_status = data_version(dataset.root)
-    commit = git_commit(Path.cwd()) or "unknown"
-    run.tags({
-        **dvc_context(),
-        "masklab.git_commit": commit,
-        "masklab.dataset_dvc_md5": data_md5 or "untracked",
-        "masklab.dataset_dvc_status": data_status,
-        "masklab.dataset": dataset.name,
-        "masklab.dataset_root": str(dataset.root.resolve()),
-        "masklab.manifest_sha256": manifest_hash,
-        "masklab.output_dir": str(output.resolve()),
-        "masklab.command": "train",
-        "masklab.task": task.name,
-    })
+    run, commit, data_md5, data_status = None, "unknown", None, "untracked"
+    if trainer.is_global_zero:  # one MLflow run: the other ranks of a distributed run log nothing
+        run = RunLog(cfg.logger.tracking_uri, logger.run_id)
+        if not previous_run:
+            run.params(flatten(plain_cfg))
+            run.yaml(plain_cfg, "config/config.yaml")
+        data_md5, data_status = data_version(dataset.root)
+        commit = git_commit(Path.cwd()) or "unknown"
+        run.tags({
+            **dvc_context(),
+            "masklab.git_commit": commit,
+            "masklab.dataset_dvc_md5": data_md5 or "untracked",
+            "masklab.dataset_dvc_status": data_status,
+            "masklab.dataset": dataset.name,
+            "masklab.dataset_root": str(dataset.root.resolve()),
+            "masklab.manifest_sha256": manifest_hash,
+            "masklab.output_dir": str(output.resolve()),
+            "masklab.command": "train",
+            "masklab.task": task.name,
+        })
 
     meta = {
         "task": task.name,
@@ -157,25 +174,30 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         "classes": table.to_dict(),
         "dataset": {"name": dataset.name, "manifest_sha256": manifest_hash},
         "config": plain_cfg,
-        "mlflow_run_id": logger.run_id,
+        # (only rank zero writes checkpoints)
+        "mlflow_run_id": run.run_id if run else None,
         "mlflow_tracking_uri": cfg.logger.tracking_uri,
         # The preprocessing every later evaluation, prediction and package of this model uses.
         INPUT_RULE_META_KEY: InputRule.from_eval_pipeline(cfg.augment.eval).to_dict(),
     }
     module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
-    trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except SIGTERMException:
+        if run is None:  # another rank: rank zero reports the stop and ends the run
+            return other_rank_result(cfg, output, trainer)
         raise _interrupted(trainer, run, output) from None
+    finally:
+        leave_process_group()
 
     checkpoint = trainer.checkpoint_callback
     best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
-    log_checkpoints(run, best_path)
     best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
         else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
-    result = FitResult(str(cfg.monitor), best_value, logger.run_id, str(cfg.logger.tracking_uri), output, best_path,
+    if run is None:  # evaluation, export and registration happen once, on rank zero
+        return other_rank_result(cfg, output, trainer, best_value)
+    log_checkpoints(run, best_path)
+    result = FitResult(str(cfg.monitor), best_value, run.run_id, str(cfg.logger.tracking_uri), output, best_path,
                        int(trainer.current_epoch))
 
     export = export_dir or cfg.get("export_dir")
@@ -185,7 +207,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         write_train_outputs(
             Path(export), best_path, {f"best_{cfg.monitor}": best_value, "epochs": trainer.current_epoch},
             run.metric_history(CURVE_METRICS),
-            {"mlflow_run_id": logger.run_id, "experiment": cfg.logger.experiment_name,
+            {"mlflow_run_id": run.run_id, "experiment": cfg.logger.experiment_name,
              "git_commit": commit, "dataset": dataset.name,
              "dataset_dvc_md5": data_md5, "dataset_dvc_status": data_status, "manifest_sha256": manifest_hash},
             as_given,
@@ -202,7 +224,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     if cfg.registry.register and best_path is not None:
         from masklab.workflows.registry import register
 
-        registered = register(cfg.logger.tracking_uri, logger.run_id,
+        registered = register(cfg.logger.tracking_uri, run.run_id,
                               cfg.registry.name or cfg.logger.experiment_name, checkpoint=best_path)
         result.registered = (registered.name, registered.version)
 
@@ -215,6 +237,28 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         result.expected_reached = best_value >= expected.value - tolerance
         run.tags({"masklab.expected_reached": str(result.expected_reached)})
     return result
+
+
+def check_world_size(trainer: Any, distributed_entry: bool, rerunnable: bool) -> None:
+    """A UserError when ``trainer`` runs several processes for a caller that cannot run on every rank (see ``fit``)."""
+    world = trainer.world_size
+    if world > 1 and not distributed_entry:
+        raise UserError(
+            f"trainer: {world} processes (trainer.devices x trainer.num_nodes) need a command that trains one model "
+            "and that every rank can run in full: `masklab train`, or workflows.fit(..., distributed_entry=True) in "
+            "your own script; cross-validation, sweeps and active-learning rounds train in one process (trainer=cpu "
+            "or trainer=gpu)")
+    if world > 1 and not rerunnable and not trainer.strategy.cluster_environment.creates_processes_externally:
+        raise UserError(
+            f"trainer: {world} processes in one job of -m/--multirun: Lightning would start the other ranks by "
+            "re-running the command line, which is the whole sweep; run each configuration as its own `masklab "
+            "train`, or let SLURM start the ranks (hydra/launcher=submitit_slurm)")
+
+
+def other_rank_result(cfg: DictConfig, output: Path, trainer: Any, best_value: float = math.nan) -> FitResult:
+    """What a rank other than zero returns after training: no run, checkpoint, evaluation or registration."""
+    return FitResult(str(cfg.monitor), best_value, "", str(cfg.logger.tracking_uri), output, None,
+                     int(trainer.current_epoch), is_global_zero=False)
 
 
 def _interrupted(trainer: Any, run: Any, output: Path) -> TrainingInterrupted:
