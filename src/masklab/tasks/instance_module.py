@@ -88,6 +88,9 @@ class InstanceModule(TaskModule):
     predicts objects exactly as evaluation does and reports COCO mask AP (``val/mask_AP``, the
     instance presets' monitor)."""
 
+    # COCO AP is computed from each rank's own images (InstanceMetrics is no torchmetrics Metric): not under DDP.
+    reduces_validation_over_ranks = False
+
     def __init__(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable[..., Any] | None, class_table: ClassTable, meta: dict[str, Any]):
         super().__init__(model, loss, optimizer, scheduler, class_table, meta)

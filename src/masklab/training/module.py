@@ -19,7 +19,10 @@ class TaskModule(pl.LightningModule):
     checkpoint under ``"masklab"`` so a checkpoint alone rebuilds the model.
 
     A task subclasses it with ``training_step``, ``validation_step`` and its validation metrics.
+    ``reduces_validation_over_ranks``: whether those metrics are those of the whole split under DDP.
     """
+
+    reduces_validation_over_ranks = True
 
     def __init__(
         self,

@@ -147,9 +147,26 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     check_world_size(trainer, distributed_entry, rerunnable)
     manifest_hash = dataset.manifest_hash
+    meta = {
+        "task": task.name,
+        "model": model_spec,
+        "classes": table.to_dict(),
+        "dataset": {"name": dataset.name, "manifest_sha256": manifest_hash},
+        "config": plain_cfg,
+        "mlflow_run_id": None,  # (set below, on rank zero: only rank zero writes checkpoints)
+        "mlflow_tracking_uri": cfg.logger.tracking_uri,
+        # The preprocessing every later evaluation, prediction and package of this model uses.
+        INPUT_RULE_META_KEY: InputRule.from_eval_pipeline(cfg.augment.eval).to_dict(),
+    }
+    module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
+    if trainer.world_size > 1 and not module.reduces_validation_over_ranks:
+        raise UserError(f"task={task.name} with {trainer.world_size} processes (trainer.devices x "
+                        "trainer.num_nodes): its validation metrics are not reduced over ranks yet; train it in one "
+                        "process (trainer=cpu or trainer=gpu)")
     run, commit, data_md5, data_status = None, "unknown", None, "untracked"
     if trainer.is_global_zero:  # one MLflow run: the other ranks of a distributed run log nothing
         run = RunLog(cfg.logger.tracking_uri, logger.run_id)
+        meta["mlflow_run_id"] = run.run_id  # the module keeps this dict and writes it into every checkpoint
         if not previous_run:
             run.params(flatten(plain_cfg))
             run.yaml(plain_cfg, "config/config.yaml")
@@ -168,19 +185,6 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
             "masklab.task": task.name,
         })
 
-    meta = {
-        "task": task.name,
-        "model": model_spec,
-        "classes": table.to_dict(),
-        "dataset": {"name": dataset.name, "manifest_sha256": manifest_hash},
-        "config": plain_cfg,
-        # (only rank zero writes checkpoints)
-        "mlflow_run_id": run.run_id if run else None,
-        "mlflow_tracking_uri": cfg.logger.tracking_uri,
-        # The preprocessing every later evaluation, prediction and package of this model uses.
-        INPUT_RULE_META_KEY: InputRule.from_eval_pipeline(cfg.augment.eval).to_dict(),
-    }
-    module = task.lightning_module(model, loss, instantiate(cfg.optimizer), scheduler, table, meta)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     except SIGTERMException:
