@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from test_crash_safety import LONGER, signal_once_checkpointed, start_training
 
 from conftest import FAST, fit_in, free_port, mlflow_runs, run_masklab
 
@@ -115,6 +117,26 @@ def test_ddp_refuses_a_multirun_and_callers_that_train_several_models(project: P
 
     store = MlflowClient(f"sqlite:///{project}/experiments/mlflow.db")
     assert store.search_runs([e.experiment_id for e in store.search_experiments()]) == []
+
+
+def test_sigterm_stops_both_ranks_at_one_batch_saves_and_ends_the_run_killed(project: Path, seed_store) -> None:
+    """A scheduler's SIGTERM to rank zero: both ranks stop at the same training batch, the checkpoint is saved, the
+    run ends KILLED and the command exits 143 (Lightning's own handler broadcast from inside the signal handler and
+    hung here)."""
+    seed_store(project)
+    folder = project / "experiments" / "runs" / "preempted"
+    proc = start_training(project, folder, ["trainer=ddp", *LONGER])
+    try:
+        err = signal_once_checkpointed(proc, folder, signal.SIGTERM)  # (returns once both ranks closed stderr)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-3000:]
+    assert "stopped by SIGTERM at epoch" in err and "Traceback" not in err, err[-3000:]
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert 1 <= saved["global_step"] < 8, saved["global_step"]  # where the signal found it, not at the end
+    _, (run,) = mlflow_runs(project, "synthetic")
+    assert run.info.status == "KILLED"
 
 
 def test_training_shards_cover_one_process_steps_and_evaluation_shards_repeat_nothing() -> None:

@@ -190,3 +190,35 @@ def to_channels_last(batch: Any) -> None:
     image = batch.get("image") if isinstance(batch, dict) else None
     if isinstance(image, torch.Tensor) and image.dim() == 4:
         batch["image"] = image.contiguous(memory_format=torch.channels_last)
+
+
+class RankZeroStop(pl.Callback):
+    """Under DDP, SIGTERM stops all ranks together, at the start of a training batch, on rank zero's word.
+
+    Lightning's own handler broadcasts from inside the signal handler, where the other rank may be in another
+    collective: a SIGTERM hung a 2-rank CPU training. While several processes train, this replaces it: SIGTERM only
+    sets a flag on rank zero (the other ranks ignore it: a scheduler signals every rank, and rank zero's decision
+    reaches them), each training batch starts by reducing that flag over the ranks, and all of them raise Lightning's
+    ``SIGTERMException`` there, so :class:`PreemptionCheckpoint` saves on all of them (its barrier meets). A signal
+    during validation takes effect at the next training batch. One process: Lightning's handling, unchanged.
+    Lightning puts the handler it found before training back when training ends.
+    """
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import signal
+
+        if trainer.world_size > 1:
+            signal.signal(signal.SIGTERM, self._rank_zero_handler if trainer.is_global_zero else signal.SIG_IGN)
+
+    def _rank_zero_handler(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self.stop, all=False):
+            raise SIGTERMException

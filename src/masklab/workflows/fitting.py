@@ -105,6 +105,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     from masklab.inference.rule import INPUT_RULE_META_KEY, InputRule
     from masklab.tasks import task_for
     from masklab.tracking.runs import RunLog, flatten, git_commit, make_lightning_logger
+    from masklab.training.callbacks import RankZeroStop
     from masklab.training.distributed import leave_process_group
 
     as_given = OmegaConf.to_yaml(cfg)  # the config file the pipeline exports, before the run folder is filled in
@@ -143,6 +144,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
         {str(k): str(v) for k, v in (cfg.get("tags") or {}).items()}, run_id=previous_run,
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    callbacks.append(RankZeroStop())  # (not a choice: without it a SIGTERM can hang a distributed training)
     # The Trainer knows this process's global rank (trainer.num_nodes included) before any process group exists.
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     check_world_size(trainer, distributed_entry, rerunnable)
