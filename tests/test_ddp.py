@@ -139,6 +139,22 @@ def test_sigterm_stops_both_ranks_at_one_batch_saves_and_ends_the_run_killed(pro
     assert run.info.status == "KILLED"
 
 
+def test_num_nodes_places_each_machine_s_ranks_and_rank_zero_is_one_process(monkeypatch) -> None:
+    """trainer.num_nodes by config: the command on the second machine (NODE_RANK=1) holds global ranks 2 and 3 of 4,
+    so fit creates no MLflow run there; the Trainer knows it before any process group exists."""
+    from hydra.utils import instantiate
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from masklab.config import compose
+
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)  # (the Trainer sets it for the process)
+    for node, ranks in (("0", (0, True)), ("1", (2, False))):
+        monkeypatch.setenv("NODE_RANK", node)
+        cfg = compose("train", ["trainer=ddp", "trainer.num_nodes=2"])
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False, default_root_dir=".")
+        assert (trainer.global_rank, trainer.is_global_zero, trainer.world_size) == (*ranks, 4)
+
+
 def test_training_shards_cover_one_process_steps_and_evaluation_shards_repeat_nothing() -> None:
     """Rank r takes perm[r::W] (cut to a multiple of W): step k of W ranks with batch b holds the samples of one
     process's step k with batch W b; every rank has as many steps; one rank alone keeps the order it always had.

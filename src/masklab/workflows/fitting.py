@@ -93,6 +93,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     which must then reproduce this call: ``rerunnable=False`` says it does not, as for one job of a Hydra
     multirun). Only global rank zero creates the MLflow run, logs, evaluates, exports and registers; the others
     train, then return a result with ``is_global_zero=False``. Anything else with a world size > 1 is a UserError.
+    The process group ends with training, also one the caller started: rank zero evaluates alone.
     """
     import pytorch_lightning as pl
     from hydra.utils import instantiate
