@@ -95,8 +95,8 @@ def test_slurm_preset_asks_sbatch_for_the_trainers_devices(project, monkeypatch,
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from masklab.commands.jobs import check_params, make_executor
     from masklab.config import CONF_DIR
+    from masklab.jobs import check_params, make_executor
 
     with initialize_config_dir(CONF_DIR, version_base="1.3", job_name="train"):
         cfg = compose("train", ["hydra/launcher=submitit_slurm", "trainer=gpu", "trainer.devices=4",

@@ -223,7 +223,7 @@ def as_task(words: tuple[str, ...], target: str, started: list[bool] | None = No
         quiet_third_party()
 
         def run() -> Any:
-            from masklab.commands.jobs import check_launch_mode
+            from masklab.jobs import check_launch_mode
 
             check_launch_mode(words)
             return getattr(import_module(module_name), func_name)(cfg)

@@ -66,7 +66,7 @@ def _gpus_per_node(accelerator: Any, devices: Any) -> int:
 
 # masklab's hydra/launcher/submitit_{slurm,local}.yaml share the plugin's names on purpose (what Hydra's docs
 # and users call them), so Hydra types them with the plugin's schema and warns that this matching is
-# deprecated; without the matching they would still work, checked by masklab.commands.jobs.
+# deprecated; without the matching they would still work, checked by masklab.jobs.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_(slurm|local)' is validated against")
 
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 def sweep(cfg: DictConfig) -> None:
     """Run (or resume) the preset's Optuna study of `train` runs, under one MLflow parent run; with
     ``hydra/launcher=submitit_slurm|submitit_local`` its workers run as submitit jobs."""
-    from masklab.commands.jobs import launcher_for_workers
+    from masklab.jobs import launcher_for_workers
     from masklab.sweep.launch import sweep as run_sweep
 
     run_sweep(cfg, launcher=launcher_for_workers())

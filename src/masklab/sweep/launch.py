@@ -6,7 +6,7 @@
    A grid is enqueued as fixed trials, only the points without a finished (or running) trial.
 3. Create the parent MLflow run, or reopen the study's one; trials are its children (``mlflow.parentRunId``).
 4. Run the trials here (``workers=1``), in K worker processes on the same study, or in K submitit jobs
-   (``hydra/launcher=submitit_slurm|submitit_local``: SLURM jobs or local processes, see masklab.commands.jobs).
+   (``hydra/launcher=submitit_slurm|submitit_local``: SLURM jobs or local processes, see masklab.jobs).
 5. Record the best value and overrides on the parent run; print them.
 """
 
@@ -228,7 +228,7 @@ def run_worker_jobs(spec: SweepSpec, n_trials: int, workers: int, launcher: dict
     """K workers as submitit jobs (SLURM, or local processes) with the settings of the command's
     ``hydra/launcher`` preset, resolved against the trials' train config; wait for them. A worker's mistake stops
     the others (their running trials are recorded failed), as with local workers."""
-    from masklab.commands.jobs import resolve_launcher, submit_function
+    from masklab.jobs import resolve_launcher, submit_function
     from masklab.sweep.worker import run_as_job
 
     folder = Path(spec.sweep_dir) / "workers"
