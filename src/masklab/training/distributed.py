@@ -51,9 +51,14 @@ def leave_process_group() -> None:
 class GlobalBatchNorm:
     """Mixed into a BatchNorm class: in training, the mean and (biased) variance normalising the batch, and the running
     statistics, are those of all ranks' batches together, as one process holding the whole step would compute them.
-    Two-pass (the mean, then the squared deviations from it) and accumulated in float64, as torch's CPU BatchNorm
-    does (float32 sums drifted from it by ~1e-6 per layer, and a ReLU after flips the odd pixel near 0). Evaluation
-    uses the running statistics, as any BatchNorm does."""
+
+    Torch's CPU arithmetic as near as Python gets: two-pass statistics in float64, rounded to x's type, then
+    ``x * alpha + beta``: outputs within one unit in the last place of torch's BatchNorm (about half bit-identical).
+    How near matters: a ReLU after a BatchNorm turns a last-place difference at a value near 0 into a whole gradient
+    element. Through a UNet-resnet18 the gradients were 2e-5 off torch's (torch float32 against float64: 2.5e-5);
+    written ``(x - mean) / std * weight + bias``, 0.5%. The price: a float64 copy of each BatchNorm input during
+    the step (on GPUs torch's fused SyncBatchNorm is the better choice). Evaluation uses the running statistics, as
+    any BatchNorm does."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn: _BatchNorm = self  # type: ignore[assignment]
