@@ -73,21 +73,25 @@ def study_trials(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
 
+def sweep_twice(postgres, tracking, root, preset: str, study: str) -> list:  # noqa: F811
+    """Two `masklab sweep sweep=<preset> study=<study>` at once on a new PostgreSQL database; both must succeed.
+    Returns the study's trials."""
+    url = postgres.create_database(f"optuna_{study}")
+    env = {"MASKLAB_SWEEP_STORAGE": url, "MLFLOW_TRACKING_URI": tracking.url}
+    for res in start_sweeps(machines(root), [f"sweep={preset}", f"study={study}"], env):
+        assert res.returncode == 0, res.stderr[-3000:]
+    return study_trials(url, study)
+
+
 def test_two_machines_share_one_grid_study_on_postgres(postgres, tracking, tmp_path):  # noqa: F811
     """Two sweeps of one 4-point grid on one study: every point runs exactly once, none is lost or run twice;
     both sweeps share one MLflow parent run with one child per point."""
+    from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
 
-    url = postgres.create_database("optuna_grid")
-    env = {"MASKLAB_SWEEP_STORAGE": url, "MLFLOW_TRACKING_URI": tracking.url}
-    results = start_sweeps(machines(tmp_path), ["sweep=team_grid", "study=shared"], env)
-    for res in results:
-        assert res.returncode == 0, res.stderr[-3000:]
-    trials = study_trials(url, "shared")
+    trials = sweep_twice(postgres, tracking, tmp_path, "team_grid", "shared")
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 4}, [(t.number, t.state) for t in trials]
     assert sorted(t.params["optimizer.lr"] for t in trials) == [0.001, 0.002, 0.003, 0.004]
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking.url)
     runs = [client.get_run(t.user_attrs["mlflow_run_id"]) for t in trials]
     assert len({r.data.tags["mlflow.parentRunId"] for r in runs}) == 1  # both sweeps under one parent run
@@ -99,12 +103,7 @@ def test_a_second_shell_joins_a_running_tpe_study(postgres, tracking, tmp_path):
     """Two TPE sweeps of 2 trials each on one study: 4 distinct trials, all complete."""
     from optuna.trial import TrialState
 
-    url = postgres.create_database("optuna_tpe")
-    env = {"MASKLAB_SWEEP_STORAGE": url, "MLFLOW_TRACKING_URI": tracking.url}
-    results = start_sweeps(machines(tmp_path), ["sweep=team_tpe", "study=joined"], env)
-    for res in results:
-        assert res.returncode == 0, res.stderr[-3000:]
-    trials = study_trials(url, "joined")
+    trials = sweep_twice(postgres, tracking, tmp_path, "team_tpe", "joined")
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 4}
     assert len({t.params["optimizer.lr"] for t in trials}) == 4
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
