@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -154,8 +155,12 @@ class S3Server:
         return {**S3_ENV, "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ENDPOINT_URL": self.endpoint}
 
     def create_bucket(self, name: str) -> str:
-        """Create a bucket; returns ``s3://name``."""
+        """Create a bucket; returns ``s3://name``. Refuses a name real S3 would refuse: moto accepts one with
+        ``_``, but then fails (500) the presigned GETs MLflow's clients download large artifacts with."""
         import boto3
+
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name):
+            raise ValueError(f"not an S3 bucket name: {name!r} (3-63 of a-z, 0-9, '.', '-')")
 
         boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
                      aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"],
@@ -214,7 +219,7 @@ def start_tracking_server(postgres: Postgres, s3: S3Server, home: Path, name: st
     # fail on PostgreSQL ("operator does not exist: integer <> character varying", mlflow#24592).
     postgres.create_database(name)
     backend = postgres.url(name, driver="postgresql+psycopg2")
-    bucket = s3.create_bucket(name)
+    bucket = s3.create_bucket(name.replace("_", "-"))  # a database name may hold "_", a bucket's not
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend, "--artifacts-destination", f"{bucket}/artifacts", "--workers", "1"]
