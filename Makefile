@@ -29,11 +29,12 @@ browser:
 # Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
 # a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
 # first, see tests/conftest.py LONGEST_FIRST).
-# Then the team tests (marker `team`): real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit processes.
+# Then, timed apart, the team tests (marker `team`: real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit
+# processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets in full).
 test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team"
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m team
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team and not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "team or slow"
 
 # Debian's PostgreSQL server binaries for the team tests (they start it as an unprivileged user, on 127.0.0.1).
 postgres:

@@ -10,9 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import FAST, MASKLAB, copy_store, fit_in, mlflow_runs, run_masklab
+
+# Real processes killed by real signals, each trained twice: run beside the team tests (`make test`).
+pytestmark = pytest.mark.slow
 
 # A training long enough to be stopped in the middle: 8 epochs of 2 batches of 32 px images.
 LONGER = [*FAST, "trainer.max_epochs=8", "evaluate_after=false"]

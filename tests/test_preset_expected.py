@@ -7,6 +7,8 @@ import pytest
 
 from conftest import REPO, fit_in
 
+pytestmark = pytest.mark.slow  # full trainings (the bottom-up preset ~110 s): run beside the team tests
+
 PRESETS = sorted(p.stem for p in (REPO / "src/masklab/conf/experiment").glob("*.yaml"))
 
 
