@@ -137,6 +137,7 @@ def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: 
     assert sorted(r.info.status for r in parents) == ["FINISHED", "FINISHED"]
 
 
+@pytest.mark.slow  # a real process killed with SIGKILL, then resumed: run with the team tests
 def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path) -> None:
     folder = project / "sim"
     args = ["al", "simulate", *TINY, "al.seeds=[0]", "al.strategies=[random,entropy]", "al.rounds=2",
