@@ -142,19 +142,25 @@ def test_same_config_twice_gives_same_metrics(trained, tmp_path, mlflow_template
 
 
 def test_resume_from_last_continues_the_same_run(project, seed_store):
+    """last.ckpt is where training stands even when the monitored value stopped improving (with Lightning 2.6's
+    save_last it stayed at the best epoch), and a resume from it continues the same run."""
     seed_store(project)
-    first = fit_in(project, [*FAST, "trainer.max_epochs=1", "evaluate_after=false"], "first")
+    # monitor=epoch in min mode: epoch 0 is the best, and no later epoch improves on it
+    never_better = ["monitor=epoch", "monitor_mode=min", "evaluate_after=false"]
+    first = fit_in(project, [*FAST, "trainer.max_epochs=2", *never_better], "first")
     folder = project / "experiments" / "runs" / "first"
-    assert first.output_dir == folder and (folder / "checkpoints" / "last.ckpt").is_file()
-    resumed = fit_in(project, [*FAST, "trainer.max_epochs=2", "evaluate_after=false", "ckpt_path=last",
+    assert first.output_dir == folder and first.best_checkpoint.name == "best-000.ckpt"
+    last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (1, 4)  # the end of epoch 1, not the best epoch 0
+    resumed = fit_in(project, [*FAST, "trainer.max_epochs=3", *never_better, "ckpt_path=last",
                                f"resume_dir={folder}"], "resumed")
     assert resumed.run_id == first.run_id
     client, runs = mlflow_runs(project, "synthetic")
     assert len(runs) == 1  # the resumed training logs into the run it continues
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "val/mIoU")]
-    assert len(steps) == 2 and steps[0] < steps[1]
+    assert steps == [1, 3, 5]  # epochs 0 and 1 once each (not redone from the best epoch), then epoch 2
     last = torch.load(resumed.output_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert last["epoch"] == 1
+    assert last["epoch"] == 2
 
 
 def test_resume_without_resume_dir_is_clear_error(project, capsys):

@@ -197,7 +197,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, export_dir: str | Path | None =
     finally:
         leave_process_group()
 
-    checkpoint = trainer.checkpoint_callback
+    # the best checkpoint's callback (the one with a monitor; last_checkpoint keeps last.ckpt)
+    checkpoint = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     best_path = Path(checkpoint.best_model_path) if checkpoint and checkpoint.best_model_path else None
     best_value = float(checkpoint.best_model_score) if checkpoint and checkpoint.best_model_score is not None \
         else float(trainer.callback_metrics.get(cfg.monitor, math.nan))
