@@ -12,6 +12,10 @@ import yaml
 
 from dvc_project import dvc, git, reproduced_project
 
+# DVC's experiment queue runs a background worker that trains each point (147 s with the module's repro): run
+# beside the team tests (`make test`), timed apart.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
