@@ -30,7 +30,8 @@ browser:
 # a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
 # first, see tests/conftest.py LONGEST_FIRST).
 # Then, timed apart, the team tests (marker `team`: real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit
-# processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets in full).
+# processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets in full,
+# DVC's experiment queue).
 test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team and not slow"

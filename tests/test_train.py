@@ -152,6 +152,9 @@ def test_resume_from_last_continues_the_same_run(project, seed_store):
     assert first.output_dir == folder and first.best_checkpoint.name == "best-000.ckpt"
     last = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (1, 4)  # the end of epoch 1, not the best epoch 0
+    # the best checkpoint is weights only; last.ckpt keeps the optimizer state a resume needs
+    assert "optimizer_states" in last
+    assert "optimizer_states" not in torch.load(first.best_checkpoint, weights_only=True)
     resumed = fit_in(project, [*FAST, "trainer.max_epochs=3", *never_better, "ckpt_path=last",
                                f"resume_dir={folder}"], "resumed")
     assert resumed.run_id == first.run_id
