@@ -190,10 +190,10 @@ def fit_in(project: Path, overrides: list[str], folder: str = "run"):
 
 
 def exits_as_user_error(label: str, func, capsys: pytest.CaptureFixture, one_line: bool = True) -> str:
-    """Run ``func`` the way the CLI runs a command (``masklab.cli.run_reporting_errors``): it must end as a
+    """Run ``func`` the way the CLI runs a command (``masklab.errors.run_reporting_errors``): it must end as a
     user's mistake (exit 2, no traceback) with one line on stderr (unless ``one_line=False``: a list of
     problems), which is returned."""
-    from masklab.cli import run_reporting_errors
+    from masklab.errors import run_reporting_errors
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

@@ -185,7 +185,7 @@ def test_cli_user_error_exits_2_with_one_line(project):
 
 
 def test_cli_bug_exits_1_with_traceback_and_bug_line(project):
-    code = "from masklab.cli import run_reporting_errors; run_reporting_errors('demo', lambda: {}['val'])"
+    code = "from masklab.errors import run_reporting_errors; run_reporting_errors('demo', lambda: {}['val'])"
     res = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert res.returncode == 1
     lines = res.stderr.rstrip().splitlines()

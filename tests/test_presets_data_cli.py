@@ -1,7 +1,7 @@
 """Every experiment preset composes and runs; the data commands work on synthetic and real folders.
 
 In this process: the workflows and the command functions, with a command's errors shown through the
-CLI's own error path (``masklab.cli.run_reporting_errors``: exit status and the one-line message).
+CLI's own error path (``masklab.errors.run_reporting_errors``: exit status and the one-line message).
 """
 
 from __future__ import annotations

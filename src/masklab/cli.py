@@ -9,12 +9,12 @@ import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
-from typing import Any, TypeVar
+from typing import Any
 
+from masklab.console import quiet_third_party
+from masklab.errors import CommandExit, run_reporting_errors
 from masklab.project import make_project_importable
 
-T = TypeVar("T")
-REPORT_BUGS = "open an issue in masklab's tracker (`issues new`), or tell its maintainers"
 # Verbosity flags, accepted anywhere on the command line; Hydra never sees them.
 LEVEL_FLAGS = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
 
@@ -112,89 +112,6 @@ def usage(prefix: tuple[str, ...] = ()) -> str:
              **{words: entry[1] for words, entry in PLAIN_COMMANDS.items()}}
     lines = [f"  {' '.join(words):<16} {text}" for words, text in helps.items() if words[: len(prefix)] == prefix]
     return USAGE.format(commands="\n".join(lines))
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the user's input is wrong: masklab's own UserError and config errors."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from masklab.errors import UserError
-
-    return (UserError, OmegaConfBaseException, HydraException)
-
-
-def user_error_message(exc: BaseException) -> str | None:
-    """The one-line message for a user's mistake, or None when ``exc`` is a bug (in masklab or the user's code)."""
-    from hydra.errors import InstantiationException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from masklab.errors import UserError
-
-    if isinstance(exc, InstantiationException):
-        cause = exc.__cause__
-        # Hydra wraps whatever the `_target_` raised. A UserError inside, a target that cannot be found, or
-        # arguments that do not fit its signature (raised at the call, before any frame of the target runs)
-        # are the config's fault; anything raised inside the target's own code is a bug there.
-        if isinstance(cause, UserError):
-            return str(cause)
-        at_call = cause is None or cause.__traceback__ is None or cause.__traceback__.tb_next is None
-        if not (at_call or str(exc).startswith("Error locating target")):
-            return None
-    elif not isinstance(exc, user_error_types()):
-        return None
-    text = str(exc).strip()
-    # OmegaConf and Hydra add indented "full_key: ..." lines: keep them, on the same line.
-    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) \
-        if isinstance(exc, OmegaConfBaseException | InstantiationException) else text
-
-
-class CommandExit(SystemExit):
-    """A command's exit whose reason was printed already: ``message`` is that line (a user's mistake) or the
-    bug's last line. A job run by masklab's submitit launcher hands it back to the submitting process."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(code)
-        self.message = message
-
-
-def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
-    """Run ``func`` for ``masklab <label>``: a user's mistake exits 2 with one line on stderr; anything else
-    is a bug: its traceback, then a line saying so and where to report it, and exit 1.
-
-    ``HYDRA_FULL_ERROR=1`` shows the traceback of a user's mistake too."""
-    import traceback
-
-    try:
-        return func()
-    except Exception as exc:
-        message = user_error_message(exc)
-        if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
-            print(f"masklab {label}: error: {message}", file=sys.stderr, flush=True)
-            raise CommandExit(getattr(exc, "exit_code", 2), message) from None
-        if message is not None:
-            raise
-        traceback.print_exc()
-        print(f"masklab {label}: internal error: {type(exc).__name__} is a bug in masklab (or in your own "
-              f"model/augment code if the traceback ends there), not a mistake in your input. "
-              f"Please report it with the traceback above: {REPORT_BUGS}", file=sys.stderr, flush=True)
-        raise CommandExit(1, f"internal error: {type(exc).__name__}: {exc}") from None
-
-
-def quiet_third_party() -> None:
-    """Drop third-party noise that says nothing about the user's run (ads, internal deprecations)."""
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning's use of a torch internal
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # num_workers=0 is our default
-
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "litlogger" not in record.getMessage().lower()
-
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
 
 
 # Added to the command line that the other ranks of a DDP training re-run: they log to the console only (a job log

@@ -175,3 +175,19 @@ def progress(iterable: Iterable[T], description: str, total: int | None = None) 
             _active = None
         else:
             bar.remove_task(task)
+
+
+def quiet_third_party() -> None:
+    """Drop third-party noise that says nothing about the user's run (ads, internal deprecations)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning's use of a torch internal
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")  # num_workers=0 is our default
+
+    class _NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "litlogger" not in record.getMessage().lower()
+
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())

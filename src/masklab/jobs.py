@@ -23,7 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from masklab.errors import UserError
+from masklab.errors import CommandExit, UserError
 
 SUBMITIT_ENV = "SUBMITIT_EXECUTOR"  # set by submitit in every job it starts (slurm or local)
 LAUNCHER_PREFIX = "hydra_plugins.masklab_submitit."
@@ -153,8 +153,8 @@ def launch_jobs(launcher: Any, submit: Callable[[Sequence[Sequence[str]], int], 
                 job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Any:
     """In the submitting process: check the settings, prepare the store, ``submit`` the jobs and wait for them,
     then print a line per job. A failure ends the command with one line and the jobs' exit status."""
-    from masklab.cli import run_reporting_errors
     from masklab.console import setup_logging
+    from masklab.errors import run_reporting_errors
 
     setup_logging()
     label = str(launcher.config.hydra.job.name).replace("_", " ")
@@ -232,9 +232,9 @@ def run_job(call: Callable[..., Any], sweep_overrides: Sequence[str], *args: Any
     try:
         ret = call(sweep_overrides, *args, **kwargs)
     except SystemExit as exc:
-        # By its message, not its class: under `python -m masklab.cli` the submitting process pickles cli's
-        # functions by value, so the job's CommandExit is a copy of the class, not masklab.cli's.
-        message = getattr(exc, "message", None) or f"exited with status {exc.code}"
+        # CommandExit lives in masklab.errors, which the job imports by name even when the submitting process
+        # pickled cli's functions by value (`python -m masklab.cli`): its class is the one imported here.
+        message = exc.message if isinstance(exc, CommandExit) else f"exited with status {exc.code}"
         code = exc.code if isinstance(exc.code, int) else 1
         ret = JobReturn(overrides=list(sweep_overrides), status=JobStatus.FAILED,
                         _return_value=JobFailed(code, message))

@@ -294,7 +294,8 @@ def check(out: Path, extra: list[str]) -> None:
 
 def main(args: list[str]) -> None:
     """Entry point from ``masklab pipeline ...`` (not a Hydra app: its config is params.yaml)."""
-    from masklab.cli import quiet_third_party, run_reporting_errors
+    from masklab.console import quiet_third_party
+    from masklab.errors import run_reporting_errors
 
     if not args or args[0] in ("-h", "--help", "help"):
         result(USAGE)

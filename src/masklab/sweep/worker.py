@@ -112,8 +112,8 @@ def run_reported(spec: SweepSpec) -> None:
     """Run the trials as a command does: a user's mistake ends with one ERROR_PREFIX line on stderr and exit
     status 2, a bug with its traceback and 1 (a CommandExit, which the launcher tells apart)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from masklab.cli import quiet_third_party, run_reporting_errors
-    from masklab.console import setup_logging
+    from masklab.console import quiet_third_party, setup_logging
+    from masklab.errors import run_reporting_errors
 
     setup_logging()  # the level comes from the parent's MASKLAB_LOG_LEVEL
     quiet_third_party()
