@@ -7,6 +7,7 @@ that reduces over ranks and the refusals are checked apart, in this process or w
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -14,7 +15,9 @@ import signal
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from test_crash_safety import LONGER, signal_once_checkpointed, start_training
 
@@ -31,7 +34,29 @@ SAME_TRAINING = [*FAST, "loss=ce", "optimizer=sgd", "+model.encoder_depth=3", "+
                  "trainer.limit_val_batches=null", "registry.register=true"]
 # (the unused deepest encoder stage of a cut smp encoder still holds parameters)
 TWO_RANKS = ["trainer=ddp", "data.batch_size=4", "trainer.strategy.find_unused_parameters=true"]
-TOLERANCE = 1e-4
+# What may differ between the two trainings, and how much. What is counted is compared exactly (the samples of every
+# step and every validation, the pixels of each ground-truth class, the images scored); each training's logged
+# validation metrics must be those of its own counts (to float32 logging, LOGGED_RTOL); what float arithmetic
+# computes may differ by the order of its sums (2 ranks of 4 images and an all-reduce against one sum over 8;
+# 8 SIMD lanes against 16 with AVX-512: 9.7e-4 on val/dice/background there, < 1e-4 here). The bound, derived:
+#   u = 2**-24 (float32's unit roundoff). A sum of n terms in another order moves by at most (n - 1) u sum|x|: a
+#   loss and every weight's gradient sum over n = 8 images x 32 x 32 = 8192 pixels, so each step's update differs
+#   by at most n u = 4.9e-4 of itself. After STEPS = 6 SGD steps the weights differ by at most STEPS n u = 2.9e-3 of
+#   the way they moved (first order), and so does a loss of what it lost on the way, at most all of it:
+#   |loss_ddp - loss_one| <= STEPS n u loss_one. x 3 for what the first-order bound leaves out (a ReLU or BatchNorm
+#   near its kink): LOSS_RTOL = 8.8e-3, relative, for train/loss* and val/loss.
+#   The other validation metrics are counts of argmax pixels: a pixel changes class only where its two largest
+#   logits are closer than their perturbation, a fraction of the pixels of the same order (FLIP_FRACTION = LOSS_RTOL,
+#   counted exactly from the confusion matrices: 63 of the 7 x 32 x 32 val pixels). One moved pixel shifts pixel_acc
+#   by 1 / 7168 and a class's IoU or Dice by about 1 / its area; VAL_ATOL = 1e-2 is ~70 pixels of pixel_acc and ten
+#   times the AVX-512 machine's largest difference (about 8 background pixels).
+# A real divergence is not a rounding: a skipped or repeated sample changes the exact counts, a doubly reduced loss
+# is 100% off (test_the_comparison_catches_a_skipped_batch_a_sample_counted_twice_and_a_double_reduction).
+STEPS, STEP_PIXELS = 6, 8 * 32 * 32
+LOSS_RTOL = 3 * STEPS * STEP_PIXELS * 2.0 ** -24
+FLIP_FRACTION = LOSS_RTOL
+VAL_ATOL = 1e-2
+LOGGED_RTOL = 1e-6  # (a float64 score logged as float32)
 # What Hydra writes for `masklab train` in its run folder besides what `fit` writes.
 HYDRA_FILES = {".hydra", ".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "train.log"}
 
@@ -60,9 +85,124 @@ def tree(project: Path, run_id: str) -> set[str]:
     return names | {"RUN"}
 
 
+class TrainingRecord(pl.Callback):
+    """What one rank saw, for the comparison (``+callbacks.record={_target_:test_ddp.TrainingRecord,folder:...}``):
+    the sample ids of every training step, and per validation the ids and the rank's own metric states before they
+    are reduced over the ranks (callbacks' on_validation_epoch_end runs before the module's). Written to
+    ``<folder>/rank<r>.json`` when training ends, outside the project (its files are compared too)."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+        self.steps: list[list] = []
+        self.val: list[dict] = []
+        self.val_ids: list[str] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.steps.append([trainer.current_epoch, trainer.global_step, list(batch["id"])])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.val_ids += list(batch["id"])
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        states = {k: v.tolist() for k, v in pl_module.val_metrics.metric_state.items()}
+        loss = pl_module.val_loss.metric_state
+        states.update(loss_sum=float(loss["mean_value"]), loss_weight=float(loss["weight"]))
+        self.val.append({"epoch": trainer.current_epoch, "ids": self.val_ids, "states": states})
+        self.val_ids = []
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"rank": trainer.global_rank, "classes": list(pl_module.class_table.names), "steps": self.steps,
+                  "val": self.val}
+        (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def recorded(folder: Path, world: int) -> list[dict]:
+    records = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(world)]
+    assert sorted(folder.iterdir()) == [folder / f"rank{r}.json" for r in range(world)]
+    return records
+
+
+def summed_states(epoch_records: list[dict]) -> dict[str, np.ndarray]:
+    """The ranks' metric states of one validation added up: what a reduction over the ranks holds."""
+    return {k: sum(np.asarray(r["states"][k]) for r in epoch_records) for k in epoch_records[0]["states"]}
+
+
+def scores_of(states: dict[str, np.ndarray], classes: list[str]) -> dict[str, float]:
+    """The validation metrics SemanticModule logs for these metric states."""
+    from masklab.metrics import SemanticMetrics, named_scalars
+
+    metric = SemanticMetrics(len(classes), None)
+    for name, default in metric.metric_state.items():
+        setattr(metric, name, torch.as_tensor(states[name], dtype=default.dtype))
+    # (the class's own compute, not the instance's wrapper: no reduction over ranks, no warning about updates)
+    return {"val/loss": float(states["loss_sum"] / states["loss_weight"]),
+            **named_scalars(SemanticMetrics.compute(metric), "val", classes)}
+
+
+def compare_trainings(ddp: dict, single: dict) -> dict[str, float]:
+    """Assert that the distributed training ``ddp`` trained what the one-process ``single`` did; each is
+    ``{"ranks": [TrainingRecord's record per rank], "history": {metric: [(step, value)]}}``. Returns each float
+    metric's largest difference."""
+    # Training: each rank takes the same steps, and step k of the ranks together holds one process's step k.
+    keys = [(e, s) for e, s, _ in single["ranks"][0]["steps"]]
+    for rank in ddp["ranks"]:
+        assert [(e, s) for e, s, _ in rank["steps"]] == keys, f"rank {rank['rank']} took other training steps"
+    for i, (epoch, step, ids) in enumerate(single["ranks"][0]["steps"]):
+        together = [sample for rank in ddp["ranks"] for sample in rank["steps"][i][2]]
+        assert sorted(together) == sorted(ids), f"epoch {epoch} step {step}: other training samples"
+    for epoch in {e for e, _ in keys}:
+        seen = [sample for rank in ddp["ranks"] for e, _, ids in rank["steps"] if e == epoch for sample in ids]
+        assert len(seen) == len(set(seen)), f"epoch {epoch}: a training sample seen twice"
+
+    # Validation: every sample once, on one rank; the same pixels per ground-truth class and images scored, and the
+    # logged metrics those of the ranks' states added up (reduced over the ranks once, nothing left out).
+    classes = single["ranks"][0]["classes"]
+    assert len(single["ranks"][0]["val"]) == len(single["history"]["val/mIoU"])
+    for e, one in enumerate(single["ranks"][0]["val"]):
+        shares = [rank["val"][e] for rank in ddp["ranks"]]
+        ids = [sample for share in shares for sample in share["ids"]]
+        assert len(ids) == len(set(ids)), f"validation {e}: a sample counted on two ranks: {sorted(ids)}"
+        assert sorted(ids) == sorted(one["ids"]), f"validation {e}: other samples"
+        states, alone = summed_states(shares), summed_states([one])
+        confusion, confusion_alone = states["confmat"], alone["confmat"]
+        assert (confusion.sum(1) == confusion_alone.sum(1)).all() and states["image_count"] == alone["image_count"] \
+            and states["loss_weight"] == alone["loss_weight"], \
+            f"validation {e}: other pixel counts {confusion.sum(1)} != {confusion_alone.sum(1)}"
+        moved = int(np.abs(confusion - confusion_alone).sum()) // 2  # (a pixel leaves one cell for another)
+        assert moved <= FLIP_FRACTION * confusion.sum(), f"validation {e}: {moved} pixels changed class"
+        for name, run, local in (("ddp", ddp, states), ("single", single, alone)):
+            expected = scores_of(local, classes)
+            values = {k: run["history"][k][e][1] for k in run["history"] if k.startswith("val/")}
+            assert set(values) == set(expected), f"{name}: validation {e} logged {set(values) ^ set(expected)}"
+            wrong = {k: (v, expected[k]) for k, v in values.items()
+                     if not math.isclose(v, expected[k], rel_tol=LOGGED_RTOL, abs_tol=LOGGED_RTOL)}
+            assert not wrong, f"{name}: validation {e} logged other values than its samples' counts give: {wrong}"
+
+    # Floats: within what another summation order makes of them (see LOSS_RTOL and VAL_ATOL).
+    compared = {key for key in single["history"] if key.startswith(("val/", "train/loss"))}
+    assert len(compared) > 10 and compared <= set(ddp["history"]), compared - set(ddp["history"])
+    worst, over = {}, {}
+    for key in sorted(compared):
+        pairs = list(zip(ddp["history"][key], single["history"][key], strict=True))
+        assert all(a == b for (a, _), (b, _) in pairs), f"{key}: logged at other steps"
+        worst[key] = max(abs(a - b) for (_, a), (_, b) in pairs)
+        for (_, a), (_, b) in pairs:
+            bound = LOSS_RTOL * abs(b) if "loss" in key else VAL_ATOL
+            if abs(a - b) > bound:
+                over[key] = (a, b, bound)
+    assert not over, f"differences over the bound (ddp, one process, bound): {over}"
+    return worst
+
+
 def test_two_ranks_train_what_one_process_trains_and_track_once(project: Path, tmp_path_factory, seed_store) -> None:
     seed_store(project)
-    done = run_masklab(["train", *TWO_RANKS, *SAME_TRAINING], project)
+    folders = {name: tmp_path_factory.mktemp(f"{name}_record") for name in ("ddp", "single")}
+    record = {name: f"+callbacks.record={{_target_:test_ddp.TrainingRecord,folder:'{folder}'}}"
+              for name, folder in folders.items()}
+    tests = str(Path(__file__).parent)  # (TrainingRecord for both ranks' processes)
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    done = run_masklab(["train", *TWO_RANKS, *SAME_TRAINING, record["ddp"]], project, env={"PYTHONPATH": path})
     assert done.returncode == 0, done.stderr[-4000:]
     # Rank 1 shows nothing of its own: the config and the result once.
     assert done.stderr.count("masklab train — synthetic") == 1 and done.stdout.count("Best val/mIoU") == 1
@@ -70,24 +210,19 @@ def test_two_ranks_train_what_one_process_trains_and_track_once(project: Path, t
 
     one = tmp_path_factory.mktemp("one_process")
     seed_store(one)
-    alone = fit_in(one, [*SAME_TRAINING, "data.batch_size=8"])
+    alone = fit_in(one, [*SAME_TRAINING, "data.batch_size=8", record["single"]])
 
     run, ddp = histories(project)
     _, single = histories(one)
     assert run.info.status == "FINISHED"
-    compared = {key for key in single if key.startswith(("val/", "train/loss"))}
-    assert len(compared) > 10 and compared <= set(ddp), compared - set(ddp)
-    worst = {}
-    for key in sorted(compared):
-        assert [s for s, _ in ddp[key]] == [s for s, _ in single[key]], key  # the same steps and epochs
-        worst[key] = max(abs(a - b) for (_, a), (_, b) in zip(ddp[key], single[key]))
+    assert len(ddp["val/mIoU"]) == 2 and len(ddp["train/loss_step"]) == STEPS  # 2 epochs of 3 steps (29 samples / 8)
+    worst = compare_trainings({"ranks": recorded(folders["ddp"], 2), "history": ddp},
+                              {"ranks": recorded(folders["single"], 1), "history": single})
     print(f"largest difference, 2 ranks x 4 vs 1 process x 8: {max(worst.values()):.2e} ({max(worst, key=worst.get)})")
-    assert max(worst.values()) <= TOLERANCE, {k: v for k, v in worst.items() if v > TOLERANCE}
-    assert len(ddp["val/mIoU"]) == 2 and len(ddp["train/loss_step"]) == 6  # 2 epochs of 3 steps (29 samples / 8)
 
     # Evaluation and registration happened once, on rank zero, into the one run.
     assert all(len(ddp[key]) == 1 for key in ddp if key.startswith("eval/"))
-    assert math.isclose(ddp["eval/val/mIoU"][0][1], single["eval/val/mIoU"][0][1], abs_tol=TOLERANCE)
+    assert math.isclose(ddp["eval/val/mIoU"][0][1], single["eval/val/mIoU"][0][1], abs_tol=VAL_ATOL)
     client, _ = mlflow_runs(project, "synthetic")
     versions = client.search_model_versions("name='synthetic'")
     assert [(int(v.version), v.run_id) for v in versions] == [(1, run.info.run_id)]
@@ -97,6 +232,108 @@ def test_two_ranks_train_what_one_process_trains_and_track_once(project: Path, t
     ddp_tree = tree(project, run.info.run_id)
     single_tree = tree(one, mlflow_runs(one, "synthetic")[1][0].info.run_id)
     assert ddp_tree == single_tree | {f"RUN/{name}" for name in HYDRA_FILES}, ddp_tree ^ single_tree
+
+
+def _fake_trainings(flips: int = 8, noise: float = 1e-3) -> tuple[dict, dict]:
+    """A distributed and a one-process training as the test above records them, built without training: 29 train
+    samples in 2 epochs of 3 steps of 8 (4 per rank), 7 validation images of 32 x 32 px (4 on rank 0, 3 on rank 1)
+    whose predictions differ by ``flips`` pixels, losses that differ by ``noise`` relative: rounding, no more."""
+    from masklab.metrics import SemanticMetrics
+
+    gen = torch.Generator().manual_seed(3)
+    classes = ["background", "circle", "square", "triangle"]
+    train_ids = [f"synth_{i:05d}" for i in range(29)]
+    single_steps, rank_steps = [], [[], []]
+    for epoch in range(2):
+        order = torch.randperm(29, generator=gen).tolist()
+        for k in range(3):
+            ids = [train_ids[i] for i in order[8 * k:8 * k + 8]]
+            single_steps.append([epoch, 3 * epoch + k, ids])
+            for r in range(2):
+                rank_steps[r].append([epoch, 3 * epoch + k, ids[r::2]])
+    val_ids = [f"synth_{i:05d}" for i in range(29, 36)]
+    target = torch.randint(0, 4, (7, 32, 32), generator=gen)
+    wrong = torch.randint(0, 4, (7, 32, 32), generator=gen)
+    pred = torch.where(torch.rand(7, 32, 32, generator=gen) < 0.8, target, wrong)
+    pred_ddp = pred.clone().view(-1)
+    pred_ddp[:flips] = (pred_ddp[:flips] + 1) % 4  # pixels near a tie that the other summation order tips over
+    pred_ddp = pred_ddp.view(7, 32, 32)
+    losses = [1.4 - 0.1 * i for i in range(6)]
+
+    def states(p: torch.Tensor, t: torch.Tensor, loss: float) -> dict:
+        metric = SemanticMetrics(4, None)
+        metric.update(p, t)
+        return {**{k: v.tolist() for k, v in metric.metric_state.items()}, "loss_sum": loss * len(t),
+                "loss_weight": float(len(t))}
+
+    def history(ranks: list[dict], scale: float) -> dict:
+        out = {"train/loss_step": [(i, v * scale) for i, v in enumerate(losses)],
+               "train/loss_epoch": [(2, 1.3 * scale), (5, 1.0 * scale)]}
+        for e, step in enumerate((2, 5)):
+            for key, value in scores_of(summed_states([r["val"][e] for r in ranks]), classes).items():
+                out.setdefault(key, []).append((step, value))
+        return out
+
+    single_val = [{"epoch": e, "ids": val_ids, "states": states(pred, target, 1.2)} for e in range(2)]
+    single = {"ranks": [{"rank": 0, "classes": classes, "steps": single_steps, "val": single_val}]}
+    ddp = {"ranks": [{"rank": r, "classes": classes, "steps": rank_steps[r],
+                      "val": [{"epoch": e, "ids": val_ids[r::2],
+                               "states": states(pred_ddp[r::2], target[r::2], 1.2 * (1 + noise))} for e in range(2)]}
+                     for r in range(2)]}
+    single["history"], ddp["history"] = history(single["ranks"], 1.0), history(ddp["ranks"], 1 + noise)
+    return ddp, single
+
+
+def test_the_comparison_catches_a_skipped_batch_a_sample_counted_twice_and_a_double_reduction() -> None:
+    """compare_trainings, on trainings made up in a few milliseconds: what rounding makes of two trainings passes;
+    each kind of real divergence fails, and the float ones by far more than the bound."""
+    import copy
+
+    ddp, single = _fake_trainings()
+    worst = compare_trainings(ddp, single)
+    assert 0 < max(worst.values()) < VAL_ATOL  # (8 pixels of 7168 moved, losses 1e-3 apart: rounding, allowed)
+
+    # A rank that skips a batch: its next batch in that step's place (as one more step at the end would be).
+    skipped = copy.deepcopy(ddp)
+    skipped["ranks"][1]["steps"][1][2] = ddp["ranks"][1]["steps"][2][2]
+    with pytest.raises(AssertionError, match="epoch 0 step 1: other training samples"):
+        compare_trainings(skipped, single)
+    fewer = copy.deepcopy(ddp)
+    del fewer["ranks"][1]["steps"][4]
+    with pytest.raises(AssertionError, match="rank 1 took other training steps"):
+        compare_trainings(fewer, single)
+
+    # A validation sample seen twice: a padding sampler gives rank 1 rank 0's first image too (its id, its pixels).
+    padded = copy.deepcopy(ddp)
+    for e in range(2):
+        share = padded["ranks"][1]["val"][e]
+        share["ids"].append(ddp["ranks"][0]["val"][e]["ids"][0])
+        share["states"]["confmat"] = (np.asarray(share["states"]["confmat"]) + 256 * np.eye(4, dtype=int)).tolist()
+    with pytest.raises(AssertionError, match="a sample counted on two ranks"):
+        compare_trainings(padded, single)
+    # ... and were the ids not recorded, its 1024 pixels counted twice would give it away.
+    for e in range(2):
+        padded["ranks"][1]["val"][e]["ids"].pop()
+    with pytest.raises(AssertionError, match="other pixel counts"):
+        compare_trainings(padded, single)
+
+    # A loss reduced twice: summed over the ranks, not averaged, every logged value doubles.
+    summed = copy.deepcopy(ddp)
+    summed["history"]["train/loss_step"] = [(s, 2 * v) for s, v in ddp["history"]["train/loss_step"]]
+    with pytest.raises(AssertionError, match="train/loss_step"):
+        compare_trainings(summed, single)
+    over = [abs(a - b) / (LOSS_RTOL * b) for (_, a), (_, b) in zip(summed["history"]["train/loss_step"],
+                                                                    single["history"]["train/loss_step"])]
+    assert min(over) > 100  # (each difference is a whole loss: over 100 times the bound)
+
+    # Validation metrics of rank zero's share only (reduced over no rank): not what the counts of all samples give.
+    unreduced = copy.deepcopy(ddp)
+    for e, step in enumerate((2, 5)):
+        rank_zero = summed_states([unreduced["ranks"][0]["val"][e]])
+        for key, value in scores_of(rank_zero, single["ranks"][0]["classes"]).items():
+            unreduced["history"][key][e] = (step, value)
+    with pytest.raises(AssertionError, match="ddp: validation 0 logged other values"):
+        compare_trainings(unreduced, single)
 
 
 def test_ddp_refuses_a_multirun_and_callers_that_train_several_models(project: Path, seed_store) -> None:
