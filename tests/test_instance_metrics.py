@@ -160,6 +160,41 @@ def coco_direct(images: list[Image], class_ids=(1,), max_dets=100) -> COCOeval:
     return ev
 
 
+def coco_boundary_direct(images: list[Image], class_ids=(1,)) -> COCOeval:
+    """Boundary AP as bowenc0221/boundary-iou-api computes it, on pycocotools' own COCOeval run as a user runs it
+    over the whole dataset: ``computeIoU`` overridden to min(mask IoU, boundary IoU), a crowd region keeping its
+    (crowd) mask IoU, each boundary from :func:`plain_boundary` (scipy's erosion, not masklab's band)."""
+    gt, results = coco_dicts(images, class_ids)
+    for obj in [*gt["annotations"], *results]:
+        h, w = obj["segmentation"]["size"]
+        mask = mask_utils.decode(obj["segmentation"]).astype(bool)
+        obj["boundary"] = mask_utils.encode(np.asfortranarray(plain_boundary(mask).astype(np.uint8)))
+        assert (h, w) == mask.shape
+
+    class BoundaryEval(COCOeval):
+        def computeIoU(self, imgId, catId):  # noqa: N802, N803 (COCOeval's names)
+            gts, dts = self._gts[imgId, catId], self._dts[imgId, catId]
+            if not gts or not dts:
+                return []
+            order = np.argsort([-d["score"] for d in dts], kind="mergesort")[: self.params.maxDets[-1]]
+            dts = [dts[i] for i in order]
+            crowd = [int(g["iscrowd"]) for g in gts]
+            mask_iou = np.asarray(mask_utils.iou([d["segmentation"] for d in dts], [g["segmentation"] for g in gts],
+                                                 crowd))
+            band_iou = np.asarray(mask_utils.iou([d["boundary"] for d in dts], [g["boundary"] for g in gts], crowd))
+            return np.where(np.array(crowd)[None, :] == 1, mask_iou, np.minimum(mask_iou, band_iou))
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        ev = BoundaryEval(coco_gt, coco_gt.loadRes(results), iouType="segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev
+
+
 def plain_boundary(mask: np.ndarray, ratio: float = 0.02) -> np.ndarray:
     """Mask minus its erosion by d = max(1, round(ratio * diagonal)) with a 3x3 square (outside = 0)."""
     h, w = mask.shape
@@ -428,10 +463,15 @@ def test_mask_ap_equals_pycocotools_on_random_images():
 def test_image_ap_equals_pycocotools_on_that_image_alone():
     images = random_images(seed=1, n=6, n_obj=(1, 9), crowd_every=3)
     _, rows = run(images, class_ids=(1, 2, 3), boundary=False)
+    compared = 0
     for img, row in zip(images, rows):
         if not img.pred or not any(c == 0 for _, _, c in img.gt):
-            continue
-        assert_same(row["mask_AP"], coco_direct([img], class_ids=(1, 2, 3)).stats[0])
+            continue  # (no prediction or no regular ground truth: COCO's AP is -1, ours 0 by rule)
+        theirs = coco_direct([img], class_ids=(1, 2, 3)).stats[0]
+        assert theirs != -1
+        assert_same(row["mask_AP"], theirs)
+        compared += 1
+    assert compared >= 4, compared  # (of 6 images: the skip must not empty the comparison)
 
 
 def test_max_dets_cuts_like_pycocotools():
@@ -500,12 +540,37 @@ def test_streaming_order_of_updates_is_the_coco_image_order():
     assert metric.per_sample() == [] and math.isnan(metric.compute()["mask_AP"])
 
 
+BOUNDARY_CASE = dict(seed=7, n=12, n_obj=(1, 8), crowd_every=4, sizes=((48, 64), (64, 64)))
+
+
+def test_boundary_ap_equals_pycocotools_with_the_boundary_iou_rule():
+    """Boundary AP, crowd regions, area ranges and maxDets included (the plain rule above has none of them), against
+    pycocotools' COCOeval over the whole dataset with Boundary IoU's computeIoU and scipy's boundaries."""
+    images = random_images(**BOUNDARY_CASE)
+    assert sum(c for img in images for _, _, c in img.gt) == 3  # (crowd regions in images 0, 4 and 8)
+    metric, _ = run(images, class_ids=(1, 2, 3))
+    result = metric.compute()
+    direct = coco_boundary_direct(images, class_ids=(1, 2, 3))
+    compared = 0
+    for key, theirs in zip(COCO_KEYS, direct.stats, strict=True):
+        assert_same(result[f"boundary_{key}"], theirs)
+        compared += theirs != -1
+    assert compared >= 8, compared  # (every object is small, < 32² px: the medium and large stats are -1, not compared)
+    precision = metric.coco_eval("boundary")["precision"]
+    assert precision.shape == direct.eval["precision"].shape and (direct.eval["precision"] > -1).sum() > 1000
+    assert np.abs(precision - direct.eval["precision"]).max() <= TOL
+    # Boundary IoU is no mask IoU: the two APs differ here, so the comparison above is one of boundaries.
+    assert abs(result["boundary_AP"] - result["mask_AP"]) > 0.01
+
+
 def test_boundary_ap_equals_faster_coco_eval_if_installed():
-    """A second reference when faster-coco-eval is installed (not a dependency): its iouType 'boundary'
-    implements Cheng et al.'s rule with OpenCV erosion, crowd regions included."""
+    """A second, independent reference when faster-coco-eval is installed (`pip install -e .[bench]`; not in dev,
+    so CI skips it: the pycocotools test above always runs): its iouType 'boundary' implements Cheng et al.'s rule
+    with OpenCV erosion, crowd regions included."""
     fce = pytest.importorskip("faster_coco_eval")
-    images = random_images(seed=7, n=12, n_obj=(1, 8), crowd_every=4, sizes=((48, 64), (64, 64)))
+    images = random_images(**BOUNDARY_CASE)
     gt, results = coco_dicts(images, (1, 2, 3), text_counts=True)
+    assert len(gt["annotations"]) >= 30 and len(results) >= 30, (len(gt["annotations"]), len(results))
     coco_gt = fce.COCO(gt)
     ev = fce.COCOeval_faster(coco_gt, coco_gt.loadRes(results), "boundary", boundary_cpu_count=1)
     ev.evaluate()
@@ -513,5 +578,8 @@ def test_boundary_ap_equals_faster_coco_eval_if_installed():
     ev.summarize()
     metric, _ = run(images, class_ids=(1, 2, 3))
     result = metric.compute()
-    for key, theirs in zip(COCO_KEYS, ev.stats[:12]):
+    compared = 0
+    for key, theirs in zip(COCO_KEYS, ev.stats[:12], strict=True):
         assert_same(result[f"boundary_{key}"], float(theirs))
+        compared += float(theirs) != -1
+    assert compared >= 8, compared  # (every object is small, < 32² px: the medium and large stats are -1, not compared)
