@@ -79,7 +79,7 @@ def score(pairs, planted: dict[tuple[str, str], str], keep) -> dict:
 
 
 def run(name: str, a: argparse.Namespace) -> dict:
-    from masklab.curation.duplicates import DuplicateRules
+    from masklab.data.duplicates import DuplicateRules
     from masklab.data.format import load_dataset
     from masklab.workflows import find_duplicates, make_embedder
 

@@ -34,7 +34,7 @@ def make_vectors(n: int, dim: int, planted: int, seed: int) -> tuple[np.ndarray,
 
 
 def make_prints(n: int, pairs: list[tuple[int, int]], seed: int) -> dict:
-    from masklab.curation.fingerprints import Fingerprint
+    from masklab.data.fingerprints import Fingerprint
 
     rng = np.random.default_rng(seed + 1)
     hashes = rng.integers(0, 256, size=(n, 8), dtype=np.uint8)
@@ -61,7 +61,7 @@ def recall(table, pairs: list[tuple[int, int]]) -> float:
 
 
 def main() -> None:
-    from masklab.curation.duplicates import DuplicateRules, duplicate_pairs
+    from masklab.data.duplicates import DuplicateRules, duplicate_pairs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=50_000)

@@ -78,6 +78,7 @@ def main() -> None:
     p.add_argument("--cli-only", action="store_true")
     a = p.parse_args()
     from masklab.inference import predict_image
+    from masklab.tasks import package_signature
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.registry import Registry
     from masklab.tracking.runs import client, downloaded_checkpoint
@@ -97,10 +98,10 @@ def main() -> None:
         registry = Registry(uri)
         times = []
         with downloaded_checkpoint(uri, run_id) as ckpt:
-            registry.register(run_id, "warmup", ckpt)  # first call pays MLflow's lazy imports
+            registry.register(run_id, "warmup", ckpt, package_signature)  # first call pays MLflow's lazy imports
             for _ in range(3):
                 start = time.perf_counter()
-                mv = registry.register(run_id, "bench", ckpt)
+                mv = registry.register(run_id, "bench", ckpt, package_signature)
                 times.append(time.perf_counter() - start)
         registry.promote("bench", mv.version, "Production", None)
         load_times = []

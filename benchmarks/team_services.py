@@ -48,6 +48,7 @@ def trained_run(project: Path, tracking_uri: str, env: dict[str, str]) -> str:
 
 def registry_times(tracking_uri: str, run_id: str, repeats: int) -> dict[str, float]:
     """Median seconds of register (package + log + version) and of loading models:/bench/Production."""
+    from masklab.tasks import package_signature
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.registry import Registry
     from masklab.tracking.runs import downloaded_checkpoint
@@ -55,10 +56,10 @@ def registry_times(tracking_uri: str, run_id: str, repeats: int) -> dict[str, fl
     registry = Registry(tracking_uri)
     register = []
     with downloaded_checkpoint(tracking_uri, run_id) as ckpt:
-        registry.register(run_id, "warmup", ckpt)  # the first call pays lazy imports
+        registry.register(run_id, "warmup", ckpt, package_signature)  # the first call pays lazy imports
         for _ in range(repeats):
             start = time.perf_counter()
-            mv = registry.register(run_id, "bench", ckpt)
+            mv = registry.register(run_id, "bench", ckpt, package_signature)
             register.append(time.perf_counter() - start)
     registry.promote("bench", mv.version, "Production", None)
     load = []

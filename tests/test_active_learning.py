@@ -21,9 +21,9 @@ from masklab.active.selection import Strategy, take_within_budget
 from masklab.active.uncertainty import aggregate, class_weights, pixel_uncertainty
 from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_dataset
 from masklab.errors import UserError
+from masklab.inference.package import Package
 from masklab.inference.rule import InputRule
 from masklab.models.factory import NormalizedSegmentationModel
-from masklab.tracking.packaging import Package
 from masklab.workflows.active_learning import SELECTED_KEY, record_selection, select
 
 from conftest import FAST, fit_in, mlflow_runs, run_masklab

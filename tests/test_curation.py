@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 
 from masklab.curation import similarity
-from masklab.curation.duplicates import DuplicateRules, duplicate_pairs, nearest_neighbours
 from masklab.curation.embeddings import embed_dataset, read_embeddings
-from masklab.curation.fingerprints import fingerprint, hamming
+from masklab.data.duplicates import DuplicateRules, duplicate_pairs, nearest_neighbours
+from masklab.data.fingerprints import fingerprint, hamming
 from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_dataset
 from masklab.errors import UserError
 from masklab.inference.embeddings import ThumbnailEmbedder
@@ -155,9 +155,9 @@ def test_encoder_embedders_from_weights_file_and_model(planted: Path, tmp_path: 
     import torchvision
 
     from masklab.inference.embeddings import package_embedder, weights_embedder
+    from masklab.inference.package import Package
     from masklab.inference.rule import InputRule
     from masklab.models.factory import build_model
-    from masklab.tracking.packaging import Package
 
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(KVASIR.glob("*.jpg"))[:3]]
     torch.manual_seed(0)

@@ -184,7 +184,7 @@ def test_package_imports_only_its_own_code(project: Path, target: str):
     """A package's spec may name only code shipped in its code/ folder, even where the project
     (the current directory) has a module of that name."""
     from masklab.errors import UserError
-    from masklab.tracking.packaging import SPEC_FILE, load_package_dir
+    from masklab.inference.package import SPEC_FILE, load_package_dir
 
     make_project(project)
     package = project / "package"

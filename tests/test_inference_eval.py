@@ -22,7 +22,8 @@ from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_datas
 from masklab.errors import UserError
 from masklab.inference import InputRule, Predictor, resolve_device
 from masklab.inference.folder import predict_folder
-from masklab.tracking.packaging import Package
+from masklab.inference.package import Package
+from masklab.tasks import get_task
 from masklab.workflows.evaluation import evaluate_checkpoint, evaluate_model
 
 SIZES = [(40, 60), (77, 50), (96, 96), (31, 45), (64, 33)]
@@ -169,8 +170,8 @@ def test_saved_predictions_equal_predict_pixel_for_pixel(data, tmp_path):
     evaluate_model(model, TABLE, "unet", dataset, "val", tmp_path, rule, options={"device": "cpu", "batch_size": 4})
     package = Package(model, TABLE, rule, {"task": "semantic"})
     files = sorted((dataset.root / "images").glob("img*.png"))
-    written, index = predict_folder(package, files, dataset.root / "images", tmp_path / "predicted", device="cpu",
-                                    batch_size=3)
+    written, index = predict_folder(get_task("semantic"), package, files, dataset.root / "images",
+                                    tmp_path / "predicted", device="cpu", batch_size=3)
     assert len(written) == len(SIZES) and index is None  # a class map needs no index
     for path in written:
         predicted = np.asarray(Image.open(path))

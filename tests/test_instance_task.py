@@ -81,8 +81,8 @@ def test_dense_target_interiors_boundaries_overlaps_and_crowd():
 
 
 def test_split_objects_recovers_touching_objects_from_their_target():
-    from masklab.tasks.instance import split_objects
     from masklab.tasks.instance_module import dense_target
+    from masklab.tasks.instance_predictions import split_objects
 
     masks = np.zeros((2, 24, 24), bool)
     masks[0, 4:14, 2:12] = True
@@ -99,8 +99,8 @@ def test_split_objects_recovers_touching_objects_from_their_target():
 
 
 def test_split_objects_keeps_objects_thinner_than_the_boundary_rim():
-    from masklab.tasks.instance import split_objects
     from masklab.tasks.instance_module import dense_target
+    from masklab.tasks.instance_predictions import split_objects
 
     masks = np.zeros((2, 24, 24), bool)
     masks[0, 4:16, 4:16] = True
@@ -135,7 +135,7 @@ def test_interior_ids_equal_a_per_object_erosion_that_keeps_the_border():
 
 
 def test_prediction_id_map_draws_the_most_confident_object_on_top():
-    from masklab.tasks.instance import InstancePrediction
+    from masklab.tasks.instance_predictions import InstancePrediction
 
     masks = np.zeros((2, 4, 4), bool)
     masks[0, :2, :2] = True
@@ -216,9 +216,10 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     table = done.evaluations["val"].per_sample
     assert {"id", "n_gt", "n_pred", "count_error", "mask_AP", "matches"} <= set(table.columns)
 
+    from masklab.tasks import gate_metric
     from masklab.tracking.registry import Gate, Registry
 
-    row = Registry(str(done.tracking_uri)).list_versions("shapes", Gate())[0]
+    row = Registry(str(done.tracking_uri)).list_versions("shapes", Gate(), gate_metric)[0]
     assert row["gate metric"] == "mask_AP"  # the promotion gate compares mask AP for instance models
 
     out = tmp_path / "pred"
@@ -249,9 +250,10 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     from masklab.data.format import read_image
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor
+    from masklab.inference.package import load_package_dir
     from masklab.inference.rule import rule_from_meta
     from masklab.tasks import get_task
-    from masklab.tracking.packaging import load_package_dir, write_package
+    from masklab.tracking.packaging import write_package
 
     seed_store(project)
     done = fit_in(project, ["task=instance", "model=maskrcnn_mobilenet", *FAST, "data.image_size=64",

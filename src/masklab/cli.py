@@ -207,8 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     config_name, target, _ = COMMANDS[words]
     import hydra
 
-    # Imported here, not at the top: it registers the ${masklab.*} resolvers (and imports OmegaConf),
-    # which `masklab --help` does not need.
+    # Imported here, not at the top: they register the ${masklab.*} resolvers (and import OmegaConf),
+    # which `masklab --help` does not need; `--cfg job --resolve` resolves them before any command runs.
+    import masklab.tasks  # noqa: F401  (${masklab.task_monitor:...})
     from masklab.config import CONF_DIR
 
     command_line = [sys.argv[0], *argv]  # (-q/-v travel in MASKLAB_LOG_LEVEL)

@@ -17,6 +17,8 @@ from masklab.errors import UserError
 from masklab.project import PACKAGE_CONF_DIR, make_project_importable, project_conf_dir, project_root
 
 CONF_DIR = str(PACKAGE_CONF_DIR)
+# train.yaml's ``task``; checkpoints and packages written before tasks existed (v1) have none and are semantic.
+DEFAULT_TASK = "semantic"
 
 
 def image_hw(size: Any, key: str = "data.image_size") -> tuple[int, int]:
@@ -35,15 +37,6 @@ def _if_square(size: Any, value: float) -> float:
     change a non-square shape (a 90-degree rotation turns H x W into W x H)."""
     height, width = image_hw(size)
     return value if height == width else 0.0
-
-
-def _task_monitor(task: Any) -> str:
-    """The validation metric that picks the best checkpoint of a task (``monitor: ${masklab.task_monitor:${task}}``)."""
-    from masklab.tasks import TASK_MONITORS, TASKS
-
-    if task not in TASK_MONITORS:
-        raise UserError(f"task={task}: unknown; expected one of {sorted(TASKS)}")
-    return TASK_MONITORS[task]
 
 
 def _device_count(devices: Any) -> int:
@@ -71,13 +64,13 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/submitit_(slurm|l
 
 
 # Registered on import (cli.py imports this module), so every command, compose() and a test that
-# merges a preset by hand resolve `${masklab.height:${data.image_size}}` alike.
+# merges a preset by hand resolve `${masklab.height:${data.image_size}}` alike. (`${masklab.task_monitor:...}`
+# needs the task registry: masklab.tasks registers it, and the CLI and masklab.workflows import that.)
 RESOLVERS = {
     "masklab.height": lambda size: image_hw(size)[0],
     "masklab.width": lambda size: image_hw(size)[1],
     "masklab.short_side": lambda size: min(image_hw(size)),
     "masklab.if_square": _if_square,
-    "masklab.task_monitor": _task_monitor,
     "masklab.device_count": _device_count,
     "masklab.gpus_per_node": _gpus_per_node,
     # paths.root_dir: the project folder, absolute (masklab.project's one rule). A relative

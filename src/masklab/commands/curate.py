@@ -103,7 +103,7 @@ def _embedder(cfg: DictConfig):
 
 def duplicates(cfg: DictConfig) -> None:
     """`masklab curate duplicates`: exact and near-duplicate pairs, leaks across splits first."""
-    from masklab.curation.duplicates import DuplicateRules
+    from masklab.data.duplicates import DuplicateRules
     from masklab.workflows import find_duplicates
 
     dataset = _dataset(cfg)

@@ -163,15 +163,19 @@ def trained_run(out: Path) -> str:
 
 def train(cfg: DictConfig, out: Path) -> None:
     """Fit without evaluation (the evaluate stage does it) and export the stage's outputs."""
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
+    from masklab.pipeline.outputs import write_fit_outputs
     from masklab.workflows import fit
 
     with open_dict(cfg):
         cfg.evaluate_after = False
     # The run folder of `masklab train`'s layout (checkpoints/, last.ckpt for resuming).
     output_dir = Path(cfg.paths.experiments_dir) / "runs" / datetime.now().strftime("%Y-%m-%d/%H-%M-%S_pipeline-train")
-    fitted = fit(cfg, output_dir, export_dir=out / "train")
+    as_given = OmegaConf.to_yaml(cfg)  # the config file the stage exports, before fit fills in the run folder
+    fitted = fit(cfg, output_dir)
+    if fitted.best_checkpoint is not None:
+        write_fit_outputs(out / "train", fitted, as_given)
     result(f"train: best {fitted.monitor} {fitted.best_value:.6f}; wrote {out / 'train'}; MLflow run {fitted.run_id}")
 
 

@@ -111,6 +111,7 @@ def _print_table(title: str, rows: list[dict]) -> None:
 
 
 def models_list(cfg: DictConfig) -> None:
+    from masklab.tasks import gate_metric
     from masklab.tracking.registry import Gate
     from masklab.workflows.registry import gate_from_config
 
@@ -120,7 +121,7 @@ def models_list(cfg: DictConfig) -> None:
     if not names:
         result(f"No registered models in {cfg.logger.tracking_uri}", __name__)
     for name in names:
-        _print_table(f"model '{name}'", registry.list_versions(name, gate))
+        _print_table(f"model '{name}'", registry.list_versions(name, gate, gate_metric))
 
 
 def _gate_summary(gate: dict[str, Any] | None) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 from masklab.commands.common import hydra_output_dir, hydra_single_run, print_config
 from masklab.console import logger, result
@@ -18,9 +20,14 @@ def train(cfg: DictConfig) -> float:
 
     if rank_zero_only.rank == 0:  # (known from the launcher's environment, before any Trainer exists)
         print_config(cfg, f"masklab train — {cfg.experiment_name}")
+    as_given = OmegaConf.to_yaml(cfg)  # (export_dir's config.yaml: the config before fit fills in the run folder)
     done = fit(cfg, hydra_output_dir(), distributed_entry=True, rerunnable=hydra_single_run())
     if not done.is_global_zero:
         return done.best_value
+    if cfg.get("export_dir") and done.best_checkpoint is not None:
+        from masklab.pipeline.outputs import write_fit_outputs
+
+        write_fit_outputs(Path(cfg.export_dir), done, as_given)
     if done.registered:
         name, version = done.registered
         result(f"Registered run {done.run_id} as model '{name}' version {version}. Promote it with:\n"

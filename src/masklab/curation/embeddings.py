@@ -1,6 +1,6 @@
 """Per-sample embeddings: a table keyed by sample id, cached by what made them and the dataset version.
 
-Cache (masklab.curation.cache): ``<cache_dir>/embeddings/<embedder key>/<manifest sha256[:16]>.parquet``
+Cache (masklab.data.cache): ``<cache_dir>/embeddings/<embedder key>/<manifest sha256[:16]>.parquet``
 with columns id, image_sha256 and embedding (float32 list). The embedder key is a digest of the weights (see
 masklab.inference.embeddings), so one model named by run id, checkpoint or registry version shares a
 cache. When the dataset changes (a new manifest), rows whose image bytes are unchanged are taken from
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from masklab.console import progress
-from masklab.curation.cache import cache_file, cached_table, write_table
+from masklab.data.cache import cache_file, cached_table, write_table
 from masklab.errors import UserError
 
 EMBEDDINGS_DIR = "embeddings"

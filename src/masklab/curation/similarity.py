@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from masklab.curation.duplicates import import_faiss, nearest_neighbours
+from masklab.data.duplicates import import_faiss, nearest_neighbours
 from masklab.errors import UserError
 
 MAP_METHODS = ("umap", "tsne", "pca")

@@ -95,6 +95,13 @@ class ClassTable:
         """Ids of the instance ('thing') classes."""
         return [c.id for c in self.classes if c.thing]
 
+    @property
+    def object_class_ids(self) -> list[int]:
+        """The classes instance objects belong to: those marked ``thing: true``; a table that marks none (a v1
+        dataset with instance maps, such as the synthetic one) counts every class but background (id 0) and
+        ignore."""
+        return self.thing_ids or [c.id for c in self.classes if c.id not in (0, self.ignore_index)]
+
     def palette(self) -> np.ndarray:
         """(num_classes, 3) uint8 colours indexed by class id."""
         return np.array([c.color for c in self.classes], dtype=np.uint8)

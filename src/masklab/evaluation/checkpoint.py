@@ -59,15 +59,15 @@ def model_state_dict(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_checkpoint_model(path: str | Path) -> LoadedModel:
     """Model in eval mode on CPU, its class table and metadata, from a Lightning checkpoint file.
 
-    A model of the user's own code is imported from the project folder (see ``model_from_spec``).
+    A model of the user's own code is imported from the project folder (see ``masklab.models.stored.rebuild_model``).
     """
+    from masklab.models.stored import rebuild_model
     from masklab.project import project_root
-    from masklab.tasks import task_for
 
     ckpt = read_checkpoint_meta(path)
     meta = ckpt[CHECKPOINT_META_KEY]
     table = ClassTable.from_dict(meta["classes"], f"{path} (classes)")
-    model = task_for(meta).model_from_spec(meta["model"], table, project_root(), where=PROJECT_CODE)
+    model = rebuild_model(meta["model"], table.num_classes, project_root(), where=PROJECT_CODE)
     model.load_state_dict(model_state_dict(ckpt))
     model.eval()
     return LoadedModel(model, table, meta)

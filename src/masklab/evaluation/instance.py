@@ -41,13 +41,12 @@ def evaluate_instances(task: Any, predictor: Any, loader: Iterable[dict[str, lis
     instance row (counts, count error, image AP, matches) and the painted mIoU.
     """
     from masklab.metrics.instance import InstanceMetrics
-    from masklab.tasks.instance import object_class_ids
 
     names = class_table.names
     c = class_table.num_classes
     dilation = float(options.get("dilation_ratio", 0.02))
     boundary = bool(options.get("boundary", True))
-    instance = InstanceMetrics(object_class_ids(class_table), dilation_ratio=dilation, boundary=boundary)
+    instance = InstanceMetrics(class_table.object_class_ids, dilation_ratio=dilation, boundary=boundary)
     semantic = SemanticMetrics(c, class_table.ignore_index)
     rows: list[dict[str, Any]] = []
     for batch in loader:

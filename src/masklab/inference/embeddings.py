@@ -22,7 +22,7 @@ from masklab.errors import UserError
 from masklab.inference.engine import resolve_device, to_tensor
 
 if TYPE_CHECKING:
-    from masklab.tracking.packaging import Package
+    from masklab.inference.package import Package
 
 DEFAULT_SIZE = 224  # px, square: what ImageNet encoders were trained at
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,7 +98,7 @@ def model_features(model: nn.Module) -> FeatureFn:
 
 def package_embedder(package: Package, size: int | None = None, device: str = "auto",
                      batch_size: int = 16) -> Embedder:
-    """An Embedder of a loaded model Package (tracking.packaging): its own encoder at ``size`` px (default: the
+    """An Embedder of a loaded model Package (masklab.inference.package): its own encoder at ``size`` px (default: the
     model's input height under a resize rule, else 224)."""
     model, rule = package.model, package.input_rule
     size = size or (rule.height if rule.mode == "resize" and rule.height else DEFAULT_SIZE)

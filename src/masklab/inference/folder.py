@@ -4,19 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import numpy as np
 from PIL import Image
 
 from masklab.console import progress
 from masklab.files import atomic_write
 from masklab.inference.engine import Predictor
 
+if TYPE_CHECKING:
+    from masklab.inference.package import Package
 
-def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, output: Path, overlay: bool = False,
-                   alpha: float = 0.45, device: str = "auto", batch_size: int = 8) -> tuple[list[Path], Path | None]:
+P = TypeVar("P")
+
+
+class FolderPredictions(Protocol[P]):
+    """What writing a folder's predictions needs of a task (every ``masklab.tasks`` task is one)."""
+
+    def predict(self, predictor: Predictor, images: Sequence[np.ndarray]) -> list[P]: ...
+
+    def write_prediction(self, prediction: P, path: Path, size: tuple[int, int] | None = None) -> Path: ...
+
+    def overlay(self, image: np.ndarray, prediction: P, class_table: Any, alpha: float = 0.45) -> np.ndarray: ...
+
+    def index_record(self, name: str, prediction: P) -> list[dict[str, object]] | None: ...
+
+    def write_predictions_index(self, records: Sequence[list[dict[str, object]]], folder: Path) -> Path | None: ...
+
+
+def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequence[Path], input_root: Path,
+                   output: Path, overlay: bool = False, alpha: float = 0.45, device: str = "auto",
+                   batch_size: int = 8) -> tuple[list[Path], Path | None]:
     """Write ``<output>/<relative path>.png`` predictions (and ``_overlay.png``) of ``package`` (a loaded
-    model package: model, class table, input rule, spec naming its task) for ``inputs``.
+    model package: model, class table, input rule) for ``inputs``; ``task`` is the package's task.
 
     Paths keep their place relative to ``input_root`` (a folder) so equal stems in different
     subfolders do not collide. The package's task turns the predictor's output into predictions and
@@ -24,13 +45,11 @@ def predict_folder(package: Any, inputs: Sequence[Path], input_root: Path, outpu
     progress bar counts the batches on a terminal. Returns (prediction files, the index or None).
     """
     from masklab.data.format import read_image
-    from masklab.tasks import task_for
 
-    task = task_for(package.spec)
     predictor = Predictor(package.model, package.input_rule, device, batch_size)
     root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent
     written: list[Path] = []
-    records: list[Any] = []  # compact per-image entries of the task's index (instance: COCO results)
+    records: list[list[dict[str, object]]] = []  # per-image entries of the task's index (instance: COCO results)
     starts = range(0, len(inputs), predictor.batch_size)
     for start in progress(starts, f"predicting {len(inputs)} images (batches of {predictor.batch_size})"):
         paths = list(inputs[start:start + predictor.batch_size])

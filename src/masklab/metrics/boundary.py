@@ -27,6 +27,8 @@ import math
 
 import torch
 
+from masklab.metrics.labels import checked_labels
+
 __all__ = ["boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts"]
 
 
@@ -132,12 +134,9 @@ def boundary_counts(
     ``d = boundary_dilation(H, W, dilation_ratio)``. Ignored pixels are not counted and are
     "not class c" for the contours of both masks (the prediction there is never used).
     """
-    # Imported here: semantic.py imports this module at load time.
-    from masklab.metrics.semantic import _checked_labels
-
     if target.ndim != 3:
         raise ValueError(f"pred and target must be (N, H, W), got {tuple(target.shape)}")
-    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    target, pred, valid = checked_labels(pred, target, num_classes, ignore_index)
     d = boundary_dilation(target.shape[-2], target.shape[-1], dilation_ratio)
     return _boundary_counts_checked(target, pred, valid, num_classes, d)
 

@@ -37,7 +37,7 @@ import torch
 from torchmetrics import Metric
 
 from masklab.metrics.boundary import _boundary_counts_checked, boundary_dilation, boundary_iou_from_counts
-from masklab.metrics.labels import argmax_classes
+from masklab.metrics.labels import argmax_classes, checked_labels
 
 __all__ = [
     "SemanticMetrics",
@@ -49,42 +49,11 @@ __all__ = [
 ]
 
 
-def _checked_labels(
-    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Validate inputs and return ``(target, pred, valid)``: int64 target and pred, bool valid, all shaped alike.
-
-    Raises ValueError on shape mismatch or on class values outside ``[0, C)`` at non-ignored pixels.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if pred.shape != target.shape:
-        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
-    if pred.is_floating_point() or target.is_floating_point():
-        raise ValueError("pred and target must hold integer class indices (pass logits as (N, C, H, W) to update())")
-    # int64 before any arithmetic: bin indices n*C*C + t*C + p overflow uint8/int16 masks quickly.
-    target = target.long()
-    pred = pred.to(device=target.device, dtype=torch.long)
-    valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    bad_target = valid & ((target < 0) | (target >= num_classes))
-    bad_pred = valid & ((pred < 0) | (pred >= num_classes))
-    # One host sync for both checks; out-of-range values would otherwise land in a wrong bin silently.
-    if bool((bad_target.any() | bad_pred.any()).item()):
-        if bad_target.any():
-            values = torch.unique(target[bad_target]).tolist()
-            raise ValueError(
-                f"target has values {values} outside [0, {num_classes}) that are not ignore_index={ignore_index}"
-            )
-        values = torch.unique(pred[bad_pred]).tolist()
-        raise ValueError(f"pred has values {values} outside [0, {num_classes}) at non-ignored pixels")
-    return target, pred, valid
-
-
 def _bincount_indices(
     pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate inputs and return ``(target * C + pred, valid)`` as int64, both shaped like target."""
-    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    target, pred, valid = checked_labels(pred, target, num_classes, ignore_index)
     return target * num_classes + pred, valid
 
 
@@ -115,14 +84,14 @@ def per_image_confusion(
     """
     if target.ndim < 1:
         raise ValueError("per_image_confusion needs a leading image dimension")
-    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    target, pred, valid = checked_labels(pred, target, num_classes, ignore_index)
     return _per_image_confusion_checked(target, pred, valid, num_classes)
 
 
 def _per_image_confusion_checked(
     target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int
 ) -> torch.Tensor:
-    """:func:`per_image_confusion` on inputs already through :func:`_checked_labels`."""
+    """:func:`per_image_confusion` on inputs already through :func:`checked_labels`."""
     idx = target * num_classes + pred
     n_images = target.shape[0]
     n_bins = num_classes * num_classes
@@ -192,7 +161,7 @@ def per_image_scores(
     if target.ndim < 1:
         raise ValueError("per_image_scores needs a leading image dimension")
     d = _boundary_d(target, dilation_ratio) if boundary else 0
-    target, pred, valid = _checked_labels(pred, target, num_classes, ignore_index)
+    target, pred, valid = checked_labels(pred, target, num_classes, ignore_index)
     cms = _per_image_confusion_checked(target, pred, valid, num_classes)
     out = scores_from_confusion(cms)
     tp = torch.diagonal(cms, dim1=-2, dim2=-1)
@@ -307,7 +276,7 @@ class SemanticMetrics(Metric):
             pred = argmax_classes(pred)
         d = _boundary_d(target, self.dilation_ratio) if self.boundary else 0
         # Validate once; the confusion matrices and the boundary counts share the checked tensors.
-        target, pred, valid = _checked_labels(pred, target, self.num_classes, self.ignore_index)
+        target, pred, valid = checked_labels(pred, target, self.num_classes, self.ignore_index)
         cms = _per_image_confusion_checked(target, pred, valid, self.num_classes)
         inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d) if self.boundary \
             else (None, None)

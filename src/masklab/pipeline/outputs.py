@@ -86,6 +86,21 @@ def write_train_outputs(folder: Path, best_checkpoint: Path, metrics: Mapping[st
     ]
 
 
+def write_fit_outputs(folder: Path, fitted: Any, config_yaml: str) -> list[Path]:
+    """The train stage's files (:func:`write_train_outputs`) from ``fitted`` (a ``workflows.FitResult`` on rank
+    zero with a best checkpoint): its curves read back from its MLflow run. ``config_yaml``: the config as the
+    caller passed it to ``fit``."""
+    from masklab.tracking.runs import RunLog
+
+    history = RunLog(fitted.tracking_uri, fitted.run_id).metric_history(fitted.curves)
+    provenance = fitted.provenance
+    run_info = {"mlflow_run_id": fitted.run_id, "experiment": fitted.experiment, "git_commit": provenance.git_commit,
+                "dataset": fitted.dataset, "dataset_dvc_md5": provenance.data_md5,
+                "dataset_dvc_status": provenance.data_status, "manifest_sha256": fitted.manifest_sha256}
+    metrics = {f"best_{fitted.monitor}": fitted.best_value, "epochs": fitted.epochs}
+    return write_train_outputs(Path(folder), fitted.best_checkpoint, metrics, history, run_info, config_yaml)
+
+
 def write_evaluation_outputs(folder: Path, metrics_by_split: Mapping[str, Mapping[str, float]],
                              per_class: Any) -> list[Path]:
     """``metrics.json`` as ``{split: {metric: value}}`` (``eval/<split>/`` prefixes dropped) and

@@ -1,91 +1,147 @@
-"""The task interface every target type implements (see masklab.tasks and docs/tasks.md)."""
+"""The task interface every target type implements (see masklab.tasks and docs/tasks.md).
+
+A task is the only code that knows what a target looks like. Workflows hold one and call its methods; the
+pieces below (inference, evaluation, tracking, ...) are handed it and never import ``masklab.tasks``.
+Constants a workflow or a config needs (the monitored metric, the gate metric, what a prediction is) are
+class attributes, so they are read without building anything.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypedDict, TypeVar
 
 import numpy as np
 
+if TYPE_CHECKING:  # types only: importing them would pull torch and Lightning into `masklab --help`
+    import pytorch_lightning as pl
+    from omegaconf import DictConfig
+    from rich.console import RenderableType
+    from torch import nn
+    from torch.utils.data import Dataset as TorchDataset
 
-class Task(Protocol):
-    """What the workflows need to know about a target type; methods take plain values.
+    from masklab.data.format import ClassTable, Dataset, Sample
+    from masklab.evaluation.evaluate import EvaluationResult
+    from masklab.inference.engine import Predictor
+    from masklab.inference.rule import InputRule
 
-    Shapes are per task; each implementation documents them. ``model`` is always an ``nn.Module``
-    that takes raw (N, 3, H, W) uint8 pixels (normalisation lives inside it).
-    """
+P = TypeVar("P")  # a task's prediction for one image
+Batch = dict[str, list[object]]  # a scoring batch: per key, one value per item
+OutputKind = Literal["class_map", "objects"]
+
+
+class TensorSpec(TypedDict):
+    """One side of a registry package's signature."""
 
     name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class Task(ABC, Generic[P]):
+    """What the workflows need to know about a target type; methods take plain values.
+
+    ``model`` is always an ``nn.Module`` that takes raw (N, 3, H, W) uint8 pixels (normalisation lives inside
+    it). ``P`` is the task's prediction for one image at its own size.
+    """
+
+    name: ClassVar[str]
+    # The validation metric that picks the best checkpoint (train.yaml's ``monitor``) and is maximised.
+    monitor: ClassVar[str]
+    # The metric the promotion gate compares by default (``registry.gate.metric=auto``), as evaluation logs it.
+    gate_metric: ClassVar[str]
+    # Per-epoch metrics kept as training curves (plots, the pipeline's history.csv, the report).
+    curve_metrics: ClassVar[tuple[str, ...]]
+    # What one prediction is: a class map (H, W) or a set of objects.
+    output_kind: ClassVar[OutputKind]
 
     # -- data ------------------------------------------------------------------------------------------
-    def datamodule(self, dataset: Any, train_transform: Any, eval_transform: Any, batch_size: int,
-                   num_workers: int, seed: int) -> Any:
+    @abstractmethod
+    def datamodule(self, dataset: Dataset, train_transform: Callable[..., object],
+                   eval_transform: Callable[..., object], batch_size: int, num_workers: int,
+                   seed: int) -> pl.LightningDataModule:
         """The LightningDataModule over ``dataset``'s train/val/test splits."""
 
-    def eval_dataset(self, dataset: Any, samples: Sequence[Any], rule: Any = None) -> Any:
+    @abstractmethod
+    def eval_dataset(self, dataset: Dataset, samples: Sequence[Sample],
+                     rule: InputRule | None = None) -> TorchDataset[dict[str, object]]:
         """A torch Dataset of ``samples`` for scoring at their original size (items carry ``id``), or
-        at the network's size when ``rule`` (an InputRule) is given."""
+        at the network's size when ``rule`` is given."""
 
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    @abstractmethod
+    def collate(self, items: list[dict[str, object]]) -> Batch:
         """Batch items (a variable number of objects per item is the task's business)."""
 
     # -- model and training ----------------------------------------------------------------------------
-    def build_model(self, model_cfg: Any, class_table: Any) -> Any:
+    @abstractmethod
+    def build_model(self, model_cfg: DictConfig, class_table: ClassTable) -> nn.Module:
         """A new model for ``class_table`` from a model config node."""
 
-    def model_from_spec(self, spec: dict[str, Any], class_table: Any, code_root: Path | None = None,
-                        where: str | None = None) -> Any:
-        """Rebuild a model from a stored spec (checkpoint/package), without reading weights; user code may
-        come from ``code_root`` only (named ``where`` in errors)."""
-
-    def build_loss(self, loss_cfg: Any, class_table: Any) -> Any:
+    @abstractmethod
+    def build_loss(self, loss_cfg: DictConfig, class_table: ClassTable) -> nn.Module:
         """The training loss from a loss config node."""
 
-    def lightning_module(self, model: Any, loss: Any, optimizer: Callable[..., Any], scheduler: Any,
-                         class_table: Any, meta: dict[str, Any]) -> Any:
+    @abstractmethod
+    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., object],
+                         scheduler: Callable[..., object] | None, class_table: ClassTable,
+                         meta: dict[str, object]) -> pl.LightningModule:
         """The LightningModule: training and validation steps, validation metrics."""
 
     # -- predictions -----------------------------------------------------------------------------------
-    def predict(self, predictor: Any, images: Sequence[np.ndarray]) -> list[Any]:
+    @abstractmethod
+    def predict(self, predictor: Predictor, images: Sequence[np.ndarray]) -> list[P]:
         """Predictions for (H_i, W_i, 3) uint8 images at their own size, from an inference Predictor."""
 
-    def label_map(self, root: Path, sample: Any) -> np.ndarray:
+    @abstractmethod
+    def label_map(self, root: Path, sample: Sample) -> np.ndarray:
         """(H, W) uint8 class ids of a labeled sample's target (the semantic view of any target)."""
 
-    def class_probabilities(self, predictor: Any, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+    @abstractmethod
+    def class_probabilities(self, predictor: Predictor, images: Sequence[np.ndarray],
+                            resolution: str) -> list[np.ndarray]:
         """Class probabilities (C, h_i, w_i) per image, compact (float16), at ``resolution`` ("model" or
         "original"; see ``Predictor.logits``): the semantic view of any model's prediction, which
-        cross-validation keeps out of fold and active learning scores. Raises UserError for a task that
-        has none yet."""
+        cross-validation keeps out of fold and active learning scores."""
 
-    def write_prediction(self, prediction: Any, path: Path, size: tuple[int, int] | None = None) -> Path:
+    @abstractmethod
+    def write_prediction(self, prediction: P, path: Path, size: tuple[int, int] | None = None) -> Path:
         """Write a prediction (resized to ``size`` = (width, height) when given); returns the path."""
 
-    def overlay(self, image: np.ndarray, prediction: Any, class_table: Any, alpha: float) -> np.ndarray:
+    @abstractmethod
+    def overlay(self, image: np.ndarray, prediction: P, class_table: ClassTable, alpha: float = 0.45) -> np.ndarray:
         """(H, W, 3) uint8: the prediction drawn over the image."""
 
-    def index_record(self, name: str, prediction: Any) -> Any | None:
+    def index_record(self, name: str, prediction: P) -> list[dict[str, object]] | None:
         """A compact entry for the index of a folder's predictions (``name``: the image's path relative to the
-        input folder, without suffix), or None when the task writes no index."""
+        input folder, without suffix), or None when the task writes no index (the default)."""
+        return None
 
-    def write_predictions_index(self, records: Sequence[Any], folder: Path) -> Path | None:
-        """After a folder's predictions: write the file that indexes them (instance: a COCO results JSON)."""
+    def write_predictions_index(self, records: Sequence[list[dict[str, object]]], folder: Path) -> Path | None:
+        """After a folder's predictions: write the file that indexes them; None when there is none (the default)."""
+        return None
 
-    def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Registry package (input, output) tensor specs: {"name", "dtype", "shape"}."""
+    @abstractmethod
+    def signature(self) -> tuple[TensorSpec, TensorSpec]:
+        """Registry package (input, output) tensor specs."""
 
-    def package_output(self, predictions: Sequence[Any]) -> np.ndarray:
+    @abstractmethod
+    def package_output(self, predictions: Sequence[P]) -> np.ndarray:
         """The registry pyfunc's output array for a batch of predictions (the signature's output)."""
 
     # -- evaluation ------------------------------------------------------------------------------------
-    def score(self, predictor: Any, loader: Any, class_table: Any, prefix: str, options: dict[str, Any],
-              on_prediction: Callable[[str, Any], None] | None = None) -> Any:
+    @abstractmethod
+    def score(self, predictor: Predictor, loader: Iterable[Batch], class_table: ClassTable, prefix: str,
+              options: Mapping[str, object],
+              on_prediction: Callable[[str, P], None] | None = None) -> EvaluationResult:
         """Run an inference Predictor over ``loader``: an EvaluationResult (metrics, per-class and
         per-sample tables)."""
 
-    def evaluation_files(self, result: Any, folder: Path, split: str) -> list[Path]:
+    @abstractmethod
+    def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:
         """Write the evaluation's tables and plots into ``folder``; returns the files."""
 
-    def summary_table(self, result: Any, title: str) -> Any:
+    @abstractmethod
+    def summary_table(self, result: EvaluationResult, title: str) -> RenderableType:
         """A rich renderable summarising ``result`` for the console."""

@@ -115,12 +115,11 @@ class InstanceModule(TaskModule):
 
     def on_validation_epoch_start(self) -> None:
         from masklab.metrics.instance import InstanceMetrics
-        from masklab.tasks.instance import object_class_ids
 
-        self.val_metrics = InstanceMetrics(object_class_ids(self.class_table), boundary=False)
+        self.val_metrics = InstanceMetrics(self.class_table.object_class_ids, boundary=False)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        from masklab.tasks.instance import predictions_from_output
+        from masklab.tasks.instance_predictions import predictions_from_output
 
         output = self.model(batch["image"])
         if not self.detection:

@@ -10,45 +10,71 @@ and per-image rows, class-index PNG predictions and colour overlays, and the reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from masklab.errors import UserError
 from masklab.files import atomic_write
+from masklab.tasks.base import Batch, OutputKind, Task, TensorSpec
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+    from omegaconf import DictConfig
+    from rich.console import RenderableType
+    from torch import nn
+    from torch.utils.data import Dataset as TorchDataset
+
+    from masklab.data.format import ClassTable, Dataset, Sample
+    from masklab.evaluation.evaluate import EvaluationResult
+    from masklab.inference.engine import Predictor
+    from masklab.inference.rule import InputRule
 
 
-class SemanticTask:
+class SemanticTask(Task[np.ndarray]):
     """The semantic-segmentation task (see the module docstring for its shapes)."""
 
-    name = "semantic"
+    name: ClassVar[str] = "semantic"
+    monitor: ClassVar[str] = "val/mIoU"
+    gate_metric: ClassVar[str] = "mIoU"
+    curve_metrics: ClassVar[tuple[str, ...]] = (
+        "train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mBoundaryIoU")
+    output_kind: ClassVar[OutputKind] = "class_map"
 
     # -- data ------------------------------------------------------------------------------------------
-    def datamodule(self, dataset, train_transform, eval_transform, batch_size: int, num_workers: int, seed: int):
+    def datamodule(self, dataset: Dataset, train_transform: Callable[..., object],
+                   eval_transform: Callable[..., object], batch_size: int, num_workers: int,
+                   seed: int) -> pl.LightningDataModule:
         from masklab.data.datamodule import SegmentationDataModule
 
         return SegmentationDataModule(dataset, train_transform, eval_transform, batch_size=batch_size,
                                       num_workers=num_workers, seed=seed)
 
-    def eval_dataset(self, dataset, samples: Sequence[Any], rule=None):
+    def eval_dataset(self, dataset: Dataset, samples: Sequence[Sample],
+                     rule: InputRule | None = None) -> TorchDataset[dict[str, object]]:
         """Items for scoring: image (H, W, 3) uint8, mask (H, W) uint8, id; at each sample's
         original size, or brought to the network's size by ``rule`` (an InputRule: bilinear image,
         nearest mask) when scoring at model resolution."""
         from masklab.data.pairs import ScoringPairs
 
-        resize = None if rule is None else (lambda image, mask: (rule.resize_image(image), rule.resize_mask(mask)))
+        if rule is None:
+            return ScoringPairs(dataset, samples, None)
+
+        def resize(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return rule.resize_image(image), rule.resize_mask(mask)
+
         return ScoringPairs(dataset, samples, resize)
 
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def collate(self, items: list[dict[str, object]]) -> Batch:
         """Lists per key: scoring batches hold images of different sizes."""
         from masklab.data.pairs import list_collate
 
         return list_collate(items)
 
     # -- model and training ----------------------------------------------------------------------------
-    def build_model(self, model_cfg, class_table):
+    def build_model(self, model_cfg: DictConfig, class_table: ClassTable) -> nn.Module:
         """Any model config whose target maps (N, 3, H, W) pixels to (N, C, H, W) logits: masklab's
         smp builder or the user's own network, wrapped with normalisation (``build_model_from_spec``)."""
         from masklab.models.factory import build_model_from_spec
@@ -59,38 +85,32 @@ class SemanticTask:
                             "(or an instance experiment preset)")
         return build_model_from_spec(model_cfg, class_table.num_classes)
 
-    def model_from_spec(self, spec: dict[str, Any], class_table, code_root: Path | None = None,
-                        where: str | None = None):
-        """``code_root``: where the user's model code may come from (default: the project; a
-        package passes its own ``code/``), named ``where`` in errors."""
-        from masklab.models.factory import model_from_spec
-
-        return model_from_spec(spec, class_table.num_classes, code_root, where=where)
-
-    def build_loss(self, loss_cfg, class_table):
+    def build_loss(self, loss_cfg: DictConfig, class_table: ClassTable) -> nn.Module:
         from hydra.utils import instantiate
 
         return instantiate(loss_cfg, ignore_index=class_table.ignore_index)
 
-    def lightning_module(self, model, loss, optimizer: Callable[..., Any], scheduler, class_table,
-                         meta: dict[str, Any]):
+    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., object],
+                         scheduler: Callable[..., object] | None, class_table: ClassTable,
+                         meta: dict[str, object]) -> pl.LightningModule:
         from masklab.tasks.semantic_module import SemanticModule
 
         return SemanticModule(model, loss, optimizer, scheduler, class_table, meta)
 
     # -- predictions -----------------------------------------------------------------------------------
-    def predict(self, predictor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict(self, predictor: Predictor, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8: the argmax of the predictor's
         logits, which it has already brought back to each image's own size."""
         return predictor.classes(images)
 
-    def label_map(self, root: Path, sample) -> np.ndarray:
+    def label_map(self, root: Path, sample: Sample) -> np.ndarray:
         """The sample's mask, (H, W) uint8 class ids."""
         from masklab.data.format import read_mask
 
         return read_mask(Path(root) / sample.mask)
 
-    def class_probabilities(self, predictor, images: Sequence[np.ndarray], resolution: str) -> list[np.ndarray]:
+    def class_probabilities(self, predictor: Predictor, images: Sequence[np.ndarray],
+                            resolution: str) -> list[np.ndarray]:
         """Class probabilities (C, h_i, w_i) float16 per image: the softmax of the predictor's logits at
         ``resolution`` (float16 keeps 3 significant digits, which ranking label errors does not need more
         of, at a quarter of float32's disk)."""
@@ -111,12 +131,13 @@ class SemanticTask:
         image = Image.fromarray(prediction.astype(np.uint8), mode="L")
         return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
 
-    def overlay(self, image: np.ndarray, prediction: np.ndarray, class_table, alpha: float = 0.45) -> np.ndarray:
+    def overlay(self, image: np.ndarray, prediction: np.ndarray, class_table: ClassTable,
+                alpha: float = 0.45) -> np.ndarray:
         from masklab.report.overlay import overlay_mask
 
         return overlay_mask(image, prediction, class_table.palette(), class_table.ignore_index, alpha)
 
-    def signature(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    def signature(self) -> tuple[TensorSpec, TensorSpec]:
         return ({"name": "images", "dtype": "uint8", "shape": (-1, -1, -1, 3)},
                 {"name": "class_ids", "dtype": "uint8", "shape": (-1, -1, -1)})
 
@@ -124,16 +145,10 @@ class SemanticTask:
         """What the registry pyfunc returns for a batch: (N, H, W) uint8 class ids."""
         return np.stack(predictions)
 
-    def index_record(self, name: str, prediction: np.ndarray) -> None:
-        """None: a class map is the whole prediction, the PNGs need no index."""
-        return None
-
-    def write_predictions_index(self, records: Sequence[Any], folder: Path) -> Path | None:
-        return None
-
     # -- evaluation ------------------------------------------------------------------------------------
-    def score(self, predictor, loader, class_table, prefix: str, options: dict[str, Any],
-              on_prediction: Callable[[str, np.ndarray], None] | None = None):
+    def score(self, predictor: Predictor, loader: Iterable[Batch], class_table: ClassTable, prefix: str,
+              options: Mapping[str, object],
+              on_prediction: Callable[[str, np.ndarray], None] | None = None) -> EvaluationResult:
         """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
         from masklab.evaluation.evaluate import evaluate_model
 
@@ -143,7 +158,7 @@ class SemanticTask:
                               low_confidence=float(options.get("low_confidence", 0.5)),
                               on_prediction=on_prediction)
 
-    def evaluation_files(self, result, folder: Path, split: str) -> list[Path]:
+    def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:
         """Metrics JSON, per-class CSV, per-sample Parquet, confusion tables, per-class bars and heatmap."""
         from masklab.evaluation.analysis import row_normalised
         from masklab.evaluation.evaluate import write_evaluation
@@ -155,7 +170,7 @@ class SemanticTask:
                                        folder / f"{split}_confusion.png"))
         return files
 
-    def summary_table(self, result, title: str):
+    def summary_table(self, result: EvaluationResult, title: str) -> RenderableType:
         from masklab.evaluation.evaluate import class_table_text
 
         return class_table_text(result, title)

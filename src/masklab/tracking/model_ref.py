@@ -10,9 +10,9 @@ import re
 import tempfile
 from pathlib import Path
 
+from masklab.config import DEFAULT_TASK
 from masklab.errors import UserError
-from masklab.tasks import DEFAULT_TASK
-from masklab.tracking.packaging import SPEC_FILE, Package, load_package_dir
+from masklab.inference.package import SPEC_FILE, Package, load_package_dir
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 

@@ -11,37 +11,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
 
+from masklab.config import DEFAULT_TASK
 from masklab.data.format import ClassTable
-from masklab.errors import UserError
-from masklab.tasks import DEFAULT_TASK
+
+# Package and load_package_dir live in inference/ (loading a model is inference's job); named here too because
+# the pyfunc file stored with every version registered before v3 imports load_package_dir from this module.
+from masklab.inference.package import CODE_DIR, SPEC_FILE, WEIGHTS_FILE, Package, load_package_dir  # noqa: F401
 
 if TYPE_CHECKING:
-    from torch import nn
 
-    from masklab.inference.rule import InputRule
+    pass
 
-SPEC_FILE = "masklab_model.yaml"
-WEIGHTS_FILE = "weights.safetensors"
-CODE_DIR = "code"
 PACKAGE_VERSION = 1
 # = masklab.evaluation.checkpoint.CHECKPOINT_META_KEY, which cannot be imported without torch
 # (tests/test_registry.py checks that they agree).
 CHECKPOINT_META_KEY = "masklab"
-
-
-@dataclass
-class Package:
-    model: nn.Module
-    class_table: ClassTable
-    input_rule: InputRule
-    spec: dict[str, Any]
 
 
 def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | Path | None = None) -> dict[str, Any]:
@@ -118,25 +108,3 @@ def save_weights(state: dict[str, Any], path: Path) -> None:
     else:
         from safetensors.torch import save_file
     save_file(state, str(path))
-
-
-def load_package_dir(path: str | Path) -> Package:
-    """Rebuild the model of a package folder (safetensors weights, YAML spec: nothing is unpickled).
-
-    A model of the user's own code is imported from the package's ``code/`` folder only.
-    """
-    from safetensors.torch import load_file
-
-    from masklab.inference.rule import InputRule
-    from masklab.tasks import task_for
-
-    path = Path(path)
-    spec_path = path / SPEC_FILE
-    if not spec_path.is_file():
-        raise UserError(f"{path}: not a masklab model package (no {SPEC_FILE})")
-    spec = yaml.safe_load(spec_path.read_text())
-    table = ClassTable.from_dict(spec["classes"], str(spec_path))
-    model = task_for(spec).model_from_spec(spec["model"], table, path / CODE_DIR, where=f"package {path}")
-    model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
-    model.eval()
-    return Package(model, table, InputRule.from_dict(spec["input_rule"]), spec)

@@ -24,6 +24,8 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+import masklab.tasks  # noqa: F401  (registers ${masklab.task_monitor:...}, which composed train configs use)
+
 # name -> the workflows module defining it. Imported on first use: `masklab register` should not pay
 # for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
 _EXPORTS = {

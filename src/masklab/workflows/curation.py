@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from masklab.curation.duplicates import DuplicateRules
 from masklab.curation.embeddings import Embeddings, ImageEmbedder
+from masklab.data.duplicates import DuplicateRules
 from masklab.errors import UserError
 
 DUPLICATES_FILE = "duplicates.parquet"
@@ -66,7 +66,7 @@ def embed(dataset: Any, embedder: ImageEmbedder, cache_dir: str | Path | None = 
 
 @dataclass
 class Duplicates:
-    """``pairs``: one row per duplicate pair (masklab.curation.duplicates.PAIR_COLUMNS), leaks first;
+    """``pairs``: one row per duplicate pair (masklab.data.duplicates.PAIR_COLUMNS), leaks first;
     ``rules``: the thresholds used; ``source``: what the embedding search used (None: none)."""
 
     pairs: Any  # pandas.DataFrame
@@ -93,9 +93,9 @@ def find_duplicates(dataset: Any, embedder: ImageEmbedder | None = None, rules: 
     None means the embedder's measured default. Writes ``duplicates.parquet`` to ``output_dir`` when given."""
     from dataclasses import replace
 
-    from masklab.curation.duplicates import duplicate_pairs
     from masklab.curation.embeddings import embed_dataset
-    from masklab.curation.fingerprints import fingerprint_dataset
+    from masklab.data.duplicates import duplicate_pairs
+    from masklab.data.fingerprints import fingerprint_dataset
     from masklab.files import atomic_write
 
     rules = rules or DuplicateRules()

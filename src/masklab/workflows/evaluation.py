@@ -18,7 +18,6 @@ from masklab.data.format import ClassTable, Dataset, safe_name
 from masklab.errors import UserError
 from masklab.evaluation.record import RESOLUTIONS
 from masklab.files import atomic_write
-from masklab.workflows.fitting import CURVE_METRICS
 
 
 @dataclass
@@ -135,7 +134,7 @@ def evaluate_model(
     atomic_write(record_path, lambda tmp: tmp.write_text(record.to_json()))
     files.append(record_path)
     if run is not None:
-        history = run.metric_history(CURVE_METRICS)
+        history = run.metric_history(task.curve_metrics)
         if history:
             files.append(training_curves(history, out / "training_curves.png"))
     rule_note = rule.describe() + ("" if rule_source == "model" else ", OVERRIDDEN by this config's augment.eval")

@@ -41,6 +41,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     ``output`` unless ``overwrite``. ``device``: auto (a GPU when there is one), cpu, cuda[:i];
     ``batch_size`` images per forward pass. Same inference path as evaluation."""
     from masklab.inference.folder import predict_folder
+    from masklab.tasks import task_for
     from masklab.tracking.model_ref import load_model_ref
 
     source = Path(inputs)
@@ -51,7 +52,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     start = time.perf_counter()
     package = load_model_ref(str(model_ref), tracking_uri)
     loaded = time.perf_counter()
-    written, index = predict_folder(package, files, source, out, overlay=overlay, alpha=alpha, device=device,
-                                    batch_size=batch_size)
+    written, index = predict_folder(task_for(package.spec), package, files, source, out, overlay=overlay,
+                                    alpha=alpha, device=device, batch_size=batch_size)
     done = time.perf_counter()
     return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9), index)

@@ -34,6 +34,7 @@ def register(tracking_uri: str, run_id: str, name: str | None = None,
     """Register the best checkpoint of ``run_id`` as a new version of model ``name`` (default: the run's
     experiment name). ``checkpoint``: the same checkpoint on disk, when the caller has it (saves a download);
     else the run's tracked ``checkpoints/best.ckpt`` is used."""
+    from masklab.tasks import package_signature
     from masklab.tracking.registry import Registry
     from masklab.tracking.runs import client, downloaded_checkpoint
 
@@ -47,7 +48,7 @@ def register(tracking_uri: str, run_id: str, name: str | None = None,
         name = client(tracking_uri).get_experiment(run.info.experiment_id).name
     local = contextlib.nullcontext(Path(checkpoint)) if checkpoint else downloaded_checkpoint(tracking_uri, run_id)
     with local as ckpt:
-        mv = registry.register(run_id, name, Path(ckpt))
+        mv = registry.register(run_id, name, Path(ckpt), package_signature)
     return RegisteredVersion(str(name), str(mv.version), run_id, time.perf_counter() - start)
 
 
@@ -116,12 +117,13 @@ def check_gate(tracking_uri: str, name: str, version: str | int, gate: Gate, *, 
       a model without a score is scored by ``evaluator``, and without one the refusal names the command.
     Scores made here are attached to the version they belong to.
     """
+    from masklab.tasks import gate_metric
     from masklab.tracking.evaluations import newest
     from masklab.tracking.registry import Registry, judge
 
     registry = Registry(tracking_uri)
     challenger = str(registry.version(name, version).version)
-    gate = gate.for_task((registry.version(name, challenger).tags or {}).get("masklab.task"))
+    gate = gate.for_task(gate_metric((registry.version(name, challenger).tags or {}).get("masklab.task")))
     held = registry.in_stage(name, "Production")
     incumbent = None if held is None or str(held.version) == challenger else str(held.version)
     mine = registry.evaluations(name, challenger)

@@ -21,6 +21,7 @@ from masklab.data.format import (
     safe_name,
 )
 from masklab.errors import UserError
+from masklab.tasks import tagged_task
 
 # The per-sample column an instance evaluation writes its per-object matches to (a JSON list per row,
 # see masklab.metrics.instance): the explorer draws it on the objects rather than listing it as a column.
@@ -139,11 +140,12 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         table = pd.read_parquet(table_path) if table_path else None
         table, matches, bad_matches = split_matches(table)
         problems.extend(bad_matches)
-        instance = matches is not None or tags.get("masklab.task") == "instance"
+        task = tagged_task(tags.get("masklab.task"))
+        instance = matches is not None or task.output_kind == "objects"
         summary = {
             "headline": {k.split("/", 2)[-1]: v for k, v in metrics.items() if k.startswith(f"eval/{split}/")
                          and "/" not in k.split("/", 2)[-1]},
-            "curves": run.metric_history(("train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mask_AP")),
+            "curves": run.metric_history(task.curve_metrics),
             "problems": problems,
         }
         if per_class_path:

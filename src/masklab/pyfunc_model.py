@@ -14,8 +14,8 @@ from mlflow.models import set_model
 
 class MasklabSegmenter(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
+        from masklab.inference.package import load_package_dir
         from masklab.tasks import task_for
-        from masklab.tracking.packaging import load_package_dir
 
         self.package = load_package_dir(context.artifacts["package"])
         self.task = task_for(self.package.spec)

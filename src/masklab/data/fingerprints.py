@@ -82,11 +82,11 @@ def read_fingerprint(path: Path) -> Fingerprint:
 def fingerprint_dataset(dataset: Any, cache_dir: str | Path | None = None,
                         samples: Sequence[Any] | None = None) -> dict[str, Fingerprint]:
     """{sample id: Fingerprint} of ``samples`` (default: all) of a loaded dataset, reusing cached values of
-    unchanged image files (masklab.curation.cache); unreadable images are left out (``data check`` names them)."""
+    unchanged image files (masklab.data.cache); unreadable images are left out (``data check`` names them)."""
     import pyarrow as pa
 
     from masklab.console import progress
-    from masklab.curation.cache import cache_file, cached_table, write_table
+    from masklab.data.cache import cache_file, cached_table, write_table
 
     chosen = list(dataset.samples if samples is None else samples)
     path = cache_file(cache_dir, FINGERPRINTS_DIR, FINGERPRINT_KEY, dataset.manifest_hash) if cache_dir else None

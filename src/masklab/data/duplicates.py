@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from masklab.curation.fingerprints import Fingerprint, hash_matrix
+from masklab.data.fingerprints import Fingerprint, hash_matrix
 from masklab.errors import UserError
 
 INDEXES = ("flat", "hnsw")
