@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,34 @@ import pytest
 from masklab.errors import UserError
 
 from conftest import FAST, copy_store, exits_as_user_error, fit_in, in_project, miou_from_confusion, mlflow_runs
+
+
+def page_data(index: Path) -> dict:
+    """The data an explorer page carries inline (what its script renders: samples, table columns, problems)."""
+    match = re.search(r'<script type="application/json" id="masklab-data">(.*?)</script>', index.read_text(), re.S)
+    assert match, f"{index}: no inline data"
+    return json.loads(match.group(1))
+
+
+def assert_plot(path: Path, min_size: tuple[int, int]) -> None:
+    """A PNG plot: at least ``min_size`` pixels, with drawing on it (not one flat colour or nearly so)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width >= min_size[0] and image.height >= min_size[1], image.size
+        rgb = np.asarray(image.convert("RGB"))
+    colours = np.unique(rgb.reshape(-1, 3), axis=0)
+    drawn = (rgb != rgb[0, 0]).any(axis=-1).mean()  # pixels unlike the background corner
+    assert len(colours) > 20 and drawn > 0.02, (path.name, len(colours), drawn)
+
+
+def thumbnail(uri: str):
+    """A card's inline image (a JPEG data URI), decoded."""
+    from PIL import Image
+
+    prefix = "data:image/jpeg;base64,"
+    assert uri.startswith(prefix), uri[:40]
+    return Image.open(io.BytesIO(base64.b64decode(uri[len(prefix):])))
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +94,10 @@ def test_per_sample_table_has_every_column(two_runs):
     pairs = pd.read_csv(folder / "val_confusion_pairs.csv")
     assert list(pairs.columns) == ["gt", "pred", "pixels", "share_of_gt", "images"]
     assert (pairs["images"] >= 1).all() and (pairs["gt"] != pairs["pred"]).all()
-    for png in ("val_per_class.png", "val_confusion.png", "training_curves.png"):
-        assert (folder / png).stat().st_size > 1000, png
+    # Matplotlib figures at 110 dpi: 4 classes' bars (6.4 x 3.6 in), a 4 x 4 heatmap (4.8 x 3.9), two curves (9 x 3.4)
+    for png, size in (("val_per_class.png", (500, 300)), ("val_confusion.png", (400, 300)),
+                      ("training_curves.png", (800, 300))):
+        assert_plot(folder / png, size)
     assert len(list((folder / "val_pred").glob("*.png"))) == len(table)
     logged = {f.path for f in client.list_artifacts(run_a, "evaluation")}
     assert {"evaluation/val_per_sample.parquet", "evaluation/val_confusion.png", "evaluation/val_pred"} <= logged
@@ -103,8 +136,22 @@ def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
     project, client, (run_a, _) = two_runs
     command_in(project, report, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"])
     assert f"Wrote {tmp_path / 'report' / 'index.html'} and logged it" in capsys.readouterr().out
-    html = (tmp_path / "report" / "index.html").read_text()
-    assert "synth_" in html and "data:image" in html
+    data = page_data(tmp_path / "report" / "index.html")
+    # One card per val sample of run_a's evaluation, its per-sample table's values in the page's columns.
+    table = pd.read_parquet(project / "experiments" / "runs" / "seed1_train" / "evaluation" / "val_per_sample.parquet")
+    samples = data["samples"]
+    assert sorted(samples["id"]) == sorted(table["id"]) and all(i.startswith("synth_") for i in samples["id"])
+    assert set(samples["split"]) == {"val"} and all(samples["ok"]) and data["problems"] == []
+    columns = {c["name"]: c["values"] for c in data["columns"]}
+    expected = table.set_index("id").loc[samples["id"], "mIoU"].to_numpy(float)
+    shown = np.array([np.nan if v is None else v for v in columns["mIoU"]], float)
+    assert np.allclose(shown, expected, rtol=5e-4, atol=0, equal_nan=True)  # (the page keeps 4 significant digits)
+    # Every card: the image (a 32 px thumbnail), ground truth, prediction and their error map, as files too.
+    assert set(samples["files"]) == {"igpe"} and all(samples["gt"]) and all(samples["pred"])
+    for uri, name in zip(samples["img"], samples["name"]):
+        assert thumbnail(uri).size == (32, 32)
+        assert all((tmp_path / "report" / "full" / f"{name}_{kind}.png").is_file()
+                   for kind in ("image", "gt", "pred", "error"))
     assert "report/index.html" in {f.path for f in client.list_artifacts(run_a, "report")}
 
 
@@ -138,4 +185,12 @@ def test_data_browse_writes_explorer(project, capsys):
     command_in(project, browse, "data_browse", [*FAST, f"output={project / 'browse'}"])
     index = project / "browse" / "index.html"
     assert f"Wrote {index}" in capsys.readouterr().out
-    assert index.stat().st_size > 1000
+    from masklab.data.format import read_manifest
+
+    data = page_data(index)
+    manifest = read_manifest(project / "data" / "synthetic")
+    assert len(manifest) == 16  # (debug=fast: 16 images, split=all)
+    assert data["samples"]["id"] == [s.id for s in manifest] and data["samples"]["split"] == [s.split for s in manifest]
+    assert all(data["samples"]["ok"]) and data["columns"] == [] and data["problems"] == []
+    assert not any(data["samples"]["pred"])  # a dataset without predictions
+    assert [c["name"] for c in data["classes"]] == ["background", "circle", "rectangle", "triangle"]
