@@ -40,7 +40,6 @@ from PIL import Image
 
 from masklab.data.format import Sample, file_sha256, safe_name, write_manifest
 from masklab.explore import ExploreApp
-from masklab.explore.thumbnails import ByteLRU
 from masklab.files import atomic_write
 
 CHROMIUM = "/usr/bin/chromium"
@@ -131,7 +130,7 @@ def measure_map(app: ExploreApp, rounds: int) -> dict:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
         for r in range(rounds):
-            app.renderer.cache = ByteLRU(app.renderer.cache.max_bytes)
+            app.renderer.clear_cache()
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(app.url)
             page.wait_for_function(ALL_THUMBS, polling=10, timeout=60_000)
@@ -159,7 +158,7 @@ def measure(app: ExploreApp, rounds: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     def cold() -> None:
-        app.renderer.cache = ByteLRU(app.renderer.cache.max_bytes)
+        app.renderer.clear_cache()
 
     out: dict = {"open_ms": [], "sort_grid_ms": [], "sort_thumbs_ms": [], "filter_grid_ms": [],
                  "filter_thumbs_ms": [], "cards": None}

@@ -1,5 +1,6 @@
-"""`masklab explore`: the explorer server's API, and its page in a real headless Chromium (Debian's
-/usr/bin/chromium driven by Playwright, as in test_explorer_browser.py; those tests skip when either is missing).
+"""`masklab explore`: the explorer server's API, in process through Starlette's TestClient (no socket), the real
+uvicorn server once, and its page in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright, as
+in test_explorer_browser.py; those tests skip when either is missing).
 
 One evaluation of N samples is generated per module: small PNG images, masks and predictions, a per-sample
 Parquet table (mIoU, ...) and a second table (curation-like scores for half the samples).
@@ -7,14 +8,17 @@ Parquet table (mIoU, ...) and a second table (curation-like scores for half the 
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 from PIL import Image
+from starlette.testclient import TestClient
 
 from masklab.data.format import (
     ClassInfo,
@@ -32,7 +37,9 @@ from masklab.data.format import (
     write_manifest,
 )
 from masklab.errors import UserError
-from masklab.explore import ExploreApp
+from masklab.explore import ExploreApp, create_app
+from masklab.explore import server as explore_server
+from masklab.explore.thumbnails import Renderer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
                       ClassInfo(2, "square", (60, 180, 75))))
@@ -42,6 +49,8 @@ W, H = 48, 36
 WORST, BEST = "s1234", "s0777"
 ODD = "dir/odd id"  # a "/" and a space: ids are percent-encoded in URLs, "/" -> "__" in file names
 BIG = (300, 200)  # ODD's image size: its thumbnail is 128 x 85
+# TestClient's address: no socket is opened; the Host check expects the port a request came in on, this one.
+BASE = "http://127.0.0.1:8765"
 
 
 def _arrays(k: int, w: int = W, h: int = H) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,43 +107,49 @@ def built(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app(built):
+def app(built) -> Iterator[ExploreApp]:
+    """The explorer of the module's evaluation (not started: see ``served``)."""
     app = ExploreApp(built["data"], built["table"], [built["scores"]], built["pred"])
-    app.start(0)
     yield app
     app.stop()
 
 
-def get(app: ExploreApp, path: str) -> tuple[int, dict, bytes]:
+@pytest.fixture(scope="module")
+def client(app) -> Iterator[TestClient]:
+    """``app``'s Starlette app, called in process."""
+    with TestClient(app.asgi, base_url=BASE) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def served(app) -> ExploreApp:
+    """``app`` served by uvicorn on 127.0.0.1, for the browser (``app``'s teardown stops it)."""
+    app.start(0)
+    return app
+
+
+def get(client: TestClient, path: str) -> tuple[int, dict, bytes]:
     """(status, headers, body) of a GET."""
-    try:
-        with urllib.request.urlopen(app.url.rstrip("/") + path, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+    r = client.get(path)
+    return r.status_code, r.headers, r.content
 
 
-def post(app: ExploreApp, path: str, body: dict) -> tuple[int, dict]:
+def post(client: TestClient, path: str, body: dict) -> tuple[int, dict]:
     """(status, JSON answer) of a POST of ``body`` to ``path``."""
-    req = urllib.request.Request(app.url.rstrip("/") + path, json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    r = client.post(path, json=body)
+    return r.status_code, r.json()
 
 
-def rows(app: ExploreApp, **request) -> tuple[int, dict]:
-    return post(app, "/api/rows", request)
+def rows(client: TestClient, **request) -> tuple[int, dict]:
+    return post(client, "/api/rows", request)
 
 
 # ---------------------------------------------------------------------------------------------- API
 
 
-def test_rows_filters_sort_and_joined_tables(app, built):
+def test_rows_filters_sort_and_joined_tables(client, built):
     frame = built["frame"]
-    meta = json.loads(get(app, "/api/meta")[2])
+    meta = json.loads(get(client, "/api/meta")[2])
     assert meta["total"] == N + 1
     cols = {c["name"]: c for c in meta["columns"]}
     assert cols["mIoU"]["type"] == "num" and cols["note"]["type"] == "str" and cols["missed/circle"]["type"] == "bool"
@@ -143,23 +158,23 @@ def test_rows_filters_sort_and_joined_tables(app, built):
                                     "test": int((frame.split == "test").sum())}
     assert meta["layers"] == {"gt": True, "pred": True}
 
-    status, page = rows(app, filters=[{"column": "mIoU", "op": "<", "value": 0.3},
-                                      {"column": "split", "op": "=", "value": "test"}], limit=5)
+    status, page = rows(client, filters=[{"column": "mIoU", "op": "<", "value": 0.3},
+                                         {"column": "split", "op": "=", "value": "test"}], limit=5)
     assert status == 200
     assert page["matched"] == int(((frame.mIoU < 0.3) & (frame.split == "test")).sum()) > 0
-    status, page = rows(app, sort="mIoU", dir="asc", limit=3, columns=["mIoU"])
+    status, page = rows(client, sort="mIoU", dir="asc", limit=3, columns=["mIoU"])
     assert page["columns"] == ["id", "mIoU"] and page["rows"][0] == ["s1234", 0.001]
-    status, page = rows(app, sort="mIoU", dir="desc", offset=N - 5, limit=50, columns=["mIoU"])
+    status, page = rows(client, sort="mIoU", dir="desc", offset=N - 5, limit=50, columns=["mIoU"])
     assert [r[1] for r in page["rows"]][-1] is None  # NaN is a missing value: last in either direction
-    status, page = rows(app, filters=[{"column": "mIoU", "op": "is null"}])
+    status, page = rows(client, filters=[{"column": "mIoU", "op": "is null"}])
     assert page["matched"] == int(frame.mIoU.isna().sum())
-    status, page = rows(app, filters=[{"column": "id", "op": "in", "value": [ODD, "s0001", "nope"]}],
-                        columns=["uniqueness"])
+    status, page = rows(client, filters=[{"column": "id", "op": "in", "value": [ODD, "s0001", "nope"]}],
+                           columns=["uniqueness"])
     assert page["matched"] == 2 and {r[0] for r in page["rows"]} == {ODD, "s0001"}
     by_id = {r[0]: r[1] for r in page["rows"]}
     assert by_id["s0001"] is None and isinstance(by_id[ODD], float)  # scores has every second sample (ODD: index N)
-    status, page = rows(app, filters=[{"column": "note", "op": "contains", "value": "N3"},
-                                      {"column": "missed/circle", "op": "=", "value": "true"}])
+    status, page = rows(client, filters=[{"column": "note", "op": "contains", "value": "N3"},
+                                         {"column": "missed/circle", "op": "=", "value": "true"}])
     assert page["matched"] == int((frame.note.str.contains("3") & frame["missed/circle"]).sum())
 
 
@@ -175,43 +190,129 @@ def test_rows_filters_sort_and_joined_tables(app, built):
     ({"limit": 10**9}, ["limit", "0..1000"]),
     ({"filter": []}, ["unknown request keys ['filter']"]),
 ])
-def test_bad_requests_answer_400_naming_the_problem(app, request_, expected):
-    status, answer = rows(app, **request_)
+def test_bad_requests_answer_400_naming_the_problem(client, request_, expected):
+    status, answer = rows(client, **request_)
     assert status == 400, answer
     for part in expected:
         assert part in answer["error"], answer["error"]
-    status, page = rows(app, limit=1)  # the table is still there
+    status, page = rows(client, limit=1)  # the table is still there
     assert status == 200 and page["matched"] == N + 1
 
 
-def test_thumbnails_full_layers_and_unknown_ids(app, built):
-    status, headers, body = get(app, "/thumb/" + urllib.parse.quote(ODD, safe="") + "?layer=image")
+def test_thumbnails_full_layers_and_unknown_ids(client, built):
+    status, headers, body = get(client, "/thumb/" + urllib.parse.quote(ODD, safe="") + "?layer=image")
     assert status == 200 and headers["Content-Type"] == "image/jpeg" and "max-age" in headers["Cache-Control"]
     assert Image.open(io.BytesIO(body)).size == (128, 85)  # longest side 128, aspect kept
-    status, headers, body = get(app, "/thumb/s0002?layer=gt")
+    status, headers, body = get(client, "/thumb/s0002?layer=gt")
     im = Image.open(io.BytesIO(body))
     assert headers["Content-Type"] == "image/png" and im.mode == "P" and im.size == (W, H)  # never enlarged
     rgba = np.asarray(im.convert("RGBA"))
     assert tuple(rgba[H // 2, W // 3]) == (230, 25, 75, 255)  # class 1 in its colour
     assert rgba[H - 1, 0, 3] == 0  # background transparent
-    status, _, body = get(app, "/full/" + urllib.parse.quote(ODD, safe="") + "?layer=pred")
+    status, _, body = get(client, "/full/" + urllib.parse.quote(ODD, safe="") + "?layer=pred")
     assert status == 200 and Image.open(io.BytesIO(body)).size == BIG
-    status, _, body = get(app, "/full/s0002?layer=image")
+    status, _, body = get(client, "/full/s0002?layer=image")
     assert body == (built["data"] / "images" / "f002.png").read_bytes()  # a plain PNG is sent byte for byte
-    status, _, body = get(app, "/full/s0002?layer=error")
+    status, _, body = get(client, "/full/s0002?layer=error")
     assert status == 200 and np.asarray(Image.open(io.BytesIO(body))).max() > 0  # the shifted prediction errs
     for path in ("/thumb/nope?layer=image", "/full/nope?layer=gt", "/api/sample/nope", "/api/sample/s0002x"):
-        status, _, body = get(app, path)
+        status, _, body = get(client, path)
         assert status == 404 and "nope" in json.loads(body)["error"] or "s0002x" in json.loads(body)["error"]
-    status, _, body = get(app, "/thumb/s0002?layer=../../etc/passwd")
+    status, _, body = get(client, "/thumb/s0002?layer=../../etc/passwd")
     assert status == 400 and "image, gt, pred" in json.loads(body)["error"]
-    req = urllib.request.Request(app.url + "api/meta", headers={"Host": "attacker.example:80"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(req, timeout=10)
-    assert refused.value.code == 403  # another host name for 127.0.0.1 (DNS rebinding) is refused
-    status, _, body = get(app, "/api/sample/" + urllib.parse.quote(ODD, safe=""))
+    refused = client.get("/api/meta", headers={"Host": "attacker.example:80"})
+    assert refused.status_code == 403  # another host name for 127.0.0.1 (DNS rebinding) is refused
+    assert refused.json() == {"error": "Host 'attacker.example:80': expected 127.0.0.1:8765"}
+    assert client.get("/api/meta", headers={"Host": "localhost:8765"}).status_code == 200
+    status, _, body = get(client, "/api/sample/" + urllib.parse.quote(ODD, safe=""))
     sample = json.loads(body)
     assert sample["row"]["id"] == ODD and sample["row"]["width"] == BIG[0] and sample["layers"]["error"] is True
+
+
+def test_routes_headers_and_errors_answer_as_before(app, client, monkeypatch):
+    status, headers, body = get(client, "/")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Cache-Control"] == "no-cache" and headers["X-Content-Type-Options"] == "nosniff"
+    assert app.title.encode() in body and b"__MASKLAB_TITLE__" not in body
+    status, headers, _ = get(client, "/api/meta")
+    assert headers["Content-Type"] == "application/json; charset=utf-8" and headers["Cache-Control"] == "no-store"
+    assert client.post("/api/meta").json()["total"] == N + 1  # as before, POST answers too
+    # GET /api/rows?q=<JSON> answers as a POST of that JSON does
+    q = urllib.parse.quote(json.dumps({"sort": "mIoU", "limit": 1, "columns": ["mIoU"]}))
+    assert client.get(f"/api/rows?q={q}").json()["rows"] == [[WORST, 0.001]]
+    # unknown paths, a trailing slash (no redirect) and a method a route does not answer: 404 naming the path sent
+    for method, path in [("GET", "/nope"), ("GET", "/api/meta/"), ("GET", "/api/columns"), ("POST", "/"),
+                         ("GET", "/api/positions"), ("GET", "/thumbs/s0001"), ("GET", "/no%20such")]:
+        r = client.request(method, path)
+        assert (r.status_code, r.json()) == (404, {"error": f"no such page: {path}"}), (method, path)
+    r = client.post("/api/rows", content=b"{not json")
+    assert r.status_code == 400 and r.json()["error"].startswith("the request is not JSON (Expecting property name")
+    r = client.post("/api/positions", content=b"[1]")
+    assert (r.status_code, r.json()["error"]) == (400, "the request is list; expected a JSON object")
+    assert client.get("/thumb/s0001?layer=gt&layer=pred").headers["Content-Type"] == "image/png"  # the first value
+    assert client.get("/thumb/s0001?layer=").headers["Content-Type"] == "image/jpeg"  # empty: the image
+    monkeypatch.setattr(explore_server, "MAX_BODY", 10)
+    r = client.post("/api/rows", content=b'{"limit": 1}')
+    assert (r.status_code, r.json()["error"]) == (400, "request body of 12 bytes; at most 10")
+    r = client.post("/api/rows", content=iter([b'{"limit":', b' 1}']))  # chunked: no length declared
+    assert (r.status_code, r.json()["error"]) == (400, "request body of more than 10 bytes; at most 10")
+    monkeypatch.setattr(app, "meta", lambda: 1 / 0)  # an unexpected failure answers 500 naming it; the rest goes on
+    r = client.get("/api/meta")
+    assert (r.status_code, r.json()) == (500, {"error": "ZeroDivisionError: division by zero"})
+    assert client.get("/api/sample/s0001").json()["row"]["id"] == "s0001"
+    assert client.get("/api/meta", headers={"Host": "127.0.0.1:8766"}).status_code == 403  # another port too
+
+
+def test_uvicorn_serves_on_127_0_0_1_until_stopped(built):
+    """The one test over a real socket: uvicorn on a free port, the page over HTTP, the Host check with the
+    port the socket listens on, a port in use named, and the port free again once stopped."""
+    first, second = ExploreApp(built["data"], split="test"), ExploreApp(built["data"])
+    try:
+        url = first.start(0)
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        assert url == f"http://127.0.0.1:{port}/"
+        browser_like = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # keep-alive, as a browser's
+        browser_like.request("GET", "/api/meta")
+        assert browser_like.getresponse().read()
+        # Nagle's algorithm off on the served connection: with it, each response's body waited for the client's
+        # delayed ACK (~40 ms per thumbnail on a keep-alive connection).
+        served = [c.transport for c in first._server.server_state.connections
+                  if c.transport.get_extra_info("peername") == browser_like.sock.getsockname()]
+        assert served and served[0].get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        browser_like.close()
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200 and r.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert r.headers["Server"] == "masklab-explore" and first.title.encode() in r.read()
+        with urllib.request.urlopen(urllib.request.Request(url + "api/meta", headers={"Host": f"localhost:{port}"}),
+                                    timeout=10) as r:
+            assert json.loads(r.read())["total"] == first.rows.total
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url + "api/meta", headers={"Host": "attacker.example"}),
+                                   timeout=10)
+        assert refused.value.code == 403 and f"expected 127.0.0.1:{port}" in json.loads(refused.value.read())["error"]
+        with pytest.raises(UserError, match=f"port={port}: 127.0.0.1:{port} is in use; pass another port"):
+            second.start(port)
+        first.stop()
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
+        assert second.start(port) == url  # the port is free again at once
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_thumbnail_cache_keeps_its_byte_budget(built):
+    masks = [built["data"] / "masks" / f"f{k:03d}.png" for k in range(5)]  # identical masks: equal-sized PNGs
+    size = len(Renderer(CLASSES).thumb(masks[0], "gt")[0])
+    renderer = Renderer(CLASSES, cache_bytes=3 * size)
+    for path in [*masks[:3], masks[0], masks[3]]:  # masks[0] used again: masks[1] is the least recently used
+        renderer.thumb(path, "gt")
+    assert renderer.cache.currsize == 3 * size
+    assert {key[0] for key in renderer.cache} == {str(masks[0]), str(masks[2]), str(masks[3])}
+    renderer.clear_cache()
+    assert renderer.cache.currsize == 0
+    small = Renderer(CLASSES, cache_bytes=size - 1)
+    assert len(small.thumb(masks[0], "gt")[0]) == size and small.cache.currsize == 0  # served, never kept
 
 
 def test_user_errors_name_the_file(built, tmp_path):
@@ -235,11 +336,6 @@ def test_user_errors_name_the_file(built, tmp_path):
         assert "\n" not in str(err.value)
     with ExploreApp(built["data"], split="test") as first:
         assert first.rows.total == int((built["frame"].split == "test").sum())  # no table: the split's samples
-        port = int(first.start(0).rsplit(":", 1)[1].strip("/"))
-        second = ExploreApp(built["data"])
-        with pytest.raises(UserError, match=f"port={port}: 127.0.0.1:{port} is in use"):
-            second.start(port)
-        second.stop()
 
 
 def test_command_config_builds_the_app_and_a_cli_mistake_is_one_line(built, project):
@@ -317,8 +413,9 @@ def test_run_sources_read_in_place_or_download(built, tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def page(browser, app):
+def page(browser, served):
     """A fresh page on the explorer, ready (first rows shown), and the list its console errors go to."""
+    app = served
     pg = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     # Chromium logs every 4xx answer; the tests provoke 400s (a bad filter) on purpose: the page must show them.
@@ -433,21 +530,25 @@ def test_embeddings_map_selects_samples_by_lasso(browser, built, tmp_path):
     pd.DataFrame({"id": ids, "map_x": 10.0 * far + 0.001 * np.arange(len(ids)) % 1, "map_y": 10.0 * far,
                   "cluster": far.astype(int)}).to_parquet(tmp_path / "similarity.parquet", index=False)
     with ExploreApp(built["data"], built["table"], [tmp_path / "similarity.parquet"], built["pred"]) as app:
-        app.start(0)
-        status, columns = post(app, "/api/columns", {"names": ["id", "map_x", "cluster"]})
+        client = TestClient(app.asgi, base_url=BASE)
+        status, columns = post(client, "/api/columns", {"names": ["id", "map_x", "cluster"]})
         assert status == 200 and columns["id"] == ids and columns["cluster"] == far.astype(int).tolist()
-        status, found = post(app, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 0}]})
+        status, found = post(client, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 0}]})
         assert status == 200 and found["positions"] == list(range(NEAR))
-        assert post(app, "/api/columns", {"names": ["map_x; drop table samples"]})[0] == 400
+        assert post(client, "/api/columns", {"names": ["map_x; drop table samples"]})[0] == 400
         # rows that are a subset of the manifest (one split): positions index the columns' rows, not the manifest
-        with ExploreApp(built["data"], built["table"], [tmp_path / "similarity.parquet"], built["pred"],
-                        split="test") as subset:
-            subset.start(0)
-            _, cols = post(subset, "/api/columns", {"names": ["id", "cluster"]})
-            _, found = post(subset, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 1}]})
+        subset = create_app(built["data"], built["table"], [tmp_path / "similarity.parquet"], built["pred"],
+                            split="test")
+        try:
+            sub = TestClient(subset, base_url=BASE)
+            _, cols = post(sub, "/api/columns", {"names": ["id", "cluster"]})
+            _, found = post(sub, "/api/positions", {"filters": [{"column": "cluster", "op": "=", "value": 1}]})
             assert found["positions"] and all(cols["cluster"][p] == 1 for p in found["positions"])
             assert len(found["positions"]) == cols["cluster"].count(1) and max(found["positions"]) < len(cols["id"])
-        assert post(app, "/api/columns", {"columns": ["id"]})[0] == 400
+        finally:
+            subset.state.explorer.stop()
+        assert post(client, "/api/columns", {"columns": ["id"]})[0] == 400
+        app.start(0)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import io
 import threading
-from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from cachetools import LRUCache
 from PIL import Image
 
 from masklab.data.format import ClassTable, read_image, read_mask
@@ -38,41 +39,15 @@ class LayerError(LookupError):
         self.missing = missing
 
 
-class ByteLRU:
-    """A thread-safe LRU of byte strings bounded by their total size."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> tuple[bytes, str] | None:
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple, value: tuple[bytes, str]) -> None:
-        with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._size -= len(old[0])
-            self._items[key] = value
-            self._size += len(value[0])
-            while self._size > self.max_bytes and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
-                self._size -= len(dropped[0])
-
-
 class Renderer:
     """Renders the layers of sample files; ``thumb`` and ``full`` return (bytes, content type)."""
 
     def __init__(self, class_table: ClassTable, side: int = THUMB_SIDE, cache_bytes: int = 96 << 20):
         self.class_table = class_table
         self.side = side
-        self.cache = ByteLRU(cache_bytes)
+        # Keys (path, layer, size, file size, mtime, ...); an entry weighs its bytes, so cache_bytes bounds the total.
+        self.cache: LRUCache[tuple, tuple[bytes, str]] = LRUCache(maxsize=cache_bytes, getsizeof=_weight)
+        self._cache_lock = threading.Lock()  # LRUCache is not thread-safe; the server renders in several threads
         palette = np.zeros((256, 3), np.uint8)
         palette[: class_table.num_classes] = class_table.palette()[:256]
         known = np.zeros(256, bool)
@@ -106,13 +81,25 @@ class Renderer:
 
         return self._cached(pred, "error", "full", render, extra=_stamp(gt))
 
+    def clear_cache(self) -> None:
+        """Forget every rendering (e.g. to time cold requests)."""
+        with self._cache_lock:
+            self.cache.clear()
+
     # ------------------------------------------------------------------ rendering
-    def _cached(self, path: Path, layer: str, size: str, render, extra: tuple = ()) -> tuple[bytes, str]:
+    def _cached(self, path: Path, layer: str, size: str, render: Callable[[], tuple[bytes, str]],
+                extra: tuple = ()) -> tuple[bytes, str]:
+        """``render()``'s answer for this file's current contents, rendered once while it stays in the cache."""
         key = (str(path), layer, size, *_stamp(path), *extra)
-        hit = self.cache.get(key)
+        with self._cache_lock:
+            hit = self.cache.get(key)
         if hit is None:
-            hit = render()
-            self.cache.put(key, hit)
+            hit = render()  # outside the lock: other threads' cache hits must not wait for a slow decode
+            with self._cache_lock:
+                try:
+                    self.cache[key] = hit
+                except ValueError:
+                    pass  # larger than the whole budget: served, never kept
         return hit
 
     def _render_thumb(self, path: Path, layer: str) -> tuple[bytes, str]:
@@ -180,6 +167,11 @@ class Renderer:
         """(w, h) of the thumbnail of a width x height picture: longest side ``side``, never enlarged."""
         scale = min(1.0, self.side / max(width, height, 1))
         return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _weight(value: tuple[bytes, str]) -> int:
+    """A cache entry's weight: its encoded bytes."""
+    return len(value[0])
 
 
 def _stamp(path: Path) -> tuple[int, int]:
