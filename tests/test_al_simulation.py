@@ -6,16 +6,20 @@ parent and child runs, tables and plots.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
 import signal
 import subprocess
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from masklab.active.curves import cost_to_reach, label_cost_table, learning_curves, paired_gains
 from masklab.errors import UserError
@@ -27,6 +31,36 @@ from conftest import FAST, MASKLAB, in_project, mlflow_runs, run_masklab
 TINY = [*FAST, "data.synth.count=40", "data.synth.fractions={train: 0.6, val: 0.2, test: 0.2}",
         "trainer.enable_progress_bar=false", "al.seed_size=6", "al.budget=4", "al.steps=2", "al.val_checks=1",
         "evaluation.resolution=model", "evaluation.boundary=false"]
+
+
+class PageContent(HTMLParser):
+    """The simulation page's inline images ({alt: PNG bytes}) and tables (rows of cell texts, header first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: dict[str, bytes] = {}
+        self.tables: list[list[list[str]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images[attrs["alt"]] = base64.b64decode(attrs["src"].split("base64,", 1)[1])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th"):
+            self.tables[-1][-1].append("".join(self.cell).strip())
+            self.cell = None
 
 
 def rounds(curves: dict[str, list[list[float]]], step: int = 10) -> pd.DataFrame:
@@ -162,8 +196,21 @@ def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path) -> None:
     assert len(state["rounds"]) == 1 + 2 * 2
     assert state["rounds"]["entropy/0/2"]["images"] == 6 + 2 * 4
     assert len(set(state["rounds"]["entropy/0/2"]["labelled"])) == 14
-    for name in ("curves_images.png", "curves_pixels.png", "simulation.html"):
-        assert (folder / name).stat().st_size > 5000, name
+    for name in ("curves_images.png", "curves_pixels.png"):  # 6.4 x 4.2 in at 110 dpi, lines drawn on it
+        with Image.open(folder / name) as plot:
+            assert plot.format == "PNG" and plot.width >= 500 and plot.height >= 350, (name, plot.size)
+            rgb = np.asarray(plot.convert("RGB"))
+        drawn = (rgb != rgb[0, 0]).any(axis=-1).mean()
+        assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20 and drawn > 0.02, (name, drawn)
+    page = PageContent()
+    page.feed((folder / "simulation.html").read_text())
+    assert page.images == {name: (folder / f"{name}.png").read_bytes() for name in ("curves_images", "curves_pixels")}
+    header, *rows = page.tables[-1]  # "Every round": each strategy's rounds 0 (shared), 1 and 2 of seed 0
+    assert header == ["strategy", "seed", "round", "images", "pixels", "mIoU"], header
+    assert [(r[0], r[2], r[3]) for r in rows] == [(s, str(k), str(6 + 4 * k)) for s in ("entropy", "random")
+                                                  for k in range(3)]
+    assert [float(r[5]) for r in rows[3:]] == pytest.approx(
+        [state["rounds"][key]["metrics"]["mIoU"] for key in ("seed-set/0/0", "random/0/1", "random/0/2")], abs=5e-5)
     cost = pd.read_csv(folder / "al_label_cost.csv")
     assert sorted(zip(cost["unit"], cost["strategy"])) == [("images", "entropy"), ("images", "random"),
                                                           ("pixels", "entropy"), ("pixels", "random")]
