@@ -26,7 +26,8 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-# Lint first: a ruff error fails the tests. Then two workers, one test file each (--dist loadfile keeps
+# Lint first: a ruff error or an import that breaks the layer contract (.importlinter) fails the tests.
+# Then two workers, one test file each (--dist loadfile keeps
 # a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
 # first, see tests/conftest.py LONGEST_FIRST).
 # Then, timed apart, the team tests (marker `team`: real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit
@@ -34,6 +35,7 @@ browser:
 # DVC's experiment queue).
 test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team and not slow"
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "team or slow"
 
@@ -45,6 +47,7 @@ postgres:
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: setup
 	$(PY) benchmarks/throughput.py

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ def _painted(class_ids: np.ndarray, masks: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_instances(task: Any, predictor: Any, loader: Iterable[dict[str, list[Any]]], class_table: ClassTable,
-                       prefix: str, options: dict[str, Any],
+                       prefix: str, options: Mapping[str, Any],
                        on_prediction: Callable[[str, Any], None] | None = None) -> EvaluationResult:
     """Score ``predictor`` on ``loader``'s batches (lists of image (H_i, W_i, 3) uint8, objects ObjectSet, id)
     at the resolution being scored; ``task.predict`` turns the predictor's output into objects.

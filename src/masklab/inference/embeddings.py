@@ -74,7 +74,10 @@ def _normalised(fn: Callable[[torch.Tensor], object], mean: torch.Tensor, std: t
         out = fn((x - mean.to(x.device)) / std.to(x.device))
         if isinstance(out, dict):  # torchvision backbones: an ordered dict of stages, deepest last
             out = list(out.values())
-        return out[-1] if isinstance(out, list | tuple) else out
+        deepest = out[-1] if isinstance(out, list | tuple) else out
+        if not isinstance(deepest, torch.Tensor):
+            raise TypeError(f"the encoder returned {type(deepest).__name__}, not a tensor of features")
+        return deepest
     return features
 
 
@@ -83,8 +86,9 @@ def model_features(model: nn.Module) -> FeatureFn:
     instance models) through ``net.encoder``, Mask R-CNN through its backbone body, a user's network through
     its ``encoder`` attribute when it has one."""
     net = getattr(model, "net", model)
-    if isinstance(getattr(net, "encoder", None), nn.Module) and hasattr(model, "mean"):
-        return _normalised(net.encoder, model.mean, model.std)  # mean/std buffers are already x255
+    encoder, mean, std = getattr(net, "encoder", None), getattr(model, "mean", None), getattr(model, "std", None)
+    if isinstance(encoder, nn.Module) and isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor):
+        return _normalised(encoder, mean, std)  # mean/std buffers are already x255
     backbone = getattr(getattr(net, "backbone", None), "body", None)
     transform = getattr(net, "transform", None)
     if isinstance(backbone, nn.Module) and transform is not None:

@@ -145,8 +145,12 @@ class Predictor:
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
         """(1, C, H, W): overlapping tiles of ``rule.tile`` px, logits averaged where they overlap."""
         h, w = x.shape[-2:]
-        tile, step = self.rule.tile, self.rule.tile - self.rule.overlap
-        total, count = None, torch.zeros(1, 1, h, w, device=x.device)
+        tile = self.rule.tile
+        if tile is None:
+            raise ValueError(f"input rule {self.rule.to_dict()}: tiled prediction needs a tile size")
+        step = tile - self.rule.overlap
+        total: torch.Tensor | None = None
+        count = torch.zeros(1, 1, h, w, device=x.device)
         for top in sorted({*range(0, max(h - tile, 0) + 1, step), max(h - tile, 0)}):
             for left in sorted({*range(0, max(w - tile, 0) + 1, step), max(w - tile, 0)}):
                 y = self._pad_predict(x[..., top:top + tile, left:left + tile])
@@ -154,6 +158,7 @@ class Predictor:
                     total = torch.zeros(1, y.shape[1], h, w, device=x.device)
                 total[..., top:top + y.shape[-2], left:left + y.shape[-1]] += y
                 count[..., top:top + y.shape[-2], left:left + y.shape[-1]] += 1
+        assert total is not None  # (the loops visit at least the tile at (0, 0))
         return total / count
 
 

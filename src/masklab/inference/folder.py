@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -31,6 +31,11 @@ class FolderPredictions(Protocol[P]):
     def index_record(self, name: str, prediction: P) -> list[dict[str, object]] | None: ...
 
     def write_predictions_index(self, records: Sequence[list[dict[str, object]]], folder: Path) -> Path | None: ...
+
+
+def png_writer(image: Image.Image) -> Callable[[Path], None]:
+    """A writer for ``atomic_write`` that saves ``image`` as PNG."""
+    return lambda path: image.save(path, format="PNG")
 
 
 def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequence[Path], input_root: Path,
@@ -64,8 +69,7 @@ def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequenc
                 records.append(record)
             if overlay:
                 blended = Image.fromarray(task.overlay(image, prediction, package.class_table, alpha))
-                atomic_write(target.with_name(f"{target.stem}_overlay.png"),
-                             lambda tmp, im=blended: im.save(tmp, format="PNG"))
+                atomic_write(target.with_name(f"{target.stem}_overlay.png"), png_writer(blended))
             written.append(target)
     index = task.write_predictions_index(records, Path(output)) if records else None
     return written, index

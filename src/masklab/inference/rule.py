@@ -50,18 +50,25 @@ class InputRule:
                 return cls("resize", int(node["height"]), int(node["width"]), multiple)
         return cls("pad", multiple=multiple, tile=512)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) px a "resize" rule brings images to (OpenCV's order)."""
+        if self.height is None or self.width is None:
+            raise ValueError(f"input rule {self.to_dict()}: no size (only a 'resize' rule has one)")
+        return self.width, self.height
+
     def resize_image(self, image: np.ndarray) -> np.ndarray:
         """(h, w, 3) uint8 at the network's input size (unchanged in pad mode or when already there)."""
         if self.mode != "resize" or image.shape[:2] == (self.height, self.width):
             return image
-        return cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
 
     def resize_mask(self, mask: np.ndarray) -> np.ndarray:
         """(h, w) class ids at the network's input size, nearest neighbour (what scoring at model
         resolution compares against)."""
         if self.mode != "resize" or mask.shape[:2] == (self.height, self.width):
             return mask
-        return cv2.resize(mask, (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(mask, self.size, interpolation=cv2.INTER_NEAREST)
 
 
 def rule_from_meta(meta: dict[str, Any]) -> InputRule:

@@ -54,6 +54,11 @@ class MaskRCNNNet(nn.Module):
                 targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
         return self.net([im.float() / 255.0 for im in images], targets)
 
+    @property
+    def num_classes(self) -> int:
+        """Classes the detector scores, background (id 0) included."""
+        return int(self.net.roi_heads.box_predictor.cls_score.out_features)
+
 
 class BottomUpNet(NormalizedSegmentationModel):
     """A dense smp network whose logits separate touching objects: (N, C + 1, H, W) for C classes

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # types only: importing them would pull torch and Lightning i
     from omegaconf import DictConfig
     from rich.console import RenderableType
     from torch import nn
+    from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
     from masklab.data.format import ClassTable, Dataset, Sample
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # types only: importing them would pull torch and Lightning i
 P = TypeVar("P")  # a task's prediction for one image
 Batch = dict[str, list[object]]  # a scoring batch: per key, one value per item
 OutputKind = Literal["class_map", "objects"]
+# The evaluation options a task scores with (the ``evaluation`` config node as plain values).
+ScoreOptions = Mapping[str, "float | int | str | bool | None"]
 
 
 class TensorSpec(TypedDict):
@@ -38,6 +41,12 @@ class TensorSpec(TypedDict):
     name: str
     dtype: str
     shape: tuple[int, ...]
+
+
+def option(options: ScoreOptions, key: str, default: float) -> float:
+    """A number of the evaluation options, ``default`` when it is absent or null."""
+    value = options.get(key)
+    return default if value is None else float(value)
 
 
 class Task(ABC, Generic[P]):
@@ -84,7 +93,7 @@ class Task(ABC, Generic[P]):
         """The training loss from a loss config node."""
 
     @abstractmethod
-    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., object],
+    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., Optimizer],
                          scheduler: Callable[..., object] | None, class_table: ClassTable,
                          meta: dict[str, object]) -> pl.LightningModule:
         """The LightningModule: training and validation steps, validation metrics."""
@@ -133,7 +142,7 @@ class Task(ABC, Generic[P]):
     # -- evaluation ------------------------------------------------------------------------------------
     @abstractmethod
     def score(self, predictor: Predictor, loader: Iterable[Batch], class_table: ClassTable, prefix: str,
-              options: Mapping[str, object],
+              options: ScoreOptions,
               on_prediction: Callable[[str, P], None] | None = None) -> EvaluationResult:
         """Run an inference Predictor over ``loader``: an EvaluationResult (metrics, per-class and
         per-sample tables)."""

@@ -15,7 +15,7 @@ where objects overlap the more confident one is drawn) and, for a folder, a COCO
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from masklab.errors import UserError
 from masklab.files import atomic_write
-from masklab.tasks.base import Batch, OutputKind, Task, TensorSpec
+from masklab.tasks.base import Batch, OutputKind, ScoreOptions, Task, TensorSpec
 from masklab.tasks.instance_predictions import (
     InstancePrediction,
     coco_results,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
     from rich.console import RenderableType
     from torch import nn
+    from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
     from masklab.data.format import ClassTable, Dataset, Sample
@@ -94,7 +95,7 @@ class InstanceTask(Task[InstancePrediction]):
 
         return instantiate(loss_cfg, ignore_index=class_table.ignore_index)
 
-    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., object],
+    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., Optimizer],
                          scheduler: Callable[..., object] | None, class_table: ClassTable,
                          meta: dict[str, object]) -> pl.LightningModule:
         from masklab.tasks.instance_module import InstanceModule
@@ -142,7 +143,11 @@ class InstanceTask(Task[InstancePrediction]):
                 classes[1:] += rim * things / things.sum(dim=0, keepdim=True)
                 out.append(classes.to(torch.float16).cpu().numpy())
             return out
-        num_classes = int(predictor.model.net.roi_heads.box_predictor.cls_score.out_features)
+        from masklab.models.instance import MaskRCNNNet
+
+        if not isinstance(predictor.model, MaskRCNNNet):
+            raise TypeError(f"a detection model must be a MaskRCNNNet, found {type(predictor.model).__name__}")
+        num_classes = predictor.model.num_classes
         out = []
         for image, found in zip(images, predictor.detections(images)):
             at_model = resolution == "model" and predictor.rule.mode == "resize"
@@ -200,7 +205,7 @@ class InstanceTask(Task[InstancePrediction]):
 
     # -- evaluation ------------------------------------------------------------------------------------
     def score(self, predictor: Predictor, loader: Iterable[Batch], class_table: ClassTable, prefix: str,
-              options: Mapping[str, object],
+              options: ScoreOptions,
               on_prediction: Callable[[str, InstancePrediction], None] | None = None) -> EvaluationResult:
         """Mask AP, Boundary AP, PQ and the semantic scores of the painted objects; per-sample counts and matches."""
         from masklab.evaluation.instance import evaluate_instances

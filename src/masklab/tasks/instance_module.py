@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from masklab.data.format import ClassTable
+from masklab.metrics.instance import InstanceMetrics
 from masklab.training.module import TaskModule
 
 # Validation scores mask AP only (Boundary AP and PQ come with `evaluate`): it runs every epoch.
@@ -95,11 +96,13 @@ class InstanceModule(TaskModule):
                  scheduler: Callable[..., Any] | None, class_table: ClassTable, meta: dict[str, Any]):
         super().__init__(model, loss, optimizer, scheduler, class_table, meta)
         self.detection = getattr(model, "output_kind", "logits") == "detections"
-        self.val_metrics = None
+        self.val_metrics: InstanceMetrics | None = None
+        # The bottom-up network's settings (boundary width, ...); a detection model has none.
+        self.postprocess: dict[str, Any] = getattr(model, "postprocess", {})
 
     def _dense_target(self, batch: dict[str, Any]) -> torch.Tensor:
         return dense_target(batch["targets"], self.class_table.num_classes,
-                            int(self.model.postprocess["boundary_width"]), self.class_table.ignore_index)
+                            int(self.postprocess["boundary_width"]), self.class_table.ignore_index)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         n = len(batch["id"])
@@ -114,9 +117,12 @@ class InstanceModule(TaskModule):
         return loss
 
     def on_validation_epoch_start(self) -> None:
-        from masklab.metrics.instance import InstanceMetrics
-
         self.val_metrics = InstanceMetrics(self.class_table.object_class_ids, boundary=False)
+
+    def _val_metrics(self) -> InstanceMetrics:
+        if self.val_metrics is None:  # Lightning calls on_validation_epoch_start first
+            raise RuntimeError("instance validation metrics used outside a validation epoch")
+        return self.val_metrics
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         from masklab.tasks.instance_predictions import predictions_from_output
@@ -126,11 +132,12 @@ class InstanceModule(TaskModule):
             self.log("val/loss", self.loss(output, self._dense_target(batch)), on_epoch=True,
                      batch_size=len(batch["id"]))
         for sample_id, target, pred in zip(batch["id"], batch["targets"], predictions_from_output(self.model, output)):
-            self.val_metrics.update(sample_id, target["masks"].bool().cpu().numpy(), target["labels"].cpu().numpy(),
-                                    target["iscrowd"].cpu().numpy(), pred.masks, pred.class_ids, pred.scores)
+            self._val_metrics().update(sample_id, target["masks"].bool().cpu().numpy(),
+                                       target["labels"].cpu().numpy(), target["iscrowd"].cpu().numpy(), pred.masks,
+                                       pred.class_ids, pred.scores)
 
     def on_validation_epoch_end(self) -> None:
-        scores = self.val_metrics.compute()
+        scores = self._val_metrics().compute()
         self.val_metrics = None
         self.log("val/mask_AP", float(scores["mask_AP"]), prog_bar=True)  # the default instance monitor
         self.log_dict({f"val/{k}": float(scores[k]) for k in VAL_HEADLINES[1:] if k in scores})

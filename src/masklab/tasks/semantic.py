@@ -10,7 +10,7 @@ and per-image rows, class-index PNG predictions and colour overlays, and the reg
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -18,13 +18,14 @@ import numpy as np
 
 from masklab.errors import UserError
 from masklab.files import atomic_write
-from masklab.tasks.base import Batch, OutputKind, Task, TensorSpec
+from masklab.tasks.base import Batch, OutputKind, ScoreOptions, Task, TensorSpec, option
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
     from omegaconf import DictConfig
     from rich.console import RenderableType
     from torch import nn
+    from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
     from masklab.data.format import ClassTable, Dataset, Sample
@@ -90,7 +91,7 @@ class SemanticTask(Task[np.ndarray]):
 
         return instantiate(loss_cfg, ignore_index=class_table.ignore_index)
 
-    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., object],
+    def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., Optimizer],
                          scheduler: Callable[..., object] | None, class_table: ClassTable,
                          meta: dict[str, object]) -> pl.LightningModule:
         from masklab.tasks.semantic_module import SemanticModule
@@ -107,6 +108,9 @@ class SemanticTask(Task[np.ndarray]):
         """The sample's mask, (H, W) uint8 class ids."""
         from masklab.data.format import read_mask
 
+        if sample.mask is None:
+            raise UserError(f"{root}: sample '{sample.id}' has no mask (status {sample.status}); only labeled samples "
+                            "have a label map")
         return read_mask(Path(root) / sample.mask)
 
     def class_probabilities(self, predictor: Predictor, images: Sequence[np.ndarray],
@@ -147,15 +151,15 @@ class SemanticTask(Task[np.ndarray]):
 
     # -- evaluation ------------------------------------------------------------------------------------
     def score(self, predictor: Predictor, loader: Iterable[Batch], class_table: ClassTable, prefix: str,
-              options: Mapping[str, object],
+              options: ScoreOptions,
               on_prediction: Callable[[str, np.ndarray], None] | None = None) -> EvaluationResult:
         """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
         from masklab.evaluation.evaluate import evaluate_model
 
         return evaluate_model(predictor, loader, class_table, prefix=prefix,
                               boundary=bool(options.get("boundary", True)),
-                              dilation_ratio=float(options.get("dilation_ratio", 0.02)),
-                              low_confidence=float(options.get("low_confidence", 0.5)),
+                              dilation_ratio=option(options, "dilation_ratio", 0.02),
+                              low_confidence=option(options, "low_confidence", 0.5),
                               on_prediction=on_prediction)
 
     def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:

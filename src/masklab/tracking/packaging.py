@@ -104,7 +104,10 @@ def read_checkpoint_weights(ckpt_path: str | Path) -> tuple[dict[str, Any], dict
 def save_weights(state: dict[str, Any], path: Path) -> None:
     """Write numpy arrays or torch tensors (all of one kind) as a safetensors file."""
     if all(isinstance(v, np.ndarray) for v in state.values()):
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save_file as save_arrays
+
+        save_arrays(state, str(path))
     else:
-        from safetensors.torch import save_file
-    save_file(state, str(path))
+        from safetensors.torch import save_file as save_tensors
+
+        save_tensors(state, str(path))

@@ -83,7 +83,7 @@ def import_dataset(cfg: DictConfig) -> Imported:
         )
     result = Imported(dataset)
     if cfg.get("write_conf", True):
-        settings = {key: to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir needs Hydra's runtime
+        settings = {str(key): to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir: Hydra's runtime
         result.notes = list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
     result.problems = check_dataset(out)
     return result

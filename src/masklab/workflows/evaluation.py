@@ -240,23 +240,24 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
     override = InputRule.from_eval_pipeline(cfg.augment.eval) if options["preprocess"] == "config" else None
     if model_ref:
         package = load_model_ref(str(model_ref), uri)
-        name, version = registry_version(str(model_ref), uri) if str(model_ref).startswith("models:/") else (None, None)
+        registered = registry_version(str(model_ref), uri) if str(model_ref).startswith("models:/") else None
+        version_uri = f"models:/{registered[0]}/{registered[1]}" if registered else str(model_ref)
         run = open_run(uri, None, cfg.logger.artifact_root, cfg.logger.experiment_name,
                        {"masklab.command": "evaluate", "masklab.model": str(model_ref),
-                        "masklab.model_version": f"{name}/{version}" if name else "",
+                        "masklab.model_version": "/".join(registered) if registered else "",
                         "masklab.dataset": dataset.name, "masklab.dataset_root": str(dataset.root.resolve()),
                         "masklab.manifest_sha256": dataset.manifest_hash})
         result = evaluate_model(package.model, package.class_table, str(model_ref), dataset, split, output,
                                 override or package.input_rule, run, options=options, task=task_for(package.spec),
-                                model_uri=f"models:/{name}/{version}" if name else str(model_ref),
+                                model_uri=version_uri,
                                 rule_source="model" if override is None else "config",
-                                model_version=(name, version) if name else None)
+                                model_version=registered)
     elif run_id:
         with downloaded_checkpoint(uri, str(run_id)) as ckpt:
             run = RunLog(uri, str(run_id))
             result = evaluate_checkpoint(ckpt, dataset, split, output, run, options=options, rule=override)
     else:
-        ckpt = Path(ckpt_path)
+        ckpt = Path(str(ckpt_path))
         if not ckpt.is_file():
             raise UserError(f"ckpt_path: checkpoint {ckpt} does not exist")
         trained_in = read_checkpoint_meta(ckpt)[CHECKPOINT_META_KEY].get("mlflow_run_id")
