@@ -21,7 +21,7 @@ from masklab.pipeline.check import (
     compare_metrics,
     flatten_metrics,
 )
-from masklab.platform import cpu_model, fingerprint
+from masklab.platform import cpu_model, platform_fingerprint
 
 from conftest import run_masklab
 
@@ -53,11 +53,11 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAM
 
 
 def here_platform() -> dict[str, str]:
-    return fingerprint()
+    return platform_fingerprint()
 
 
 def other_platform() -> dict[str, str]:
-    return {**fingerprint(), "cpu": OTHER_CPU, "threads": "16"}
+    return {**platform_fingerprint(), "cpu": OTHER_CPU, "threads": "16"}
 
 
 def test_flatten_uses_dvc_names_and_keeps_nan_as_missing():
@@ -207,7 +207,7 @@ def test_new_runs_carry_the_platform_and_existing_runs_keep_theirs(tmp_path):
     run = open_run(uri, None, str(tmp_path / "artifacts"), "e", {"masklab.command": "evaluate"})
     tags = run.run_data()[2]
     assert {k[len(PLATFORM_TAG_PREFIX):]: v for k, v in tags.items() if k.startswith(PLATFORM_TAG_PREFIX)} == \
-        fingerprint()
+        platform_fingerprint()
     run.tags({f"{PLATFORM_TAG_PREFIX}cpu": OTHER_CPU})  # as if made elsewhere
     again = open_run(uri, run.run_id, str(tmp_path / "artifacts"), "e", {})
     assert again.run_id == run.run_id and again.run_data()[2][f"{PLATFORM_TAG_PREFIX}cpu"] == OTHER_CPU

@@ -53,7 +53,7 @@ def cpu_id() -> str:
     return " ".join(p for p in parts if p) or "unknown"
 
 
-def fingerprint() -> dict[str, str]:
+def platform_fingerprint() -> dict[str, str]:
     """Plain strings: cpu (model name, vendor/family/model/stepping, the SIMD level torch's kernels
     use), machine, python, torch, cuda, cudnn, gpu, threads, deterministic flags, masklab version.
     Importing torch is the caller's cost (every caller already has it)."""

@@ -9,10 +9,11 @@ from masklab.console import result
 
 
 def evaluate(cfg: DictConfig) -> float:
-    """Evaluate ``ckpt_path``, MLflow run ``run_id`` or registered ``model``; returns the pooled mIoU."""
+    """Evaluate ``ckpt_path``, MLflow run ``run_id`` or registered ``model``; returns the headline metric of the
+    model's task (pooled mIoU, mask AP), which a Hydra multirun sweep optimises."""
     from masklab.workflows import evaluate as run_evaluation
 
     evaluation = run_evaluation(cfg, hydra_output_dir(), ckpt_path=cfg.get("ckpt_path"), run_id=cfg.get("run_id"),
                                 model_ref=cfg.get("model_ref"), split=str(cfg.split))
     result(f"Wrote {evaluation.folder}; logged to MLflow run {evaluation.run_id}", __name__)
-    return evaluation.result.headline("mIoU")
+    return evaluation.result.headline()

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.files import atomic_write
 from masklab.inference.engine import Predictor
 from masklab.metrics import SemanticMetrics, argmax_classes, named_scalars, per_image_scores
@@ -36,9 +36,12 @@ class EvaluationResult:
     confused_images: np.ndarray
     class_names: list[str]
     prefix: str
+    # The metric that sums the evaluation up (the task's: mIoU, mask_AP), also a per-sample column.
+    headline_metric: str = "mIoU"
 
-    def headline(self, name: str) -> float:
-        return self.metrics.get(f"{self.prefix}/{name}", float("nan"))
+    def headline(self, name: str | None = None) -> float:
+        """The pooled value of metric ``name`` (default: the headline metric); NaN when it was not computed."""
+        return self.metrics.get(f"{self.prefix}/{name or self.headline_metric}", float("nan"))
 
 
 def confidence_stats(logits: torch.Tensor, low_threshold: float) -> dict[str, torch.Tensor]:
@@ -55,7 +58,7 @@ def confidence_stats(logits: torch.Tensor, low_threshold: float) -> dict[str, to
 
 
 @torch.no_grad()
-def evaluate_model(
+def score_semantic(
     predictor: Predictor,
     loader: Iterable[dict[str, list[Any]]],
     class_table: ClassTable,

@@ -41,9 +41,9 @@ def write_json(path: Path, data: Mapping[str, Any]) -> Path:
 
 def write_platform(folder: Path) -> Path:
     """``platform.json``: this process's platform fingerprint (CPU model, torch, threads, flags)."""
-    from masklab.platform import fingerprint
+    from masklab.platform import platform_fingerprint
 
-    return write_json(folder / PLATFORM_FILE, fingerprint())
+    return write_json(folder / PLATFORM_FILE, platform_fingerprint())
 
 
 def history_rows(history: Mapping[str, Sequence[tuple[int, float]]]) -> list[dict[str, Any]]:

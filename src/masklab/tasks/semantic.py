@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
-    from masklab.data.format import ClassTable, Dataset, Sample
+    from masklab.data.classes import ClassTable
+    from masklab.data.manifest import Dataset, Sample
     from masklab.evaluation.evaluate import EvaluationResult
     from masklab.inference.engine import Predictor
     from masklab.inference.rule import InputRule
@@ -106,7 +107,7 @@ class SemanticTask(Task[np.ndarray]):
 
     def label_map(self, root: Path, sample: Sample) -> np.ndarray:
         """The sample's mask, (H, W) uint8 class ids."""
-        from masklab.data.format import read_mask
+        from masklab.data.images import read_mask
 
         if sample.mask is None:
             raise UserError(f"{root}: sample '{sample.id}' has no mask (status {sample.status}); only labeled samples "
@@ -154,9 +155,9 @@ class SemanticTask(Task[np.ndarray]):
               options: ScoreOptions,
               on_prediction: Callable[[str, np.ndarray], None] | None = None) -> EvaluationResult:
         """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
-        from masklab.evaluation.evaluate import evaluate_model
+        from masklab.evaluation.evaluate import score_semantic
 
-        return evaluate_model(predictor, loader, class_table, prefix=prefix,
+        return score_semantic(predictor, loader, class_table, prefix=prefix,
                               boundary=bool(options.get("boundary", True)),
                               dilation_ratio=option(options, "dilation_ratio", 0.02),
                               low_confidence=option(options, "low_confidence", 0.5),

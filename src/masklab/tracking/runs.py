@@ -20,7 +20,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM_LENGTH = 6000
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"
-# Every run masklab creates carries masklab.platform.<key> tags (masklab.platform.fingerprint()).
+# Every run masklab creates carries masklab.platform.<key> tags (masklab.platform.platform_fingerprint()).
 PLATFORM_TAG_PREFIX = "masklab.platform."
 
 
@@ -89,9 +89,9 @@ def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
 
 def platform_tags() -> dict[str, str]:
     """``masklab.platform.<key>`` tags of this process's platform fingerprint (imports torch)."""
-    from masklab.platform import fingerprint
+    from masklab.platform import platform_fingerprint
 
-    return {f"{PLATFORM_TAG_PREFIX}{key}": value for key, value in fingerprint().items()}
+    return {f"{PLATFORM_TAG_PREFIX}{key}": value for key, value in platform_fingerprint().items()}
 
 
 @functools.cache

@@ -10,14 +10,21 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from masklab.data.format import ClassTable, Dataset, safe_name
+from masklab.data.classes import ClassTable
+from masklab.data.manifest import Dataset
+from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
 from masklab.evaluation.record import RESOLUTIONS
 from masklab.files import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from masklab.tracking.runs import RunLog
 
 
 @dataclass
@@ -98,7 +105,7 @@ def evaluate_model(
     from masklab.console import progress
     from masklab.evaluation.record import EvaluationRecord
     from masklab.inference import Predictor
-    from masklab.platform import fingerprint, masklab_version
+    from masklab.platform import masklab_version, platform_fingerprint
     from masklab.report.plots import training_curves
     from masklab.tasks import DEFAULT_TASK, get_task
 
@@ -122,6 +129,7 @@ def evaluate_model(
     result = task.score(predictor, batches, dataset.class_table, f"{RESOLUTION_PREFIX[resolution]}/{split}", opts,
                         on_prediction=writer)
     writer.finish()
+    result.headline_metric = task.gate_metric
     result.per_sample.insert(1, "split", split)
     result.per_sample.insert(2, "resolution", resolution)
     files = task.evaluation_files(result, out, split)
@@ -129,7 +137,7 @@ def evaluate_model(
         model=model_uri or label, dataset=dataset.name, manifest_sha256=dataset.manifest_hash, split=split,
         resolution=resolution, metrics={k: float(v) for k, v in result.metrics.items()},
         input_rule=rule.to_dict(), input_rule_source=rule_source, masklab_version=masklab_version(),
-        platform=fingerprint())
+        platform=platform_fingerprint())
     record_path = out / f"{split}_evaluation.json"
     atomic_write(record_path, lambda tmp: tmp.write_text(record.to_json()))
     files.append(record_path)
@@ -141,7 +149,7 @@ def evaluate_model(
     Console().print(task.summary_table(
         result, f"{dataset.name} / {split}: {len(samples)} images, {label}, scored at {where}; input: {rule_note}"))
     if opts.get("compare"):
-        files.append(compare_with(result.per_sample, str(opts["compare"]), split, out, run))
+        files.append(compare_with(result.per_sample, str(opts["compare"]), split, out, run, task.gate_metric))
     if run is not None:
         run.metrics(result.metrics)
         run.files(files, "evaluation")
@@ -159,8 +167,10 @@ def _log_record(record: Any, run: Any, model_version: tuple[str, str] | None) ->
     log_evaluation(run.tracking_uri, record, run_id=run.run_id, model_version=model_version)
 
 
-def compare_with(per_sample, other_run: str, split: str, out: Path, run) -> Path:
-    """Join this evaluation with run ``other_run``'s per-sample table on id; write and print the deltas."""
+def compare_with(per_sample: pd.DataFrame, other_run: str, split: str, out: Path, run: RunLog | None,
+                 metric: str = "mIoU") -> Path:
+    """Join this evaluation with run ``other_run``'s per-sample table on id; write the deltas of every per-sample
+    score both have, and print the samples whose ``metric`` (the task's headline, a per-sample column) dropped."""
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -180,18 +190,22 @@ def compare_with(per_sample, other_run: str, split: str, out: Path, run) -> Path
             raise UserError(f"compare={other_run}: that run has no evaluation/{split}_per_sample.parquet; "
                             f"evaluate it on split '{split}' first")
         theirs = pd.read_parquet(found)
-    cols = [c for c in ("mIoU", "boundary_mIoU", "pixel_acc", "mDice") if c in per_sample and c in theirs]
+    scores = (metric, *(c for c in ("mIoU", "boundary_mIoU", "pixel_acc", "mDice") if c != metric))
+    cols = [c for c in scores if c in per_sample and c in theirs]
+    if metric not in cols:
+        raise UserError(f"compare={other_run}: its per-sample table has no '{metric}' column to compare with")
     merged = per_sample[["id", *cols]].merge(theirs[["id", *cols]], on="id", suffixes=("", "_other"))
     for c in cols:
         merged[f"delta_{c}"] = merged[c] - merged[f"{c}_other"]
-    merged = merged.sort_values("delta_mIoU", ignore_index=True)
+    merged = merged.sort_values(f"delta_{metric}", ignore_index=True)
     path = atomic_write(out / f"{split}_compare.parquet", lambda tmp: merged.to_parquet(tmp, index=False))
-    worse = merged[merged["delta_mIoU"] < 0]
-    table = Table(title=f"{len(worse)} of {len(merged)} samples got worse than run {other_run[:8]} (mIoU)")
-    for col in ("id", "mIoU", "mIoU_other", "delta_mIoU"):
+    worse = merged[merged[f"delta_{metric}"] < 0]
+    table = Table(title=f"{len(worse)} of {len(merged)} samples got worse than run {other_run[:8]} ({metric})")
+    shown = ("id", metric, f"{metric}_other", f"delta_{metric}")
+    for col in shown:
         table.add_column(col, justify="left" if col == "id" else "right")
-    for row in worse.head(10).itertuples(index=False):
-        table.add_row(str(row.id), f"{row.mIoU:.4f}", f"{row.mIoU_other:.4f}", f"{row.delta_mIoU:+.4f}")
+    for row in worse.head(10)[list(shown)].itertuples(index=False):
+        table.add_row(str(row[0]), f"{row[1]:.4f}", f"{row[2]:.4f}", f"{row[3]:+.4f}")
     Console().print(table)
     return path
 

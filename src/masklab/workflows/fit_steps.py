@@ -21,7 +21,7 @@ from masklab.errors import TrainingInterrupted, UserError
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-    from masklab.data.format import Dataset
+    from masklab.data.manifest import Dataset
     from masklab.tasks.base import Task
     from masklab.tracking.runs import RunLog
 
@@ -103,7 +103,7 @@ def previous_run_id(resume: str | None) -> str | None:
     return read_checkpoint_meta(resume)[CHECKPOINT_META_KEY].get("mlflow_run_id") if resume else None
 
 
-def build_trainer(cfg: DictConfig, previous_run: str | None, distributed_entry: bool, rerunnable: bool
+def make_trainer(cfg: DictConfig, previous_run: str | None, distributed_entry: bool, rerunnable: bool
                   ) -> pl.Trainer:
     """The Lightning Trainer with the MLflow logger (it starts no run until first used: on rank zero) and the
     configured callbacks plus RankZeroStop; refuses a world size the caller cannot run (``check_world_size``)."""

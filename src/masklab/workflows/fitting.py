@@ -20,11 +20,11 @@ from masklab.workflows.fit_steps import (
     Provenance,
     best_checkpoint,
     build_parts,
-    build_trainer,
     check_reduces_over_ranks,
     checkpoint_meta,
     expectation,
     log_checkpoints,
+    make_trainer,
     open_training_data,
     previous_run_id,
     resolve_resume,
@@ -34,7 +34,7 @@ from masklab.workflows.fit_steps import (
 )
 
 if TYPE_CHECKING:
-    from masklab.data.format import Dataset
+    from masklab.data.manifest import Dataset
     from masklab.tracking.runs import RunLog
     from masklab.workflows.evaluation import Evaluation
 
@@ -100,7 +100,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, dataset: Dataset | None = None,
     dataset = open_training_data(cfg, dataset)
     parts = build_parts(cfg, task, dataset)
     previous_run = previous_run_id(resume)
-    trainer = build_trainer(cfg, previous_run, distributed_entry, rerunnable)
+    trainer = make_trainer(cfg, previous_run, distributed_entry, rerunnable)
     meta = checkpoint_meta(cfg, task, dataset)
     module = task.lightning_module(parts.model, parts.loss, instantiate(cfg.optimizer), parts.scheduler,
                                    dataset.class_table, meta)
