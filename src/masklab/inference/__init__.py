@@ -10,15 +10,9 @@ Names are imported on first use, so reading a stored input rule does not import 
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+import lazy_loader
 
-_WHERE = {"Predictor": "engine", "predict_image": "engine", "predict_logits": "engine", "resolve_device": "engine",
-          "InputRule": "rule", "rule_from_meta": "rule"}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"masklab.inference.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'masklab.inference' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "engine": ["Predictor", "predict_image", "predict_logits", "resolve_device"],
+    "rule": ["InputRule", "rule_from_meta"],
+})

@@ -6,21 +6,12 @@ torchmetrics and pycocotools into ``predict``.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+import lazy_loader
 
-_WHERE = {
-    "boundary_band": "boundary", "boundary_counts": "boundary", "boundary_dilation": "boundary",
-    "boundary_iou_from_counts": "boundary",
-    "InstanceMetrics": "instance",
-    "argmax_classes": "labels",
-    "SemanticMetrics": "semantic", "confusion_matrix": "semantic", "named_scalars": "semantic",
-    "per_image_confusion": "semantic", "per_image_scores": "semantic", "scores_from_confusion": "semantic",
-}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(import_module(f"masklab.metrics.{_WHERE[name]}"), name)
-    raise AttributeError(f"module 'masklab.metrics' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "boundary": ["boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts"],
+    "instance": ["InstanceMetrics"],
+    "labels": ["argmax_classes"],
+    "semantic": ["SemanticMetrics", "confusion_matrix", "named_scalars", "per_image_confusion", "per_image_scores",
+                 "scores_from_confusion"],
+})

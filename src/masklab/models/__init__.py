@@ -6,14 +6,9 @@ torch and smp into commands that only register or list models.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+import lazy_loader
 
-__all__ = ["NormalizedSegmentationModel", "build_model", "build_model_from_spec", "load_weights_file",
-           "model_from_spec"]
-
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(import_module("masklab.models.factory"), name)
-    raise AttributeError(f"module 'masklab.models' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "factory": ["NormalizedSegmentationModel", "build_model", "build_model_from_spec", "load_weights_file",
+                "model_from_spec"],
+})

@@ -21,30 +21,28 @@ Workflows: :func:`fit`, :func:`evaluate` (and :func:`evaluate_checkpoint`, :func
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 import masklab.tasks  # noqa: F401  (registers ${masklab.task_monitor:...}, which composed train configs use)
 
-# name -> the workflows module defining it. Imported on first use: `masklab register` should not pay
-# for pandas (report), Lightning (fit) or the evaluation stack, nor a notebook for what it never calls.
-_EXPORTS = {
-    "CrossValidation": "cross_validation", "cross_validate": "cross_validation",
-    "LabelErrors": "label_errors", "find_label_errors": "label_errors", "write_label_error_explorer": "label_errors",
-    "Selection": "active_learning", "record_selection": "active_learning", "select": "active_learning",
-    "write_selection_explorer": "active_learning",
-    "Duplicates": "curation", "Similarity": "curation", "describe_similarity": "curation", "embed": "curation",
-    "find_duplicates": "curation", "make_embedder": "curation", "write_similarity_explorer": "curation",
-    "ExploreSources": "exploring", "explore_sources": "exploring", "open_explorer": "exploring",
-    "Imported": "data", "export_dataset": "data", "import_dataset": "data",
-    "Evaluation": "evaluation", "evaluate": "evaluation", "evaluate_checkpoint": "evaluation",
-    "evaluate_model": "evaluation",
-    "FitResult": "fitting", "fit": "fitting",
-    "Prediction": "prediction", "predict": "prediction",
-    "Promotion": "registry", "RegisteredVersion": "registry", "gate_from_config": "registry", "promote": "registry",
-    "register": "registry",
-    "Report": "reporting", "report": "reporting",
-}
+# Imported on first use (lazy_loader): `masklab register` should not pay for pandas (report), Lightning (fit) or
+# the evaluation stack, nor a notebook for what it never calls.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "active_learning": ["Selection", "record_selection", "select", "write_selection_explorer"],
+    "cross_validation": ["CrossValidation", "cross_validate"],
+    "curation": ["Duplicates", "Similarity", "describe_similarity", "embed", "find_duplicates", "make_embedder",
+                 "write_similarity_explorer"],
+    "data": ["Imported", "export_dataset", "import_dataset"],
+    "evaluation": ["Evaluation", "evaluate", "evaluate_checkpoint", "evaluate_model"],
+    "exploring": ["ExploreSources", "explore_sources", "open_explorer"],
+    "fitting": ["FitResult", "fit"],
+    "label_errors": ["LabelErrors", "find_label_errors", "write_label_error_explorer"],
+    "prediction": ["Prediction", "predict"],
+    "registry": ["Promotion", "RegisteredVersion", "gate_from_config", "promote", "register"],
+    "reporting": ["Report", "report"],
+})
 
 if TYPE_CHECKING:
     from masklab.workflows.active_learning import Selection, record_selection, select, write_selection_explorer
@@ -66,23 +64,3 @@ if TYPE_CHECKING:
     from masklab.workflows.prediction import Prediction, predict
     from masklab.workflows.registry import Promotion, RegisteredVersion, gate_from_config, promote, register
     from masklab.workflows.reporting import Report, report
-
-__all__ = ["CrossValidation", "Duplicates", "Evaluation", "ExploreSources", "FitResult", "Imported", "LabelErrors",
-           "Prediction", "Promotion", "RegisteredVersion", "Report", "Selection", "Similarity", "cross_validate",
-           "describe_similarity", "embed", "evaluate", "evaluate_checkpoint", "evaluate_model", "explore_sources",
-           "export_dataset", "find_duplicates", "find_label_errors", "fit", "gate_from_config", "import_dataset",
-           "make_embedder", "open_explorer", "predict", "promote", "record_selection", "register", "report", "select",
-           "write_label_error_explorer", "write_selection_explorer", "write_similarity_explorer"]
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'masklab.workflows' has no attribute {name!r}")
-    value = getattr(import_module(f"masklab.workflows.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
