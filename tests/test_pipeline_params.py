@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,13 @@ from masklab.errors import UserError
 from masklab.pipeline.params import read_overrides, to_overrides
 
 from conftest import REPO, SHARED_DATASETS, exits_as_user_error
+
+
+def page_data(index: Path) -> dict:
+    """The data an explorer page carries inline (what its script renders: samples, table columns, problems)."""
+    match = re.search(r'<script type="application/json" id="masklab-data">(.*?)</script>', index.read_text(), re.S)
+    assert match, f"{index}: no inline data"
+    return json.loads(match.group(1))
 
 
 def test_nested_params_become_dotted_overrides_that_hydra_reads_back():
@@ -114,7 +123,14 @@ def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
     for split in ("val", "test"):
         assert {"mask_AP", "boundary_AP", "PQ", "mIoU"} <= set(evaluated[split]), evaluated[split].keys()
     assert (project / "pipeline/evaluate/per_class.csv").read_text().startswith("class")
-    assert (project / "pipeline/report/index.html").is_file()
+    # The report: the trained run's val evaluation, one card per val sample with its objects and table row.
+    page = page_data(project / "pipeline/report/index.html")
+    rows = [json.loads(line) for line in (project / "data/synthetic_objects/manifest.jsonl").read_text().splitlines()]
+    val = [row["id"] for row in rows if row["split"] == "val"]
+    assert len(val) == 3 and sorted(page["samples"]["id"]) == sorted(val) and page["problems"] == []
+    assert all(page["samples"]["ok"]) and all(page["samples"]["obj"])
+    columns = {c["name"]: c["values"] for c in page["columns"]}
+    assert {"mask_AP", "n_gt", "n_pred"} <= set(columns) and all(n >= 1 for n in columns["n_gt"]), columns.keys()
 
 
 def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Path, capsys):
@@ -149,4 +165,8 @@ def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Pa
     assert not list((project / "pipeline/cv").glob("fold_*"))  # checkpoints stay out of the stage's outputs
     ranked = pd.read_parquet(project / "pipeline/label_errors/label_errors.parquet")
     assert sorted(ranked["id"]) == sorted(s.id for s in covered) and list(ranked["rank"]) == list(range(1, 10))
-    assert (project / "pipeline/label_errors/explorer/index.html").is_file()
+    # The explorer of likely label errors: the ranked samples in rank order, each with image, mask and prediction.
+    page = page_data(project / "pipeline/label_errors/explorer/index.html")
+    assert page["samples"]["id"] == list(ranked["id"]) and page["problems"] == []
+    assert {c["name"]: c["values"] for c in page["columns"]}["rank"] == list(range(1, 10))
+    assert set(page["samples"]["files"]) == {"igpe"} and page["view"]["name"] == "Likely label errors"
