@@ -241,7 +241,15 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
         decoded = coco_mask.decode({"size": r["segmentation"]["size"],
                                     "counts": r["segmentation"]["counts"].encode()}).astype(bool)
         assert np.array_equal(decoded, mask) and r["score"] == pytest.approx(float(score))
-    assert (out / "s00_overlay.png").is_file()
+    # The overlay: the input image, tinted and outlined only where the predicted objects are.
+    with Image.open(out / "s00_overlay.png") as written_overlay:
+        overlay = np.asarray(written_overlay.convert("RGB"))
+    source = read_image(images / "s00.png")
+    assert overlay.shape == source.shape == (48, 48, 3)
+    covered = np.asarray(expected.masks, bool).reshape(-1, 48, 48).any(axis=0)
+    assert np.array_equal(overlay[~covered], source[~covered])
+    if covered.any():  # (a model trained this briefly may find nothing in s00: then the overlay is the image)
+        assert (overlay[covered] != source[covered]).any(axis=-1).mean() >= 0.9
 
 
 def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
