@@ -20,9 +20,11 @@ def test_sample_depends_only_on_seed_and_index():
     a = synth_sample(3, seed=7, num_shapes=3, size=48)
     b = synth_sample(3, seed=7, num_shapes=3, size=48)
     c = synth_sample(3, seed=8, num_shapes=3, size=48)
+    d = synth_sample(4, seed=7, num_shapes=3, size=48)
     for x, y in zip(a[:3], b[:3]):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0])
+    for other in (c, d):  # another seed or another index: another image and other shapes
+        assert not np.array_equal(a[0], other[0]) and not np.array_equal(a[1], other[1])
 
 
 def test_synthesize_writes_format_with_instances(tmp_path):
@@ -76,10 +78,18 @@ def test_pipeline_is_deterministic_per_seed():
     mask = np.zeros((32, 32), np.uint8)
     strong = OmegaConf.load(CONF / "augment" / "strong.yaml")
     cfg = OmegaConf.merge({"data": {"image_size": 32}}, {"augment": strong})
-    runs = [[build_pipeline(cfg.augment.train, seed=5)(image=image, mask=mask)["image"] for _ in range(3)]
-            for _ in range(2)]
-    for a, b in zip(*runs):
+
+    def draws(seed: int) -> list[np.ndarray]:
+        """Three calls of one pipeline built with ``seed``."""
+        pipeline = build_pipeline(cfg.augment.train, seed=seed)
+        return [pipeline(image=image, mask=mask)["image"] for _ in range(3)]
+
+    runs = [draws(5), draws(5), draws(6)]
+    for a, b in zip(runs[0], runs[1]):  # the same seed: the same three draws
         np.testing.assert_array_equal(a, b)
+    # ... and not because nothing is drawn: another seed gives other images, and so does each next call.
+    assert all(not np.array_equal(a, c) for a, c in zip(runs[0], runs[2]))
+    assert all(not np.array_equal(runs[0][k], runs[0][k + 1]) for k in range(2))
 
 
 @pytest.mark.parametrize("preset", ["none", "light", "strong"])
