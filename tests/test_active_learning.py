@@ -9,7 +9,9 @@ the red channel (normalised to -1..1), so a grey image (red 128) is a coin toss 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,9 +19,18 @@ import pytest
 import torch
 from torch import nn
 
-from masklab.active.selection import Strategy, take_within_budget
-from masklab.active.uncertainty import aggregate, class_weights, pixel_uncertainty
-from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_dataset
+from masklab.active.selection import (
+    STRATEGIES,
+    PixelStrategy,
+    Strategy,
+    register_strategy,
+    take_within_budget,
+    within_budget,
+)
+from masklab.active.uncertainty import PixelScoring, aggregate, class_weights, pixel_uncertainty
+from masklab.data.classes import ClassInfo, ClassTable
+from masklab.data.manifest import load_dataset
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 from masklab.inference.package import Package
 from masklab.inference.rule import InputRule
@@ -171,6 +182,76 @@ def test_random_is_deterministic_per_seed_and_budgets_count(tmp_path: Path) -> N
         Strategy("badge")
 
 
+class KnownPool:
+    """A pool whose scores and embeddings are given: a strategy ranks it without a model."""
+
+    def __init__(self, scores: list[float], vectors: np.ndarray, labelled: np.ndarray) -> None:
+        self.samples = [SimpleNamespace(id=f"p{i}", width=S, height=S) for i in range(len(scores))]
+        self.costs = np.full(len(scores), float(S * S))
+        self.given, self.vectors, self.labelled = np.array(scores), vectors, labelled
+        self.asked: list[PixelScoring] = []
+
+    def scores(self, scoring: PixelScoring, on_map=None) -> np.ndarray:
+        self.asked.append(scoring)
+        for i, score in enumerate(self.given):
+            if on_map is not None:
+                on_map(i, np.full((S, S), score, np.float32))
+        return self.given
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.vectors, self.labelled
+
+
+def test_strategies_are_registered_objects_that_rank_a_pool_alone() -> None:
+    assert list(STRATEGIES) == ["random", "entropy", "margin", "least_confidence", "bald", "coreset", "hybrid",
+                                "regions"]
+    bald = Strategy("bald", measure="margin", aggregate="top", top_fraction=0.2, mc_samples=4, patch=16, seed=5)
+    assert type(bald) is STRATEGIES["bald"] and bald.scoring == PixelScoring("bald", "top", 0.2, 4, 5)
+    assert not hasattr(bald, "patch") and bald.describe() == "bald (bald, top 0.2)"  # only the options it takes
+    for bad, match in [({"mc_samples": 1}, "mc_samples=1"), ({"measure": "bald"}, "measure=bald"),
+                       ({"patch": 4}, "patch=4"), ({"aggregate": "max"}, "aggregate=max")]:
+        with pytest.raises(UserError, match=match):  # every option a config sets is checked, used or not
+            Strategy("entropy", **bad)
+    # Two near-identical unit vectors and one apart; nothing labelled. Scores favour the twins.
+    vectors = np.array([[1.0, 0.0], [0.999, 0.045], [0.0, 1.0]])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    pool = KnownPool([0.9, 0.8, 0.1], vectors, np.zeros((0, 2)))
+    entropy = Strategy("margin").rank(pool, 2, "images")
+    assert entropy.picked == [0, 1] and entropy.cost_px == 2 * S * S and pool.asked[-1].measure == "margin"
+    assert Strategy("hybrid").rank(pool, 2, "images").picked == [0, 2]  # one per cluster, the most uncertain
+    coreset = Strategy("coreset").rank(pool, 2, "images")
+    assert sorted(coreset.picked) in ([0, 2], [1, 2]) and coreset.scores[coreset.picked[0]] == 1.0
+    regions = Strategy("regions", patch=16).rank(pool, 5 * 16 * 16, "pixels")  # each image: four 16 px patches
+    assert regions.picked == [0, 1] and regions.cost_px == 5 * 16 * 16
+    assert regions.regions["id"].tolist() == ["p0"] * 4 + ["p1"] and list(regions.order) == [0, 1, 2]
+
+def test_a_registered_strategy_is_chosen_by_name(tmp_path: Path) -> None:
+    """A new strategy is a class registered under its name: select runs it like the built-in ones."""
+
+    @dataclass(frozen=True, kw_only=True)
+    class Darkest(PixelStrategy):
+        name = "darkest_test"
+
+        @property
+        def pixel_measure(self) -> str:
+            return "entropy"
+
+        def rank(self, pool, budget, unit):
+            dark = -np.array([int(s.id[1:]) for s in pool.samples], float)
+            return within_budget(dark, np.argsort(-dark, kind="stable"), pool.costs, budget, unit)
+
+    register_strategy(Darkest)
+    try:
+        data = dataset(tmp_path / "d", {f"p{k}": image(60 * k) for k in range(4)})
+        found = select(data, package(), Strategy("darkest_test"), budget=2)
+        assert found.picked == ["p0", "p1"] and found.table["strategy"].iloc[0] == "darkest_test (entropy, mean)"
+        assert set(found.maps) == {"p0", "p1"}  # a pixel strategy: its picks' uncertainty maps are kept
+        with pytest.raises(ValueError, match="registered already"):
+            register_strategy(type("Other", (Darkest,), {"name": "darkest_test"}))
+    finally:
+        del STRATEGIES["darkest_test"]
+
+
 def test_selection_is_recorded_in_the_dataset(tmp_path: Path) -> None:
     from masklab.data.check import check_dataset
 
@@ -193,7 +274,7 @@ def test_no_pool_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Path, seed_store) -> None:
     """Train (debug=fast), move six val samples to the pool, then `masklab al select` through the real CLI."""
-    from masklab.data.format import read_manifest, write_manifest
+    from masklab.data.manifest import read_manifest, write_manifest
 
     seed_store(project)
     fitted = fit_in(project, [*FAST, "evaluate_after=false"])

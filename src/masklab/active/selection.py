@@ -1,76 +1,28 @@
-"""Strategies and budgets: what ranks the pool, and how many images (or pixels) a round may take."""
+"""Strategies and budgets: what ranks the pool, and how many images (or pixels) a round may take.
+
+A strategy is an object of a class registered in :data:`STRATEGIES` under the name users choose it by
+(``strategy=entropy``); it holds its own options and ranks a :class:`Pool` with :meth:`Strategy.rank`. The pool
+is the workflow's (masklab.workflows.active_learning): it holds the model and computes, when a strategy asks,
+each image's score (:class:`~masklab.active.uncertainty.PixelScoring`) and the encoder's embeddings.
+``Strategy("entropy", aggregate="top")`` is the registered strategy of that name with those options.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from masklab.active.uncertainty import AGGREGATIONS, PIXEL_MEASURES
+from masklab.active.uncertainty import AGGREGATIONS, PIXEL_MEASURES, PixelScoring
 from masklab.errors import UserError
 
-# name -> what it needs: "probs" (class probabilities of each pool image), "mc" (MC-dropout samples),
-# "embeddings" (the model's encoder features of pool and labelled images)
-STRATEGIES = {
-    "random": (),
-    "entropy": ("probs",),
-    "margin": ("probs",),
-    "least_confidence": ("probs",),
-    "bald": ("mc",),
-    "coreset": ("embeddings",),
-    "hybrid": ("probs", "embeddings"),
-    "regions": ("probs",),
-}
 UNITS = ("images", "pixels")
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """``name``: one of STRATEGIES; ``measure``: the pixel measure hybrid and regions use (the uncertainty
-    strategies use their own name); ``aggregate``: how an image's pixels become its score; ``top_fraction``:
-    for aggregate=top; ``mc_samples``: dropout passes for bald; ``patch``: region side in px; ``seed``: for
-    random, the core-set's first pick and k-means."""
-
-    name: str = "entropy"
-    measure: str = "entropy"
-    aggregate: str = "mean"
-    top_fraction: float = 0.1
-    mc_samples: int = 8
-    patch: int = 64
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.name not in STRATEGIES:
-            raise UserError(f"strategy={self.name}: expected one of {list(STRATEGIES)}")
-        if self.measure not in PIXEL_MEASURES or self.measure == "bald":
-            raise UserError(f"measure={self.measure}: expected entropy, margin or least_confidence")
-        if self.aggregate not in AGGREGATIONS:
-            raise UserError(f"aggregate={self.aggregate}: expected one of {list(AGGREGATIONS)}")
-        if not 0 < float(self.top_fraction) <= 1:
-            raise UserError(f"top_fraction={self.top_fraction}: expected a share of pixels in (0, 1]")
-        if int(self.mc_samples) < 2:
-            raise UserError(f"mc_samples={self.mc_samples}: BALD needs at least 2 dropout passes")
-        if int(self.patch) < 8:
-            raise UserError(f"patch={self.patch}: expected a region side of at least 8 px")
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        return STRATEGIES[self.name]
-
-    @property
-    def pixel_measure(self) -> str:
-        """The pixel measure this strategy scores with."""
-        return self.name if self.name in PIXEL_MEASURES else self.measure
-
-    def describe(self) -> str:
-        if self.name in ("random", "coreset"):
-            return self.name
-        how = f"top {self.top_fraction:g}" if self.aggregate == "top" else self.aggregate
-        region = f", {self.patch} px patches" if self.name == "regions" else ""
-        return f"{self.name} ({self.pixel_measure}, {how}{region})"
-
-
+# -- budgets ---------------------------------------------------------------------------------------------------
 def check_budget(budget: float, unit: str) -> float:
     if unit not in UNITS:
         raise UserError(f"budget_unit={unit}: expected one of {list(UNITS)}")
@@ -96,3 +48,303 @@ def take_within_budget(order: Sequence[int], costs: Sequence[float], budget: flo
 def rank_order(scores: np.ndarray) -> np.ndarray:
     """Indices by descending score, ties by position (stable): deterministic for equal scores."""
     return np.argsort(-np.asarray(scores, np.float64), kind="stable")
+
+
+# -- what a strategy reads and returns -------------------------------------------------------------------------
+class Pool(Protocol):
+    """The unlabelled samples a strategy ranks. ``samples``: each with ``id``, ``width`` and ``height``;
+    ``costs``: (N,) float64 label cost in px (width x height)."""
+
+    samples: Sequence[Any]
+    costs: np.ndarray
+
+    def scores(self, scoring: PixelScoring, on_map: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+        """(N,) scores of the samples; ``on_map(i, u)`` gets each sample's (h, w) float32 uncertainty map."""
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pool vectors (N, D), labelled train vectors (M, D)): comparable unit rows of the model's encoder."""
+
+
+@dataclass
+class Ranking:
+    """What a strategy made of a pool: ``scores`` (N,) (the selection table's score column), ``order`` (N,) pool
+    indices best first, ``picked``: the pool indices within the budget, ``cost_px`` what they cost, ``regions``:
+    the picked patches of a region query (a DataFrame: id, x0, y0, x1, y1, score, cost_px) or None."""
+
+    scores: np.ndarray
+    order: np.ndarray
+    picked: list[int]
+    cost_px: int
+    regions: Any = None
+
+
+def within_budget(scores: np.ndarray, order: np.ndarray, costs: np.ndarray, budget: float, unit: str) -> Ranking:
+    """The Ranking that takes the leading samples of ``order`` that fit the budget."""
+    picked = take_within_budget(order, costs, budget, unit)
+    return Ranking(scores, order, picked, int(costs[picked].sum()) if picked else 0)
+
+
+def diverse_count(budget: float, unit: str, costs: np.ndarray) -> int:
+    """How many samples a diverse batch is chosen among: enough to fill the budget (for a pixel budget: images of
+    the pool's mean size, twice over), at most the pool."""
+    count = int(budget) if unit == "images" else int(np.ceil(budget / costs.mean())) * 2 + 1
+    return min(len(costs), count)
+
+
+# -- options ---------------------------------------------------------------------------------------------------
+def _check_measure(measure: str) -> None:
+    if measure not in PIXEL_MEASURES or measure == "bald":
+        raise UserError(f"measure={measure}: expected entropy, margin or least_confidence")
+
+
+def _check_aggregate(how: str) -> None:
+    if how not in AGGREGATIONS:
+        raise UserError(f"aggregate={how}: expected one of {list(AGGREGATIONS)}")
+
+
+def _check_top_fraction(share: float) -> None:
+    if not 0 < float(share) <= 1:
+        raise UserError(f"top_fraction={share}: expected a share of pixels in (0, 1]")
+
+
+def _check_mc_samples(passes: int) -> None:
+    if int(passes) < 2:
+        raise UserError(f"mc_samples={passes}: BALD needs at least 2 dropout passes")
+
+
+def _check_patch(side: int) -> None:
+    if int(side) < 8:
+        raise UserError(f"patch={side}: expected a region side of at least 8 px")
+
+
+# option -> its check, in the order a config's options are checked (``seed``: any integer)
+OPTIONS: dict[str, Callable[[Any], None]] = {
+    "measure": _check_measure, "aggregate": _check_aggregate, "top_fraction": _check_top_fraction,
+    "mc_samples": _check_mc_samples, "patch": _check_patch, "seed": lambda seed: None,
+}
+
+
+# -- the registry ----------------------------------------------------------------------------------------------
+class _ByName(ABCMeta):
+    """``Strategy(name, **options)`` builds the registered strategy ``name``; a subclass builds itself."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if cls is Strategy:
+            return make_strategy(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Strategy(metaclass=_ByName):
+    """What ranks the pool. ``seed``: for random, the core-set's first pick, k-means, MC dropout and the class
+    weights' draw. Subclasses hold their own options (each checked as :data:`OPTIONS` says) and register with
+    :func:`register_strategy`."""
+
+    name: ClassVar[str]
+    picks_regions: ClassVar[bool] = False  # picks patches of images, not whole images
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for option in fields(self):
+            OPTIONS[option.name](getattr(self, option.name))
+
+    @property
+    def scoring(self) -> PixelScoring | None:
+        """How the model scores each pool image for this strategy; None when it needs no class probabilities."""
+        return None
+
+    def describe(self) -> str:
+        return self.name
+
+    @abstractmethod
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        """Rank ``pool`` and pick within ``budget`` (checked, in ``unit``)."""
+
+
+# name -> strategy class, in the order the names are listed to users
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Add a strategy class under its ``name`` (a class decorator); a second class under a taken name is a bug."""
+    if STRATEGIES.get(cls.name, cls) is not cls:
+        raise ValueError(f"strategy {cls.name!r} is registered already ({STRATEGIES[cls.name]})")
+    STRATEGIES[cls.name] = cls
+    return cls
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy class called ``name``; a UserError naming the known strategies otherwise."""
+    if name not in STRATEGIES:
+        raise UserError(f"strategy={name}: expected one of {list(STRATEGIES)}")
+    return STRATEGIES[name]
+
+
+def make_strategy(name: str = "entropy", **options: Any) -> Strategy:
+    """The strategy ``name`` with the options it takes among ``options`` (keys of :data:`OPTIONS`). Every option
+    given is checked, used or not: a config sets them all, and a wrong value is a mistake either way."""
+    cls = strategy_class(name)
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"strategy options {unknown}: expected some of {list(OPTIONS)}")
+    for option, check in OPTIONS.items():
+        if option in options:
+            check(options[option])
+    own = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in options.items() if k in own})
+
+
+# -- the strategies --------------------------------------------------------------------------------------------
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Random(Strategy):
+    """A seeded random number per image: the baseline every simulation is read against."""
+
+    name = "random"
+
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        scores = np.random.default_rng(self.seed).random(len(pool.samples))
+        return within_budget(scores, rank_order(scores), pool.costs, budget, unit)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PixelStrategy(Strategy):
+    """A strategy that scores each image by its pixels' uncertainty, aggregated (``top_fraction``: for
+    aggregate=top); the most uncertain images first."""
+
+    aggregate: str = "mean"
+    top_fraction: float = 0.1
+
+    @property
+    def pixel_measure(self) -> str:
+        """The pixel measure this strategy scores with: its own name unless it takes a ``measure``."""
+        return self.name
+
+    @property
+    def scoring(self) -> PixelScoring:
+        return PixelScoring(self.pixel_measure, self.aggregate, float(self.top_fraction), seed=self.seed)
+
+    def how(self) -> str:
+        return f"top {self.top_fraction:g}" if self.aggregate == "top" else self.aggregate
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.pixel_measure}, {self.how()})"
+
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        scores = pool.scores(self.scoring)
+        return within_budget(scores, rank_order(scores), pool.costs, budget, unit)
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Entropy(PixelStrategy):
+    name = "entropy"
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Margin(PixelStrategy):
+    name = "margin"
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class LeastConfidence(PixelStrategy):
+    name = "least_confidence"
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Bald(PixelStrategy):
+    """The mutual information of ``mc_samples`` MC-dropout passes: what the passes disagree about."""
+
+    name = "bald"
+    mc_samples: int = 8
+
+    @property
+    def scoring(self) -> PixelScoring:
+        return PixelScoring("bald", self.aggregate, float(self.top_fraction), int(self.mc_samples), self.seed)
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Coreset(Strategy):
+    """k-center greedy on the model's encoder features (masklab.active.diversity); its score is the order the
+    greedy search took the samples in."""
+
+    name = "coreset"
+
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        from masklab.active.diversity import k_center_greedy
+
+        vectors, labelled = pool.embeddings()
+        picks = k_center_greedy(vectors, labelled, diverse_count(budget, unit, pool.costs), self.seed)
+        scores = np.zeros(len(pool.samples))
+        order = _first(picks, rank_order(scores))
+        scores[picks] = 1.0 - np.arange(len(picks)) / max(len(picks), 1)
+        return within_budget(scores, order, pool.costs, budget, unit)
+
+
+def _first(picks: list[int], order: np.ndarray) -> np.ndarray:
+    """``picks``, then the rest of ``order``."""
+    taken = set(picks)
+    return np.array(picks + [int(i) for i in order if int(i) not in taken])
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Hybrid(PixelStrategy):
+    """k-means of the pool's embeddings, the most uncertain image (by ``measure``) of each cluster."""
+
+    name = "hybrid"
+    measure: str = "entropy"
+
+    @property
+    def pixel_measure(self) -> str:
+        return self.measure
+
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        from masklab.active.diversity import most_uncertain_per_cluster
+
+        scores = pool.scores(self.scoring)
+        vectors, _ = pool.embeddings()
+        picks = most_uncertain_per_cluster(vectors, scores, diverse_count(budget, unit, pool.costs), self.seed)
+        return within_budget(scores, _first(picks, rank_order(scores)), pool.costs, budget, unit)
+
+
+@register_strategy
+@dataclass(frozen=True, kw_only=True)
+class Regions(PixelStrategy):
+    """Region queries: ``patch``-px squares scored by their mean uncertainty (by ``measure``), the most uncertain
+    patches of any image within the budget (a patch costs its area); images rank by their own score."""
+
+    name = "regions"
+    picks_regions = True
+    measure: str = "entropy"
+    patch: int = 64
+
+    @property
+    def pixel_measure(self) -> str:
+        return self.measure
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.pixel_measure}, {self.how()}, {self.patch} px patches)"
+
+    def rank(self, pool: Pool, budget: float, unit: str) -> Ranking:
+        import pandas as pd
+
+        from masklab.active.regions import patch_regions
+
+        found: list[tuple[int, Any]] = []  # (pool index, Region) of every patch
+
+        def keep(i: int, u: np.ndarray) -> None:
+            found.extend((i, r) for r in patch_regions(u, pool.samples[i].width, pool.samples[i].height, self.patch))
+
+        scores = pool.scores(self.scoring, keep)
+        costs = np.array([r.cost_px for _, r in found], np.float64)
+        taken = take_within_budget(rank_order(np.array([r.score for _, r in found])), costs, budget, unit)
+        rows = [{"id": pool.samples[i].id, "x0": r.x0, "y0": r.y0, "x1": r.x1, "y1": r.y1, "score": round(r.score, 6),
+                 "cost_px": r.cost_px} for i, r in (found[k] for k in taken)]
+        regions = pd.DataFrame(rows, columns=["id", "x0", "y0", "x1", "y1", "score", "cost_px"])
+        picked = list(dict.fromkeys(found[k][0] for k in taken))
+        return Ranking(scores, rank_order(scores), picked, int(costs[taken].sum()) if taken else 0, regions)

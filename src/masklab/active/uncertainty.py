@@ -18,6 +18,7 @@ installs Jupyter). Per image:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -93,3 +94,34 @@ def class_weights(pixel_counts: Sequence[float]) -> np.ndarray:
     w = np.where(seen, 1.0 / np.where(seen, share, 1.0), 0.0)
     w[~seen] = w[seen].max()
     return w / w[seen].mean()
+
+
+@dataclass(frozen=True)
+class PixelScoring:
+    """How a strategy turns one pool image's class probabilities into its score: the pixel ``measure`` (one of
+    PIXEL_MEASURES; "bald" reads ``mc_samples`` MC-dropout passes), then ``aggregate`` over the pixels
+    (``top_fraction`` for "top"). ``seed``: torch's seed for the dropout passes and the draw of labelled masks
+    that class weights are counted on."""
+
+    measure: str
+    aggregate: str = "mean"
+    top_fraction: float = 0.1
+    mc_samples: int = 0
+    seed: int = 0
+
+    @property
+    def mc(self) -> bool:
+        """Whether the measure reads MC-dropout samples (T, C, H, W) rather than one pass (C, H, W)."""
+        return self.measure == "bald"
+
+    @property
+    def class_balanced(self) -> bool:
+        """Whether the score needs class weights (see :func:`class_weights`)."""
+        return self.aggregate == "class_balanced"
+
+    def score(self, probs: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """(the image's score, its (H, W) float32 pixel uncertainty) from (C, H, W) probabilities, or (T, C, H, W)
+        MC samples when :attr:`mc`; ``weights``: per class, for aggregate=class_balanced."""
+        u = pixel_uncertainty(probs, self.measure)
+        predicted = (probs.mean(axis=0) if self.mc else probs).argmax(axis=0) if weights is not None else None
+        return aggregate(u, self.aggregate, self.top_fraction, predicted, weights), u

@@ -19,8 +19,9 @@ def select(cfg: DictConfig) -> None:
     from masklab.workflows.active_learning import record_selection, select, write_selection_explorer
 
     # The strategy and the model first: a mistake there must not leave a synthesized dataset behind.
-    strategy = Strategy(str(cfg.strategy), str(cfg.measure), str(cfg.aggregate), float(cfg.top_fraction),
-                        int(cfg.mc_samples), int(cfg.patch), int(cfg.seed))
+    strategy = Strategy(str(cfg.strategy), measure=str(cfg.measure), aggregate=str(cfg.aggregate),
+                        top_fraction=float(cfg.top_fraction), mc_samples=int(cfg.mc_samples), patch=int(cfg.patch),
+                        seed=int(cfg.seed))
     package = load_model_ref(str(cfg.model_ref), cfg.logger.tracking_uri)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     out = Path(hydra_output_dir())

@@ -10,13 +10,16 @@ also written into the dataset folder (``selections/<name>.parquet``) and the pic
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from masklab.active.selection import Strategy
+from masklab.active.selection import Ranking, Strategy, check_budget
+from masklab.active.uncertainty import PixelScoring
 from masklab.errors import UserError
 
 SELECTION_FILE = "selection.parquet"
@@ -75,48 +78,80 @@ def _class_weights(dataset: Any, task: Any, seed: int) -> np.ndarray:
     return class_weights(counts)
 
 
-def _score_pool(pool: list[Any], dataset: Any, package: Any, strategy: Strategy, device: str, batch_size: int,
-                on_map: Any = None) -> np.ndarray:
-    """(N,) scores of the pool samples; ``on_map(i, u)`` gets each sample's (h, w) float32 uncertainty map at
-    the model's resolution as it is computed (nothing else keeps the maps: pools are large)."""
-    import torch
+class ModelPool:
+    """The pool as a strategy sees it (masklab.active.selection.Pool): ``samples`` of ``dataset`` scored and
+    embedded by the model ``package``, through its task, when the ``strategy`` asks."""
 
-    from masklab.active.uncertainty import aggregate, pixel_uncertainty
-    from masklab.console import progress
-    from masklab.data.format import read_image
-    from masklab.inference.engine import Predictor
-    from masklab.tasks import get_task
+    def __init__(self, dataset: Any, samples: list[Any], package: Any, strategy: Strategy, device: str,
+                 batch_size: int, cache_dir: str | Path | None = None):
+        self.dataset, self.samples, self.package, self.strategy = dataset, samples, package, strategy
+        self.device, self.batch_size, self.cache_dir = device, batch_size, cache_dir
+        self.costs = np.array([s.width * s.height for s in samples], np.float64)
 
-    task = get_task(package.spec.get("task", "semantic"))
-    predictor = Predictor(package.model, package.input_rule, device, batch_size)
-    mc = strategy.name == "bald"
-    if mc:
+    def subset(self, samples: list[Any]) -> ModelPool:
+        return ModelPool(self.dataset, samples, self.package, self.strategy, self.device, self.batch_size,
+                         self.cache_dir)
+
+    def scores(self, scoring: PixelScoring, on_map: Any = None) -> np.ndarray:
+        """(N,) scores of the samples; ``on_map(i, u)`` gets each sample's (h, w) float32 uncertainty map at the
+        model's resolution as it is computed (nothing else keeps the maps: pools are large)."""
+        from masklab.console import progress
+        from masklab.data.images import read_image
+        from masklab.inference.engine import Predictor
+        from masklab.tasks import get_task
+
+        task = get_task(self.package.spec.get("task", "semantic"))
+        predictor = Predictor(self.package.model, self.package.input_rule, self.device, self.batch_size)
+        weights = _class_weights(self.dataset, task, scoring.seed) if scoring.class_balanced else None
+        scores = np.zeros(len(self.samples))
+        n, size = len(self.samples), self.batch_size
+        batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+        with self._mc_dropout(predictor, scoring):
+            for batch in progress(batches, f"Scoring {n} pool images ({self.strategy.describe()})"):
+                images = [read_image(self.dataset.root / self.samples[i].image) for i in batch]
+                for i, p in zip(batch, _probabilities(task, predictor, images, scoring)):
+                    scores[i], u = scoring.score(p, weights)
+                    if on_map is not None:
+                        on_map(i, u)
+        return scores
+
+    @contextmanager
+    def _mc_dropout(self, predictor: Any, scoring: PixelScoring) -> Iterator[None]:
+        """For MC scoring: dropout on (a clear error when the model has none) and torch seeded, for the block."""
+        if not scoring.mc:
+            yield
+            return
+        import torch
+
         if enable_mc_dropout(predictor.model) == 0:
-            net = type(getattr(package.model, "net", package.model)).__name__
-            raise UserError(f"strategy=bald: the model ({net}) has no dropout layers, so MC-dropout samples "
-                            "would all be equal; choose another strategy or a model with dropout")
-        torch.manual_seed(strategy.seed)
-    weights = _class_weights(dataset, task, strategy.seed) if strategy.aggregate == "class_balanced" else None
-    scores = np.zeros(len(pool))
-    batches = [list(range(i, min(i + batch_size, len(pool)))) for i in range(0, len(pool), batch_size)]
-    try:
-        for batch in progress(batches, f"Scoring {len(pool)} pool images ({strategy.describe()})"):
-            images = [read_image(dataset.root / pool[i].image) for i in batch]
-            if mc:
-                samples = [task.class_probabilities(predictor, images, "model") for _ in range(strategy.mc_samples)]
-                probs = [np.stack([s[k] for s in samples]).astype(np.float32) for k in range(len(images))]
-            else:
-                probs = [p.astype(np.float32) for p in task.class_probabilities(predictor, images, "model")]
-            for i, p in zip(batch, probs):
-                u = pixel_uncertainty(p, "bald" if mc else strategy.pixel_measure)
-                predicted = (p.mean(axis=0) if mc else p).argmax(axis=0) if weights is not None else None
-                scores[i] = aggregate(u, strategy.aggregate, strategy.top_fraction, predicted, weights)
-                if on_map is not None:
-                    on_map(i, u)
-    finally:
-        if mc:
+            net = type(getattr(self.package.model, "net", self.package.model)).__name__
+            raise UserError(f"strategy={self.strategy.name}: the model ({net}) has no dropout layers, so MC-dropout "
+                            "samples would all be equal; choose another strategy or a model with dropout")
+        torch.manual_seed(scoring.seed)
+        try:
+            yield
+        finally:
             predictor.model.eval()
-    return scores
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pool vectors, labelled train vectors), comparable unit rows from the model's own encoder."""
+        from masklab.curation.embeddings import Embeddings, embed_dataset
+        from masklab.inference.embeddings import package_embedder
+        from masklab.workflows.curation import comparable
+
+        embedder = package_embedder(self.package, device=self.device, batch_size=self.batch_size)
+        labelled = [s for s in self.dataset.samples if s.labeled and s.split == "train"]
+        found = embed_dataset(self.dataset, embedder, self.cache_dir, [*self.samples, *labelled])
+        vectors = comparable(Embeddings(found.ids, found.vectors, found.source, found.key, found.dataset))
+        return vectors[: len(self.samples)], vectors[len(self.samples):]
+
+
+def _probabilities(task: Any, predictor: Any, images: list[np.ndarray], scoring: PixelScoring) -> list[np.ndarray]:
+    """Per image float32 class probabilities (C, h, w) at the model's resolution; (T, C, h, w) for MC scoring."""
+    if not scoring.mc:
+        return [p.astype(np.float32) for p in task.class_probabilities(predictor, images, "model")]
+    samples = [task.class_probabilities(predictor, images, "model") for _ in range(scoring.mc_samples)]
+    return [np.stack([s[k] for s in samples]).astype(np.float32) for k in range(len(images))]
 
 
 def select(dataset: Any, package: Any, strategy: Strategy, budget: float, unit: str = "images",
@@ -124,106 +159,61 @@ def select(dataset: Any, package: Any, strategy: Strategy, budget: float, unit: 
            device: str = "auto", batch_size: int = 8, name: str | None = None) -> Selection:
     """Pick pool samples of a loaded ``dataset`` to label next with a loaded model ``package``.
 
-    ``budget``: images (unit "images") or labelled pixels (unit "pixels"; an image costs width x height, a
-    region its area). ``cache_dir``: where the core-set / hybrid strategies cache embeddings. Writes
-    ``selection.parquet`` (and ``regions.parquet``) to ``output_dir`` when given. Deterministic for a seed."""
+    ``strategy``: a masklab.active.selection strategy (``Strategy("entropy")``). ``budget``: images (unit
+    "images") or labelled pixels (unit "pixels"; an image costs width x height, a region its area). ``cache_dir``:
+    where the core-set / hybrid strategies cache embeddings. Writes ``selection.parquet`` (and ``regions.parquet``)
+    to ``output_dir`` when given. Deterministic for a seed."""
+    budget = check_budget(budget, unit)
+    pool = ModelPool(dataset, _pool(dataset), package, strategy, device, batch_size, cache_dir)
+    name = name or f"{strategy.name}-{dataset.manifest_hash[:8]}"
+    found = selection_of(pool, strategy.rank(pool, budget, unit), name, strategy.describe(), model_name)
+    if found.picked and strategy.scoring is not None:
+        found.maps = uncertainty_maps(pool, found.picked, strategy.scoring)
+    if output_dir is not None:
+        found.paths = write_selection_tables(found, Path(output_dir))
+    return found
+
+
+def selection_of(pool: ModelPool, ranking: Ranking, name: str, strategy: str, model_name: str) -> Selection:
+    """The Selection of a strategy's ``ranking``: the table of every pool sample by rank, the picks in rank order."""
     import pandas as pd
 
-    from masklab.active.diversity import k_center_greedy, most_uncertain_per_cluster
-    from masklab.active.regions import patch_regions
-    from masklab.active.selection import check_budget, rank_order, take_within_budget
+    n = len(pool.samples)
+    rank = np.empty(n, int)
+    rank[np.asarray(ranking.order, int)] = np.arange(1, n + 1)
+    chosen = set(ranking.picked)
+    table = pd.DataFrame({
+        "id": [s.id for s in pool.samples], "rank": rank, "score": np.round(ranking.scores, 6),
+        "selected": [i in chosen for i in range(n)], "cost_px": pool.costs.astype(np.int64),
+        "strategy": strategy, "model": model_name, "dataset": pool.dataset.manifest_hash, "selection": name,
+    }).sort_values("rank", kind="stable").reset_index(drop=True)
+    picked = [pool.samples[i].id for i in sorted(ranking.picked, key=lambda i: rank[i])]
+    return Selection(name, table, picked, ranking.cost_px, ranking.regions)
+
+
+def uncertainty_maps(pool: ModelPool, picked: list[str], scoring: PixelScoring) -> dict[str, np.ndarray]:
+    """The picks' (h, w) uint8 uncertainty maps (0-255) for the explorer: a second pass over the few picked images."""
+    wanted = set(picked)
+    picks = pool.subset([s for s in pool.samples if s.id in wanted])
+    kept: dict[str, np.ndarray] = {}
+    picks.scores(scoring, lambda i, u: kept.__setitem__(picks.samples[i].id, np.round(u * 255).astype(np.uint8)))
+    return kept
+
+
+def write_selection_tables(found: Selection, out: Path) -> list[Path]:
+    """``selection.parquet`` and, for a region query, ``regions.parquet`` in ``out``, atomically."""
     from masklab.files import atomic_write
 
-    budget = check_budget(budget, unit)
-    pool = _pool(dataset)
-    name = name or f"{strategy.name}-{dataset.manifest_hash[:8]}"
-    costs = np.array([s.width * s.height for s in pool], np.float64)
-    scores = np.zeros(len(pool))
-    regions = None
-    found_regions: list[tuple[int, Any]] = []  # (pool index, Region) of every patch, for region queries
-
-    def keep_regions(i: int, u: np.ndarray) -> None:
-        found_regions.extend((i, r) for r in patch_regions(u, pool[i].width, pool[i].height, strategy.patch))
-
-    if "probs" in strategy.needs or "mc" in strategy.needs:
-        scores = _score_pool(pool, dataset, package, strategy, device, batch_size,
-                             keep_regions if strategy.name == "regions" else None)
-    if strategy.name == "random":
-        scores = np.random.default_rng(strategy.seed).random(len(pool))
-        order = rank_order(scores)
-    elif "embeddings" in strategy.needs:
-        vectors, labelled = _embeddings(dataset, pool, package, cache_dir, device, batch_size)
-        # enough picks to fill the budget: a pixel budget with images of the pool's mean size, twice over
-        count = int(budget) if unit == "images" else int(np.ceil(budget / costs.mean())) * 2 + 1
-        count = min(len(pool), count)
-        picks = k_center_greedy(vectors, labelled, count, strategy.seed) if strategy.name == "coreset" else \
-            most_uncertain_per_cluster(vectors, scores, count, strategy.seed)
-        taken = set(picks)
-        order = np.array(picks + [int(i) for i in rank_order(scores) if int(i) not in taken])
-        if strategy.name == "coreset":  # its score: the order the greedy search took the samples in
-            scores = np.zeros(len(pool))
-            scores[picks] = 1.0 - np.arange(len(picks)) / max(len(picks), 1)
-    else:
-        order = rank_order(scores)
-    if strategy.name == "regions":
-        region_order = rank_order(np.array([r.score for _, r in found_regions]))
-        region_costs = np.array([r.cost_px for _, r in found_regions], np.float64)
-        taken_regions = take_within_budget(region_order, region_costs, budget, unit)
-        regions = pd.DataFrame([{"id": pool[found_regions[k][0]].id, "x0": found_regions[k][1].x0,
-                                 "y0": found_regions[k][1].y0, "x1": found_regions[k][1].x1,
-                                 "y1": found_regions[k][1].y1, "score": round(found_regions[k][1].score, 6),
-                                 "cost_px": found_regions[k][1].cost_px} for k in taken_regions],
-                               columns=["id", "x0", "y0", "x1", "y1", "score", "cost_px"])
-        picked_idx = list(dict.fromkeys(found_regions[k][0] for k in taken_regions))
-        cost = int(region_costs[taken_regions].sum()) if taken_regions else 0
-    else:
-        picked_idx = take_within_budget(order, costs, budget, unit)
-        cost = int(costs[picked_idx].sum()) if picked_idx else 0
-    rank = np.empty(len(pool), int)
-    rank[np.asarray(order, int)] = np.arange(1, len(pool) + 1)
-    chosen = set(picked_idx)
-    table = pd.DataFrame({
-        "id": [s.id for s in pool], "rank": rank, "score": np.round(scores, 6),
-        "selected": [i in chosen for i in range(len(pool))], "cost_px": costs.astype(np.int64),
-        "strategy": strategy.describe(), "model": model_name, "dataset": dataset.manifest_hash,
-        "selection": name,
-    }).sort_values("rank", kind="stable").reset_index(drop=True)
-    picked = [pool[i].id for i in sorted(picked_idx, key=lambda i: rank[i])]
-    found_selection = Selection(name, table, picked, cost, regions)
-    if found_selection.picked and ("probs" in strategy.needs or "mc" in strategy.needs):
-        # The picks' uncertainty maps for the explorer: a second pass over the few picked images.
-        picks = [s for s in pool if s.id in set(picked)]
-        kept: dict[str, np.ndarray] = {}
-        _score_pool(picks, dataset, package, strategy, device, batch_size,
-                    lambda i, u: kept.__setitem__(picks[i].id, np.round(u * 255).astype(np.uint8)))
-        found_selection.maps = kept
-    if output_dir is not None:
-        out = Path(output_dir)
-        found_selection.paths.append(atomic_write(out / SELECTION_FILE, lambda tmp: table.to_parquet(tmp, index=False)))
-        if regions is not None:
-            found_selection.paths.append(atomic_write(out / REGIONS_FILE,
-                                                      lambda tmp: regions.to_parquet(tmp, index=False)))
-    return found_selection
-
-
-def _embeddings(dataset: Any, pool: list[Any], package: Any, cache_dir: str | Path | None, device: str,
-                batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pool vectors, labelled train vectors), comparable unit rows from the model's own encoder."""
-    from masklab.curation.embeddings import Embeddings, embed_dataset
-    from masklab.inference.embeddings import package_embedder
-    from masklab.workflows.curation import comparable
-
-    embedder = package_embedder(package, device=device, batch_size=batch_size)
-    labelled = [s for s in dataset.samples if s.labeled and s.split == "train"]
-    found = embed_dataset(dataset, embedder, cache_dir, [*pool, *labelled])
-    vectors = comparable(Embeddings(found.ids, found.vectors, found.source, found.key, found.dataset))
-    return vectors[: len(pool)], vectors[len(pool):]
+    paths = [atomic_write(out / SELECTION_FILE, lambda tmp: found.table.to_parquet(tmp, index=False))]
+    if found.regions is not None:
+        paths.append(atomic_write(out / REGIONS_FILE, lambda tmp: found.regions.to_parquet(tmp, index=False)))
+    return paths
 
 
 def record_selection(dataset: Any, found: Selection) -> Path:
     """Write the selection into the dataset folder (``selections/<name>.parquet``) and set ``selected_in`` on the
     picked rows of the manifest, atomically: the next data version (``dvc commit``) holds what was chosen."""
-    from masklab.data.format import read_manifest, write_manifest
+    from masklab.data.manifest import read_manifest, write_manifest
     from masklab.files import atomic_write
 
     path = atomic_write(Path(dataset.root) / SELECTIONS_DIR / f"{found.name}.parquet",
@@ -246,7 +236,7 @@ def uncertainty_ramp() -> Any:
     """The ClassTable the explorer colours an uncertainty map with: step k = uncertainty in [k, k + 1) / HEAT_STEPS."""
     from matplotlib import colormaps
 
-    from masklab.data.format import ClassInfo, ClassTable
+    from masklab.data.classes import ClassInfo, ClassTable
 
     ramp = colormaps["inferno"]
     steps = [ClassInfo(0, f"uncertainty < {1 / HEAT_STEPS:.1f}", (0, 0, 0))]
@@ -265,8 +255,8 @@ def write_selection_explorer(dataset: Any, found: Selection, out_dir: str | Path
     import cv2
     from PIL import Image
 
-    from masklab.data.format import safe_name
-    from masklab.report.explorer import ExplorerSample, write_explorer
+    from masklab.data.sample_files import safe_name
+    from masklab.explore import ExplorerSample, write_explorer
 
     bins = uncertainty_ramp()
     by_id = {s.id: s for s in dataset.samples}
