@@ -72,8 +72,8 @@ def three(tmp_path):
 
 def test_writes_page_and_full_resolution_files(three):
     root, samples, table = three
-    summary = {"headline": {"mIoU": 0.375}}
-    index = write_explorer(root / "out", CLASSES, samples, table, summary, "run x", {"run_id": "r1", "path": "report"})
+    index = write_explorer(root / "out", CLASSES, samples, table, {"headline": {"mIoU": 0.375}}, "run x",
+                           {"run_id": "r1", "path": "report"})
     assert index == root / "out" / "index.html" and index.stat().st_size > 10_000
     full = sorted(p.name for p in (root / "out" / "full").iterdir())
     assert full == sorted(f"{sid}_{kind}.png" for sid in "abc" for kind in KINDS)
@@ -89,7 +89,7 @@ def test_writes_page_and_full_resolution_files(three):
     assert data["mlflow"] == {"run_id": "r1", "path": "report"}
     assert data["samples"]["files"] == ["igpe"] * 3
     assert data["summary"]["headline"] == {"mIoU": 0.375}
-    assert summary["problems"] == []
+    assert data["problems"] == []  # (the page's list of what went wrong)
     assert "<title>run x</title>" in index.read_text()
     # Writing again with fewer samples leaves no stale files behind.
     write_explorer(root / "out", CLASSES, samples[:1], None, {}, "again")
@@ -135,9 +135,9 @@ def test_bad_input_becomes_problems_and_placeholders(tmp_path):
     ]
     table = pd.DataFrame({"id": ["good", "missing", "ghost", "ghost", "odd", "no-pred-file", "garbage"],
                           "mIoU": [0.5, 0.1, 0.2, 0.3, 0.4, 0.6, 0.7]})
-    summary = {"problems": ["earlier"]}
-    index = write_explorer(tmp_path / "out", CLASSES, samples, table, summary, "bad")
-    problems = summary["problems"]
+    index = write_explorer(tmp_path / "out", CLASSES, samples, table, {"problems": ["earlier"]}, "bad")
+    data = embedded(index)
+    problems = data["problems"]  # what the page lists: the summary's, then those found
     text = "\n".join(problems)
     assert problems[0] == "earlier"
     assert "sample missing: image" in text and "is missing" in text
@@ -147,18 +147,15 @@ def test_bad_input_becomes_problems_and_placeholders(tmp_path):
     assert "sample odd: ground truth" in text and "[7]" in text
     assert "repeating an id" in text and "not a sample: ghost" in text
     assert "1 sample without a row in the per-sample table: small-mask" in text
-    data = embedded(index)
-    assert data["problems"] == problems
     s = data["samples"]
     assert s["ok"] == [1, 0, 0, 1, 1, 1]
     assert s["img"][1] == "" and s["files"][1] == ""  # placeholder card, no full files
     assert s["files"] == ["igpe", "", "", "ip", "ig", "ig"]
     full = {p.name for p in (tmp_path / "out" / "full").iterdir()}
     assert not any(name.startswith(("missing", "garbage")) for name in full)
-    # A table without an id column is reported and left out; a summary without problems gets the list.
-    summary2: dict = {}
-    write_explorer(tmp_path / "out2", CLASSES, samples[:1], pd.DataFrame({"x": [1]}), summary2, "t")
-    assert "no 'id' column" in summary2["problems"][0]
+    # A table without an id column is reported and left out, also when the summary has no problems to begin with.
+    data = embedded(write_explorer(tmp_path / "out2", CLASSES, samples[:1], pd.DataFrame({"x": [1]}), {}, "t"))
+    assert len(data["problems"]) == 1 and "no 'id' column" in data["problems"][0] and data["columns"] == []
 
 
 def test_dataset_browse_without_table_or_predictions(three):
@@ -342,10 +339,9 @@ def test_instance_objects_are_outlined_by_outcome(tmp_path):
     shown, matches, problems = split_matches(table)
     assert problems == [] and "matches" not in shown.columns and len(matches["a"]) == 4
     samples = explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches)
-    summary: dict = {}
-    index = write_explorer(tmp_path / "out", dataset.class_table, samples, shown, summary, "instances")
-    assert summary["problems"] == []
+    index = write_explorer(tmp_path / "out", dataset.class_table, samples, shown, {}, "instances")
     data = embedded(index)
+    assert data["problems"] == []
     s = data["samples"]
     assert s["files"] == ["igpe"] and s["gt"] == [""] and s["pred"] == [""]  # no class masks: objects instead
     gt, pred = s["obj"][0]["g"], s["obj"][0]["p"]
@@ -401,17 +397,16 @@ def test_instance_browse_and_bad_matches(tmp_path):
     table.loc[1, "matches"] = "not json"
     shown, matches, problems = split_matches(table)
     assert "b" not in matches and "not a JSON list (b)" in problems[0]
-    summary: dict = {"problems": []}
-    write_explorer(tmp_path / "bad", dataset.class_table,
-                   explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches), shown, summary, "bad")
-    assert any("sample a: 1 per-object match entry point at no object" in p for p in summary["problems"]), summary
+    data = embedded(write_explorer(tmp_path / "bad", dataset.class_table,
+                                   explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches), shown,
+                                   {"problems": []}, "bad"))
+    assert any("sample a: 1 per-object match entry point at no object" in p for p in data["problems"]), data
     # An unreadable id map is one problem of that sample; the page still has its ground truth.
     (pred_dir / "b.png").write_bytes(b"garbage")
-    summary = {}
     data = embedded(write_explorer(tmp_path / "bad2", dataset.class_table,
                                    explorer_samples(dataset, "val", pred_dir, objects=True, matches=matches), shown,
-                                   summary, "bad"))
-    assert any("sample b: objects cannot be read" in p for p in summary["problems"]), summary
+                                   {}, "bad"))
+    assert any("sample b: objects cannot be read" in p for p in data["problems"]), data["problems"]
     assert data["samples"]["files"][1] == "i" and data["samples"]["ok"][1] == 1
 
 
