@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections import Counter
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from masklab.data.format import (
     row_problems,
     verify_file,
 )
+from masklab.files import atomic_write
 
 Severity = Literal["error", "warning"]
 
@@ -455,9 +455,8 @@ def check_cached(root: Path, cache_dir: Path) -> list[Problem]:
             pass  # a corrupt cache is just a miss
     problems = check_dataset(root)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"key": key, "root": str(root), "problems": [asdict(p) for p in problems]}, indent=1))
-    os.replace(tmp, cache_file)
+    text = json.dumps({"key": key, "root": str(root), "problems": [asdict(p) for p in problems]}, indent=1)
+    atomic_write(cache_file, lambda tmp: tmp.write_text(text))
     return problems
 
 

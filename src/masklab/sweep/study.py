@@ -7,17 +7,17 @@ timeout makes them wait for the file lock instead of failing). Any other URL (``
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from masklab.errors import UserError
+from masklab.files import call_with_retry, file_lock
 
 SQLITE_BUSY_TIMEOUT_S = 120
 # A worker that dies without telling the storage leaves a RUNNING trial: heartbeats let the next
@@ -26,7 +26,8 @@ HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "percentile")
-T = TypeVar("T")
+# The name sweep/launch.py calls the retry by: masklab's one retry of a locked SQLite database (until a deadline).
+retry_locked = call_with_retry
 
 
 def is_sqlite(url: str) -> bool:
@@ -43,23 +44,6 @@ def redact(url: str) -> str:
         return url
 
 
-def is_locked_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "database is locked" in text or "database table is locked" in text
-
-
-def retry_locked(fn: Callable[..., T], *args: Any, attempts: int = 8, **kwargs: Any) -> T:
-    """Call ``fn``; when a SQLite store answers 'database is locked', wait (backoff with jitter) and retry."""
-    for attempt in range(attempts):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as exc:
-            if not is_locked_error(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(min(8.0, 0.25 * 2**attempt) * (0.5 + random.random()))
-    raise AssertionError("unreachable")
-
-
 def open_storage(url: str):
     """Optuna's RDB storage for ``url``; only a SQLite URL gets a busy timeout and its folder created."""
     import optuna
@@ -74,7 +58,7 @@ def open_storage(url: str):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
-            return retry_locked(_create_storage, url, engine_kwargs)
+            return call_with_retry(_create_storage, url, engine_kwargs)
         except ImportError as exc:
             cause = exc.__cause__ or exc
             raise UserError(f"storage={redact(url)}: the database driver is not installed ({cause}); install it "
@@ -86,7 +70,10 @@ def open_storage(url: str):
 
 def _create_storage(url: str, engine_kwargs: dict[str, Any]):
     """Optuna's RDBStorage; when another process creates the schema of a new database at the same moment (two
-    machines starting one study), one CREATE fails on a duplicate: the schema exists now, so open it again."""
+    machines starting one study), one CREATE fails on a duplicate: the schema exists now, so open it again.
+
+    Not a second "database is locked" retry (open_storage wraps this in that one): a duplicate table is an error
+    that no waiting fixes, only opening the schema the other process made."""
     import optuna
 
     for attempt in range(3):
@@ -169,8 +156,8 @@ def open_study(name: str, storage, direction: str | None = None, sampler=None, p
         except KeyError:
             names = sorted(optuna.get_all_study_names(storage))
             raise UserError(f"no study '{name}' in {redact(storage.url)}; studies there: {names or 'none'}") from None
-    study = retry_locked(optuna.create_study, study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                         direction=direction, load_if_exists=True)
+    study = call_with_retry(optuna.create_study, study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                            direction=direction, load_if_exists=True)
     if study.direction.name.lower() != direction:
         raise UserError(f"study '{name}' maximizes/minimizes the other way ({study.direction.name.lower()}) "
                         f"than monitor_mode now asks ({direction}); use another study name (study=...)")
@@ -192,12 +179,8 @@ def study_lock(storage, study: str) -> Iterator[None]:
         if not path or path.startswith(":memory:"):
             yield
             return
-        with open(f"{path}.{_lock_key(study) & 0xFFFFFFFF:08x}.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, also if the process dies
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(f"{path}.{_lock_key(study) & 0xFFFFFFFF:08x}.lock"):  # released also if the process dies
+            yield
         return
     from sqlalchemy import text
 

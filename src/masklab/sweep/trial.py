@@ -20,11 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from masklab.errors import UserError
+from masklab.files import Retrying
 from masklab.overrides import format_override
 from masklab.sweep.space import Param, one_line
-from masklab.sweep.study import is_locked_error, retry_locked
-
-LOCKED_RETRIES = 3
 
 
 @dataclass
@@ -156,8 +154,8 @@ class TrialRunner:
         if exp is None:
             return []
         study = self.spec.study.replace("'", "\\'")
-        return retry_locked(c.search_runs, [exp.experiment_id],
-                            f"tags.`masklab.sweep` = '{study}' and tags.`masklab.trial` = '{number}'")
+        return c.search_runs([exp.experiment_id],  # (the client retries a locked store itself)
+                             f"tags.`masklab.sweep` = '{study}' and tags.`masklab.trial` = '{number}'")
 
     def close_child_runs(self, number: int, state: str, status: str | None, run_id: str | None = None) -> str | None:
         """Tag the trial's run (``run_id``, else every run found by tag) with its state and, unless ``status`` is
@@ -166,9 +164,9 @@ class TrialRunner:
             c = self._client()
             run_ids = [run_id] if run_id else [r.info.run_id for r in self.child_runs(number)]
             for rid in run_ids:
-                retry_locked(c.set_tag, rid, "masklab.trial_state", state)
+                c.set_tag(rid, "masklab.trial_state", state)
                 if status:
-                    retry_locked(c.set_terminated, rid, status)
+                    c.set_terminated(rid, status)
             return run_ids[-1] if run_ids else None
         except Exception as exc:  # bookkeeping must not hide the trial's own outcome
             self.say(f"warning: could not update the MLflow run of trial {number}: {one_line(str(exc))}")
@@ -300,7 +298,11 @@ class TrialRunner:
         return value
 
     def train(self, trial, cfg, number: int, out_dir: Path, param_overrides: list[str]) -> tuple[float, str | None]:
-        """Run `train` (retried when the MLflow or Optuna SQLite store is locked); returns (best value, run id)."""
+        """Run `train`; returns (best value, run id).
+
+        Not retried when a store is locked: each call on one retries that call instead (MLflow: the client and
+        Lightning's logger; Optuna: the pruning callback's reports, through ``Retrying(trial)``), and a store
+        still locked after that retry stops the sweep (a UserError) rather than training again from the start."""
         import math
 
         from omegaconf import OmegaConf
@@ -315,24 +317,16 @@ class TrialRunner:
                        out_dir / ".hydra" / "overrides.yaml")
         self.last_run_id = None
         try:
-            for attempt in range(LOCKED_RETRIES + 1):
-                try:
-                    if self.spec.cv_folds:
-                        with captured_output(out_dir / "train.log"):
-                            value, self.last_run_id = self.cross_validated(task, out_dir.resolve())
-                        break
-                    with bind(trial) as binding, captured_output(out_dir / "train.log"):
-                        try:
-                            value = fit(task, out_dir.resolve()).best_value
-                        finally:
-                            self.last_run_id = binding.callback.run_id if binding.callback else None
-                    break
-                except Exception as exc:
-                    if not is_locked_error(exc) or attempt == LOCKED_RETRIES:
-                        raise
-                    self.close_child_runs(number, "retried", "FAILED", self.last_run_id)
-                    self.say(f"trial {number}: the store is locked; retrying ({attempt + 1}/{LOCKED_RETRIES})")
-                    time.sleep(2.0 * (attempt + 1))
+            if self.spec.cv_folds:
+                with captured_output(out_dir / "train.log"):
+                    value, self.last_run_id = self.cross_validated(task, out_dir.resolve())
+            else:
+                # trial.report / should_prune write to and read the Optuna storage: each call retries a lock
+                with bind(Retrying(trial)) as binding, captured_output(out_dir / "train.log"):
+                    try:
+                        value = fit(task, out_dir.resolve()).best_value
+                    finally:
+                        self.last_run_id = binding.callback.run_id if binding.callback else None
         finally:
             release_memory()
         run_id = self.last_run_id

@@ -222,7 +222,8 @@ class Registry:
 
         try:
             with quiet_mlflow():
-                return call_with_retry(fn, *args, **kwargs)  # (MLflow's fluent calls are not wrapped otherwise)
+                # One retry: a method of self.client (retrying already) is called as is, a fluent call is retried
+                return call_with_retry(fn, *args, **kwargs)
         except MlflowException as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if any(m in message for m in ("Failed to establish a new connection", "Max retries exceeded",
@@ -382,15 +383,10 @@ class Registry:
         if not self.tracking_uri.startswith("sqlite:///"):
             yield
             return
-        import fcntl
+        from masklab.files import file_lock
 
-        lock_path = Path(self.tracking_uri[len("sqlite:///"):] + ".registry.lock")
-        with open(lock_path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.tracking_uri[len("sqlite:///"):] + ".registry.lock"):  # released also if the process dies
+            yield
 
     def _record_replaced(self, name: str, new_version) -> None:
         """Write the Production -> Archived entry for every version the registry archived but whose
