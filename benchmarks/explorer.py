@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from masklab.data.format import ClassInfo, ClassTable
-from masklab.report.explorer import ExplorerSample, write_explorer
+from masklab.explore import ExplorerSample, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
                       ClassInfo(2, "road", (60, 180, 75))), 255)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from masklab.data.format import ClassInfo, ClassTable
-from masklab.report.explorer import (
+from masklab.explore.static_page import (
     MAX_CHANGED,
     MAX_CURVE_POINTS,
     THUMB_SIDE,
@@ -331,7 +331,7 @@ def rim_colour(overlay: Path, y: int, x: int) -> tuple[int, ...]:
 
 
 def test_instance_objects_are_outlined_by_outcome(tmp_path):
-    from masklab.report.explorer_objects import FILL_ALPHA, OBJECT_STATUS
+    from masklab.explore.objects import FILL_ALPHA, OBJECT_STATUS
     from masklab.workflows.reporting import explorer_samples, split_matches
 
     dataset, table, pred_dir = write_instance_report(tmp_path, {"a": (CASE_GT, CASE_PRED)})
@@ -376,7 +376,7 @@ def test_instance_objects_are_outlined_by_outcome(tmp_path):
 
 
 def test_instance_browse_and_bad_matches(tmp_path):
-    from masklab.report.explorer_objects import OBJECT_PALETTE
+    from masklab.explore.objects import OBJECT_PALETTE
     from masklab.report.overlay import distinct_colors
     from masklab.workflows.reporting import explorer_samples, split_matches
 
@@ -431,7 +431,7 @@ def test_page_weight_of_instance_samples(tmp_path, capsys):
     files reused): the inline outline polygons and outcomes must stay under 120 bytes per object."""
     import cv2
 
-    from masklab.report.explorer import ExplorerObjects
+    from masklab.explore import ExplorerObjects
 
     n, k_obj, side = 100, 25, 128
     loaders, images = [], []

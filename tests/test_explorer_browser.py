@@ -19,7 +19,7 @@ from PIL import Image
 from test_explorer import CASE_GT, CASE_PRED, OH, OW, write_instance_report
 
 from masklab.data.format import ClassInfo, ClassTable
-from masklab.report.explorer import ExplorerSample, write_explorer
+from masklab.explore import ExplorerSample, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
                       ClassInfo(2, "square", (60, 180, 75))))

@@ -13,7 +13,7 @@ from masklab.errors import UserError
 
 def browse(cfg: DictConfig) -> None:
     """Explorer of a dataset without predictions."""
-    from masklab.report.explorer import write_explorer
+    from masklab.explore import write_explorer
     from masklab.workflows.reporting import explorer_samples
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)

@@ -1,13 +1,34 @@
-"""``masklab explore``: a local web app over per-sample tables, for datasets too large for the static explorer.
+"""masklab's explorer of samples, masks, predictions and per-sample tables, with two front ends.
 
-- :mod:`masklab.explore.queries`: the joined per-sample rows in DuckDB; validated filters and sorts.
-- :mod:`masklab.explore.thumbnails`: small JPEG / palette-PNG renderings made on demand, kept in an LRU cache.
-- :mod:`masklab.explore.server`: the Starlette app (its JSON API and the page), served by uvicorn on 127.0.0.1 only.
+- The static page, :func:`write_explorer`: one self-contained ``index.html`` (data and thumbnails inline, no server)
+  plus full-resolution PNGs; what `masklab report`, `masklab data browse` and the label-error, active-learning and
+  similarity workflows write.
+- The server, :class:`ExploreApp` (`masklab explore`): a local web app over a dataset's manifest joined with
+  per-sample Parquet tables, for sets too large for one page; rows queried in DuckDB, thumbnails made on demand.
+
+Shared by both: :mod:`~masklab.explore.pages` (the two HTML pages with their shared styles and embeddings-map
+script). The static page's own modules: :mod:`~masklab.explore.static_page` (the page, each sample's files and
+inline thumbnails), :mod:`~masklab.explore.objects` (instance outlines and overlays). The server's:
+:mod:`~masklab.explore.queries` (rows in DuckDB), :mod:`~masklab.explore.thumbnails` (cached renderings),
+:mod:`~masklab.explore.server` (the Starlette app, served by uvicorn on 127.0.0.1 only).
 """
 
 from __future__ import annotations
 
-from masklab.explore.queries import QueryError, SampleTable
-from masklab.explore.server import ExploreApp, create_app, serve_explorer
+from typing import TYPE_CHECKING
 
-__all__ = ["ExploreApp", "QueryError", "SampleTable", "create_app", "serve_explorer"]
+import lazy_loader
+
+# Imported on first use: a workflow writing a static page should not pay for Starlette, uvicorn and DuckDB.
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "objects": ["ExplorerObjects"],
+    "queries": ["QueryError", "SampleTable"],
+    "server": ["ExploreApp", "create_app", "serve_explorer"],
+    "static_page": ["ExplorerSample", "error_map", "write_explorer"],
+})
+
+if TYPE_CHECKING:  # the names above, for type checkers (at run time each is imported on first use)
+    from masklab.explore.objects import ExplorerObjects  # noqa: F401
+    from masklab.explore.queries import QueryError, SampleTable  # noqa: F401
+    from masklab.explore.server import ExploreApp, create_app, serve_explorer  # noqa: F401
+    from masklab.explore.static_page import ExplorerSample, error_map, write_explorer  # noqa: F401

@@ -3,7 +3,7 @@
 
 Routes (ids are percent-encoded in paths, e.g. ``val%2F0001``):
 
-- ``GET /``: the page (``page.html``; self-contained, nothing loaded from the network).
+- ``GET /``: the page (``server_page.html``; self-contained, nothing loaded from the network).
 - ``GET /api/meta``: {"title", "total", "columns": [{"name", "type": num|bool|str|other, "sql_type", "source"}],
   "splits": [[name, count]], "classes": [{"id", "name", "color"}], "ignore_index", "layers": {"gt", "pred"},
   "operators": {kind: [op, ...]}, "thumb_side"}.
@@ -25,7 +25,6 @@ points another host name at 127.0.0.1 (DNS rebinding) must not read the user's s
 from __future__ import annotations
 
 import errno
-import html
 import json
 import socket
 import threading
@@ -49,14 +48,13 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from masklab.console import logger
-from masklab.data.format import Dataset, load_dataset, safe_name
+from masklab.data.manifest import Dataset, load_dataset
+from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
+from masklab.explore.pages import SERVER_PAGE, page_template, with_title
 from masklab.explore.queries import KIND_OPERATORS, QueryError, SampleTable
 from masklab.explore.thumbnails import THUMB_SIDE, LayerError, Renderer
-from masklab.report.explorer import inline_assets
 
-PAGE = Path(__file__).with_name("page.html")
-TITLE_MARK = "__MASKLAB_TITLE__"
 HOST = "127.0.0.1"  # never another interface: the app serves the user's files without authentication
 MAX_BODY = 64 << 20  # bytes of a POST body (a selection of many ids)
 IMAGE_CACHE = "private, max-age=600"  # rendered files change only when their file does; 10 min is a safe bound
@@ -89,8 +87,7 @@ class ExploreApp:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port = 0
-        page = inline_assets(PAGE.read_text(encoding="utf-8"))  # the styles and map script the static explorer has
-        self.page_html = page.replace(TITLE_MARK, html.escape(self.title)).encode("utf-8")
+        self.page_html = with_title(page_template(SERVER_PAGE), self.title).encode("utf-8")
         self.asgi: Starlette = _starlette(self)
 
     # ------------------------------------------------------------------ serving

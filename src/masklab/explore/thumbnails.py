@@ -19,8 +19,9 @@ import numpy as np
 from cachetools import LRUCache
 from PIL import Image
 
-from masklab.data.format import ClassTable, read_image, read_mask
-from masklab.report.explorer import ERROR_COLORS, error_map
+from masklab.data.classes import ClassTable
+from masklab.data.images import read_image, read_mask
+from masklab.explore.static_page import ERROR_COLORS, error_map
 from masklab.report.overlay import IGNORE_COLOR, distinct_colors
 
 THUMB_SIDE = 128  # longest side of a grid thumbnail, pixels

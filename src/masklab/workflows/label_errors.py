@@ -136,7 +136,7 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
     import tempfile
 
     from masklab.curation.out_of_fold import OutOfFold
-    from masklab.report.explorer import ExplorerSample, write_explorer
+    from masklab.explore import ExplorerSample, write_explorer
     from masklab.tasks import get_task
 
     target, class_maps = get_task(task), get_task("semantic")  # out-of-fold predictions are class maps

@@ -11,15 +11,11 @@ from typing import Any
 
 import pandas as pd
 
-from masklab.data.format import (
-    Dataset,
-    DatasetFormatError,
-    Sample,
-    load_dataset,
-    read_instances,
-    read_objects,
-    safe_name,
-)
+from masklab.data.errors import DatasetFormatError
+from masklab.data.images import read_instances
+from masklab.data.manifest import Dataset, Sample, load_dataset
+from masklab.data.objects import read_objects
+from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
 from masklab.tasks import tagged_task
 
@@ -47,7 +43,7 @@ def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None,
     per-object match list}; None (a dataset browse) picks objects for each sample where
     :func:`shows_objects`. Objects are read only when the explorer writes that sample, so memory stays bounded.
     """
-    from masklab.report.explorer import ExplorerSample
+    from masklab.explore import ExplorerSample
 
     chosen = dataset.samples if split in (None, "all") else dataset.split(split)
     out = []
@@ -76,7 +72,7 @@ def _object_loader(root: Path, sample: Sample, pred: Path | None, matches: list 
     """A loader of one sample's ExplorerObjects: ground-truth objects, the predicted id map, the matches."""
 
     def load() -> Any:
-        from masklab.report.explorer import ExplorerObjects
+        from masklab.explore import ExplorerObjects
 
         truth = read_objects(root, sample)
         ids = read_instances(pred) if pred is not None else None
@@ -115,7 +111,7 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
     plots, optional comparison), written to ``output`` and logged to the run as ``report/index.html``.
     ``dataset_root``: the dataset folder when not the one the run recorded."""
     from masklab.evaluation.analysis import row_normalised
-    from masklab.report.explorer import write_explorer
+    from masklab.explore import write_explorer
     from masklab.tracking.runs import RunLog
 
     uri = tracking_uri

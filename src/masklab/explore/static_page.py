@@ -12,7 +12,7 @@ Full-resolution files, per sample with a readable image (``<name>`` is the id ma
 class ids, coloured by the class table, class 0 transparent) and ``<name>_error.png`` (palette PNG: 1 = false
 positive, 2 = false negative, 3 = wrong class, 0 = correct or ignored, transparent).
 
-A sample with instance objects (:class:`ExplorerObjects`, see :mod:`masklab.report.explorer_objects`) gets,
+A sample with instance objects (:class:`ExplorerObjects`, see :mod:`masklab.explore.objects`) gets,
 instead of class masks, inline outline polygons of its ground-truth and predicted objects with each object's
 outcome (TP / FP / FN / crowd, IoU, score, class) for thumbnails and pointer hit-testing, and RGBA overlays
 ``<name>_gt.png``, ``<name>_pred.png`` and ``<name>_error.png`` (predictions by outcome plus missed and crowd
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import io
 import json
 import math
@@ -40,15 +39,17 @@ import pandas as pd
 from PIL import Image
 
 from masklab.console import progress
-from masklab.data.format import ClassTable, read_image, read_mask
-from masklab.files import atomic_write
-from masklab.report.explorer_objects import (
+from masklab.data.classes import ClassTable
+from masklab.data.images import read_image, read_mask
+from masklab.explore.objects import (
     OBJECT_PALETTE,
     OBJECT_STATUS,
     ExplorerObjects,
     ObjectLoader,
     object_layers,
 )
+from masklab.explore.pages import STATIC_PAGE, page_template, with_title
+from masklab.files import atomic_write
 from masklab.report.overlay import distinct_colors
 
 THUMB_SIDE = 80  # longest side of the inline thumbnails, pixels
@@ -59,20 +60,7 @@ MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
 IGNORE_GREY = (128, 128, 128)
 # Error map codes and colours (also in the template's legend): false positive, false negative, wrong class.
 ERROR_COLORS = {1: (230, 30, 30), 2: (30, 90, 255), 3: (255, 200, 0)}
-TEMPLATE = Path(__file__).with_name("explorer_template.html")
 DATA_MARK = "/*__MASKLAB_DATA__*/"
-MAP_SCRIPT = Path(__file__).with_name("embedding_map.js")
-MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
-BASE_CSS = Path(__file__).with_name("explorer_base.css")
-BASE_CSS_MARK = "/*__MASKLAB_BASE_CSS__*/"
-
-
-def inline_assets(page: str) -> str:
-    """An explorer page (this static one or `masklab explore`'s) with the styles and the embeddings-map script
-    both share put in place of their marks: one copy of each in the package, a self-contained page out."""
-    page = page.replace(BASE_CSS_MARK, BASE_CSS.read_text(encoding="utf-8"), 1)
-    return page.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
-TITLE_MARK = "__MASKLAB_TITLE__"
 
 __all__ = ["ExplorerObjects", "ExplorerSample", "error_map", "write_explorer"]
 
@@ -107,7 +95,7 @@ class _Prepared:
     gt_classes: list[int] = field(default_factory=list)
     pred_classes: list[int] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # kinds written under full/: image, gt, pred, error
-    objects: dict | None = None  # {"g": gt entries, "p": prediction entries or None} (explorer_objects)
+    objects: dict | None = None  # {"g": gt entries, "p": prediction entries or None} (objects.py)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
 
 
@@ -195,9 +183,8 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
     # Inside <script>: no "</script>", "<!--" or HTML comment tricks can end it early.
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    before, after = inline_assets(TEMPLATE.read_text(encoding="utf-8")).split(DATA_MARK, 1)
-    safe_title = html.escape(str(title))
-    page = before.replace(TITLE_MARK, safe_title) + text + after.replace(TITLE_MARK, safe_title)
+    before, after = page_template(STATIC_PAGE).split(DATA_MARK, 1)
+    page = with_title(before, title) + text + with_title(after, title)
     return atomic_write(out_dir / "index.html", lambda tmp: tmp.write_text(page, encoding="utf-8"))
 
 

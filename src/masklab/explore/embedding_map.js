@@ -1,6 +1,6 @@
 /* masklab embeddings map: a canvas scatter plot of 2-D map coordinates, points coloured by any column,
    and a lasso or box selection reported back as the set of selected point indices. No dependencies;
-   inlined into the static explorer and served by `masklab explore`.
+   inlined into both explorer pages (static_page.html and server_page.html, see pages.py).
 
    var map = MasklabMap(container, {x: [...], y: [...], columns: [{name, type: 'num'|'str'|'bool', values}],
                                     color: 'split', onSelect: function (indices or null) {...},

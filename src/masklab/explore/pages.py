@@ -1,0 +1,32 @@
+"""The explorer's two HTML pages and what they share.
+
+``static_page.html`` (written by :func:`masklab.explore.write_explorer`, its data inline) and ``server_page.html``
+(served by ``masklab explore``, its data asked from the server) both get ``explorer.css`` (the look they share)
+and ``embedding_map.js`` (the embeddings map) put in place of their marks, so the package holds one copy of each
+and every page that goes out is self-contained.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+HERE = Path(__file__).parent
+STATIC_PAGE = HERE / "static_page.html"
+SERVER_PAGE = HERE / "server_page.html"
+SHARED_CSS = HERE / "explorer.css"
+MAP_SCRIPT = HERE / "embedding_map.js"
+CSS_MARK = "/*__MASKLAB_BASE_CSS__*/"
+MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
+TITLE_MARK = "__MASKLAB_TITLE__"
+
+
+def page_template(page: Path) -> str:
+    """The text of ``page`` (STATIC_PAGE or SERVER_PAGE) with the shared styles and map script inlined."""
+    text = page.read_text(encoding="utf-8").replace(CSS_MARK, SHARED_CSS.read_text(encoding="utf-8"), 1)
+    return text.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
+
+
+def with_title(text: str, title: str) -> str:
+    """``text`` with every title mark replaced by ``title``, HTML-escaped."""
+    return text.replace(TITLE_MARK, html.escape(str(title)))
