@@ -47,7 +47,7 @@ def erased_object_case(root: Path, oof: Path, count: int, seed: int, folds: int)
     from PIL import Image
 
     from masklab.curation.out_of_fold import OutOfFoldWriter
-    from masklab.data.format import read_mask
+    from masklab.data.images import read_mask
     from masklab.data.synth import synthesize
 
     dataset = synthesize(root, count=count, size=48, seed=seed)
@@ -163,6 +163,39 @@ def test_a_planted_error_outranks_the_boundary_noise_every_sample_has(planted, s
     assert columns["s7"][side] > 2 * max(columns[i][side] for i in ids if i != "s7")
 
 
+def test_scores_are_registered_objects_chosen_by_name(tmp_path):
+    """``score=`` names a registered LabelScore: an unknown name is a UserError naming the known ones, and a newly
+    registered score ranks find_label_errors' table (here: by pixel quality alone, the erased object first)."""
+    from masklab.curation.label_errors import SCORES, LabelScore, ObjectsScore, label_score, register_score
+    from masklab.errors import UserError
+    from masklab.workflows.label_errors import find_label_errors
+
+    assert list(SCORES) == ["pixels", "objects"] and isinstance(label_score("objects"), ObjectsScore)
+    with pytest.raises(UserError, match=r"score=pixel: expected one of \['pixels', 'objects'\]"):
+        label_score("pixel")
+    columns = {"pixel_quality": np.array([0.9, 0.2, 0.5]), "unsupported": np.array([0.1, 0.0, 0.3]),
+               "unlabelled": np.array([0.0, 0.6, 0.1])}
+    by_object, sides = suspicion(columns, ObjectsScore())
+    assert by_object.tolist() == suspicion(columns, "objects")[0].tolist() == [2 / 3, 1.0, 1.0]
+    assert sides.tolist() == ["unsupported", "unlabelled", "unsupported"]
+
+    @register_score
+    class Trusting(LabelScore):
+        name = "trusting_test"
+
+        def suspicion(self, columns):
+            return 1.0 - np.asarray(columns["pixel_quality"], float)
+
+    try:
+        dataset, victim, _, _ = erased_object_case(tmp_path / "d", tmp_path / "oof", count=6, seed=3, folds=2)
+        found = find_label_errors(tmp_path / "oof", dataset, tmp_path / "out", score="trusting_test")
+        assert found.samples["id"].iloc[0] == victim.id
+        assert found.samples["suspicion"].tolist() == sorted(1.0 - found.samples["pixel_quality"], reverse=True)
+        with pytest.raises(ValueError, match="registered already"):
+            register_score(type("Other", (Trusting,), {"name": "trusting_test"}))
+    finally:
+        del SCORES["trusting_test"]
+
 def test_pixel_quality_is_the_softmin_of_the_labelled_class_probability():
     label = scene()
     assert pixel_quality(confident(label, p=1.0), label) == pytest.approx(1.0)
@@ -254,7 +287,8 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     from masklab.commands.data import record_edits
     from masklab.config import compose
     from masklab.data.edits import record_mask_edits
-    from masklab.data.format import read_manifest, read_mask
+    from masklab.data.images import read_mask
+    from masklab.data.manifest import read_manifest
 
     from conftest import in_project
     from dvc_project import dvc, git
@@ -302,7 +336,7 @@ def test_data_mark_reads_review_lists_and_names_what_is_wrong(project, capsys):
     column, an unknown id or status is a one-line error, and nothing is written."""
     from masklab.commands.data import mark
     from masklab.config import compose
-    from masklab.data.format import read_manifest
+    from masklab.data.manifest import read_manifest
     from masklab.data.synth import synthesize
 
     from conftest import exits_as_user_error

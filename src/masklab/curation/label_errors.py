@@ -17,7 +17,8 @@ its confidence (the mean margin P(model's class) - P(labelled class) over the re
 evidence = area x confidence (confidently wrong pixels); a boundary issue also has the outline's
 length, so evidence / length is the mean width (px) of the disputed band.
 
-The issues say what looks wrong and where; two scores say how likely a sample's mask is wrong:
+The issues say what looks wrong and where; two scores say how likely a sample's mask is wrong (objects
+registered in :data:`SCORES` by the name ``score=`` takes):
 
 - ``pixels`` (the default): the soft minimum over the sample's pixels of P(labelled class)
   (:func:`pixel_quality`; Lad & Mueller 2023, the score cleanlab's segmentation module computes with
@@ -36,10 +37,14 @@ per-sample evidence table.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
+
+from masklab.errors import UserError
 
 KINDS = ("missing_object", "spurious_object", "class_swap", "boundary")
 
@@ -95,69 +100,119 @@ def find_issues(sample_id: str, probs: np.ndarray, label: np.ndarray, original_s
     margin is under ``min_margin`` (the model barely prefers another class) and regions under
     ``min_area`` px do not count.
     """
-    from scipy import ndimage
-
     probs = np.asarray(probs, dtype=np.float32)
-    classes, h, w = probs.shape
+    _, h, w = probs.shape
     if label.shape != (h, w):
         raise ValueError(f"sample '{sample_id}': label {label.shape} and probabilities {(h, w)} differ in size")
-    valid = label != ignore_index if ignore_index is not None else np.ones_like(label, bool)
-    safe_label = np.where(valid & (label < classes), label, background)
-    pred = probs.argmax(axis=0)
-    picked = np.take_along_axis(probs, pred[None], 0)[0]
-    labelled = np.take_along_axis(probs, safe_label[None], 0)[0]
-    margin = picked - labelled
-    disputed = valid & (pred != safe_label) & (margin >= min_margin)
+    px = compare_pixels(probs, label, ignore_index, background, min_margin)
     scale = (original_size[0] / h, original_size[1] / w)
-    pixel_area = scale[0] * scale[1]
-    eight = np.ones((3, 3), bool)
-
     issues: list[Issue] = []
-    rim: dict[int, dict[str, object]] = {}  # per labelled class: boundary regions
-    objects = {c: ndimage.label(safe_label == c, eight)[0] for c in np.unique(safe_label[disputed]) if c != background}
-    pairs = np.unique(np.stack([safe_label[disputed], pred[disputed]], axis=1), axis=0)  # (labelled, predicted)
+    rims: dict[int, Rim] = {}  # per labelled class: its boundary regions
+    for a, b, region in disputed_regions(px, background, min_area):
+        kind = region_kind(px, a, b, region, background, object_share)
+        if kind == "boundary":
+            rims.setdefault(a if a != background else b, Rim(np.zeros((h, w), bool))).add(px, a, b, region, background)
+            continue
+        area = int(region.sum())
+        confidence = float(px.margin[region].mean())
+        issues.append(Issue(sample_id, kind, a, b, area, area * (scale[0] * scale[1]), confidence, area * confidence,
+                            _bbox(region, scale)))
+    return issues + [rim.issue(sample_id, cls, px.label, scale) for cls, rim in sorted(rims.items())]
+
+
+EIGHT = np.ones((3, 3), bool)  # 8-connectivity
+
+
+@dataclass(frozen=True)
+class PixelComparison:
+    """A mask against the out-of-fold model, pixel by pixel, all (h, w): ``label`` the labelled class (ignored
+    and unknown ids read as background), ``pred`` the model's class, ``margin`` P(pred) - P(label), ``disputed``
+    the valid pixels where the model prefers another class by at least the minimum margin; ``objects``: per
+    labelled class with disputed pixels (background aside), its connected objects (ndimage labels)."""
+
+    label: np.ndarray
+    pred: np.ndarray
+    margin: np.ndarray
+    disputed: np.ndarray
+    objects: dict[int, np.ndarray]
+
+
+def compare_pixels(probs: np.ndarray, label: np.ndarray, ignore_index: int | None, background: int,
+                   min_margin: float) -> PixelComparison:
+    """The PixelComparison of (C, h, w) float32 ``probs`` and an (h, w) ``label``."""
+    from scipy import ndimage
+
+    valid = label != ignore_index if ignore_index is not None else np.ones_like(label, bool)
+    safe_label = np.where(valid & (label < probs.shape[0]), label, background)
+    pred = probs.argmax(axis=0)
+    margin = np.take_along_axis(probs, pred[None], 0)[0] - np.take_along_axis(probs, safe_label[None], 0)[0]
+    disputed = valid & (pred != safe_label) & (margin >= min_margin)
+    objects = {c: ndimage.label(safe_label == c, EIGHT)[0] for c in np.unique(safe_label[disputed]) if c != background}
+    return PixelComparison(safe_label, pred, margin, disputed, objects)
+
+
+def disputed_regions(px: PixelComparison, background: int, min_area: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(labelled class a, model's class b, (h, w) bool region) of each connected disputed region of at least
+    ``min_area`` px, by (a, b) pair."""
+    from scipy import ndimage
+
+    pairs = np.unique(np.stack([px.label[px.disputed], px.pred[px.disputed]], axis=1), axis=0)
     for a, b in (tuple(int(v) for v in pair) for pair in pairs):
-        regions, n = ndimage.label(disputed & (safe_label == a) & (pred == b), eight)
+        regions, n = ndimage.label(px.disputed & (px.label == a) & (px.pred == b), EIGHT)
         for r in range(1, n + 1):
             region = regions == r
-            area = int(region.sum())
-            if area < min_area:
-                continue
-            confidence = float(margin[region].mean())
-            if a == background:
-                touching = ndimage.binary_dilation(region, eight) & (safe_label == b)
-                kind = "boundary" if touching.any() else "missing_object"
-                detail = "eroded"
-            else:
-                owners = np.unique(objects[a][region])
-                owner = np.isin(objects[a], owners[owners > 0])
-                owned = int(owner.sum())
-                # Most of the object disputed, and the model sees (almost) none of it as class a (a core under
-                # 10%): a wrong object. Where it sees a core, the outline was drawn far too wide instead.
-                core = int((owner & (pred == a)).sum())
-                whole = area >= object_share * owned and core < 0.1 * owned
-                kind = ("class_swap" if b != background else "spurious_object") if whole else "boundary"
-                detail = "dilated" if b == background else "reassigned"
-            if kind == "boundary":
-                side = rim.setdefault(a if a != background else b, {"mask": np.zeros((h, w), bool), "sides": set(),
-                                                                   "margin": 0.0, "other": b if a != background else a})
-                side["mask"] |= region
-                side["sides"].add(detail)
-                side["margin"] += float(margin[region].sum())
-                continue
-            issues.append(Issue(sample_id, kind, a, b, area, area * pixel_area, confidence, area * confidence,
-                                _bbox(region, scale)))
-    for cls, side in sorted(rim.items()):
-        mask = side["mask"]
-        outline = safe_label == cls
-        length = max(int((outline & ~ndimage.binary_erosion(outline, eight)).sum()), 1)
-        area = int(mask.sum())
-        sides = side["sides"]
+            if int(region.sum()) >= min_area:
+                yield a, b, region
+
+
+def region_kind(px: PixelComparison, a: int, b: int, region: np.ndarray, background: int,
+                object_share: float) -> str:
+    """What a disputed region labelled ``a`` and seen as ``b`` looks like: missing_object, spurious_object,
+    class_swap or boundary (see the module's docstring)."""
+    from scipy import ndimage
+
+    if a == background:
+        touching = ndimage.binary_dilation(region, EIGHT) & (px.label == b)
+        return "boundary" if touching.any() else "missing_object"
+    owners = np.unique(px.objects[a][region])
+    owner = np.isin(px.objects[a], owners[owners > 0])
+    owned = int(owner.sum())
+    # Most of the object disputed, and the model sees (almost) none of it as class a (a core under 10%): a wrong
+    # object. Where it sees a core, the outline was drawn far too wide instead.
+    core = int((owner & (px.pred == a)).sum())
+    whole = int(region.sum()) >= object_share * owned and core < 0.1 * owned
+    return ("class_swap" if b != background else "spurious_object") if whole else "boundary"
+
+
+@dataclass
+class Rim:
+    """The boundary regions of one labelled class: their pixels, the sides they lie on (``dilated``: labelled
+    beyond the model's object, ``eroded``: short of it, ``reassigned``: given to another class), their summed
+    margin and the class on their other side."""
+
+    mask: np.ndarray
+    sides: set[str] = field(default_factory=set)
+    margin: float = 0.0
+    other: int | None = None
+
+    def add(self, px: PixelComparison, a: int, b: int, region: np.ndarray, background: int) -> None:
+        if self.other is None:
+            self.other = b if a != background else a
+        self.mask |= region
+        self.sides.add("eroded" if a == background else "dilated" if b == background else "reassigned")
+        self.margin += float(px.margin[region].sum())
+
+    def issue(self, sample_id: str, cls: int, label: np.ndarray, scale: tuple[float, float]) -> Issue:
+        """The class's boundary issue; its outline: the labelled class's pixels on its border."""
+        from scipy import ndimage
+
+        outline = label == cls
+        length = max(int((outline & ~ndimage.binary_erosion(outline, EIGHT)).sum()), 1)
+        area = int(self.mask.sum())
+        sides = self.sides
         detail = "shifted" if {"dilated", "eroded"} <= sides else "dilated" if "dilated" in sides else "eroded"
-        issues.append(Issue(sample_id, "boundary", int(cls), int(side["other"]), area, area * pixel_area,
-                            float(side["margin"]) / area, float(side["margin"]), _bbox(mask, scale), detail,
-                            length))
-    return issues
+        return Issue(sample_id, "boundary", int(cls), int(self.other), area, area * (scale[0] * scale[1]),
+                     self.margin / area, self.margin, _bbox(self.mask, scale), detail, length)
 
 
 def typical_width(issues_by_sample: Iterable[Iterable[Issue]]) -> float:
@@ -246,7 +301,6 @@ def pixel_quality(probs: np.ndarray, label: np.ndarray, ignore_index: int | None
 
 
 SIDES = {"unsupported": ("spurious_object", "class_swap", "boundary"), "unlabelled": ("missing_object", "boundary")}
-SCORES = ("pixels", "objects")
 
 
 def percentile(values: np.ndarray) -> np.ndarray:
@@ -256,22 +310,78 @@ def percentile(values: np.ndarray) -> np.ndarray:
     return pd.Series(np.asarray(values, float)).rank(pct=True).to_numpy()
 
 
-def suspicion(columns: dict[str, np.ndarray], score: str = "pixels") -> tuple[np.ndarray, np.ndarray]:
-    """(suspicion in (0, 1], side) per sample from per-sample ``columns`` over the whole dataset:
-    ``pixel_quality`` and the two shares of :func:`disagreement` (keys of ``SIDES``).
-
-    ``score="pixels"``: the percentile of 1 - pixel quality. ``score="objects"``: each share's percentile
-    among the samples (the two live on different scales: a model that over-segments disputes many masks'
-    ``unlabelled`` share a little, and only an unusual share is evidence), the higher one. ``side`` is
-    the share with the higher percentile either way (it picks the sample's kind of issue)."""
-    if score not in SCORES:
-        raise ValueError(f"score={score!r}; expected one of {SCORES}")
+def share_percentiles(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(2, N): each share of :func:`disagreement` (keys of ``SIDES``, in order) as its percentile among the samples."""
     names = list(SIDES)
-    ranks = np.stack([percentile(columns[n]) for n in names]) if len(columns[names[0]]) else np.zeros((2, 0))
-    sides = np.array(names, dtype=object)[ranks.argmax(axis=0)] if ranks.size else np.array([], dtype=object)
-    if score == "pixels":
-        return percentile(1.0 - np.asarray(columns["pixel_quality"], float)), sides
-    return ranks.max(axis=0) if ranks.size else np.zeros(0), sides
+    return np.stack([percentile(columns[n]) for n in names]) if len(columns[names[0]]) else np.zeros((2, 0))
+
+
+def disputed_sides(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(N,) per sample the share (a key of ``SIDES``) with the higher percentile: it picks the sample's kind of
+    issue, whatever the score."""
+    ranks = share_percentiles(columns)
+    return np.array(list(SIDES), dtype=object)[ranks.argmax(axis=0)] if ranks.size else np.array([], dtype=object)
+
+
+class LabelScore(ABC):
+    """How likely each sample's mask is wrong, read off per-sample ``columns`` over the whole dataset:
+    ``pixel_quality`` and the two shares of :func:`disagreement`. Users choose one by ``name`` (``score=``);
+    the classes are registered in :data:`SCORES`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def suspicion(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(N,) suspicion in (0, 1]: the sample's percentile among the samples, the most suspicious 1."""
+
+
+# name -> label-error score class, in the order the names are listed to users
+SCORES: dict[str, type[LabelScore]] = {}
+
+
+def register_score(cls: type[LabelScore]) -> type[LabelScore]:
+    """Add a score class under its ``name`` (a class decorator); a second class under a taken name is a bug."""
+    if SCORES.get(cls.name, cls) is not cls:
+        raise ValueError(f"label-error score {cls.name!r} is registered already ({SCORES[cls.name]})")
+    SCORES[cls.name] = cls
+    return cls
+
+
+def label_score(name: str) -> LabelScore:
+    """The score called ``name``; a UserError naming the known scores otherwise."""
+    if name not in SCORES:
+        raise UserError(f"score={name}: expected one of {list(SCORES)}")
+    return SCORES[name]()
+
+
+@register_score
+class PixelsScore(LabelScore):
+    """The percentile of 1 - :func:`pixel_quality`: the most confidently contradicted pixels count."""
+
+    name = "pixels"
+
+    def suspicion(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        return percentile(1.0 - np.asarray(columns["pixel_quality"], float))
+
+
+@register_score
+class ObjectsScore(LabelScore):
+    """Each disputed share's percentile among the samples (the two live on different scales: a model that
+    over-segments disputes many masks' ``unlabelled`` share a little, and only an unusual share is evidence),
+    the higher one."""
+
+    name = "objects"
+
+    def suspicion(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        ranks = share_percentiles(columns)
+        return ranks.max(axis=0) if ranks.size else np.zeros(0)
+
+
+def suspicion(columns: Mapping[str, np.ndarray], score: str | LabelScore = "pixels") -> tuple[np.ndarray, np.ndarray]:
+    """(suspicion in (0, 1], side) per sample from per-sample ``columns`` over the whole dataset: the ``score``
+    (an object, or the name of a registered one) and :func:`disputed_sides`."""
+    chosen = label_score(score) if isinstance(score, str) else score
+    return chosen.suspicion(columns), disputed_sides(columns)
 
 
 def worst_kind(evidence: dict[str, float], side: str) -> str:

@@ -57,70 +57,106 @@ def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | P
     ``dataset``: the loaded Dataset those predictions were made for (its masks are compared, resized
     to the predictions' size by nearest neighbour, as scoring at model resolution does).
     ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run). ``score``: what
-    ranks the samples, "pixels" or "objects" (masklab.curation.label_errors explains both)."""
-    import pandas as pd
-
-    from masklab.curation.label_errors import (
-        KINDS,
-        SCORES,
-        SIDES,
-        disagreement,
-        evidence_by_kind,
-        find_issues,
-        pixel_quality,
-        suspicion,
-        typical_width,
-        worst_kind,
-    )
-    from masklab.curation.out_of_fold import OutOfFold
-    from masklab.files import atomic_write
+    ranks the samples, the name of a registered score, "pixels" or "objects" (masklab.curation.label_errors
+    explains both)."""
+    from masklab.curation.label_errors import label_score, typical_width
     from masklab.tasks import get_task
 
-    if score not in SCORES:
-        raise UserError(f"score={score}: expected one of {list(SCORES)}")
-    oof = OutOfFold(Path(out_of_fold))
-    by_id = {s.id: s for s in dataset.samples}
-    unknown = [i for i in oof.ids if i not in by_id]
-    if unknown:
-        raise UserError(f"{oof.folder}: {len(unknown)} out-of-fold predictions are of samples not in {dataset.root} "
-                        f"(e.g. {unknown[:3]}); were they made for another dataset?")
-    target = get_task(task)
-    ignore = dataset.class_table.ignore_index
-    found: dict[str, list] = {}
-    columns: dict[str, dict[str, float]] = {}  # per sample: pixel_quality and the two shares
-    for item in oof:
-        sample = by_id[item.id]
-        label = label_at(target, dataset.root, sample, item.array.shape[-2:])
-        found[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width), ignore_index=ignore,
-                                     min_area=min_area, min_margin=min_margin)
-        columns[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
-                           **disagreement(item.array, label, ignore_index=ignore, min_area=min_area)}
-    width = typical_width(found.values())
-    ids = list(found)
-    scores, side = suspicion({name: np.array([columns[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
-                             score)
-    rows = []
-    for sample_id, sample_score, sample_side in zip(ids, scores, side):
-        evidence = evidence_by_kind(found[sample_id], width)
-        sample = by_id[sample_id]
-        rows.append({"id": sample_id, "split": sample.split, "fold": oof.fold_of(sample_id),
-                     "label_quality": 1.0 - float(sample_score), "suspicion": float(sample_score),
-                     "side": sample_side, **columns[sample_id], "kind": worst_kind(evidence, sample_side),
-                     "issues": len(found[sample_id]), **{f"evidence/{k}": evidence[k] for k in KINDS}})
-    samples = pd.DataFrame(rows).sort_values(["suspicion", "id"], ascending=[False, True], kind="stable")
-    samples.insert(1, "rank", np.arange(1, len(samples) + 1))
-    issues = pd.DataFrame([i.row() for found_issues in found.values() for i in found_issues],
-                          columns=["sample_id", "kind", "label_class", "model_class", "area", "area_original",
-                                   "confidence", "evidence", "bbox", "detail", "outline"])
+    ranking = label_score(score)
+    oof = open_out_of_fold(out_of_fold, dataset)
+    found = sample_issues(oof, dataset, get_task(task), min_area, min_margin)
+    width = typical_width(found.issues.values())
+    samples = samples_table(found, ranking, width, dataset, oof)
+    issues = issues_table(found.issues)
     folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = [atomic_write(folder / SAMPLES_FILE, lambda tmp: samples.to_parquet(tmp, index=False)),
-               atomic_write(folder / ISSUES_FILE, lambda tmp: issues.to_parquet(tmp, index=False))]
+    written = write_tables(folder, samples, issues)
     if run is not None:
         run.files(written, ARTIFACT_DIR)
         run.metrics({"label_errors/typical_band_width_px": width,
                      "label_errors/samples_with_issues": float((samples["issues"] > 0).sum())})
     return LabelErrors(samples.reset_index(drop=True), issues, folder, run.run_id if run is not None else None)
+
+
+def open_out_of_fold(folder: str | Path, dataset: Any) -> Any:
+    """The OutOfFold predictions in ``folder``; a UserError when some are of samples ``dataset`` lacks."""
+    from masklab.curation.out_of_fold import OutOfFold
+
+    oof = OutOfFold(Path(folder))
+    known = {s.id for s in dataset.samples}
+    unknown = [i for i in oof.ids if i not in known]
+    if unknown:
+        raise UserError(f"{oof.folder}: {len(unknown)} out-of-fold predictions are of samples not in {dataset.root} "
+                        f"(e.g. {unknown[:3]}); were they made for another dataset?")
+    return oof
+
+
+@dataclass
+class SampleIssues:
+    """Per sample id (in out-of-fold order): its suspected issues, and its score columns (pixel_quality and the
+    two disputed shares)."""
+
+    issues: dict[str, list[Any]]
+    columns: dict[str, dict[str, float]]
+
+
+def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: float) -> SampleIssues:
+    """Compare each out-of-fold prediction with its sample's mask (the task's class map at the prediction's size),
+    one sample in memory at a time."""
+    from masklab.curation.label_errors import disagreement, find_issues, pixel_quality
+
+    by_id = {s.id: s for s in dataset.samples}
+    ignore = dataset.class_table.ignore_index
+    found = SampleIssues({}, {})
+    for item in oof:
+        sample = by_id[item.id]
+        label = label_at(task, dataset.root, sample, item.array.shape[-2:])
+        found.issues[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width),
+                                            ignore_index=ignore, min_area=min_area, min_margin=min_margin)
+        found.columns[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
+                                  **disagreement(item.array, label, ignore_index=ignore, min_area=min_area)}
+    return found
+
+
+def samples_table(found: SampleIssues, score: Any, width: float, dataset: Any, oof: Any) -> Any:
+    """One row per sample, most suspicious first, ranked by ``score`` (a LabelScore); ``width``: the typical
+    boundary band (px) that boundary evidence is counted beyond."""
+    import pandas as pd
+
+    from masklab.curation.label_errors import KINDS, SIDES, evidence_by_kind, suspicion, worst_kind
+
+    ids = list(found.issues)
+    columns = found.columns
+    scores, side = suspicion({name: np.array([columns[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
+                             score)
+    by_id = {s.id: s for s in dataset.samples}
+    rows = []
+    for sample_id, sample_score, sample_side in zip(ids, scores, side):
+        evidence = evidence_by_kind(found.issues[sample_id], width)
+        rows.append({"id": sample_id, "split": by_id[sample_id].split, "fold": oof.fold_of(sample_id),
+                     "label_quality": 1.0 - float(sample_score), "suspicion": float(sample_score),
+                     "side": sample_side, **columns[sample_id], "kind": worst_kind(evidence, sample_side),
+                     "issues": len(found.issues[sample_id]), **{f"evidence/{k}": evidence[k] for k in KINDS}})
+    samples = pd.DataFrame(rows).sort_values(["suspicion", "id"], ascending=[False, True], kind="stable")
+    samples.insert(1, "rank", np.arange(1, len(samples) + 1))
+    return samples
+
+
+def issues_table(issues: dict[str, list[Any]]) -> Any:
+    """One row per suspected issue, sample by sample."""
+    import pandas as pd
+
+    return pd.DataFrame([i.row() for found_issues in issues.values() for i in found_issues],
+                        columns=["sample_id", "kind", "label_class", "model_class", "area", "area_original",
+                                 "confidence", "evidence", "bbox", "detail", "outline"])
+
+
+def write_tables(folder: Path, samples: Any, issues: Any) -> list[Path]:
+    """``label_errors.parquet`` and ``label_issues.parquet`` in ``folder`` (created), atomically."""
+    from masklab.files import atomic_write
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [atomic_write(folder / SAMPLES_FILE, lambda tmp: samples.to_parquet(tmp, index=False)),
+            atomic_write(folder / ISSUES_FILE, lambda tmp: issues.to_parquet(tmp, index=False))]
 
 
 EXPLORER_DIR = "explorer"
