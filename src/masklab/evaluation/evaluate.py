@@ -106,13 +106,20 @@ def score_semantic(
             if on_prediction is not None:
                 for sample_id, p in zip(ids, pred.to(torch.uint8).cpu().numpy()):
                     on_prediction(sample_id, p)
+    return _semantic_result(metrics, confused_images, frames, order, names, prefix)
+
+
+def _semantic_result(metrics: SemanticMetrics, confused_images: torch.Tensor, frames: list[pd.DataFrame],
+                     order: list[str], names: list[str], prefix: str) -> EvaluationResult:
+    """The EvaluationResult of accumulated semantic scores: named metrics, per-class and per-sample tables (in
+    the loader's ``order``), the pooled confusion and the off-diagonal confused-image counts."""
     result = metrics.compute()
     per_class = {"class": names, "IoU": result["iou"].cpu().numpy(), "Dice": result["dice"].cpu().numpy()}
-    if boundary:
+    if "boundary_iou" in result:
         per_class["BoundaryIoU"] = result["boundary_iou"].cpu().numpy()
     per_class.update({"IoU_image": result["iou_image"].cpu().numpy(), "Dice_image": result["dice_image"].cpu().numpy()})
     confusion = metrics.confmat.cpu().numpy()
-    off_diagonal = confused_images.cpu().numpy() * (1 - np.eye(c, dtype=np.int64))
+    off_diagonal = confused_images.cpu().numpy() * (1 - np.eye(len(names), dtype=np.int64))
     per_sample = pd.DataFrame()
     if frames:
         # Rows in the loader's order, whatever order the size groups were scored in.

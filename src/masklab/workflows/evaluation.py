@@ -100,51 +100,20 @@ def evaluate_model(
     per-sample deltas. Returns the task's EvaluationResult.
     """
     from rich.console import Console
-    from torch.utils.data import DataLoader
 
-    from masklab.console import progress
-    from masklab.evaluation.record import EvaluationRecord
-    from masklab.inference import Predictor
-    from masklab.platform import masklab_version, platform_fingerprint
-    from masklab.report.plots import training_curves
     from masklab.tasks import DEFAULT_TASK, get_task
 
     task = task or get_task(DEFAULT_TASK)
     opts = evaluation_options(options)
     resolution = opts["resolution"]
-    if class_table.names != dataset.class_table.names:
-        raise UserError(f"{label} has classes {class_table.names}; dataset {dataset.root} has "
-                        f"{dataset.class_table.names}")
-    samples = dataset.labeled(split)
-    if not samples:
-        raise UserError(f"dataset {dataset.root}: split '{split}' has no labeled samples")
+    samples = scored_samples(dataset, split, class_table, label)
     out = output_dir / "evaluation"
-    predictor = Predictor(model, rule, opts["device"], int(opts["batch_size"]))
-    loader = DataLoader(task.eval_dataset(dataset, samples, rule if resolution == "model" else None),
-                        batch_size=predictor.batch_size, collate_fn=task.collate,
-                        num_workers=int(opts["num_workers"]))
     where = "original resolution" if resolution == "original" else f"model resolution ({rule.describe()})"
-    batches = progress(loader, f"evaluating {dataset.name}/{split} at {where} (batches)", total=len(loader))
-    writer = PredictionWriter(task, dataset, out / f"{split}_pred")
-    result = task.score(predictor, batches, dataset.class_table, f"{RESOLUTION_PREFIX[resolution]}/{split}", opts,
-                        on_prediction=writer)
-    writer.finish()
-    result.headline_metric = task.gate_metric
-    result.per_sample.insert(1, "split", split)
-    result.per_sample.insert(2, "resolution", resolution)
+    result = score_split(task, model, rule, dataset, samples, split, opts, out, where)
     files = task.evaluation_files(result, out, split)
-    record = EvaluationRecord(
-        model=model_uri or label, dataset=dataset.name, manifest_sha256=dataset.manifest_hash, split=split,
-        resolution=resolution, metrics={k: float(v) for k, v in result.metrics.items()},
-        input_rule=rule.to_dict(), input_rule_source=rule_source, masklab_version=masklab_version(),
-        platform=platform_fingerprint())
-    record_path = out / f"{split}_evaluation.json"
-    atomic_write(record_path, lambda tmp: tmp.write_text(record.to_json()))
-    files.append(record_path)
-    if run is not None:
-        history = run.metric_history(task.curve_metrics)
-        if history:
-            files.append(training_curves(history, out / "training_curves.png"))
+    record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label)
+    files.append(atomic_write(out / f"{split}_evaluation.json", lambda tmp: tmp.write_text(record.to_json())))
+    files.extend(curve_plots(run, task.curve_metrics, out))
     rule_note = rule.describe() + ("" if rule_source == "model" else ", OVERRIDDEN by this config's augment.eval")
     Console().print(task.summary_table(
         result, f"{dataset.name} / {split}: {len(samples)} images, {label}, scored at {where}; input: {rule_note}"))
@@ -156,6 +125,63 @@ def evaluate_model(
         run.directory(out / f"{split}_pred", f"evaluation/{split}_pred")
     _log_record(record, run, model_version)
     return result
+
+
+def scored_samples(dataset: Dataset, split: str, class_table: ClassTable, label: str) -> list[Any]:
+    """The labeled samples of ``split``, after checking that the model ``label`` has the dataset's classes."""
+    if class_table.names != dataset.class_table.names:
+        raise UserError(f"{label} has classes {class_table.names}; dataset {dataset.root} has "
+                        f"{dataset.class_table.names}")
+    samples = dataset.labeled(split)
+    if not samples:
+        raise UserError(f"dataset {dataset.root}: split '{split}' has no labeled samples")
+    return samples
+
+
+def score_split(task: Any, model: Any, rule: Any, dataset: Dataset, samples: list[Any], split: str,
+                opts: dict[str, Any], out: Path, where: str) -> Any:
+    """The task's scores of ``model`` on ``samples`` (predictions written to ``<out>/<split>_pred``), with the
+    per-sample table's split and resolution columns and the task's headline metric."""
+    from torch.utils.data import DataLoader
+
+    from masklab.console import progress
+    from masklab.inference import Predictor
+
+    resolution = opts["resolution"]
+    predictor = Predictor(model, rule, opts["device"], int(opts["batch_size"]))
+    loader = DataLoader(task.eval_dataset(dataset, samples, rule if resolution == "model" else None),
+                        batch_size=predictor.batch_size, collate_fn=task.collate,
+                        num_workers=int(opts["num_workers"]))
+    batches = progress(loader, f"evaluating {dataset.name}/{split} at {where} (batches)", total=len(loader))
+    writer = PredictionWriter(task, dataset, out / f"{split}_pred")
+    result = task.score(predictor, batches, dataset.class_table, f"{RESOLUTION_PREFIX[resolution]}/{split}", opts,
+                        on_prediction=writer)
+    writer.finish()
+    result.headline_metric = task.gate_metric
+    result.per_sample.insert(1, "split", split)
+    result.per_sample.insert(2, "resolution", resolution)
+    return result
+
+
+def evaluation_record(result: Any, dataset: Dataset, split: str, resolution: str, rule: Any, rule_source: str,
+                      model: str) -> Any:
+    """The EvaluationRecord of ``result``: what was scored, on which data, with which rules, on which platform."""
+    from masklab.evaluation.record import EvaluationRecord
+    from masklab.platform import masklab_version, platform_fingerprint
+
+    return EvaluationRecord(
+        model=model, dataset=dataset.name, manifest_sha256=dataset.manifest_hash, split=split,
+        resolution=resolution,
+        metrics={k: float(v) for k, v in result.metrics.items()}, input_rule=rule.to_dict(),
+        input_rule_source=rule_source, masklab_version=masklab_version(), platform=platform_fingerprint())
+
+
+def curve_plots(run: RunLog | None, curves: tuple[str, ...], out: Path) -> list[Path]:
+    """The training curves of the run the evaluation is logged to, as ``training_curves.png`` (none untracked)."""
+    from masklab.report.plots import training_curves
+
+    history = run.metric_history(curves) if run is not None else {}
+    return [training_curves(history, out / "training_curves.png")] if history else []
 
 
 def _log_record(record: Any, run: Any, model_version: tuple[str, str] | None) -> None:
