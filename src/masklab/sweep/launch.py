@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from masklab.config import to_plain
 from masklab.console import logger, result
 from masklab.errors import UserError
+from masklab.files import call_with_retry
 from masklab.overrides import format_override
 from masklab.sweep.space import Param, grid_points, one_line, parse_grid, parse_overrides, parse_params
 from masklab.sweep.study import (
@@ -35,7 +36,6 @@ from masklab.sweep.study import (
     open_storage,
     open_study,
     redact,
-    retry_locked,
     sampler_kind,
     study_lock,
 )
@@ -111,12 +111,12 @@ def enqueue_grid(study, params: list[Param], n_trials: int | None) -> tuple[int,
             waiting.add(k)
         else:
             study._storage.set_trial_user_attr(t._trial_id, "error", "dropped: not a pending point of the grid")
-            retry_locked(study._storage.set_trial_state_values, t._trial_id, TrialState.FAIL)
+            call_with_retry(study._storage.set_trial_state_values, t._trial_id, TrialState.FAIL)
     pending = [p for p in points if key(p) not in done and key(p) not in waiting]
     budget = len(pending) + len(waiting) if n_trials is None else n_trials
     new = pending[: max(0, budget - len(waiting))]
     for point in new:
-        retry_locked(study.enqueue_trial, point)
+        call_with_retry(study.enqueue_trial, point)
     n_done = sum(key(p) in done for p in points)
     return min(budget, len(waiting) + len(new)), f"grid of {len(points)} points, {n_done} done or running"
 
@@ -132,15 +132,15 @@ def open_parent_run(study, study_name: str, tracking_uri: str, artifact_root: st
         try:
             run = c.get_run(previous)
             if run.info.lifecycle_stage == "active":
-                retry_locked(c.update_run, previous, status="RUNNING")
+                c.update_run(previous, status="RUNNING")  # (the client retries a locked store itself)
                 return previous, False
         except Exception:  # deleted, or another store: start a new parent
             pass
     exp = c.get_experiment_by_name(experiment)
     if exp is None:
         try:
-            exp_id = retry_locked(c.create_experiment, experiment,
-                                  artifact_location=artifact_location(tracking_uri, artifact_root, experiment))
+            exp_id = c.create_experiment(experiment,
+                                         artifact_location=artifact_location(tracking_uri, artifact_root, experiment))
         except Exception:  # created meanwhile by another process
             exp = c.get_experiment_by_name(experiment)
             if exp is None:
@@ -148,9 +148,9 @@ def open_parent_run(study, study_name: str, tracking_uri: str, artifact_root: st
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
-    run = retry_locked(c.create_run, exp_id, run_name=f"sweep-{study_name}", tags=tags)
+    run = c.create_run(exp_id, run_name=f"sweep-{study_name}", tags=tags)
     run_id = run.info.run_id
-    retry_locked(RunLog(tracking_uri, run_id).params, params)
+    RunLog(tracking_uri, run_id).params(params)
     study.set_user_attr(ATTR_PARENT, run_id)
     study.set_user_attr(ATTR_TRACKING, tracking_uri)
     return run_id, True
@@ -178,9 +178,9 @@ def finish_parent(study, tracking_uri: str, run_id: str, monitor: str, status: s
                      "masklab.best_overrides": " ".join(best.user_attrs.get("overrides") or
                                                         [format_override(k, v) for k, v in best.params.items()]),
                      "masklab.best_run_id": str(best.user_attrs.get("mlflow_run_id", ""))})
-    retry_locked(run.metrics, metrics, step=len(trials))
-    retry_locked(run.tags, tags)
-    retry_locked(run._client.set_terminated, run_id, status)
+    run.metrics(metrics, step=len(trials))
+    run.tags(tags)
+    run.end(status)
     return best
 
 
@@ -303,120 +303,190 @@ def stop_workers(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def sweep(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
-    """Run or resume the preset's study (see the module's docstring). ``launcher``: an unresolved submitit
-    launcher preset (``hydra/launcher=submitit_slurm``): the workers run as its jobs instead of local processes."""
-    import optuna
+@dataclass
+class SweepSettings:
+    """What a sweep command asks for, checked: the preset's space and sampler, the study, the trials' budget."""
 
-    from masklab.tracking.runs import RunLog, git_commit
+    preset: dict[str, Any]
+    kind: str
+    params: list[Param]
+    study_name: str
+    base_overrides: list[str]
+    workers: int
+    n_trials: int | None
+    stop_after: int
+    cv_folds: int
+    sweep_dir: Path
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+def read_settings(cfg: DictConfig) -> SweepSettings:
+    """The sweep's settings from its config and preset; every mistake a UserError naming the key."""
     preset = to_plain(cfg.sweep)
     kind, params = parse_preset(preset)
     study_name = str(cfg.study or preset.get("name") or "").strip()
     if not study_name:
         raise UserError("study: no study name; set name: in the preset or pass study=<name>")
     make_sampler(preset.get("sampler"))  # options checked before anything is written
-    pruner = make_pruner(preset.get("pruner"))
-    base_overrides = [*parse_overrides(preset.get("overrides"), "sweep.overrides"), *parse_overrides(cfg.overrides)]
-    workers = positive_int(cfg.workers, "workers")
-    n_trials = positive_int(cfg.n_trials if cfg.n_trials is not None else preset.get("n_trials"), "n_trials",
-                            allow_none=kind == "grid")
-    stop_after = positive_int(cfg.stop_after_failures, "stop_after_failures")
+    make_pruner(preset.get("pruner"))
     cv_folds = int(cfg.cv_folds if cfg.get("cv_folds") is not None else preset.get("cv_folds") or 0)
     if cv_folds == 1 or cv_folds < 0:
         raise UserError(f"cv_folds={cv_folds}: expected 0 (train once, score on val) or a number of folds >= 2")
-    sweep_dir = Path(cfg.paths.output_dir)
+    return SweepSettings(
+        preset, kind, params, study_name,
+        [*parse_overrides(preset.get("overrides"), "sweep.overrides"), *parse_overrides(cfg.overrides)],
+        int(positive_int(cfg.workers, "workers") or 1),
+        positive_int(cfg.n_trials if cfg.n_trials is not None else preset.get("n_trials"), "n_trials",
+                     allow_none=kind == "grid"),
+        int(positive_int(cfg.stop_after_failures, "stop_after_failures") or 1), cv_folds, Path(cfg.paths.output_dir))
 
+
+def compose_base(settings: SweepSettings) -> DictConfig:
+    """`train` with the sweep's base overrides: the monitor, its direction, the MLflow store and experiment."""
     try:
-        base = compose_train(base_overrides)
+        base = compose_train(settings.base_overrides)
     except Exception as exc:
-        raise UserError(f"overrides {base_overrides}: train does not accept them: {one_line(str(exc))}") from None
-    monitor = str(base.monitor)
-    direction = direction_of(str(base.monitor_mode))
-    tracking_uri = str(base.logger.tracking_uri)
-    artifact_root = str(base.logger.artifact_root)
-    experiment = str(base.logger.experiment_name)
-    if cv_folds and not monitor.startswith("val/"):
-        raise UserError(f"cv_folds={cv_folds}: trials are scored on held-out folds, so monitor must be a val/ metric "
-                        f"(found monitor={monitor})")
-    if workers > 1 or cv_folds or launcher:  # synthesize, check, deal folds once, not in workers at the same time
-        from masklab.data.open import open_dataset
+        raise UserError(f"overrides {settings.base_overrides}: train does not accept them: "
+                        f"{one_line(str(exc))}") from None
+    if settings.cv_folds and not str(base.monitor).startswith("val/"):
+        raise UserError(f"cv_folds={settings.cv_folds}: trials are scored on held-out folds, so monitor must be a "
+                        f"val/ metric (found monitor={base.monitor})")
+    return base
 
-        dataset = open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
-        if cv_folds:
-            from masklab.data.folds import ensure_folds
-            from masklab.sweep.trial import cv_section
 
-            section = cv_section(cv_folds, int(base.seed))
-            ensure_folds(dataset, cv_folds, section["splits"], section["seed"], section["reassign"])
+def prepare_data(base: DictConfig, settings: SweepSettings, launcher: dict[str, Any] | None) -> None:
+    """Synthesize, check and deal folds once, here, before several workers would at the same time."""
+    if not (settings.workers > 1 or settings.cv_folds or launcher):
+        return
+    from masklab.data.open import open_dataset
 
-    storage = open_storage(str(cfg.storage))
-    study = open_study(study_name, storage, direction, make_sampler(preset.get("sampler")), pruner)
-    shown_storage = redact(str(cfg.storage))
-    parent_params = {"study": study_name, "storage": shown_storage, "monitor": monitor, "direction": direction,
-                     "sampler": kind, "cv_folds": cv_folds, **{f"space.{p.name}": p.describe() for p in params}}
-    parent_tags = {"masklab.command": "sweep", "masklab.sweep": study_name, "masklab.optuna_storage": shown_storage,
-                   "masklab.monitor": monitor, "masklab.git_commit": git_commit(Path.cwd()) or "unknown"}
-    # Another sweep may join this study now, from another shell or machine: what is read and decided from the
-    # study's state (the grid's pending points, the parent run) is done under the study's lock.
-    with study_lock(storage, study_name):
-        known_monitor = study.user_attrs.get(ATTR_MONITOR)
-        if known_monitor and known_monitor != monitor:
-            raise UserError(f"study '{study_name}' ranks trials by {known_monitor}, not {monitor}; "
-                            "use another study name (study=...)")
-        if not known_monitor:
-            study.set_user_attr(ATTR_MONITOR, monitor)
-        n_before = len(study.get_trials(deepcopy=False))
-        # Each sweep command on the study gets its own sampler seed, also two started at the same moment (same
-        # n_before): else their samplers would propose the same points.
-        sweeps_before = int(study.user_attrs.get(ATTR_SWEEPS, 0))
-        study.set_user_attr(ATTR_SWEEPS, sweeps_before + 1)
-        if kind == "grid":
-            to_run, note = enqueue_grid(study, params, n_trials)
-        else:
-            to_run, note = n_trials, f"{kind} sampler"
-        parent_id, created = open_parent_run(study, study_name, tracking_uri, artifact_root, experiment,
-                                             parent_params, parent_tags)
-    parent = RunLog(tracking_uri, parent_id)
-    retry_locked(parent.tags, {"masklab.output_dir": str(sweep_dir.resolve()), "masklab.sweep_status": "RUNNING"})
-    retry_locked(parent.yaml, {"study": study_name, "storage": shown_storage, "monitor": monitor,
-                               "direction": direction, "n_trials": to_run, "workers": workers,
-                               "base_overrides": base_overrides, "sweep": preset}, "config/sweep.yaml")
+    dataset = open_dataset(base.data, base.paths.cache_dir, check=bool(base.check_data))
+    if settings.cv_folds:
+        from masklab.data.folds import ensure_folds
+        from masklab.sweep.trial import cv_section
 
+        section = cv_section(settings.cv_folds, int(base.seed))
+        ensure_folds(dataset, settings.cv_folds, section["splits"], section["seed"], section["reassign"])
+
+
+@dataclass
+class Joined:
+    """This command's place in the study: trials to run, the trials and sweeps before it, the parent run."""
+
+    to_run: int
+    note: str
+    n_before: int
+    sweeps_before: int
+    parent_id: str
+    created: bool
+
+
+def join_study(study: Any, settings: SweepSettings, base: DictConfig, storage_shown: str) -> Joined:
+    """Under the study's lock (another sweep may join it now, from another shell or machine): check the monitor,
+    count this sweep, enqueue the grid's pending points and open (or reopen) the parent MLflow run."""
+    from masklab.tracking.runs import git_commit
+
+    monitor, direction = str(base.monitor), direction_of(str(base.monitor_mode))
+    parent_params = {"study": settings.study_name, "storage": storage_shown, "monitor": monitor,
+                     "direction": direction, "sampler": settings.kind, "cv_folds": settings.cv_folds,
+                     **{f"space.{p.name}": p.describe() for p in settings.params}}
+    parent_tags = {"masklab.command": "sweep", "masklab.sweep": settings.study_name,
+                   "masklab.optuna_storage": storage_shown, "masklab.monitor": monitor,
+                   "masklab.git_commit": git_commit(Path.cwd()) or "unknown"}
+    known_monitor = study.user_attrs.get(ATTR_MONITOR)
+    if known_monitor and known_monitor != monitor:
+        raise UserError(f"study '{settings.study_name}' ranks trials by {known_monitor}, not {monitor}; "
+                        "use another study name (study=...)")
+    if not known_monitor:
+        study.set_user_attr(ATTR_MONITOR, monitor)
+    n_before = len(study.get_trials(deepcopy=False))
+    # Each sweep command on the study gets its own sampler seed, also two started at the same moment (same
+    # n_before): else their samplers would propose the same points.
+    sweeps_before = int(study.user_attrs.get(ATTR_SWEEPS, 0))
+    study.set_user_attr(ATTR_SWEEPS, sweeps_before + 1)
+    if settings.kind == "grid":
+        to_run, note = enqueue_grid(study, settings.params, settings.n_trials)
+    else:
+        to_run, note = int(settings.n_trials or 0), f"{settings.kind} sampler"
+    parent_id, created = open_parent_run(study, settings.study_name, str(base.logger.tracking_uri),
+                                         str(base.logger.artifact_root), str(base.logger.experiment_name),
+                                         parent_params, parent_tags)
+    return Joined(to_run, note, n_before, sweeps_before, parent_id, created)
+
+
+def announce(settings: SweepSettings, base: DictConfig, joined: Joined, storage_shown: str,
+             launcher: dict[str, Any] | None) -> None:
+    """Mark the parent run RUNNING with the sweep's config, and say what runs now."""
+    from masklab.tracking.runs import RunLog
+
+    monitor, direction = str(base.monitor), direction_of(str(base.monitor_mode))
+    parent = RunLog(str(base.logger.tracking_uri), joined.parent_id)
+    parent.tags({"masklab.output_dir": str(settings.sweep_dir.resolve()), "masklab.sweep_status": "RUNNING"})
+    parent.yaml({"study": settings.study_name, "storage": storage_shown, "monitor": monitor, "direction": direction,
+                 "n_trials": joined.to_run, "workers": settings.workers, "base_overrides": settings.base_overrides,
+                 "sweep": settings.preset}, "config/sweep.yaml")
     how = f" as {launcher.get('masklab_choice') or 'submitit'} jobs" if launcher else ""
-    doing = (f"running {to_run} now with {min(workers, to_run)} worker(s){how}" if to_run else
-             "nothing to run: every grid point has a trial (a new point or n_trials adds more)")
-    log.info(f"Sweep '{study_name}': {kind} over {'; '.join(p.describe() for p in params)}\n"
-             f"  {direction} {monitor}; base overrides: {' '.join(base_overrides) or '(none)'}\n"
-             f"  Optuna study in {shown_storage}: {n_before} trial(s) so far ({note}); {doing}\n"
-             f"  MLflow parent run {parent_id} ({'new' if created else 'continued'}) in experiment '{experiment}'; "
-             f"trial folders in {sweep_dir / 'trials'}")
+    doing = (f"running {joined.to_run} now with {min(settings.workers, joined.to_run)} worker(s){how}"
+             if joined.to_run else "nothing to run: every grid point has a trial (a new point or n_trials adds more)")
+    log.info(f"Sweep '{settings.study_name}': {settings.kind} over {'; '.join(p.describe() for p in settings.params)}"
+             f"\n  {direction} {monitor}; base overrides: {' '.join(settings.base_overrides) or '(none)'}\n"
+             f"  Optuna study in {storage_shown}: {joined.n_before} trial(s) so far ({joined.note}); {doing}\n"
+             f"  MLflow parent run {joined.parent_id} ({'new' if joined.created else 'continued'}) in experiment "
+             f"'{base.logger.experiment_name}'; trial folders in {settings.sweep_dir / 'trials'}")
 
-    spec = SweepSpec(study=study_name, storage=str(cfg.storage), monitor=monitor, direction=direction,
-                     params=[p.to_dict() for p in params], sampler=preset.get("sampler"), pruner=preset.get("pruner"),
-                     base_overrides=base_overrides, experiment_name=experiment, tracking_uri=tracking_uri,
-                     sweep_dir=str(sweep_dir), parent_run_id=parent_id, stop_after_failures=stop_after,
-                     seed_offset=n_before + 104729 * sweeps_before, n_trials=to_run, cv_folds=cv_folds)
-    status = "FAILED"
-    interrupted = False
+
+def run_spec(cfg: DictConfig, settings: SweepSettings, base: DictConfig, joined: Joined) -> SweepSpec:
+    """What every worker (a process here, a submitit job) needs to run this sweep's trials."""
+    preset = settings.preset
+    return SweepSpec(study=settings.study_name, storage=str(cfg.storage), monitor=str(base.monitor),
+                     direction=direction_of(str(base.monitor_mode)), params=[p.to_dict() for p in settings.params],
+                     sampler=preset.get("sampler"), pruner=preset.get("pruner"),
+                     base_overrides=settings.base_overrides, experiment_name=str(base.logger.experiment_name),
+                     tracking_uri=str(base.logger.tracking_uri), sweep_dir=str(settings.sweep_dir),
+                     parent_run_id=joined.parent_id, stop_after_failures=settings.stop_after,
+                     seed_offset=joined.n_before + 104729 * joined.sweeps_before, n_trials=joined.to_run,
+                     cv_folds=settings.cv_folds)
+
+
+def run_spec_trials(spec: SweepSpec, workers: int, launcher: dict[str, Any] | None, base: DictConfig) -> None:
+    """The trials here (one worker), in worker processes, or as submitit jobs."""
+    if spec.n_trials and launcher:
+        run_worker_jobs(spec, spec.n_trials, workers, launcher, base)
+    elif spec.n_trials and workers == 1:
+        run_trials(spec)
+    elif spec.n_trials:
+        run_workers(spec, spec.n_trials, workers)
+
+
+def sweep(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
+    """Run or resume the preset's study (see the module's docstring). ``launcher``: an unresolved submitit
+    launcher preset (``hydra/launcher=submitit_slurm``): the workers run as its jobs instead of local processes."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    settings = read_settings(cfg)
+    base = compose_base(settings)
+    prepare_data(base, settings, launcher)
+    storage = open_storage(str(cfg.storage))
+    study = open_study(settings.study_name, storage, direction_of(str(base.monitor_mode)),
+                       make_sampler(settings.preset.get("sampler")), make_pruner(settings.preset.get("pruner")))
+    shown = redact(str(cfg.storage))
+    with study_lock(storage, settings.study_name):
+        joined = join_study(study, settings, base, shown)
+    announce(settings, base, joined, shown, launcher)
+    status, interrupted = "FAILED", False
     try:
-        if to_run and launcher:
-            run_worker_jobs(spec, to_run, workers, launcher, base)
-        elif to_run and workers == 1:
-            run_trials(spec)
-        elif to_run:
-            run_workers(spec, to_run, workers)
+        run_spec_trials(run_spec(cfg, settings, base, joined), settings.workers, launcher, base)
         status = "FINISHED"
     except KeyboardInterrupt:
         status, interrupted = "KILLED", True
     finally:
         try:
-            best = finish_parent(study, tracking_uri, parent_id, monitor, status)
+            best = finish_parent(study, str(base.logger.tracking_uri), joined.parent_id, str(base.monitor), status)
         except Exception as exc:  # never hide the sweep's own error
             log.warning("could not record the result on the parent run: %s", one_line(str(exc)))
             best = None
-    report(study, study_name, monitor, best, n_before, cfg, "done" if status == "FINISHED" else "stopped")
+    report(study, settings.study_name, str(base.monitor), best, joined.n_before, cfg,
+           "done" if status == "FINISHED" else "stopped")
     if interrupted:
         log.warning("masklab sweep: interrupted; the study keeps its trials: run the same command again to resume")
         raise SystemExit(130)
