@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 
 from masklab.data.format import ClassInfo, ClassTable
+from masklab.explore.rendering import error_map
 from masklab.explore.static_page import (
     MAX_CHANGED,
     MAX_CURVE_POINTS,
     THUMB_SIDE,
     ExplorerSample,
-    error_map,
     write_explorer,
 )
 

@@ -6,9 +6,14 @@
 - The server, :class:`ExploreApp` (`masklab explore`): a local web app over a dataset's manifest joined with
   per-sample Parquet tables, for sets too large for one page; rows queried in DuckDB, thumbnails made on demand.
 
-Shared by both: :mod:`~masklab.explore.pages` (the two HTML pages with their shared styles and embeddings-map
-script). The static page's own modules: :mod:`~masklab.explore.static_page` (the page, each sample's files and
-inline thumbnails), :mod:`~masklab.explore.objects` (instance outlines and overlays). The server's:
+Shared by both:
+
+- :mod:`~masklab.explore.rendering`: thumbnail sizes, class and error colours, the class legend, mask and error
+  images, images passed on as they are.
+- :mod:`~masklab.explore.pages`: the two HTML pages with their shared styles and embeddings-map script.
+
+The static page's own modules: :mod:`~masklab.explore.static_page` (the page, each sample's files and inline
+thumbnails), :mod:`~masklab.explore.objects` (instance outlines and overlays). The server's:
 :mod:`~masklab.explore.queries` (rows in DuckDB), :mod:`~masklab.explore.thumbnails` (cached renderings),
 :mod:`~masklab.explore.server` (the Starlette app, served by uvicorn on 127.0.0.1 only).
 """
@@ -23,12 +28,14 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "objects": ["ExplorerObjects"],
     "queries": ["QueryError", "SampleTable"],
+    "rendering": ["error_map"],
     "server": ["ExploreApp", "create_app", "serve_explorer"],
-    "static_page": ["ExplorerSample", "error_map", "write_explorer"],
+    "static_page": ["ExplorerSample", "write_explorer"],
 })
 
 if TYPE_CHECKING:  # the names above, for type checkers (at run time each is imported on first use)
     from masklab.explore.objects import ExplorerObjects  # noqa: F401
     from masklab.explore.queries import QueryError, SampleTable  # noqa: F401
+    from masklab.explore.rendering import error_map  # noqa: F401
     from masklab.explore.server import ExploreApp, create_app, serve_explorer  # noqa: F401
-    from masklab.explore.static_page import ExplorerSample, error_map, write_explorer  # noqa: F401
+    from masklab.explore.static_page import ExplorerSample, write_explorer  # noqa: F401

@@ -53,6 +53,7 @@ from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
 from masklab.explore.pages import SERVER_PAGE, page_template, with_title
 from masklab.explore.queries import KIND_OPERATORS, QueryError, SampleTable
+from masklab.explore.rendering import class_legend
 from masklab.explore.thumbnails import THUMB_SIDE, LayerError, Renderer
 
 HOST = "127.0.0.1"  # never another interface: the app serves the user's files without authentication
@@ -165,7 +166,7 @@ class ExploreApp:
             "total": self.rows.total,
             "columns": [c.to_json() for c in self.rows.columns.values()],
             "splits": self.rows.splits,
-            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in table.classes],
+            "classes": class_legend(table),
             "ignore_index": table.ignore_index,
             "layers": {"gt": any(m for _, m in self.rows.files.values()), "pred": self.pred_dir is not None},
             "operators": {k: list(v) for k, v in KIND_OPERATORS.items()},

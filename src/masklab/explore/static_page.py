@@ -21,9 +21,7 @@ ground truth): outlines in the outcome's colour, filled lightly.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import math
 import os
@@ -49,6 +47,17 @@ from masklab.explore.objects import (
     object_layers,
 )
 from masklab.explore.pages import STATIC_PAGE, page_template, with_title
+from masklab.explore.rendering import (
+    ERROR_COLORS,
+    class_legend,
+    class_palette,
+    data_uri,
+    error_image,
+    nearest,
+    palette_image,
+    plain_image_type,
+    thumb_size,
+)
 from masklab.files import atomic_write
 from masklab.report.overlay import distinct_colors
 
@@ -57,12 +66,9 @@ JPEG_QUALITY = 60
 MAX_CURVE_POINTS = 400  # per training curve, evenly thinned
 MAX_CHANGED = 200  # rows of summary["changed"] kept
 MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
-IGNORE_GREY = (128, 128, 128)
-# Error map codes and colours (also in the template's legend): false positive, false negative, wrong class.
-ERROR_COLORS = {1: (230, 30, 30), 2: (30, 90, 255), 3: (255, 200, 0)}
 DATA_MARK = "/*__MASKLAB_DATA__*/"
 
-__all__ = ["ExplorerObjects", "ExplorerSample", "error_map", "write_explorer"]
+__all__ = ["ExplorerObjects", "ExplorerSample", "write_explorer"]
 
 
 @dataclass
@@ -148,7 +154,7 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
 
     data = {
         "title": str(title),
-        "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in class_table.classes],
+        "classes": class_legend(class_table),
         "ignore_index": class_table.ignore_index,
         "error_colors": {str(k): list(v) for k, v in ERROR_COLORS.items()},
         "thumb_side": THUMB_SIDE,
@@ -227,10 +233,9 @@ def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_di
     try:
         h, w = image.shape[:2]
         out.ok, out.width, out.height = True, int(w), int(h)
-        scale = min(1.0, THUMB_SIDE / max(w, h))
-        tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+        tw, th = thumb_size(w, h, THUMB_SIDE)
         pil = Image.fromarray(image)
-        out.thumb = _b64(pil.resize((tw, th), Image.BOX), "JPEG", quality=JPEG_QUALITY, optimize=True)
+        out.thumb = data_uri(pil.resize((tw, th), Image.BOX), "JPEG", quality=JPEG_QUALITY, optimize=True)
         _write_full_image(Path(sample.image), pil, full_dir / f"{name}_image.png")
         out.files.append("image")
     except Exception as exc:  # noqa: BLE001
@@ -268,10 +273,11 @@ def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_di
                                                   f"neither class ids nor ignore_index {class_table.ignore_index}"))
         present = [int(v) for v in np.flatnonzero(counts[:n])]
         codes = _codes_lut(class_table)
-        small = _nearest(mask, tw, th)
-        encoded = _b64(_grey_palette_png(codes[small], n + 1), "PNG", optimize=True)
+        small = nearest(mask, tw, th)
+        encoded = data_uri(_grey_palette_png(codes[small], n + 1), "PNG", optimize=True)
         try:
-            _palette_png(mask, class_table).save(full_dir / f"{name}_{kind}.png", transparency=0, optimize=False)
+            palette_image(mask, class_palette(class_table)).save(full_dir / f"{name}_{kind}.png", transparency=0,
+                                                                 optimize=False)
         except Exception as exc:  # noqa: BLE001
             out.problems.append((f"bad {label}", f"sample {sid}: {label} could not be written ({_why(exc)})"))
             continue
@@ -282,10 +288,7 @@ def _prepare(sample: ExplorerSample, name: str, class_table: ClassTable, full_di
         else:
             out.pred, out.pred_classes = encoded, present
     if "gt" in masks and "pred" in masks:
-        err = error_map(masks["gt"], masks["pred"], class_table)
-        pal = Image.fromarray(err)
-        pal.putpalette([0, 0, 0, *[c for k in (1, 2, 3) for c in ERROR_COLORS[k]]])
-        pal.save(full_dir / f"{name}_error.png", transparency=0)
+        error_image(masks["gt"], masks["pred"], class_table).save(full_dir / f"{name}_error.png", transparency=0)
         out.files.append("error")
     return out
 
@@ -313,25 +316,10 @@ def _prepare_objects(sample: ExplorerSample, name: str, class_table: ClassTable,
 def _write_full_image(source: Path, pil: Image.Image, target: Path) -> None:
     """An 8-bit RGB or grey PNG is copied as is (browsers show it exactly as masklab reads it); anything else
     is written from the decoded pixels."""
-    try:
-        with Image.open(source) as im:
-            plain_png = im.format == "PNG" and im.mode in ("RGB", "L")
-    except Exception:  # noqa: BLE001
-        plain_png = False
-    if plain_png:
+    if plain_image_type(source) == "image/png":
         shutil.copyfile(source, target)
     else:
         pil.save(target, compress_level=1)
-
-
-def error_map(gt: np.ndarray, pred: np.ndarray, class_table: ClassTable) -> np.ndarray:
-    """Per-pixel error codes: 1 false positive (a class predicted where the truth is background), 2 false
-    negative (a class predicted as background), 3 wrong class (one class predicted as another); 0 elsewhere,
-    including ignore pixels. Class 0 is background, as in :func:`masklab.report.overlay.overlay_mask`."""
-    valid = (gt != class_table.ignore_index) & (gt < class_table.num_classes) & (gt != pred)
-    fp = valid & (pred != 0) & (pred < class_table.num_classes)
-    fn = valid & (gt != 0)
-    return (fp.astype(np.uint8) + 2 * fn.astype(np.uint8)).astype(np.uint8)
 
 
 def _codes_lut(class_table: ClassTable) -> np.ndarray:
@@ -341,35 +329,9 @@ def _codes_lut(class_table: ClassTable) -> np.ndarray:
     return lut
 
 
-def _nearest(arr: np.ndarray, tw: int, th: int) -> np.ndarray:
-    h, w = arr.shape[:2]
-    rows = ((np.arange(th) + 0.5) * h / th).astype(np.intp).clip(0, h - 1)
-    cols = ((np.arange(tw) + 0.5) * w / tw).astype(np.intp).clip(0, w - 1)
-    return arr[rows[:, None], cols[None, :]]
-
-
 def _grey_palette_png(codes: np.ndarray, n_codes: int) -> Image.Image:
     """Palette image whose entry i is grey (i, i, i): drawn on a canvas, the red channel is the code."""
-    im = Image.fromarray(codes.astype(np.uint8))
-    im.putpalette([v for i in range(n_codes) for v in (i, i, i)])
-    return im
-
-
-def _palette_png(mask: np.ndarray, class_table: ClassTable) -> Image.Image:
-    """The mask as a palette PNG: pixel values unchanged (class ids), colours from the class table."""
-    palette = np.zeros((256, 3), np.uint8)
-    palette[: class_table.num_classes] = class_table.palette()
-    palette[class_table.ignore_index % 256] = IGNORE_GREY
-    im = Image.fromarray(mask)
-    im.putpalette(palette.ravel().tolist())
-    return im
-
-
-def _b64(im: Image.Image, fmt: str, **kwargs: Any) -> str:
-    """The image as a data URI."""
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kwargs)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return palette_image(codes, [v for i in range(n_codes) for v in (i, i, i)])
 
 
 def _why(exc: BaseException) -> str:
