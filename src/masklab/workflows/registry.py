@@ -118,57 +118,85 @@ def check_gate(tracking_uri: str, name: str, version: str | int, gate: Gate, *, 
     Scores made here are attached to the version they belong to.
     """
     from masklab.tasks import gate_metric
-    from masklab.tracking.evaluations import newest
     from masklab.tracking.registry import Registry, judge
 
     registry = Registry(tracking_uri)
     challenger = str(registry.version(name, version).version)
-    gate = gate.for_task(gate_metric((registry.version(name, challenger).tags or {}).get("masklab.task")))
+    tags = registry.version(name, challenger).tags or {}
+    gate = gate.for_task(gate_metric(tags.get("masklab.task")))
     held = registry.in_stage(name, "Production")
     incumbent = None if held is None or str(held.version) == challenger else str(held.version)
     mine = registry.evaluations(name, challenger)
     theirs = registry.evaluations(name, incumbent) if incumbent else []
     if dataset is None:
         latest = max(mine, key=lambda r: r.created) if mine else None
-        dataset = latest.dataset if latest else (registry.version(name, challenger).tags or {}).get("masklab.dataset")
+        dataset = latest.dataset if latest else tags.get("masklab.dataset")
     if not dataset:
         return judge(gate, name, challenger, None, incumbent, None,
                      missing=f"gate: model '{name}' version {challenger} names no dataset (no evaluation, no "
                              f"masklab.dataset tag); promote with dataset=<name>")
-    split = gate_split(gate, dataset, splits, [*mine, *theirs])
-    where = {"dataset": dataset, "split": split, "resolution": gate.resolution}
+    scores = GateScores(registry, name, gate, dataset, gate_split(gate, dataset, splits, [*mine, *theirs]), evaluator)
+    return scores.compare(challenger, mine, incumbent, theirs)
 
-    def score(of: str) -> EvaluationRecord:
-        assert evaluator is not None
-        record = evaluator(f"models:/{name}/{of}", dataset, split)
-        if (record.dataset, record.split, record.resolution) != (dataset, split, gate.resolution):
-            raise UserError(f"gate: evaluating models:/{name}/{of} gave a score of {record.describe()}; the gate "
-                            f"needs dataset={dataset} split={split} resolution={gate.resolution}")
-        registry.log_evaluation(name, of, record)
+
+@dataclass
+class GateScores:
+    """The gate's numbers of the versions of ``name`` on one dataset, split and resolution: found among their
+    evaluation records, or scored by ``evaluator`` (and attached to the version) when it is given."""
+
+    registry: Any
+    name: str
+    gate: Gate
+    dataset: str
+    split: str
+    evaluator: Evaluator | None
+
+    @property
+    def where(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "split": self.split, "resolution": self.gate.resolution}
+
+    def score(self, of: str) -> EvaluationRecord:
+        """Score version ``of`` with the evaluator and attach the record to it."""
+        assert self.evaluator is not None
+        record = self.evaluator(f"models:/{self.name}/{of}", self.dataset, self.split)
+        if (record.dataset, record.split, record.resolution) != (self.dataset, self.split, self.gate.resolution):
+            raise UserError(f"gate: evaluating models:/{self.name}/{of} gave a score of {record.describe()}; the gate "
+                            f"needs dataset={self.dataset} split={self.split} resolution={self.gate.resolution}")
+        self.registry.log_evaluation(self.name, of, record)
         return record
 
-    def missing(of: str, manifest: str | None = None) -> str:
-        on = f"{dataset}{'@' + manifest[:12] if manifest else ''} split={split} resolution={gate.resolution}"
-        return (f"gate: model '{name}' version {of} has no {gate.metric} on {on}; score it with:\n  "
-                + evaluate_command(name, of, dataset, split, gate.resolution))
+    def missing(self, of: str, manifest: str | None = None) -> str:
+        """The refusal for a version without a score here, naming the command that makes one."""
+        on = f"{self.dataset}{'@' + manifest[:12] if manifest else ''} split={self.split} " \
+             f"resolution={self.gate.resolution}"
+        return (f"gate: model '{self.name}' version {of} has no {self.gate.metric} on {on}; score it with:\n  "
+                + evaluate_command(self.name, of, self.dataset, self.split, self.gate.resolution))
 
-    mine_here = newest(mine, **where)
-    if mine_here is None:
-        if evaluator is None:
-            return judge(gate, name, challenger, None, incumbent, None, missing=missing(challenger))
-        mine_here = score(challenger)
-    if incumbent is None:
-        return judge(gate, name, challenger, mine_here, None, None)
-    theirs_here = newest(theirs, manifest_sha256=mine_here.manifest_sha256, **where)
-    if theirs_here is None:
-        if evaluator is None:
-            return judge(gate, name, challenger, mine_here, incumbent, None,
-                         missing=missing(incumbent, mine_here.manifest_sha256))
-        theirs_here = score(incumbent)
-        if theirs_here.manifest_sha256 != mine_here.manifest_sha256:
-            # The data on disk is not the version the challenger was scored on: score both on it.
-            mine_here = newest(mine, manifest_sha256=theirs_here.manifest_sha256, **where) or score(challenger)
-    return judge(gate, name, challenger, mine_here, incumbent, theirs_here)
+    def compare(self, challenger: str, mine: Sequence[EvaluationRecord], incumbent: str | None,
+                theirs: Sequence[EvaluationRecord]) -> GateResult:
+        """The verdict on the challenger against the incumbent (if any), both scored on one data version."""
+        from masklab.tracking.evaluations import newest
+        from masklab.tracking.registry import judge
+
+        gate, name = self.gate, self.name
+        mine_here = newest(mine, **self.where)
+        if mine_here is None:
+            if self.evaluator is None:
+                return judge(gate, name, challenger, None, incumbent, None, missing=self.missing(challenger))
+            mine_here = self.score(challenger)
+        if incumbent is None:
+            return judge(gate, name, challenger, mine_here, None, None)
+        theirs_here = newest(theirs, manifest_sha256=mine_here.manifest_sha256, **self.where)
+        if theirs_here is None:
+            if self.evaluator is None:
+                return judge(gate, name, challenger, mine_here, incumbent, None,
+                             missing=self.missing(incumbent, mine_here.manifest_sha256))
+            theirs_here = self.score(incumbent)
+            if theirs_here.manifest_sha256 != mine_here.manifest_sha256:
+                # The data on disk is not the version the challenger was scored on: score both on it.
+                mine_here = newest(mine, manifest_sha256=theirs_here.manifest_sha256, **self.where) \
+                    or self.score(challenger)
+        return judge(gate, name, challenger, mine_here, incumbent, theirs_here)
 
 
 def gate_split(gate: Gate, dataset: str, splits: SplitLister | None, records: Sequence[EvaluationRecord]) -> str:
