@@ -81,13 +81,31 @@ def print_table(title: str, rows: list[Row], monitor: str) -> None:
     Console(width=220, highlight=False).print(table)
 
 
+def parameter_axis(ax: Any, dist: Any, labels: list[str]) -> None:
+    """A parameter's x axis: its choices, or its whole search range (log-scaled for a log parameter), so the
+    plots of one study compare."""
+    import matplotlib.ticker
+
+    if labels:
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+        return
+    low, high = float(dist.low), float(dist.high)
+    if getattr(dist, "log", False):
+        ax.set_xscale("log")
+        ax.set_xlim(low / 1.25, high * 1.25)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    else:
+        margin = 0.04 * (high - low)
+        ax.set_xlim(low - margin, high + margin)
+
+
 def plot(trials: list, rows: list[Row], monitor: str, title: str, path: Path) -> Path:
     """The metric versus each parameter: complete trials as dots (best as a star), pruned ones as crosses."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
     from optuna.distributions import CategoricalDistribution
 
     names: list[str] = []
@@ -117,18 +135,7 @@ def plot(trials: list, rows: list[Row], monitor: str, title: str, path: Path) ->
         if best is not None and name in by_number[best.number].params:
             ax.scatter([x_of(by_number[best.number].params[name])], [best.value], marker="*", s=220, c="tab:orange",
                        edgecolors="black", zorder=3, label=f"best (trial {best.number})")
-        if categorical:
-            ax.set_xticks(range(len(labels)), labels)
-            ax.set_xlim(-0.5, len(labels) - 0.5)
-        else:  # the whole search range, so plots of one study compare
-            low, high = float(dist.low), float(dist.high)
-            if getattr(dist, "log", False):
-                ax.set_xscale("log")
-                ax.set_xlim(low / 1.25, high * 1.25)
-                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            else:
-                margin = 0.04 * (high - low)
-                ax.set_xlim(low - margin, high + margin)
+        parameter_axis(ax, dist, labels)
         ax.set_xlabel(name)
         ax.set_ylabel(monitor)
         ax.grid(alpha=0.3)

@@ -72,13 +72,14 @@ def stop_error_types() -> tuple[type[BaseException], ...]:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
     from omegaconf.errors import OmegaConfBaseException
 
-    from masklab.data.format import DatasetFormatError
+    from masklab.data.errors import DatasetFormatError
 
     return UserError, DatasetFormatError, HydraException, OmegaConfBaseException, MisconfigurationException
 
 
 def compose_train(overrides: list[str]):
     """`train`'s config with these overrides (Hydra's compose API; no Hydra runtime needed)."""
+    import masklab.tasks  # noqa: F401  (${masklab.task_monitor:...}, which `monitor` uses)
     from masklab.config import compose
 
     return compose("train", list(overrides), source="sweep overrides")
@@ -229,6 +230,32 @@ class TrialRunner:
         return done.mean(self.spec.monitor.split("/", 1)[1]), done.parent_run_id
 
     # -- the objective ---------------------------------------------------------------------------------------
+    def failed(self, trial: Any, exc: Exception, shown: str, log_path: Path) -> Exception:
+        """Record trial ``trial``'s failure (its child runs FAILED, the reason, a bug's traceback in its log) and
+        the error that follows: a UserError that stops the sweep (a mistake in the input, no trial completed yet,
+        too many failures in a row), else TrialFailed, which fails this trial only."""
+        number = trial.number
+        run_id = self.close_child_runs(number, "failed", "FAILED", self.last_run_id)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+        reason = one_line(str(exc)) or type(exc).__name__
+        trial.set_user_attr("error", reason[:1000])
+        if not isinstance(exc, stop_error_types()):
+            reason = f"{type(exc).__name__}: {reason}"
+            with open(log_path, "a", encoding="utf-8") as f:
+                traceback.print_exception(exc, file=f)
+        self.failures_in_a_row += 1
+        self.say(f"trial {number} FAILED: {reason}  (log: {log_path})")
+        if isinstance(exc, stop_error_types()):
+            return UserError(f"trial {number} ({shown}): {reason}")
+        if not self.completed:
+            return UserError(f"trial {number} ({shown}) failed before any trial completed, so the sweep "
+                             f"stops: {reason}; see {log_path}")
+        if self.failures_in_a_row >= self.spec.stop_after_failures:
+            return UserError(f"{self.failures_in_a_row} trials failed in a row, so the sweep stops; "
+                             f"last: trial {number}: {reason}; see {log_path}")
+        return TrialFailed(reason)
+
     def __call__(self, trial) -> float:
         import optuna
 
@@ -267,26 +294,8 @@ class TrialRunner:
             self.say(f"trial {number} interrupted: {shown}")
             raise KeyboardInterrupt from None
         except Exception as exc:
-            run_id = self.close_child_runs(number, "failed", "FAILED", self.last_run_id)
-            if run_id:
-                trial.set_user_attr("mlflow_run_id", run_id)
-            reason = one_line(str(exc)) or type(exc).__name__
-            trial.set_user_attr("error", reason[:1000])
-            if not isinstance(exc, stop_error_types()):
-                reason = f"{type(exc).__name__}: {reason}"
-                with open(log_path, "a", encoding="utf-8") as f:
-                    traceback.print_exception(exc, file=f)
-            self.failures_in_a_row += 1
-            self.say(f"trial {number} FAILED: {reason}  (log: {log_path})")
-            if isinstance(exc, stop_error_types()):
-                raise UserError(f"trial {number} ({shown}): {reason}") from None
-            if not self.completed:
-                raise UserError(f"trial {number} ({shown}) failed before any trial completed, so the sweep "
-                                f"stops: {reason}; see {log_path}") from None
-            if self.failures_in_a_row >= self.spec.stop_after_failures:
-                raise UserError(f"{self.failures_in_a_row} trials failed in a row, so the sweep stops; "
-                                f"last: trial {number}: {reason}; see {log_path}") from None
-            raise TrialFailed(reason) from exc
+            error = self.failed(trial, exc, shown, log_path)
+            raise error from (exc if isinstance(error, TrialFailed) else None)
 
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
