@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from masklab.data.folds import EXCLUDED_SPLIT, deal_folds, ensure_folds, fold_view
-from masklab.data.format import load_dataset, read_manifest
+from masklab.data.manifest import load_dataset, read_manifest
 from masklab.errors import UserError
 
 from conftest import FAST, in_project, mlflow_runs
@@ -68,13 +68,23 @@ def test_a_fold_view_trains_on_the_other_folds_and_holds_its_own_out(synthetic: 
     assert view.manifest_hash == dataset.manifest_hash and view.root == dataset.root
 
 
+def test_a_wrong_out_of_fold_resolution_is_refused_before_any_training(project: Path):
+    from masklab.config import compose
+    from masklab.workflows import cross_validate
+
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        with pytest.raises(UserError, match=r"cv.resolution=full: expected one of \['original', 'model'\]"):
+            cross_validate(compose("cv", [*FAST, "cv.folds=2", "cv.resolution=full"]), project / "out")
+    assert list((project / "out").iterdir()) == []  # no fold trained, no out-of-fold folder
+
 def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(synthetic: Path, project: Path, capsys):
     import torch
 
     from masklab.commands import cv as cv_command
     from masklab.config import compose
     from masklab.curation.out_of_fold import OutOfFold
-    from masklab.data.format import read_image
+    from masklab.data.images import read_image
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor, rule_from_meta
 

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, open_dict
 
 from masklab.config import to_plain
 from masklab.console import logger
+from masklab.errors import UserError
 
 log = logger(__name__)
 
@@ -89,85 +90,140 @@ def cross_validate(cfg: DictConfig, output_dir: str | Path, runs_dir: str | Path
     """Cross-validate the experiment ``cfg`` (a composed ``cv`` config: ``train`` plus ``cv``) into
     ``output_dir`` (the tables, ``out_of_fold/``) and ``runs_dir`` (default: ``output_dir``; the folds'
     ``fold_<k>/`` run folders with their checkpoints and evaluations)."""
-    import pandas as pd
-
-    from masklab.data.folds import ensure_folds, fold_view
-    from masklab.data.format import read_image
-    from masklab.data.open import open_dataset
-    from masklab.evaluation.checkpoint import load_checkpoint_model
-    from masklab.inference import Predictor, rule_from_meta
     from masklab.tasks import task_for
-    from masklab.tracking.runs import RunLog, ending, flatten, start_run
-    from masklab.workflows.evaluation import evaluate_checkpoint, evaluation_options
-    from masklab.workflows.fitting import fit, with_output_dir
+    from masklab.tracking.runs import ending
+    from masklab.workflows.evaluation import evaluation_options
+    from masklab.workflows.fitting import with_output_dir
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     cfg = with_output_dir(cfg, output)  # no Hydra runtime needed; each fold gets its own folder below
-    settings = cfg.cv
     task = task_for(cfg)
-    keep = bool(settings.out_of_fold)
-    if keep:
-        task.class_probabilities(None, [], str(settings.resolution))  # a task that keeps none says so before training
+    options = evaluation_options(cfg.evaluation)
+    check_out_of_fold(cfg.cv)  # before any training
+    dataset, plan = dealt_folds(cfg)
+    parent = start_parent_run(cfg, task, dataset, plan, output)
+    done = CrossValidation(plan.k, parent.run_id, str(cfg.logger.tracking_uri), output)
+    writer = out_of_fold_writer(cfg.cv, output)
+    folds = []
+    with ending(parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
+        for fold in range(plan.k):
+            folds.append(run_fold(cfg, task, dataset, plan, fold, Path(runs_dir or output) / f"fold_{fold}",
+                                  parent.run_id, options, writer))
+        _collect(done, folds, writer)
+        _log_parent(parent, done, output)
+    return done
+
+
+def check_out_of_fold(settings: DictConfig) -> None:
+    """``cv.resolution`` names a resolution out-of-fold predictions can be kept at, when they are kept."""
+    from masklab.evaluation.record import RESOLUTIONS
+
+    if bool(settings.out_of_fold) and str(settings.resolution) not in RESOLUTIONS:
+        raise UserError(f"cv.resolution={settings.resolution}: expected one of {list(RESOLUTIONS)} (the size "
+                        "out-of-fold predictions are kept at: the network's or each image's own)")
+
+
+def dealt_folds(cfg: DictConfig) -> tuple[Any, Any]:
+    """(the dataset, its fold plan): the folds stored in the manifest, dealt there first where needed."""
+    from masklab.data.folds import ensure_folds
+    from masklab.data.open import open_dataset
+
+    settings = cfg.cv
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     dataset, plan = ensure_folds(dataset, settings.folds, list(settings.splits), int(settings.seed),
                                  bool(settings.reassign))
     if plan.changed:
         log.info("cv: dealt %d samples into %d folds; stored in %s", len(plan.folds), plan.k,
                  dataset.root / "manifest.jsonl")
+    return dataset, plan
 
-    uri = str(cfg.logger.tracking_uri)
-    # The user's tags (a sweep's: its parent run, study and trial) go on the cross-validation's own run too.
-    parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name,
+
+def start_parent_run(cfg: DictConfig, task: Any, dataset: Any, plan: Any, output: Path) -> Any:
+    """The cross-validation's own run: the user's tags (a sweep's: its parent run, study and trial) and masklab's,
+    the config as params."""
+    from masklab.tracking.runs import flatten, start_run
+
+    parent = start_run(str(cfg.logger.tracking_uri), cfg.logger.artifact_root, cfg.logger.experiment_name,
                        str(cfg.logger.get("run_name") or f"cv-{plan.k}-folds"),
                        {**(to_plain(cfg.get("tags")) or {}), "masklab.command": "cv", "masklab.task": task.name,
                         "masklab.dataset": dataset.name, "masklab.manifest_sha256": dataset.manifest_hash,
                         "masklab.output_dir": str(output.resolve()),
                         "masklab.dataset_root": str(dataset.root.resolve())})
     parent.params({**flatten(to_plain(cfg)), "cv.samples": str(len(plan.folds))})
-    done = CrossValidation(plan.k, parent.run_id, uri, output)
-    options = evaluation_options(cfg.evaluation)
-    writer = None
-    if keep:
-        from masklab.curation.out_of_fold import OutOfFoldWriter
+    return parent
 
-        writer = OutOfFoldWriter(output / OUT_OF_FOLD_DIR, str(settings.resolution))
-    rows = []
-    with ending(parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
-        for fold in range(plan.k):
-            log.info("cv: fold %d of %d (%d held out)", fold + 1, plan.k, len(plan.members(fold)))
-            folder = Path(runs_dir or output) / f"fold_{fold}"
-            fitted = fit(fold_config(cfg, fold, parent.run_id), folder, dataset=fold_view(dataset, plan, fold))
-            done.fold_run_ids.append(fitted.run_id)
-            if fitted.best_checkpoint is None:
-                raise RuntimeError(f"fold {fold}: training wrote no checkpoint (run {fitted.run_id})")
-            split = f"fold_{fold}"
-            held_out = fold_view(dataset, plan, fold, held_out=split)
-            scored = evaluate_checkpoint(fitted.best_checkpoint, held_out, split, folder,
-                                         RunLog(uri, fitted.run_id), options=cfg.evaluation)
-            metrics = {k.split("/", 2)[-1]: float(v) for k, v in scored.metrics.items()}
-            done.fold_metrics.append(metrics)
-            per_sample = scored.per_sample.copy()
-            per_sample.insert(1 if "id" in per_sample.columns else 0, "fold", fold)
-            rows.append(per_sample)
-            if writer is not None:
-                loaded = load_checkpoint_model(fitted.best_checkpoint)
-                predictor = Predictor(loaded.model, rule_from_meta(loaded.meta), options["device"],
-                                      options["batch_size"])
-                members = held_out.labeled(split)
-                for start in range(0, len(members), predictor.batch_size):
-                    batch = members[start:start + predictor.batch_size]
-                    arrays = task.class_probabilities(predictor, [read_image(dataset.root / s.image) for s in batch],
-                                              str(settings.resolution))
-                    for sample, array in zip(batch, arrays):
-                        writer.add(sample.id, fold, array)
-        done.summary = summarize(done.fold_metrics)
-        done.per_sample = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-        if writer is not None:
-            writer.close()
-            done.out_of_fold = writer.folder
-        _log_parent(parent, done, output)
-    return done
+
+def out_of_fold_writer(settings: DictConfig, output: Path) -> Any:
+    """The writer of ``out_of_fold/`` when ``cv.out_of_fold`` keeps them; None otherwise."""
+    if not bool(settings.out_of_fold):
+        return None
+    from masklab.curation.out_of_fold import OutOfFoldWriter
+
+    return OutOfFoldWriter(output / OUT_OF_FOLD_DIR, str(settings.resolution))
+
+
+@dataclass
+class Fold:
+    """One fold's child run, its held-out metrics (without the ``eval/fold_<k>/`` prefix) and per-sample rows."""
+
+    run_id: str
+    metrics: dict[str, float]
+    per_sample: Any  # pandas.DataFrame with a ``fold`` column
+
+
+def run_fold(cfg: DictConfig, task: Any, dataset: Any, plan: Any, fold: int, folder: Path, parent_run_id: str,
+             options: dict[str, Any], writer: Any) -> Fold:
+    """Train fold ``fold`` on the other folds (into ``folder``), score its best checkpoint on the held-out fold as
+    split ``fold_<k>`` and, with a ``writer``, keep the held-out samples' out-of-fold predictions."""
+    from masklab.data.folds import fold_view
+    from masklab.tracking.runs import RunLog
+    from masklab.workflows.evaluation import evaluate_checkpoint
+    from masklab.workflows.fitting import fit
+
+    log.info("cv: fold %d of %d (%d held out)", fold + 1, plan.k, len(plan.members(fold)))
+    fitted = fit(fold_config(cfg, fold, parent_run_id), folder, dataset=fold_view(dataset, plan, fold))
+    if fitted.best_checkpoint is None:
+        raise RuntimeError(f"fold {fold}: training wrote no checkpoint (run {fitted.run_id})")
+    split = f"fold_{fold}"
+    held_out = fold_view(dataset, plan, fold, held_out=split)
+    scored = evaluate_checkpoint(fitted.best_checkpoint, held_out, split, folder,
+                                 RunLog(str(cfg.logger.tracking_uri), fitted.run_id), options=cfg.evaluation)
+    per_sample = scored.per_sample.copy()
+    per_sample.insert(1 if "id" in per_sample.columns else 0, "fold", fold)
+    if writer is not None:
+        keep_out_of_fold(writer, task, fitted.best_checkpoint, held_out.labeled(split), dataset.root, fold, options)
+    return Fold(fitted.run_id, {k.split("/", 2)[-1]: float(v) for k, v in scored.metrics.items()}, per_sample)
+
+
+def keep_out_of_fold(writer: Any, task: Any, checkpoint: Path, members: list[Any], root: Path, fold: int,
+                     options: dict[str, Any]) -> None:
+    """Add the task's class probabilities of the held-out ``members`` by the fold's ``checkpoint`` to ``writer``,
+    one batch in memory at a time."""
+    from masklab.data.images import read_image
+    from masklab.evaluation.checkpoint import load_checkpoint_model
+    from masklab.inference import Predictor, rule_from_meta
+
+    loaded = load_checkpoint_model(checkpoint)
+    predictor = Predictor(loaded.model, rule_from_meta(loaded.meta), options["device"], options["batch_size"])
+    for start in range(0, len(members), predictor.batch_size):
+        batch = members[start:start + predictor.batch_size]
+        arrays = task.class_probabilities(predictor, [read_image(root / s.image) for s in batch], writer.resolution)
+        for sample, array in zip(batch, arrays):
+            writer.add(sample.id, fold, array)
+
+
+def _collect(done: CrossValidation, folds: list[Fold], writer: Any) -> None:
+    """The folds' runs, metrics, summary and per-sample rows into ``done``; the out-of-fold index written."""
+    import pandas as pd
+
+    done.fold_run_ids = [f.run_id for f in folds]
+    done.fold_metrics = [f.metrics for f in folds]
+    done.summary = summarize(done.fold_metrics)
+    done.per_sample = pd.concat([f.per_sample for f in folds], ignore_index=True) if folds else pd.DataFrame()
+    if writer is not None:
+        writer.close()
+        done.out_of_fold = writer.folder
 
 
 def _log_parent(parent: Any, done: CrossValidation, output: Path) -> None:
