@@ -20,6 +20,10 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MAX_PARAM_LENGTH = 6000
 CHECKPOINT_ARTIFACT_DIR = "checkpoints"
+# The run's best model as masklab tracks it, newest format first: safetensors (the model's weights, masklab's
+# metadata in the header; masklab.evaluation.checkpoint), then the torch checkpoint of runs logged before.
+BEST_CHECKPOINT = "best.safetensors"
+BEST_CHECKPOINTS = (BEST_CHECKPOINT, "best.ckpt")
 # Every run masklab creates carries masklab.platform.<key> tags (masklab.platform.platform_fingerprint()).
 PLATFORM_TAG_PREFIX = "masklab.platform."
 
@@ -84,7 +88,8 @@ def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        # None is what unsets both again; MLflow's hint says str | Path, its code takes None.
+        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
 
 
 def platform_tags() -> dict[str, str]:
@@ -325,23 +330,37 @@ def open_run(
 
 
 @contextmanager
-def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str = "best.ckpt") -> Iterator[Path]:
-    """``checkpoints/<name>`` of a run, fetched into a temporary folder removed on exit.
+def downloaded_checkpoint(tracking_uri: str, run_id: str, name: str | None = None) -> Iterator[Path]:
+    """The run's tracked best model, fetched into a temporary folder removed on exit: ``checkpoints/best.safetensors``,
+    or ``checkpoints/best.ckpt`` for a run logged before masklab tracked safetensors; ``name``: that file of
+    ``checkpoints/`` instead. Read either with ``masklab.evaluation.checkpoint`` (it tells the formats apart).
 
     Raises NotFoundError (a one-line user error, also a LookupError) when the run or the artifact does not exist.
     """
     import mlflow
 
+    store = client(tracking_uri)
     try:
-        client(tracking_uri).get_run(run_id)
+        store.get_run(run_id)
     except Exception as exc:  # mlflow raises MlflowException / RestException subclasses
         raise NotFoundError(f"MLflow run '{run_id}' not found in {tracking_uri}: {exc}") from exc
+    wanted = (name,) if name else BEST_CHECKPOINTS
+    try:
+        logged = {Path(f.path).name for f in store.list_artifacts(run_id, CHECKPOINT_ARTIFACT_DIR)}
+    except Exception as exc:  # the artifact store is unreachable
+        raise NotFoundError(f"MLflow run '{run_id}': cannot list its artifacts {CHECKPOINT_ARTIFACT_DIR}/: {exc}") \
+            from exc
+    found = next((n for n in wanted if n in logged), None)
+    if found is None:
+        raise NotFoundError(f"MLflow run '{run_id}' has no artifact "
+                            f"{' or '.join(f'{CHECKPOINT_ARTIFACT_DIR}/{n}' for n in wanted)} "
+                            f"(it has {sorted(logged) or 'none'})")
     with tempfile.TemporaryDirectory(prefix="masklab-ckpt-") as dest:
         try:
             local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{name}", dst_path=dest,
+                run_id=run_id, artifact_path=f"{CHECKPOINT_ARTIFACT_DIR}/{found}", dst_path=dest,
                 tracking_uri=tracking_uri)
         except Exception as exc:
-            raise NotFoundError(f"MLflow run '{run_id}' has no artifact {CHECKPOINT_ARTIFACT_DIR}/{name}: {exc}") \
+            raise NotFoundError(f"MLflow run '{run_id}': could not download {CHECKPOINT_ARTIFACT_DIR}/{found}: {exc}") \
                 from exc
         yield Path(local)
