@@ -42,7 +42,8 @@ def copy_of(image: Image.Image, kind: str, rng: np.random.Generator) -> Image.Im
 
 def build(name: str, folder: Path, copies: int, seed: int) -> tuple[Path, dict[tuple[str, str], str]]:
     """A dataset of the source's images plus planted copies; {(original id, copy id): kind}."""
-    from masklab.data.format import ClassInfo, ClassTable, DatasetWriter
+    from masklab.data.classes import ClassInfo, ClassTable
+    from masklab.data.writer import DatasetWriter
 
     sub, pattern = SOURCES[name]
     files = sorted((Path(os.environ.get("MASKLAB_SHARED", "../shared")) / "datasets" / sub).glob(pattern))
@@ -80,7 +81,7 @@ def score(pairs, planted: dict[tuple[str, str], str], keep) -> dict:
 
 def run(name: str, a: argparse.Namespace) -> dict:
     from masklab.data.duplicates import DuplicateRules
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
     from masklab.workflows import find_duplicates, make_embedder
 
     root, planted = build(name, Path(a.workdir) / "data", a.copies, a.seed)

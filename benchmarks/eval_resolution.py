@@ -30,7 +30,7 @@ HEADLINES = ("mIoU", "mDice", "mBoundaryIoU", "pixel_acc")
 def prepare(name: str, epochs: int, retrain: bool) -> tuple[object, Path]:
     """The imported dataset and the best checkpoint of its preset (trained here unless already done)."""
     from masklab.config import compose
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
     from masklab.workflows import fit, import_dataset
 
     if not (Path("data") / name).is_dir():

@@ -38,7 +38,8 @@ import yaml
 from explorer import CLASSES, per_sample_table  # benchmarks/explorer.py: run as a script, its folder is on the path
 from PIL import Image
 
-from masklab.data.format import Sample, file_sha256, safe_name, write_manifest
+from masklab.data.manifest import Sample, write_manifest
+from masklab.data.sample_files import file_sha256, safe_name
 from masklab.explore import ExploreApp
 from masklab.files import atomic_write
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from masklab.data.format import ClassInfo, ClassTable
+from masklab.data.classes import ClassInfo, ClassTable
 from masklab.explore import ExplorerSample, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),

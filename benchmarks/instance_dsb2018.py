@@ -76,7 +76,8 @@ def score(arm: str, ckpt: Path, dataset, split: str) -> dict:
     """Instance metrics of ``arm`` on ``split``, and seconds per image of inference and of the metric update."""
     import torch
 
-    from masklab.data.format import read_image, read_objects
+    from masklab.data.images import read_image
+    from masklab.data.objects import read_objects
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor
     from masklab.inference.rule import rule_from_meta
@@ -114,7 +115,7 @@ def ground_truth_ceiling(dataset, split: str) -> dict:
     by more than 1 / this mask AP."""
     from scipy import ndimage
 
-    from masklab.data.format import read_objects
+    from masklab.data.objects import read_objects
     from masklab.metrics.instance import InstanceMetrics
 
     metrics = InstanceMetrics([1])
@@ -140,7 +141,7 @@ def main() -> None:
     a = p.parse_args()
     enter_scratch_project(a.workdir)
     from masklab.config import compose
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
     from masklab.workflows import import_dataset
 
     if not (Path("data") / DATASET).is_dir():

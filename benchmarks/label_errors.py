@@ -110,7 +110,8 @@ def plant_noise(root: Path, share: float, seed: int, splits: list[str]) -> dict[
     from PIL import Image
 
     from masklab.data.edits import record_mask_edits
-    from masklab.data.format import load_dataset, read_mask
+    from masklab.data.images import read_mask
+    from masklab.data.manifest import load_dataset
 
     dataset = load_dataset(root)
     foreground = [c for c in dataset.class_table.ids if c != 0]
@@ -214,7 +215,7 @@ def import_source(name: str) -> None:
 
 def run_dataset(name: str, a: argparse.Namespace) -> dict:
     from masklab.config import compose
-    from masklab.data.format import load_dataset, read_manifest
+    from masklab.data.manifest import load_dataset, read_manifest
     from masklab.workflows import cross_validate, find_label_errors
 
     started = time.perf_counter()

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from masklab.augment import build_pipeline
 from masklab.data.datamodule import SegmentationSplit
-from masklab.data.format import load_dataset
+from masklab.data.manifest import load_dataset
 from masklab.data.synth import synthesize
 from masklab.losses import build_loss
 from masklab.models import build_model

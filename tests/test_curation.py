@@ -17,9 +17,11 @@ from PIL import Image
 
 from masklab.curation import similarity
 from masklab.curation.embeddings import embed_dataset, read_embeddings
+from masklab.data.classes import ClassInfo, ClassTable
 from masklab.data.duplicates import DuplicateRules, duplicate_pairs, nearest_neighbours
 from masklab.data.fingerprints import fingerprint, hamming
-from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_dataset
+from masklab.data.manifest import load_dataset
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 from masklab.inference.embeddings import ThumbnailEmbedder
 
@@ -138,7 +140,8 @@ def test_embeddings_are_cached_by_embedder_and_reused_for_unchanged_images(plant
     shutil.copytree(planted, grown)
     with Image.open(next(iter(sorted(KVASIR.glob("*.jpg"))[ORIGINALS:]))) as im:
         im.convert("RGB").resize((64, 48)).save(grown / "images" / "extra.png")
-    from masklab.data.format import Sample, file_sha256, read_manifest, write_manifest
+    from masklab.data.manifest import Sample, read_manifest, write_manifest
+    from masklab.data.sample_files import file_sha256
 
     rows = read_manifest(grown)
     rows.append(Sample("extra", "images/extra.png", None, "pool", 64, 48, file_sha256(grown / "images/extra.png")))

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from masklab.data.check import Problem, check_cached, check_dataset, format_problems
-from masklab.data.format import ClassTable, DatasetWriter
+from masklab.data.classes import ClassTable
+from masklab.data.writer import DatasetWriter
 
 CLASSES = ClassTable.from_dict({"classes": [{"id": i, "name": n} for i, n in enumerate(["bg", "a", "b"])]})
 W, H = 16, 12
@@ -216,7 +217,7 @@ def test_unreadable_mask(tmp_path: Path, corrupt: str) -> None:
 
 def test_object_statistics_per_split_and_class(tmp_path: Path) -> None:
     from masklab.data.check import ObjectStats
-    from masklab.data.format import ClassInfo
+    from masklab.data.classes import ClassInfo
 
     table = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "cell", (230, 25, 75), thing=True)))
     blob = np.zeros((H, W), bool)

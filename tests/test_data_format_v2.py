@@ -13,24 +13,17 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 
 from masklab.data.check import Problem, check_dataset, format_problems
+from masklab.data.classes import ClassTable
 from masklab.data.edits import record_mask_edits
-from masklab.data.format import (
-    ClassTable,
-    DatasetFormatError,
-    DatasetWriter,
-    ObjectError,
-    Sample,
-    file_sha256,
-    load_dataset,
-    manifest_text,
-    read_mask,
-    read_objects,
-    summary,
-    write_manifest,
-)
+from masklab.data.errors import DatasetFormatError
+from masklab.data.images import read_mask
 from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instances import import_instance_folders
+from masklab.data.manifest import Sample, load_dataset, manifest_text, summary, write_manifest
+from masklab.data.objects import ObjectError, read_objects
+from masklab.data.sample_files import file_sha256
 from masklab.data.synth import synthesize
+from masklab.data.writer import DatasetWriter
 
 from conftest import SHARED_DATASETS
 

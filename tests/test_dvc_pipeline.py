@@ -20,7 +20,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from masklab.data.format import file_sha256
+from masklab.data.sample_files import file_sha256
 from masklab.data.versioning import data_version
 from masklab.platform import cpu_model
 

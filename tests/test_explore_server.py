@@ -28,14 +28,9 @@ import yaml
 from PIL import Image
 from starlette.testclient import TestClient
 
-from masklab.data.format import (
-    ClassInfo,
-    ClassTable,
-    Sample,
-    file_sha256,
-    safe_name,
-    write_manifest,
-)
+from masklab.data.classes import ClassInfo, ClassTable
+from masklab.data.manifest import Sample, write_manifest
+from masklab.data.sample_files import file_sha256, safe_name
 from masklab.errors import UserError
 from masklab.explore import ExploreApp, create_app
 from masklab.explore import server as explore_server

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from masklab.data.format import ClassInfo, ClassTable
+from masklab.data.classes import ClassInfo, ClassTable
 from masklab.explore.rendering import error_map
 from masklab.explore.static_page import (
     MAX_CHANGED,
@@ -296,7 +296,7 @@ TP_IOU = 240 / 256  # p0 covers 15 of g0's 16 rows
 def write_instance_report(root: Path, cases: dict[str, tuple[list, list]], split: str = "val"):
     """A dataset with objects, the id maps of the predictions (id k + 1 = prediction k, the most confident on top)
     and the per-sample table InstanceMetrics makes of them (matches as JSON, as the evaluation stores it)."""
-    from masklab.data.format import DatasetWriter
+    from masklab.data.writer import DatasetWriter
     from masklab.metrics.instance import InstanceMetrics
 
     writer = DatasetWriter(root / "data", OBJ_CLASSES)

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from test_explorer import CASE_GT, CASE_PRED, OH, OW, write_instance_report
 
-from masklab.data.format import ClassInfo, ClassTable
+from masklab.data.classes import ClassInfo, ClassTable
 from masklab.explore import ExplorerSample, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "circle", (230, 25, 75)),
@@ -469,7 +469,7 @@ def test_likely_label_errors_view_outlines_regions_and_exports_marks_for_data_ma
 
     from masklab.commands.data import mark
     from masklab.config import compose
-    from masklab.data.format import read_manifest
+    from masklab.data.manifest import read_manifest
     from masklab.workflows import find_label_errors, write_label_error_explorer
 
     dataset, victim, _, erased = erased_object_case(tmp_path / "synthetic", tmp_path / "oof", count=10, seed=3, folds=2)

@@ -36,14 +36,10 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from masklab.data.check import Problem, check_dataset, format_problems
-from masklab.data.format import (
-    CLASSES_FILE,
-    MANIFEST_FILE,
-    ClassTable,
-    DatasetFormatError,
-    DatasetWriter,
-    load_dataset,
-)
+from masklab.data.classes import CLASSES_FILE, ClassTable
+from masklab.data.errors import DatasetFormatError
+from masklab.data.manifest import MANIFEST_FILE, load_dataset
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 
@@ -273,7 +269,7 @@ def test_random_objects_files_get_named_problems(workdir: Path, clean_dataset: P
                                                  entries: Any) -> None:
     """objects/s0.json (its checksum blanked) holding random entries: data check names it (or the PNG an entry
     points at) when anything in it is wrong, and never raises."""
-    from masklab.data.format import read_objects
+    from masklab.data.objects import read_objects
 
     with scratch(workdir) as tmp:
         root = Path(tmp) / "ds"

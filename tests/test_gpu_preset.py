@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from masklab.config import compose
-from masklab.data.format import ClassInfo, ClassTable
+from masklab.data.classes import ClassInfo, ClassTable
 from masklab.errors import UserError
 from masklab.tasks import task_for
 from masklab.training.callbacks import ChannelsLast

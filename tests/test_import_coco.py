@@ -20,10 +20,12 @@ from pycocotools.coco import COCO
 
 from masklab.data.check import check_dataset
 from masklab.data.export_coco import export_coco
-from masklab.data.format import Dataset, ObjectSet, read_mask, read_objects
+from masklab.data.images import read_mask
 from masklab.data.import_coco import import_coco
 from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instances import import_instance_folders
+from masklab.data.manifest import Dataset
+from masklab.data.objects import ObjectSet, read_objects
 from masklab.errors import UserError
 
 from conftest import SHARED_DATASETS, exits_as_user_error, run_masklab

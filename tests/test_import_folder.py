@@ -13,8 +13,11 @@ import yaml
 from PIL import Image
 
 from masklab.data.check import check_dataset
-from masklab.data.format import default_color, file_sha256, load_dataset, read_mask
+from masklab.data.classes import default_color
+from masklab.data.images import read_mask
 from masklab.data.import_folder import ImportProblems, import_folder
+from masklab.data.manifest import load_dataset
+from masklab.data.sample_files import file_sha256
 from masklab.errors import UserError
 
 # Same location rule as the rest of the suite: $MASKLAB_SHARED or the folder next to the repository.

@@ -12,10 +12,11 @@ from pycocotools.coco import COCO
 
 from masklab.data.check import check_dataset
 from masklab.data.export_coco import export_coco
-from masklab.data.format import read_mask, read_objects
+from masklab.data.images import read_mask
 from masklab.data.import_coco import import_coco
 from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instance_png import import_instance_pngs
+from masklab.data.objects import read_objects
 from masklab.errors import UserError
 
 H, W = 12, 16

@@ -18,7 +18,10 @@ from PIL import Image
 from test_metrics_boundary import ref_dataset
 from torch import nn
 
-from masklab.data.format import ClassInfo, ClassTable, DatasetWriter, load_dataset, read_mask
+from masklab.data.classes import ClassInfo, ClassTable
+from masklab.data.images import read_mask
+from masklab.data.manifest import load_dataset
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 from masklab.inference import InputRule, Predictor, resolve_device
 from masklab.inference.folder import predict_folder

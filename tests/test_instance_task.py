@@ -24,7 +24,7 @@ def squares(size: int = 32) -> np.ndarray:
 
 
 def object_set(masks: np.ndarray, classes=None, crowd=None):
-    from masklab.data.format import ObjectSet
+    from masklab.data.objects import ObjectSet
 
     n = len(masks)
     return ObjectSet(np.asarray(classes if classes is not None else [1] * n, np.int64), masks,
@@ -197,7 +197,7 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     predicting from the registry 16-bit id maps plus COCO results identical to its checkpoint's."""
     from pycocotools import mask as coco_mask
 
-    from masklab.data.format import read_image
+    from masklab.data.images import read_image
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor
     from masklab.inference.rule import rule_from_meta
@@ -255,7 +255,7 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
 def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     """A MobileNetV3 Mask R-CNN for a few steps on 64 px synthetic objects: its checkpoint is evaluated with the
     instance metrics, and its package (no mean/std buffers: torchvision normalises) rebuilds the same detections."""
-    from masklab.data.format import read_image
+    from masklab.data.images import read_image
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor
     from masklab.inference.package import load_package_dir
@@ -282,7 +282,7 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     # Active learning on an instance model: the same selection path, its class probabilities from the detections
     # and, for hybrid, Mask R-CNN's backbone features.
     from masklab.active.selection import Strategy
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
     from masklab.workflows.active_learning import select
     from masklab.workflows.simulation import simulation_view
 

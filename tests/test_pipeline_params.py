@@ -142,7 +142,7 @@ def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Pa
 
     import pandas as pd
 
-    from masklab.data.format import read_manifest
+    from masklab.data.manifest import read_manifest
 
     params = ("data:\n  image_size: 32\n  batch_size: 4\n"
               "  synth: {count: 12, fractions: {train: 0.5, val: 0.25, test: 0.25}}\n"

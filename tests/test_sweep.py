@@ -96,7 +96,7 @@ def test_sweep_of_an_instance_preset_ranks_trials_by_mask_ap(project, seed_store
 def test_cross_validated_sweep_scores_each_trial_by_its_mean_over_held_out_folds(project, seed_store):
     """cv_folds=2: folds dealt once into the manifest; each trial is a cross-validation (a child of the sweep
     with a run per fold under it) whose value is the mean of val/mIoU's metric over the held-out folds."""
-    from masklab.data.format import read_manifest
+    from masklab.data.manifest import read_manifest
 
     from conftest import mlflow_runs
 

@@ -9,7 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from masklab.augment import build_pipeline
-from masklab.data.format import load_dataset, read_image, read_instances, read_mask
+from masklab.data.images import read_image, read_instances, read_mask
+from masklab.data.manifest import load_dataset
 from masklab.data.synth import synth_sample, synthesize
 from masklab.errors import UserError
 

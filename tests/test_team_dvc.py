@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from masklab.data.format import file_sha256
+from masklab.data.sample_files import file_sha256
 
 from conftest import free_port
 from dvc_project import dvc, git, git_clone, ran_stages, reproduced_project

@@ -180,7 +180,7 @@ def test_a_nan_loss_stops_training_naming_the_step_and_samples_and_keeps_the_goo
     import torch
 
     from masklab.config import compose
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
 
     seed_store(project)
     folder = project / "experiments" / "runs" / "nan"

@@ -91,7 +91,7 @@ def test_fit_skips_images_awaiting_labels(tmp_path, monkeypatch):
 
     from masklab import workflows
     from masklab.data.check import check_dataset
-    from masklab.data.format import read_manifest, write_manifest
+    from masklab.data.manifest import read_manifest, write_manifest
     from masklab.data.synth import synthesize
 
     monkeypatch.chdir(tmp_path)

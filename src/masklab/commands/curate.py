@@ -12,7 +12,7 @@ from masklab.errors import UserError
 
 
 def label_errors(cfg: DictConfig) -> None:
-    from masklab.data.format import load_dataset
+    from masklab.data.manifest import load_dataset
     from masklab.tracking.runs import RunLog
     from masklab.workflows import find_label_errors, write_label_error_explorer
 

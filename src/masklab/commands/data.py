@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from masklab.config import to_plain
 from masklab.console import logger, result
-from masklab.data.format import summary
+from masklab.data.manifest import summary
 from masklab.data.open import missing_dataset_error, open_dataset
 from masklab.errors import UserError
 
@@ -49,7 +49,7 @@ def export(cfg: DictConfig) -> None:
 
 def check(cfg: DictConfig) -> None:
     from masklab.data.check import ObjectStats, check_dataset, format_problems
-    from masklab.data.format import DatasetFormatError
+    from masklab.data.errors import DatasetFormatError
 
     load_error = None
     try:

@@ -83,7 +83,7 @@ def experiments_redirect(cwd: Path) -> list[str]:
 def prepare(cfg: DictConfig, params: Path, source: str | None, cv: DictConfig | None = None) -> None:
     """Synthesize ``cfg.data`` or, with ``source``, import it with that conf/source preset; with ``cv`` (the
     composed ``cv`` config, when params.yaml has ``cv:``), deal its folds into the manifest."""
-    from masklab.data.format import summary
+    from masklab.data.manifest import summary
     from masklab.data.open import synthesizes_on_first_use
     from masklab.data.synth import synthesize
     from masklab.workflows import import_dataset
@@ -104,7 +104,7 @@ def prepare(cfg: DictConfig, params: Path, source: str | None, cv: DictConfig | 
                         f"from (a conf/source preset, e.g. source: kvasir_seg)")
     if cv is not None:
         from masklab.data.folds import ensure_folds
-        from masklab.data.format import load_dataset
+        from masklab.data.manifest import load_dataset
 
         ensure_folds(load_dataset(root), int(cv.cv.folds), list(cv.cv.splits), int(cv.cv.seed))
     check_regenerated(root, params)

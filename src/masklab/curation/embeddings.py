@@ -68,7 +68,7 @@ def embed_dataset(dataset: Any, embedder: ImageEmbedder, cache_dir: str | Path |
                   samples: Sequence[Any] | None = None) -> Embeddings:
     """Embeddings of ``samples`` (default: every sample of the loaded ``dataset``), from the cache when it holds
     them, else computed (images read in batches of 64) and cached when ``cache_dir`` is given."""
-    from masklab.data.format import read_image
+    from masklab.data.images import read_image
 
     chosen = list(dataset.samples if samples is None else samples)
     manifest = dataset.manifest_hash

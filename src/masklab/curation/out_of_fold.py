@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from masklab.data.format import safe_name
+from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
 from masklab.files import atomic_write
 

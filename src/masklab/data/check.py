@@ -20,27 +20,21 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.console import progress
-from masklab.curation.fingerprints import Fingerprint, fingerprint
-from masklab.data.format import (
-    CLASSES_FILE,
+from masklab.data.classes import CLASSES_FILE, ClassTable, load_class_table
+from masklab.data.errors import DatasetFormatError
+from masklab.data.fingerprints import Fingerprint, fingerprint
+from masklab.data.images import verify_file
+from masklab.data.manifest import (
     MANIFEST_FILE,
-    OBJECTS_DIR,
     SPLIT_NAME_RULE,
     STATUSES,
-    ClassTable,
-    DatasetFormatError,
-    ObjectError,
     Sample,
-    decode_object,
-    file_exists,
-    file_sha256,
     is_valid_split,
-    load_class_table,
     manifest_lines,
-    read_objects_file,
     row_problems,
-    verify_file,
 )
+from masklab.data.objects import OBJECTS_DIR, ObjectError, decode_object, read_objects_file
+from masklab.data.sample_files import file_exists, file_sha256
 from masklab.files import atomic_write
 
 Severity = Literal["error", "warning"]
@@ -402,7 +396,7 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
 def _check_leaks(samples: list[Sample], prints: dict[str, Fingerprint], problems: _Problems) -> None:
     """Warn about each image that is an exact or near copy (pHash within 4 bits: resized, re-encoded) of an
     image in another split: a model would be tested on what it trained on."""
-    from masklab.curation.duplicates import DuplicateRules, duplicate_pairs
+    from masklab.data.duplicates import DuplicateRules, duplicate_pairs
 
     samples = [s for s in samples if s.id in prints]
     pairs = duplicate_pairs([s.id for s in samples], [s.split for s in samples], prints, DuplicateRules())

@@ -11,7 +11,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from masklab.data.format import Dataset, Sample, read_image, read_mask
+from masklab.data.images import read_image, read_mask
+from masklab.data.manifest import Dataset, Sample
 
 
 class EpochShuffle(DistributedSampler):

@@ -13,15 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from masklab.data.check import Problem, check_dataset
-from masklab.data.format import (
-    MANIFEST_FILE,
-    OBJECTS_DIR,
-    POOL_SPLIT,
-    file_sha256,
-    read_manifest,
-    safe_name,
-    write_manifest,
-)
+from masklab.data.manifest import MANIFEST_FILE, POOL_SPLIT, read_manifest, write_manifest
+from masklab.data.objects import OBJECTS_DIR
+from masklab.data.sample_files import file_sha256, safe_name
 from masklab.errors import UserError
 from masklab.files import atomic_write
 
@@ -94,7 +88,7 @@ def record_mask_edits(root: Path, labelled_split: str = "train") -> list[str]:
 def mark_status(root: Path, ids: list[str], status: str) -> list[str]:
     """Set the manifest ``status`` of the samples ``ids`` (atomically; every other key kept); returns the ids
     whose status changed. Unknown ids or statuses are a UserError and nothing is written."""
-    from masklab.data.format import STATUSES
+    from masklab.data.manifest import STATUSES
 
     if status not in STATUSES:
         raise UserError(f"status={status}: expected one of {list(STATUSES)}")

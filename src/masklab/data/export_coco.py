@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from masklab.console import progress
-from masklab.data.format import Dataset, encode_rle, load_dataset, read_objects
+from masklab.data.manifest import Dataset, load_dataset
+from masklab.data.objects import read_objects
+from masklab.data.rle import encode_rle
 from masklab.errors import UserError
 from masklab.files import atomic_write
 

@@ -73,7 +73,7 @@ def read_fingerprint(path: Path) -> Fingerprint:
     """Both fingerprints of an image file (decoded the way masklab reads images)."""
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I", "F"):
-            from masklab.data.format import read_image
+            from masklab.data.images import read_image
 
             return fingerprint(Image.fromarray(read_image(path)))
         return fingerprint(im)

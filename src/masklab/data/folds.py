@@ -13,7 +13,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from masklab.data.format import Dataset, Sample, load_dataset, read_manifest, write_manifest
+from masklab.data.manifest import Dataset, Sample, load_dataset, read_manifest, write_manifest
 from masklab.errors import UserError
 
 # The split a fold's view gives samples outside cross-validation that carry a train or held-out name.

@@ -33,20 +33,8 @@ import numpy as np
 
 from masklab.console import progress
 from masklab.data.check import Problem
-from masklab.data.format import (
-    DEFAULT_IGNORE_INDEX,
-    POOL_SPLIT,
-    SPLIT_NAME_RULE,
-    ClassInfo,
-    ClassTable,
-    Dataset,
-    DatasetWriter,
-    decode_rle,
-    default_color,
-    file_exists,
-    is_valid_split,
-    safe_name,
-)
+from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
+from masklab.data.errors import short_repr
 from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instances import (
     checked_image_size,
@@ -54,7 +42,11 @@ from masklab.data.import_instances import (
     semantic_from_objects,
     strict_image_loading,
 )
+from masklab.data.manifest import POOL_SPLIT, SPLIT_NAME_RULE, Dataset, is_valid_split
+from masklab.data.rle import decode_rle
+from masklab.data.sample_files import file_exists, safe_name
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 # random: seeded fractions over all images; none: all train; files: each annotation file is a split.
@@ -102,11 +94,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _short(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _annotation_files(annotations: str | Path | Mapping[str, str | Path], split_mode: str) -> dict[Path, str | None]:
     """{JSON file: split it gives (``split_mode='files'``) or None}; UserError for arguments that do not fit."""
     if split_mode not in SPLIT_MODES:
@@ -148,7 +135,7 @@ def _read_json(path: Path, problems: _Problems) -> dict[str, list] | None:
     for key in ("images", "annotations", "categories"):
         value = doc.get(key)
         if not isinstance(value, list):  # image-info files (no annotations) are not labels: refuse them
-            problems.add(path, "not a COCO file", f"'{key}': {_short(value)}", f"'{key}' a list (COCO instances)")
+            problems.add(path, "not a COCO file", f"'{key}': {short_repr(value)}", f"'{key}' a list (COCO instances)")
             return None
         out[key] = value
     return out
@@ -164,7 +151,7 @@ def _categories(path: Path, entries: list, problems: _Problems) -> dict[int, tup
     for k, c in enumerate(entries):
         if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str) and c["name"]
                 and isinstance(c.get("supercategory", ""), str)):
-            problems.add(path, "bad category", f"categories[{k}]: {_short(c)}",
+            problems.add(path, "bad category", f"categories[{k}]: {short_repr(c)}",
                          "{id: int, name: non-empty str, [supercategory: str]}")
             ok = False
         elif c["id"] in cats:
@@ -209,11 +196,11 @@ def _images(path: Path, entries: list, split: str | None, problems: _Problems) -
         if not (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
                 and im["file_name"].strip() and _is_int(im.get("width")) and _is_int(im.get("height"))
                 and im["width"] > 0 and im["height"] > 0):
-            problems.add(path, "bad image entry", f"images[{k}]: {_short(im)}",
+            problems.add(path, "bad image entry", f"images[{k}]: {short_repr(im)}",
                          "{id: int, file_name: str, width: int > 0, height: int > 0}")
             continue
         if "\x00" in im["file_name"] or Path(im["file_name"]).name in ("", ".", ".."):
-            problems.add(path, "bad image file name", f"images[{k}]: file_name {_short(im['file_name'])}",
+            problems.add(path, "bad image file name", f"images[{k}]: file_name {short_repr(im['file_name'])}",
                          "the path of an image file, relative to images= (or absolute)")
             continue
         if im["id"] in out:
@@ -236,7 +223,7 @@ def _attach_annotations(path: Path, entries: list, images: dict[int, _Image], ca
     for k, ann in enumerate(entries):
         if not (isinstance(ann, dict) and _is_int(ann.get("id")) and _is_int(ann.get("image_id"))
                 and _is_int(ann.get("category_id")) and "segmentation" in ann):
-            problems.add(path, "bad annotation", f"annotations[{k}]: {_short(ann)}",
+            problems.add(path, "bad annotation", f"annotations[{k}]: {short_repr(ann)}",
                          "{id: int, image_id: int, category_id: int, segmentation, [iscrowd: 0|1]}")
             continue
         where = f"annotation {ann['id']} (image {ann['image_id']})"
@@ -245,7 +232,7 @@ def _attach_annotations(path: Path, entries: list, images: dict[int, _Image], ca
         seen.add(ann["id"])
         ok = True
         if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
-            problems.add(path, "bad iscrowd", f"{where}: iscrowd {_short(ann['iscrowd'])}", "0 or 1")
+            problems.add(path, "bad iscrowd", f"{where}: iscrowd {short_repr(ann['iscrowd'])}", "0 or 1")
             ok = False
         if ann["category_id"] not in categories:
             problems.add(path, "unknown category id", f"{where}: category_id {ann['category_id']}",
@@ -269,12 +256,13 @@ def _polygon_problems(polygons: list, image: _Image, where: str) -> list[tuple[s
         return [("empty segmentation", f"{where}: []", "at least one polygon or an RLE")]
     for p, poly in enumerate(polygons):
         if not isinstance(poly, list) or not all(_is_number(v) for v in poly):
-            found.append(("bad polygon", f"{where} polygon {p}: {_short(poly)}", "[x1, y1, x2, y2, ...] of numbers"))
+            found.append(("bad polygon", f"{where} polygon {p}: {short_repr(poly)}",
+                          "[x1, y1, x2, y2, ...] of numbers"))
         elif len(poly) % 2:
             found.append(("bad polygon", f"{where} polygon {p}: {len(poly)} coordinates (odd)", "x, y pairs"))
         elif len(poly) < 6:
             found.append(("polygon with fewer than 3 points", f"{where} polygon {p}: {len(poly) // 2} point(s) "
-                          f"{_short(poly)}", "at least 3 points"))
+                          f"{short_repr(poly)}", "at least 3 points"))
         else:
             xy = np.asarray(poly, np.float64).reshape(-1, 2)
             out = np.flatnonzero((xy[:, 0] < -tol) | (xy[:, 0] > w + tol) | (xy[:, 1] < -tol) | (xy[:, 1] > h + tol))
@@ -290,14 +278,14 @@ def _rle_problem(rle: dict, image: _Image, where: str) -> tuple[str, str, str] |
     """(kind, found, expected) for an RLE that does not describe exactly this image's H*W pixels."""
     size, counts = rle.get("size"), rle.get("counts")
     if set(rle) != {"size", "counts"} or not (isinstance(counts, str) or isinstance(counts, list)):
-        return "bad RLE", f"{where}: {_short(rle)}", "{size: [H, W], counts: str or list of ints}"
+        return "bad RLE", f"{where}: {short_repr(rle)}", "{size: [H, W], counts: str or list of ints}"
     if size != [image.height, image.width]:
-        return ("RLE size mismatch", f"{where}: size {_short(size)}",
+        return ("RLE size mismatch", f"{where}: size {short_repr(size)}",
                 f"[{image.height}, {image.width}] ([height, width] of {image.where})")
     if isinstance(counts, list):
         if not all(_is_int(c) and c >= 0 for c in counts):
             bad = [c for c in counts if not (_is_int(c) and c >= 0)][:_QUOTE]
-            return "bad RLE", f"{where}: counts hold {_short(bad)}", "run lengths: integers >= 0"
+            return "bad RLE", f"{where}: counts hold {short_repr(bad)}", "run lengths: integers >= 0"
         if sum(counts) != image.height * image.width:
             return ("bad RLE", f"{where}: run lengths add up to {sum(counts)}",
                     f"{image.height * image.width} (H*W of {image.where})")
@@ -328,7 +316,7 @@ def _decode(ann: dict, image: _Image) -> tuple[np.ndarray | None, list[tuple[str
             except ValueError as exc:
                 return None, [("bad RLE", f"{where}: {exc}", f"a compressed COCO RLE of {h}x{w} px")]
     else:
-        return None, [("bad segmentation", f"{where}: {_short(seg)}", "polygons (a list) or an RLE (an object)")]
+        return None, [("bad segmentation", f"{where}: {short_repr(seg)}", "polygons (a list) or an RLE (an object)")]
     pixels = np.asarray(pixels) != 0
     too_small = object_size_problem(int(pixels.sum()))
     if too_small:
@@ -420,8 +408,8 @@ def _read_files(files: dict[Path, str | None], problems: _Problems) -> tuple[Cla
         if cats is not None and categories is None:
             categories, first = cats, path
         elif cats is not None and cats != categories:
-            problems.add(path, "categories differ", _short(sorted(cats.items()), 200),
-                         f"the categories of {first}: {_short(sorted((categories or {}).items()), 200)}")
+            problems.add(path, "categories differ", short_repr(sorted(cats.items()), 200),
+                         f"the categories of {first}: {short_repr(sorted((categories or {}).items()), 200)}")
         images = _images(path, doc["images"], split, problems)
         _attach_annotations(path, doc["annotations"], images, set(cats or {}), problems)
         for image in images.values():

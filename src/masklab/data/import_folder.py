@@ -15,9 +15,13 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.console import progress
-from masklab.data.check import Problem, verify_file
-from masklab.data.format import SPLITS, ClassTable, Dataset, DatasetWriter, default_color, safe_name
+from masklab.data.check import Problem
+from masklab.data.classes import ClassTable, default_color
+from masklab.data.images import verify_file
+from masklab.data.manifest import SPLITS, Dataset
+from masklab.data.sample_files import safe_name
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -24,8 +24,8 @@ import yaml
 from PIL import Image
 
 from masklab.console import progress
-from masklab.data.check import verify_file
-from masklab.data.format import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, Dataset, DatasetWriter, default_color
+from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
+from masklab.data.images import verify_file
 from masklab.data.import_folder import (
     ImportProblems,
     _Problems,
@@ -39,7 +39,9 @@ from masklab.data.import_instances import (
     semantic_from_objects,
     strict_image_loading,
 )
+from masklab.data.manifest import Dataset
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 # One value per pixel; "1" is a binary mask (one object), "P" a palette PNG whose indices are the ids.

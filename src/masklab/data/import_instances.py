@@ -23,18 +23,13 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from masklab.console import progress
-from masklab.data.check import Problem, verify_file
-from masklab.data.format import (
-    DEFAULT_IGNORE_INDEX,
-    ClassInfo,
-    ClassTable,
-    Dataset,
-    DatasetWriter,
-    default_color,
-    read_object_png,
-)
+from masklab.data.check import Problem
+from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
+from masklab.data.images import read_object_png, verify_file
 from masklab.data.import_folder import IMAGE_EXTS, ImportProblems
+from masklab.data.manifest import Dataset
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 SPLIT_MODES = ("random", "none")

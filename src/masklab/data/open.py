@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from masklab.config import config_options, to_plain
 from masklab.console import logger
-from masklab.data.format import MANIFEST_FILE, Dataset, load_dataset
+from masklab.data.manifest import MANIFEST_FILE, Dataset, load_dataset
 from masklab.errors import UserError
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from masklab.data.format import Dataset, Sample, read_image, read_mask
+from masklab.data.images import read_image, read_mask
+from masklab.data.manifest import Dataset, Sample
 
 
 class ScoringPairs(torch.utils.data.Dataset):

@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from masklab.data.format import CLASSES_FILE, Dataset
+from masklab.data.classes import CLASSES_FILE
+from masklab.data.manifest import Dataset
 from masklab.errors import UserError
 from masklab.files import atomic_write
 from masklab.project import PACKAGE_CONF_DIR, PROJECT_CONF, project_root

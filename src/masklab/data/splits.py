@@ -6,7 +6,7 @@ import random
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
-from masklab.data.format import SPLITS
+from masklab.data.manifest import SPLITS
 from masklab.errors import UserError
 
 DEFAULT_FRACTIONS: Mapping[str, float] = MappingProxyType({"train": 0.8, "val": 0.1, "test": 0.1})

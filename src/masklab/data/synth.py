@@ -13,7 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from masklab.data.format import ClassInfo, ClassTable, Dataset, DatasetWriter, default_color
+from masklab.data.classes import ClassInfo, ClassTable, default_color
+from masklab.data.manifest import Dataset
+from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 
 SHAPES = ("circle", "rectangle", "triangle", "ellipse", "star", "cross")

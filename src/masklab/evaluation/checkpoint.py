@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.errors import UserError
 
 # Key of the plain-value metadata masklab adds to every Lightning checkpoint. Defined here, not

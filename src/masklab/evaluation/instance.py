@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.evaluation.evaluate import EvaluationResult
 from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
 

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from masklab.data.format import Dataset
+from masklab.data.manifest import Dataset
 from masklab.errors import UserError
 
 # The manifest's own columns, shown first; a per-sample table's column with one of these names is left out

@@ -49,7 +49,7 @@ def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequenc
     writes them (atomically), then any index of them all (an instance model's COCO results JSON); a
     progress bar counts the batches on a terminal. Returns (prediction files, the index or None).
     """
-    from masklab.data.format import read_image
+    from masklab.data.images import read_image
 
     predictor = Predictor(package.model, package.input_rule, device, batch_size)
     root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.errors import UserError
 
 if TYPE_CHECKING:

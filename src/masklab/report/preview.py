@@ -8,7 +8,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset as ItemDataset
 
 from masklab.console import progress
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.errors import UserError
 from masklab.report.overlay import distinct_colors, overlay_mask, overlay_objects
 

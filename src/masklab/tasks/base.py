@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # types only: importing them would pull torch and Lightning i
     from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
-    from masklab.data.format import ClassTable, Dataset, Sample
+    from masklab.data.classes import ClassTable
+    from masklab.data.manifest import Dataset, Sample
     from masklab.evaluation.evaluate import EvaluationResult
     from masklab.inference.engine import Predictor
     from masklab.inference.rule import InputRule

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
-    from masklab.data.format import ClassTable, Dataset, Sample
+    from masklab.data.classes import ClassTable
+    from masklab.data.manifest import Dataset, Sample
     from masklab.evaluation.evaluate import EvaluationResult
     from masklab.inference.engine import Predictor
     from masklab.inference.rule import InputRule
@@ -112,7 +113,7 @@ class InstanceTask(Task[InstancePrediction]):
 
     def label_map(self, root: Path, sample: Sample) -> np.ndarray:
         """(H, W) uint8: the sample's objects painted with their class ids in file order (later on top)."""
-        from masklab.data.format import read_objects
+        from masklab.data.objects import read_objects
 
         objects = read_objects(root, sample)
         out = np.zeros((sample.height, sample.width), np.uint8)

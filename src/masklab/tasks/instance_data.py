@@ -16,7 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from masklab.data.format import Dataset, ObjectSet, Sample, read_image, read_objects
+from masklab.data.images import read_image
+from masklab.data.manifest import Dataset, Sample
+from masklab.data.objects import ObjectSet, read_objects
 
 
 def boxes_of(masks: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.metrics.instance import InstanceMetrics
 from masklab.training.module import TaskModule
 

@@ -106,7 +106,7 @@ def predictions_from_output(model: Any, output: Any, postprocess: dict[str, Any]
 def coco_results(image_id: int | str, prediction: InstancePrediction) -> list[dict[str, Any]]:
     """COCO results entries (``image_id``, ``category_id`` = class id, compressed RLE ``segmentation``,
     ``bbox`` xywh, ``score``) of one image's prediction."""
-    from masklab.data.format import encode_rle
+    from masklab.data.rle import encode_rle
     from masklab.tasks.instance_data import boxes_of
 
     boxes = boxes_of(prediction.masks)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.metrics import SemanticMetrics, argmax_classes, named_scalars
 from masklab.training.module import TaskModule
 

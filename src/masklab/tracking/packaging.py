@@ -18,7 +18,7 @@ import numpy as np
 import yaml
 
 from masklab.config import DEFAULT_TASK
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 
 # Package and load_package_dir live in inference/ (loading a model is inference's job); named here too because
 # the pyfunc file stored with every version registered before v3 imports load_package_dir from this module.

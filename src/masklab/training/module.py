@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from masklab.data.format import ClassTable
+from masklab.data.classes import ClassTable
 from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY
 
 

@@ -142,7 +142,7 @@ def simulation_view(dataset: Any, labelled: set[str]) -> Any:
     hidden: training skips them, selection scores them); val, test and everything else as they are."""
     from dataclasses import replace
 
-    from masklab.data.format import POOL_SPLIT
+    from masklab.data.manifest import POOL_SPLIT
 
     return replace(dataset, samples=[replace(s, split=POOL_SPLIT) if s.split == "train" and s.id not in labelled
                                      else s for s in dataset.samples])
