@@ -313,7 +313,7 @@ def _check_objects(
         if isinstance(png, str):
             referenced.add(png)  # even when unreadable: reported once, not again as unreferenced
         try:
-            obj = decode_object(root, s.objects, k, entry)
+            obj = decode_object(root, s.objects, k, entry, check=True)
         except ObjectError as exc:
             problems.error(exc.file, exc.kind, exc.found, exc.expected)
             continue

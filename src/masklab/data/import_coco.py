@@ -312,7 +312,7 @@ def _decode(ann: dict, image: _Image) -> tuple[np.ndarray | None, list[tuple[str
             pixels = coco_mask.decode(coco_mask.frPyObjects(seg, h, w))
         else:
             try:
-                pixels = decode_rle(seg)  # checks the string's runs add up to H*W
+                pixels = decode_rle(seg, check=True)  # checks the string's runs add up to H*W
             except ValueError as exc:
                 return None, [("bad RLE", f"{where}: {exc}", f"a compressed COCO RLE of {h}x{w} px")]
     else:

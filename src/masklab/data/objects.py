@@ -61,8 +61,12 @@ class ObjectError(DatasetFormatError):
         super().__init__(f"{file}: {kind}: found {found}; expected {expected}")
 
 
-def decode_object(root: Path, objects_file: str, index: int, obj: object) -> ObjectRecord:
-    """Decode entry ``index`` of an objects file; raises ObjectError naming the file at fault."""
+def decode_object(root: Path, objects_file: str, index: int, obj: object, *, check: bool = False) -> ObjectRecord:
+    """Decode entry ``index`` of an objects file; raises ObjectError naming the file at fault.
+
+    check: check an RLE string's runs (:func:`masklab.data.rle.check_rle`) before decoding it, as `data check`
+    does; reading a checked dataset trusts them.
+    """
     where = f"object {index}"
     expected = "{class_id: int, mask: {rle: {size, counts}} or {png: path}, [iscrowd: 0|1]}"
     if not isinstance(obj, Mapping):
@@ -78,7 +82,7 @@ def decode_object(root: Path, objects_file: str, index: int, obj: object) -> Obj
     extra = {k: v for k, v in obj.items() if k not in ("class_id", "mask", "iscrowd")}
     if "rle" in mask:
         try:
-            pixels = decode_rle(mask["rle"])
+            pixels = decode_rle(mask["rle"], check=check)
         except ValueError as exc:
             raise ObjectError(objects_file, "bad RLE", f"{where}: {exc}", "a compressed COCO RLE of H*W px") from exc
         return ObjectRecord(class_id, int(iscrowd), pixels, extra, objects_file)
@@ -109,18 +113,20 @@ def read_objects_file(root: Path, objects_file: str) -> list[object]:
     return entries
 
 
-def read_objects(root: str | Path, sample: Sample) -> ObjectSet:
+def read_objects(root: str | Path, sample: Sample, *, check: bool = False) -> ObjectSet:
     """The instance objects of ``sample``: class_ids (N,) int64, masks (N, H, W) bool, iscrowd (N,) uint8.
 
     Reads the v2 ``objects`` file, or else a v1 ``instances`` id map (one object per id, in id
     order); a sample with neither has no objects (N = 0). Raises ObjectError for an object that
-    cannot be decoded or does not match the image size from the manifest.
+    cannot be decoded or does not match the image size from the manifest. RLE strings are decoded by
+    pycocotools as `data check` found them (training checks a dataset first); ``check`` checks each one's
+    runs again (:func:`masklab.data.rle.check_rle`), for objects no check has vetted.
     """
     root = Path(root)
     h, w = sample.height, sample.width
     if sample.objects:
         entries = read_objects_file(root, sample.objects)
-        records = [decode_object(root, sample.objects, k, o) for k, o in enumerate(entries)]
+        records = [decode_object(root, sample.objects, k, o, check=check) for k, o in enumerate(entries)]
         for k, r in enumerate(records):
             if r.mask.shape != (h, w):
                 raise ObjectError(r.file, "size mismatch", f"object {k}: {r.mask.shape[1]}x{r.mask.shape[0]}",

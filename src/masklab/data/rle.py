@@ -20,11 +20,10 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
-def _rle_run_lengths(counts: str) -> list[int]:
-    """Run lengths of a compressed COCO RLE string (pycocotools' rleFrString, in Python).
+def rle_run_lengths(counts: str) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' rleFrString, in Python, with its errors named).
 
-    pycocotools trusts its input: a string whose runs do not add up to H*W decodes to
-    uninitialised memory instead of failing, so every string is parsed and checked here first.
+    Only :func:`check_rle` uses it: pycocotools' own parser is what decodes, but it trusts its input.
     """
     runs: list[int] = []
     pos = 0
@@ -48,10 +47,8 @@ def _rle_run_lengths(counts: str) -> list[int]:
     return runs
 
 
-def decode_rle(rle: object) -> np.ndarray:
-    """Compressed COCO RLE ``{"size": [H, W], "counts": str}`` -> (H, W) bool; ValueError if malformed."""
-    from pycocotools import mask as coco_mask
-
+def _checked_form(rle: object) -> tuple[list[int], str]:
+    """(size, counts) of ``{"size": [H, W], "counts": str}``; ValueError for any other shape of value (O(1))."""
     if not isinstance(rle, Mapping) or set(rle) != {"size", "counts"}:
         raise ValueError(f"{short_repr(rle)} is not {{'size': [H, W], 'counts': str}}")
     size, counts = rle["size"], rle["counts"]
@@ -59,10 +56,33 @@ def decode_rle(rle: object) -> np.ndarray:
         raise ValueError(f"size {short_repr(size)} is not [H, W] of positive ints")
     if not isinstance(counts, str):
         raise ValueError(f"counts is {type(counts).__name__}; expected a compressed RLE string")
-    runs = _rle_run_lengths(counts)
+    return size, counts
+
+
+def check_rle(rle: object) -> None:
+    """ValueError naming what is wrong unless ``rle`` is a compressed COCO RLE whose runs cover exactly H*W px.
+
+    pycocotools trusts its input: a string whose runs do not add up to H*W decodes to uninitialised memory
+    instead of failing. So a string is checked here once, where it enters or is vetted (the COCO import and
+    `data check`, which training runs first), and :func:`decode_rle` trusts it on every later read.
+    """
+    size, counts = _checked_form(rle)
+    runs = rle_run_lengths(counts)
     if any(r < 0 for r in runs) or sum(runs) != size[0] * size[1]:
         raise ValueError(
             f"run lengths add up to {sum(runs)} (smallest {min(runs, default=0)}); H*W is {size[0] * size[1]}"
         )
-    return coco_mask.decode({"size": size, "counts": counts.encode("ascii")}).astype(bool)
 
+
+def decode_rle(rle: object, *, check: bool = False) -> np.ndarray:
+    """Compressed COCO RLE ``{"size": [H, W], "counts": str}`` -> (H, W) bool, decoded by pycocotools.
+
+    check: run :func:`check_rle` first (where a string is imported or checked). Without it only the value's
+    form is checked (ValueError); the runs are trusted as `data check` found them.
+    """
+    from pycocotools import mask as coco_mask
+
+    if check:
+        check_rle(rle)
+    size, counts = _checked_form(rle)
+    return coco_mask.decode({"size": size, "counts": counts.encode("ascii")}).astype(bool)
