@@ -117,7 +117,7 @@ class Predictor:
 
     def _padded(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         # Images of one size batch together; larger than a tile, an image is predicted tile by tile.
-        out: list[torch.Tensor | None] = [None] * len(images)
+        out: dict[int, torch.Tensor] = {}  # image index -> its logits
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
             h, w = im.shape[:2]
@@ -131,7 +131,7 @@ class Predictor:
                 y = self._pad_predict(to_tensor([images[i] for i in chunk], self.device))
                 for j, i in enumerate(chunk):
                     out[i] = y[j]
-        return out  # type: ignore[return-value]
+        return [out[i] for i in range(len(images))]
 
     def _pad_predict(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) logits for (N, 3, H, W) pixels padded (edge-replicated) to the rule's multiple."""

@@ -88,8 +88,7 @@ def fluent_tracking_uri(tracking_uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        # None is what unsets both again; MLflow's hint says str | Path, its code takes None.
-        mlflow.set_tracking_uri(previous)  # type: ignore[arg-type]
+        mlflow.set_tracking_uri(previous)  # (None unsets both again)
 
 
 def platform_tags() -> dict[str, str]:
@@ -112,6 +111,8 @@ def _platform_tagging_logger() -> type:
     from pytorch_lightning.utilities import rank_zero_only
 
     class PlatformTaggingMLFlowLogger(MLFlowLogger):
+        _mlflow_client: Any  # (MLFlowLogger's, wrapped below)
+
         def __init__(self, *args: Any, **kwargs: Any):
             from masklab.tracking.sqlite_retry import call_with_retry
 
