@@ -150,14 +150,18 @@ def test_a_view_hides_the_labels_of_unpicked_train_samples(project: Path) -> Non
 
 def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: Path) -> None:
     from masklab.config import compose
-    from masklab.workflows.simulation import simulate
+    from masklab.tracking.runs import ending
+    from masklab.workflows.simulation import open_simulation, simulate
 
     overrides = [*TINY, "al.seeds=[0]", "al.strategies=[random,entropy]", "al.rounds=1"]
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
         straight = simulate(compose("al_simulate", overrides), project / "straight")
-        with pytest.raises(KeyboardInterrupt):
-            simulate(compose("al_simulate", overrides), project / "cut", stop_after=2)
+        cut = open_simulation(compose("al_simulate", overrides), project / "cut")
+        assert cut.plan() == [("seed-set", 0, 0), ("random", 0, 1), ("entropy", 0, 1)]
+        with pytest.raises(KeyboardInterrupt), ending(cut.parent):  # as simulate runs it, Ctrl-C after 2 rounds
+            assert cut.step()["strategy"] == "seed-set" and cut.step()["strategy"] == "random"
+            raise KeyboardInterrupt
         state = json.loads((project / "cut" / STATE_FILE).read_text())
         assert sorted(state["rounds"]) == ["random/0/1", "seed-set/0/0"]
         resumed = simulate(compose("al_simulate", overrides), project / "cut")

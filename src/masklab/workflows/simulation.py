@@ -17,7 +17,9 @@ curves, the round, label-cost and paired-gain tables and an HTML page of them.
 Resumable: ``simulation.json`` in the output folder records every finished round (its labelled ids, costs,
 metrics, run and checkpoint) and is rewritten atomically after each; a simulation started again on the same
 folder skips what is recorded, marks the run of an unfinished round KILLED and trains that round again (training
-is deterministic, so the result is the one an uninterrupted simulation gets).
+is deterministic, so the result is the one an uninterrupted simulation gets). ``simulate`` is
+:func:`open_simulation`, then :meth:`Simulator.step` until no round is left, then :meth:`Simulator.summarize`; a
+caller that wants to stop after some rounds (a test of the resume) takes those steps itself.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ GAINS_TABLE = "al_gains.csv"
 PAGE_FILE = "simulation.html"
 SEED_ROUND = "seed-set"  # the state key's strategy of round 0, shared by every strategy of a seed
 BASELINE = "random"
-# Strategies a simulation cannot run yet: regions reveal part of a mask, which needs partial-label training.
-NOT_SIMULATED = {"regions": "it reveals patches, and training on partly labelled masks is not simulated yet"}
+# Why a simulation cannot run a strategy that picks regions (Strategy.picks_regions) yet.
+REGIONS_NOT_SIMULATED = "it reveals patches, and training on partly labelled masks is not simulated yet"
 
 
 @dataclass
@@ -113,9 +115,9 @@ def simulation_settings(cfg: DictConfig) -> Settings:
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise UserError(f"al.strategies: {unknown} unknown; expected some of {list(STRATEGIES)}")
-    for name, why in NOT_SIMULATED.items():
-        if name in strategies:
-            raise UserError(f"al.strategies: {name} cannot be simulated: {why}; `masklab al select "
+    for name in strategies:
+        if STRATEGIES[name].picks_regions:
+            raise UserError(f"al.strategies: {name} cannot be simulated: {REGIONS_NOT_SIMULATED}; `masklab al select "
                             f"strategy={name}` selects with it")
     if BASELINE not in strategies:
         raise UserError(f"al.strategies={list(strategies)}: include {BASELINE}; every figure of a simulation is "
@@ -194,65 +196,150 @@ def check_dataset(dataset: Any, settings: Settings) -> list[Any]:
     return train
 
 
-def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = None) -> Simulation:
+def simulate(cfg: DictConfig, output_dir: str | Path) -> Simulation:
     """Run (or resume) the simulation ``cfg`` describes (a composed ``al_simulate`` config: ``train`` plus ``al``)
-    in ``output_dir``. ``stop_after``: raise KeyboardInterrupt after that many trainings of this call (how a test
-    interrupts a simulation at a known point)."""
-    from masklab.active.selection import Strategy
+    in ``output_dir``: every round (:meth:`Simulator.step` until none is left), then the tables and curves."""
+    from masklab.tracking.runs import ending
+
+    simulator = open_simulation(cfg, output_dir)
+    with ending(simulator.parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
+        while simulator.step() is not None:
+            pass
+        return simulator.summarize()
+
+
+def open_simulation(cfg: DictConfig, output_dir: str | Path) -> Simulator:
+    """The simulation ``cfg`` describes, opened in ``output_dir``: its plan checked against the dataset before
+    anything is trained, its config saved, its parent run started (or a recorded one resumed, RUNNING again) and
+    the runs of rounds an interruption cut short marked KILLED. Nothing is trained yet."""
     from masklab.data.open import open_dataset
-    from masklab.files import atomic_write
-    from masklab.tracking.model_ref import load_model_ref
-    from masklab.tracking.runs import RunLog, client, ending, flatten, start_run
-    from masklab.workflows.active_learning import select
-    from masklab.workflows.evaluation import evaluate_checkpoint
-    from masklab.workflows.fitting import fit, with_output_dir
+    from masklab.tracking.runs import RunLog
 
     settings = simulation_settings(cfg)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    cfg = pinned_config(cfg, output)
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
+    train = check_dataset(dataset, settings)
+    state = SimulationState(output / STATE_FILE)
+    parent = parent_run(cfg, dataset, state, output)
+    uri = str(cfg.logger.tracking_uri)
+    for run_id in interrupted_rounds(uri, parent.run_id):  # a round an interruption cut short is trained again
+        RunLog(uri, run_id).end("KILLED")
+    return Simulator(cfg, settings, output, dataset, train, state, parent)
+
+
+def pinned_config(cfg: DictConfig, output: Path) -> DictConfig:
+    """``cfg`` writing into ``output``, its data root and stores as absolute paths (a resume from another folder
+    or shell must find the same data and store), saved as ``simulation.yaml`` the first time."""
+    from masklab.files import atomic_write
+    from masklab.workflows.fitting import with_output_dir
+
     cfg = with_output_dir(cfg, output)
-    with open_dict(cfg):  # pinned: a resume from another folder or shell must find the same data and store
+    with open_dict(cfg):
         for node, key in ((cfg.paths, "root_dir"), (cfg.logger, "tracking_uri"), (cfg.logger, "artifact_root")):
             node[key] = str(node[key])
     saved = output / CONFIG_FILE
     if not saved.exists():
         atomic_write(saved, lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(cfg)))
-    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
-    train = check_dataset(dataset, settings)
-    size = {s.id: s.width * s.height for s in train}
+    return cfg
+
+
+def parent_run(cfg: DictConfig, dataset: Any, state: SimulationState, output: Path) -> Any:
+    """The simulation's parent run: the one ``state`` records, RUNNING again, or a new one (recorded in it)."""
+    from masklab.tracking.runs import RunLog, client, flatten, start_run
+
     uri = str(cfg.logger.tracking_uri)
-    state = SimulationState(output / STATE_FILE)
     if state.parent_run_id:
         parent = RunLog(uri, state.parent_run_id)
         client(uri).update_run(parent.run_id, status="RUNNING")
         log.info("al simulate: resuming %s (%d rounds done)", output, len(state.rounds))
-    else:
-        parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name,
-                           str(cfg.logger.get("run_name") or f"al-simulate-{dataset.name}"),
-                           {**(to_plain(cfg.get("tags")) or {}), "masklab.command": "al_simulate",
-                            "masklab.dataset": dataset.name, "masklab.manifest_sha256": dataset.manifest_hash,
-                            "masklab.output_dir": str(output.resolve()),
-                            "masklab.dataset_root": str(dataset.root.resolve())})
-        parent.params(flatten(to_plain(cfg)))
-        state.parent_run_id = parent.run_id
-        state.save()
-    for run_id in interrupted_rounds(uri, parent.run_id):  # a round an interruption cut short is trained again
-        RunLog(uri, run_id).end("KILLED")
-    trainings = 0
+        return parent
+    parent = start_run(uri, cfg.logger.artifact_root, cfg.logger.experiment_name,
+                       str(cfg.logger.get("run_name") or f"al-simulate-{dataset.name}"),
+                       {**(to_plain(cfg.get("tags")) or {}), "masklab.command": "al_simulate",
+                        "masklab.dataset": dataset.name, "masklab.manifest_sha256": dataset.manifest_hash,
+                        "masklab.output_dir": str(output.resolve()),
+                        "masklab.dataset_root": str(dataset.root.resolve())})
+    parent.params(flatten(to_plain(cfg)))
+    state.parent_run_id = parent.run_id
+    state.save()
+    return parent
 
-    def train_round(strategy: str, seed: int, r: int, labelled: list[str], selection: Any = None) -> dict[str, Any]:
-        nonlocal trainings
-        key = state.key(strategy, seed, r)
-        folder = output / key.replace("/", "_")
-        round_cfg = round_config(cfg, settings, strategy, seed, r, len(labelled), parent.run_id)
-        view = simulation_view(dataset, set(labelled))
+
+@dataclass
+class Simulator:
+    """An opened simulation (:func:`open_simulation`): ``cfg`` pinned, its checked ``settings``, the ``dataset``
+    and its labelled ``train`` samples, the ``state`` of finished rounds and the ``parent`` run. :meth:`step`
+    trains the next unfinished round of :meth:`plan`; :meth:`summarize` writes the tables of the finished ones.
+    The caller ends the parent run (``simulate`` does)."""
+
+    cfg: DictConfig
+    settings: Settings
+    output: Path
+    dataset: Any
+    train: list[Any]
+    state: SimulationState
+    parent: Any  # RunLog
+
+    def plan(self) -> list[tuple[str, int, int]]:
+        """(strategy, seed, round) in training order: per seed its seed set (round 0), then each strategy's rounds."""
+        rounds = range(1, self.settings.rounds + 1)
+        return [step for seed in self.settings.seeds
+                for step in [(SEED_ROUND, seed, 0), *((s, seed, r) for s in self.settings.strategies for r in rounds)]]
+
+    def finished(self, strategy: str, seed: int, r: int) -> dict[str, Any] | None:
+        """The record of a finished round whose checkpoint is still there; None otherwise."""
+        record = self.state.rounds.get(self.state.key(strategy, seed, r))
+        return record if record is not None and Path(record["checkpoint"]).is_file() else None
+
+    def step(self) -> dict[str, Any] | None:
+        """Train the first unfinished round of the plan (selecting with the round before's model) and return its
+        record; None when every round is finished."""
+        for strategy, seed, r in self.plan():
+            if self.finished(strategy, seed, r) is not None:
+                continue
+            if r == 0:
+                seed_ids = sorted(random.Random(seed).sample([s.id for s in self.train], self.settings.seed_size))
+                return self.train_round(SEED_ROUND, seed, 0, seed_ids)
+            previous = self.finished(strategy, seed, r - 1)
+            chosen = self.select_round(strategy, seed, r, previous)
+            return self.train_round(strategy, seed, r, list(previous["labelled"]) + chosen.picked, chosen)
+        return None
+
+    def select_round(self, strategy: str, seed: int, r: int, previous: dict[str, Any]) -> Any:
+        """Round ``r``'s selection by ``strategy`` with the model of the ``previous`` round."""
+        from masklab.active.selection import Strategy
+        from masklab.tracking.model_ref import load_model_ref
+        from masklab.workflows.active_learning import select
+
+        cfg, settings = self.cfg, self.settings
+        view = simulation_view(self.dataset, set(previous["labelled"]))
+        package = load_model_ref(previous["checkpoint"], str(cfg.logger.tracking_uri))
+        return select(view, package, Strategy(strategy, **settings.selection, seed=seed * 1000 + r), settings.budget,
+                      settings.unit, self.output / f"{strategy}_{seed}_{r}_selection", previous["checkpoint"],
+                      cfg.paths.cache_dir, str(cfg.evaluation.device), int(cfg.evaluation.batch_size),
+                      name=f"{strategy}-seed{seed}-round{r}")
+
+    def train_round(self, strategy: str, seed: int, r: int, labelled: list[str], selection: Any = None
+                    ) -> dict[str, Any]:
+        """Train a round on ``labelled`` (a child run), score its best checkpoint on the test split, record it."""
+        from masklab.tracking.runs import RunLog
+        from masklab.workflows.evaluation import evaluate_checkpoint
+        from masklab.workflows.fitting import fit
+
+        key = self.state.key(strategy, seed, r)
+        folder = self.output / key.replace("/", "_")
+        round_cfg = round_config(self.cfg, self.settings, strategy, seed, r, len(labelled), self.parent.run_id)
+        view = simulation_view(self.dataset, set(labelled))
         fitted = fit(round_cfg, folder, dataset=view)
         if fitted.best_checkpoint is None:
             raise RuntimeError(f"{key}: training wrote no checkpoint (run {fitted.run_id})")
-        run = RunLog(uri, fitted.run_id)
-        scored = evaluate_checkpoint(fitted.best_checkpoint, view, settings.test_split, folder, run,
-                                     options=cfg.evaluation)
+        run = RunLog(str(self.cfg.logger.tracking_uri), fitted.run_id)
+        scored = evaluate_checkpoint(fitted.best_checkpoint, view, self.settings.test_split, folder, run,
+                                     options=self.cfg.evaluation)
         metrics = {k.split("/", 2)[-1]: float(v) for k, v in scored.metrics.items()}
+        size = {s.id: s.width * s.height for s in self.train}
         pixels = sum(size[i] for i in labelled)
         run.metrics({"al/round": r, "al/labelled_images": len(labelled), "al/labelled_pixels": pixels})
         if selection is not None:
@@ -261,39 +348,15 @@ def simulate(cfg: DictConfig, output_dir: str | Path, stop_after: int | None = N
                   "images": len(labelled), "pixels": pixels, "metrics": metrics, "run_id": fitted.run_id,
                   "checkpoint": str(fitted.best_checkpoint), "labelled": labelled,
                   "picked": list(selection.picked) if selection is not None else []}
-        state.rounds[key] = record
-        state.save()
-        log.info("al simulate: %s: %d images labelled, test %s %.4f", key, len(labelled), settings.metric,
-                 metrics.get(settings.metric, math.nan))
-        trainings += 1
-        if stop_after is not None and trainings >= stop_after:
-            raise KeyboardInterrupt(f"stopped after {trainings} trainings (stop_after)")
+        self.state.rounds[key] = record
+        self.state.save()
+        log.info("al simulate: %s: %d images labelled, test %s %.4f", key, len(labelled), self.settings.metric,
+                 metrics.get(self.settings.metric, math.nan))
         return record
 
-    def done_or(key: str) -> dict[str, Any] | None:
-        record = state.rounds.get(key)
-        return record if record is not None and Path(record["checkpoint"]).is_file() else None
-
-    with ending(parent):  # FINISHED, FAILED, or KILLED on an interruption: never left RUNNING
-        for seed in settings.seeds:
-            seed_ids = sorted(random.Random(seed).sample([s.id for s in train], settings.seed_size))
-            first = done_or(state.key("", seed, 0)) or train_round(SEED_ROUND, seed, 0, seed_ids)
-            for strategy in settings.strategies:
-                previous = first
-                for r in range(1, settings.rounds + 1):
-                    record = done_or(state.key(strategy, seed, r))
-                    if record is None:
-                        labelled = list(previous["labelled"])
-                        view = simulation_view(dataset, set(labelled))
-                        package = load_model_ref(previous["checkpoint"], uri)
-                        chosen = select(view, package, Strategy(strategy, **settings.selection, seed=seed * 1000 + r),
-                            settings.budget, settings.unit, output / f"{strategy}_{seed}_{r}_selection",
-                            previous["checkpoint"], cfg.paths.cache_dir, str(cfg.evaluation.device),
-                            int(cfg.evaluation.batch_size), name=f"{strategy}-seed{seed}-round{r}")
-                        record = train_round(strategy, seed, r, labelled + chosen.picked, chosen)
-                    previous = record
-        found = _summarize(state, settings, parent, output)
-    return found
+    def summarize(self) -> Simulation:
+        """The tables, curves and page of the finished rounds, written to the folder and the parent run."""
+        return _summarize(self.state, self.settings, self.parent, self.output)
 
 
 def interrupted_rounds(tracking_uri: str, parent_run_id: str) -> list[str]:
