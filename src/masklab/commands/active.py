@@ -12,7 +12,7 @@ from masklab.console import result
 
 def select(cfg: DictConfig) -> None:
     from masklab.active.selection import Strategy
-    from masklab.commands.data import commit_data_version
+    from masklab.commands.common import commit_data_version
     from masklab.data.open import open_dataset
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.runs import start_run

@@ -1,10 +1,16 @@
-"""Helpers shared by commands: showing configs, Hydra's run folder."""
+"""Helpers shared by commands: showing configs, Hydra's run folder, committing a new data version."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from masklab.config import to_plain
+from masklab.console import logger, result
+from masklab.errors import UserError
+
+log = logger(__name__)
 
 
 def print_config(cfg: DictConfig, title: str) -> None:
@@ -44,3 +50,23 @@ def hydra_single_run() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.get().mode == RunMode.RUN
+
+
+def commit_data_version(root: Path) -> None:
+    """``dvc commit`` the dataset folder when DVC tracks it (else say how to start tracking it): the
+    manifest or masks changed on purpose, and this is the new data version."""
+    import subprocess
+    import sys
+
+    from masklab.data.versioning import dvc_hash
+
+    if dvc_hash(root) is None:
+        log.info("DVC does not track %s: `dvc add %s` records this data version.", root, root)
+        return
+    # Commit at once: a `dvc repro` before it would check the recorded (older) version back out.
+    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(root)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise UserError(f"`dvc commit {root}` failed: {done.stderr.strip() or done.stdout.strip()}")
+    result(f"dvc commit {root}: new data version {dvc_hash(root)}. Next: `dvc repro`, then `dvc metrics diff`.",
+           __name__)

@@ -66,7 +66,7 @@ def mark_for_review(dataset, found, count: int) -> None:
     review list (``review.csv``: id, image, mask, kind, label quality, region) and commit the data version."""
     import pandas as pd
 
-    from masklab.commands.data import commit_data_version
+    from masklab.commands.common import commit_data_version
     from masklab.data.edits import mark_status
     from masklab.files import atomic_write
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from masklab.commands.common import commit_data_version
 from masklab.config import to_plain
 from masklab.console import logger, result
 from masklab.data.manifest import summary
@@ -120,31 +121,11 @@ def read_ids(ids) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
-def commit_data_version(root: Path) -> None:
-    """``dvc commit`` the dataset folder when DVC tracks it (else say how to start tracking it): the
-    manifest or masks changed on purpose, and this is the new data version."""
-    import subprocess
-    import sys
-
-    from masklab.data.versioning import dvc_hash
-
-    if dvc_hash(root) is None:
-        log.info("DVC does not track %s: `dvc add %s` records this data version.", root, root)
-        return
-    # Commit at once: a `dvc repro` before it would check the recorded (older) version back out.
-    done = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", str(root)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise UserError(f"`dvc commit {root}` failed: {done.stderr.strip() or done.stdout.strip()}")
-    result(f"dvc commit {root}: new data version {dvc_hash(root)}. Next: `dvc repro`, then `dvc metrics diff`.",
-           __name__)
-
-
 def preview(cfg: DictConfig) -> None:
     from masklab.augment import build_pipeline
     from masklab.data.datamodule import SegmentationSplit
+    from masklab.explore import shows_objects
     from masklab.report.preview import legend, preview_grid, save_preview
-    from masklab.workflows.reporting import shows_objects
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     samples = dataset.split(cfg.split)
