@@ -15,13 +15,8 @@ from PIL import Image
 
 from masklab.data.classes import ClassInfo, ClassTable
 from masklab.explore.rendering import error_map
-from masklab.explore.static_page import (
-    MAX_CHANGED,
-    MAX_CURVE_POINTS,
-    THUMB_SIDE,
-    ExplorerSample,
-    write_explorer,
-)
+from masklab.explore.samples import ExplorerSample
+from masklab.explore.static_page import MAX_CHANGED, MAX_CURVE_POINTS, THUMB_SIDE, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
                       ClassInfo(2, "road", (60, 180, 75))))
@@ -331,8 +326,8 @@ def rim_colour(overlay: Path, y: int, x: int) -> tuple[int, ...]:
 
 
 def test_instance_objects_are_outlined_by_outcome(tmp_path):
+    from masklab.explore import explorer_samples, split_matches
     from masklab.explore.objects import FILL_ALPHA, OBJECT_STATUS
-    from masklab.workflows.reporting import explorer_samples, split_matches
 
     dataset, table, pred_dir = write_instance_report(tmp_path, {"a": (CASE_GT, CASE_PRED)})
     assert "matches" in table.columns
@@ -376,9 +371,9 @@ def test_instance_objects_are_outlined_by_outcome(tmp_path):
 
 
 def test_instance_browse_and_bad_matches(tmp_path):
+    from masklab.explore import explorer_samples, split_matches
     from masklab.explore.objects import OBJECT_PALETTE
     from masklab.report.overlay import distinct_colors
-    from masklab.workflows.reporting import explorer_samples, split_matches
 
     dataset, table, pred_dir = write_instance_report(tmp_path, {"a": (CASE_GT, CASE_PRED), "b": (CASE_GT[:1], [])})
     # A dataset browse: objects in distinct colours (no outcome), filled with their class colour.

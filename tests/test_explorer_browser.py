@@ -352,7 +352,7 @@ INSTANCE_CASES = {  # count_error: a 0, b -1, c +2 (without the crowd region the
 
 @pytest.fixture(scope="module")
 def instance_index(tmp_path_factory) -> Path:
-    from masklab.workflows.reporting import explorer_samples, split_matches
+    from masklab.explore import explorer_samples, split_matches
 
     root = tmp_path_factory.mktemp("instances")
     dataset, table, pred_dir = write_instance_report(root, INSTANCE_CASES)
@@ -440,7 +440,7 @@ def test_instance_hover_inside_mlflow_sandboxed_iframe(browser, instance_index):
 
 
 def test_instance_dataset_browse(browser, tmp_path):
-    from masklab.workflows.reporting import explorer_samples
+    from masklab.explore import explorer_samples
 
     dataset, _, _ = write_instance_report(tmp_path, {"a": (CASE_GT, [])})
     index = write_explorer(tmp_path / "browse", dataset.class_table, explorer_samples(dataset, "val", None), None, {},

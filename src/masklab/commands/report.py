@@ -13,8 +13,7 @@ from masklab.errors import UserError
 
 def browse(cfg: DictConfig) -> None:
     """Explorer of a dataset without predictions."""
-    from masklab.explore import write_explorer
-    from masklab.workflows.reporting import explorer_samples
+    from masklab.explore import explorer_samples, write_explorer
 
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     samples = explorer_samples(dataset, cfg.split, None)

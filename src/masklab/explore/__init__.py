@@ -8,6 +8,10 @@
 
 Shared by both:
 
+- :mod:`~masklab.explore.samples`: the samples shown and where their files are (image, ground truth, prediction;
+  instance objects).
+- :mod:`~masklab.explore.tables`: how a per-sample table meets the samples (ids checked, column kinds, values as
+  JSON, an instance evaluation's matches).
 - :mod:`~masklab.explore.rendering`: thumbnail sizes, class and error colours, the class legend, mask and error
   images, images passed on as they are.
 - :mod:`~masklab.explore.pages`: the two HTML pages with their shared styles and embeddings-map script.
@@ -29,13 +33,22 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "objects": ["ExplorerObjects"],
     "queries": ["QueryError", "SampleTable"],
     "rendering": ["error_map"],
+    "samples": ["ExplorerSample", "explorer_samples", "prediction_file", "shows_objects"],
     "server": ["ExploreApp", "create_app", "serve_explorer"],
-    "static_page": ["ExplorerSample", "write_explorer"],
+    "static_page": ["write_explorer"],
+    "tables": ["split_matches"],
 })
 
 if TYPE_CHECKING:  # the names above, for type checkers (at run time each is imported on first use)
     from masklab.explore.objects import ExplorerObjects  # noqa: F401
     from masklab.explore.queries import QueryError, SampleTable  # noqa: F401
     from masklab.explore.rendering import error_map  # noqa: F401
+    from masklab.explore.samples import (  # noqa: F401
+        ExplorerSample,
+        explorer_samples,
+        prediction_file,
+        shows_objects,
+    )
     from masklab.explore.server import ExploreApp, create_app, serve_explorer  # noqa: F401
-    from masklab.explore.static_page import ExplorerSample, write_explorer  # noqa: F401
+    from masklab.explore.static_page import write_explorer  # noqa: F401
+    from masklab.explore.tables import split_matches  # noqa: F401

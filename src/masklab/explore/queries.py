@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import pandas as pd
 
 from masklab.data.manifest import Dataset
 from masklab.errors import UserError
+from masklab.explore.tables import check_ids, json_value
 
 # The manifest's own columns, shown first; a per-sample table's column with one of these names is left out
 # (the manifest is the authority on a sample's split, files and size), any other clash is renamed <table>.<col>.
@@ -127,7 +129,7 @@ class SampleTable:
                                 f"{', '.join(dataset.split_names) or 'none'}")
             manifest = manifest[manifest["split"] == split]
         self._con.register("manifest_rows", manifest)
-        known = {str(s.id) for s in dataset.samples}
+        known = [str(s.id) for s in dataset.samples]
         # The manifest's own columns keep their types when every value is missing (e.g. no status anywhere).
         types = {"width": "BIGINT", "height": "BIGINT", "fold": "BIGINT", ORDER: "BIGINT"}
         select = [f"CAST(m.{quote(c)} AS {types.get(c, 'VARCHAR')}) AS {quote(c)}"
@@ -176,7 +178,7 @@ class SampleTable:
         rows = self._con.execute("SELECT id, image, mask FROM samples").fetchall()
         self.files: dict[str, tuple[str, str | None]] = {str(i): (str(img), m) for i, img, m in rows}
 
-    def _describe(self, path: Path, known: set[str]) -> list[tuple[str, str]]:
+    def _describe(self, path: Path, known: list[str]) -> list[tuple[str, str]]:
         """(column, DuckDB type) of a per-sample table, after checking it can be joined by id."""
         if not path.is_file():
             raise UserError(f"per-sample table {path}: no such file; expected a Parquet file with an 'id' column")
@@ -188,15 +190,16 @@ class SampleTable:
         if "id" not in [c for c, _ in cols]:
             raise UserError(f"per-sample table {path}: has no 'id' column (columns: "
                             f"{', '.join(c for c, _ in cols[:12])}); expected one row per sample id")
-        dup = self._con.execute("SELECT CAST(id AS VARCHAR), count(*) FROM read_parquet(?) GROUP BY 1 HAVING count(*)"
-                                " > 1 LIMIT 5", [str(path)]).fetchall()
-        if dup:
-            raise UserError(f"per-sample table {path}: ids repeat ({', '.join(f'{i!r} x{n}' for i, n in dup)}); "
-                            f"expected one row per sample id")
         ids = [str(r[0]) for r in self._con.execute("SELECT CAST(id AS VARCHAR) FROM read_parquet(?)",
                                                     [str(path)]).fetchall()]
-        unknown = [i for i in ids if i not in known]
-        if unknown:
+        found = check_ids(ids, known)
+        if found.repeats:
+            counts = Counter(ids)
+            shown = list(dict.fromkeys(found.repeats))[:5]
+            raise UserError(f"per-sample table {path}: ids repeat ({', '.join(f'{i!r} x{counts[i]}' for i in shown)}); "
+                            f"expected one row per sample id")
+        if found.unknown:
+            unknown = found.unknown
             raise UserError(f"per-sample table {path}: {len(unknown)} id(s) are not samples of dataset "
                             f"{self.dataset.root} ({', '.join(repr(i) for i in unknown[:5])}"
                             f"{' ...' if len(unknown) > 5 else ''}); expected ids from its manifest.jsonl")
@@ -374,20 +377,3 @@ def _int(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not low <= number <= high:
         raise QueryError(f"{what}: found {value!r:.40}; expected a whole number {low}..{high}")
     return number
-
-
-def json_value(value: Any) -> Any:
-    """A value DuckDB returned as plain JSON: NaN and infinities -> None, anything exotic -> its text."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return [json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): json_value(v) for k, v in value.items()}
-    try:
-        f = float(value)  # Decimal
-        return f if math.isfinite(f) else None
-    except (TypeError, ValueError):
-        return str(value)

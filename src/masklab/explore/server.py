@@ -49,11 +49,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from masklab.console import logger
 from masklab.data.manifest import Dataset, load_dataset
-from masklab.data.sample_files import safe_name
 from masklab.errors import UserError
 from masklab.explore.pages import SERVER_PAGE, page_template, with_title
 from masklab.explore.queries import KIND_OPERATORS, QueryError, SampleTable
 from masklab.explore.rendering import class_legend
+from masklab.explore.samples import prediction_file
 from masklab.explore.thumbnails import THUMB_SIDE, LayerError, Renderer
 
 HOST = "127.0.0.1"  # never another interface: the app serves the user's files without authentication
@@ -184,7 +184,7 @@ class ExploreApp:
             return self.dataset.root / mask
         if self.pred_dir is None:
             raise LayerError("no predictions: the explorer was started without pred_dir", missing=True)
-        return self.pred_dir / f"{safe_name(sample_id)}.png"
+        return prediction_file(self.pred_dir, sample_id)
 
 
 def create_app(dataset: Dataset | str | Path, table: Path | str | None = None, tables: Sequence[Path | str] = (),

@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,8 +40,6 @@ from masklab.data.images import read_image, read_mask
 from masklab.explore.objects import (
     OBJECT_PALETTE,
     OBJECT_STATUS,
-    ExplorerObjects,
-    ObjectLoader,
     object_layers,
 )
 from masklab.explore.pages import STATIC_PAGE, page_template, with_title
@@ -58,6 +54,8 @@ from masklab.explore.rendering import (
     plain_image_type,
     thumb_size,
 )
+from masklab.explore.samples import ExplorerSample
+from masklab.explore.tables import json_value, listing, plural, table_columns
 from masklab.files import atomic_write
 from masklab.report.overlay import distinct_colors
 
@@ -67,26 +65,6 @@ MAX_CURVE_POINTS = 400  # per training curve, evenly thinned
 MAX_CHANGED = 200  # rows of summary["changed"] kept
 MAX_LISTED = 20  # problems of one kind listed one by one; the rest are counted
 DATA_MARK = "/*__MASKLAB_DATA__*/"
-
-__all__ = ["ExplorerObjects", "ExplorerSample", "write_explorer"]
-
-
-@dataclass
-class ExplorerSample:
-    """One sample to show: its image, and optionally its ground-truth and predicted class-index masks, or
-    instead a loader of its instance objects (called once, while the sample is written, so only a few
-    samples' objects are in memory at a time); with ``objects`` set, ``mask`` and ``pred`` are not read."""
-
-    id: str
-    split: str
-    image: Path
-    mask: Path | None = None
-    pred: Path | None = None
-    objects: ObjectLoader | None = None
-    # Boxes outlined over image, mask and prediction, (x0, y0, x1, y1, label) in the image's own pixels
-    # (x1, y1 exclusive): e.g. suspected label errors.
-    regions: list[tuple[int, int, int, int, str]] | None = None
-
 
 @dataclass
 class _Prepared:
@@ -143,13 +121,13 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
             stale.unlink(missing_ok=True)
 
     found: list[tuple[str, str]] = [item for p in prepared for item in p.problems]
-    columns, table_problems = _table_columns(table, [s.id for s in samples])
+    columns, table_problems = table_columns(table, [s.id for s in samples])
     found += table_problems
     ids = pd.Series([str(s.id) for s in samples], dtype=object)
     repeated = ids[ids.duplicated()].tolist()
     if repeated:
-        found.append(("dup", f"{_count(len(repeated), 'sample')} with an id that appeared before: "
-                             f"{_listing(repeated)}"))
+        found.append(("dup", f"{plural(len(repeated), 'sample')} with an id that appeared before: "
+                             f"{listing(repeated)}"))
     problems.extend(_group_problems(found))
 
     data = {
@@ -181,7 +159,7 @@ def write_explorer(out_dir: Path, class_table: ClassTable, samples: list[Explore
                           for k, (name, label, rgb) in OBJECT_STATUS.items()},
         "object_colors": distinct_colors(OBJECT_PALETTE).tolist(),
         "columns": columns,
-        "summary": _json_safe({k: v for k, v in summary.items() if k != "problems"}),
+        "summary": json_value({k: v for k, v in summary.items() if k != "problems"}),
         "problems": [str(p) for p in problems],
     }
     data["summary"] = _trim_summary(data["summary"])
@@ -340,88 +318,6 @@ def _why(exc: BaseException) -> str:
     return f"cannot be read ({type(exc).__name__}: {str(exc)[:160]})"
 
 
-def _table_columns(table: pd.DataFrame | None, ids: list[str]) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Table columns aligned to the samples: [{"name", "type": num|bool|str, "values"}], and problems."""
-    if table is None:
-        return [], []
-    if not isinstance(table, pd.DataFrame) or "id" not in table.columns:
-        return [], [("table", "the per-sample table has no 'id' column, so its rows cannot be matched to samples;"
-                              " it is not shown")]
-    problems: list[tuple[str, str]] = []
-    table = table.copy()
-    table["id"] = table["id"].astype(str)
-    dup = table["id"].duplicated()
-    if dup.any():
-        problems.append(("table", f"{_count(int(dup.sum()), 'per-sample table row')} repeating an id (the first "
-                                  f"is shown): "
-                                  f"{_listing(table.loc[dup, 'id'].tolist())}"))
-        table = table[~dup]
-    known = set(map(str, ids))
-    table_ids = table["id"].tolist()
-    orphans = [i for i in table_ids if i not in known]
-    if orphans:
-        problems.append(("table", f"{_count(len(orphans), 'per-sample table row')} with an id that is not a "
-                                  f"sample: {_listing(orphans)}"))
-    in_table = set(table_ids)
-    rowless = [i for i in dict.fromkeys(map(str, ids)) if i not in in_table]
-    if rowless:
-        problems.append(("table", f"{_count(len(rowless), 'sample')} without a row in the per-sample table: "
-                                  f"{_listing(rowless)}"))
-    aligned = table.set_index("id").reindex([str(i) for i in ids])
-    columns = []
-    for name in aligned.columns:
-        if str(name) in ("id", "split"):
-            continue  # the sample's own id and split are built-in columns
-        col = aligned[name]
-        objects = col.astype(object).tolist()
-        present = [v for v in objects if not _missing(v)]
-        if pd.api.types.is_bool_dtype(col) or (present and all(isinstance(v, bool | np.bool_) for v in present)):
-            kind, values = "bool", [None if _missing(v) else bool(v) for v in objects]
-        elif pd.api.types.is_numeric_dtype(col):
-            floats = col.to_numpy(dtype=float, na_value=np.nan).tolist()
-            kind, values = "num", [_num(v) for v in floats]
-        else:
-            kind, values = "str", [None if _missing(v) else str(v) for v in objects]
-        columns.append({"name": str(name), "type": kind, "values": values})
-    return columns, problems
-
-
-def _missing(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
-
-
-def _num(f: float) -> int | float | None:
-    """A compact JSON number: integral values exactly, others to 4 significant digits; NaN and inf -> None."""
-    if not math.isfinite(f):
-        return None
-    if f.is_integer() and abs(f) < 2**53:
-        return int(f)
-    return float(f"{f:.4g}")
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars and arrays converted, NaN/inf -> None, keys as strings."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray | pd.Series):
-        return [_json_safe(v) for v in list(value)]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if value is None or isinstance(value, str):
-        return value
-    if _missing(value):
-        return None
-    return str(value)
-
-
 def _trim_summary(summary: dict) -> dict:
     """Bound the inline size of the summary: thin long curves, keep the first rows of "changed"."""
     curves = summary.get("curves")
@@ -439,15 +335,6 @@ def _mlflow(artifact: dict | None) -> dict | None:
     if not artifact or not artifact.get("run_id"):
         return None
     return {"run_id": str(artifact["run_id"]), "path": str(artifact.get("path") or "").strip("/")}
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _listing(items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(str(i) for i in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _group_problems(found: list[tuple[str, str]]) -> list[str]:

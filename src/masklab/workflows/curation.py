@@ -177,8 +177,7 @@ def write_similarity_explorer(dataset: Any, found: Similarity, out_dir: str | Pa
                               tables: list[Path] | None = None) -> Path:
     """The explorer of the embedded samples with the embeddings map (points coloured by any column; a box or
     lasso selection filters the grid), the similarity columns and those of ``tables`` joined by id."""
-    from masklab.explore import write_explorer
-    from masklab.workflows.reporting import explorer_samples
+    from masklab.explore import explorer_samples, write_explorer
 
     embedded = set(found.table["id"])
     samples = [s for s in explorer_samples(dataset, None, None) if s.id in embedded]

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from masklab.data.errors import DatasetFormatError
-from masklab.data.images import read_instances
-from masklab.data.manifest import Dataset, Sample, load_dataset
-from masklab.data.objects import read_objects
-from masklab.data.sample_files import safe_name
+from masklab.data.manifest import Dataset, load_dataset
 from masklab.errors import UserError
 from masklab.tasks import tagged_task
-
-# The per-sample column an instance evaluation writes its per-object matches to (a JSON list per row,
-# see masklab.metrics.instance): the explorer draws it on the objects rather than listing it as a column.
-MATCHES_COLUMN = "matches"
 
 
 @dataclass
@@ -33,85 +24,13 @@ class Report:
     problems: list[str] = field(default_factory=list)
 
 
-def explorer_samples(dataset: Dataset, split: str | None, pred_dir: Path | None, objects: bool | None = None,
-                     matches: Mapping[str, list] | None = None) -> list:
-    """The explorer's samples of ``split`` (None/"all": every sample), with predictions from ``pred_dir``.
-
-    objects: False shows class masks (predictions: class-index PNGs); True shows instance objects: the
-    ground truth from each sample's objects (or v1 instance map), predictions from the 16-bit id maps
-    ``pred_dir/<safe id>.png`` (id k + 1 = prediction k) and their outcomes from ``matches`` {sample id:
-    per-object match list}; None (a dataset browse) picks objects for each sample where
-    :func:`shows_objects`. Objects are read only when the explorer writes that sample, so memory stays bounded.
-    """
-    from masklab.explore import ExplorerSample
-
-    chosen = dataset.samples if split in (None, "all") else dataset.split(split)
-    out = []
-    for s in chosen:
-        pred: Path | None = pred_dir / f"{safe_name(s.id)}.png" if pred_dir else None
-        pred = pred if pred is not None and pred.is_file() else None
-        if objects or (objects is None and shows_objects(s)):
-            found = matches.get(str(s.id)) if matches is not None else None
-            out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
-                                      objects=_object_loader(dataset.root, s, pred, found)))
-        else:
-            out.append(ExplorerSample(s.id, s.split, dataset.root / s.image,
-                                      dataset.root / s.mask if s.mask else None, pred))
-    return out
-
-
-def shows_objects(sample: Sample) -> bool:
-    """Whether a dataset view (browse, preview) draws the sample's instance objects rather than its class mask:
-    when it has an objects file (instance importers write one, plus a class mask derived from it), or a v1
-    instance map and no class mask. The v1 synthetic data keeps its class-mask view: its instance maps are a
-    by-product of a semantic generator."""
-    return bool(sample.objects or (sample.instances and not sample.mask))
-
-
-def _object_loader(root: Path, sample: Sample, pred: Path | None, matches: list | None) -> Callable[[], Any]:
-    """A loader of one sample's ExplorerObjects: ground-truth objects, the predicted id map, the matches."""
-
-    def load() -> Any:
-        from masklab.explore import ExplorerObjects
-
-        truth = read_objects(root, sample)
-        ids = read_instances(pred) if pred is not None else None
-        return ExplorerObjects(truth.masks, truth.class_ids, truth.iscrowd.astype(bool), ids, matches)
-
-    return load
-
-
-def split_matches(table: pd.DataFrame | None) -> tuple[pd.DataFrame | None, dict[str, list] | None, list[str]]:
-    """(the table without its matches column, {sample id: match list}, problems); (table, None, []) when the
-    table has no matches column. A row whose matches are not a JSON list is named in problems and left out."""
-    if table is None or MATCHES_COLUMN not in table.columns or "id" not in table.columns:
-        return table, None, []
-    found: dict[str, list] = {}
-    bad: list[str] = []
-    for sid, text in zip(table["id"].astype(str), table[MATCHES_COLUMN]):
-        try:
-            value = json.loads(text) if isinstance(text, str) else text
-        except json.JSONDecodeError:
-            value = None
-        if isinstance(value, list):
-            found[sid] = value
-        elif isinstance(text, str):  # a missing value (None, NaN) is simply no matches
-            bad.append(sid)
-    problems = []
-    if bad:
-        problems.append(f"the per-sample table's '{MATCHES_COLUMN}' of {len(bad)} sample(s) is not a JSON list "
-                        f"({', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}); their objects are shown without "
-                        f"outcomes")
-    return table.drop(columns=[MATCHES_COLUMN]), found, problems
-
-
 def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val",
            dataset_root: str | Path | None = None) -> Report:
     """The HTML explorer of run ``run_id``'s evaluation of ``split`` (per-sample table, predictions,
     plots, optional comparison), written to ``output`` and logged to the run as ``report/index.html``.
     ``dataset_root``: the dataset folder when not the one the run recorded."""
     from masklab.evaluation.analysis import row_normalised
-    from masklab.explore import write_explorer
+    from masklab.explore import explorer_samples, split_matches, write_explorer
     from masklab.tracking.runs import RunLog
 
     uri = tracking_uri
