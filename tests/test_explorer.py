@@ -16,7 +16,8 @@ from PIL import Image
 from masklab.data.classes import ClassInfo, ClassTable
 from masklab.explore.rendering import error_map
 from masklab.explore.samples import ExplorerSample
-from masklab.explore.static_page import MAX_CHANGED, MAX_CURVE_POINTS, THUMB_SIDE, write_explorer
+from masklab.explore.static_files import THUMB_SIDE
+from masklab.explore.static_page import MAX_CHANGED, MAX_CURVE_POINTS, write_explorer
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "car", (230, 25, 75)),
                       ClassInfo(2, "road", (60, 180, 75))))

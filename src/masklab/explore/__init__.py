@@ -16,8 +16,9 @@ Shared by both:
   images, images passed on as they are.
 - :mod:`~masklab.explore.pages`: the two HTML pages with their shared styles and embeddings-map script.
 
-The static page's own modules: :mod:`~masklab.explore.static_page` (the page, each sample's files and inline
-thumbnails), :mod:`~masklab.explore.objects` (instance outlines and overlays). The server's:
+The static page's own modules: :mod:`~masklab.explore.static_page` (the page and its inline data),
+:mod:`~masklab.explore.static_files` (each sample's full-resolution files and inline thumbnails),
+:mod:`~masklab.explore.objects` (instance outlines and overlays). The server's:
 :mod:`~masklab.explore.queries` (rows in DuckDB), :mod:`~masklab.explore.thumbnails` (cached renderings),
 :mod:`~masklab.explore.server` (the Starlette app, served by uvicorn on 127.0.0.1 only).
 """
