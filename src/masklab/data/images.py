@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 # PIL modes that hold one value per pixel; anything else is not a per-object mask.
 _SINGLE_CHANNEL = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I")
@@ -14,6 +17,19 @@ _SINGLE_CHANNEL = ("1", "L", "P", "I;16", "I;16B", "I;16L", "I")
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 # Where the end chunk is looked for: some tools append bytes after it, never this many.
 _PNG_TAIL = 1 << 16
+
+
+@contextmanager
+def strict_image_loading() -> Iterator[None]:
+    """Truncated images fail (Pillow's global LOAD_TRUNCATED_IMAGES off) and Pillow's warnings about odd
+    chunks or EXIF stay quiet: real failures surface as exceptions, which importers turn into problems."""
+    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
 
 def verify_file(path: Path) -> None:

@@ -35,12 +35,12 @@ from masklab.console import progress
 from masklab.data.check import Problem
 from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
 from masklab.data.errors import short_repr
+from masklab.data.images import strict_image_loading
 from masklab.data.import_folder import ImportProblems
 from masklab.data.import_instances import (
     checked_image_size,
     object_size_problem,
     semantic_from_objects,
-    strict_image_loading,
 )
 from masklab.data.manifest import POOL_SPLIT, SPLIT_NAME_RULE, Dataset, is_valid_split
 from masklab.data.rle import decode_rle
@@ -327,6 +327,35 @@ def _decode(ann: dict, image: _Image) -> tuple[np.ndarray | None, list[tuple[str
 # ----------------------------------------------------------------------------- import
 
 
+def _image_objects(path: Path, image: _Image, class_of: dict[int, int], problems: _Problems) -> list[dict] | None:
+    """The objects of one image for DatasetWriter.add (its annotations decoded, in file order, with classes
+    ``class_of`` {COCO category id: class id}), or None after adding a problem about the image file; each
+    annotation that does not decode adds its problems and is left out."""
+    if not file_exists(path):  # also a name longer than the file system takes
+        problems.add(path, "missing image file", "no such file", f"the file of {image.where} in {image.json_file}")
+        return None
+    try:
+        width, height = checked_image_size(path)
+    except Exception as exc:
+        problems.add(path, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        return None
+    if (width, height) != (image.width, image.height):
+        problems.add(path, "image size mismatch", f"{width}x{height} (file)",
+                     f"{image.width}x{image.height} ({image.where} in {image.json_file})")
+        return None
+    objects = []
+    for ann in image.annotations:
+        pixels, found = _decode(ann, image)
+        for kind, value, expected in found:
+            problems.add(image.json_file, kind, value, expected)
+        if pixels is not None and ann["category_id"] in class_of:
+            objects.append({"class_id": class_of[ann["category_id"]], "mask": pixels,
+                            "iscrowd": int(ann.get("iscrowd", 0)), "coco_id": ann["id"]})
+    return objects
+
+
+
+
 def import_coco(
     annotations: str | Path | Mapping[str, str | Path],
     images: str | Path,
@@ -360,31 +389,11 @@ def import_coco(
         with strict_image_loading():
             for sample_id, image in progress(sorted(by_sample.items()), f"Importing {images.name}"):
                 path = images / image.file_name
-                if not file_exists(path):  # also a name longer than the file system takes
-                    problems.add(path, "missing image file", "no such file",
-                                 f"the file of {image.where} in {image.json_file}")
+                objects = _image_objects(path, image, class_of, problems)
+                if objects is None or problems or table is None:  # once anything failed the import is lost
                     continue
-                try:
-                    width, height = checked_image_size(path)
-                except Exception as exc:
-                    problems.add(path, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
-                    continue
-                if (width, height) != (image.width, image.height):
-                    problems.add(path, "image size mismatch", f"{width}x{height} (file)",
-                                 f"{image.width}x{image.height} ({image.where} in {image.json_file})")
-                    continue
-                objects = []
-                for ann in image.annotations:
-                    pixels, found = _decode(ann, image)
-                    for kind, value, expected in found:
-                        problems.add(image.json_file, kind, value, expected)
-                    if pixels is not None and ann["category_id"] in class_of:
-                        objects.append({"class_id": class_of[ann["category_id"]], "mask": pixels,
-                                        "iscrowd": int(ann.get("iscrowd", 0)), "coco_id": ann["id"]})
-                if problems or table is None:  # once anything failed the import is lost; keep checking
-                    continue
-                semantic = semantic_from_objects((height, width), [(o["class_id"], o["mask"]) for o in objects],
-                                                 table.ignore_index)
+                semantic = semantic_from_objects((image.height, image.width),
+                                                 [(o["class_id"], o["mask"]) for o in objects], table.ignore_index)
                 writer.add(sample_id, path, semantic, split_of[sample_id], objects=objects,
                            extra={"coco_image_id": image.coco_id})
         if not by_sample and not problems:

@@ -6,18 +6,17 @@ is collected first and raised together as :class:`ImportProblems`; nothing is wr
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 from masklab.console import progress
 from masklab.data.check import Problem
 from masklab.data.classes import ClassTable, default_color
-from masklab.data.images import verify_file
+from masklab.data.images import strict_image_loading, verify_file
 from masklab.data.manifest import SPLITS, Dataset
 from masklab.data.sample_files import safe_name
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
@@ -483,6 +482,133 @@ def _derived_table(max_value: int, colors: dict[tuple[int, int, int], int], igno
     }
 
 
+def check_mask_mode(mask_mode: str, snap: str) -> None:
+    """Refuse a mask_mode or snap :class:`MaskRules` does not know, or a combination that does not fit."""
+    if mask_mode not in MASK_MODES:
+        raise UserError(f"mask_mode '{mask_mode}' is not one of {list(MASK_MODES)}")
+    if snap not in SNAPS:
+        raise UserError(f"snap '{snap}' is not one of {list(SNAPS)}")
+    if snap == "threshold" and mask_mode not in ("binary", "auto"):
+        raise UserError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
+    if snap == "nearest" and mask_mode not in ("rgb", "auto"):
+        raise UserError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    """How import_folder turns mask files into class ids: its checked mask arguments. ``mode``: mask_mode as
+    given ('auto' is resolved by :meth:`converter`); ``table``: the class table from ``classes``, or None when
+    classes are derived from the masks."""
+
+    mode: str
+    snap: str
+    threshold: int
+    remap: dict[int, int]
+    colors: dict[tuple[int, int, int], int]
+    ignore_index: int
+    table: ClassTable | None
+
+    @classmethod
+    def parse(cls, mask_mode: str, snap: str, threshold: int, remap: Mapping | None, colors: Mapping | None,
+              ignore_index: int, classes: list[dict] | None) -> MaskRules:
+        """Parse ``remap``, ``colors`` and ``classes`` (string keys from YAML/CLI accepted); UserError for values
+        that do not fit the mode."""
+        remap_ = _parse_remap(remap, ignore_index)
+        colors_ = _parse_colors(colors, ignore_index)
+        if mask_mode == "rgb" and not colors_:
+            raise UserError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
+        if snap == "nearest" and not colors_:
+            raise UserError("snap='nearest' needs colors {class_id: [r, g, b]} to snap to")
+        if classes is None and ignore_index < 2:
+            raise UserError(f"ignore_index {ignore_index} collides with derived class ids 0, 1; pass classes")
+        table = None
+        if classes is not None:
+            table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
+        return cls(mask_mode, snap, threshold, remap_, colors_, ignore_index, table)
+
+    def converter(self, pairs: list[_Pair], problems: _Problems) -> _MaskConverter:
+        """The converter for these masks; mode 'auto' is resolved by reading them (what it finds odd is added to
+        ``problems``)."""
+        mode = self.mode
+        if mode == "auto":
+            mode, auto_problems = _detect_mode(pairs, self.colors, self.snap)
+            problems += auto_problems
+        allowed = None if self.table is None else set(self.table.ids) | {self.ignore_index}
+        return _MaskConverter(mode, self.snap, self.threshold, self.remap, self.colors, self.ignore_index, allowed)
+
+
+def _converted_pair(pair: _Pair, convert: _MaskConverter, problems: _Problems) -> np.ndarray | None:
+    """The class-id mask of one image/mask pair, or None after adding problems (an image that does not read, a
+    mask that does not convert or whose size differs from the image's)."""
+    size = None
+    try:
+        verify_file(pair.image)
+        with Image.open(pair.image) as im:
+            im.load()  # full decode: truncated images must fail here, not in training
+            size = im.size
+    except Exception as exc:
+        problems.add(pair.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+    try:
+        target = convert(pair.mask, problems)
+    except Exception as exc:
+        problems.add(pair.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable image")
+        return None
+    if target is None or size is None:
+        return None
+    if target.shape != (size[1], size[0]):
+        problems.add(pair.mask, "size mismatch", f"{target.shape[1]}x{target.shape[0]}", f"{size[0]}x{size[1]} (image)")
+        return None
+    return target
+
+
+@dataclass
+class MaskValues:
+    """What the converted masks hold, for deriving classes from them: how many converted, the largest class id
+    (ignore_index aside) and whether any pixel is ignore_index."""
+
+    ignore_index: int
+    converted: int = 0
+    max_value: int = 0
+    saw_ignore: bool = False
+
+    def add(self, target: np.ndarray) -> None:
+        self.converted += 1
+        is_ignore = target == self.ignore_index
+        self.saw_ignore = self.saw_ignore or bool(is_ignore.any())
+        if not is_ignore.all():
+            self.max_value = max(self.max_value, int(target[~is_ignore].max()))
+
+
+def _derived_classes(seen: MaskValues, mode: str, rules: MaskRules, masks: Path,
+                     problems: _Problems) -> ClassTable | None:
+    """Classes 0..largest value found, judged on every mask that converted even when others had problems; None
+    without any converted mask, when other problems were found, or after adding a problem when the values do
+    not look like class ids."""
+    if not seen.converted:
+        return None
+    ignore_index = rules.ignore_index
+    # {0,255} masks read as index masks would silently turn all foreground into "ignore".
+    if mode == "index" and seen.saw_ignore and seen.max_value == 0 and ignore_index not in rules.remap.values():
+        problems.add(
+            masks,
+            "masks look binary",
+            f"only 0 and {ignore_index} (= ignore_index) in every mask",
+            "class ids; use mask_mode='binary' or remap={255: 1}",
+        )
+    elif seen.max_value + 1 > MAX_DERIVED_CLASSES:
+        problems.add(
+            masks,
+            "too many classes",
+            f"values up to {seen.max_value}",
+            f"at most {MAX_DERIVED_CLASSES} derived classes (greyscale or resized mask? pass classes or remap)",
+        )
+    elif seen.max_value >= ignore_index:
+        problems.add(masks, "value hits ignore_index", f"class ids up to {seen.max_value}", f"< {ignore_index}")
+    elif not problems:
+        return ClassTable.from_dict(_derived_table(seen.max_value, rules.colors, ignore_index))
+    return None
+
+
 def import_folder(
     images: Path,
     masks: Path,
@@ -510,107 +636,32 @@ def import_folder(
     every problem, in which case nothing is written.
     """
     images, masks, out_root = Path(images), Path(masks), Path(out_root)
-    if mask_mode not in MASK_MODES:
-        raise UserError(f"mask_mode '{mask_mode}' is not one of {list(MASK_MODES)}")
-    if snap not in SNAPS:
-        raise UserError(f"snap '{snap}' is not one of {list(SNAPS)}")
-    if snap == "threshold" and mask_mode not in ("binary", "auto"):
-        raise UserError(f"snap='threshold' needs mask_mode='binary', not '{mask_mode}'")
-    if snap == "nearest" and mask_mode not in ("rgb", "auto"):
-        raise UserError(f"snap='nearest' needs mask_mode='rgb', not '{mask_mode}'")
+    check_mask_mode(mask_mode, snap)
     check_split_arguments(split_mode, split_lists)
     if not 0 <= ignore_index <= 255:
         raise UserError(f"ignore_index {ignore_index} does not fit an 8-bit mask")
     fracs = check_fractions(DEFAULT_FRACTIONS if fractions is None else fractions)
-    remap_ = _parse_remap(remap, ignore_index)
-    colors_ = _parse_colors(colors, ignore_index)
-    if mask_mode == "rgb" and not colors_:
-        raise UserError("mask_mode='rgb' needs colors {class_id: [r, g, b]}")
-    if snap == "nearest" and not colors_:
-        raise UserError("snap='nearest' needs colors {class_id: [r, g, b]} to snap to")
-    if classes is None and ignore_index < 2:
-        raise UserError(f"ignore_index {ignore_index} collides with derived class ids 0, 1; pass classes")
-    table: ClassTable | None = None
-    if classes is not None:
-        table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
+    rules = MaskRules.parse(mask_mode, snap, threshold, remap, colors, ignore_index, classes)
     for folder, what in ((images, "images"), (masks, "masks")):
         if not folder.is_dir():
             raise UserError(f"{folder}: {what} folder does not exist")
 
-    placeholder = table or ClassTable.from_dict(_derived_table(1, {}, ignore_index))
+    placeholder = rules.table or ClassTable.from_dict(_derived_table(1, {}, ignore_index))
     # Opening the writer first makes "dataset exists" fail before any file is read.
     with DatasetWriter(out_root, placeholder, overwrite=overwrite) as writer:
         problems = _Problems()
         pairs = pair_files(images, masks, split_mode, fracs, split_lists, seed, problems)
-
-        mode = mask_mode
-        if mode == "auto":
-            mode, auto_problems = _detect_mode(pairs, colors_, snap)
-            problems += auto_problems
-        allowed = None if table is None else set(table.ids) | {ignore_index}
-        convert = _MaskConverter(mode, snap, threshold, remap_, colors_, ignore_index, allowed)
-
-        max_value, saw_ignore, n_converted = 0, False, 0
-        load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # odd EXIF etc.; real failures surface as exceptions
-                for p in progress(sorted(pairs, key=lambda p: p.id), f"Importing {images.name}"):
-                    size = None
-                    try:
-                        verify_file(p.image)
-                        with Image.open(p.image) as im:
-                            im.load()  # full decode: truncated images must fail here, not in training
-                            size = im.size
-                    except Exception as exc:
-                        problems.add(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
-                    try:
-                        target = convert(p.mask, problems)
-                    except Exception as exc:
-                        problems.add(p.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable image")
-                        continue
-                    if target is None or size is None:
-                        continue
-                    if target.shape != (size[1], size[0]):
-                        problems.add(
-                            p.mask,
-                            "size mismatch",
-                            f"{target.shape[1]}x{target.shape[0]}",
-                            f"{size[0]}x{size[1]} (image)",
-                        )
-                        continue
-                    n_converted += 1
-                    is_ignore = target == ignore_index
-                    saw_ignore = saw_ignore or bool(is_ignore.any())
-                    if not is_ignore.all():
-                        max_value = max(max_value, int(target[~is_ignore].max()))
-                    if not problems:  # once anything failed the import is lost; keep checking, stop writing
-                        writer.add(p.id, p.image, target.astype(np.uint8), p.split or "train")
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
-
-        # Derived classes are judged on every mask that converted, even when others had problems.
-        derived: ClassTable | None = None
-        if table is None and n_converted:
-            # {0,255} masks read as index masks would silently turn all foreground into "ignore".
-            if mode == "index" and saw_ignore and max_value == 0 and ignore_index not in remap_.values():
-                problems.add(
-                    masks,
-                    "masks look binary",
-                    f"only 0 and {ignore_index} (= ignore_index) in every mask",
-                    "class ids; use mask_mode='binary' or remap={255: 1}",
-                )
-            elif max_value + 1 > MAX_DERIVED_CLASSES:
-                problems.add(
-                    masks,
-                    "too many classes",
-                    f"values up to {max_value}",
-                    f"at most {MAX_DERIVED_CLASSES} derived classes (greyscale or resized mask? pass classes or remap)",
-                )
-            elif max_value >= ignore_index:
-                problems.add(masks, "value hits ignore_index", f"class ids up to {max_value}", f"< {ignore_index}")
-            elif not problems:
-                derived = ClassTable.from_dict(_derived_table(max_value, colors_, ignore_index))
+        convert = rules.converter(pairs, problems)
+        seen = MaskValues(ignore_index)
+        with strict_image_loading():
+            for p in progress(sorted(pairs, key=lambda p: p.id), f"Importing {images.name}"):
+                target = _converted_pair(p, convert, problems)
+                if target is None:
+                    continue
+                seen.add(target)
+                if not problems:  # once anything failed the import is lost; keep checking, stop writing
+                    writer.add(p.id, p.image, target.astype(np.uint8), p.split or "train")
+        derived = None if rules.table is not None else _derived_classes(seen, convert.mode, rules, masks, problems)
         if problems:
             raise ImportProblems(list(problems), f"{images} + {masks}")
         return writer.commit(derived)

@@ -25,9 +25,10 @@ from PIL import Image
 
 from masklab.console import progress
 from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
-from masklab.data.images import verify_file
+from masklab.data.images import strict_image_loading, verify_file
 from masklab.data.import_folder import (
     ImportProblems,
+    _Pair,
     _Problems,
     check_split_arguments,
     pair_files,
@@ -37,7 +38,6 @@ from masklab.data.import_instances import (
     instance_class_table,
     object_size_problem,
     semantic_from_objects,
-    strict_image_loading,
 )
 from masklab.data.manifest import Dataset
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions
@@ -150,16 +150,8 @@ def import_instance_pngs(
     for folder, key in ((images, "images"), (masks, "masks")):
         if not folder.is_dir():
             raise UserError(f"{key}={folder}: folder does not exist")
-    if instance_classes is None and classes is not None:
-        raise UserError("classes= names the class ids of an instance_classes= table; without a table every "
-                        "object is class_name (id 1)")
     table_file = None if instance_classes is None else Path(instance_classes)
-    id_classes = None if table_file is None else _read_table(table_file)
-    if id_classes is None:
-        class_table = instance_class_table(class_name)
-    else:
-        used = {c for entry in id_classes.values() for c in entry.values()}
-        class_table = _class_table(classes, used, table_file)  # type: ignore[arg-type]
+    id_classes, class_table = _classes(table_file, classes, class_name)
 
     with DatasetWriter(out, class_table, overwrite=overwrite) as writer:
         problems = _Problems()
@@ -169,26 +161,49 @@ def import_instance_pngs(
                 problems.add(table_file, "unknown stem", f"'{stem}'", f"the stem of an image/mask pair in {masks}")
         with strict_image_loading():
             for p in progress(sorted(pairs, key=lambda p: p.id), f"Importing {masks.name}"):
-                try:
-                    width, height = checked_image_size(p.image)
-                except Exception as exc:
-                    problems.add(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
-                    width = height = None
-                ids = _read_ids(p.mask, problems)
-                if ids is None or width is None:
+                found = _pair_objects(p, id_classes, table_file, problems)
+                if found is None or problems:  # once anything failed the import is lost; keep checking
                     continue
-                if ids.shape != (height, width):
-                    problems.add(p.mask, "size mismatch", f"{ids.shape[1]}x{ids.shape[0]}", f"{width}x{height} (image)")
-                    continue
-                objects = _objects(p.id, p.mask, ids, id_classes, table_file, problems)
-                if objects is None or problems:  # once anything failed the import is lost; keep checking
-                    continue
+                ids, objects = found
                 semantic = semantic_from_objects(ids.shape, [(o["class_id"], o["mask"]) for o in objects],
                                                  class_table.ignore_index)
                 writer.add(p.id, p.image, semantic, p.split or "train", objects=objects)
         if problems:
             raise ImportProblems(list(problems), f"{images} + {masks}")
         return writer.commit()
+
+
+def _classes(table_file: Path | None, classes: list[dict] | None,
+             class_name: str) -> tuple[dict[str, dict[int, int]] | None, ClassTable]:
+    """The instance-class table ({stem: {instance id: class id}}, None without a table file) and the class
+    table: ``classes`` naming the table's class ids, or the one class ``class_name`` without a table."""
+    if table_file is None and classes is not None:
+        raise UserError("classes= names the class ids of an instance_classes= table; without a table every "
+                        "object is class_name (id 1)")
+    if table_file is None:
+        return None, instance_class_table(class_name)
+    id_classes = _read_table(table_file)
+    used = {c for entry in id_classes.values() for c in entry.values()}
+    return id_classes, _class_table(classes, used, table_file)
+
+
+def _pair_objects(p: _Pair, id_classes: dict[str, dict[int, int]] | None, table_file: Path | None,
+                  problems: _Problems) -> tuple[np.ndarray, list[dict]] | None:
+    """(instance-id map, its objects) of one image/mask pair, or None after adding problems (an image or mask
+    that does not read, sizes that differ, an instance id that is too small or has no class)."""
+    try:
+        width, height = checked_image_size(p.image)
+    except Exception as exc:
+        problems.add(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        width = height = None
+    ids = _read_ids(p.mask, problems)
+    if ids is None or width is None:
+        return None
+    if ids.shape != (height, width):
+        problems.add(p.mask, "size mismatch", f"{ids.shape[1]}x{ids.shape[0]}", f"{width}x{height} (image)")
+        return None
+    objects = _objects(p.id, p.mask, ids, id_classes, table_file, problems)
+    return None if objects is None else (ids, objects)
 
 
 def _objects(stem: str, path: Path, ids: np.ndarray, id_classes: dict[str, dict[int, int]] | None,

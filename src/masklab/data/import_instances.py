@@ -14,18 +14,16 @@ first and raised together as :class:`ImportProblems`; nothing is written then.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 
 from masklab.console import progress
 from masklab.data.check import Problem
 from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
-from masklab.data.images import read_object_png, verify_file
+from masklab.data.images import read_object_png, strict_image_loading, verify_file
 from masklab.data.import_folder import IMAGE_EXTS, ImportProblems
 from masklab.data.manifest import Dataset
 from masklab.data.splits import DEFAULT_FRACTIONS, check_fractions, random_splits
@@ -42,19 +40,6 @@ def instance_class_table(class_name: str) -> ClassTable:
 
 
 # ----------------------------------------------------------------------------- shared by the instance importers
-
-
-@contextmanager
-def strict_image_loading() -> Iterator[None]:
-    """Truncated images fail (Pillow's global LOAD_TRUNCATED_IMAGES off) and Pillow's warnings about odd
-    chunks or EXIF stay quiet: real failures surface as exceptions, which importers turn into problems."""
-    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
 
 
 def checked_image_size(path: Path) -> tuple[int, int]:

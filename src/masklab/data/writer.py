@@ -73,6 +73,47 @@ def _checked_objects(
     return out
 
 
+def _checked_row_values(sample_id: str, split: str, status: str | None, fold: int | None, object_storage: str,
+                        extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check the manifest row values given to DatasetWriter.add; returns ``extra`` as a dict."""
+    if not is_valid_split(split):
+        raise DatasetFormatError(
+            f"sample '{sample_id}': split {split!r} is not a valid name; expected {SPLIT_NAME_RULE}")
+    if status is not None and status not in STATUSES:
+        raise DatasetFormatError(f"sample '{sample_id}': status {status!r} is not one of {list(STATUSES)}")
+    if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
+        raise DatasetFormatError(f"sample '{sample_id}': fold {fold!r} is not an integer")
+    if object_storage not in OBJECT_STORAGES:
+        raise DatasetFormatError(f"object_storage {object_storage!r} is not one of {list(OBJECT_STORAGES)}")
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & set(ROW_FIELDS))
+    if clash:
+        raise DatasetFormatError(
+            f"sample '{sample_id}': extra keys {clash} are manifest fields; use the arguments")
+    json.dumps(extra)  # fail now, not at commit, on values JSON cannot hold
+    return extra
+
+
+def _check_labeling(sample_id: str, split: str, status: str | None, has_target: bool) -> None:
+    """A labeled sample must have a target (mask, instances or objects), an unlabeled one (split pool or status
+    unlabeled) none."""
+    labeled = split != POOL_SPLIT and status != "unlabeled"
+    if has_target != labeled:
+        raise DatasetFormatError(
+            f"sample '{sample_id}' (split {split}, status {status}): "
+            + ("labeled but has no mask or objects" if labeled else "unlabeled but has a mask or objects")
+        )
+
+
+def _image_size(image: np.ndarray | Path) -> tuple[int, int]:
+    """(width, height) of an image array or file (only its header is read)."""
+    if isinstance(image, Path):
+        with Image.open(image) as im:
+            return im.size
+    height, width = image.shape[:2]
+    return width, height
+
+
 class DatasetWriter:
     """Builds a dataset in a temporary folder and moves it into place only when complete.
 
@@ -122,28 +163,30 @@ class DatasetWriter:
         """
         if sample_id in self._ids:
             raise DatasetFormatError(f"duplicate sample id '{sample_id}'")
-        if not is_valid_split(split):
+        extra = _checked_row_values(sample_id, split, status, fold, object_storage, extra)
+        _check_labeling(sample_id, split, status, mask is not None or instances is not None or objects is not None)
+        safe = self._free_file_stem(sample_id, image)
+        width, height = _image_size(image)
+        if mask is not None and mask.shape[:2] != (height, width):
             raise DatasetFormatError(
-                f"sample '{sample_id}': split {split!r} is not a valid name; expected {SPLIT_NAME_RULE}")
-        if status is not None and status not in STATUSES:
-            raise DatasetFormatError(f"sample '{sample_id}': status {status!r} is not one of {list(STATUSES)}")
-        if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
-            raise DatasetFormatError(f"sample '{sample_id}': fold {fold!r} is not an integer")
-        if object_storage not in OBJECT_STORAGES:
-            raise DatasetFormatError(f"object_storage {object_storage!r} is not one of {list(OBJECT_STORAGES)}")
-        extra = dict(extra or {})
-        clash = sorted(set(extra) & set(ROW_FIELDS))
-        if clash:
-            raise DatasetFormatError(
-                f"sample '{sample_id}': extra keys {clash} are manifest fields; use the arguments")
-        json.dumps(extra)  # fail now, not at commit, on values JSON cannot hold
-        has_target = mask is not None or instances is not None or objects is not None
-        labeled = split != POOL_SPLIT and status != "unlabeled"
-        if has_target != labeled:
-            raise DatasetFormatError(
-                f"sample '{sample_id}' (split {split}, status {status}): "
-                + ("labeled but has no mask or objects" if labeled else "unlabeled but has a mask or objects")
-            )
+                f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
+        checked = None if objects is None else _checked_objects(sample_id, objects, (height, width))
+        # Everything is validated before the first file is written: a refused sample leaves nothing behind.
+        self._ids.add(sample_id)
+        self._files[safe] = sample_id
+        rel_img, rel_mask, rel_inst = self._write_pixels(safe, image, mask, instances)
+        rel_objects = None if checked is None else self._write_objects(safe, checked, object_storage)
+        sample = Sample(
+            id=sample_id, image=rel_img, mask=rel_mask, split=split, width=int(width), height=int(height),
+            image_sha256=file_sha256(self.tmp / rel_img), mask_sha256=self._sha256(rel_mask), instances=rel_inst,
+            instance_classes={str(k): int(v) for k, v in (instance_classes or {}).items()}, objects=rel_objects,
+            objects_sha256=self._sha256(rel_objects), fold=fold, status=status, extra=extra)
+        self.samples.append(sample)
+        return sample
+
+    def _free_file_stem(self, sample_id: str, image: np.ndarray | Path) -> str:
+        """The file stem of ``sample_id`` (:func:`safe_name`); refused when another sample's id has the same
+        stem or a file name of the sample would be longer than a file system takes."""
         safe = safe_name(sample_id)
         if safe in self._files:
             raise DatasetFormatError(
@@ -155,18 +198,12 @@ class DatasetWriter:
                 f"sample {short_repr(sample_id)}: its file names (the id, '/' as '__', a suffix) would be {longest} "
                 f"bytes long; expected at most {MAX_FILE_NAME_BYTES} bytes, a file system's limit (shorten the id "
                 "or file name)")
-        # Everything is validated before the first file is written: a refused sample leaves nothing behind.
-        if isinstance(image, Path):
-            with Image.open(image) as im:
-                width, height = im.size
-        else:
-            height, width = image.shape[:2]
-        if mask is not None and mask.shape[:2] != (height, width):
-            raise DatasetFormatError(
-                f"sample '{sample_id}': mask is {mask.shape[1]}x{mask.shape[0]}, image {width}x{height}")
-        checked = None if objects is None else _checked_objects(sample_id, objects, (height, width))
-        self._ids.add(sample_id)
-        self._files[safe] = sample_id
+        return safe
+
+    def _write_pixels(
+        self, safe: str, image: np.ndarray | Path, mask: np.ndarray | None, instances: np.ndarray | None
+    ) -> tuple[str, str | None, str | None]:
+        """Write images/<safe>.<suffix>, masks/<safe>.png and instances/<safe>.png (those given); their paths."""
         if isinstance(image, Path):
             rel_img = f"images/{safe}{image.suffix.lower()}"
             shutil.copyfile(image, self.tmp / rel_img)
@@ -182,26 +219,11 @@ class DatasetWriter:
             (self.tmp / "instances").mkdir(exist_ok=True)
             rel_inst = f"instances/{safe}.png"
             Image.fromarray(instances.astype(np.uint16)).save(self.tmp / rel_inst)
-        rel_objects = None if checked is None else self._write_objects(safe, checked, object_storage)
-        sample = Sample(
-            id=sample_id,
-            image=rel_img,
-            mask=rel_mask,
-            split=split,
-            width=int(width),
-            height=int(height),
-            image_sha256=file_sha256(self.tmp / rel_img),
-            mask_sha256=file_sha256(self.tmp / rel_mask) if rel_mask else None,
-            instances=rel_inst,
-            instance_classes={str(k): int(v) for k, v in (instance_classes or {}).items()},
-            objects=rel_objects,
-            objects_sha256=file_sha256(self.tmp / rel_objects) if rel_objects else None,
-            fold=fold,
-            status=status,
-            extra=extra,
-        )
-        self.samples.append(sample)
-        return sample
+        return rel_img, rel_mask, rel_inst
+
+    def _sha256(self, rel: str | None) -> str | None:
+        """Checksum of a written file (None for none)."""
+        return file_sha256(self.tmp / rel) if rel else None
 
     def _write_objects(self, safe: str, objects: list[tuple[dict[str, Any], np.ndarray]], storage: str) -> str:
         """Write objects/<safe>.json (and objects/<safe>/<k>.png for PNG storage); returns its path."""
