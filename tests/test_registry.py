@@ -328,57 +328,91 @@ def test_gate_settings_are_checked(bare_store):
         Gate(metric="loss", mode="min", min_delta=0.1)
 
 
+# Metadata with what JSON must carry back exactly: nesting, unicode, floats to the last bit, big ints, None,
+# booleans, and a megabyte of text (the safetensors header holds up to 100 MB).
+RICH_META = {"task": "semantic", "model": {"arch": "Unet", "encoder": "resnet18", "weights_path": None},
+             "classes": {"ignore_index": 255, "classes": [{"id": 0, "name": "fond", "color": [0, 0, 0]},
+                                                          {"id": 1, "name": "cœur ♥", "color": [255, 0, 0],
+                                                           "thing": True}]},
+             "config": {"lr": 0.1 + 0.2, "tiny": 5e-324, "big": 2**62 + 1, "flags": [True, False, None],
+                        "nested": {"a": {"b": [{"c": [1.5, "x"]}]}}, "empty": {}, "notes": "n" * 1_000_000},
+             "mlflow_run_id": "0" * 32, "input_rule": {"mode": "resize", "height": 32, "width": 32}}
+
+
 def fake_checkpoint(path: Path, extra_weight=None) -> dict:
-    """A torch.save file shaped like a masklab Lightning checkpoint: model weights (one stored transposed,
-    so not contiguous, and a 0-d int64 counter), optimizer state and masklab's metadata."""
+    """A torch.save file shaped like a masklab Lightning checkpoint: model weights (one stored transposed, so not
+    contiguous, one tied to another, a 0-d int64 counter, a bool mask), a loss buffer, optimizer state and masklab's
+    metadata."""
     import torch
 
     gen = torch.Generator().manual_seed(0)
+    conv = torch.randn(4, 3, 3, 3, generator=gen)
     state = {"model.mean": torch.tensor([[[[123.7]], [[116.3]], [[103.5]]]]),
-             "model.net.conv.weight": torch.randn(4, 3, 3, 3, generator=gen),
+             "model.net.conv.weight": conv,
+             "model.net.tied.weight": conv,  # one storage for two names (tied weights)
              "model.net.fc.weight": torch.randn(5, 6, generator=gen).t(),  # a strided view
              "model.net.bn.num_batches_tracked": torch.tensor(7),
              "model.net.mask": torch.tensor([True, False, True]),
              "loss.weight": torch.ones(3)}
     if extra_weight is not None:
         state["model.net.extra"] = extra_weight
-    ckpt = {"epoch": 3, "state_dict": state, "masklab": {"task": "semantic", "model": {"arch": "Unet"}},
+    ckpt = {"epoch": 3, "state_dict": state, "masklab": RICH_META,
             "optimizer_states": [{"state": {0: {"exp_avg": torch.randn(4, 3, 3, 3, generator=gen)}}}]}
     torch.save(ckpt, path)
     return ckpt
 
 
-def test_checkpoint_weights_are_read_without_torch_exactly(tmp_path):
+def test_safetensors_checkpoint_round_trips_weights_and_metadata_exactly(tmp_path):
+    """The tracked best model (safetensors: the model's weights, masklab's metadata as JSON in the header) reads
+    back as the Lightning checkpoint it was written from: same metadata, same tensors bit for bit; registering
+    reads it as numpy arrays, and a .ckpt still reads through torch."""
     import torch
+    from safetensors.torch import save_file
 
-    from masklab.evaluation.checkpoint import CHECKPOINT_META_KEY
+    from masklab.errors import UserError
+    from masklab.evaluation.checkpoint import (
+        is_safetensors,
+        read_checkpoint,
+        read_checkpoint_meta,
+        write_inference_checkpoint,
+    )
     from masklab.tracking import packaging
-    from masklab.tracking.checkpoint_reader import UnsupportedCheckpoint, model_weights, read_checkpoint
 
-    assert packaging.CHECKPOINT_META_KEY == CHECKPOINT_META_KEY
     saved = fake_checkpoint(tmp_path / "a.ckpt")
-    read = read_checkpoint(tmp_path / "a.ckpt")
-    assert read["masklab"] == saved["masklab"] and read["epoch"] == 3
-    weights = model_weights(read)
+    best = write_inference_checkpoint(tmp_path / "a.ckpt", tmp_path / "best.safetensors")
+    assert is_safetensors(best) and not is_safetensors(tmp_path / "a.ckpt")
     expected = {k[len("model."):]: v for k, v in saved["state_dict"].items() if k.startswith("model.")}
-    assert weights.keys() == expected.keys()
-    for key, tensor in expected.items():
-        assert weights[key].dtype == tensor.numpy().dtype and weights[key].shape == tuple(tensor.shape), key
-        assert np.array_equal(weights[key], tensor.numpy()), key
-    assert weights["net.fc.weight"].flags["C_CONTIGUOUS"]
-    meta, state = packaging.read_checkpoint_weights(tmp_path / "a.ckpt")
-    assert meta == saved["masklab"] and all(isinstance(v, np.ndarray) for v in state.values())
 
-    # bfloat16 has no numpy dtype: the reader says so and packaging reads the file with torch instead.
+    meta, weights = read_checkpoint(best)
+    assert meta == saved["masklab"] and read_checkpoint_meta(best) == {"masklab": saved["masklab"]}
+    assert weights.keys() == expected.keys()  # the model's weights only: no loss buffers, no optimizer state
+    for key, tensor in expected.items():
+        assert weights[key].dtype == tensor.dtype and weights[key].shape == tensor.shape, key
+        assert torch.equal(weights[key], tensor), key
+
+    meta, arrays = packaging.read_checkpoint_weights(best)  # without torch: numpy arrays
+    assert meta == saved["masklab"] and arrays.keys() == expected.keys()
+    for key, tensor in expected.items():
+        assert isinstance(arrays[key], np.ndarray) and arrays[key].dtype == tensor.numpy().dtype, key
+        assert arrays[key].shape == tuple(tensor.shape) and np.array_equal(arrays[key], tensor.numpy()), key
+    meta, from_ckpt = packaging.read_checkpoint_weights(tmp_path / "a.ckpt")  # a .ckpt: torch
+    assert meta == saved["masklab"] and from_ckpt.keys() == expected.keys()
+    assert all(torch.equal(from_ckpt[k], v) and from_ckpt[k].is_contiguous() for k, v in expected.items())
+
+    # bfloat16 has no numpy dtype: that file is read with torch instead, and packaged all the same.
     fake_checkpoint(tmp_path / "b.ckpt", extra_weight=torch.ones(2, dtype=torch.bfloat16))
-    with pytest.raises(UnsupportedCheckpoint, match="torch.BFloat16Storage"):
-        read_checkpoint(tmp_path / "b.ckpt")
-    meta, state = packaging.read_checkpoint_weights(tmp_path / "b.ckpt")
+    write_inference_checkpoint(tmp_path / "b.ckpt", tmp_path / "b.safetensors")
+    meta, state = packaging.read_checkpoint_weights(tmp_path / "b.safetensors")
     assert isinstance(state["net.extra"], torch.Tensor) and state["net.extra"].dtype == torch.bfloat16
-    packaging.save_weights(state, tmp_path / "b.safetensors")
+    packaging.save_weights(state, tmp_path / "package.safetensors")
     from safetensors.torch import load_file
 
-    assert torch.equal(load_file(str(tmp_path / "b.safetensors"))["net.fc.weight"], state["net.fc.weight"])
+    assert torch.equal(load_file(str(tmp_path / "package.safetensors"))["net.fc.weight"], expected["net.fc.weight"])
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "other.safetensors"))  # safetensors, but not masklab's
+    for read in (read_checkpoint_meta, packaging.read_checkpoint_weights):
+        with pytest.raises(UserError, match="not written by masklab"):
+            read(tmp_path / "other.safetensors")
 
 
 def test_lifecycle_stages_aliases_gate_and_history(two_versions, capsys):

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import yaml
@@ -24,14 +24,7 @@ from masklab.data.classes import ClassTable
 # the pyfunc file stored with every version registered before v3 imports load_package_dir from this module.
 from masklab.inference.package import CODE_DIR, SPEC_FILE, WEIGHTS_FILE, Package, load_package_dir  # noqa: F401
 
-if TYPE_CHECKING:
-
-    pass
-
 PACKAGE_VERSION = 1
-# = masklab.evaluation.checkpoint.CHECKPOINT_META_KEY, which cannot be imported without torch
-# (tests/test_registry.py checks that they agree).
-CHECKPOINT_META_KEY = "masklab"
 
 
 def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | Path | None = None) -> dict[str, Any]:
@@ -84,21 +77,18 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
 
 
 def read_checkpoint_weights(ckpt_path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(masklab metadata, model weights) of a checkpoint. The weights are numpy arrays read without
-    importing torch when ``tracking.checkpoint_reader`` handles the file, else torch tensors."""
-    from masklab.tracking.checkpoint_reader import UnsupportedCheckpoint, model_weights, read_checkpoint
+    """(masklab metadata, the model's weights) of a checkpoint. A safetensors checkpoint (what masklab tracks as a
+    run's best model) is read without importing torch, as numpy arrays; a Lightning ``.ckpt`` (runs tracked before,
+    a run folder's checkpoints), or weights of a dtype numpy lacks (bfloat16), with torch, as contiguous tensors."""
+    from masklab.evaluation.checkpoint import is_safetensors, read_checkpoint, read_safetensors_checkpoint
 
-    try:
-        ckpt = read_checkpoint(ckpt_path)
-        if isinstance(ckpt, dict) and CHECKPOINT_META_KEY in ckpt:
-            return ckpt[CHECKPOINT_META_KEY], model_weights(ckpt)
-    except (UnsupportedCheckpoint, OSError):
-        pass
-    # torch reads what the reader does not (and says why a file is no masklab checkpoint)
-    from masklab.evaluation.checkpoint import model_state_dict, read_checkpoint_meta
-
-    ckpt = read_checkpoint_meta(ckpt_path)
-    return ckpt[CHECKPOINT_META_KEY], {k: v.contiguous() for k, v in model_state_dict(ckpt).items()}
+    if Path(ckpt_path).is_file() and is_safetensors(ckpt_path):
+        try:
+            return read_safetensors_checkpoint(ckpt_path, "numpy")
+        except TypeError:  # numpy has no such dtype
+            pass
+    meta, weights = read_checkpoint(ckpt_path)  # (and a one-line error for a file that is no masklab checkpoint)
+    return meta, {k: v.contiguous() for k, v in weights.items()}
 
 
 def save_weights(state: dict[str, Any], path: Path) -> None:
@@ -110,4 +100,6 @@ def save_weights(state: dict[str, Any], path: Path) -> None:
     else:
         from safetensors.torch import save_file as save_tensors
 
-        save_tensors(state, str(path))
+        from masklab.evaluation.checkpoint import safetensors_ready
+
+        save_tensors(safetensors_ready(state), str(path))
