@@ -415,6 +415,28 @@ def test_safetensors_checkpoint_round_trips_weights_and_metadata_exactly(tmp_pat
             read(tmp_path / "other.safetensors")
 
 
+def package_files(uri: str, name: str, version: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """(spec, weights) of a registered version's package, read as stored."""
+    import tempfile
+
+    import mlflow
+    import yaml
+    from safetensors.numpy import load_file
+
+    from masklab.tracking.runs import fluent_tracking_uri
+
+    with tempfile.TemporaryDirectory() as dest, fluent_tracking_uri(uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dest))
+        (spec_file,) = local.rglob("masklab_model.yaml")
+        return yaml.safe_load(spec_file.read_text()), load_file(str(spec_file.parent / "weights.safetensors"))
+
+
+def assert_same_package(a: tuple[dict, dict[str, np.ndarray]], b: tuple[dict, dict[str, np.ndarray]]) -> None:
+    assert a[0] == b[0] and a[1].keys() == b[1].keys() and a[1]
+    for key in a[1]:
+        assert a[1][key].dtype == b[1][key].dtype and np.array_equal(a[1][key], b[1][key]), key
+
+
 def test_lifecycle_stages_aliases_gate_and_history(two_versions, capsys):
     project = two_versions
     uri = local_uri(project)
@@ -531,15 +553,21 @@ def test_pyfunc_load_matches_and_package_has_no_pickle(two_versions, tmp_path):
 
 
 def test_register_imports_no_training_stack(two_versions):
-    """Registering (package + MLflow model + version) needs neither Lightning nor the model libraries, and
-    leaves no MLFLOW_TRACKING_URI behind (the next command in the process would log to this store)."""
+    """Registering (package + MLflow model + version) from a run's tracked best.safetensors needs neither torch nor
+    Lightning nor the model libraries, leaves no MLFLOW_TRACKING_URI behind (the next command in the process would
+    log to this store), and packages the same weights as registering the run folder's .ckpt (version 1: ``fit``
+    registers its local best checkpoint)."""
+    from mlflow.tracking import MlflowClient
+
     uri = local_uri(two_versions)
     run_id = registry(uri).version(NAME, 1).run_id
+    tracked = {f.path for f in MlflowClient(uri).list_artifacts(run_id, "checkpoints")}
+    assert tracked == {"checkpoints/best.safetensors"}
     code = ("import os, sys; from masklab.workflows import register; "
             f"done = register({uri!r}, {run_id!r}, 'imports'); "
             "print(os.environ.get('MLFLOW_TRACKING_URI')); "
-            "print(done.version, sorted(m for m in ('pytorch_lightning', 'lightning', 'segmentation_models_pytorch', "
-            "'timm', 'torchvision') if m in sys.modules))")
+            "print(done.version, sorted(m for m in ('torch', 'pytorch_lightning', 'lightning', "
+            "'segmentation_models_pytorch', 'timm', 'torchvision') if m in sys.modules))")
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     res = subprocess.run([sys.executable, "-c", code], cwd=two_versions, capture_output=True, text=True, timeout=300,
                          env=env)
@@ -549,6 +577,41 @@ def test_register_imports_no_training_stack(two_versions):
     assert imported.endswith(" []"), res.stdout
     version = registry(uri).version("imports", imported.split()[0])
     assert (version.tags or {}).get("masklab.dataset") == "synthetic"
+    assert_same_package(package_files(uri, "imports", version.version), package_files(uri, NAME, "1"))
+
+
+def test_a_run_tracked_before_safetensors_still_registers_and_evaluates(two_versions, tmp_path):
+    """A run logged the old way has only checkpoints/best.ckpt (a torch file): it registers (the same package as
+    from the run folder's checkpoint), loads by run id and evaluates to the score its training run logged."""
+    from mlflow.tracking import MlflowClient
+
+    from masklab import workflows
+    from masklab.config import compose
+    from masklab.evaluation.checkpoint import write_inference_checkpoint
+    from masklab.tracking.model_ref import load_model_ref
+    from masklab.workflows import register
+
+    project = two_versions
+    uri = local_uri(project)
+    trained = registry(uri).version(NAME, 1).run_id
+    (best,) = (project / "experiments" / "runs" / "v1" / "checkpoints").glob("best*.ckpt")
+    client = MlflowClient(uri)
+    old = client.create_run(client.get_run(trained).info.experiment_id, run_name="tracked-before").info.run_id
+    client.log_artifact(old, str(write_inference_checkpoint(best, tmp_path / "best.ckpt")), "checkpoints")
+    client.set_terminated(old)
+
+    done = register(uri, old, "legacy")
+    assert_same_package(package_files(uri, "legacy", done.version), package_files(uri, NAME, "1"))
+    by_run = load_model_ref(old, uri)
+    from_folder = load_model_ref(str(best), uri)
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+               zip(by_run.model.state_dict().values(), from_folder.model.state_dict().values(), strict=True))
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        scored = workflows.evaluate(compose("evaluate", FAST), tmp_path / "eval", run_id=old)
+    assert scored.run_id == old
+    logged = client.get_run(old).data.metrics
+    assert logged["eval/val/mIoU"] == client.get_run(trained).data.metrics["eval/val/mIoU"]
 
 
 def test_evaluate_registered_model(two_versions, tmp_path, capsys):

@@ -49,7 +49,7 @@ def test_train_register_promote_predict_on_postgres_and_s3(team_server, project,
     assert run.info.status == "FINISHED" and "eval/val/mIoU" in run.data.metrics
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied, not s3:// in the client's hands
     keys = s3.keys(server.bucket)
-    assert any(k.endswith("checkpoints/best.ckpt") and run.info.run_id in k for k in keys), keys[:20]
+    assert any(k.endswith("checkpoints/best.safetensors") and run.info.run_id in k for k in keys), keys[:20]
 
     command(project, "promote", f"name={NAME}", "version=1", "stage=Production", f"logger.tracking_uri={server.url}")
     assert client.get_model_version(NAME, "1").current_stage == "Production"

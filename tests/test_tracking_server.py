@@ -28,8 +28,8 @@ def test_train_register_promote_predict_on_a_server_named_by_env(project, mlflow
     client = MlflowClient(url)
     (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert "val/mIoU" in run.data.metrics and "eval/val/mIoU" in run.data.metrics
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} >= {"checkpoints/best.ckpt"}
-    assert list((server_dir / "artifacts").rglob("best.ckpt"))  # stored by the server, not the client
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} >= {"checkpoints/best.safetensors"}
+    assert list((server_dir / "artifacts").rglob("best.safetensors"))  # stored by the server, not the client
 
     tracking = f"logger.tracking_uri={url}"
     command(project, "promote", f"name={NAME}", "version=1", "stage=Production", tracking)

@@ -58,15 +58,21 @@ def test_train_logs_metrics_params_artifacts_and_context(trained):
     assert "masklab.git_commit" in tags
     artifacts = {f.path for f in client.list_artifacts(run.info.run_id)}
     assert {"config", "checkpoints", "evaluation"} <= artifacts
-    # Only the best checkpoint is tracked, without optimizer state; last.ckpt stays in the run folder.
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/best.ckpt"}
-    tracked = torch.load(next((project / "experiments" / "mlartifacts").rglob("best.ckpt")), weights_only=True)
-    assert "optimizer_states" not in tracked and tracked["state_dict"]
+    # Only the best model is tracked: its weights and masklab's metadata as safetensors (no optimizer state, no
+    # pickle); last.ckpt with the training state stays in the run folder. It is the run folder's best checkpoint.
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} == {"checkpoints/best.safetensors"}
+    from masklab.evaluation.checkpoint import model_state_dict, read_checkpoint, read_checkpoint_meta
+
+    tracked_meta, tracked = read_checkpoint(next((project / "experiments" / "mlartifacts").rglob("best.safetensors")))
+    lightning = read_checkpoint_meta(next((run_dir(project) / "checkpoints").glob("best*.ckpt")))
+    assert tracked_meta == lightning["masklab"] and tracked_meta["mlflow_run_id"] == run.info.run_id
+    weights = model_state_dict(lightning)
+    assert tracked.keys() == weights.keys() and all(torch.equal(tracked[k], v) for k, v in weights.items())
     evaluation = {f.path for f in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/val_per_sample.parquet" in evaluation and "evaluation/val_metrics.json" in evaluation
     # Artifacts of the local store live under experiments/, not ./mlruns.
     assert not (project / "mlruns").exists()
-    assert list((project / "experiments" / "mlartifacts").rglob("best.ckpt"))
+    assert list((project / "experiments" / "mlartifacts").rglob("best.safetensors"))
 
 
 def test_evaluation_files_and_per_sample_table(trained):

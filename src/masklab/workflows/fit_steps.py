@@ -247,19 +247,20 @@ def best_checkpoint(trainer: Any, monitor: str) -> tuple[Path | None, float]:
 
 
 def log_checkpoints(run: RunLog, best: Path | None) -> None:
-    """Log the best checkpoint to MLflow as ``checkpoints/best.ckpt``, without optimizer state.
+    """Log the best checkpoint to MLflow as ``checkpoints/best.safetensors``: the model's weights, with masklab's
+    metadata as JSON in the safetensors header (``masklab.evaluation.checkpoint``).
 
-    The tracked copy serves evaluation, prediction and the registry, which need only weights and
-    metadata. ``last.ckpt`` with the full training state stays in the run folder, which is where
-    ``ckpt_path=last`` resumes from.
+    The tracked copy serves evaluation, prediction and the registry, which need only weights and metadata, and
+    registering reads it without torch. ``last.ckpt`` with the full training state stays in the run folder, which
+    is where ``ckpt_path=last`` resumes from.
     """
     from masklab.evaluation.checkpoint import write_inference_checkpoint
-    from masklab.tracking.runs import CHECKPOINT_ARTIFACT_DIR
+    from masklab.tracking.runs import BEST_CHECKPOINT, CHECKPOINT_ARTIFACT_DIR
 
     if best is None or not best.is_file():
         return
     with tempfile.TemporaryDirectory() as tmp:
-        run.file(write_inference_checkpoint(best, Path(tmp) / "best.ckpt"), CHECKPOINT_ARTIFACT_DIR)
+        run.file(write_inference_checkpoint(best, Path(tmp) / BEST_CHECKPOINT), CHECKPOINT_ARTIFACT_DIR)
 
 
 def expectation(cfg: DictConfig, best_value: float, run: RunLog) -> tuple[dict[str, Any] | None, bool | None]:
