@@ -1,9 +1,9 @@
 """The explorer's two HTML pages and what they share.
 
 ``static_page.html`` (written by :func:`masklab.explore.write_explorer`, its data inline) and ``server_page.html``
-(served by ``masklab explore``, its data asked from the server) both get ``explorer.css`` (the look they share)
-and ``embedding_map.js`` (the embeddings map) put in place of their marks, so the package holds one copy of each
-and every page that goes out is self-contained.
+(served by ``masklab explore``, its data asked from the server) both get ``explorer.css`` (the look they share),
+``explorer.js`` (the helpers their scripts share) and ``embedding_map.js`` (the embeddings map) put in place of
+their marks, so the package holds one copy of each and every page that goes out is self-contained.
 """
 
 from __future__ import annotations
@@ -15,16 +15,20 @@ HERE = Path(__file__).parent
 STATIC_PAGE = HERE / "static_page.html"
 SERVER_PAGE = HERE / "server_page.html"
 SHARED_CSS = HERE / "explorer.css"
+SHARED_SCRIPT = HERE / "explorer.js"
 MAP_SCRIPT = HERE / "embedding_map.js"
 CSS_MARK = "/*__MASKLAB_BASE_CSS__*/"
+SCRIPT_MARK = "/*__MASKLAB_PAGE_JS__*/"
 MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
 TITLE_MARK = "__MASKLAB_TITLE__"
 
 
 def page_template(page: Path) -> str:
-    """The text of ``page`` (STATIC_PAGE or SERVER_PAGE) with the shared styles and map script inlined."""
-    text = page.read_text(encoding="utf-8").replace(CSS_MARK, SHARED_CSS.read_text(encoding="utf-8"), 1)
-    return text.replace(MAP_MARK, MAP_SCRIPT.read_text(encoding="utf-8"), 1)
+    """The text of ``page`` (STATIC_PAGE or SERVER_PAGE) with the shared styles and scripts inlined."""
+    text = page.read_text(encoding="utf-8")
+    for mark, shared in ((CSS_MARK, SHARED_CSS), (SCRIPT_MARK, SHARED_SCRIPT), (MAP_MARK, MAP_SCRIPT)):
+        text = text.replace(mark, shared.read_text(encoding="utf-8"), 1)
+    return text
 
 
 def with_title(text: str, title: str) -> str:
