@@ -39,7 +39,8 @@ def test_the_layer_contract_holds():
     # two pieces in one layer that must stay independent
     ("report/probe.py", "import masklab.evaluation.record\n", "masklab.report is not allowed"),
     # a command importing another command (edges stand alone)
-    ("commands/predict.py", "def f():\n    from masklab.commands.data import preview\n", "Edges do not import other edges"),
+    ("commands/predict.py", "def f():\n    from masklab.commands.data import preview\n",
+     "Edges do not import other edges"),
     # a cycle between two modules of one package
     ("metrics/labels.py", "import masklab.metrics.semantic\n", "No cycles are allowed in masklab.metrics"),
 ])
