@@ -26,7 +26,7 @@ _FOLDER_KEYS = {"folder": ("images", "masks"), "instance_folders": ("images",), 
 class Imported:
     """The imported dataset, what was written besides it (project configs), and data-check problems."""
 
-    dataset: Any  # masklab.data.format.Dataset
+    dataset: Any  # masklab.data.manifest.Dataset
     notes: list[str] = field(default_factory=list)
     problems: list[Any] = field(default_factory=list)
 
