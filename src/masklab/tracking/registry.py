@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,14 @@ from masklab.evaluation.record import RESOLUTIONS, EvaluationRecord
 from masklab.tracking.runs import client as make_client
 from masklab.tracking.runs import fluent_tracking_uri
 
+# A package spec -> its task's (input, output) tensor specs: {"name", "dtype", "shape"} each.
+SignatureOf = Callable[[Mapping[str, Any]], tuple[Mapping[str, Any], Mapping[str, Any]]]
+
 STAGES = ("None", "Staging", "Production", "Archived")
 ALIASES = {"Staging": "staging", "Production": "production"}
 HISTORY_PREFIX = "masklab.transition."
-PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+# The MLflow "models from code" entry point: an edge module (it picks the task), copied into every version.
+PYFUNC_FILE = Path(__file__).parent.parent / "pyfunc_model.py"
 # The packaged pyfunc needs masklab and its stack; listing them stops MLflow from inferring
 # requirements by importing the model (which took ~30 s per registration).
 PIP_REQUIREMENTS = ["masklab", "torch==2.14.1", "torchvision==0.29.1", "segmentation-models-pytorch==0.6.0",
@@ -108,15 +112,12 @@ class Gate:
         if not self.split:
             raise UserError("registry.gate.split='': expected 'auto' or a split name (test, val, ...)")
 
-    def for_task(self, task: str | None) -> Gate:
-        """This gate with ``metric`` "auto" replaced by the headline metric of ``task``."""
+    def for_task(self, task_gate_metric: str) -> Gate:
+        """This gate with ``metric`` "auto" replaced by ``task_gate_metric``, the headline metric of the version's
+        task (``masklab.tasks``: mIoU for semantic, mask_AP for instance models)."""
         from dataclasses import replace
 
-        from masklab.tasks import DEFAULT_TASK, TASK_GATE_METRICS
-
-        if self.metric != "auto":
-            return self
-        return replace(self, metric=TASK_GATE_METRICS.get(task or DEFAULT_TASK, TASK_GATE_METRICS[DEFAULT_TASK]))
+        return self if self.metric != "auto" else replace(self, metric=task_gate_metric)
 
     def value(self, record: EvaluationRecord) -> float | None:
         """The gate metric in ``record`` (logged as ``eval/<split>/<metric>``)."""
@@ -271,21 +272,21 @@ class Registry:
         return run.data.tags.get(tag)
 
     # -- register --------------------------------------------------------------------------
-    def register(self, run_id: str, name: str, ckpt_path: Path) -> Any:
-        """Package ``ckpt_path`` (the run's best checkpoint) as a new version of ``name``."""
+    def register(self, run_id: str, name: str, ckpt_path: Path, signature_of: SignatureOf) -> Any:
+        """Package ``ckpt_path`` (the run's best checkpoint) as a new version of ``name``; ``signature_of`` gives the
+        (input, output) tensor specs of a package spec (its task's signature)."""
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
         from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
-        from masklab.tasks import task_for
         from masklab.tracking.packaging import write_package
 
         self._call(f"run {run_id}", self.client.get_run, run_id)
         with tempfile.TemporaryDirectory() as tmp:
             package = Path(tmp) / "package"
             spec = write_package(ckpt_path, package)
-            inputs, outputs = task_for(spec).signature()
+            inputs, outputs = signature_of(spec)
             signature = ModelSignature(
                 inputs=Schema([TensorSpec(np.dtype(inputs["dtype"]), inputs["shape"], inputs["name"])]),
                 outputs=Schema([TensorSpec(np.dtype(outputs["dtype"]), outputs["shape"], outputs["name"])]),
@@ -439,8 +440,9 @@ class Registry:
         self._call("history", self.client.set_model_version_tag, name, str(version), key, json.dumps(entry))
 
     # -- reports ---------------------------------------------------------------------------
-    def list_versions(self, name: str, gate: Gate) -> list[dict[str, Any]]:
-        """One row per version: stage, aliases, its gate number and what it was scored on, its training data."""
+    def list_versions(self, name: str, gate: Gate, gate_metric_of: Callable[[str | None], str]) -> list[dict[str, Any]]:
+        """One row per version: stage, aliases, its gate number and what it was scored on, its training data.
+        ``gate_metric_of``: the headline metric of a task name (its ``masklab.task`` tag), for ``metric=auto``."""
         rows = []
         registered = self._call("model", self.client.get_registered_model, name)
         aliases: dict[str, list[str]] = {}
@@ -448,7 +450,7 @@ class Registry:
             aliases.setdefault(str(version), []).append(alias)
         for v in self.versions(name):
             tags = v.tags or {}
-            own = gate.for_task(tags.get("masklab.task"))
+            own = gate.for_task(gate_metric_of(tags.get("masklab.task")))
             record = gate_record(self.evaluations(name, v.version), own)
             rows.append({
                 "version": int(v.version), "stage": v.current_stage,
