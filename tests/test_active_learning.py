@@ -23,6 +23,7 @@ from masklab.active.selection import (
     STRATEGIES,
     PixelStrategy,
     Strategy,
+    make_strategy,
     register_strategy,
     take_within_budget,
     within_budget,
@@ -112,7 +113,7 @@ def test_pixel_measures_match_their_formulas() -> None:
 def test_uncertainty_strategies_prefer_the_uncertain_image(tmp_path: Path, name: str) -> None:
     data = dataset(tmp_path / "d", {"sure-red": image(255), "grey": image(128), "sure-black": image(0),
                                     "almost": image(170)})
-    found = select(data, package(), Strategy(name), budget=2, output_dir=tmp_path / "out", model_name="red")
+    found = select(data, package(), make_strategy(name), budget=2, output_dir=tmp_path / "out", model_name="red")
     assert found.picked == ["grey", "almost"], found.table
     table = pd.read_parquet(tmp_path / "out" / "selection.parquet")
     assert list(table["id"])[:2] == ["grey", "almost"] and list(table["rank"]) == [1, 2, 3, 4]
@@ -127,14 +128,14 @@ def test_uncertainty_strategies_prefer_the_uncertain_image(tmp_path: Path, name:
 def test_top_aggregation_prefers_a_small_unsure_object(tmp_path: Path) -> None:
     """'patchy' is sure except an 8x8 grey square (1/16 of it); 'mild' is mildly unsure everywhere."""
     data = dataset(tmp_path / "d", {"patchy": image(255, patch=(8, 16, 128)), "mild": image(150)})
-    by_mean = select(data, package(), Strategy("entropy", aggregate="mean"), budget=1)
-    by_top = select(data, package(), Strategy("entropy", aggregate="top", top_fraction=0.05), budget=1)
+    by_mean = select(data, package(), make_strategy("entropy", aggregate="mean"), budget=1)
+    by_top = select(data, package(), make_strategy("entropy", aggregate="top", top_fraction=0.05), budget=1)
     assert by_mean.picked == ["mild"] and by_top.picked == ["patchy"]
 
 
 def test_region_query_picks_the_unsure_patch_within_a_pixel_budget(tmp_path: Path) -> None:
     data = dataset(tmp_path / "d", {"sure": image(255), "patchy": image(0, patch=(16, 8, 128))})
-    found = select(data, package(), Strategy("regions", patch=8), budget=64, unit="pixels",
+    found = select(data, package(), make_strategy("regions", patch=8), budget=64, unit="pixels",
                    output_dir=tmp_path / "out")
     assert found.regions[["id", "x0", "y0", "x1", "y1"]].values.tolist() == [["patchy", 16, 8, 24, 16]]
     assert found.cost_px == 64 and found.picked == ["patchy"]
@@ -144,13 +145,13 @@ def test_region_query_picks_the_unsure_patch_within_a_pixel_budget(tmp_path: Pat
 def test_bald_prefers_disagreement_over_plain_uncertainty(tmp_path: Path) -> None:
     """Grey is unsure in every dropout pass (no disagreement); red flips when dropout drops its signal."""
     data = dataset(tmp_path / "d", {"grey": image(128), "red": image(255)})
-    found = select(data, package(dropout=0.5), Strategy("bald", mc_samples=8, seed=3), budget=1)
+    found = select(data, package(dropout=0.5), make_strategy("bald", mc_samples=8, seed=3), budget=1)
     assert found.picked == ["red"], found.table
-    assert select(data, package(dropout=0.5), Strategy("entropy"), budget=1).picked == ["grey"]
-    again = select(data, package(dropout=0.5), Strategy("bald", mc_samples=8, seed=3), budget=2)
+    assert select(data, package(dropout=0.5), make_strategy("entropy"), budget=1).picked == ["grey"]
+    again = select(data, package(dropout=0.5), make_strategy("bald", mc_samples=8, seed=3), budget=2)
     np.testing.assert_array_equal(again.table.sort_values("id")["score"], found.table.sort_values("id")["score"])
     with pytest.raises(UserError, match="no dropout layers"):
-        select(data, package(), Strategy("bald"), budget=1)
+        select(data, package(), make_strategy("bald"), budget=1)
 
 
 def test_coreset_and_hybrid_spread_the_batch(tmp_path: Path) -> None:
@@ -158,28 +159,28 @@ def test_coreset_and_hybrid_spread_the_batch(tmp_path: Path) -> None:
     pool = {"green-1": image(0, 250), "green-2": image(0, 245), "blue-1": image(0, 0), "blue-2": image(3, 0),
             "reddish": image(240)}
     data = dataset(tmp_path / "d", pool, {"t0": image(255), "t1": image(250)})
-    found = select(data, package(), Strategy("coreset"), budget=2, cache_dir=tmp_path / "cache")
+    found = select(data, package(), make_strategy("coreset"), budget=2, cache_dir=tmp_path / "cache")
     assert {p.split("-")[0] for p in found.picked} == {"green", "blue"}, found.picked
-    hybrid = select(data, package(), Strategy("hybrid", measure="entropy"), budget=3, cache_dir=tmp_path / "cache")
+    hybrid = select(data, package(), make_strategy("hybrid", measure="entropy"), budget=3, cache_dir=tmp_path / "cache")
     assert len({p.split("-")[0] for p in hybrid.picked}) == 3, hybrid.picked
 
 
 def test_random_is_deterministic_per_seed_and_budgets_count(tmp_path: Path) -> None:
     pool = {f"p{k:02d}": image(10 * k) for k in range(20)}
     data = dataset(tmp_path / "d", pool)
-    a = select(data, package(), Strategy("random", seed=1), budget=5)
-    assert a.picked == select(data, package(), Strategy("random", seed=1), budget=5).picked
-    assert a.picked != select(data, package(), Strategy("random", seed=2), budget=5).picked
+    a = select(data, package(), make_strategy("random", seed=1), budget=5)
+    assert a.picked == select(data, package(), make_strategy("random", seed=1), budget=5).picked
+    assert a.picked != select(data, package(), make_strategy("random", seed=2), budget=5).picked
     assert len(a.picked) == 5 and a.cost_px == 5 * S * S
-    by_pixels = select(data, package(), Strategy("random", seed=1), budget=3.5 * S * S, unit="pixels")
+    by_pixels = select(data, package(), make_strategy("random", seed=1), budget=3.5 * S * S, unit="pixels")
     assert by_pixels.picked == a.picked[:3] and by_pixels.cost_px == 3 * S * S
     assert take_within_budget([0, 1, 2], [50, 100, 30], 90, "pixels") == [0, 2], "a later, smaller item still fits"
     for bad, match in [({"budget": 0}, "budget=0"), ({"budget": 2.5}, "whole number"),
                        ({"budget": 1, "unit": "boxes"}, "budget_unit=boxes")]:
         with pytest.raises(UserError, match=match):
-            select(data, package(), Strategy("random"), **bad)
+            select(data, package(), make_strategy("random"), **bad)
     with pytest.raises(UserError, match="strategy=badge"):
-        Strategy("badge")
+        make_strategy("badge")
 
 
 class KnownPool:
@@ -205,23 +206,24 @@ class KnownPool:
 def test_strategies_are_registered_objects_that_rank_a_pool_alone() -> None:
     assert list(STRATEGIES) == ["random", "entropy", "margin", "least_confidence", "bald", "coreset", "hybrid",
                                 "regions"]
-    bald = Strategy("bald", measure="margin", aggregate="top", top_fraction=0.2, mc_samples=4, patch=16, seed=5)
+    bald = make_strategy("bald", measure="margin", aggregate="top", top_fraction=0.2, mc_samples=4, patch=16, seed=5)
     assert type(bald) is STRATEGIES["bald"] and bald.scoring == PixelScoring("bald", "top", 0.2, 4, 5)
     assert not hasattr(bald, "patch") and bald.describe() == "bald (bald, top 0.2)"  # only the options it takes
+    assert Strategy("bald", mc_samples=4, seed=5) == STRATEGIES["bald"](mc_samples=4, seed=5)  # as before classes
     for bad, match in [({"mc_samples": 1}, "mc_samples=1"), ({"measure": "bald"}, "measure=bald"),
                        ({"patch": 4}, "patch=4"), ({"aggregate": "max"}, "aggregate=max")]:
         with pytest.raises(UserError, match=match):  # every option a config sets is checked, used or not
-            Strategy("entropy", **bad)
+            make_strategy("entropy", **bad)
     # Two near-identical unit vectors and one apart; nothing labelled. Scores favour the twins.
     vectors = np.array([[1.0, 0.0], [0.999, 0.045], [0.0, 1.0]])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     pool = KnownPool([0.9, 0.8, 0.1], vectors, np.zeros((0, 2)))
-    entropy = Strategy("margin").rank(pool, 2, "images")
+    entropy = make_strategy("margin").rank(pool, 2, "images")
     assert entropy.picked == [0, 1] and entropy.cost_px == 2 * S * S and pool.asked[-1].measure == "margin"
-    assert Strategy("hybrid").rank(pool, 2, "images").picked == [0, 2]  # one per cluster, the most uncertain
-    coreset = Strategy("coreset").rank(pool, 2, "images")
+    assert make_strategy("hybrid").rank(pool, 2, "images").picked == [0, 2]  # one per cluster, the most uncertain
+    coreset = make_strategy("coreset").rank(pool, 2, "images")
     assert sorted(coreset.picked) in ([0, 2], [1, 2]) and coreset.scores[coreset.picked[0]] == 1.0
-    regions = Strategy("regions", patch=16).rank(pool, 5 * 16 * 16, "pixels")  # each image: four 16 px patches
+    regions = make_strategy("regions", patch=16).rank(pool, 5 * 16 * 16, "pixels")  # each image: four 16 px patches
     assert regions.picked == [0, 1] and regions.cost_px == 5 * 16 * 16
     assert regions.regions["id"].tolist() == ["p0"] * 4 + ["p1"] and list(regions.order) == [0, 1, 2]
 
@@ -243,7 +245,7 @@ def test_a_registered_strategy_is_chosen_by_name(tmp_path: Path) -> None:
     register_strategy(Darkest)
     try:
         data = dataset(tmp_path / "d", {f"p{k}": image(60 * k) for k in range(4)})
-        found = select(data, package(), Strategy("darkest_test"), budget=2)
+        found = select(data, package(), make_strategy("darkest_test"), budget=2)
         assert found.picked == ["p0", "p1"] and found.table["strategy"].iloc[0] == "darkest_test (entropy, mean)"
         assert set(found.maps) == {"p0", "p1"}  # a pixel strategy: its picks' uncertainty maps are kept
         with pytest.raises(ValueError, match="registered already"):
@@ -256,7 +258,7 @@ def test_selection_is_recorded_in_the_dataset(tmp_path: Path) -> None:
     from masklab.data.check import check_dataset
 
     data = dataset(tmp_path / "d", {"grey": image(128), "sure": image(255)})
-    found = select(data, package(), Strategy("entropy"), budget=1, name="round-1")
+    found = select(data, package(), make_strategy("entropy"), budget=1, name="round-1")
     path = record_selection(data, found)
     assert path == data.root / "selections" / "round-1.parquet" and pd.read_parquet(path)["id"].tolist()[0] == "grey"
     rows = {s.id: s for s in load_dataset(data.root).samples}
@@ -269,7 +271,7 @@ def test_no_pool_is_a_clear_error(tmp_path: Path) -> None:
         writer.add("t0", image(255), np.ones((S, S), np.uint8), "train")
         writer.commit()
     with pytest.raises(UserError, match="no unlabelled samples"):
-        select(load_dataset(tmp_path / "d"), package(), Strategy("entropy"), budget=1)
+        select(load_dataset(tmp_path / "d"), package(), make_strategy("entropy"), budget=1)
 
 
 def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Path, seed_store) -> None:
@@ -310,7 +312,7 @@ def test_labelled_pool_samples_move_to_train_when_recorded(tmp_path: Path) -> No
     from masklab.data.edits import MaskEditError, record_mask_edits
 
     data = dataset(tmp_path / "d", {"grey": image(128), "almost": image(170), "later": image(5)})
-    found = select(data, package(), Strategy("entropy"), budget=2, name="round-1")
+    found = select(data, package(), make_strategy("entropy"), budget=2, name="round-1")
     record_selection(data, found)
     for sid in found.picked:
         Image.fromarray(np.ones((S, S), np.uint8)).save(data.root / "masks" / f"{sid}.png")

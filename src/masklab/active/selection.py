@@ -4,7 +4,8 @@ A strategy is an object of a class registered in :data:`STRATEGIES` under the na
 (``strategy=entropy``); it holds its own options and ranks a :class:`Pool` with :meth:`Strategy.rank`. The pool
 is the workflow's (masklab.workflows.active_learning): it holds the model and computes, when a strategy asks,
 each image's score (:class:`~masklab.active.uncertainty.PixelScoring`) and the encoder's embeddings.
-``Strategy("entropy", aggregate="top")`` is the registered strategy of that name with those options.
+``make_strategy("entropy", aggregate="top")`` builds the registered strategy of that name with those options
+(``Strategy("entropy", ...)`` too, as before strategies were classes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def check_budget(budget: float, unit: str) -> float:
     return float(budget)
 
 
-def take_within_budget(order: Sequence[int], costs: Sequence[float], budget: float, unit: str) -> list[int]:
+def take_within_budget(order: Sequence[int] | np.ndarray, costs: Sequence[float] | np.ndarray, budget: float,
+                       unit: str) -> list[int]:
     """The leading items of ``order`` that fit: ``budget`` items (unit images) or items whose ``costs`` (px)
     add up to at most ``budget`` (unit pixels; an item that does not fit is skipped, a smaller later one may)."""
     if unit == "images":
@@ -52,11 +54,15 @@ def rank_order(scores: np.ndarray) -> np.ndarray:
 
 # -- what a strategy reads and returns -------------------------------------------------------------------------
 class Pool(Protocol):
-    """The unlabelled samples a strategy ranks. ``samples``: each with ``id``, ``width`` and ``height``;
-    ``costs``: (N,) float64 label cost in px (width x height)."""
+    """The unlabelled samples a strategy ranks."""
 
-    samples: Sequence[Any]
-    costs: np.ndarray
+    @property
+    def samples(self) -> Sequence[Any]:
+        """The samples, each with ``id``, ``width`` and ``height``."""
+
+    @property
+    def costs(self) -> np.ndarray:
+        """(N,) float64 label cost of each sample in px (width x height)."""
 
     def scores(self, scoring: PixelScoring, on_map: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
         """(N,) scores of the samples; ``on_map(i, u)`` gets each sample's (h, w) float32 uncertainty map."""

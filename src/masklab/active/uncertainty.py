@@ -62,7 +62,8 @@ def pixel_uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
 
 
 def aggregate(uncertainty: np.ndarray, how: str = "mean", top_fraction: float = 0.1,
-              predicted: np.ndarray | None = None, class_weights: Sequence[float] | None = None) -> float:
+              predicted: np.ndarray | None = None,
+              class_weights: Sequence[float] | np.ndarray | None = None) -> float:
     """One image's score from its (H, W) pixel uncertainty. ``predicted``: (H, W) class ids and
     ``class_weights`` (one per class) for "class_balanced"."""
     u = np.asarray(uncertainty, np.float64).reshape(-1)
@@ -83,7 +84,7 @@ def aggregate(uncertainty: np.ndarray, how: str = "mean", top_fraction: float = 
     raise UserError(f"aggregate={how}: expected one of {list(AGGREGATIONS)}")
 
 
-def class_weights(pixel_counts: Sequence[float]) -> np.ndarray:
+def class_weights(pixel_counts: Sequence[float] | np.ndarray) -> np.ndarray:
     """(C,) weights 1 / share of each class among labelled pixels, normalised to mean 1 over the classes seen;
     a class never labelled gets the largest weight seen (it is as rare as anything we know of)."""
     counts = np.asarray(pixel_counts, np.float64)

@@ -11,7 +11,7 @@ from masklab.console import result
 
 
 def select(cfg: DictConfig) -> None:
-    from masklab.active.selection import Strategy
+    from masklab.active.selection import make_strategy
     from masklab.commands.common import commit_data_version
     from masklab.data.open import open_dataset
     from masklab.tracking.model_ref import load_model_ref
@@ -19,9 +19,9 @@ def select(cfg: DictConfig) -> None:
     from masklab.workflows.active_learning import record_selection, select, write_selection_explorer
 
     # The strategy and the model first: a mistake there must not leave a synthesized dataset behind.
-    strategy = Strategy(str(cfg.strategy), measure=str(cfg.measure), aggregate=str(cfg.aggregate),
-                        top_fraction=float(cfg.top_fraction), mc_samples=int(cfg.mc_samples), patch=int(cfg.patch),
-                        seed=int(cfg.seed))
+    strategy = make_strategy(str(cfg.strategy), measure=str(cfg.measure), aggregate=str(cfg.aggregate),
+                             top_fraction=float(cfg.top_fraction), mc_samples=int(cfg.mc_samples),
+                             patch=int(cfg.patch), seed=int(cfg.seed))
     package = load_model_ref(str(cfg.model_ref), cfg.logger.tracking_uri)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=False)
     out = Path(hydra_output_dir())

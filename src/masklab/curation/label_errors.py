@@ -111,7 +111,8 @@ def find_issues(sample_id: str, probs: np.ndarray, label: np.ndarray, original_s
     for a, b, region in disputed_regions(px, background, min_area):
         kind = region_kind(px, a, b, region, background, object_share)
         if kind == "boundary":
-            rims.setdefault(a if a != background else b, Rim(np.zeros((h, w), bool))).add(px, a, b, region, background)
+            cls, other = (a, b) if a != background else (b, a)
+            rims.setdefault(cls, Rim(np.zeros((h, w), bool), other)).add(px, a, b, region, background)
             continue
         area = int(region.sum())
         confidence = float(px.margin[region].mean())
@@ -191,13 +192,11 @@ class Rim:
     margin and the class on their other side."""
 
     mask: np.ndarray
+    other: int
     sides: set[str] = field(default_factory=set)
     margin: float = 0.0
-    other: int | None = None
 
     def add(self, px: PixelComparison, a: int, b: int, region: np.ndarray, background: int) -> None:
-        if self.other is None:
-            self.other = b if a != background else a
         self.mask |= region
         self.sides.add("eroded" if a == background else "dilated" if b == background else "reassigned")
         self.margin += float(px.margin[region].sum())

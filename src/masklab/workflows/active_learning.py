@@ -159,7 +159,7 @@ def select(dataset: Any, package: Any, strategy: Strategy, budget: float, unit: 
            device: str = "auto", batch_size: int = 8, name: str | None = None) -> Selection:
     """Pick pool samples of a loaded ``dataset`` to label next with a loaded model ``package``.
 
-    ``strategy``: a masklab.active.selection strategy (``Strategy("entropy")``). ``budget``: images (unit
+    ``strategy``: a masklab.active.selection strategy (``make_strategy("entropy")``). ``budget``: images (unit
     "images") or labelled pixels (unit "pixels"; an image costs width x height, a region its area). ``cache_dir``:
     where the core-set / hybrid strategies cache embeddings. Writes ``selection.parquet`` (and ``regions.parquet``)
     to ``output_dir`` when given. Deterministic for a seed."""
@@ -267,8 +267,8 @@ def write_selection_explorer(dataset: Any, found: Selection, out_dir: str | Path
             s = by_id[sample_id]
             pred = None
             if sample_id in found.maps:
-                binned = (found.maps[sample_id].astype(np.int32) * HEAT_STEPS // 256).astype(np.uint8)
-                binned = cv2.resize(binned, (s.width, s.height), interpolation=cv2.INTER_NEAREST)
+                steps = (found.maps[sample_id].astype(np.int32) * HEAT_STEPS // 256).astype(np.uint8)
+                binned = cv2.resize(steps, (s.width, s.height), interpolation=cv2.INTER_NEAREST)
                 pred = Path(scratch) / f"{safe_name(sample_id)}.png"
                 Image.fromarray(binned).save(pred)
             regions = None

@@ -192,7 +192,8 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
             mask = dataset.root / sample.mask if sample.mask else \
                 class_maps.write_prediction(target.label_map(dataset.root, sample), Path(scratch) / f"{k}_gt.png")
             mine = issues[issues["sample_id"] == sample_id].head(MAX_REGIONS)
-            regions = [(*(int(v) for v in r.bbox), f"{r.kind} {r.detail}".strip()) for r in mine.itertuples()]
+            regions = [(int(r.bbox[0]), int(r.bbox[1]), int(r.bbox[2]), int(r.bbox[3]), f"{r.kind} {r.detail}".strip())
+                       for r in mine.itertuples()]
             samples.append(ExplorerSample(sample_id, sample.split, dataset.root / sample.image, mask, path,
                                           regions=regions))
         command = f"masklab data mark ids=review.csv status=needs_review data.root={dataset.root}"

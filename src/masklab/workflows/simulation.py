@@ -108,7 +108,7 @@ class Settings:
 
 def simulation_settings(cfg: DictConfig) -> Settings:
     """The ``al`` section checked, with every mistake named (UserError)."""
-    from masklab.active.selection import STRATEGIES, Strategy, check_budget
+    from masklab.active.selection import STRATEGIES, check_budget, make_strategy
 
     al = cfg.al
     strategies = tuple(str(s) for s in al.strategies)
@@ -132,7 +132,7 @@ def simulation_settings(cfg: DictConfig) -> Settings:
             raise UserError(f"al.{name}={al[name]}: expected an integer >= 1")
     selection = {"measure": str(al.measure), "aggregate": str(al.aggregate), "top_fraction": float(al.top_fraction),
                  "mc_samples": int(al.mc_samples)}
-    Strategy(strategies[0], **selection)  # checks the options before any training
+    make_strategy(strategies[0], **selection)  # checks the options before any training
     metric = str(al.metric or str(cfg.monitor).split("/", 1)[-1])
     return Settings(strategies, seeds, int(al.seed_size), int(al.rounds), check_budget(float(al.budget),
                     str(al.budget_unit)), str(al.budget_unit), int(al.steps), int(al.val_checks), metric,
@@ -303,22 +303,24 @@ class Simulator:
                 seed_ids = sorted(random.Random(seed).sample([s.id for s in self.train], self.settings.seed_size))
                 return self.train_round(SEED_ROUND, seed, 0, seed_ids)
             previous = self.finished(strategy, seed, r - 1)
+            assert previous is not None  # the plan puts round r - 1 first
             chosen = self.select_round(strategy, seed, r, previous)
             return self.train_round(strategy, seed, r, list(previous["labelled"]) + chosen.picked, chosen)
         return None
 
     def select_round(self, strategy: str, seed: int, r: int, previous: dict[str, Any]) -> Any:
         """Round ``r``'s selection by ``strategy`` with the model of the ``previous`` round."""
-        from masklab.active.selection import Strategy
+        from masklab.active.selection import make_strategy
         from masklab.tracking.model_ref import load_model_ref
         from masklab.workflows.active_learning import select
 
         cfg, settings = self.cfg, self.settings
         view = simulation_view(self.dataset, set(previous["labelled"]))
         package = load_model_ref(previous["checkpoint"], str(cfg.logger.tracking_uri))
-        return select(view, package, Strategy(strategy, **settings.selection, seed=seed * 1000 + r), settings.budget,
-                      settings.unit, self.output / f"{strategy}_{seed}_{r}_selection", previous["checkpoint"],
-                      cfg.paths.cache_dir, str(cfg.evaluation.device), int(cfg.evaluation.batch_size),
+        chosen = make_strategy(strategy, **settings.selection, seed=seed * 1000 + r)
+        return select(view, package, chosen, settings.budget, settings.unit,
+                      self.output / f"{strategy}_{seed}_{r}_selection", previous["checkpoint"], cfg.paths.cache_dir,
+                      str(cfg.evaluation.device), int(cfg.evaluation.batch_size),
                       name=f"{strategy}-seed{seed}-round{r}")
 
     def train_round(self, strategy: str, seed: int, r: int, labelled: list[str], selection: Any = None
