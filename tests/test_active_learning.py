@@ -22,7 +22,6 @@ from torch import nn
 from masklab.active.selection import (
     STRATEGIES,
     PixelStrategy,
-    Strategy,
     make_strategy,
     register_strategy,
     take_within_budget,
@@ -209,7 +208,6 @@ def test_strategies_are_registered_objects_that_rank_a_pool_alone() -> None:
     bald = make_strategy("bald", measure="margin", aggregate="top", top_fraction=0.2, mc_samples=4, patch=16, seed=5)
     assert type(bald) is STRATEGIES["bald"] and bald.scoring == PixelScoring("bald", "top", 0.2, 4, 5)
     assert not hasattr(bald, "patch") and bald.describe() == "bald (bald, top 0.2)"  # only the options it takes
-    assert Strategy("bald", mc_samples=4, seed=5) == STRATEGIES["bald"](mc_samples=4, seed=5)  # as before classes
     for bad, match in [({"mc_samples": 1}, "mc_samples=1"), ({"measure": "bald"}, "measure=bald"),
                        ({"patch": 4}, "patch=4"), ({"aggregate": "max"}, "aggregate=max")]:
         with pytest.raises(UserError, match=match):  # every option a config sets is checked, used or not

@@ -281,7 +281,7 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
 
     # Active learning on an instance model: the same selection path, its class probabilities from the detections
     # and, for hybrid, Mask R-CNN's backbone features.
-    from masklab.active.selection import Strategy
+    from masklab.active.selection import make_strategy
     from masklab.data.manifest import load_dataset
     from masklab.workflows.active_learning import select
     from masklab.workflows.simulation import simulation_view
@@ -290,7 +290,7 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     train = sorted(s.id for s in dataset.labeled("train"))
     view = simulation_view(dataset, set(train[:2]))
     for name in ("entropy", "hybrid"):
-        found = select(view, package, Strategy(name, seed=0), 2, cache_dir=tmp_path / "cache", device="cpu",
+        found = select(view, package, make_strategy(name, seed=0), 2, cache_dir=tmp_path / "cache", device="cpu",
                        batch_size=2)
         assert len(found.picked) == 2 and set(found.picked) <= set(train[2:]), name
         assert len(found.table) == len(train) - 2 and found.table["score"].between(0, 1).all(), name

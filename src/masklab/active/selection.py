@@ -4,13 +4,12 @@ A strategy is an object of a class registered in :data:`STRATEGIES` under the na
 (``strategy=entropy``); it holds its own options and ranks a :class:`Pool` with :meth:`Strategy.rank`. The pool
 is the workflow's (masklab.workflows.active_learning): it holds the model and computes, when a strategy asks,
 each image's score (:class:`~masklab.active.uncertainty.PixelScoring`) and the encoder's embeddings.
-``make_strategy("entropy", aggregate="top")`` builds the registered strategy of that name with those options
-(``Strategy("entropy", ...)`` too, as before strategies were classes).
+``make_strategy("entropy", aggregate="top")`` builds the registered strategy of that name with those options.
 """
 
 from __future__ import annotations
 
-from abc import ABCMeta, abstractmethod
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol
@@ -131,17 +130,8 @@ OPTIONS: dict[str, Callable[[Any], None]] = {
 
 
 # -- the registry ----------------------------------------------------------------------------------------------
-class _ByName(ABCMeta):
-    """``Strategy(name, **options)`` builds the registered strategy ``name``; a subclass builds itself."""
-
-    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if cls is Strategy:
-            return make_strategy(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
-
-
 @dataclass(frozen=True, kw_only=True)
-class Strategy(metaclass=_ByName):
+class Strategy(ABC):
     """What ranks the pool. ``seed``: for random, the core-set's first pick, k-means, MC dropout and the class
     weights' draw. Subclasses hold their own options (each checked as :data:`OPTIONS` says) and register with
     :func:`register_strategy`."""
