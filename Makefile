@@ -26,7 +26,8 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
 
-# Lint first: a ruff error or an import that breaks the layer contract (.importlinter) fails the tests.
+# Lint first: a ruff error, an import that breaks the layer contract (.importlinter) or a type error at the task
+# seam (mypy over tasks/, workflows/, inference/, tracking/) fails the tests.
 # Then two workers, one test file each (--dist loadfile keeps
 # a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
 # first, see tests/conftest.py LONGEST_FIRST).
@@ -36,6 +37,7 @@ browser:
 test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy src/masklab/tasks src/masklab/workflows src/masklab/inference src/masklab/tracking
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team and not slow"
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "team or slow"
 
@@ -48,6 +50,7 @@ postgres:
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy src/masklab/tasks src/masklab/workflows src/masklab/inference src/masklab/tracking
 
 bench: setup
 	$(PY) benchmarks/throughput.py
