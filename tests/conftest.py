@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,15 +68,21 @@ def no_tracking_uri_leak():
         os.environ["MLFLOW_TRACKING_URI"] = before
 
 
+def in_project(patch: pytest.MonkeyPatch, folder: Path) -> None:
+    """Make ``folder`` the project masklab sees in this process (its cwd, no MLflow/MASKLAB_ROOT from outside)."""
+    patch.chdir(folder)
+    # setenv first: undoing it removes the variable again, also when MLflow set it meanwhile (see no_tracking_uri_leak)
+    patch.setenv("MLFLOW_TRACKING_URI", "")
+    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    patch.delenv("MASKLAB_ROOT", raising=False)
+    patch.delenv("HYDRA_FULL_ERROR", raising=False)
+    patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty folder to run masklab in, with a private local MLflow store."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # remembers the variable's absence (see no_tracking_uri_leak)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MASKLAB_ROOT", raising=False)
-    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
-    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    in_project(monkeypatch, tmp_path)
     return tmp_path
 
 
@@ -167,17 +175,6 @@ def miou_from_confusion(confusion) -> float:
 
 # -- in-process helpers: the workflows without a CLI subprocess (8-11 s of imports each) -------------------------
 
-def in_project(patch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Make ``folder`` the project masklab sees in this process (its cwd, no MLflow/MASKLAB_ROOT from outside)."""
-    patch.chdir(folder)
-    # setenv first: undoing it removes the variable again, also when MLflow set it meanwhile (see below)
-    patch.setenv("MLFLOW_TRACKING_URI", "")
-    patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    patch.delenv("MASKLAB_ROOT", raising=False)
-    patch.delenv("HYDRA_FULL_ERROR", raising=False)
-    patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-
-
 def fit_in(project: Path, overrides: list[str], folder: str = "run"):
     """``workflows.fit`` of the ``train`` config with ``overrides``, in ``project``, into
     ``project/experiments/runs/<folder>`` (the run folder the CLI would make): a FitResult."""
@@ -187,6 +184,108 @@ def fit_in(project: Path, overrides: list[str], folder: str = "run"):
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
         return workflows.fit(compose("train", overrides), output_dir=project / "experiments" / "runs" / folder)
+
+
+def composed(config_name: str, overrides: list[str]):
+    """A command's config from Hydra's own compose API over masklab's conf/ (and the current folder's conf/, which
+    masklab's search-path plugin adds), as a notebook gets it: what the README says the workflows accept."""
+    from hydra import compose, initialize_config_dir
+
+    from masklab.config import CONF_DIR
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose(config_name, overrides)
+
+
+def command_in(project: Path, words: str, overrides: list[str], out: Path | None = None, func=None):
+    """``masklab <words> <overrides>`` in this process: the command's function (or ``func``, given the same
+    composed config) on its composed config, in ``project``, with ``out`` (default: a new folder under
+    ``project/experiments/runs``) as Hydra's run folder (``hydra_output_dir()`` and ``paths.output_dir``).
+    Returns what the function returns."""
+    from importlib import import_module
+
+    from masklab.cli import COMMANDS
+    from masklab.config import compose
+
+    config_name, target, _ = COMMANDS[tuple(words.split())]
+    module_name, func_name = target.split(":")
+    module = import_module(module_name)
+    out = out or project / "experiments" / "runs" / f"{time.time_ns()}_{config_name}"
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        # Hydra's run folder: commands import hydra_output_dir by name, or look it up in commands.common as they run
+        patch.setattr("masklab.commands.common.hydra_output_dir", lambda: str(out))
+        if hasattr(module, "hydra_output_dir"):
+            patch.setattr(module, "hydra_output_dir", lambda: str(out))
+        if hasattr(module, "hydra_single_run"):
+            patch.setattr(module, "hydra_single_run", lambda: True)  # one job, not one of a -m sweep's
+        cfg = compose(config_name, overrides)
+        if "paths" in cfg:
+            cfg.paths.output_dir = str(out)  # (it interpolates Hydra's run folder, which no Hydra run set here)
+        return (func or getattr(module, func_name))(cfg)
+
+
+@dataclass
+class CliResult:
+    """What ``masklab <args>`` did: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli_in_process(args: list[str], capsys: pytest.CaptureFixture) -> CliResult:
+    """``masklab <args>`` through ``masklab.cli.main`` in this process (Hydra's parsing of the command line, its
+    composition errors, the CLI's exit statuses), in the current folder. The state a CLI run leaves in a process
+    (sys.argv, sys.path and the project's modules, logging handlers and levels, Hydra's singletons) is put back.
+    ``run_masklab`` is for what only a real process shows."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from masklab import console
+    from masklab.cli import main
+
+    capsys.readouterr()
+    root, masklab_logger = logging.getLogger(), logging.getLogger("masklab")
+    handlers, root_level, masklab_level = list(root.handlers), root.level, masklab_logger.level
+    console_state = console._console, console._console_level
+    hydra_config = HydraConfig.instance().cfg
+    modules, path = set(sys.modules), list(sys.path)
+    code: int | str | None = 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["masklab"])
+        patch.setattr(sys, "path", list(path))
+        for name in (console.LOG_LEVEL_ENV, "MLFLOW_DISABLE_TELEMETRY"):  # main sets them; undo removes them
+            patch.setenv(name, os.environ.get(name, ""))
+            if not os.environ[name]:
+                patch.delenv(name)
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code
+        finally:
+            for handler in root.handlers:
+                if handler not in handlers:
+                    handler.close()  # Hydra's job log file
+            root.handlers[:] = handlers
+            root.setLevel(root_level)
+            masklab_logger.setLevel(masklab_level)
+            console._console, console._console_level = console_state
+            HydraConfig.instance().cfg = hydra_config
+            # the project's own modules (a conf/model's _target_), imported from the root main put on sys.path
+            roots = [Path(p) for p in sys.path if p not in path]
+            for name in set(sys.modules) - modules:
+                file = getattr(sys.modules[name], "__file__", None)
+                if file and any(Path(file).is_relative_to(root) for root in roots):
+                    del sys.modules[name]
+    out, err = capsys.readouterr()
+    return CliResult(code if isinstance(code, int) else 1 if code else 0, out, err)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """``cli("train", "model=fpn", ...)``: :func:`cli_in_process` of those arguments (in the ``project`` fixture's
+    folder when the test uses it)."""
+    return lambda *args: cli_in_process(list(args), capsys)
 
 
 def exits_as_user_error(label: str, func, capsys: pytest.CaptureFixture, one_line: bool = True) -> str:

@@ -18,7 +18,7 @@ from masklab.data.project_conf import suggest_image_size
 from masklab.inference import InputRule
 from masklab.project import PACKAGE_CONF_DIR
 
-from conftest import FAST, exits_as_user_error, fit_in, run_masklab
+from conftest import FAST, command_in, exits_as_user_error, fit_in
 
 ROADS = {"name": "roads", "root": "${paths.data_dir}/${data.name}", "image_size": [64, 96], "batch_size": 2,
          "num_workers": 0, "synth": None}
@@ -80,12 +80,12 @@ def test_init_lays_out_a_project_and_refuses_a_non_empty_folder(project: Path, c
     assert (proj / "README.md").is_file() and (proj / "params.yaml").read_text() == "seed: 1\n"
 
 
-def test_project_configs_come_first_for_the_cli_and_compose(project: Path):
+def test_project_configs_come_first_for_the_cli_and_compose(project: Path, cli):
     write(project / "conf/data/roads.yaml", yaml.safe_dump(ROADS, sort_keys=False))
     write(project / "conf/experiment/my.yaml", MY_EXPERIMENT)
     # Same name as a package option (unet, the default): shadows it.
     write(project / "conf/model/unet.yaml", (PACKAGE_CONF_DIR / "model/fpn.yaml").read_text())
-    res = run_masklab(["train", "experiment=my", "--cfg", "job"], project)
+    res = cli("train", "experiment=my", "--cfg", "job")
     assert res.returncode == 0, res.stderr
     printed = yaml.safe_load(res.stdout)
     assert printed["data"]["name"] == "roads" and printed["experiment_name"] == "my-roads"
@@ -95,16 +95,10 @@ def test_project_configs_come_first_for_the_cli_and_compose(project: Path):
     assert compose("train", ["experiment=my"]).experiment_name == "my-roads"
 
 
-def import_folder(overrides: list[str]) -> None:
-    """``masklab data import <overrides>`` in the current folder, without the subprocess."""
-    from masklab.commands.data import import_
-
-    import_(compose("data_import", overrides))
-
-
 def test_import_writes_a_data_config_that_train_uses(project: Path, seed_store, capsys):
     images, masks = plant_images_and_masks(project / "raw")
-    import_folder(["name=tiles", f"images={images}", f"masks={masks}", "fractions={train: 0.6, val: 0.4, test: 0.0}"])
+    command_in(project, "data import", ["name=tiles", f"images={images}", f"masks={masks}",
+                                        "fractions={train: 0.6, val: 0.4, test: 0.0}"])
     written = project / "conf/data/tiles.yaml"
     data = yaml.safe_load(written.read_text())
     assert data["name"] == "tiles" and data["root"] == "${paths.data_dir}/${data.name}"
@@ -121,17 +115,17 @@ def test_import_writes_a_data_config_that_train_uses(project: Path, seed_store, 
     # A second import of the same name keeps the (possibly edited) config; overwrite=true replaces it.
     write(written, written.read_text().replace("batch_size: 8", "batch_size: 3"))
     capsys.readouterr()
-    import_folder(["name=tiles", f"images={images}", f"masks={masks}", "out=data/tiles2"])
+    command_in(project, "data import", ["name=tiles", f"images={images}", f"masks={masks}", "out=data/tiles2"])
     assert "kept the existing" in capsys.readouterr().out and yaml.safe_load(written.read_text())["batch_size"] == 3
-    import_folder(["name=tiles", f"images={images}", f"masks={masks}", "overwrite=true"])
+    command_in(project, "data import", ["name=tiles", f"images={images}", f"masks={masks}", "overwrite=true"])
     assert yaml.safe_load(written.read_text())["batch_size"] == 8
 
 
-def test_a_missing_dataset_is_named_with_those_that_exist(project: Path):
+def test_a_missing_dataset_is_named_with_those_that_exist(project: Path, cli):
     write(project / "data/roads/manifest.jsonl", "")
     write(project / "conf/data/fields.yaml", yaml.safe_dump({**ROADS, "name": "fields"}))
     before = files_under(project)
-    res = run_masklab(["data", "check", "data.name=roadz"], project)
+    res = cli("data", "check", "data.name=roadz")
     assert res.returncode == 2 and "Traceback" not in res.stderr
     message = res.stderr.strip()
     assert len(message.splitlines()) == 1 and "'roadz' not found" in message

@@ -2,7 +2,8 @@
 
 The team-marked tests run real submitit jobs with the local executor (processes on this machine, what SLURM jobs
 run, without a cluster): a Hydra grid of `masklab train`, a job's mistake reported by the submitting command, and
-`masklab sweep` with its workers as jobs. The others check, without a cluster, what the SLURM preset asks sbatch
+`masklab sweep` with its workers as jobs. The submitting command runs in this process (``masklab.cli.main``, the
+``cli`` fixture); its jobs are processes. The others check, without a cluster, what the SLURM preset asks sbatch
 for, the mistakes caught before anything is submitted, and the pre-emption signal submitit sends before the limit.
 """
 
@@ -17,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from conftest import FAST, mlflow_runs, run_masklab
+from conftest import FAST, mlflow_runs
 
 LOCAL = "hydra/launcher=submitit_local"
 
@@ -40,10 +41,9 @@ def one_line_error(res, code: int = 2) -> str:
 
 
 @pytest.mark.team
-def test_train_grid_runs_as_submitit_jobs(project):
+def test_train_grid_runs_as_submitit_jobs(project, cli):
     needs_plugin()
-    res = run_masklab(["train", *FAST, "evaluate_after=false", LOCAL, "--multirun", "optimizer.lr=0.01,0.02"],
-                      project)
+    res = cli("train", *FAST, "evaluate_after=false", LOCAL, "--multirun", "optimizer.lr=0.01,0.02")
     assert res.returncode == 0, res.stderr[-3000:]
     multirun = only_multirun(project)
     # both jobs finished: submitit's folder holds each job's result and logs, the run folders their checkpoints
@@ -63,29 +63,28 @@ def test_train_grid_runs_as_submitit_jobs(project):
 
 
 @pytest.mark.team
-def test_a_jobs_mistake_is_one_line_of_the_submitting_command(project, seed_store):
+def test_a_jobs_mistake_is_one_line_of_the_submitting_command(project, seed_store, cli):
     needs_plugin()
     seed_store(project)  # (the grid test above starts from no store: the jobs must not race its creation)
     # one run, no grid: a multirun of a single job
-    res = run_masklab(["train", *FAST, "data.image_size=-3", LOCAL, "-m"], project)
+    res = cli("train", *FAST, "data.image_size=-3", LOCAL, "-m")
     line = one_line_error(res)
     assert "data.image_size=-3: expected a positive int" in line and "job #0 of 1" in line, line
     log = Path(line.rsplit("log ", 1)[1].rstrip(")"))
     assert log.is_file() and "data.image_size=-3" in log.read_text()  # the job's own stderr, in submitit's folder
 
 
-def test_launcher_mistakes_are_caught_before_submitting(project):
+def test_launcher_mistakes_are_caught_before_submitting(project, cli):
     needs_plugin()
     # the trainer's devices decide the tasks and GPUs per node: "auto" is not a number a job can ask for
-    line = one_line_error(run_masklab(["train", *FAST, "trainer.devices=auto", "hydra/launcher=submitit_slurm", "-m"],
-                                      project))
+    line = one_line_error(cli("train", *FAST, "trainer.devices=auto", "hydra/launcher=submitit_slurm", "-m"))
     assert "trainer.devices=auto: a job asks the scheduler for a number" in line, line
     # without -m Hydra would run here (a login node), not as a job
-    line = one_line_error(run_masklab(["train", *FAST, LOCAL], project))
+    line = one_line_error(cli("train", *FAST, LOCAL))
     assert "submits jobs only with --multirun (-m)" in line, line
     assert not (project / "experiments" / "mlflow.db").exists()  # nothing ran
     # a misspelt setting: Hydra's composition error (several lines, as for any key), exit 2, no traceback
-    res = run_masklab(["train", "hydra/launcher=submitit_slurm", "hydra.launcher.partiton=gpu", "-m"], project)
+    res = cli("train", "hydra/launcher=submitit_slurm", "hydra.launcher.partiton=gpu", "-m")
     assert res.returncode == 2 and "Key 'partiton' not in 'SlurmQueueConf'" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
 
@@ -172,10 +171,10 @@ def test_submitits_warning_signal_saves_last_checkpoint(tmp_path, monkeypatch):
 
 
 @pytest.mark.team
-def test_sweep_workers_run_as_submitit_jobs(project, seed_store):
+def test_sweep_workers_run_as_submitit_jobs(project, seed_store, cli):
     needs_plugin()
     seed_store(project)
-    res = run_masklab(["sweep", "sweep=fast_grid", "workers=2", LOCAL], project)
+    res = cli("sweep", "sweep=fast_grid", "workers=2", LOCAL)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "2 complete, 0 pruned, 0 failed" in res.stdout, res.stdout
     assert "as submitit_local jobs" in res.stderr and "Submitted 2 worker job(s)" in res.stderr, res.stderr

@@ -1,7 +1,8 @@
 """`masklab sweep` / `masklab sweep summary`: real Optuna studies of debug=fast trainings, real MLflow SQLite store.
 
 The sweeps run in this process (as the command's function; trials of workers=1 run in-process anyway), so
-each debug=fast trial costs ~3 s; only Hydra's own handling of the command line goes through the CLI.
+each debug=fast trial costs ~3 s; only Hydra's own handling of the command line goes through the CLI's main
+(also in this process). The workers=2 test starts real worker processes: that is what it tests.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from masklab.sweep.pruning import OptunaPruningCallback
 from masklab.sweep.space import parse_overrides, parse_param
 from masklab.sweep.study import open_storage, retry_locked
 
-from conftest import exits_as_user_error, mlflow_runs, run_masklab
+from conftest import command_in, exits_as_user_error, mlflow_runs
 
 
 def study_of(project: Path, name: str) -> optuna.Study:
@@ -47,13 +48,10 @@ def summary_rows(stdout: str) -> list[list[str]]:
 # -- end to end, in this process (the trials of workers=1 run here anyway) ------------------------------------
 
 def run_sweep(project: Path, overrides: list[str], folder: str = "sweep") -> Path:
-    """``masklab sweep <overrides>`` without the subprocess: the sweep on its composed config, with
+    """``masklab sweep <overrides>`` without the subprocess: the command on its composed config, with
     ``project/experiments/runs/<folder>`` as the command's run folder (returned)."""
-    from masklab.config import compose
-    from masklab.sweep.launch import sweep
-
     out = project / "experiments" / "runs" / folder
-    sweep(compose("sweep_run", [*overrides, f"paths.output_dir={out}"]))
+    command_in(project, "sweep", overrides, out)
     return out
 
 
@@ -119,9 +117,6 @@ def test_cross_validated_sweep_scores_each_trial_by_its_mean_over_held_out_folds
 
 
 def test_optuna_sweep_summary_and_resume(project, seed_store, capsys, caplog):
-    from masklab.config import compose
-    from masklab.sweep.summary import summary
-
     seed_store(project)
     run_sweep(project, ["sweep=fast_tpe"])
     assert (project / "experiments" / "optuna.db").is_file()
@@ -136,7 +131,7 @@ def test_optuna_sweep_summary_and_resume(project, seed_store, capsys, caplog):
 
     capsys.readouterr()
     summary_dir = project / "experiments" / "runs" / "summary"
-    summary(compose("sweep_summary", ["sweep=fast_tpe", f"paths.output_dir={summary_dir}"]))
+    command_in(project, "sweep summary", ["sweep=fast_tpe"], summary_dir)
     printed = capsys.readouterr().out
     rows = summary_rows(printed)
     assert sorted(int(r[1]) for r in rows) == [0, 1, 2]
@@ -178,9 +173,9 @@ def test_two_workers_run_trials_in_parallel_on_one_study(project, seed_store, ca
     assert len(children) == 2
 
 
-def test_unknown_preset_lists_the_presets(project):
+def test_unknown_preset_lists_the_presets(project, cli):
     """Hydra's own composition of the command line (a config group option that does not exist): the CLI."""
-    res = run_masklab(["sweep", "sweep=nope"], project)
+    res = cli("sweep", "sweep=nope")
     assert res.returncode == 2
     assert "nope" in res.stderr and "fast_grid" in res.stderr and "fast_tpe" in res.stderr
     assert "Traceback" not in res.stderr
