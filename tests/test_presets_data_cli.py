@@ -12,26 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FAST, REPO, SHARED_DATASETS, exits_as_user_error, fit_in, mlflow_runs, run_masklab
+from conftest import FAST, REPO, SHARED_DATASETS, command_in, composed, exits_as_user_error, fit_in, mlflow_runs
 
 PRESETS = sorted(p.stem for p in (REPO / "src/masklab/conf/experiment").glob("*.yaml"))
 # Presets on real data need the shared datasets; a subset is imported into the test project first.
 REAL_SOURCES = {"kvasir_seg": ("kvasir_seg/images", "kvasir_seg/masks", ".jpg"),
                 "membrane": ("membrane/train/image", "membrane/train/label", ".png")}
-
-
-def composed(config_name: str, overrides: list[str]):
-    """A command's config, composed in the current folder (the ``project`` fixture's)."""
-    from masklab.config import compose
-
-    return compose(config_name, overrides)
-
-
-def data_command(name: str, overrides: list[str]) -> None:
-    """``masklab data <name> <overrides>`` without the subprocess: the command function on its composed config."""
-    from masklab.commands import data
-
-    getattr(data, "import_" if name == "import" else name)(composed(f"data_{name}", overrides))
 
 
 def import_subset(project: Path, source: str, capsys: pytest.CaptureFixture, count: int = 10) -> None:
@@ -44,7 +30,7 @@ def import_subset(project: Path, source: str, capsys: pytest.CaptureFixture, cou
     for path in sorted((SHARED_DATASETS / images).glob(f"*{suffix}"))[:count]:
         shutil.copy(path, sub_i / path.name)
         shutil.copy(SHARED_DATASETS / masks / path.name, sub_m / path.name)
-    data_command("import", [f"source={source}", f"images={sub_i}", f"masks={sub_m}",
+    command_in(project, "data import", [f"source={source}", f"images={sub_i}", f"masks={sub_m}",
                             "fractions={train: 0.6, val: 0.4, test: 0.0}"])
     assert "Imported" in capsys.readouterr().out
 
@@ -57,7 +43,7 @@ def import_instance_subset(project: Path, capsys: pytest.CaptureFixture, count: 
     sub = project / "src_instances"
     for folder in sorted(p for p in source.iterdir() if p.is_dir())[:count]:
         shutil.copytree(folder, sub / folder.name)
-    data_command("import", ["source=dsb2018_nuclei_256", f"images={sub}",
+    command_in(project, "data import", ["source=dsb2018_nuclei_256", f"images={sub}",
                             "fractions={train: 0.5, val: 0.5, test: 0.0}"])
     assert "Imported" in capsys.readouterr().out
 
@@ -102,30 +88,29 @@ def test_every_command_is_the_function_and_config_the_tests_call(project):
     assert COMMANDS[("data", "import")][:2] == ("data_import", "masklab.commands.data:import_")
 
 
-def test_data_synth_check_preview(project, capsys):
-    data_command("synth", FAST)
+def test_data_synth_check_preview(project, capsys, cli):
+    command_in(project, "data synth", FAST)
     assert "16 samples" in capsys.readouterr().out
-    # through the real CLI once (no torch to import: about a second)
-    again = run_masklab(["data", "synth", *FAST], project)
+    again = cli("data", "synth", *FAST)  # through the CLI's main once
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
-    data_command("check", FAST)
+    command_in(project, "data check", FAST)
     assert "No problems found" in capsys.readouterr().out
     out = project / "preview.png"
-    data_command("preview", [*FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
+    command_in(project, "data preview", [*FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
     assert f"Wrote {out}" in capsys.readouterr().out
     with Image.open(out) as im:
         assert im.size[0] >= 3 * 192 and im.size[1] > 2 * 192
 
 
 def test_data_check_lists_every_error_and_train_refuses(project, capsys):
-    data_command("synth", FAST)
+    command_in(project, "data synth", FAST)
     root = project / "data" / "synthetic"
     masks = sorted((root / "masks").glob("*.png"))
     Image.new("L", (32, 32), 9).save(masks[0])  # value 9 is no class
     Image.new("L", (20, 32), 0).save(masks[1])  # wrong size
     capsys.readouterr()
     with pytest.raises(SystemExit) as check:
-        data_command("check", FAST)
+        command_in(project, "data check", FAST)
     assert check.value.code == 1
     listed = capsys.readouterr().out
     assert masks[0].name in listed and "9" in listed
@@ -152,9 +137,9 @@ def test_import_errors_are_listed_without_traceback(project, capsys):
     Image.new("RGB", (16, 16)).save(images / "a.png")
     Image.new("RGB", (16, 16)).save(images / "b.png")
     Image.new("L", (16, 8)).save(masks / "a.png")
-    message = exits_as_user_error(
-        "data import", lambda: data_command("import", ["name=bad", f"images={images}", f"masks={masks}"]), capsys,
-        one_line=False)
+    overrides = ["name=bad", f"images={images}", f"masks={masks}"]
+    message = exits_as_user_error("data import", lambda: command_in(project, "data import", overrides), capsys,
+                                  one_line=False)
     assert "a.png" in message and "b.png" in message
     assert not (project / "data" / "bad").exists()
 
@@ -163,7 +148,8 @@ def test_import_requires_name(project, capsys):
     (project / "x").mkdir()
     (project / "y").mkdir()
     # a config value the user must give: a user error, one line
-    message = exits_as_user_error("data import", lambda: data_command("import", ["images=x", "masks=y"]), capsys)
+    message = exits_as_user_error("data import", lambda: command_in(project, "data import", ["images=x", "masks=y"]),
+                                  capsys)
     assert message == "masklab data import: error: Missing mandatory value: name; full_key: name; object_type=dict"
 
 

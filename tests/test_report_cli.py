@@ -16,7 +16,7 @@ import pytest
 
 from masklab.errors import UserError
 
-from conftest import FAST, copy_store, exits_as_user_error, fit_in, in_project, miou_from_confusion, mlflow_runs
+from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, miou_from_confusion, mlflow_runs
 
 
 def page_data(index: Path) -> dict:
@@ -57,16 +57,6 @@ def two_runs(tmp_path_factory, mlflow_template):
     client, runs = mlflow_runs(project, "synthetic")
     runs = sorted(runs, key=lambda r: r.info.start_time)
     return project, client, [r.info.run_id for r in runs]
-
-
-def command_in(project: Path, func, config_name: str, overrides: list[str]):
-    """``func(config)`` with the ``config_name`` config composed and used in ``project`` (its interpolations,
-    e.g. the store's path, resolve there and then), as the command would run there."""
-    from masklab.config import compose
-
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        return func(compose(config_name, overrides))
 
 
 def test_per_sample_table_has_every_column(two_runs):
@@ -118,23 +108,21 @@ def test_compare_reports_per_sample_deltas(two_runs, tmp_path, capsys):
     from masklab import workflows
 
     project, _, (run_a, run_b) = two_runs
-    done = command_in(project, lambda cfg: workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b),
-                      "evaluate", [*FAST, f"compare={run_a}"])
+    done = command_in(project, "evaluate", [*FAST, f"compare={run_a}"],
+                      func=lambda cfg: workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b))
     assert done.run_id == run_b
     assert "got worse than run" in capsys.readouterr().out
     table = pd.read_parquet(done.folder / "val_compare.parquet")
     assert np.allclose(table["delta_mIoU"], table["mIoU"] - table["mIoU_other"], equal_nan=True)
     message = exits_as_user_error("evaluate", lambda: command_in(
-        project, lambda cfg: workflows.evaluate(cfg, tmp_path / "bad", run_id=run_b),
-        "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"]), capsys)
+        project, "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"],
+        func=lambda cfg: workflows.evaluate(cfg, tmp_path / "bad", run_id=run_b)), capsys)
     assert "compare=" in message
 
 
 def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
-    from masklab.commands.report import report
-
     project, client, (run_a, _) = two_runs
-    command_in(project, report, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"])
+    command_in(project, "report", [f"run={run_a}", f"output={tmp_path / 'report'}"])
     assert f"Wrote {tmp_path / 'report' / 'index.html'} and logged it" in capsys.readouterr().out
     data = page_data(tmp_path / "report" / "index.html")
     # One card per val sample of run_a's evaluation, its per-sample table's values in the page's columns.
@@ -156,12 +144,10 @@ def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
 
 
 def test_report_of_run_without_evaluation_still_renders(project, seed_store, capsys, caplog):
-    from masklab.commands.report import report
-
     seed_store(project)
     run_id = fit_in(project, [*FAST, "evaluate_after=false"]).run_id
     with caplog.at_level(logging.WARNING, logger="masklab"):
-        command_in(project, report, "report", [f"run={run_id}", f"output={project / 'report'}"])
+        command_in(project, "report", [f"run={run_id}", f"output={project / 'report'}"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     # a message (stderr and the job log), not a result (stdout)
     assert any(w.startswith(f"run {run_id} has no evaluation of split 'val'") for w in warnings), warnings
@@ -171,18 +157,14 @@ def test_report_of_run_without_evaluation_still_renders(project, seed_store, cap
 
 
 def test_report_unknown_run_is_one_line_error(project, seed_store, capsys):
-    from masklab.commands.report import report
-
     seed_store(project)
     unknown = ["run=0123456789abcdef0123456789abcdef", f"output={project / 'out'}"]
-    message = exits_as_user_error("report", lambda: command_in(project, report, "report", unknown), capsys)
+    message = exits_as_user_error("report", lambda: command_in(project, "report", unknown), capsys)
     assert "no such MLflow run" in message
 
 
 def test_data_browse_writes_explorer(project, capsys):
-    from masklab.commands.report import browse
-
-    command_in(project, browse, "data_browse", [*FAST, f"output={project / 'browse'}"])
+    command_in(project, "data browse", [*FAST, f"output={project / 'browse'}"])
     index = project / "browse" / "index.html"
     assert f"Wrote {index}" in capsys.readouterr().out
     data = page_data(index)

@@ -12,17 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, miou_from_confusion, mlflow_runs
-
-
-def composed(config_name: str, overrides: list[str]):
-    """A config from Hydra's compose API, as a notebook would get it."""
-    from hydra import compose, initialize_config_dir
-
-    from masklab.config import CONF_DIR
-
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose(config_name, overrides)
+from conftest import FAST, composed, miou_from_confusion, mlflow_runs
 
 
 @pytest.fixture(scope="module")
