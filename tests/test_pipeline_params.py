@@ -105,7 +105,7 @@ def test_prepare_synthesizes_or_imports_from_source(project: Path, capsys, monke
     assert (project / "data/membrane/manifest.jsonl").is_file() and "Imported" in capsys.readouterr().out
 
 
-def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
+def test_every_stage_runs_an_instance_experiment(project: Path, seed_store, capsys):
     """The DVC stages are task-blind: the bottom-up preset goes prepare -> train -> evaluate -> report
     (in this process; tests/dvc_project.py runs the semantic default through real `dvc repro`)."""
     import json
@@ -115,6 +115,7 @@ def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
         "data:\n  image_size: 32\n  batch_size: 4\n"
         "  synth: {count: 12, fractions: {train: 0.5, val: 0.25, test: 0.25}}\n"
         "trainer: {max_epochs: 1, limit_train_batches: 2}\n")
+    seed_store(project)
     for stage in ("prepare", "train", "evaluate", "report"):
         pipeline([stage])
     trained = json.loads((project / "pipeline/train/metrics.json").read_text())
@@ -133,7 +134,7 @@ def test_every_stage_runs_an_instance_experiment(project: Path, capsys):
     assert {"mask_AP", "n_gt", "n_pred"} <= set(columns) and all(n >= 1 for n in columns["n_gt"]), columns.keys()
 
 
-def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Path, capsys):
+def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Path, seed_store, capsys):
     """`cv:` in params.yaml: prepare deals the folds into the manifest, the cv stage trains on them and writes
     mean ± std per metric and out-of-fold predictions, label-errors ranks every sample from them (in this
     process; the stages are what a dvc.yaml lists, see docs/label-errors.md)."""
@@ -148,6 +149,7 @@ def test_cv_and_label_error_stages_cross_validate_the_prepared_folds(project: Pa
               "  synth: {count: 12, fractions: {train: 0.5, val: 0.25, test: 0.25}}\n"
               "trainer: {max_epochs: 1, limit_train_batches: 2}\n")
     (project / "params.yaml").write_text(params)
+    seed_store(project)
     pipeline(["prepare"])
     assert "no `cv:` section" in exits_as_user_error("pipeline cv", lambda: pipeline(["cv"]), capsys)
     (project / "params.yaml").write_text(params + "cv: {folds: 2}\n")
