@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_store
 
 BIN = Path(sys.executable).parent
 ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1",
@@ -20,8 +20,31 @@ ENV = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANA
            GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t", GIT_CONFIG_GLOBAL=os.devnull)
 ENV.pop("MLFLOW_TRACKING_URI", None)
 ENV.pop("MASKLAB_ROOT", None)
-FAST_PARAMS = {"data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
+# The project's params.yaml with the debug=fast sizes and an experiment and model of the project's own conf/
+# (TINY_EXPERIMENT, TINY_MODELS) instead of the demo preset's UNet-resnet18 (14 M parameters, a 170 MB checkpoint
+# for DVC to hash, cache and push). (The demo preset sets model.encoder=resnet18, which would win over any model=.)
+FAST_PARAMS = {"experiment": "unet-tiny_synthetic-32", "model": "unet_tiny",
+               "data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
                "trainer": {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2}}
+TINY_EXPERIMENT = """# @package _global_
+# The demo's data and recipe (unet-resnet18_synthetic-96) on a small UNet, at the pipeline tests' sizes.
+defaults:
+  - override /data: synthetic
+  - override /model: unet_tiny
+  - override /augment: light
+  - override /loss: ce_dice
+
+experiment_name: unet-tiny_synthetic-32
+"""
+# conf/model/<name>.yaml of the test project: the first 3 stages of a resnet18 (timm's, which builds only the stages
+# it uses; smp's own resnet18 keeps all 11 M encoder weights at any depth) and narrow decoders, 0.77 M parameters
+# each; they train, checkpoint and reproduce through DVC like the demo's model.
+TINY_ENCODER = {"_target_": "masklab.models.build_model", "encoder": "tu-resnet18", "encoder_depth": 3,
+                "encoder_weights": None, "weights_path": None}
+TINY_MODELS = {"unet_tiny": {"arch": "Unet", **TINY_ENCODER, "decoder_channels": [32, 16, 8]},
+               # smp's FPN head upsamples 4x for a 5-stage encoder; after 3 stages its decoder is at full size
+               "fpn_tiny": {"arch": "FPN", **TINY_ENCODER, "decoder_pyramid_channels": 32,
+                            "decoder_segmentation_channels": 32, "upsampling": 1}}
 EDITED_MASK = "data/synthetic/masks/synth_00014.png"  # a val sample of the 16-image dataset
 
 
@@ -60,9 +83,10 @@ def ran_stages(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's dvc.yaml, .dvc/config, .dvcignore, conf/ and code in a fresh git repo, reproduced once
-    and committed as v1 (each test module that needs one builds its own, so modules run on separate workers)."""
+def committed_project(tmp_path_factory: pytest.TempPathFactory, store: Path | None = None) -> Path:
+    """The project's dvc.yaml, .dvc/config, .dvcignore, conf/ (plus TINY_EXPERIMENT and TINY_MODELS) and code in a
+    fresh git repo, committed, never reproduced (each test module that needs one builds its own, so modules run on
+    separate workers). ``store``: an empty, migrated MLflow store to start from (conftest's ``mlflow_template``)."""
     root = tmp_path_factory.mktemp("dvcproj") / "project"
     root.mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
@@ -72,6 +96,13 @@ def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(REPO / ".dvc" / name, root / ".dvc" / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(REPO / "conf", root / "conf")  # the project's own configs, searched before the package's
+    (root / "conf" / "model").mkdir(exist_ok=True)
+    for name, model in TINY_MODELS.items():
+        (root / "conf" / "model" / f"{name}.yaml").write_text(yaml.safe_dump(model, sort_keys=False))
+    (root / "conf" / "experiment").mkdir(exist_ok=True)
+    (root / "conf" / "experiment" / f"{FAST_PARAMS['experiment']}.yaml").write_text(TINY_EXPERIMENT)
+    if store is not None:
+        copy_store(store, root)  # experiments/ is git-ignored: the store stays out of the commits
     text = (REPO / "params.yaml").read_text()
     comments = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
     params = merge(yaml.safe_load(text), FAST_PARAMS)
@@ -83,6 +114,12 @@ def reproduced_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     git("config", "user.email", "tests@masklab.invalid", cwd=root)
     git("add", "-A", cwd=root)
     git("commit", "-qm", "project", cwd=root)
+    return root
+
+
+def reproduced_project(tmp_path_factory: pytest.TempPathFactory, store: Path | None = None) -> Path:
+    """:func:`committed_project`, reproduced once and committed as v1."""
+    root = committed_project(tmp_path_factory, store)
     done = dvc("repro", cwd=root)
     assert ran_stages(done.stdout) == ["prepare", "train", "evaluate", "report"]
     git("add", "-A", cwd=root)

@@ -10,23 +10,26 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dvc_project import dvc, git, reproduced_project
+from dvc_project import committed_project, dvc, git
 
-# DVC's experiment queue runs a background worker that trains each point (147 s with the module's repro): run
-# beside the team tests (`make test`), timed apart.
+# DVC's experiment queue runs a background worker that runs each point's whole pipeline (about a minute for the
+# module on a quiet 2-core machine, nearly all of it masklab's stage processes starting): run beside the team tests
+# (`make test`), timed apart.
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    return reproduced_project(tmp_path_factory)
+def repo(tmp_path_factory, mlflow_template) -> Path:
+    """The committed project, not reproduced: each queued point runs the whole pipeline from its own params."""
+    return committed_project(tmp_path_factory, mlflow_template)
 
 
 def test_queued_grid_runs_logs_to_the_main_store_and_applies(repo):
     """`dvc exp run --queue -S` over a grid, run by `dvc queue start`: each point trains from the edited
     params (comments kept), `dvc exp show` lists params and metrics, the MLflow runs land in the project's
     store, and `dvc exp apply` brings a point's params and outputs into the workspace."""
-    dvc("exp", "run", "--queue", "-S", "model=fpn", "-S", "optimizer.lr=0.001,0.003", cwd=repo)
+    # fpn_tiny: another of the project's own small models (dvc_project.TINY_MODELS) than params.yaml's unet_tiny
+    dvc("exp", "run", "--queue", "-S", "model=fpn_tiny", "-S", "optimizer.lr=0.001,0.003", cwd=repo)
     dvc("queue", "start", cwd=repo)
     try:
         deadline = time.time() + 240
@@ -42,7 +45,7 @@ def test_queued_grid_runs_logs_to_the_main_store_and_applies(repo):
     exps = [(e.get("name"), r["data"]) for row in rows for e in (row.get("experiments") or []) for r in e["revs"]]
     points = {d["params"]["params.yaml"]["data"]["optimizer"]["lr"]: name for name, d in exps}
     assert {0.001, 0.003} <= set(points)
-    assert all(d["params"]["params.yaml"]["data"]["model"] == "fpn"
+    assert all(d["params"]["params.yaml"]["data"]["model"] == "fpn_tiny"
                and d["metrics"]["pipeline/evaluate/metrics.json"]["data"]["val"]["mIoU"] is not None for _, d in exps)
     # Queued experiments run in .dvc/tmp/exps/<tmp>; their MLflow runs still land in the project's store.
     from mlflow.tracking import MlflowClient
@@ -55,7 +58,7 @@ def test_queued_grid_runs_logs_to_the_main_store_and_applies(repo):
 
     dvc("exp", "apply", points[0.003], cwd=repo)
     params = (repo / "params.yaml").read_text()
-    assert yaml.safe_load(params)["model"] == "fpn" and params.startswith("# ")  # edited in place, comments kept
+    assert yaml.safe_load(params)["model"] == "fpn_tiny" and params.startswith("# ")  # edited in place, comments kept
     config = yaml.safe_load((repo / "pipeline/train/config.yaml").read_text())
     assert config["model"]["arch"] == "FPN" and config["optimizer"]["lr"] == 0.003
     git("checkout", "-q", "--", ".", cwd=repo)

@@ -5,12 +5,16 @@ dvc_project.py, also used by test_dvc_experiments.py). What a test
 needs beyond that is a fixture too, never a test that ran before it: ``fixed`` commits a label fix
 (v2) once, for the label-fix test and the fresh-clone test. So every test also runs alone
 (``pytest tests/test_dvc_pipeline.py::test_x``). params.yaml is the project's own with tiny sizes
-(the debug=fast values), so a pipeline run takes about 25 s, nearly all of it process start-up.
+(the debug=fast values) and a 0.77 M-parameter model of the project's conf/ (dvc_project.TINY_MODELS), so a
+pipeline run's time is nearly all process start-up: one masklab process per stage, started by DVC. The masklab
+commands a user types between DVC's (`data record-edits`, `pipeline check`) run in this process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +28,23 @@ from masklab.data.sample_files import file_sha256
 from masklab.data.versioning import data_version
 from masklab.platform import cpu_model
 
-from dvc_project import BIN, EDITED_MASK, dvc, git, git_clone, ran_stages, reproduced_project, sh
+from conftest import command_in, copy_store, in_project
+from dvc_project import EDITED_MASK, ENV, dvc, git, git_clone, ran_stages, reproduced_project
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    return reproduced_project(tmp_path_factory)
+def repo(tmp_path_factory, mlflow_template) -> Path:
+    return reproduced_project(tmp_path_factory, mlflow_template)
+
+
+def masklab_in(root: Path, run):
+    """``run()`` (a masklab command in this process) in the DVC project ``root``, with the environment the DVC
+    commands get (the command may run DVC itself)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in ENV.items():
+            patch.setenv(key, value)
+        in_project(patch, root)
+        return run()
 
 
 def metrics(root: Path) -> dict:
@@ -110,14 +125,15 @@ def fixed(repo) -> LabelFix:
     Image.fromarray(mask).save(mask_path)
     recorded = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
     status_before = data_version(repo / "data/synthetic")
-    record = sh([str(BIN / "masklab"), "data", "record-edits", "data.root=data/synthetic"], repo)
+    with contextlib.redirect_stdout(io.StringIO()) as record:  # in this process: a command like any other
+        masklab_in(repo, lambda: command_in(repo, "data record-edits", ["data.root=data/synthetic"]))
     dvc_status = json.loads(dvc("status", "--json", cwd=repo).stdout)
     committed = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["outs"][0]["md5"]
     done = dvc("repro", cwd=repo)
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
     git("add", "-A", cwd=repo)
     git("commit", "-qm", "v2: fixed synth_00014", cwd=repo)
-    return LabelFix(original, file_sha256(mask_path), before, recorded, committed, status_before, record.stdout,
+    return LabelFix(original, file_sha256(mask_path), before, recorded, committed, status_before, record.getvalue(),
                     dvc_status, ran_stages(done.stdout), diff)
 
 
@@ -147,7 +163,7 @@ def test_label_fix_reruns_only_dependents_and_checkout_restores_bytes(repo, fixe
     assert "up to date" in dvc("status", cwd=repo).stdout
 
 
-def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo, fixed):
+def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo, fixed, mlflow_template, cli):
     dvc("push", cwd=repo)
     remote = (repo / ".dvc" / "../../masklab-dvc-remote").resolve()
     assert remote.is_dir() and any(remote.rglob("*")), "the default local remote got nothing"
@@ -159,13 +175,15 @@ def test_push_then_fresh_clone_pulls_data_and_reproduces_metrics(repo, fixed):
     assert "dvc pull data/synthetic" in refused.stdout + refused.stderr
 
     dvc("pull", "data/synthetic", cwd=clone)
+    copy_store(mlflow_template, clone)  # (the clone's own MLflow store, migrated already)
     assert file_sha256(clone / EDITED_MASK) == file_sha256(repo / EDITED_MASK)
     done = dvc("repro", cwd=clone)
     assert ran_stages(done.stdout) == ["train", "evaluate", "report"]
     # Deterministic CPU training: the same numbers as the committed ones.
     assert json.loads(dvc("metrics", "diff", "--json", cwd=clone).stdout) == {}
     # The check the README gives for this: same platform, so exact, and it says so.
-    checked = sh([str(BIN / "masklab"), "pipeline", "check"], clone)
+    checked = masklab_in(clone, lambda: cli("pipeline", "check"))
+    assert checked.returncode == 0, checked.stderr
     assert "against HEAD: passed" in checked.stdout and "same platform as the commit" in checked.stdout
 
     dvc("pull", cwd=clone)  # everything else the remote holds arrives too

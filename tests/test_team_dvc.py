@@ -54,9 +54,9 @@ class Pushed:
 
 
 @pytest.fixture(scope="module")
-def pushed(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Pushed:  # noqa: F811
+def pushed(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path) -> Pushed:  # noqa: F811
     """The reproduced project with the S3 remote `team` as default, committed, then pushed."""
-    repo = reproduced_project(tmp_path_factory)
+    repo = reproduced_project(tmp_path_factory, mlflow_template)
     s3_server.create_bucket(BUCKET)
     dvc("remote", "add", "-d", "team", f"s3://{BUCKET}/cache", cwd=repo)
     dvc("remote", "modify", "team", "endpointurl", s3_server.endpoint, cwd=repo)
