@@ -19,7 +19,7 @@ from masklab.errors import UserError
 from masklab.overrides import format_override
 from masklab.sweep.pruning import OptunaPruningCallback
 from masklab.sweep.space import parse_overrides, parse_param
-from masklab.sweep.study import open_storage, retry_locked
+from masklab.sweep.study import open_storage
 
 from conftest import command_in, exits_as_user_error, mlflow_runs
 
@@ -262,23 +262,6 @@ def test_search_space_mistakes_name_the_entry(spec, message):
     with pytest.raises(UserError, match=re.escape(message)) as info:
         parse_param("optimizer.lr", spec, "sweep.params")
     assert "sweep.params.optimizer.lr" in str(info.value)
-
-
-def test_locked_sqlite_is_retried_other_errors_are_not(monkeypatch):
-    import sqlite3
-
-    monkeypatch.setattr("masklab.sweep.study.time.sleep", lambda s: None)
-    calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise sqlite3.OperationalError("database is locked")
-        return "ok"
-
-    assert retry_locked(flaky) == "ok" and len(calls) == 3
-    with pytest.raises(sqlite3.OperationalError, match="no such table"):
-        retry_locked(lambda: (_ for _ in ()).throw(sqlite3.OperationalError("no such table: runs")))
 
 
 def test_non_sqlite_storage_takes_the_generic_path_and_hides_the_password():

@@ -26,8 +26,6 @@ HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 SAMPLERS = ("grid", "tpe", "random")
 PRUNERS = ("none", "median", "percentile")
-# The name sweep/launch.py calls the retry by: masklab's one retry of a locked SQLite database (until a deadline).
-retry_locked = call_with_retry
 
 
 def is_sqlite(url: str) -> bool:
