@@ -173,7 +173,8 @@ def miou_from_confusion(confusion) -> float:
     return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
-# -- in-process helpers: the workflows without a CLI subprocess (8-11 s of imports each) -------------------------
+# -- in-process helpers: workflows, commands and the CLI without a subprocess (each would import torch, Lightning,
+# MLflow anew: 3-11 s, the more the busier the machine) --------------------------------------------------------------
 
 def fit_in(project: Path, overrides: list[str], folder: str = "run"):
     """``workflows.fit`` of the ``train`` config with ``overrides``, in ``project``, into
