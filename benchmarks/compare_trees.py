@@ -56,7 +56,7 @@ def trained(src: Path, project: Path) -> tuple[str, Path]:
 def commands(run_id: str, best: Path, project: Path) -> dict[str, list[str]]:
     images = project / "data" / "synthetic" / "images"
     return {
-        "register": ["register", f"run_id={run_id}", "name=bench"],
+        "register": ["register", f"run_id={run_id}", "registry.name=bench"],
         "predict": ["predict", f"model={best}", f"input={images}", f"output={project / 'predicted'}",
                     "overwrite=true"],
         "evaluate": ["evaluate", f"ckpt_path={best}", "split=val"],
