@@ -18,6 +18,7 @@ import numpy as np
 
 from masklab.active.uncertainty import AGGREGATIONS, PIXEL_MEASURES, PixelScoring
 from masklab.errors import UserError
+from masklab.named import named, register_named
 
 UNITS = ("images", "pixels")
 
@@ -163,17 +164,12 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 
 def register_strategy(cls: type[Strategy]) -> type[Strategy]:
     """Add a strategy class under its ``name`` (a class decorator); a second class under a taken name is a bug."""
-    if STRATEGIES.get(cls.name, cls) is not cls:
-        raise ValueError(f"strategy {cls.name!r} is registered already ({STRATEGIES[cls.name]})")
-    STRATEGIES[cls.name] = cls
-    return cls
+    return register_named(STRATEGIES, cls, "strategy")
 
 
 def strategy_class(name: str) -> type[Strategy]:
     """The strategy class called ``name``; a UserError naming the known strategies otherwise."""
-    if name not in STRATEGIES:
-        raise UserError(f"strategy={name}: expected one of {list(STRATEGIES)}")
-    return STRATEGIES[name]
+    return named(STRATEGIES, name, "strategy")
 
 
 def make_strategy(name: str = "entropy", **options: Any) -> Strategy:

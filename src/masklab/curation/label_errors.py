@@ -44,7 +44,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from masklab.errors import UserError
+from masklab.named import named, register_named
 
 KINDS = ("missing_object", "spurious_object", "class_swap", "boundary")
 
@@ -340,17 +340,12 @@ SCORES: dict[str, type[LabelScore]] = {}
 
 def register_score(cls: type[LabelScore]) -> type[LabelScore]:
     """Add a score class under its ``name`` (a class decorator); a second class under a taken name is a bug."""
-    if SCORES.get(cls.name, cls) is not cls:
-        raise ValueError(f"label-error score {cls.name!r} is registered already ({SCORES[cls.name]})")
-    SCORES[cls.name] = cls
-    return cls
+    return register_named(SCORES, cls, "label-error score")
 
 
 def label_score(name: str) -> LabelScore:
     """The score called ``name``; a UserError naming the known scores otherwise."""
-    if name not in SCORES:
-        raise UserError(f"score={name}: expected one of {list(SCORES)}")
-    return SCORES[name]()
+    return named(SCORES, name, "score")()
 
 
 @register_score

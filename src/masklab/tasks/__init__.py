@@ -59,7 +59,7 @@ def get_task(name: str) -> Task:
 def task_for(source: Mapping[str, object] | object) -> Task:
     """The task of a config (``task:`` key), checkpoint metadata or package spec; v1 files have none
     and are semantic."""
-    name = source.get("task") if isinstance(source, Mapping) or hasattr(source, "get") else None
+    name = source.get("task") if hasattr(source, "get") else None  # (a dict, a DictConfig, a package spec)
     return get_task(str(name or DEFAULT_TASK))
 
 
