@@ -219,12 +219,12 @@ class Registry:
     def _call(self, what: str, fn, *args, **kwargs):
         from mlflow.exceptions import MlflowException
 
-        from masklab.tracking.sqlite_retry import call_with_retry
+        from masklab.tracking.sqlite_retry import call_mlflow
 
         try:
             with quiet_mlflow():
                 # One retry: a method of self.client (retrying already) is called as is, a fluent call is retried
-                return call_with_retry(fn, *args, **kwargs)
+                return call_mlflow(fn, *args, **kwargs)
         except MlflowException as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if any(m in message for m in ("Failed to establish a new connection", "Max retries exceeded",

@@ -50,20 +50,20 @@ def client(tracking_uri: str):
     calls wait and retry while another process writes (masklab.tracking.sqlite_retry)."""
     from mlflow.tracking import MlflowClient
 
-    from masklab.tracking.sqlite_retry import call_with_retry
+    from masklab.tracking.sqlite_retry import call_mlflow
 
     prepare_store(tracking_uri)
     install_busy_timeout(tracking_uri)
     # (the constructor opens the store: it meets a lock too)
-    return shared_store_client(call_with_retry(MlflowClient, tracking_uri=tracking_uri), tracking_uri)
+    return shared_store_client(call_mlflow(MlflowClient, tracking_uri=tracking_uri), tracking_uri)
 
 
 def install_busy_timeout(tracking_uri: str) -> None:
     """On a SQLite store, make this process's SQLite connections wait for a lock (masklab.tracking.sqlite_retry)."""
     if tracking_uri.startswith("sqlite:"):
-        from masklab.tracking.sqlite_retry import install_busy_timeout as install
+        from masklab.tracking.sqlite_retry import wait_on_locked_sqlite
 
-        install()
+        wait_on_locked_sqlite()
 
 
 def shared_store_client(mlflow_client: Any, tracking_uri: str) -> Any:
@@ -114,11 +114,11 @@ def _platform_tagging_logger() -> type:
         _mlflow_client: Any  # (MLFlowLogger's, wrapped below)
 
         def __init__(self, *args: Any, **kwargs: Any):
-            from masklab.tracking.sqlite_retry import call_with_retry
+            from masklab.tracking.sqlite_retry import call_mlflow
 
             uri = str(kwargs.get("tracking_uri") or "")
             install_busy_timeout(uri)
-            call_with_retry(super().__init__, *args, **kwargs)  # (it opens the store: it meets a lock too)
+            call_mlflow(super().__init__, *args, **kwargs)  # (it opens the store: it meets a lock too)
             self._mlflow_client = shared_store_client(self._mlflow_client, uri)
 
         @rank_zero_only

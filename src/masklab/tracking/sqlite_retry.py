@@ -18,15 +18,14 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from masklab.files import Retrying, StillLocked
-from masklab.files import call_with_retry as _call_with_retry
+from masklab.files import Retrying, StillLocked, call_with_retry
 from masklab.tracking.access import access_denied
 
 T = TypeVar("T")
 
 
 @functools.cache
-def install_busy_timeout() -> None:
+def wait_on_locked_sqlite() -> None:
     """Make every SQLite connection SQLAlchemy opens in this process wait for a lock (once per process)."""
     import sqlite3
 
@@ -41,11 +40,11 @@ def install_busy_timeout() -> None:
             dbapi_connection.execute(f"PRAGMA busy_timeout = {milliseconds}")
 
 
-def call_with_retry(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def call_mlflow(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` under :func:`masklab.files.call_with_retry`; an MLflow server's refusal of the
     credentials or the permission comes out as a one-line :class:`~masklab.tracking.access.AccessDenied`."""
     try:
-        return _call_with_retry(fn, *args, **kwargs)
+        return call_with_retry(fn, *args, **kwargs)
     except StillLocked:
         raise
     except Exception as exc:
@@ -65,4 +64,4 @@ class RetryingClient(Retrying):
     """An MlflowClient whose method calls retry on "database is locked"; everything else passes through."""
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return call_with_retry(fn, *args, **kwargs)
+        return call_mlflow(fn, *args, **kwargs)

@@ -180,7 +180,7 @@ def round_config(cfg: DictConfig, settings: Settings, strategy: str, seed: int, 
     return out
 
 
-def check_dataset(dataset: Any, settings: Settings) -> list[Any]:
+def simulation_samples(dataset: Any, settings: Settings) -> list[Any]:
     """The labelled train samples a simulation draws from, sorted by id; UserError when the dataset cannot hold
     the plan (no labelled val or test split, fewer train samples than the seed set plus every round's budget)."""
     for split in ("val", settings.test_split):
@@ -220,7 +220,7 @@ def open_simulation(cfg: DictConfig, output_dir: str | Path) -> Simulator:
     output.mkdir(parents=True, exist_ok=True)
     cfg = pinned_config(cfg, output)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
-    train = check_dataset(dataset, settings)
+    train = simulation_samples(dataset, settings)
     state = SimulationState(output / STATE_FILE)
     parent = parent_run(cfg, dataset, state, output)
     uri = str(cfg.logger.tracking_uri)
