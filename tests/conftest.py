@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 # --no-loadscope-reorder` (make test) each worker takes the next module in collection order, so the
 # modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
 # modules last, one worker alone on a 3-minute DVC module while the other had finished.
-LONGEST_FIRST = ("test_dvc_experiments.py", "test_dvc_pipeline.py", "test_preset_expected.py",
-                 "test_tracking_server.py", "test_registry.py", "test_sweep.py", "test_crash_safety.py",
-                 "test_instance_task.py", "test_al_simulation.py", "test_presets_data_cli.py", "test_curation.py",
-                 "test_train.py")
+LONGEST_FIRST = ("test_crash_safety.py", "test_dvc_pipeline.py", "test_ddp.py", "test_tracking_server.py",
+                 "test_team_tracking.py", "test_team_sweep.py", "test_dvc_experiments.py", "test_preset_expected.py",
+                 "test_al_simulation.py", "test_sweep.py", "test_instance_task.py", "test_team_dvc.py",
+                 "test_submitit.py", "test_registry.py", "test_train.py", "test_presets_data_cli.py",
+                 "test_curation.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -12,7 +12,7 @@ from masklab.data.folds import EXCLUDED_SPLIT, deal_folds, ensure_folds, fold_vi
 from masklab.data.manifest import load_dataset, read_manifest
 from masklab.errors import UserError
 
-from conftest import FAST, in_project, mlflow_runs
+from conftest import FAST, command_in, in_project, mlflow_runs
 
 
 def test_folds_are_balanced_seeded_and_keep_what_was_dealt():
@@ -81,18 +81,13 @@ def test_a_wrong_out_of_fold_resolution_is_refused_before_any_training(project: 
 def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(synthetic: Path, project: Path, capsys):
     import torch
 
-    from masklab.commands import cv as cv_command
-    from masklab.config import compose
     from masklab.curation.out_of_fold import OutOfFold
     from masklab.data.images import read_image
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor, rule_from_meta
 
     out = project / "experiments/runs/cv"
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        patch.setattr(cv_command, "hydra_output_dir", lambda: str(out))
-        cv_command.cv(compose("cv", [*FAST, "data.synth.count=16", "cv.folds=2", f"paths.output_dir={out}"]))
+    command_in(project, "cv", [*FAST, "data.synth.count=16", "cv.folds=2"], out=out)
     printed = capsys.readouterr().out
     assert "2-fold cross-validation" in printed and "mIoU" in printed and "±" in printed
 

@@ -233,11 +233,9 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
     logged to the cross-validation's run, and `masklab curate label-errors run_id=...` prints it first."""
     import pandas as pd
 
-    from masklab.commands import curate
-    from masklab.config import compose
     from masklab.tracking.runs import start_run
 
-    from conftest import in_project
+    from conftest import command_in
 
     dataset, victim, erased, was_there = erased_object_case(project / "data/synthetic", project / "oof", count=12,
                                                             seed=3, folds=3)
@@ -246,11 +244,7 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
                        {"masklab.command": "cv", "masklab.out_of_fold": str(project / "oof"),
                         "masklab.dataset_root": str(dataset.root)})
     out = project / "experiments/runs/label-errors"
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        patch.setattr(curate, "hydra_output_dir", lambda: str(out))
-        curate.label_errors(compose("curate_label_errors", [f"run_id={parent.run_id}", "top=3",
-                                                            f"paths.output_dir={out}"]))
+    command_in(project, "curate label-errors", [f"run_id={parent.run_id}", "top=3"], out=out)
     printed = capsys.readouterr().out.splitlines()
     first = next(line for line in printed if line.strip().startswith("1 "))
     assert victim.id in first and "missing_object" in first
@@ -283,14 +277,11 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     import pandas as pd
     from PIL import Image
 
-    from masklab.commands import curate
-    from masklab.commands.data import record_edits
-    from masklab.config import compose
     from masklab.data.edits import record_mask_edits
     from masklab.data.images import read_mask
     from masklab.data.manifest import read_manifest
 
-    from conftest import in_project
+    from conftest import command_in
     from dvc_project import dvc, git
 
     git("init", "-q", "-b", "main", cwd=project)
@@ -304,12 +295,8 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     git("commit", "-qm", "data v1", cwd=project)
 
     out = project / "experiments/runs/review"
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        patch.setattr(curate, "hydra_output_dir", lambda: str(out))
-        curate.label_errors(compose("curate_label_errors", [f"out_of_fold={project / 'oof'}",
-                                                            f"data_root={dataset.root}", "review_top=1",
-                                                            f"paths.output_dir={out}"]))
+    command_in(project, "curate label-errors", [f"out_of_fold={project / 'oof'}", f"data_root={dataset.root}",
+                                                "review_top=1"], out=out)
     assert {s.id: s.status for s in read_manifest(dataset.root)}[victim.id] == "needs_review"
     assert list(pd.read_csv(out / "review.csv")["id"]) == [victim.id]
     assert "up to date" in dvc("status", "data/synthetic.dvc", cwd=project).stdout  # committed by the command
@@ -320,9 +307,7 @@ def test_review_loop_marks_suspects_then_record_edits_fixes_them_as_new_dvc_vers
     fixed[was_there] = erased
     Image.fromarray(fixed).save(dataset.root / victim.mask)  # the person's fix
     capsys.readouterr()
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        record_edits(compose("data_record_edits", [f"data.root={dataset.root}"]))
+    command_in(project, "data record-edits", [f"data.root={dataset.root}"])
     assert f"recorded 1 new or edited label(s): {victim.id}" in capsys.readouterr().out
     rows = {s.id: s for s in read_manifest(dataset.root)}
     assert rows[victim.id].status == "fixed" and sum(s.status == "fixed" for s in rows.values()) == 1

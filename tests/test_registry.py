@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
+from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
 
 NAME = "shapes"
 
@@ -25,20 +25,9 @@ def train_and_register(project: Path, *extra: str, env: dict | None = None) -> N
 
 
 def command(project: Path, words: str, *overrides: str) -> None:
-    """``masklab <words> <overrides>`` in this process: the command function on its composed config, in
-    ``project``, with a run folder under it (where promote's gate writes the evaluations it makes)."""
-    from importlib import import_module
-
-    from masklab.cli import COMMANDS
-    from masklab.config import compose
-
-    config_name, target, _ = COMMANDS[tuple(words.split())]
-    module, func = target.split(":")
-    with pytest.MonkeyPatch.context() as patch:
-        in_project(patch, project)
-        out = project / "experiments" / "runs" / f"{time.time_ns()}_{config_name}"
-        patch.setattr("masklab.commands.common.hydra_output_dir", lambda: str(out))  # Hydra's run folder
-        getattr(import_module(module), func)(compose(config_name, list(overrides)))
+    """``masklab <words> <overrides>`` in this process, with a run folder under ``project`` (where promote's gate
+    writes the evaluations it makes)."""
+    command_in(project, words, list(overrides))
 
 
 def command_ok(project: Path, capsys: pytest.CaptureFixture, words: str, *overrides: str) -> str:
