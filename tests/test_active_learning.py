@@ -37,7 +37,7 @@ from masklab.inference.rule import InputRule
 from masklab.models.factory import NormalizedSegmentationModel
 from masklab.workflows.active_learning import SELECTED_KEY, record_selection, select
 
-from conftest import FAST, fit_in, mlflow_runs, run_masklab
+from conftest import FAST, fit_in, mlflow_runs
 
 CLASSES = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "red", (230, 25, 75))))
 S = 32  # image side, px
@@ -272,7 +272,7 @@ def test_no_pool_is_a_clear_error(tmp_path: Path) -> None:
         select(load_dataset(tmp_path / "d"), package(), make_strategy("entropy"), budget=1)
 
 
-def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Path, seed_store) -> None:
+def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Path, seed_store, cli) -> None:
     """Train (debug=fast), move six val samples to the pool, then `masklab al select` through the real CLI."""
     from masklab.data.manifest import read_manifest, write_manifest
 
@@ -285,8 +285,8 @@ def test_al_select_cli_with_a_trained_model_logs_records_and_commits(project: Pa
         if s.id in moved:
             s.split, s.mask, s.mask_sha256, s.instances, s.instance_classes = "pool", None, None, None, {}
     write_manifest(root, rows)
-    done = run_masklab(["al", "select", f"model={fitted.best_checkpoint}", "budget=3", "strategy=margin",
-                        "aggregate=top", "name=round-1"], cwd=project)
+    done = cli("al", "select", f"model={fitted.best_checkpoint}", "budget=3", "strategy=margin", "aggregate=top",
+               "name=round-1")
     assert done.returncode == 0, done.stderr
     assert "6 pool samples scored by margin (margin, top 0.1); picked 3" in done.stdout, done.stdout
     picked = [s.id for s in read_manifest(root) if s.extra.get(SELECTED_KEY) == "round-1"]

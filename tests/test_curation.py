@@ -25,7 +25,7 @@ from masklab.data.writer import DatasetWriter
 from masklab.errors import UserError
 from masklab.inference.embeddings import ThumbnailEmbedder
 
-from conftest import SHARED_DATASETS, exits_as_user_error, run_masklab
+from conftest import SHARED_DATASETS, exits_as_user_error
 
 KVASIR = SHARED_DATASETS / "kvasir_seg" / "images"
 ORIGINALS = 24
@@ -280,8 +280,8 @@ def test_describe_similarity_writes_tables_keyed_by_id(planted: Path, tmp_path: 
         write_similarity_explorer(dataset, found, tmp_path / "explorer2", [tmp_path / "bad.parquet"])
 
 
-def test_curate_duplicates_cli_lists_leaks_first(planted: Path, tmp_path: Path, capsys) -> None:
-    out = run_masklab(["curate", "duplicates", f"data.root={planted}", "top=3"], cwd=tmp_path)
+def test_curate_duplicates_cli_lists_leaks_first(planted: Path, project: Path, cli, capsys) -> None:
+    out = cli("curate", "duplicates", f"data.root={planted}", "top=3")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert "1 exact and 3 near-duplicate pair(s) in 4 group(s); 2 pair(s) across splits (leaks)" in lines[0]

@@ -28,7 +28,7 @@ from masklab.data.manifest import Dataset
 from masklab.data.objects import ObjectSet, read_objects
 from masklab.errors import UserError
 
-from conftest import SHARED_DATASETS, exits_as_user_error, run_masklab
+from conftest import SHARED_DATASETS, exits_as_user_error
 
 H, W = 16, 20
 CATEGORIES = [{"id": 5, "name": "cat", "supercategory": "animal"}, {"id": 2, "name": "dog"}]
@@ -312,16 +312,16 @@ def test_export_refuses_what_coco_cannot_hold(tmp_path: Path) -> None:
     assert not (tmp_path / "x.json").exists()
 
 
-def test_cli_import_and_export(project: Path, capsys) -> None:
+def test_cli_import_and_export(project: Path, capsys, cli) -> None:
     from masklab.commands.data import export
     from masklab.config import compose
 
     coco_file, images, expected = shapes_coco(project / "raw")
-    done = run_masklab(["data", "import", "format=coco", "name=shapes", f"annotations={coco_file}",
-                        f"images={images}", "split_mode=none"], project)
+    done = cli("data", "import", "format=coco", "name=shapes", f"annotations={coco_file}", f"images={images}",
+               "split_mode=none")
     assert done.returncode == 0, done.stderr
     assert "Imported" in done.stdout and "2 samples" in done.stdout
-    done = run_masklab(["data", "export", "format=coco", "data=shapes", "out=shapes.json"], project)
+    done = cli("data", "export", "format=coco", "data=shapes", "out=shapes.json")
     assert done.returncode == 0, done.stderr
     assert "Wrote shapes.json: 2 images, 4 annotations, 2 categories" in done.stdout
     assert len(COCO(str(project / "shapes.json")).getAnnIds()) == 4

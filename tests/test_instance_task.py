@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, fit_in, in_project, run_masklab
+from conftest import FAST, fit_in, in_project
 
 SQUARES = ((2, 2, 8, 8), (10, 4, 20, 14), (22, 22, 30, 30))  # (x0, y0, x1, y1), x1/y1 exclusive
 
@@ -192,7 +192,7 @@ def instance_pngs(tmp_path):
     return images, ids
 
 
-def test_import_train_evaluate_register_predict(project, seed_store, instance_pngs, tmp_path):
+def test_import_train_evaluate_register_predict(project, seed_store, instance_pngs, tmp_path, cli):
     """The CLI path on instance data: instance-id PNGs imported, a bottom-up model trained and registered,
     predicting from the registry 16-bit id maps plus COCO results identical to its checkpoint's."""
     from pycocotools import mask as coco_mask
@@ -205,8 +205,8 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
 
     images, ids = instance_pngs
     seed_store(project)
-    res = run_masklab(["data", "import", "format=instance_png", f"images={images}", f"masks={ids}", "name=shapes",
-                       "class_name=shape", "fractions={train: 0.5, val: 0.5, test: 0.0}"], project)
+    res = cli("data", "import", "format=instance_png", f"images={images}", f"masks={ids}", "name=shapes",
+              "class_name=shape", "fractions={train: 0.5, val: 0.5, test: 0.0}")
     assert res.returncode == 0, res.stderr[-3000:]
     done = fit_in(project, ["task=instance", "model=bottom_up", *FAST, "data=shapes", "data.image_size=48",
                             "registry.register=true", "registry.name=shapes"])
@@ -223,8 +223,7 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     assert row["gate metric"] == "mask_AP"  # the promotion gate compares mask AP for instance models
 
     out = tmp_path / "pred"
-    res = run_masklab(["predict", "model=models:/shapes/1", f"input={images}", f"output={out}", "overlay=true"],
-                      project)
+    res = cli("predict", "model=models:/shapes/1", f"input={images}", f"output={out}", "overlay=true")
     assert res.returncode == 0, res.stderr[-3000:]
     written = Image.open(out / "s00.png")
     assert written.mode.startswith("I;16") and written.size == (48, 48)

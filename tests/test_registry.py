@@ -17,13 +17,6 @@ from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, 
 NAME = "shapes"
 
 
-def train_and_register(project: Path, *extra: str, env: dict | None = None) -> None:
-    res = run_masklab(["train", *FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}",
-                       *extra], project, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"as model '{NAME}'" in res.stdout
-
-
 def command(project: Path, words: str, *overrides: str) -> None:
     """``masklab <words> <overrides>`` in this process, with a run folder under ``project`` (where promote's gate
     writes the evaluations it makes)."""
@@ -35,12 +28,6 @@ def command_ok(project: Path, capsys: pytest.CaptureFixture, words: str, *overri
     capsys.readouterr()
     command(project, words, *overrides)
     return capsys.readouterr().out
-
-
-def cli_ok(project: Path, *args: str, env: dict | None = None) -> str:
-    res = run_masklab(list(args), project, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return res.stdout
 
 
 def newest(records, **where):
@@ -488,7 +475,7 @@ def test_stage_uri_and_alias_uri_name_the_same_version(two_versions):
         assert np.array_equal(a.numpy(), b.numpy())
 
 
-def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tmp_path):
+def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tmp_path, cli, monkeypatch):
     from masklab.inference import predict_image
     from masklab.tracking.model_ref import load_model_ref
     from masklab.tracking.runs import downloaded_checkpoint
@@ -499,9 +486,9 @@ def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tm
     images = tmp_path / "in"
     write_images(images, [(32, 32), (50, 70), (97, 33)])
     out = tmp_path / "out"
-    stdout = cli_ok(project, "predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}",
-                    "overlay=true")
-    assert "Wrote 3 masks" in stdout
+    in_project(monkeypatch, project)
+    done = cli("predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}", "overlay=true")
+    assert done.returncode == 0 and "Wrote 3 masks" in done.stdout, done.stderr[-3000:]
     version = registry(uri).version(NAME, alias_version(uri, "production"))
     with downloaded_checkpoint(uri, version.run_id) as ckpt:
         in_process = load_model_ref(str(ckpt), uri)
@@ -511,7 +498,7 @@ def test_predict_from_registry_is_pixel_identical_to_checkpoint(two_versions, tm
         assert written.shape == image.shape[:2]
         assert np.array_equal(written, predict_image(in_process.model, image, in_process.input_rule))
         assert (out / f"{path.stem}_overlay.png").is_file()
-    again = run_masklab(["predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}"], project)
+    again = cli("predict", f"model=models:/{NAME}@production", f"input={images}", f"output={out}")
     assert again.returncode == 2 and "overwrite=true" in again.stderr  # never overwrite unasked
 
 
@@ -682,10 +669,11 @@ def test_concurrent_promotions_end_with_exactly_one_production(two_versions):
     assert sorted(e["version"] for e in new if e["to"] == "Production") == [1, 2]
 
 
-def test_unreachable_registry_fails_fast_with_one_line(project):
+def test_unreachable_registry_fails_fast_with_one_line(project, cli, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
     start = time.perf_counter()
-    res = run_masklab(["models", "list"], project, env={"MLFLOW_TRACKING_URI": url})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    res = cli("models", "list")
     assert res.returncode == 2
     assert "cannot reach the registry" in res.stderr and url in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
