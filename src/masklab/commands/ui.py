@@ -22,7 +22,7 @@ def ui(cfg: DictConfig) -> None:
     result(f"MLflow UI for {uri} at http://{cfg.host}:{cfg.port}  (Ctrl-C stops it)", __name__)
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", str(cfg.host),
-           "--port", str(cfg.port)]
+           "--port", str(cfg.port), "--workers", str(cfg.workers)]
     try:
         subprocess.run(cmd, env=env, check=False)
     except KeyboardInterrupt:
