@@ -122,8 +122,8 @@ def wait_http(url: str, timeout: float = 90) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
+def start(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true", **(env or {}))
     env.pop("MLFLOW_TRACKING_URI", None)
     # Own process group: the server's workers are stopped with it.
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -140,6 +140,11 @@ def stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+# MLflow 3's job runner (a runner and 7 huey consumers for its GenAI features; 13 s of CPU per server start on 2
+# cores) is of no use to masklab: `masklab ui` leaves it out, and so do the tests' servers.
+NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     port = free_port()
@@ -147,7 +152,8 @@ def mlflow_server(tmp_path):
     server_dir.mkdir()
     proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                   "--backend-store-uri", f"sqlite:///{server_dir}/mlflow.db",
-                  "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"], server_dir)
+                  "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"], server_dir,
+                 NO_JOB_RUNNER)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/health")

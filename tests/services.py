@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, stop, wait_http
+from conftest import NO_JOB_RUNNER, free_port, stop, wait_http
 
 # moto accepts any credentials; these are fixed so every process of a test signs the same way.
 S3_ENV = {"AWS_ACCESS_KEY_ID": "masklab-test", "AWS_SECRET_ACCESS_KEY": "masklab-test-secret",
@@ -223,7 +223,7 @@ def start_tracking_server(postgres: Postgres, s3: S3Server, home: Path, name: st
     port = free_port()
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", backend, "--artifacts-destination", f"{bucket}/artifacts", "--workers", "1"]
-    env = {**os.environ, **s3.env, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env = {**os.environ, **s3.env, "MLFLOW_DISABLE_TELEMETRY": "true", **NO_JOB_RUNNER}
     env.pop("MLFLOW_TRACKING_URI", None)
     if admin_password is not None:
         auth_ini = home / "basic_auth.ini"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,14 @@ def test_train_register_promote_predict_on_a_server_named_by_env(project, mlflow
     assert (tmp_path / "o" / "img0.png").is_file()
 
 
+def process_group(proc_dir: Path) -> int | None:
+    """The process group id of the process ``/proc/<pid>`` (None once it has gone)."""
+    try:
+        return int((proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[2])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def test_ui_serves_local_store(project, seed_store):
     from mlflow.tracking import MlflowClient
 
@@ -59,5 +68,8 @@ def test_ui_serves_local_store(project, seed_store):
         api = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name?experiment_name=only-in-this-project"
         with urllib.request.urlopen(api, timeout=90) as resp:  # the first request opens the store: slow here
             assert json.load(resp)["experiment"]["experiment_id"] == experiment_id
+        # masklab ui, mlflow ui and one uvicorn worker (workers=1); no MLflow job runner and huey consumers
+        group = [p for p in Path("/proc").iterdir() if p.name.isdigit() and process_group(p) == proc.pid]
+        assert len(group) == 3, [(p / "cmdline").read_bytes()[:120] for p in group]
     finally:
         stop(proc)
