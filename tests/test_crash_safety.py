@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import FAST, MASKLAB, copy_store, fit_in, mlflow_runs, run_masklab
+from conftest import FAST, MASKLAB, copy_store, fit_in, mlflow_runs
 
 # Real processes killed by real signals, each trained twice: run beside the team tests (`make test`).
 pytestmark = pytest.mark.slow
@@ -41,7 +41,8 @@ def signal_once_checkpointed(proc: subprocess.Popen, folder: Path, signum: int) 
     return err
 
 
-def test_sigterm_saves_a_checkpoint_exits_143_and_the_resume_continues_the_run(project: Path, seed_store) -> None:
+def test_sigterm_saves_a_checkpoint_exits_143_and_the_resume_continues_the_run(project: Path, seed_store,
+                                                                               cli) -> None:
     seed_store(project)
     folder = project / "experiments" / "runs" / "preempted"
     proc = start_training(project, folder, LONGER)
@@ -55,7 +56,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_resume_continues_the_run(p
     assert run.info.status == "KILLED"
     assert f"the same MLflow run {run.info.run_id} continues" in err
 
-    done = run_masklab(["train", *LONGER, "ckpt_path=last", f"resume_dir={folder}"], project)
+    done = cli("train", *LONGER, "ckpt_path=last", f"resume_dir={folder}")  # (the resume needs no new process)
     assert done.returncode == 0, done.stderr[-3000:]
     client, (resumed,) = mlflow_runs(project, "synthetic")
     assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
@@ -63,8 +64,8 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_resume_continues_the_run(p
     assert len(steps) == 8 and steps[-1] == 15  # every epoch validated once (at step 2k + 1), across both processes
 
 
-def test_sigkill_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(project: Path, seed_store,
-                                                                          tmp_path: Path, mlflow_template) -> None:
+def test_sigkill_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(project: Path, seed_store, tmp_path: Path,
+                                                                          mlflow_template, cli) -> None:
     """kill -9 mid-training, resume from last.ckpt: every validation of the resumed run (and of the killed one, up
     to its last checkpoint) equals the uninterrupted run's, and so does the best value. The order of each epoch
     and every item's augmentation depend only on (seed, epoch, index), and the checkpoint keeps the random states."""
@@ -73,7 +74,7 @@ def test_sigkill_then_resume_ends_with_the_metrics_of_an_uninterrupted_run(proje
     proc = start_training(project, folder, LONGER)
     err = signal_once_checkpointed(proc, folder, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL, err[-3000:]
-    done = run_masklab(["train", *LONGER, "ckpt_path=last", f"resume_dir={folder}"], project)
+    done = cli("train", *LONGER, "ckpt_path=last", f"resume_dir={folder}")
     assert done.returncode == 0, done.stderr[-3000:]
     client, (run,) = mlflow_runs(project, "synthetic")
 
