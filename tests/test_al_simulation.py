@@ -25,7 +25,7 @@ from masklab.active.curves import cost_to_reach, label_cost_table, learning_curv
 from masklab.errors import UserError
 from masklab.workflows.simulation import STATE_FILE, simulation_settings, simulation_view, training_schedule
 
-from conftest import FAST, MASKLAB, in_project, mlflow_runs, run_masklab
+from conftest import FAST, MASKLAB, in_project, mlflow_runs
 
 # 40 shapes images, 24 train / 8 val / 8 test at 32 px; a round trains 2 steps, validated once.
 TINY = [*FAST, "data.synth.count=40", "data.synth.fractions={train: 0.6, val: 0.2, test: 0.2}",
@@ -176,7 +176,7 @@ def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: 
 
 
 @pytest.mark.slow  # a real process killed with SIGKILL, then resumed: run with the team tests
-def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path) -> None:
+def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path, cli) -> None:
     folder = project / "sim"
     args = ["al", "simulate", *TINY, "al.seeds=[0]", "al.strategies=[random,entropy]", "al.rounds=2",
             f"hydra.run.dir={folder}"]
@@ -191,9 +191,10 @@ def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path) -> None:
         time.sleep(0.2)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]
-    refused = run_masklab(["al", "simulate", f"resume={folder}", "al.rounds=3"], project)
+    # killed in a real process; the refusal and the resume need none (conftest cli: the CLI in this process)
+    refused = cli("al", "simulate", f"resume={folder}", "al.rounds=3")
     assert refused.returncode == 2 and "drop the other overrides" in refused.stderr, refused.stderr
-    done = run_masklab(["al", "simulate", f"resume={folder}"], project)
+    done = cli("al", "simulate", f"resume={folder}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Label cost to reach random's final mIoU" in done.stdout and "entropy" in done.stdout
     state = json.loads((folder / STATE_FILE).read_text())
