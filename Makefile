@@ -28,18 +28,17 @@ browser:
 
 # Lint first: a ruff error, an import that breaks the layer contract (.importlinter) or a type error at the task
 # seam (mypy over tasks/, workflows/, inference/, tracking/) fails the tests.
-# Then two workers, one test file each (--dist loadfile keeps
-# a file's module fixtures together), in collection order (--no-loadscope-reorder: the slowest modules
-# first, see tests/conftest.py LONGEST_FIRST).
-# Then, timed apart, the team tests (marker `team`: real PostgreSQL, S3 (moto), MLflow servers, DDP and submitit
-# processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets in full,
-# DVC's experiment queue).
+# Then every test in one pytest run: two workers, one test file each (--dist loadfile keeps a file's module
+# fixtures together), in collection order (--no-loadscope-reorder: the slowest modules first, see
+# tests/conftest.py LONGEST_FIRST). The team tests (marker `team`: real PostgreSQL, S3 (moto), MLflow servers, DDP
+# and submitit processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets
+# in full, DVC's experiment queue) run in the same pass, so neither worker idles at the end of a first pass while
+# the other finishes (`-m "not team and not slow"` runs the rest alone).
 test: setup browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy src/masklab/tasks src/masklab/workflows src/masklab/inference src/masklab/tracking
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not team and not slow"
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "team or slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # Debian's PostgreSQL server binaries for the team tests (they start it as an unprivileged user, on 127.0.0.1).
 postgres:

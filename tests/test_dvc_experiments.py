@@ -13,8 +13,7 @@ import yaml
 from dvc_project import committed_project, dvc, git
 
 # DVC's experiment queue runs a background worker that runs each point's whole pipeline (about a minute for the
-# module on a quiet 2-core machine, nearly all of it masklab's stage processes starting): run beside the team tests
-# (`make test`), timed apart.
+# module on a quiet 2-core machine, nearly all of it masklab's stage processes starting).
 pytestmark = pytest.mark.slow
 
 
