@@ -148,12 +148,13 @@ def test_a_view_hides_the_labels_of_unpicked_train_samples(project: Path) -> Non
     assert [s.id for s in view.labeled("test")] == [s.id for s in dataset.labeled("test")]
 
 
-def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: Path) -> None:
+def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: Path, seed_store) -> None:
     from masklab.config import compose
     from masklab.tracking.runs import ending
     from masklab.workflows.simulation import open_simulation, simulate
 
     overrides = [*TINY, "al.seeds=[0]", "al.strategies=[random,entropy]", "al.rounds=1"]
+    seed_store(project)
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
         straight = simulate(compose("al_simulate", overrides), project / "straight")
@@ -176,7 +177,8 @@ def test_an_interrupted_simulation_resumes_to_the_uninterrupted_result(project: 
 
 
 @pytest.mark.slow  # a real process killed with SIGKILL, then resumed: run with the team tests
-def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path, cli) -> None:
+def test_al_simulate_cli_two_rounds_killed_and_resumed(project: Path, seed_store, cli) -> None:
+    seed_store(project)
     folder = project / "sim"
     args = ["al", "simulate", *TINY, "al.seeds=[0]", "al.strategies=[random,entropy]", "al.rounds=2",
             f"hydra.run.dir={folder}"]

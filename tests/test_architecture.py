@@ -87,7 +87,7 @@ def toy_task():
     TASKS.pop("dice_toy")
 
 
-def test_a_new_task_is_a_class_and_a_config_value(toy_task, tmp_path):
+def test_a_new_task_is_a_class_and_a_config_value(toy_task, tmp_path, seed_store):
     """``task=dice_toy`` picks the monitor, the checkpoint, the run's tag and the evaluation, through the same
     workflows as the built-in tasks."""
     from masklab.config import compose
@@ -98,6 +98,7 @@ def test_a_new_task_is_a_class_and_a_config_value(toy_task, tmp_path):
     assert gate_metric("dice_toy") == "mDice"
     with pytest.raises(ValueError, match="registered already"):
         register_task(type("Other", (toy_task,), {}))
+    seed_store(tmp_path)
     done = fit_in(tmp_path, [*FAST, "task=dice_toy"])
     history = [m.value for m in client(done.tracking_uri).get_metric_history(done.run_id, "val/mDice")]
     assert done.monitor == "val/mDice" and done.best_value == pytest.approx(max(history))

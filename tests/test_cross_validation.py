@@ -78,7 +78,8 @@ def test_a_wrong_out_of_fold_resolution_is_refused_before_any_training(project: 
             cross_validate(compose("cv", [*FAST, "cv.folds=2", "cv.resolution=full"]), project / "out")
     assert list((project / "out").iterdir()) == []  # no fold trained, no out-of-fold folder
 
-def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(synthetic: Path, project: Path, capsys):
+def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(synthetic: Path, project: Path, capsys,
+                                                                         seed_store):
     import torch
 
     from masklab.curation.out_of_fold import OutOfFold
@@ -86,6 +87,7 @@ def test_cross_validation_runs_logs_and_keeps_out_of_fold_probabilities(syntheti
     from masklab.evaluation.checkpoint import load_checkpoint_model
     from masklab.inference import Predictor, rule_from_meta
 
+    seed_store(project)
     out = project / "experiments/runs/cv"
     command_in(project, "cv", [*FAST, "data.synth.count=16", "cv.folds=2"], out=out)
     printed = capsys.readouterr().out

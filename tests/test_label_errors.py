@@ -227,7 +227,7 @@ def test_disputed_shares_of_agreement_disagreement_and_an_empty_mask():
     assert disagreement(confident(label, p=1.0), empty)["unlabelled"] > 0.7  # objects the mask lacks entirely
 
 
-def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
+def test_workflow_and_command_rank_an_erased_object_first(project, capsys, seed_store):
     """find_label_errors over stored out-of-fold predictions (here: confident copies of the clean masks), after
     one mask on disk lost an object: that sample ranks first as a missing object, the tables are keyed by id and
     logged to the cross-validation's run, and `masklab curate label-errors run_id=...` prints it first."""
@@ -239,6 +239,7 @@ def test_workflow_and_command_rank_an_erased_object_first(project, capsys):
 
     dataset, victim, erased, was_there = erased_object_case(project / "data/synthetic", project / "oof", count=12,
                                                             seed=3, folds=3)
+    seed_store(project)
     uri = f"sqlite:///{project}/experiments/mlflow.db"
     parent = start_run(uri, str(project / "experiments/mlartifacts"), "synthetic", "cv-3-folds",
                        {"masklab.command": "cv", "masklab.out_of_fold": str(project / "oof"),
