@@ -54,6 +54,19 @@ def test_mistyped_group_option_lists_valid_options(project, cli):
     assert "Traceback" not in res.stderr
 
 
+def test_null_for_a_config_group_is_one_line_and_null_for_a_value_is_kept(project, cli):
+    """Hydra raises a ValueError (and prints its traceback) for `<group>=null`; masklab names the group instead."""
+    (project / "conf" / "mygroup").mkdir(parents=True)  # a project's own config group counts too
+    for override, group in (("experiment=null", "experiment"), ("+mygroup=null", "mygroup")):
+        res = cli("train", override)
+        assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+        assert res.stderr.strip().splitlines() == [
+            f"masklab: error: {override}: '{group}' is a config group and takes one of its options "
+            f"(masklab {group}=<name>); to drop its default, write ~{group}"]
+    res = cli("train", "seed=null", "--cfg", "job")  # a value may be null
+    assert res.returncode == 0 and "seed: null" in res.stdout, res.stderr
+
+
 def test_user_error_in_command_has_no_traceback(project, cli):
     res = cli("evaluate", "ckpt_path=missing.ckpt")
     assert res.returncode == 2

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 from masklab.console import quiet_third_party
@@ -178,6 +179,20 @@ def take_level_flags(argv: list[str]) -> list[str]:
     return [a for a in argv if a not in LEVEL_FLAGS]
 
 
+def refuse_null_groups(overrides: list[str], conf_dir: str) -> None:
+    """Exit 2 with one line for ``<group>=null`` (e.g. ``experiment=null``): Hydra raises a ValueError with its
+    traceback for it, where a config group takes an option name, and ``~<group>`` drops the group's default."""
+    from masklab.project import project_conf_dir
+
+    roots = [Path(conf_dir), *filter(None, [project_conf_dir()])]
+    for override in overrides:
+        key, _, value = override.lstrip("+").partition("=")
+        if value.strip().lower() == "null" and any((root / key).is_dir() for root in roots):
+            print(f"masklab: error: {override}: '{key}' is a config group and takes one of its options "
+                  f"(masklab {key}=<name>); to drop its default, write ~{key}", file=sys.stderr)
+            raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     argv = take_level_flags(list(sys.argv[1:] if argv is None else argv))
@@ -223,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"masklab: error: hydra/launcher={launcher} needs hydra-submitit-launcher: "
               "pip install 'masklab[team]'", file=sys.stderr)
         raise SystemExit(2)
+    refuse_null_groups(rest, CONF_DIR)
     sys.argv = [f"masklab {' '.join(words)}", *flags, *(a for a in rest if a not in FLAGS)]
     started: list[bool] = []
     try:
