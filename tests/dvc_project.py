@@ -22,7 +22,7 @@ ENV.pop("MLFLOW_TRACKING_URI", None)
 ENV.pop("MASKLAB_ROOT", None)
 # The project's params.yaml with the debug=fast sizes and an experiment and model of the project's own conf/
 # (TINY_EXPERIMENT, TINY_MODELS) instead of the demo preset's UNet-resnet18 (14 M parameters, a 170 MB checkpoint
-# for DVC to hash, cache and push). (The demo preset sets model.encoder=resnet18, which would win over any model=.)
+# for DVC to hash, cache and push).
 FAST_PARAMS = {"experiment": "unet-tiny_synthetic-32", "model": "unet_tiny",
                "data": {"image_size": 32, "batch_size": 4, "synth": {"count": 16, "seed": 0}},
                "trainer": {"max_epochs": 2, "limit_train_batches": 2, "limit_val_batches": 2}}

@@ -56,6 +56,18 @@ def test_presets_are_named_by_convention():
 
 
 @pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_keeps_the_model_the_user_picks(preset):
+    """A preset sets only what its model group's option does not (the encoder comes from model/<option>.yaml):
+    with another `model=`, the model is that option's, with no key of the preset's own model."""
+    for model in ("maskrcnn_mobilenet", "bottom_up", "segformer"):
+        task = ["task=instance"] if model != "segformer" else ["task=semantic"]
+        picked = composed("train", [f"experiment={preset}", f"model={model}", *task]).model
+        alone = composed("train", [f"model={model}", *task]).model
+        assert set(picked) <= set(alone), (preset, model, set(picked) - set(alone))
+        assert picked.get("encoder") == alone.get("encoder") and picked["_target_"] == alone["_target_"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
 def test_every_experiment_preset_runs_fast(project, seed_store, capsys, preset):
     for source in REAL_SOURCES:
         if f"_{source}-" in preset:
