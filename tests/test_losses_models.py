@@ -50,6 +50,15 @@ def test_architectures_build_and_normalise_inside(arch):
     assert {"mean", "std"} <= dict(model.named_buffers()).keys()
 
 
+def test_logits_at_another_size_than_the_input_are_a_clear_error():
+    """smp's FPN after 3 encoder stages upsamples 4x too far: named at the model's first forward, not in the loss."""
+    image = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(UserError, match=r"logits of 128x128 px for an input of 32x32 px.*model.upsampling=1"):
+        build_model(num_classes=2, arch="FPN", encoder="resnet18", encoder_depth=3)(image)
+    fixed = build_model(num_classes=2, arch="FPN", encoder="resnet18", encoder_depth=3, upsampling=1)
+    assert fixed(image).shape == (1, 2, 32, 32)
+
+
 def test_unknown_encoder_is_clear_error():
     with pytest.raises(UserError, match="model arch='Unet' encoder='resnet999': "):
         build_model(num_classes=2, encoder="resnet999")

@@ -30,7 +30,13 @@ class NormalizedSegmentationModel(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net((images.float() - self.mean) / self.std)
+        logits = self.net((images.float() - self.mean) / self.std)
+        if logits.shape[-2:] != images.shape[-2:]:  # a loss or metric would fail later, far from the cause
+            raise UserError(
+                f"the model returns logits of {logits.shape[-2]}x{logits.shape[-1]} px for an input of "
+                f"{images.shape[-2]}x{images.shape[-1]} px; masklab needs them at the input's size (smp's FPN with "
+                f"encoder_depth below 5 upsamples too far: model.upsampling=1 for depth 3, 2 for depth 4)")
+        return logits
 
 
 def load_weights_file(module: nn.Module, path: str | Path) -> None:
