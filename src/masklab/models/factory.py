@@ -31,11 +31,13 @@ class NormalizedSegmentationModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.net((images.float() - self.mean) / self.std)
-        if logits.shape[-2:] != images.shape[-2:]:  # a loss or metric would fail later, far from the cause
+        # A loss or metric would fail later, far from the cause. (Other shapes: build_model_from_spec's check.)
+        if logits.dim() == 4 and logits.shape[-2:] != images.shape[-2:]:
+            hint = (" (smp's FPN with encoder_depth below 5 upsamples too far: model.upsampling=1 for depth 3, 2 "
+                    "for depth 4)" if type(self.net).__name__ == "FPN" else "")
             raise UserError(
                 f"the model returns logits of {logits.shape[-2]}x{logits.shape[-1]} px for an input of "
-                f"{images.shape[-2]}x{images.shape[-1]} px; masklab needs them at the input's size (smp's FPN with "
-                f"encoder_depth below 5 upsamples too far: model.upsampling=1 for depth 3, 2 for depth 4)")
+                f"{images.shape[-2]}x{images.shape[-1]} px; masklab needs them at the input's size{hint}")
         return logits
 
 
