@@ -8,9 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 from scipy.ndimage import distance_transform_cdt
 
 from masklab.metrics import (
+    IGNORE_CONVENTIONS,
     SemanticMetrics,
     boundary_band,
     boundary_counts,
@@ -63,22 +65,29 @@ def ref_boundary_cdt(mask: np.ndarray, d: int) -> np.ndarray:
     return mask.astype(bool) & (dist <= d)
 
 
-def ref_counts(pred: np.ndarray, target: np.ndarray, c: int, ignore: int | None, ratio: float):
+def ref_counts(pred: np.ndarray, target: np.ndarray, c: int, ignore: int | None, ratio: float,
+               convention: str = "exclude"):
     """Per class (intersection, union) of one image, with the erosion reference (checked against (b)).
 
-    Ignored pixels are "not class c" in both masks (the prediction there is never looked at)."""
+    Ignored (void) pixels are never counted; each ``convention`` applied as stated: "exclude" scores no pixel
+    whose d-window holds void; "raw" takes the prediction's contours from the raw prediction; "hide" makes void
+    "not class c" in both masks. The target's contours treat void as "not class c" under all three."""
     h, w = target.shape
     d = ref_dilation(h, w, ratio)
     valid = np.ones_like(target, dtype=bool) if ignore is None else target != ignore
+    scored = valid.copy()
+    if convention == "exclude":
+        window = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
+        scored &= cv2.dilate((~valid).astype(np.uint8), window, borderType=cv2.BORDER_CONSTANT, borderValue=0) == 0
     inter, union = [], []
     for k in range(c):
-        g, p = target == k, (pred == k) & valid
+        g, p = target == k, (pred == k) if convention == "raw" else (pred == k) & valid
         gb = ref_boundary_erode(g, d)
         pb = ref_boundary_erode(p, d)
         assert np.array_equal(gb, ref_boundary_cdt(g, d))
         assert np.array_equal(pb, ref_boundary_cdt(p, d))
-        inter.append(int(np.sum(gb & pb & valid)))
-        union.append(int(np.sum((gb | pb) & valid)))
+        inter.append(int(np.sum(gb & pb & scored)))
+        union.append(int(np.sum((gb | pb) & scored)))
     return inter, union
 
 
@@ -285,14 +294,16 @@ def _hand_batch():
 
 
 def test_absent_class_rule_hand_computed():
+    """Hand counts under the "hide" convention (image B's ignored corner is a contour of the target)."""
     pred, target = _hand_batch()
-    s = per_image_scores(pred, target, 3, IGNORE, boundary=True, dilation_ratio=0.001)
+    s = per_image_scores(pred, target, 3, IGNORE, boundary=True, dilation_ratio=0.001, boundary_ignore="hide")
     assert s["boundary_intersection"].tolist() == [[20, 0, 0], [20, 0, 0]]
     assert s["boundary_union"].tolist() == [[32, 0, 4], [31, 0, 4]]
     assert_close(s["boundary_iou"], [[20 / 32, NAN, 0.0], [20 / 31, NAN, 0.0]])
     assert_close(s["boundary_miou"], [20 / 64, 20 / 62])  # the hallucinated class pulls the mean down
 
-    metric = SemanticMetrics(3, IGNORE, class_names=["bg", "road", "car"], boundary=True, dilation_ratio=0.001)
+    metric = SemanticMetrics(3, IGNORE, class_names=["bg", "road", "car"], boundary=True, dilation_ratio=0.001,
+                             boundary_ignore="hide")
     metric.update(pred, target)
     r = metric.compute()
     assert_close(r["boundary_iou"], [40 / 63, NAN, 0.0])
@@ -437,3 +448,105 @@ def test_real_kvasir_masks_of_different_sizes():
     r = metric.compute()
     assert_matches_reference(r, ref_dataset(list(zip(preds, targets)), 2, IGNORE, 0.02))
     assert 0.0 < r["mBoundaryIoU"] < 1.0  # the fakes are neither perfect nor disjoint (value checked above)
+
+
+# ---------------------------------------------------------------------------------------------
+# Void (ignore_index) next to contours: the three conventions (masklab.metrics.boundary.IGNORE_CONVENTIONS)
+# against ref_counts, on masks with void of several shapes.
+# ---------------------------------------------------------------------------------------------
+
+VOID = IGNORE
+RATIO = 0.05  # d = 4 px on 48 x 64 images: bands wide enough for void to matter
+
+
+def void_cases(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 48, 64) targets with void of several shapes and predictions that err near it: a void rectangle inside an
+    object, void along the image border, a class touching only void, blobs of void across class edges."""
+    rng = np.random.default_rng(seed)
+    targets, preds = [], []
+    for i in range(6):
+        t = np.zeros((48, 64), np.int64)
+        t[8:30, 10:40] = 1
+        t[20:44, 30:60] = 2
+        if i % 3 == 0:
+            t[12:24, 15:28] = VOID  # a hole inside an object
+        if i % 3 == 1:
+            t[:, :5] = VOID  # void along the border, touching classes 0 and 1's rows
+            t[:6, :] = VOID
+        if i % 3 == 2:
+            t[30:46, 2:20] = VOID
+            t[34:42, 6:14] = 3  # class 3 touches only void
+        blobs = ndimage.binary_dilation(rng.random((48, 64)) > 0.985, iterations=2)
+        t[blobs] = VOID
+        p = t.copy()
+        p[p == VOID] = rng.integers(0, 4, size=int((p == VOID).sum()))  # anything under void
+        grow = ndimage.binary_dilation(t == 1, iterations=int(rng.integers(1, 4)))
+        p[grow & (rng.random((48, 64)) > 0.3)] = 1  # class 1 runs over its edges, into void too
+        p[rng.random((48, 64)) > 0.97] = int(rng.integers(0, 4))
+        targets.append(t)
+        preds.append(p)
+    return np.stack(preds), np.stack(targets)
+
+
+@pytest.mark.parametrize("ignore", IGNORE_CONVENTIONS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_void_conventions_per_image_and_pooled_equal_the_reference(ignore, seed):
+    pred, target = void_cases(seed)
+    d = boundary_dilation(48, 64, RATIO)
+    assert d == 4
+    inter, union = boundary_counts(torch.from_numpy(pred), torch.from_numpy(target), 4, VOID, RATIO, ignore=ignore)
+    expected = [np.array(ref_counts(p, t, 4, VOID, RATIO, ignore)) for p, t in zip(pred, target)]
+    np.testing.assert_array_equal(inter.numpy(), np.stack([e[0] for e in expected]))
+    np.testing.assert_array_equal(union.numpy(), np.stack([e[1] for e in expected]))
+    assert union.sum() > 0 and (union > inter).any()  # the cases score something and are not all perfect
+
+    # per image and pooled, as evaluations report them
+    scores = per_image_scores(torch.from_numpy(pred), torch.from_numpy(target), 4, VOID, boundary=True,
+                              dilation_ratio=RATIO, boundary_ignore=ignore)
+    ref_inter, ref_union = (np.stack([e[k] for e in expected]).astype(np.float64) for k in (0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_image = np.where(ref_union > 0, ref_inter / ref_union, np.nan)
+    np.testing.assert_allclose(scores["boundary_iou"].numpy(), per_image, atol=1e-6, equal_nan=True)
+    metrics = SemanticMetrics(4, VOID, boundary=True, dilation_ratio=RATIO, boundary_ignore=ignore)
+    metrics.update(torch.from_numpy(pred), torch.from_numpy(target))
+    with np.errstate(invalid="ignore"):  # a class no image has: NaN, left out of the mean
+        pooled = ref_inter.sum(0) / ref_union.sum(0)
+    assert metrics.compute()["mBoundaryIoU"] == pytest.approx(float(np.nanmean(pooled)), abs=1e-6)
+
+
+def test_the_conventions_differ_only_where_there_is_void():
+    pred, target = void_cases(0)
+    scores = {ignore: boundary_counts(torch.from_numpy(pred), torch.from_numpy(target), 4, VOID, RATIO,
+                                      ignore=ignore) for ignore in IGNORE_CONVENTIONS}
+    for ignore in ("exclude", "raw"):
+        assert not all(torch.equal(a, b) for a, b in zip(scores[ignore], scores["hide"])), ignore
+    clean = np.where(target == VOID, 0, target)  # the same masks without void
+    same = [boundary_counts(torch.from_numpy(pred), torch.from_numpy(clean), 4, VOID, RATIO, ignore=ignore)
+            for ignore in IGNORE_CONVENTIONS]
+    assert all(torch.equal(a, b) for s in same[1:] for a, b in zip(same[0], s))
+
+
+@pytest.mark.parametrize("ignore", ["exclude", "hide"])
+def test_a_prediction_right_on_every_scored_pixel_scores_one(ignore):
+    _, target = void_cases(1)
+    pred = np.where(target == VOID, 3, target)  # right everywhere but under void, where it says anything
+    inter, union = boundary_counts(torch.from_numpy(pred), torch.from_numpy(target), 4, VOID, RATIO, ignore=ignore)
+    assert torch.equal(inter[union > 0], union[union > 0]) and (union > 0).any()
+
+
+def test_void_gives_no_free_agreement_by_default():
+    """A prediction that runs class 1 up to a void edge drew no contour there: `hide` counts the void edge as an
+    agreeing contour, the default does not score it."""
+    target = np.zeros((1, 48, 64), np.int64)
+    target[0, 10:40, 10:30] = 1
+    target[0, 10:40, 30:54] = VOID  # the object's right part is void
+    pred = target.copy()
+    pred[0, 10:40, 30:54] = 1  # the prediction runs on into the void and stops at 54
+    hide = boundary_counts(torch.from_numpy(pred), torch.from_numpy(target), 2, VOID, RATIO, ignore="hide")
+    exclude = boundary_counts(torch.from_numpy(pred), torch.from_numpy(target), 2, VOID, RATIO)
+    assert hide[0][0, 1] > exclude[0][0, 1]  # hide scores the void edge at column 30 as a contour of both
+
+
+def test_an_unknown_convention_is_named():
+    with pytest.raises(ValueError, match=r"boundary_ignore='none': expected one of \['exclude', 'raw', 'hide'\]"):
+        SemanticMetrics(2, VOID, boundary=True, boundary_ignore="none")

@@ -66,6 +66,7 @@ def score_semantic(
     boundary: bool = True,
     dilation_ratio: float = 0.02,
     low_confidence: float = 0.5,
+    boundary_ignore: str = "exclude",
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> EvaluationResult:
     """Score ``predictor`` on ``loader``'s batches: lists of image (H_i, W_i, 3) uint8, mask
@@ -74,11 +75,13 @@ def score_semantic(
     The predictor brings its logits back to each image's size, so each mask is compared with
     exactly what would be deployed; the boundary band is taken from each image's own diagonal.
     ``on_prediction(id, pred (H, W) uint8)`` receives every predicted mask (e.g. to save it).
+    ``boundary_ignore``: Boundary IoU's convention for void pixels (:mod:`masklab.metrics.boundary`).
     """
     device = predictor.device
     names = class_table.names
     c = class_table.num_classes
-    metrics = SemanticMetrics(c, class_table.ignore_index, boundary=boundary, dilation_ratio=dilation_ratio).to(device)
+    metrics = SemanticMetrics(c, class_table.ignore_index, boundary=boundary, dilation_ratio=dilation_ratio,
+                              boundary_ignore=boundary_ignore).to(device)
     confused_images = torch.zeros(c, c, dtype=torch.int64, device=device)
     frames: list[pd.DataFrame] = []
     order: list[str] = []
@@ -97,7 +100,7 @@ def score_semantic(
             pred = argmax_classes(group)
             # One pass over the pixels serves the per-sample rows, the dataset scores and the confusions.
             scores = per_image_scores(pred, target, c, class_table.ignore_index, boundary=boundary,
-                                      dilation_ratio=dilation_ratio)
+                                      dilation_ratio=dilation_ratio, boundary_ignore=boundary_ignore)
             metrics.update(counts=scores)
             confused_images += (scores["confusion"] > 0).sum(dim=0)
             scores["missed"] = (scores["true_area"] > 0) & (scores["tp"] == 0)

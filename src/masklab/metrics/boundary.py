@@ -10,11 +10,20 @@ For class ``c`` with ``G = (target == c)``, ``P = (pred == c)`` and boundary reg
 
     BoundaryIoU(c) = |Gb & Pb| / |Gb | Pb|
 
-Pixels whose target is ``ignore_index`` are left out of both counts (as for IoU), but they still
-count as "not class c" when the contours are found, for ``G`` and for ``P`` alike: the prediction
-under an ignored pixel is never looked at, so (as for IoU) it cannot change the score, and a
-prediction that is right on every scored pixel scores 1. A class whose boundary union is 0 is NaN
-(the absent-class rule of :mod:`masklab.metrics.semantic`).
+Pixels whose target is ``ignore_index`` (void) are never counted (as for IoU). Where they lie near
+a contour, three conventions exist (``ignore=``, :data:`IGNORE_CONVENTIONS`):
+
+- ``exclude`` (default): no pixel within distance ``d`` of a void pixel is scored, for ``G`` and ``P``
+  alike. A void region neither creates nor hides a contour: the score judges only contours drawn
+  away from void. The prediction under void is never looked at.
+- ``raw``: ``P``'s contours come from the raw prediction (also under void); ``G``'s treat void as
+  "not class c"; void pixels are dropped from both bands (detectron2's ``SemSegEvaluator``).
+- ``hide``: void is "not class c" for ``G`` and for ``P`` alike (masklab before v3): every void edge
+  is a contour of both masks, so a prediction that runs a class up to the void edge gets boundary
+  agreement it never drew.
+
+With ``exclude`` and ``hide``, a prediction right on every scored pixel scores 1. A class whose
+boundary union is 0 is NaN (the absent-class rule of :mod:`masklab.metrics.semantic`).
 
 All classes share one band computation: a pixel lies in the boundary region of *its own* label
 iff some pixel within chessboard distance ``d`` has a different label or the window leaves the
@@ -29,7 +38,18 @@ import torch
 
 from masklab.metrics.labels import checked_labels
 
-__all__ = ["boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts"]
+__all__ = ["IGNORE_CONVENTIONS", "boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts",
+           "check_ignore_convention"]
+
+# How void (ignore_index) pixels near a contour are treated; the first is the default (module docstring).
+IGNORE_CONVENTIONS = ("exclude", "raw", "hide")
+
+
+def check_ignore_convention(ignore: str) -> str:
+    """``ignore`` if it names a convention of :data:`IGNORE_CONVENTIONS`, else ValueError naming them."""
+    if ignore not in IGNORE_CONVENTIONS:
+        raise ValueError(f"boundary_ignore={ignore!r}: expected one of {list(IGNORE_CONVENTIONS)}")
+    return ignore
 
 
 def boundary_dilation(height: int, width: int, ratio: float = 0.02) -> int:
@@ -93,19 +113,32 @@ def _compact_dtype(num_classes: int) -> torch.dtype:
     return torch.int64
 
 
+def near_void(valid: torch.Tensor, d: int) -> torch.Tensor:
+    """(N, H, W) bool: pixels with a void pixel (``~valid``) within chessboard distance ``d``."""
+    h, w = valid.shape[-2:]
+    padded = torch.zeros((*valid.shape[:-2], h + 2 * d, w + 2 * d), dtype=torch.uint8, device=valid.device)
+    padded[..., d : d + h, d : d + w] = (~valid).to(torch.uint8)  # outside the image is not void
+    return _window_max(_window_max(padded, 2 * d + 1, -2), 2 * d + 1, -1).bool()
+
+
 def _boundary_counts_checked(
-    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int, d: int
+    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int, d: int, ignore: str = "exclude"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`boundary_counts` on already validated int64 (N, H, W) target/pred and bool valid."""
     c = num_classes
     n_images = target.shape[0]
-    # Ignored pixels become the label C in both maps: "not any class" for the contours, never counted.
-    # (Valid pixels hold classes in [0, C): checked by the caller.)
+    # Void pixels become the label C ("not any class") in the target's map, and in the prediction's unless it is
+    # read raw. (Valid pixels hold classes in [0, C): checked by the caller; a raw prediction out of range is C.)
     t = torch.where(valid, target, c)
-    p = torch.where(valid, pred, c)
+    if ignore == "raw":
+        p = torch.where(valid | ((pred >= 0) & (pred < c)), pred, c)
+    else:
+        p = torch.where(valid, pred, c)
     band = boundary_band(torch.stack([t, p], dim=1).to(_compact_dtype(c)), d)  # one pass for both maps
-    t_band = band[:, 0] & valid
-    p_band = band[:, 1] & valid
+    # exclude: a pixel whose d-window holds void is not scored (what void hides can be neither contour nor not)
+    scored = valid & ~near_void(valid, d) if ignore == "exclude" else valid
+    t_band = band[:, 0] & scored
+    p_band = band[:, 1] & scored
     both = t_band & p_band & (t == p)
 
     offsets = (torch.arange(n_images, device=target.device, dtype=torch.long) * c).view(-1, 1, 1)
@@ -126,19 +159,21 @@ def boundary_counts(
     num_classes: int,
     ignore_index: int | None,
     dilation_ratio: float = 0.02,
+    ignore: str = "exclude",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boundary intersection and union pixel counts per image and class.
 
     pred, target: (N, H, W) integer class indices (validated like the confusion matrix inputs).
     Returns ``(intersection, union)``, both (N, C) int64 on target's device, with
-    ``d = boundary_dilation(H, W, dilation_ratio)``. Ignored pixels are not counted and are
-    "not class c" for the contours of both masks (the prediction there is never used).
+    ``d = boundary_dilation(H, W, dilation_ratio)``. Ignored pixels are never counted; ``ignore``
+    says how they bear on the contours near them (module docstring).
     """
     if target.ndim != 3:
         raise ValueError(f"pred and target must be (N, H, W), got {tuple(target.shape)}")
+    check_ignore_convention(ignore)
     target, pred, valid = checked_labels(pred, target, num_classes, ignore_index)
     d = boundary_dilation(target.shape[-2], target.shape[-1], dilation_ratio)
-    return _boundary_counts_checked(target, pred, valid, num_classes, d)
+    return _boundary_counts_checked(target, pred, valid, num_classes, d, ignore)
 
 
 def boundary_iou_from_counts(intersection: torch.Tensor, union: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,12 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
-from masklab.metrics.boundary import _boundary_counts_checked, boundary_dilation, boundary_iou_from_counts
+from masklab.metrics.boundary import (
+    _boundary_counts_checked,
+    boundary_dilation,
+    boundary_iou_from_counts,
+    check_ignore_convention,
+)
 from masklab.metrics.labels import argmax_classes, checked_labels
 
 __all__ = [
@@ -147,6 +152,7 @@ def per_image_scores(
     ignore_index: int | None,
     boundary: bool = False,
     dilation_ratio: float = 0.02,
+    boundary_ignore: str = "exclude",
 ) -> dict[str, torch.Tensor]:
     """Scores of each image (for per-sample tables).
 
@@ -156,7 +162,8 @@ def per_image_scores(
     ``true_area`` (= tp + fn, ground-truth pixels) and ``pred_area`` (= tp + fp, predicted pixels),
     and those matrices themselves as int64 ``confusion`` (N, C, C) (rows = ground truth).
     With ``boundary=True`` also float64 ``boundary_iou`` (N, C), ``boundary_miou`` (N,) and int64
-    ``boundary_intersection``, ``boundary_union`` (N, C) (see :mod:`masklab.metrics.boundary`).
+    ``boundary_intersection``, ``boundary_union`` (N, C) (see :mod:`masklab.metrics.boundary`; ``boundary_ignore``
+    is its convention for void pixels near a contour).
     """
     if target.ndim < 1:
         raise ValueError("per_image_scores needs a leading image dimension")
@@ -169,7 +176,8 @@ def per_image_scores(
     pred_area = cms.sum(dim=-2)
     out.update(tp=tp, fp=pred_area - tp, fn=true_area - tp, true_area=true_area, pred_area=pred_area, confusion=cms)
     if boundary:
-        inter, union = _boundary_counts_checked(target, pred, valid, num_classes, d)
+        inter, union = _boundary_counts_checked(target, pred, valid, num_classes, d,
+                                                check_ignore_convention(boundary_ignore))
         biou = boundary_iou_from_counts(inter, union)
         out.update(
             boundary_iou=biou,
@@ -191,7 +199,8 @@ class SemanticMetrics(Metric):
     ``boundary=True`` adds Boundary IoU with band width ``boundary_dilation(H, W, dilation_ratio)``
     (per batch, from its image size): float ``mBoundaryIoU`` (pooled: intersections and unions
     summed over the dataset), ``mBoundaryIoU_image`` and float64 (C,) ``boundary_iou``,
-    ``boundary_iou_image``.
+    ``boundary_iou_image``; ``boundary_ignore`` is the convention for void pixels near a contour
+    (:data:`masklab.metrics.boundary.IGNORE_CONVENTIONS`).
     """
 
     is_differentiable = False
@@ -222,6 +231,7 @@ class SemanticMetrics(Metric):
         class_names: Sequence[str] | None = None,
         boundary: bool = False,
         dilation_ratio: float = 0.02,
+        boundary_ignore: str = "exclude",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -234,6 +244,7 @@ class SemanticMetrics(Metric):
         self.ignore_index = ignore_index
         self.boundary = boundary
         self.dilation_ratio = dilation_ratio
+        self.boundary_ignore = check_ignore_convention(boundary_ignore)
         self.class_names = list(class_names) if class_names is not None else None
         c = num_classes
         f64, i64 = torch.float64, torch.long
@@ -278,8 +289,8 @@ class SemanticMetrics(Metric):
         # Validate once; the confusion matrices and the boundary counts share the checked tensors.
         target, pred, valid = checked_labels(pred, target, self.num_classes, self.ignore_index)
         cms = _per_image_confusion_checked(target, pred, valid, self.num_classes)
-        inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d) if self.boundary \
-            else (None, None)
+        inter, union = _boundary_counts_checked(target, pred, valid, self.num_classes, d, self.boundary_ignore) \
+            if self.boundary else (None, None)
         self._accumulate(cms, inter, union)
 
     def _accumulate(self, cms: torch.Tensor, inter: torch.Tensor | None, union: torch.Tensor | None) -> None:

@@ -161,6 +161,7 @@ class SemanticTask(Task[np.ndarray]):
                               boundary=bool(options.get("boundary", True)),
                               dilation_ratio=option(options, "dilation_ratio", 0.02),
                               low_confidence=option(options, "low_confidence", 0.5),
+                              boundary_ignore=str(options.get("boundary_ignore") or "exclude"),
                               on_prediction=on_prediction)
 
     def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:
