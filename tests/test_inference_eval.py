@@ -130,6 +130,24 @@ def test_ignored_pixels_are_not_scored_at_any_size(tmp_path):
     assert result.metrics["eval/val/pixel_acc"] == pytest.approx(ref["pixel_acc"], rel=1e-12)
 
 
+@pytest.mark.parametrize("convention", ["exclude", "raw", "hide"])
+def test_boundary_iou_next_to_void_follows_the_convention_and_says_which(convention, tmp_path, capsys):
+    """An evaluation on masks with void scores Boundary IoU as the reference does under the chosen convention;
+    the printed title and the evaluation record name it."""
+    root = tmp_path / "void"
+    images, masks = make_dataset(root, ignore=True)
+    options = {"device": "cpu", "boundary_ignore": convention}
+    result = evaluate_model(ChannelArgmax(), TABLE, "channel argmax", load_dataset(root), "val", tmp_path,
+                            InputRule("pad", multiple=32), options=options)
+    preds = [im.argmax(axis=2) for im in images]
+    boundary = ref_dataset(list(zip(preds, masks)), 3, 255, 0.02, convention)
+    assert result.metrics["eval/val/mBoundaryIoU"] == pytest.approx(boundary["mBoundaryIoU"], rel=1e-12)
+    np.testing.assert_allclose(result.per_sample["boundary_mIoU"], boundary["per_image_miou"], rtol=1e-12)
+    assert f"Boundary IoU next to void: {convention}" in " ".join(capsys.readouterr().out.split())
+    record = json.loads((tmp_path / "evaluation" / "val_evaluation.json").read_text())
+    assert record["boundary_ignore"] == convention
+
+
 def test_resize_rule_scores_each_image_at_its_own_size(data, tmp_path):
     """Resized in, logits resized back: a per-image constant stays constant at the original size."""
     dataset, images, masks = data
@@ -228,6 +246,7 @@ def test_device_choice():
     ("low_confidence", "high", r"evaluation.low_confidence=high: expected a number from 0.0 to 1.0"),
     ("batch_size", 0, r"evaluation.batch_size=0: expected a positive number of images"),
     ("preprocess", "training", r"evaluation.preprocess=training: expected one of \['model', 'config'\]"),
+    ("boundary_ignore", "none", r"evaluation.boundary_ignore=none: expected one of \['exclude', 'raw', 'hide'\]"),
 ])
 def test_bad_evaluation_options_are_user_errors(key, value, message):
     from masklab.workflows.evaluation import evaluation_options

@@ -100,9 +100,10 @@ def nan_mean(values) -> float:
     return sum(scored) / len(scored) if scored else NAN
 
 
-def ref_dataset(pairs: list[tuple[np.ndarray, np.ndarray]], c: int, ignore: int | None, ratio: float) -> dict:
-    """pairs: (pred, target) per image, sizes may differ."""
-    per_image = [ref_counts(p, t, c, ignore, ratio) for p, t in pairs]
+def ref_dataset(pairs: list[tuple[np.ndarray, np.ndarray]], c: int, ignore: int | None, ratio: float,
+                convention: str = "exclude") -> dict:
+    """pairs: (pred, target) per image, sizes may differ; ``convention``: see ref_counts."""
+    per_image = [ref_counts(p, t, c, ignore, ratio, convention) for p, t in pairs]
     pooled_inter = [sum(inter[k] for inter, _ in per_image) for k in range(c)]
     pooled_union = [sum(union[k] for _, union in per_image) for k in range(c)]
     pooled = ref_iou(pooled_inter, pooled_union)

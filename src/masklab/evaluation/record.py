@@ -21,7 +21,9 @@ RESOLUTIONS = ("original", "model")
 class EvaluationRecord:
     """``model``: "runs:/<run id>", "models:/<name>/<version>" or "checkpoint:<path>";
     ``metrics``: full names as logged ("eval/test/mIoU"); ``input_rule``: the preprocessing used
-    and ``input_rule_source`` "model" (stored with the model) or "config" (the user overrode it)."""
+    and ``input_rule_source`` "model" (stored with the model) or "config" (the user overrode it);
+    ``boundary_ignore``: Boundary IoU's convention for void pixels (masklab.metrics.boundary), None when no
+    Boundary IoU was scored or the record predates the setting (those used "hide")."""
 
     model: str
     dataset: str
@@ -31,6 +33,7 @@ class EvaluationRecord:
     metrics: dict[str, float]
     input_rule: dict[str, Any]
     input_rule_source: str = "model"
+    boundary_ignore: str | None = None
     masklab_version: str = "unknown"
     platform: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
@@ -49,9 +52,10 @@ class EvaluationRecord:
         return None
 
     def describe(self) -> str:
-        """One line: model, dataset@manifest, split, resolution."""
+        """One line: model, dataset@manifest, split, resolution (and Boundary IoU's void convention)."""
+        void = f" boundary_ignore={self.boundary_ignore}" if self.boundary_ignore else ""
         return (f"{self.model} on {self.dataset}@{self.manifest_sha256[:12]} split={self.split} "
-                f"resolution={self.resolution}")
+                f"resolution={self.resolution}{void}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

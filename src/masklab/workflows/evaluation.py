@@ -54,6 +54,12 @@ def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
     if opts["preprocess"] not in PREPROCESS_SOURCES:
         raise UserError(f"evaluation.preprocess={opts['preprocess']}: expected one of {list(PREPROCESS_SOURCES)} "
                         "(model: the rule stored with the model; config: this config's augment.eval)")
+    from masklab.metrics.boundary import IGNORE_CONVENTIONS
+
+    if opts.get("boundary_ignore", "exclude") not in IGNORE_CONVENTIONS:
+        raise UserError(f"evaluation.boundary_ignore={opts['boundary_ignore']}: expected one of "
+                        f"{list(IGNORE_CONVENTIONS)} (void pixels near a contour in Boundary IoU: exclude = not "
+                        "scored; raw = the raw prediction's contours; hide = void is no class in both masks)")
     for key, low, high in (("dilation_ratio", 0.0, 1.0), ("low_confidence", 0.0, 1.0)):
         value = opts.get(key)
         if value is not None and not (isinstance(value, int | float) and low <= float(value) <= high):
@@ -111,12 +117,15 @@ def evaluate_model(
     where = "original resolution" if resolution == "original" else f"model resolution ({rule.describe()})"
     result = score_split(task, model, rule, dataset, samples, split, opts, out, where)
     files = task.evaluation_files(result, out, split)
-    record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label)
+    # Boundary IoU's void convention, where one was scored (the metric names say so, whatever the task)
+    void = opts.get("boundary_ignore", "exclude") if any("BoundaryIoU" in k for k in result.metrics) else None
+    record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label, void)
     files.append(atomic_write(out / f"{split}_evaluation.json", lambda tmp: tmp.write_text(record.to_json())))
     files.extend(curve_plots(run, task.curve_metrics, out))
     rule_note = rule.describe() + ("" if rule_source == "model" else ", OVERRIDDEN by this config's augment.eval")
-    Console().print(task.summary_table(
-        result, f"{dataset.name} / {split}: {len(samples)} images, {label}, scored at {where}; input: {rule_note}"))
+    void_note = f"; Boundary IoU next to void: {void}" if void and dataset.class_table.ignore_index is not None else ""
+    Console().print(task.summary_table(result, f"{dataset.name} / {split}: {len(samples)} images, {label}, scored at "
+                                               f"{where}; input: {rule_note}{void_note}"))
     if opts.get("compare"):
         files.append(compare_with(result.per_sample, str(opts["compare"]), split, out, run, task.gate_metric))
     if run is not None:
@@ -164,7 +173,7 @@ def score_split(task: Any, model: Any, rule: Any, dataset: Dataset, samples: lis
 
 
 def evaluation_record(result: Any, dataset: Dataset, split: str, resolution: str, rule: Any, rule_source: str,
-                      model: str) -> Any:
+                      model: str, boundary_ignore: str | None = None) -> Any:
     """The EvaluationRecord of ``result``: what was scored, on which data, with which rules, on which platform."""
     from masklab.evaluation.record import EvaluationRecord
     from masklab.platform import masklab_version, platform_fingerprint
@@ -173,7 +182,8 @@ def evaluation_record(result: Any, dataset: Dataset, split: str, resolution: str
         model=model, dataset=dataset.name, manifest_sha256=dataset.manifest_hash, split=split,
         resolution=resolution,
         metrics={k: float(v) for k, v in result.metrics.items()}, input_rule=rule.to_dict(),
-        input_rule_source=rule_source, masklab_version=masklab_version(), platform=platform_fingerprint())
+        input_rule_source=rule_source, boundary_ignore=boundary_ignore, masklab_version=masklab_version(),
+        platform=platform_fingerprint())
 
 
 def curve_plots(run: RunLog | None, curves: tuple[str, ...], out: Path) -> list[Path]:

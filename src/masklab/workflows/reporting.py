@@ -47,6 +47,7 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         per_class_path = run.download(f"evaluation/{split}_per_class.csv", tmp_path)
         confusion_path = run.download(f"evaluation/{split}_confusion.csv", tmp_path)
         compare_path = run.download(f"evaluation/{split}_compare.parquet", tmp_path)
+        record_path = run.download(f"evaluation/{split}_evaluation.json", tmp_path)
         if table_path is None:
             problems.append(f"run {run_id} has no evaluation of split '{split}' (evaluation/{split}_per_sample"
                             f".parquet): run `masklab evaluate run_id={run_id} split={split}` first; showing the "
@@ -78,10 +79,20 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         samples = explorer_samples(dataset, split, pred_dir, objects=instance, matches=matches)
         out = Path(output)
         index = write_explorer(out, dataset.class_table, samples, table, summary,
-                               title=f"run {run_id[:8]} / {dataset.name} / {split}",
+                               title=f"run {run_id[:8]} / {dataset.name} / {split}{void_note(record_path, dataset)}",
                                mlflow_artifact={"run_id": str(run_id), "path": "report"})
     run.directory(out, "report")
     return Report(Path(index), str(run_id), problems)
+
+
+def void_note(record_path: Path | None, dataset: Dataset) -> str:
+    """" · Boundary IoU next to void: <convention>" for a dataset with void whose evaluation record names one."""
+    from masklab.evaluation.record import EvaluationRecord
+
+    if record_path is None or dataset.class_table.ignore_index is None:
+        return ""
+    convention = EvaluationRecord.from_json(Path(record_path).read_text()).boundary_ignore
+    return f" · Boundary IoU next to void: {convention}" if convention else ""
 
 
 def _run_dataset(dataset_root: str | Path | None, tags: dict, problems: list[str]) -> Dataset | None:
