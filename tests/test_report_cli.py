@@ -130,6 +130,7 @@ def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
     samples = data["samples"]
     assert sorted(samples["id"]) == sorted(table["id"]) and all(i.startswith("synth_") for i in samples["id"])
     assert set(samples["split"]) == {"val"} and all(samples["ok"]) and data["problems"] == []
+    assert data["title"].endswith(" / val · Boundary IoU next to void: exclude")  # from the evaluation record
     columns = {c["name"]: c["values"] for c in data["columns"]}
     expected = table.set_index("id").loc[samples["id"], "mIoU"].to_numpy(float)
     shown = np.array([np.nan if v is None else v for v in columns["mIoU"]], float)
