@@ -678,3 +678,19 @@ def test_unreachable_registry_fails_fast_with_one_line(project, cli, monkeypatch
     assert "cannot reach the registry" in res.stderr and url in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr
     assert time.perf_counter() - start < 60
+
+
+def test_a_gate_metric_the_evaluation_lacks_is_refused_with_the_names_it_has():
+    """`boundary_mIoU` (what the registry config once offered) is no metric evaluations log: the refusal lists the
+    names the gate can take, per-class ones as a pattern."""
+    from masklab.evaluation.record import EvaluationRecord
+    from masklab.tracking.registry import Gate, judge
+
+    record = EvaluationRecord(model="models:/shapes/2", dataset="synthetic", manifest_sha256="0" * 64, split="test",
+                              resolution="original", input_rule={},
+                              metrics={"eval/test/mIoU": 0.5, "eval/test/mBoundaryIoU": 0.3,
+                                       "eval/test/iou/circle": 0.4, "eval/test/iou/square": 0.6})
+    refused = judge(Gate(metric="boundary_mIoU"), NAME, "2", record, None, None).refusal
+    assert refused is not None and "has no metric 'boundary_mIoU' (registry.gate.metric)" in refused
+    assert refused.endswith("expected one of ['iou/<class>', 'mBoundaryIoU', 'mIoU']"), refused
+    assert judge(Gate(metric="mBoundaryIoU"), NAME, "2", record, None, None).refusal is None

@@ -166,6 +166,16 @@ class GateResult:
                 "incumbent": side(self.incumbent, self.incumbent_record)}
 
 
+def gate_metric_names(record: EvaluationRecord) -> list[str]:
+    """The names ``registry.gate.metric`` may take for ``record``: its metrics after ``eval/<split>/``, per-class ones
+    as ``<kind>/<class>`` patterns (``iou/<class>``) rather than one entry per class."""
+    names = set()
+    for full in record.metrics:
+        bare = full.split("/", 2)[-1] if full.count("/") >= 2 else full
+        names.add(bare if "/" not in bare else f"{bare.split('/', 1)[0]}/<class>")
+    return sorted(names)
+
+
 def judge(gate: Gate, name: str, challenger: str, challenger_record: EvaluationRecord | None,
           incumbent: str | None, incumbent_record: EvaluationRecord | None,
           missing: str | None = None) -> GateResult:
@@ -186,7 +196,8 @@ def judge(gate: Gate, name: str, challenger: str, challenger_record: EvaluationR
     value = gate.value(challenger_record)
     if value is None:
         return result(f"gate: the evaluation of version {challenger} ({challenger_record.describe()}) has no "
-                      f"metric '{gate.metric}' (registry.gate.metric); it has {sorted(challenger_record.metrics)[:8]}")
+                      f"metric '{gate.metric}' (registry.gate.metric); expected one of "
+                      f"{gate_metric_names(challenger_record)}")
     if incumbent_record is None:
         return result(None)  # nothing in Production to beat
     current = gate.value(incumbent_record)
