@@ -247,14 +247,31 @@ class RunLog:
                 for k in keys if k in logged}
 
     def download(self, artifact_path: str, dest: Path) -> Path | None:
-        """Download an artifact file or folder of the run; None when the run has no such artifact."""
+        """Download an artifact file or folder of the run; None when the run has no such artifact.
+
+        Only a missing artifact is None: a store that cannot be listed or read (authentication, network, a server
+        error) is a UserError naming the store, so a caller never reports "no evaluation" when the server refused.
+        """
+        import posixpath
+
         import mlflow
 
+        from masklab.errors import UserError
+
+        where = f"MLflow run {self.run_id} in {self.tracking_uri}"
+        parent = posixpath.dirname(artifact_path) or None
+        try:
+            listed = {f.path for f in self._client.list_artifacts(self.run_id, parent)}
+        except Exception as exc:  # MlflowException / RestException / OSError from the store
+            raise UserError(f"{where}: cannot list its artifacts ({type(exc).__name__}: {exc})") from exc
+        if artifact_path.rstrip("/") not in listed:
+            return None
         try:
             return Path(mlflow.artifacts.download_artifacts(run_id=self.run_id, artifact_path=artifact_path,
                                                             dst_path=str(dest), tracking_uri=self.tracking_uri))
-        except Exception:  # MlflowException / OSError: the artifact does not exist
-            return None
+        except Exception as exc:
+            raise UserError(f"{where}: its artifact {artifact_path} exists but could not be downloaded "
+                            f"({type(exc).__name__}: {exc})") from exc
 
     def local_artifact(self, artifact_path: str) -> Path | None:
         """Where the artifact lies on this machine when the run's artifact store is a local folder (so a caller
