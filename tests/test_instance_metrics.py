@@ -583,3 +583,21 @@ def test_boundary_ap_equals_faster_coco_eval_if_installed():
         assert_same(result[f"boundary_{key}"], float(theirs))
         compared += float(theirs) != -1
     assert compared >= 8, compared  # (every object is small, < 32² px: the medium and large stats are -1, not compared)
+
+
+def test_painted_truth_leaves_crowd_regions_unscored():
+    """The painted mIoU of an instance evaluation ignores crowd regions, as AP and PQ do; a crowd region under a
+    real object keeps the object."""
+    from masklab.evaluation.instance import painted_truth
+
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, 1:3, 1:3] = True  # an object of class 1
+    masks[1, 3:6, 0:8] = True  # a crowd region of class 2
+    masks[2, 4:6, 6:8] = True  # an object of class 2 inside the crowd region
+    truth = painted_truth(np.array([1, 2, 2]), masks, np.array([0, 1, 0], np.uint8), 255)
+    expected = np.zeros((6, 8), np.int64)
+    expected[1:3, 1:3] = 1
+    expected[3:6, :] = 255
+    expected[4:6, 6:8] = 2
+    assert np.array_equal(truth, expected)
+    assert (painted_truth(np.array([1, 2, 2]), masks, np.array([0, 1, 0], np.uint8), None) != 255).all()

@@ -20,11 +20,21 @@ from masklab.metrics import SemanticMetrics, named_scalars, per_image_scores
 HEADLINES = ("mask_AP", "mask_AP50", "mask_AP75", "boundary_AP", "PQ", "SQ", "RQ")
 
 
-def _painted(class_ids: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(H, W) int64 class map of ground-truth objects (K, H, W), later objects on top."""
+def painted_truth(class_ids: np.ndarray, masks: np.ndarray, iscrowd: np.ndarray,
+                  ignore_index: int | None) -> np.ndarray:
+    """(H, W) int64 class map of ground-truth objects (K, H, W), later objects on top. Crowd regions (``iscrowd``)
+    are ``ignore_index`` where no other object covers them: AP and PQ do not score them, nor does the painted mIoU."""
     out = np.zeros(masks.shape[1:], np.int64)
-    for class_id, mask in zip(class_ids, masks):
-        out[mask] = class_id
+    crowd = np.zeros(masks.shape[1:], bool)
+    covered = np.zeros(masks.shape[1:], bool)
+    for class_id, mask, is_crowd in zip(class_ids, masks, iscrowd):
+        if is_crowd:
+            crowd |= mask
+        else:
+            out[mask] = class_id
+            covered |= mask
+    if ignore_index is not None:
+        out[crowd & ~covered] = ignore_index
     return out
 
 
@@ -54,7 +64,8 @@ def evaluate_instances(task: Any, predictor: Any, loader: Iterable[dict[str, lis
                                                                                             batch["image"])):
             row = dict(instance.update(sample_id, objects.masks, objects.class_ids, objects.iscrowd,
                                        prediction.masks, prediction.class_ids, prediction.scores))
-            truth = torch.from_numpy(_painted(objects.class_ids, objects.masks))[None]
+            truth = torch.from_numpy(painted_truth(objects.class_ids, objects.masks, objects.iscrowd,
+                                                   class_table.ignore_index))[None]
             painted = torch.from_numpy(prediction.class_map().astype(np.int64))[None]
             scores = per_image_scores(painted, truth, c, class_table.ignore_index)
             semantic.update(counts=scores)
