@@ -73,15 +73,17 @@ RNG_KEY = "masklab_rng"
 
 
 def rng_states() -> dict[str, Any]:
-    """The global random states of torch (CPU), numpy and Python as tensors and plain numbers: a checkpoint stays
-    loadable with ``torch.load(weights_only=True)``."""
+    """The global random states of torch (CPU, and every visible CUDA device: dropout on a GPU draws from its own
+    generator), numpy and Python as tensors and plain numbers: a checkpoint stays loadable with
+    ``torch.load(weights_only=True)``."""
     import random
 
     import numpy as np
 
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
-    return {"torch": torch.get_rng_state(),
+    cuda = {"cuda": list(torch.cuda.get_rng_state_all())} if torch.cuda.is_available() else {}
+    return {"torch": torch.get_rng_state(), **cuda,
             "numpy": {"keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "cached": float(cached)},
             "python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
@@ -89,12 +91,16 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
-    """Restore what :func:`rng_states` saved."""
+    """Restore what :func:`rng_states` saved. CUDA states go to the devices this process sees, as many as both
+    have (a GPU checkpoint resumed on a CPU keeps only the CPU, numpy and Python states)."""
     import random
 
     import numpy as np
 
     torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        for device, state in enumerate(states["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(state, device)
     n = states["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
     p = states["python"]
