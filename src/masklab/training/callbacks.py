@@ -222,3 +222,52 @@ class RankZeroStop(pl.Callback):
 
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(self.stop, all=False):
             raise SIGTERMException
+
+
+class ValidationLine(pl.Callback):
+    """One plain log line per validation where no progress bar is drawn (stderr a log file, CI, a SLURM job):
+    epoch, step, the losses, the monitored metric and its best, time elapsed and an estimate of the time left.
+
+    On a terminal, Lightning's progress bar shows the same figures and this stays silent (``MASKLAB_PROGRESS=1``/``0``
+    forces the choice, as for masklab's own bars). Rank zero only."""
+
+    def __init__(self, monitor: str, mode: str = "max"):
+        self.monitor, self.mode = monitor, mode
+        self.started = 0.0
+        self.best: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started, self.best = time.perf_counter(), None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # (not on_validation_epoch_end: callbacks' run before the module's, which logs the epoch's scores)
+        from masklab.console import logger, progress_enabled
+
+        if trainer.sanity_checking or not trainer.is_global_zero or progress_enabled():
+            return
+        logger(__name__).info(self.line(trainer, time.perf_counter() - self.started))
+
+    def line(self, trainer: pl.Trainer, elapsed: float) -> str:
+        """The line for where ``trainer`` stands after ``elapsed`` seconds of fitting."""
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+        value = metrics.get(self.monitor)
+        better = max if self.mode == "max" else min
+        if value is not None:
+            self.best = value if self.best is None else better(self.best, value)
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        # train/loss: the last step's (train/loss_epoch is logged after validation: the epoch before's)
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()) if k.endswith("loss"))
+        shown = f"{self.monitor} {value:.4f} (best {self.best:.4f})" if value is not None else f"{self.monitor} -"
+        left = ""
+        if total and total > 0 and epoch < total:
+            left = f", about {_duration(elapsed / epoch * (total - epoch))} left"
+        return (f"epoch {epoch}/{total if total and total > 0 else '?'} step {trainer.global_step}: "
+                f"{losses + '; ' if losses else ''}{shown}; {_duration(elapsed)} elapsed{left}")
+
+
+def _duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s`` or ``12 s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
