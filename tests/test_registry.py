@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -593,15 +594,23 @@ def test_a_run_tracked_before_safetensors_still_registers_and_evaluates(two_vers
 def test_evaluate_registered_model(two_versions, tmp_path, capsys):
     from masklab import workflows
     from masklab.config import compose
+    from masklab.tracking import model_ref
 
-    ensure_production(two_versions)
+    version = ensure_production(two_versions)
     capsys.readouterr()
+    loaded: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, two_versions)
+        load = model_ref.load_model_ref
+        patch.setattr(model_ref, "load_model_ref", lambda ref, uri: loaded.append(ref) or load(ref, uri))
         done = workflows.evaluate(compose("evaluate", FAST), tmp_path, model_ref=f"models:/{NAME}@production")
     assert "mean" in capsys.readouterr().out  # the per-class table
     run = registry(local_uri(two_versions)).client.get_run(done.run_id)  # a new run, tagged with the model
     assert run.data.tags["masklab.model"] == f"models:/{NAME}@production"
+    # The alias is resolved once, to the version the package is loaded from and the record is attached to
+    assert loaded == [f"models:/{NAME}/{version}"] and run.data.tags["masklab.model_version"] == f"{NAME}/{version}"
+    record = json.loads((tmp_path / "evaluation" / "val_evaluation.json").read_text())
+    assert record["model"] == f"models:/{NAME}/{version}"
 
 
 def test_bad_requests_are_one_line_errors(two_versions, capsys):

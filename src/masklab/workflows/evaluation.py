@@ -289,9 +289,11 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
     output = Path(output_dir)
     override = InputRule.from_eval_pipeline(cfg.augment.eval) if options["preprocess"] == "config" else None
     if model_ref:
-        package = load_model_ref(str(model_ref), uri)
+        # Resolved once, to a version number: a promotion between loading and recording cannot attach this
+        # evaluation to another version than the one scored.
         registered = registry_version(str(model_ref), uri) if str(model_ref).startswith("models:/") else None
         version_uri = f"models:/{registered[0]}/{registered[1]}" if registered else str(model_ref)
+        package = load_model_ref(version_uri, uri)
         run = open_run(uri, None, cfg.logger.artifact_root, cfg.logger.experiment_name,
                        {"masklab.command": "evaluate", "masklab.model": str(model_ref),
                         "masklab.model_version": "/".join(registered) if registered else "",
