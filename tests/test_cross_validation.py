@@ -173,3 +173,29 @@ def test_label_errors_of_an_instance_dataset_compare_the_objects_class_map(synth
     assert found.samples.iloc[0]["id"] == victim.id and found.samples.iloc[0]["side"] == "unlabelled"
     index = write_label_error_explorer(found, dataset, tmp_path / "oof", top=4, task="instance")
     assert victim.id in index.read_text()
+
+
+def test_splits_the_dataset_lacks_are_left_out_and_named(tmp_path: Path, caplog):
+    """A dataset imported with split_mode=none has only `train`: the default cv.splits [train, val] folds the train
+    samples and says val is missing; splits of which none exists are refused."""
+    import logging
+
+    from masklab.data.classes import ClassInfo, ClassTable
+    from masklab.data.folds import covered_samples
+    from masklab.data.writer import DatasetWriter
+
+    table = ClassTable((ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "thing", (255, 0, 0))))
+    with DatasetWriter(tmp_path / "flat", table) as writer:
+        for i in range(4):
+            writer.add(f"s{i}", np.zeros((8, 8, 3), np.uint8), np.eye(8, dtype=np.uint8), "train")
+        writer.commit()
+    dataset = load_dataset(tmp_path / "flat")
+    with caplog.at_level(logging.WARNING, logger="masklab"):
+        covered = covered_samples(dataset, ["train", "val"])
+    assert [s.id for s in covered] == ["s0", "s1", "s2", "s3"]
+    assert any("cv.splits: ['val'] not in dataset" in r.getMessage() and "samples of ['train']" in r.getMessage()
+               for r in caplog.records)
+    _, plan = ensure_folds(dataset, 2, ["train", "val"], seed=0)
+    assert sorted(len(plan.members(f)) for f in (0, 1)) == [2, 2]
+    with pytest.raises(UserError, match=r"cv.splits: \['val', 'test'\] not in dataset"):
+        covered_samples(dataset, ["val", "test"])

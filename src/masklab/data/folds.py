@@ -51,11 +51,18 @@ def deal_folds(ids: Sequence[str], k: int, seed: int, existing: dict[str, int] |
 
 
 def covered_samples(dataset: Dataset, splits: Sequence[str]) -> list[Sample]:
-    """Labeled samples of ``splits`` (the ones cross-validation trains and predicts on)."""
-    unknown = [s for s in splits if s not in dataset.split_names]
-    if unknown:
-        raise UserError(f"cv.splits: {unknown} not in dataset {dataset.root} (splits: {dataset.split_names})")
-    return [s for s in dataset.samples if s.split in splits and s.labeled]
+    """Labeled samples of ``splits`` (the ones cross-validation trains and predicts on). Splits the dataset does not
+    have are left out with a warning naming them (a dataset imported with ``split_mode=none`` has only ``train``);
+    none of them there is a UserError."""
+    present = [s for s in splits if s in dataset.split_names]
+    if not present:
+        raise UserError(f"cv.splits: {list(splits)} not in dataset {dataset.root} (splits: {dataset.split_names})")
+    if len(present) < len(splits):
+        from masklab.console import logger
+
+        logger(__name__).warning(f"cv.splits: {[s for s in splits if s not in present]} not in dataset "
+                                 f"{dataset.root}; cross-validating the samples of {present}")
+    return [s for s in dataset.samples if s.split in present and s.labeled]
 
 
 def ensure_folds(dataset: Dataset, k: int, splits: Sequence[str], seed: int, reassign: bool = False
