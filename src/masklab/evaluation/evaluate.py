@@ -16,7 +16,13 @@ import torch
 from masklab.data.classes import ClassTable
 from masklab.files import atomic_write
 from masklab.inference.engine import Predictor
-from masklab.metrics import SemanticMetrics, argmax_classes, named_scalars, per_image_scores
+from masklab.metrics import (
+    DEFAULT_IGNORE_CONVENTION,
+    SemanticMetrics,
+    argmax_classes,
+    named_scalars,
+    per_image_scores,
+)
 
 # Per-class columns of the per-sample table, in this order: "<metric>/<class name>".
 PER_CLASS_COLUMNS = ("iou", "dice", "boundary_iou", "tp", "fp", "fn", "true_area", "pred_area", "missed",
@@ -66,7 +72,7 @@ def score_semantic(
     boundary: bool = True,
     dilation_ratio: float = 0.02,
     low_confidence: float = 0.5,
-    boundary_ignore: str = "exclude",
+    boundary_ignore: str = DEFAULT_IGNORE_CONVENTION,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
 ) -> EvaluationResult:
     """Score ``predictor`` on ``loader``'s batches: lists of image (H_i, W_i, 3) uint8, mask

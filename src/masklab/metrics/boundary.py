@@ -38,11 +38,12 @@ import torch
 
 from masklab.metrics.labels import checked_labels
 
-__all__ = ["IGNORE_CONVENTIONS", "boundary_band", "boundary_counts", "boundary_dilation", "boundary_iou_from_counts",
-           "check_ignore_convention"]
+__all__ = ["DEFAULT_IGNORE_CONVENTION", "IGNORE_CONVENTIONS", "boundary_band", "boundary_counts", "boundary_dilation",
+           "boundary_iou_from_counts", "check_ignore_convention"]
 
 # How void (ignore_index) pixels near a contour are treated; the first is the default (module docstring).
 IGNORE_CONVENTIONS = ("exclude", "raw", "hide")
+DEFAULT_IGNORE_CONVENTION = IGNORE_CONVENTIONS[0]
 
 
 def check_ignore_convention(ignore: str) -> str:
@@ -122,7 +123,7 @@ def near_void(valid: torch.Tensor, d: int) -> torch.Tensor:
 
 
 def _boundary_counts_checked(
-    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int, d: int, ignore: str = "exclude"
+    target: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor, num_classes: int, d: int, ignore: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`boundary_counts` on already validated int64 (N, H, W) target/pred and bool valid."""
     c = num_classes
@@ -159,7 +160,7 @@ def boundary_counts(
     num_classes: int,
     ignore_index: int | None,
     dilation_ratio: float = 0.02,
-    ignore: str = "exclude",
+    ignore: str = DEFAULT_IGNORE_CONVENTION,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Boundary intersection and union pixel counts per image and class.
 

@@ -37,6 +37,7 @@ import torch
 from torchmetrics import Metric
 
 from masklab.metrics.boundary import (
+    DEFAULT_IGNORE_CONVENTION,
     _boundary_counts_checked,
     boundary_dilation,
     boundary_iou_from_counts,
@@ -152,7 +153,7 @@ def per_image_scores(
     ignore_index: int | None,
     boundary: bool = False,
     dilation_ratio: float = 0.02,
-    boundary_ignore: str = "exclude",
+    boundary_ignore: str = DEFAULT_IGNORE_CONVENTION,
 ) -> dict[str, torch.Tensor]:
     """Scores of each image (for per-sample tables).
 
@@ -231,7 +232,7 @@ class SemanticMetrics(Metric):
         class_names: Sequence[str] | None = None,
         boundary: bool = False,
         dilation_ratio: float = 0.02,
-        boundary_ignore: str = "exclude",
+        boundary_ignore: str = DEFAULT_IGNORE_CONVENTION,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)

@@ -156,12 +156,13 @@ class SemanticTask(Task[np.ndarray]):
               on_prediction: Callable[[str, np.ndarray], None] | None = None) -> EvaluationResult:
         """Pooled and per-image IoU/Dice, boundary IoU, confusions and confidence per sample."""
         from masklab.evaluation.evaluate import score_semantic
+        from masklab.metrics.boundary import DEFAULT_IGNORE_CONVENTION
 
         return score_semantic(predictor, loader, class_table, prefix=prefix,
                               boundary=bool(options.get("boundary", True)),
                               dilation_ratio=option(options, "dilation_ratio", 0.02),
                               low_confidence=option(options, "low_confidence", 0.5),
-                              boundary_ignore=str(options.get("boundary_ignore") or "exclude"),
+                              boundary_ignore=str(options.get("boundary_ignore") or DEFAULT_IGNORE_CONVENTION),
                               on_prediction=on_prediction)
 
     def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:

@@ -54,9 +54,10 @@ def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
     if opts["preprocess"] not in PREPROCESS_SOURCES:
         raise UserError(f"evaluation.preprocess={opts['preprocess']}: expected one of {list(PREPROCESS_SOURCES)} "
                         "(model: the rule stored with the model; config: this config's augment.eval)")
-    from masklab.metrics.boundary import IGNORE_CONVENTIONS
+    from masklab.metrics.boundary import DEFAULT_IGNORE_CONVENTION, IGNORE_CONVENTIONS
 
-    if opts.get("boundary_ignore", "exclude") not in IGNORE_CONVENTIONS:
+    opts.setdefault("boundary_ignore", DEFAULT_IGNORE_CONVENTION)
+    if opts["boundary_ignore"] not in IGNORE_CONVENTIONS:
         raise UserError(f"evaluation.boundary_ignore={opts['boundary_ignore']}: expected one of "
                         f"{list(IGNORE_CONVENTIONS)} (void pixels near a contour in Boundary IoU: exclude = not "
                         "scored; raw = the raw prediction's contours; hide = void is no class in both masks)")
@@ -118,7 +119,7 @@ def evaluate_model(
     result = score_split(task, model, rule, dataset, samples, split, opts, out, where)
     files = task.evaluation_files(result, out, split)
     # Boundary IoU's void convention, where one was scored (the metric names say so, whatever the task)
-    void = opts.get("boundary_ignore", "exclude") if any("BoundaryIoU" in k for k in result.metrics) else None
+    void = opts["boundary_ignore"] if any("BoundaryIoU" in k for k in result.metrics) else None
     record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label, void)
     files.append(atomic_write(out / f"{split}_evaluation.json", lambda tmp: tmp.write_text(record.to_json())))
     files.extend(curve_plots(run, task.curve_metrics, out))
