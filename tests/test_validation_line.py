@@ -13,8 +13,8 @@ def test_a_training_without_a_terminal_logs_each_validation(project, seed_store,
     monkeypatch.setenv("MASKLAB_PROGRESS", "0")  # as in a log file, CI or a SLURM job
     with caplog.at_level(logging.INFO, logger="masklab"):
         done = fit_in(project, [*FAST, "trainer.max_epochs=3", "evaluate_after=false"])
-    lines = [r.getMessage() for r in caplog.records if r.name == "masklab.masklab.training.callbacks"
-             or r.getMessage().startswith("epoch ")]
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == "masklab.training.callbacks" and r.getMessage().startswith("epoch ")]
     assert len(lines) == 3, lines
     pattern = (r"epoch (\d)/3 step (\d+): .*val/loss \d\.\d{4}.*; val/mIoU (\d\.\d{4}) \(best (\d\.\d{4})\); "
                r"\d+ s elapsed")
