@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MASKLAB := $(VENV)/bin/masklab
 export MLFLOW_DISABLE_TELEMETRY := true
+# Python's own default: keep the bytecode of masklab's modules. A shell with PYTHONDONTWRITEBYTECODE set (this
+# machine's has) makes each of the tests' ~200 masklab processes compile the package again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup browser postgres demo test lint bench ui
 
