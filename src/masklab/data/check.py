@@ -34,6 +34,7 @@ from masklab.data.manifest import (
     row_problems,
 )
 from masklab.data.objects import OBJECTS_DIR, ObjectError, decode_object, read_objects_file
+from masklab.data.paths import LinkCheck
 from masklab.data.sample_files import file_exists, file_sha256
 from masklab.files import atomic_write
 
@@ -120,6 +121,7 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         problems.error(MANIFEST_FILE, "missing file", "no manifest.jsonl", "the dataset manifest")
         return []
     rows: list[tuple[int, Sample]] = []
+    links = LinkCheck(root)
     for lineno, line in manifest_lines(path.read_bytes()):
         where = f"{MANIFEST_FILE}:{lineno}"
         if line is None:
@@ -130,7 +132,7 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
         except json.JSONDecodeError as exc:
             problems.error(where, "bad manifest row", f"invalid JSON ({exc.msg})", "one JSON object")
             continue
-        bad = row_problems(raw)
+        bad = row_problems(raw, links)
         for found, expected in bad:
             problems.error(where, "bad manifest row", found, expected)
         if not bad:

@@ -13,6 +13,7 @@ from typing import Any
 
 from masklab.data.classes import ClassTable, load_class_table
 from masklab.data.errors import DatasetFormatError, short_repr
+from masklab.data.paths import PATH_RULE, LinkCheck, path_problem
 from masklab.data.sample_files import file_sha256
 from masklab.files import atomic_write
 
@@ -101,11 +102,15 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
                     ((str, type(None)), "a string or null")),
     "instance_classes": ((dict,), "an object {instance id: class id (integer)}"),
 }
+# The fields that name a file of the dataset (masklab.data.paths: they must stay inside it).
+PATH_FIELDS = ("image", "mask", "instances", "objects")
 
 
-def row_problems(row: object) -> list[tuple[str, str]]:
+def row_problems(row: object, links: LinkCheck | None = None) -> list[tuple[str, str]]:
     """(found, expected) for each reason ``row`` (a parsed manifest line) cannot be read as a sample: not a
-    JSON object, required fields missing, a field of the wrong JSON type; empty when it can."""
+    JSON object, required fields missing, a field of the wrong JSON type, a path that leaves the dataset folder
+    (absolute or with ``..``; with ``links``, the dataset's :class:`LinkCheck`, a symlink leading out of it
+    too); empty when it can."""
     if not isinstance(row, Mapping):
         kind = {list: "array", str: "string", bool: "true/false", type(None): "null"}.get(type(row), "number")
         return [(f"a JSON {kind}", "a JSON object")]
@@ -121,6 +126,13 @@ def row_problems(row: object) -> list[tuple[str, str]]:
             ok = isinstance(value, types) and not isinstance(value, bool)
         if not ok:
             found.append((f"{name} {short_repr(value)}", f"{name} {expected}"))
+        elif name in PATH_FIELDS and isinstance(value, str):
+            why = path_problem(value)
+            if why is None and links is not None:
+                leads = links.escape(value)
+                why = None if leads is None else f"a symlink path to {leads}, outside {links.root}"
+            if why is not None:
+                found.append((f"{name} {short_repr(value)} ({why})", f"{name} {PATH_RULE}"))
     return found
 
 
@@ -192,6 +204,7 @@ def read_manifest(root: str | Path) -> list[Sample]:
     """The rows of ``<root>/manifest.jsonl``; raises DatasetFormatError naming the line of a bad row."""
     path = Path(root) / MANIFEST_FILE
     samples = []
+    links = LinkCheck(root)
     for lineno, line in manifest_lines(path.read_bytes()):
         if line is None:
             raise DatasetFormatError(f"{path}:{lineno}: bad manifest row (bytes that are not UTF-8)")
@@ -199,7 +212,7 @@ def read_manifest(root: str | Path) -> list[Sample]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetFormatError(f"{path}:{lineno}: bad manifest row (invalid JSON: {exc})") from exc
-        bad = row_problems(row)
+        bad = row_problems(row, links)
         if bad:
             raise DatasetFormatError(f"{path}:{lineno}: bad manifest row: found {bad[0][0]}; expected {bad[0][1]}")
         samples.append(Sample.from_row(row))

@@ -14,6 +14,7 @@ import numpy as np
 from masklab.data.errors import DatasetFormatError, short_repr
 from masklab.data.images import read_instances, read_object_png
 from masklab.data.manifest import Sample
+from masklab.data.paths import PATH_RULE, LinkCheck, path_problem
 from masklab.data.rle import decode_rle
 from masklab.data.sample_files import file_exists
 
@@ -87,8 +88,12 @@ def decode_object(root: Path, objects_file: str, index: int, obj: object, *, che
             raise ObjectError(objects_file, "bad RLE", f"{where}: {exc}", "a compressed COCO RLE of H*W px") from exc
         return ObjectRecord(class_id, int(iscrowd), pixels, extra, objects_file)
     png = mask["png"]
-    if not isinstance(png, str) or not png or Path(png).is_absolute() or ".." in Path(png).parts:
-        raise ObjectError(objects_file, "bad object", f"{where}: png {short_repr(png)}", "a path inside the dataset")
+    why = path_problem(png) if isinstance(png, str) else "not a string"
+    if why is None:
+        leads = LinkCheck(root).escape(png)
+        why = None if leads is None else f"a symlink path to {leads}, outside {root}"
+    if why is not None:
+        raise ObjectError(objects_file, "bad object", f"{where}: png {short_repr(png)} ({why})", PATH_RULE)
     if not file_exists(root / png):
         raise ObjectError(png, "missing file", "no such file", f"mask of {where} in {objects_file}")
     try:
