@@ -77,3 +77,34 @@ def test_local_weights_file_full_and_encoder_only(tmp_path):
     torch.save({"unrelated": torch.zeros(1)}, tmp_path / "bad.pt")
     with pytest.raises(UserError, match=r"bad.pt: none of its 1 tensors match the model's parameter names$"):
         build_model(num_classes=2, weights_path=str(tmp_path / "bad.pt"))
+
+
+def test_a_weights_file_for_another_model_is_refused_and_a_new_head_is_not(tmp_path, caplog):
+    """A file that fits only part of the model (a resnet34 encoder into a resnet18 one: every resnet18 name is in
+    it, half the file is not used; a UNet file into an FPN: the decoder stays random) is refused, naming what
+    loaded; model.weights_strict=false loads the matching tensors with a warning. A new head for another number
+    of classes (2 tensors) loads, and the log says which tensors kept their initial values."""
+    from masklab.models import build_model_from_spec
+
+    torch.save(build_model(num_classes=2, encoder="resnet34").net.encoder.state_dict(), tmp_path / "r34.pt")
+    with pytest.raises(UserError, match=r"r34.pt: loaded 100 of the encoder's 100 tensors; 80 of the file's 180 "
+                                        r"unused .*model.weights_strict=false"):
+        build_model(num_classes=2, encoder="resnet18", weights_path=str(tmp_path / "r34.pt"))
+    unet = build_model(num_classes=2)
+    torch.save(unet.state_dict(), tmp_path / "unet.pt")
+    with pytest.raises(UserError, match=r"unet.pt: loaded \d+ of the model's \d+ tensors; \d+ left as initialised "
+                                        r"\(net.decoder"):
+        build_model(num_classes=2, arch="FPN", weights_path=str(tmp_path / "unet.pt"))
+    with caplog.at_level("INFO", logger="masklab"):
+        loose = build_model_from_spec({"arch": "FPN", "weights_path": str(tmp_path / "unet.pt"),
+                                       "weights_strict": False}, 2)
+    assert torch.equal(loose.net.encoder.conv1.weight, unet.net.encoder.conv1.weight)
+    assert any(r.levelname == "WARNING" and "left as initialised" in r.message for r in caplog.records)
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="masklab"):
+        three = build_model(num_classes=3, weights_path=str(tmp_path / "unet.pt"))  # another number of classes
+    assert torch.equal(three.net.decoder.blocks[0].conv1[0].weight, unet.net.decoder.blocks[0].conv1[0].weight)
+    (line,) = [r.message for r in caplog.records if "weights file" in r.message]
+    assert "2 left as initialised (net.segmentation_head.0.weight, net.segmentation_head.0.bias)" in line, line
+    assert "2 of the file's" in line and "2 of another shape" in line, line

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from masklab.console import logger
 from masklab.errors import UserError
 from masklab.models.spec import BUILDER, BUILDER_NAMES, WRAPPER_KEYS, is_builtin  # noqa: F401  (re-exported)
 
+log = logger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -41,11 +44,64 @@ class NormalizedSegmentationModel(nn.Module):
         return logits
 
 
-def load_weights_file(module: nn.Module, path: str | Path) -> None:
+# A weights file may leave this share of the target's tensors (or of its own) unused: a new head for another
+# number of classes (2 of ~150 tensors of a UNet, 6 of ~300 of a Mask R-CNN) or the classifier of an ImageNet file
+# (2 of ~100 of a resnet encoder). More is the wrong file (another encoder depth or architecture): refused unless
+# model.weights_strict=false.
+WEIGHTS_UNUSED_SHARE = 0.05
+
+
+@dataclass
+class WeightsLoad:
+    """What :func:`load_weights_file` loaded: into ``part`` (model, network or encoder) ``loaded`` of ``total``
+    tensors; ``missing``: the part's tensors the file left untouched; ``unused``: the file's tensors that found
+    no place (absent from the part, or of another shape: those listed in ``reshaped``)."""
+
+    path: Path
+    part: str
+    loaded: int
+    total: int
+    missing: list[str]
+    unused: list[str]
+    reshaped: list[str]
+    file_total: int
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.missing or self.unused)
+
+    @property
+    def too_partial(self) -> bool:
+        return (len(self.missing) > WEIGHTS_UNUSED_SHARE * self.total
+                or len(self.unused) > WEIGHTS_UNUSED_SHARE * self.file_total)
+
+    def describe(self) -> str:
+        """One line: what was loaded, what the file left untouched and what it had no place for (names cut)."""
+        def names(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f", ... {len(keys) - 4} more" if len(keys) > 4 else "")
+
+        text = f"weights file {self.path}: loaded {self.loaded} of the {self.part}'s {self.total} tensors"
+        if self.missing:
+            text += f"; {len(self.missing)} left as initialised ({names(self.missing)})"
+        if self.unused:
+            shape = f", {len(self.reshaped)} of another shape" if self.reshaped else ""
+            text += f"; {len(self.unused)} of the file's {self.file_total} unused{shape} ({names(self.unused)})"
+        return text
+
+
+def _counted(keys) -> list[str]:
+    # BatchNorm's step counter is no weight; files saved before torch 0.4.1 (torchvision's) do not have it.
+    return [k for k in keys if not k.endswith("num_batches_tracked")]
+
+
+def load_weights_file(module: nn.Module, path: str | Path, strict: bool = True) -> WeightsLoad:
     """Load a local state_dict file into ``module`` (safetensors or torch, never unpickling objects).
 
     Accepts a full-model state_dict, a bare-network one, an encoder-only one (smp networks), or a
-    Lightning checkpoint.
+    Lightning checkpoint: the tensors are loaded into whichever of the model, its network and its encoder
+    shares the most names with the file. What was loaded, left untouched and unused is logged; with
+    ``strict`` (``model.weights_strict``, the default) a load that leaves more than
+    :data:`WEIGHTS_UNUSED_SHARE` of the part's or of the file's tensors unused is refused (UserError).
     """
     path = Path(path)
     if not path.is_file():
@@ -61,23 +117,37 @@ def load_weights_file(module: nn.Module, path: str | Path) -> None:
         state = {k[len("model."):]: v for k, v in state.items()}
     # The file may hold the wrapped model, the bare network (an smp or torchvision one), or only its encoder.
     net = module.net if isinstance(getattr(module, "net", None), nn.Module) else module  # wrapped models: .net
-    candidates = [module, net] + ([net.encoder] if isinstance(getattr(net, "encoder", None), nn.Module) else [])
-    target = max(candidates, key=lambda m: len(set(state) & set(m.state_dict())))
+    candidates = [("model", module), ("network", net)]
+    if isinstance(getattr(net, "encoder", None), nn.Module):
+        candidates.append(("encoder", net.encoder))
+    part, target = max(candidates, key=lambda c: len(set(state) & set(c[1].state_dict())))
     own = target.state_dict()
     matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matched:
         raise UserError(f"weights file {path}: none of its {len(state)} tensors match the model's parameter names")
+    counted_own, counted_file = _counted(own), _counted(state)
+    report = WeightsLoad(
+        path, part, len(_counted(matched)), len(counted_own), [k for k in counted_own if k not in matched],
+        [k for k in counted_file if k not in matched], [k for k in counted_file if k in own and k not in matched],
+        len(counted_file))
+    if strict and report.too_partial:
+        raise UserError(f"{report.describe()}: more than {WEIGHTS_UNUSED_SHARE:.0%} unused, so the file is not for "
+                        "this model (another encoder or architecture?); model.weights_strict=false loads the "
+                        "matching tensors anyway")
     target.load_state_dict(matched, strict=False)
+    (log.warning if report.partial else log.info)(report.describe())
+    return report
 
 
 def wrap_network(
     net: nn.Module, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-    weights_path: str | None = None,
+    weights_path: str | None = None, weights_strict: bool = True,
 ) -> NormalizedSegmentationModel:
-    """``net`` behind the normalisation every masklab model has, then ``weights_path`` loaded if given."""
+    """``net`` behind the normalisation every masklab model has, then ``weights_path`` loaded if given
+    (:func:`load_weights_file`, ``weights_strict`` its ``strict``)."""
     model = NormalizedSegmentationModel(net, mean, std)
     if weights_path:
-        load_weights_file(model, weights_path)
+        load_weights_file(model, weights_path, weights_strict)
     return model
 
 
@@ -106,15 +176,17 @@ def build_model(
     in_channels: int = 3,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    weights_strict: bool = True,
     **kwargs,
 ) -> NormalizedSegmentationModel:
     """Create ``smp.create_model(arch, encoder, ...)`` wrapped with normalisation.
 
     ``encoder_weights`` is a hub name (needs internet, e.g. "imagenet") or None (default,
-    random init); ``weights_path`` is a local file loaded after construction.
+    random init); ``weights_path`` is a local file loaded after construction (refused when it fits only part of
+    the model, unless ``weights_strict=False``: :func:`load_weights_file`).
     """
     net = smp_network(num_classes, arch, encoder, encoder_weights, in_channels, **kwargs)
-    return wrap_network(net, mean, std, weights_path)
+    return wrap_network(net, mean, std, weights_path, weights_strict)
 
 
 def build_model_from_spec(

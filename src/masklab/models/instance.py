@@ -86,6 +86,7 @@ def build_maskrcnn(
     box_score_thresh: float = 0.05,
     trainable_backbone_layers: int | None = None,
     weights_path: str | None = None,
+    weights_strict: bool = True,
     **kwargs: Any,
 ) -> MaskRCNNNet:
     """A Mask R-CNN for ``num_classes`` (background id 0 included; labels are class ids), from scratch.
@@ -126,7 +127,7 @@ def build_maskrcnn(
         net.rpn.anchor_generator = AnchorGenerator(tuple((s,) for s in sizes), ((0.5, 1.0, 2.0),) * 5)
     model = MaskRCNNNet(net)
     if weights_path:
-        load_weights_file(model, weights_path)
+        load_weights_file(model, weights_path, weights_strict)
     return model
 
 
@@ -141,6 +142,7 @@ def build_bottom_up(
     boundary_width: int = 2,
     min_area: int = 4,
     min_score: float = 0.0,
+    weights_strict: bool = True,
     **kwargs: Any,
 ) -> BottomUpNet:
     """Any smp architecture with ``num_classes + 1`` output channels (the classes and a boundary
@@ -153,7 +155,7 @@ def build_bottom_up(
     model = BottomUpNet(net, mean, std, {"boundary_width": int(boundary_width), "min_area": int(min_area),
                                          "min_score": float(min_score)})
     if weights_path:
-        load_weights_file(model, weights_path)
+        load_weights_file(model, weights_path, weights_strict)
     return model
 
 

@@ -10,7 +10,7 @@ BUILDER_NAMES = (BUILDER, "masklab.models.factory.build_model")
 # masklab's instance-segmentation builders (masklab.models.instance): built in like the smp builder.
 INSTANCE_BUILDERS = ("masklab.models.instance.build_maskrcnn", "masklab.models.instance.build_bottom_up")
 # Keys of a model config that masklab consumes itself; every other key goes to the builder.
-WRAPPER_KEYS = ("mean", "std", "weights_path")
+WRAPPER_KEYS = ("mean", "std", "weights_path", "weights_strict")
 
 
 def is_builtin(spec: Mapping[str, Any]) -> bool:
