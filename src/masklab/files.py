@@ -2,6 +2,8 @@
 
 - :func:`atomic_write`: a reader (another process, or this one after a crash) sees the old file or the new one,
   never half of one.
+- :func:`replace_folder`: the same for a folder (a dataset): the old one or the new one under its name, never
+  neither; :func:`recover_folder` finishes what a crash cut where the OS cannot swap two names at once.
 - :func:`file_lock`: an exclusive lock on a file, held for a block, released when the holder's process dies
   (``filelock``: ``flock`` on Unix, ``msvcrt.locking`` on Windows). The sweep's study lock and the registry's
   promotion lock.
@@ -20,6 +22,8 @@ import functools
 import logging
 import os
 import random
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -83,6 +87,84 @@ def _fsync_folder(folder: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+# -- atomic folder replacement -------------------------------------------------------------------------------------
+def replace_folder(staged: Path, target: Path) -> None:
+    """Put the complete folder ``staged`` in place of ``target`` (existing or not) so that a crash at any moment
+    leaves the old folder or the new one under ``target``'s name; ``staged`` is gone afterwards.
+
+    Where the OS can swap two names in one step (Linux ``renameat2(RENAME_EXCHANGE)``, macOS
+    ``renamex_np(RENAME_SWAP)``), that swap is the only change to ``target``'s name; the old folder, now at
+    ``staged``, is removed after it. Elsewhere (Windows, file systems without the swap) the old folder is moved
+    to ``.<name>.old`` first: a crash between the two renames leaves it there, and :func:`recover_folder`
+    (called by every reader and writer of a dataset) moves it back.
+    """
+    staged, target = Path(staged), Path(target)
+    for litter in target.parent.glob(f".{target.name}.trash-*"):  # what a crash left half removed
+        shutil.rmtree(litter, ignore_errors=True)
+    if target.exists() and _old_name(target).exists():  # a replacement cut after its second rename
+        _discard(_old_name(target), target)
+    if not target.exists():
+        os.replace(staged, target)
+    elif _exchange(staged, target):
+        _discard(staged, target)  # the old folder, now under the staged name
+    else:
+        old = _old_name(target)
+        os.replace(target, old)
+        os.replace(staged, target)
+        _discard(old, target)
+    _fsync_folder(target.parent)
+
+
+def _discard(folder: Path, target: Path) -> None:
+    """Remove ``folder`` under a trash name first, so that a crash while removing it never leaves a half folder
+    under a name :func:`recover_folder` would restore."""
+    trash = target.with_name(f".{target.name}.trash-{os.getpid()}-{time.time_ns()}")
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def recover_folder(target: Path) -> bool:
+    """Move ``.<name>.old`` back to ``target`` when a :func:`replace_folder` without the OS's swap was cut
+    between its two renames (``target`` missing, the old folder beside it); True when it did."""
+    target = Path(target)
+    old = _old_name(target)
+    if target.exists() or not old.is_dir():
+        return False
+    try:
+        os.replace(old, target)
+    except OSError:  # another process recovered it first, or the folder is read-only: the caller reports what is
+        return False
+    log.warning("%s: restored the previous version from %s (a replacement was interrupted)", target, old.name)
+    return True
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names ``a`` and ``b`` in one step; False where the OS or the file system cannot.
+
+    By hand (ctypes) because the standard library exposes neither call and no maintained package wraps them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        done = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 2
+        done = libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap)
+    else:
+        return False
+    if done == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):  # no swap here: two renames
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
 
 
 _umask_lock = threading.Lock()

@@ -15,7 +15,7 @@ from masklab.data.classes import ClassTable, load_class_table
 from masklab.data.errors import DatasetFormatError, short_repr
 from masklab.data.paths import PATH_RULE, LinkCheck, path_problem
 from masklab.data.sample_files import file_sha256
-from masklab.files import atomic_write
+from masklab.files import atomic_write, recover_folder
 
 MANIFEST_FILE = "manifest.jsonl"
 # The splits training and evaluation read; a dataset may hold any other split name as well.
@@ -174,7 +174,7 @@ def summary(dataset: Dataset) -> str:
 def load_dataset(root: str | Path) -> Dataset:
     """Read classes.yaml and manifest.jsonl of a dataset folder (no pixel data is read)."""
     root = Path(root)
-    if not root.is_dir():
+    if not root.is_dir() and not recover_folder(root):
         raise DatasetFormatError(
             f"{root}: dataset folder does not exist; create it with `masklab data synth` or `masklab data import`"
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from masklab.data.objects import OBJECTS_DIR
 from masklab.data.rle import encode_rle
 from masklab.data.sample_files import MAX_FILE_NAME_BYTES, file_sha256, safe_name
 from masklab.errors import UserError
+from masklab.files import recover_folder, replace_folder
 
 OBJECT_STORAGES = ("rle", "png")
 
@@ -123,6 +123,7 @@ class DatasetWriter:
 
     def __init__(self, root: str | Path, class_table: ClassTable, overwrite: bool = False):
         self.root = Path(root)
+        recover_folder(self.root)
         if self.root.exists() and not overwrite:
             raise UserError(f"{self.root}: dataset already exists; pass overwrite=true to replace it")
         self.root.parent.mkdir(parents=True, exist_ok=True)
@@ -254,15 +255,8 @@ class DatasetWriter:
             self.class_table = class_table
         (self.tmp / CLASSES_FILE).write_text(yaml.safe_dump(self.class_table.to_dict(), sort_keys=False))
         (self.tmp / MANIFEST_FILE).write_text(manifest_text(self.samples))
-        old = None
-        if self.root.exists():
-            old = self.root.with_name(f".{self.root.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(self.root, old)
-        os.replace(self.tmp, self.root)
-        if old is not None:
-            shutil.rmtree(old)
+        # A crash at any moment leaves the previous dataset or this one under the name (tests/test_dataset_writer)
+        replace_folder(self.tmp, self.root)
         return load_dataset(self.root)
 
     def abort(self) -> None:
