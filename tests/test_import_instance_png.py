@@ -117,8 +117,29 @@ def test_every_bad_input_is_named(tmp_path: Path) -> None:
     table.write_text("good: {1: 0}\n")
     with pytest.raises(UserError, match="class id >= 1"):
         import_instance_pngs(images, masks, tmp_path / "out", instance_classes=table)
-    with pytest.raises(UserError, match="without a table"):
+    with pytest.raises(UserError, match=r"classes= names 0 object classes \(ids \[\]\) and no instance_classes= table"):
         import_instance_pngs(images, masks, tmp_path / "out", classes=[{"id": 0, "name": "bg"}])
+
+
+def test_a_class_list_naming_the_one_object_class_needs_no_table(project: Path) -> None:
+    """`classes=[{id: 0, name: background}, {id: 1, name: person}]` without instance_classes: every object is a
+    person; a list of two object classes still needs the table, and says so."""
+    from masklab import workflows
+    from masklab.config import compose
+
+    images, masks = project / "raw" / "images", project / "raw" / "labels"
+    for k in range(2):
+        write_image(images / f"s{k}.png", k)
+        write_ids(masks / f"s{k}.png", id_map((1, 1, 4, 1, 4), (2, 6, 9, 6, 9)))
+    base = ["format=instance_png", f"images={images}", f"masks={masks}", "split_mode=none"]
+    done = workflows.import_dataset(compose("data_import", [
+        *base, "name=people", "classes=[{id: 0, name: background}, {id: 1, name: person}]"]))
+    table = done.dataset.class_table
+    assert table.names == ["background", "person"] and table.thing_ids == [1]
+    assert [read_objects(done.dataset.root, s).class_ids.tolist() for s in done.dataset.samples] == [[1, 1]] * 2
+    with pytest.raises(UserError, match=r"names 2 object classes \(ids \[1, 2\]\).*instance_classes="):
+        workflows.import_dataset(compose("data_import", [
+            *base, "name=two", "classes=[{id: 0, name: bg}, {id: 1, name: a}, {id: 2, name: b}]"]))
 
 
 def test_through_the_import_workflow(project: Path) -> None:

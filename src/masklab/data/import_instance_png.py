@@ -7,7 +7,8 @@ object classes come from an optional table file (YAML or JSON)::
     <stem>: {<instance id>: <class id>, ...}       e.g.  img_001: {1: 2, 2: 1, 7: 2}
 
 with class names from ``classes`` (a list of {id, name, [color]}; classes 1..K derived as
-``class_<k>`` without it); without a table every object gets the one class ``class_name`` (id 1).
+``class_<k>`` without it); without a table every object gets the one object class ``classes`` names (beside
+background 0), or else the class ``class_name`` (id 1).
 Each image becomes a sample: the image bytes copied unchanged, one object per instance id (in id
 order, each with its ``instance_id``), and a semantic mask (objects painted with their class).
 Every problem is collected and raised together as :class:`ImportProblems`; nothing is written then.
@@ -176,10 +177,16 @@ def import_instance_pngs(
 def _classes(table_file: Path | None, classes: list[dict] | None,
              class_name: str) -> tuple[dict[str, dict[int, int]] | None, ClassTable]:
     """The instance-class table ({stem: {instance id: class id}}, None without a table file) and the class
-    table: ``classes`` naming the table's class ids, or the one class ``class_name`` without a table."""
+    table: ``classes`` naming the table's class ids; without a table, ``classes`` naming background and the one
+    object class (id 1: class ids run 0..K), or else the one class ``class_name`` (id 1)."""
     if table_file is None and classes is not None:
-        raise UserError("classes= names the class ids of an instance_classes= table; without a table every "
-                        "object is class_name (id 1)")
+        table = _class_table(classes, set(), Path("classes"))
+        things = table.ids[1:]
+        if len(things) != 1:
+            raise UserError(f"classes= names {len(things)} object classes (ids {things}) and no instance_classes= "
+                            "table says which object is which: name background (id 0) and the one object class, "
+                            "or give instance_classes=<YAML/JSON {stem: {instance id: class id}}>")
+        return None, table
     if table_file is None:
         return None, instance_class_table(class_name)
     id_classes = _read_table(table_file)
@@ -208,7 +215,8 @@ def _pair_objects(p: _Pair, id_classes: dict[str, dict[int, int]] | None, table_
 
 def _objects(stem: str, path: Path, ids: np.ndarray, id_classes: dict[str, dict[int, int]] | None,
              table_file: Path | None, problems: _Problems) -> list[dict] | None:
-    """One object per instance id of an (H, W) id map, in id order; None after adding problems."""
+    """One object per instance id of an (H, W) id map, in id order (class 1 without a table); None after adding
+    problems."""
     values, counts = np.unique(ids[ids != 0], return_counts=True)
     found = len(problems)
     if (values < 0).any():
