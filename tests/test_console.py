@@ -161,7 +161,7 @@ def test_a_bug_in_a_command_shows_its_traceback_and_says_it_is_a_bug(clean_loggi
     task = as_task(("demo",), "test_console:raise_key_error")
     with pytest.raises(SystemExit) as exc:
         task({"split": "val"})
-    assert exc.value.code == 1
+    assert exc.value.code == 70  # EX_SOFTWARE: not 1 (a check's problems) nor 2 (a mistake)
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "KeyError: 'val'" in err
     assert 'return {"train": 1}[cfg["split"]]' in err  # the failing line of the command
@@ -184,10 +184,10 @@ def test_cli_user_error_exits_2_with_one_line(project, cli):
     assert res.stdout == ""
 
 
-def test_cli_bug_exits_1_with_traceback_and_bug_line(capsys):
+def test_cli_bug_exits_70_with_traceback_and_bug_line(capsys):
     with pytest.raises(SystemExit) as exc:
         run_reporting_errors("demo", lambda: {}["val"])
-    assert exc.value.code == 1
+    assert exc.value.code == 70
     lines = capsys.readouterr().err.rstrip().splitlines()
     assert lines[0] == "Traceback (most recent call last):"
     assert "KeyError: 'val'" in lines
@@ -205,7 +205,7 @@ def test_bug_in_user_model_code_through_the_real_cli_shows_where(project, seed_s
     (project / "conf" / "model" / "broken.yaml").write_text("_target_: broken_models.Broken\n")
     seed_store(project)
     res = cli("train", "model=broken", "debug=fast")
-    assert res.returncode == 1, res.stderr[-3000:]
+    assert res.returncode == 70, res.stderr[-3000:]
     assert "Traceback (most recent call last)" in res.stderr
     assert "self.widths = {'train': 4}['val']" in res.stderr and "KeyError: 'val'" in res.stderr
     assert res.stderr.rstrip().splitlines()[-1].startswith("masklab train: internal error: KeyError is a bug")
@@ -225,4 +225,6 @@ def test_help_documents_levels_and_exit_status(capsys):
     main(["--help"])
     out = capsys.readouterr().out
     assert "-q, --quiet" in out and "-v, --verbose" in out and "MASKLAB_LOG_LEVEL" in out
-    assert "2 a mistake in the input" in out and "1 a bug in masklab" in out
+    text = " ".join(out.split())  # one rule: 1 a check's problems, 2 a mistake, 70 a bug
+    assert "1 a check found problems (data check, pipeline check); 2 a mistake in the input" in text
+    assert "70 a bug in masklab or in your own model code" in text

@@ -104,8 +104,9 @@ messages are also kept in its run folder's log (<run folder>/<command>.log).
   -q, --quiet     warnings and errors only, no progress bars (MASKLAB_LOG_LEVEL=quiet)
   -v, --verbose   debug messages too (MASKLAB_LOG_LEVEL=verbose)
   MASKLAB_PROGRESS=1|0   progress bars always|never (default: only when stderr is a terminal)
-Exit status: 0 done; 2 a mistake in the input (one line on stderr; HYDRA_FULL_ERROR=1 adds the
-traceback); 1 a bug in masklab (its traceback and where to report it)."""
+Exit status: 0 done; 1 a check found problems (data check, pipeline check); 2 a mistake in the input
+(one line on stderr; HYDRA_FULL_ERROR=1 adds the traceback); 70 a bug in masklab or in your own model code
+(its traceback and where to report it); 75 a submitit job ended without a result; 143 stopped by SIGTERM."""
 
 
 def usage(prefix: tuple[str, ...] = ()) -> str:

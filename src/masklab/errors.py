@@ -25,6 +25,13 @@ class NotFoundError(UserError, LookupError):
     Also a LookupError, so code that looks a thing up and falls back when it is absent keeps working."""
 
 
+# Exit statuses, one rule for every command (README "Exit status", `masklab --help`).
+EXIT_PROBLEMS = 1  # a check ran and found problems: `data check` (an error in the dataset), `pipeline check`
+EXIT_MISTAKE = 2  # a mistake in the input: one line on stderr
+EXIT_BUG = 70  # EX_SOFTWARE of sysexits.h: a bug in masklab (or the user's model code), after its traceback
+EXIT_JOB_LOST = 75  # EX_TEMPFAIL: a submitit job ended without a result (killed, pre-empted, out of memory)
+
+
 class TrainingDiverged(UserError):
     """The training loss became NaN or infinite: the message names the epoch, the step, the batch's samples and the
     checkpoint of the last good weights (the usual causes are a learning rate too high or a broken sample)."""
@@ -80,8 +87,9 @@ class CommandExit(SystemExit):
 
 
 def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
-    """Run ``func`` for ``masklab <label>``: a user's mistake exits 2 with one line on stderr; anything else
-    is a bug: its traceback, then a line saying so and where to report it, and exit 1.
+    """Run ``func`` for ``masklab <label>``: a user's mistake exits 2 (:data:`EXIT_MISTAKE`) with one line on
+    stderr; anything else is a bug: its traceback, then a line saying so and where to report it, and exit 70
+    (:data:`EXIT_BUG`).
 
     ``HYDRA_FULL_ERROR=1`` shows the traceback of a user's mistake too."""
     import traceback
@@ -92,11 +100,11 @@ def run_reporting_errors(label: str, func: Callable[[], T]) -> T:
         message = user_error_message(exc)
         if message is not None and os.environ.get("HYDRA_FULL_ERROR") != "1":
             print(f"masklab {label}: error: {message}", file=sys.stderr, flush=True)
-            raise CommandExit(getattr(exc, "exit_code", 2), message) from None
+            raise CommandExit(getattr(exc, "exit_code", EXIT_MISTAKE), message) from None
         if message is not None:
             raise
         traceback.print_exc()
         print(f"masklab {label}: internal error: {type(exc).__name__} is a bug in masklab (or in your own "
               f"model/augment code if the traceback ends there), not a mistake in your input. "
               f"Please report it with the traceback above: {REPORT_BUGS}", file=sys.stderr, flush=True)
-        raise CommandExit(1, f"internal error: {type(exc).__name__}: {exc}") from None
+        raise CommandExit(EXIT_BUG, f"internal error: {type(exc).__name__}: {exc}") from None

@@ -23,7 +23,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from masklab.errors import CommandExit, UserError
+from masklab.errors import EXIT_JOB_LOST, CommandExit, UserError
 
 SUBMITIT_ENV = "SUBMITIT_EXECUTOR"  # set by submitit in every job it starts (slurm or local)
 LAUNCHER_PREFIX = "hydra_plugins.masklab_submitit."
@@ -184,7 +184,7 @@ def job_died(exc: Exception) -> Exception:
     first = next((ln for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     logs = sorted({m for m in str(exc).split() if m.endswith(("_result.pkl", ".err", ".out"))})
     where = f"; its files: {Path(logs[0]).parent}" if logs else ""
-    return JobsFailed(f"a job ended without a result: {first.strip()}{where}", 1)
+    return JobsFailed(f"a job ended without a result: {first.strip()}{where}", EXIT_JOB_LOST)
 
 
 def report(results: Sequence[Any], initial_job_idx: int) -> None:

@@ -11,7 +11,7 @@ from masklab.config import to_plain
 from masklab.console import logger, result
 from masklab.data.manifest import summary
 from masklab.data.open import missing_dataset_error, open_dataset
-from masklab.errors import UserError
+from masklab.errors import EXIT_PROBLEMS, UserError
 
 log = logger(__name__)
 
@@ -70,7 +70,7 @@ def check(cfg: DictConfig) -> None:
         result(line, __name__)
     result(format_problems(problems) if problems else "No problems found.", __name__)
     if any(p.severity == "error" for p in problems):
-        raise SystemExit(1)
+        raise SystemExit(EXIT_PROBLEMS)
 
 
 def record_edits(cfg: DictConfig) -> None:

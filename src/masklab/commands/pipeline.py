@@ -38,7 +38,7 @@ from omegaconf import DictConfig
 
 from masklab.config import compose, to_plain
 from masklab.console import logger, result
-from masklab.errors import UserError
+from masklab.errors import EXIT_PROBLEMS, UserError
 from masklab.pipeline.outputs import MODEL_FILE, RUN_FILE, write_evaluation_outputs
 from masklab.pipeline.params import read_params, to_overrides
 
@@ -293,7 +293,7 @@ def check(out: Path, extra: list[str]) -> None:
     compared = check_metrics(Path.cwd(), out, str(options["rev"]), tolerance)
     result(compared.report())
     if not compared.passed:
-        raise SystemExit(1)
+        raise SystemExit(EXIT_PROBLEMS)
 
 
 def main(args: list[str]) -> None:

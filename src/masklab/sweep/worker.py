@@ -3,7 +3,7 @@
 `masklab sweep workers=K` starts K of these; they share the study through its storage (Optuna hands each
 trial to one worker) and log their trials to the same MLflow parent run. A configuration mistake ends the
 worker with ``masklab sweep: error: <message>`` on stderr and exit status 2; a bug ends it with its
-traceback and exit status 1. With ``hydra/launcher=submitit_slurm`` (or ``submitit_local``) the sweep submits
+traceback and exit status 70. With ``hydra/launcher=submitit_slurm`` (or ``submitit_local``) the sweep submits
 :func:`run_as_job` as K submitit jobs instead, which report the same way through their result.
 """
 
