@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from masklab.errors import UserError
+
 from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
 
 NAME = "shapes"
@@ -160,7 +162,6 @@ def test_large_records_keep_their_summary_on_a_version_tag(bare_store):
 
 
 def test_evaluation_records_name_what_is_missing(bare_store):
-    from masklab.errors import UserError
     from masklab.tracking.evaluations import evaluations_for_run, evaluations_for_version, log_evaluation
 
     uri, _ = bare_store
@@ -201,7 +202,6 @@ class FakeEvaluator:
 
 
 def test_gate_compares_records_of_the_same_data_and_keeps_them(bare_store):
-    from masklab.errors import UserError
     from masklab.tracking.evaluations import log_evaluation
     from masklab.tracking.registry import Gate, Registry
     from masklab.workflows.registry import promote
@@ -232,7 +232,6 @@ def test_gate_compares_records_of_the_same_data_and_keeps_them(bare_store):
 
 
 def test_gate_rescores_the_incumbent_on_a_fixed_dataset_version(bare_store):
-    from masklab.errors import UserError
     from masklab.tracking.evaluations import log_evaluation
     from masklab.tracking.registry import Gate, Registry
     from masklab.workflows.registry import promote
@@ -262,7 +261,6 @@ def test_gate_rescores_the_incumbent_on_a_fixed_dataset_version(bare_store):
 
 
 def test_gate_split_auto_takes_test_and_scores_what_is_missing(bare_store):
-    from masklab.errors import UserError
     from masklab.tracking.evaluations import log_evaluation
     from masklab.tracking.registry import Gate, Registry
     from masklab.workflows.registry import promote
@@ -290,7 +288,6 @@ def test_gate_split_auto_takes_test_and_scores_what_is_missing(bare_store):
 def test_gate_settings_are_checked(bare_store):
     from omegaconf import OmegaConf
 
-    from masklab.errors import UserError
     from masklab.tracking.registry import Gate
     from masklab.workflows.registry import gate_from_config
 
@@ -346,7 +343,6 @@ def test_safetensors_checkpoint_round_trips_weights_and_metadata_exactly(tmp_pat
     import torch
     from safetensors.torch import save_file
 
-    from masklab.errors import UserError
     from masklab.evaluation.checkpoint import (
         is_safetensors,
         read_checkpoint,
@@ -659,6 +655,34 @@ def test_gate_scores_what_is_missing_on_the_challengers_dataset(project, seed_st
     assert on_other is not None and on_other.model == f"models:/{NAME}/1"
     assert on_other.describe() in refused and f"{on_other.metric('mIoU'):.4f}" in refused
     assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"
+
+
+def test_the_gate_finds_data_kept_outside_the_project(project, seed_store, capsys):
+    """A version trained with `paths.data_dir=<dir>`: promote finds the dataset where the version recorded it was
+    trained; once the folder moved, `promote ... paths.data_dir=<new dir>` is honoured."""
+    from masklab.commands.registry import _gate_evaluation
+    from masklab.config import compose
+
+    uri = local_uri(project)
+    seed_store(project)
+    elsewhere = project.parent / "disk" / "datasets"
+    fit_in(project, [*FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}",
+                     "evaluate_after=false", f"paths.data_dir={elsewhere}"], "v1")
+    assert (elsewhere / "synthetic" / "manifest.jsonl").is_file() and not (project / "data" / "synthetic").exists()
+    recorded = registry(uri).version(NAME, 1).tags["masklab.dataset_root"]
+    assert recorded == str((elsewhere / "synthetic").resolve())
+    out = command_ok(project, capsys, "promote", f"name={NAME}", "version=1", "stage=Production")
+    assert "gate passed" in out and f"models:/{NAME}/1 on synthetic@" in out and stage_of(uri, 1) == "Production"
+    assert not (project / "data" / "synthetic").exists()  # scored where it was trained, nothing made anew
+
+    moved = project.parent / "other_disk"
+    elsewhere.rename(moved)
+    with pytest.MonkeyPatch.context() as patch:
+        in_project(patch, project)
+        cfg = compose("promote", [f"name={NAME}", "version=1", "stage=Production", f"paths.data_dir={moved}"])
+        evaluator, splits = _gate_evaluation(cfg, project / "gate", {"synthetic": recorded})
+        assert splits("synthetic") == ["train", "val"]  # read from the moved folder: the one place it is now
+    assert not (project / "data" / "synthetic").exists()
 
 
 def test_concurrent_promotions_end_with_exactly_one_production(two_versions):

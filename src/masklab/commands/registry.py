@@ -35,19 +35,30 @@ def _data_overrides(dataset: str) -> list[str]:
     return [f"data={dataset}"] if dataset in config_options("data") else [f"data.name={dataset}"]
 
 
-def _gate_evaluation(cfg: DictConfig, output_dir: Path):
-    """The promote gate's evaluator and split lister: the ``evaluate`` config composed for a dataset, and
-    :func:`masklab.workflows.evaluation.evaluate` of a ``models:/<name>/<version>`` on it."""
+def _gate_evaluation(cfg: DictConfig, output_dir: Path, trained_at: dict[str, str]):
+    """The promote gate's evaluator and split lister: the ``evaluate`` config composed for a dataset (under
+    promote's ``paths.data_dir``; where the dataset is not there, in the folder ``trained_at`` records for it,
+    {dataset name: root}, when that exists), and :func:`masklab.workflows.evaluation.evaluate` of a
+    ``models:/<name>/<version>`` on it."""
     from masklab.config import compose
+    from masklab.console import logger
 
-    shared = [f"logger.tracking_uri='{cfg.logger.tracking_uri}'", f"logger.artifact_root='{cfg.logger.artifact_root}'"]
+    shared = [f"logger.tracking_uri='{cfg.logger.tracking_uri}'", f"logger.artifact_root='{cfg.logger.artifact_root}'",
+              f"paths.data_dir='{cfg.paths.data_dir}'"]
     resolution = str(cfg.registry.gate.get("resolution", "original"))
     if resolution != "original":
         shared.append(f"evaluation.resolution={resolution}")
 
     def evaluate_config(dataset: str, split: str) -> DictConfig:
-        return compose("evaluate", [*_data_overrides(dataset), f"split={split}", *shared],
-                       source=f"promote: evaluate config for dataset '{dataset}'")
+        overrides = [*_data_overrides(dataset), f"split={split}", *shared]
+        source = f"promote: evaluate config for dataset '{dataset}'"
+        composed = compose("evaluate", overrides, source=source)
+        recorded = trained_at.get(dataset)
+        if not Path(composed.data.root).is_dir() and recorded and Path(recorded).is_dir():
+            logger(__name__).info(f"gate: dataset '{dataset}' is not in {composed.data.root}; using {recorded}, "
+                                  "where the version was trained")
+            composed = compose("evaluate", [*overrides, f"data.root='{recorded}'"], source=source)
+        return composed
 
     def splits(dataset: str) -> list[str]:
         from masklab.data.open import open_dataset
@@ -84,7 +95,10 @@ def promote(cfg: DictConfig) -> None:
     from masklab.workflows.registry import promote as promote_version
 
     gate = gate_from_config(cfg.registry.gate)
-    evaluator, splits = _gate_evaluation(cfg, Path(hydra_output_dir()))
+    tags = _registry(cfg).version(str(cfg.name), str(cfg.version)).tags or {}
+    trained_at = {tags["masklab.dataset"]: tags["masklab.dataset_root"]} \
+        if tags.get("masklab.dataset") and tags.get("masklab.dataset_root") else {}
+    evaluator, splits = _gate_evaluation(cfg, Path(hydra_output_dir()), trained_at)
     if not cfg.registry.gate.get("evaluate_missing", True):
         evaluator = None
     done = promote_version(cfg.logger.tracking_uri, str(cfg.name), str(cfg.version), str(cfg.stage), gate,

@@ -329,7 +329,8 @@ class Registry:
                 "masklab.manifest_sha256": spec["dataset"].get("manifest_sha256", ""),
                 "masklab.arch": model_name(spec["model"])}
         # The version names its code and data versions itself, so tracing it needs no run lookup.
-        for key in ("masklab.git_commit", "masklab.dataset_dvc_md5", "masklab.dataset_dvc_status"):
+        for key in ("masklab.git_commit", "masklab.dataset_dvc_md5", "masklab.dataset_dvc_status",
+                    "masklab.dataset_root"):
             value = self.run_tag(run_id, key)
             if value:
                 tags[key] = value
