@@ -213,6 +213,9 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     assert done.monitor == "val/mask_AP" and done.registered == ("shapes", "1")
     metrics = done.evaluations["val"].metrics
     assert {"eval/val/mask_AP", "eval/val/boundary_AP", "eval/val/PQ", "eval/val/mIoU"} <= set(metrics)
+    from masklab.tasks.instance import InstanceTask  # the names a gate may take (checked at promote) are these
+
+    assert [m for m in metrics if not InstanceTask.logs_metric(m.split("/", 2)[-1])] == []
     table = done.evaluations["val"].per_sample
     assert {"id", "n_gt", "n_pred", "count_error", "mask_AP", "matches"} <= set(table.columns)
 

@@ -231,6 +231,25 @@ def test_gate_compares_records_of_the_same_data_and_keeps_them(bare_store):
     assert entry["gate"]["incumbent"]["scored"] == f"runs:/{run1} on shapes@aaaaaaaaaaaa split=val resolution=original"
 
 
+def test_a_gate_metric_no_evaluation_logs_is_refused_before_anything_is_scored(bare_store):
+    """`registry.gate.metric=boundary_mIoU` (what the registry config once offered) is refused at promote time,
+    with the names the version's task logs, before the evaluator scores anything for it."""
+    from masklab.tasks.semantic import SemanticTask
+    from masklab.tracking.registry import Gate
+    from masklab.workflows.registry import promote
+
+    uri, _ = bare_store
+    name = "gate_bad_metric"
+    new_model(uri, name, versions=1)
+    evaluator = FakeEvaluator({f"models:/{name}/1": 0.5}, "a" * 64)
+    with pytest.raises(UserError, match=r"registry.gate.metric=boundary_mIoU: a semantic evaluation logs no such "
+                                        r"metric; expected one of \['mIoU', 'mDice', .*'iou/<class>'"):
+        promote(uri, name, 1, "Production", Gate(metric="boundary_mIoU"), dataset="shapes", evaluator=evaluator)
+    assert evaluator.calls == []
+    assert all(SemanticTask.logs_metric(m) for m in ("mBoundaryIoU", "iou/cœur ♥", "pixel_acc_image"))
+    assert not any(SemanticTask.logs_metric(m) for m in ("boundary_mIoU", "iou/", "mask_AP", "loss"))
+
+
 def test_gate_rescores_the_incumbent_on_a_fixed_dataset_version(bare_store):
     from masklab.tracking.evaluations import log_evaluation
     from masklab.tracking.registry import Gate, Registry
@@ -427,9 +446,13 @@ def test_lifecycle_stages_aliases_gate_and_history(two_versions, capsys):
         project, "promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"), capsys,
         one_line=False)
     assert "gate refused: mIoU of version 2" in refused
+    from masklab.tasks.semantic import SemanticTask
+
     for version in (1, 2):  # both numbers and where each came from are in the message
         scored = newest(registry(uri).evaluations(NAME, version), split="val", resolution="original")
         assert f"{scored.metric('mIoU'):.4f}" in refused and scored.describe() in refused
+        # every number an evaluation logs is one a gate may name (SemanticTask.evaluation_metrics)
+        assert [m for m in scored.metrics if not SemanticTask.logs_metric(m.split("/", 2)[-1])] == []
     assert stage_of(uri, 1) == "Production" and stage_of(uri, 2) == "None"  # nothing half-changed
 
     out = command_ok(project, capsys, "promote", f"name={NAME}", "version=2", "stage=Production", "force=true",

@@ -64,8 +64,22 @@ class Task(ABC, Generic[P]):
     gate_metric: ClassVar[str]
     # Per-epoch metrics kept as training curves (plots, the pipeline's history.csv, the report).
     curve_metrics: ClassVar[tuple[str, ...]]
+    # Every name evaluation may log after ``eval/<split>/`` (what ``registry.gate.metric`` may take): ``<class>``
+    # stands for a class name, ``<n>`` for a number (COCO's AR at each maxDets). tests/test_registry and
+    # tests/test_instance_task check real evaluations against it.
+    evaluation_metrics: ClassVar[tuple[str, ...]]
     # What one prediction is: a class map (H, W) or a set of objects.
     output_kind: ClassVar[OutputKind]
+
+    @classmethod
+    def logs_metric(cls, name: str) -> bool:
+        """Whether evaluation may log ``name`` (after ``eval/<split>/``), by :attr:`evaluation_metrics`."""
+        import re
+
+        def pattern(entry: str) -> str:
+            return re.escape(entry).replace(re.escape("<class>"), ".+").replace(re.escape("<n>"), r"\d+")
+
+        return any(re.fullmatch(pattern(entry), name) for entry in cls.evaluation_metrics)
 
     # -- data ------------------------------------------------------------------------------------------
     @abstractmethod

@@ -54,6 +54,10 @@ class InstanceTask(Task[InstancePrediction]):
     monitor: ClassVar[str] = "val/mask_AP"
     gate_metric: ClassVar[str] = "mask_AP"
     curve_metrics: ClassVar[tuple[str, ...]] = ("train/loss_epoch", "val/loss", "val/mask_AP")
+    evaluation_metrics: ClassVar[tuple[str, ...]] = (
+        *(f"{kind}_{name}" for kind in ("mask", "boundary") for name in (
+            "AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR<n>", "AR_small", "AR_medium", "AR_large")),
+        "PQ", "SQ", "RQ", "count_MAE", "mIoU", "mDice", "pixel_acc")
     output_kind: ClassVar[OutputKind] = "objects"
 
     # -- data ------------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ class SemanticTask(Task[np.ndarray]):
     gate_metric: ClassVar[str] = "mIoU"
     curve_metrics: ClassVar[tuple[str, ...]] = (
         "train/loss_epoch", "val/loss", "val/mIoU", "val/mDice", "val/mBoundaryIoU")
+    evaluation_metrics: ClassVar[tuple[str, ...]] = (
+        "mIoU", "mDice", "pixel_acc", "mIoU_image", "mDice_image", "pixel_acc_image", "mBoundaryIoU",
+        "mBoundaryIoU_image", "iou/<class>", "dice/<class>", "boundary_iou/<class>")
     output_kind: ClassVar[OutputKind] = "class_map"
 
     # -- data ------------------------------------------------------------------------------------------

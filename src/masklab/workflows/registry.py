@@ -117,13 +117,17 @@ def check_gate(tracking_uri: str, name: str, version: str | int, gate: Gate, *, 
       a model without a score is scored by ``evaluator``, and without one the refusal names the command.
     Scores made here are attached to the version they belong to.
     """
-    from masklab.tasks import gate_metric
+    from masklab.tasks import gate_metric, tagged_task
     from masklab.tracking.registry import Registry, judge
 
     registry = Registry(tracking_uri)
     challenger = str(registry.version(name, version).version)
     tags = registry.version(name, challenger).tags or {}
     gate = gate.for_task(gate_metric(tags.get("masklab.task")))
+    task = tagged_task(tags.get("masklab.task"))
+    if not task.logs_metric(gate.metric):  # before any evaluation is made for it
+        raise UserError(f"registry.gate.metric={gate.metric}: a {task.name} evaluation logs no such metric; "
+                        f"expected one of {list(task.evaluation_metrics)}")
     held = registry.in_stage(name, "Production")
     incumbent = None if held is None or str(held.version) == challenger else str(held.version)
     mine = registry.evaluations(name, challenger)
