@@ -38,11 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 # --no-loadscope-reorder` (make test) each worker takes the next module in collection order, so the
 # modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
 # modules last, one worker alone on a 3-minute DVC module while the other had finished.
-LONGEST_FIRST = ("test_crash_safety.py", "test_dvc_pipeline.py", "test_ddp.py", "test_tracking_server.py",
-                 "test_team_tracking.py", "test_team_sweep.py", "test_dvc_experiments.py", "test_preset_expected.py",
-                 "test_al_simulation.py", "test_sweep.py", "test_instance_task.py", "test_team_dvc.py",
-                 "test_submitit.py", "test_registry.py", "test_train.py", "test_presets_data_cli.py",
-                 "test_curation.py")
+LONGEST_FIRST = ("test_dvc_pipeline.py", "test_crash_safety.py", "test_ddp.py", "test_preset_expected.py",
+                 "test_team_tracking.py", "test_sweep.py", "test_team_sweep.py", "test_instance_task.py",
+                 "test_submitit.py", "test_al_simulation.py", "test_registry.py", "test_dvc_experiments.py",
+                 "test_team_dvc.py", "test_presets_data_cli.py", "test_train.py", "test_explorer_browser.py",
+                 "test_explore_server.py", "test_curation.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,23 +143,6 @@ def stop(proc: subprocess.Popen) -> None:
 # MLflow 3's job runner (a runner and 7 huey consumers for its GenAI features; 13 s of CPU per server start on 2
 # cores) is of no use to masklab: `masklab ui` leaves it out, and so do the tests' servers.
 NO_JOB_RUNNER = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server_dir = tmp_path / "server"
-    server_dir.mkdir()
-    proc = start([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                  "--backend-store-uri", f"sqlite:///{server_dir}/mlflow.db",
-                  "--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"], server_dir,
-                 NO_JOB_RUNNER)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/health")
-        yield url, server_dir
-    finally:
-        stop(proc)
 
 
 def assert_close(actual, expected, atol: float = 1e-6) -> None:

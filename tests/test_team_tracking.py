@@ -4,7 +4,7 @@ basic-auth app. Real servers on 127.0.0.1 (tests/services.py)."""
 from __future__ import annotations
 
 import pytest
-from test_registry import NAME, command, write_images
+from test_registry import NAME, command, command_ok, write_images
 
 from conftest import FAST, exits_as_user_error, run_masklab, stop
 from services import postgres, s3_server, start_tracking_server  # noqa: F401  (fixtures)
@@ -32,9 +32,10 @@ def auth_server(postgres, s3_server, tmp_path_factory):  # noqa: F811
 
 
 def test_train_register_promote_predict_on_postgres_and_s3(team_server, project, tmp_path, capsys, monkeypatch):
-    """train (registering) -> promote -> predict from models:/NAME/Production, every step against the server;
-    the run's rows are in PostgreSQL, its checkpoint in the bucket (uploaded through the server's proxy: the
-    clients have no S3 credentials)."""
+    """train (registering) -> promote -> list -> predict from models:/NAME/Production and @production, every step
+    against the server, which the shells name only through MLFLOW_TRACKING_URI; the run's rows are in
+    PostgreSQL, its checkpoint in the bucket (uploaded through the server's proxy: the clients have no S3
+    credentials)."""
     from mlflow.tracking import MlflowClient
 
     server, s3 = team_server
@@ -51,14 +52,19 @@ def test_train_register_promote_predict_on_postgres_and_s3(team_server, project,
     keys = s3.keys(server.bucket)
     assert any(k.endswith("checkpoints/best.safetensors") and run.info.run_id in k for k in keys), keys[:20]
 
-    command(project, "promote", f"name={NAME}", "version=1", "stage=Production", f"logger.tracking_uri={server.url}")
+    tracking = f"logger.tracking_uri={server.url}"
+    command(project, "promote", f"name={NAME}", "version=1", "stage=Production", tracking)
     assert client.get_model_version(NAME, "1").current_stage == "Production"
+    assert "Production" in command_ok(project, capsys, "models list", tracking)
     images = tmp_path / "in"
     write_images(images, [(40, 60)])
     res = run_masklab(["predict", f"model=models:/{NAME}/Production", f"input={images}",
                        f"output={tmp_path / 'out'}"], project, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     assert (tmp_path / "out" / "img0.png").is_file()
+    command(project, "predict", f"model_ref=models:/{NAME}@production", f"input={images}",  # (the CLI's model=)
+            f"output={tmp_path / 'alias'}", tracking)
+    assert (tmp_path / "alias" / "img0.png").read_bytes() == (tmp_path / "out" / "img0.png").read_bytes()
 
 
 def test_basic_auth_guards_the_registry(auth_server, project, capsys, monkeypatch):

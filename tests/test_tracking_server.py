@@ -1,4 +1,5 @@
-"""MLflow against a real server process, and `masklab ui` serving the local store."""
+"""`masklab ui` serving the local store. (The whole model path against a real tracking server, named only by
+MLFLOW_TRACKING_URI, is tests/test_team_tracking.py's, on PostgreSQL and S3.)"""
 
 from __future__ import annotations
 
@@ -7,41 +8,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from conftest import FAST, free_port, run_masklab, start, stop, wait_http
-
-
-@pytest.mark.team  # a tracking server: with the team tests (tests/test_team_tracking.py has PostgreSQL + S3)
-def test_train_register_promote_predict_on_a_server_named_by_env(project, mlflow_server, tmp_path, capsys):
-    """The whole model path against a real server: `masklab train` (registering) and `masklab predict` from
-    shells that name the server only through MLFLOW_TRACKING_URI; promote and list in this process."""
-    from mlflow.tracking import MlflowClient
-    from test_registry import NAME, command, command_ok, write_images
-
-    url, server_dir = mlflow_server
-    env = {"MLFLOW_TRACKING_URI": url}
-    res = run_masklab(["train", *FAST, "trainer.max_epochs=1", "registry.register=true", f"registry.name={NAME}"],
-                      project, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert f"as model '{NAME}'" in res.stdout
-    assert not (project / "experiments" / "mlflow.db").exists()  # nothing went to the local store
-    client = MlflowClient(url)
-    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
-    assert "val/mIoU" in run.data.metrics and "eval/val/mIoU" in run.data.metrics
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "checkpoints")} >= {"checkpoints/best.safetensors"}
-    assert list((server_dir / "artifacts").rglob("best.safetensors"))  # stored by the server, not the client
-
-    tracking = f"logger.tracking_uri={url}"
-    command(project, "promote", f"name={NAME}", "version=1", "stage=Production", tracking)
-    assert client.get_model_version(NAME, "1").current_stage == "Production"
-    assert "Production" in command_ok(project, capsys, "models list", tracking)
-    images = tmp_path / "in"
-    write_images(images, [(40, 60)])
-    res = run_masklab(["predict", f"model=models:/{NAME}@production", f"input={images}", f"output={tmp_path / 'o'}"],
-                      project, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert (tmp_path / "o" / "img0.png").is_file()
+from conftest import free_port, start, stop, wait_http
 
 
 def process_group(proc_dir: Path) -> int | None:
