@@ -336,11 +336,11 @@ def test_the_comparison_catches_a_skipped_batch_a_sample_counted_twice_and_a_dou
         compare_trainings(unreduced, single)
 
 
-def test_ddp_refuses_a_multirun_and_callers_that_train_several_models(project: Path, seed_store) -> None:
+def test_ddp_refuses_a_multirun_and_callers_that_train_several_models(project: Path, seed_store, cli) -> None:
     """-m: Lightning would start rank 1 by re-running the whole sweep; cv, sweeps and AL rounds train several models
     in one process (workflows.fit without distributed_entry). Both: one line, before any MLflow run."""
     seed_store(project)
-    done = run_masklab(["train", "trainer=ddp", *FAST, "-m", "seed=1,2"], project)
+    done = cli("train", "trainer=ddp", *FAST, "-m", "seed=1,2")
     assert done.returncode == 2, done.stderr[-3000:]
     error = [line for line in done.stderr.splitlines() if line.startswith("masklab train: error:")]
     assert len(error) == 1 and "in one job of -m/--multirun" in error[0], done.stderr[-3000:]
