@@ -391,6 +391,7 @@ def test_run_sources_read_in_place_or_download(built, tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RunLog", FakeRun)
     found = explore_sources("sqlite:///x.db", "abcdef0123456789")
     assert (found.table, found.pred_dir, found.split, found.downloads) == (built["table"], built["pred"], "val", None)
+    assert found.view is not None and (found.view["sort"], found.view["dir"]) == ("mIoU", "asc")  # worst first
     assert found.dataset_root == built["data"] and found.title.startswith("run abcdef01 / data / val") and not downloads
     FakeRun.local = False
     found = explore_sources("http://tracking:5000", "abcdef0123456789")
@@ -494,6 +495,25 @@ def test_sort_filter_and_selection(page, built):
     assert settle(page)["matched"] == expected
     assert page.locator("#map-panel").get_attribute("hidden") is not None
     assert not page.errors, page.errors
+
+
+def test_an_evaluation_opens_worst_first_with_its_metric_on_the_cards(browser, built):
+    """The view an evaluation's explorer gets (masklab.explore.pages.worst_first): sorted by the headline metric,
+    worst first, its value under each thumbnail, before the user touches anything."""
+    from masklab.explore.pages import worst_first
+
+    view = worst_first("mIoU", ["id", "mIoU"])
+    assert worst_first("mask_AP", ["id", "mIoU"]) is None  # no such column: dataset order
+    with ExploreApp(built["data"], built["table"], (), built["pred"], view=view) as app:
+        app.start(0)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        pg.goto(app.url)
+        pg.wait_for_selector("body[data-ready]")
+        assert settle(pg)["first"] == WORST and pg.input_value("#sort-col") == "mIoU"
+        assert pg.input_value("#sort-dir") == "asc"
+        worst = float(built["frame"].set_index("id").mIoU[WORST])
+        assert pg.locator(f'.card[data-id="{WORST}"] .val').inner_text() == f"mIoU {worst:.4f}"
+        pg.close()
 
 
 def test_detail_shows_image_overlays_and_columns(page, built):

@@ -131,6 +131,8 @@ def test_report_builds_explorer_and_logs_it(two_runs, tmp_path, capsys):
     assert sorted(samples["id"]) == sorted(table["id"]) and all(i.startswith("synth_") for i in samples["id"])
     assert set(samples["split"]) == {"val"} and all(samples["ok"]) and data["problems"] == []
     assert data["title"].endswith(" / val · Boundary IoU next to void: exclude")  # from the evaluation record
+    # It opens worst first by the headline metric, whose value the cards show (the browser tests render views).
+    assert (data["view"]["sort"], data["view"]["dir"]) == ("mIoU", "asc"), data["view"]
     columns = {c["name"]: c["values"] for c in data["columns"]}
     expected = table.set_index("id").loc[samples["id"], "mIoU"].to_numpy(float)
     shown = np.array([np.nan if v is None else v for v in columns["mIoU"]], float)

@@ -9,6 +9,7 @@ their marks, so the package holds one copy of each and every page that goes out 
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -21,6 +22,16 @@ CSS_MARK = "/*__MASKLAB_BASE_CSS__*/"
 SCRIPT_MARK = "/*__MASKLAB_PAGE_JS__*/"
 MAP_MARK = "/*__MASKLAB_MAP_JS__*/"
 TITLE_MARK = "__MASKLAB_TITLE__"
+
+
+def worst_first(metric: str, columns: Iterable[str]) -> dict | None:
+    """The view an evaluation's explorer opens with: sorted by the task's headline metric (higher is better),
+    worst first, its value under each thumbnail (FiftyOne shows the sort field on each card); None when the
+    per-sample table has no such column."""
+    if metric not in set(columns):
+        return None
+    return {"name": f"worst {metric} first", "sort": metric, "dir": "asc",
+            "note": f"Sorted by {metric}, worst first; the value under each thumbnail is its {metric}."}
 
 
 def page_template(page: Path) -> str:

@@ -74,8 +74,9 @@ class ExploreApp:
 
     def __init__(self, dataset: Dataset | str | Path, table: Path | str | None = None,
                  tables: Sequence[Path | str] = (), pred_dir: Path | str | None = None, split: str | None = None,
-                 title: str | None = None, thumb_side: int = THUMB_SIDE):
+                 title: str | None = None, thumb_side: int = THUMB_SIDE, view: dict | None = None):
         self.dataset = dataset if isinstance(dataset, Dataset) else load_dataset(Path(dataset))
+        self.view = view  # {"sort", "dir", "note"}: what the page opens with (masklab.explore.pages.worst_first)
         self.pred_dir = Path(pred_dir) if pred_dir else None
         if self.pred_dir is not None and not self.pred_dir.is_dir():
             raise UserError(f"pred_dir={self.pred_dir}: no such folder; expected a folder of <safe id>.png predictions")
@@ -171,6 +172,7 @@ class ExploreApp:
             "layers": {"gt": any(m for _, m in self.rows.files.values()), "pred": self.pred_dir is not None},
             "operators": {k: list(v) for k, v in KIND_OPERATORS.items()},
             "thumb_side": self.renderer.side,
+            "view": self.view,
         }
 
     def layer_path(self, sample_id: str, layer: str) -> Path:

@@ -21,6 +21,7 @@ class ExploreSources:
     pred_dir: Path | None = None
     split: str | None = None
     title: str | None = None
+    view: dict | None = None  # what the page opens with (an evaluation: worst first by its headline metric)
     notes: list[str] = field(default_factory=list)
     downloads: tempfile.TemporaryDirectory | None = None
 
@@ -70,6 +71,13 @@ def explore_sources(tracking_uri: str, run_id: str | None = None, split: str | N
     if found_pred is None:
         sources.notes.append(f"run {run_id} has no {pred_name}: predictions are not shown")
     sources.table, sources.pred_dir = found_table, found_pred
+    import pyarrow.parquet as pq
+
+    from masklab.explore.pages import worst_first
+    from masklab.tasks import tagged_task
+
+    columns = pq.read_schema(found_table).names if found_table.suffix == ".parquet" else []
+    sources.view = worst_first(tagged_task(tags.get("masklab.task")).gate_metric, columns)
     return sources
 
 
@@ -87,7 +95,7 @@ def open_explorer(tracking_uri: str, run_id: str | None = None, split: str | Non
         logger(__name__).warning(note)
     try:
         app = ExploreApp(sources.dataset_root, sources.table, list(tables), sources.pred_dir, sources.split,
-                         title or sources.title)
+                         title or sources.title, view=sources.view)
     except BaseException:
         sources.cleanup()
         raise

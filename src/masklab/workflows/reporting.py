@@ -31,6 +31,7 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
     ``dataset_root``: the dataset folder when not the one the run recorded."""
     from masklab.evaluation.analysis import row_normalised
     from masklab.explore import explorer_samples, split_matches, write_explorer
+    from masklab.explore.pages import worst_first
     from masklab.tracking.runs import RunLog
 
     uri = tracking_uri
@@ -80,7 +81,8 @@ def report(run_id: str, output: str | Path, tracking_uri: str, split: str = "val
         out = Path(output)
         index = write_explorer(out, dataset.class_table, samples, table, summary,
                                title=f"run {run_id[:8]} / {dataset.name} / {split}{void_note(record_path, dataset)}",
-                               mlflow_artifact={"run_id": str(run_id), "path": "report"})
+                               mlflow_artifact={"run_id": str(run_id), "path": "report"},
+                               view=worst_first(task.gate_metric, () if table is None else table.columns))
     run.directory(out, "report")
     return Report(Path(index), str(run_id), problems)
 
