@@ -61,14 +61,15 @@ class Problem:
         return f"{self.severity.upper()} {self.file}: {self.kind}: found {self.found}; expected {self.expected}"
 
 
-class _Problems(list[Problem]):
-    """A problem list with shorthands, so each check stays one readable call."""
+class ProblemList(list[Problem]):
+    """A problem list with shorthands, so each check stays one readable call (the dataset check and the
+    importers, which collect every error before they give up)."""
 
-    def error(self, file: str, kind: str, found: str, expected: str) -> None:
-        self.append(Problem("error", file, kind, found, expected))
+    def error(self, file: str | Path, kind: str, found: str, expected: str) -> None:
+        self.append(Problem("error", str(file), kind, found, expected))
 
-    def warning(self, file: str, kind: str, found: str, expected: str) -> None:
-        self.append(Problem("warning", file, kind, found, expected))
+    def warning(self, file: str | Path, kind: str, found: str, expected: str) -> None:
+        self.append(Problem("warning", str(file), kind, found, expected))
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _count_values(values: np.ndarray, counts: np.ndarray, limit: int = 8) -> str
     return ", ".join(parts)
 
 
-def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
+def _read_manifest(root: Path, problems: ProblemList) -> list[tuple[int, Sample]]:
     """Parse manifest.jsonl leniently: every bad row becomes a problem instead of stopping the scan."""
     path = root / MANIFEST_FILE
     if not path.is_file():
@@ -140,7 +141,7 @@ def _read_manifest(root: Path, problems: _Problems) -> list[tuple[int, Sample]]:
     return rows
 
 
-def _check_image(root: Path, s: Sample, problems: _Problems,
+def _check_image(root: Path, s: Sample, problems: ProblemList,
                  prints: dict[str, Fingerprint] | None = None) -> tuple[int, int] | None:
     """Check one image file; returns its (width, height) when it could be opened. ``prints``: gets the
     image's fingerprints (for the leak check) while its pixels are decoded anyway."""
@@ -185,7 +186,7 @@ def _check_image(root: Path, s: Sample, problems: _Problems,
 
 
 def _check_mask(
-    root: Path, s: Sample, image_size: tuple[int, int] | None, table: ClassTable | None, problems: _Problems
+    root: Path, s: Sample, image_size: tuple[int, int] | None, table: ClassTable | None, problems: ProblemList
 ) -> None:
     if not s.mask:
         return
@@ -232,7 +233,7 @@ def _check_mask(
             )
 
 
-def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: _Problems,
+def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: ProblemList,
                      stats: ObjectStats | None = None) -> None:
     if not s.instances:
         return
@@ -262,7 +263,7 @@ def _check_instances(root: Path, s: Sample, table: ClassTable | None, problems: 
             problems.error(s.instances, "unknown instance classes", f"{bad}", f"class ids {table.ids}")
 
 
-def _check_row_fields(where: str, s: Sample, problems: _Problems) -> None:
+def _check_row_fields(where: str, s: Sample, problems: ProblemList) -> None:
     """The v2 row fields: split name, status, fold, and whether the targets fit labeled/unlabeled."""
     if not is_valid_split(s.split):
         problems.error(where, "invalid split name", repr(s.split), SPLIT_NAME_RULE)
@@ -292,7 +293,7 @@ def _check_objects(
     s: Sample,
     image_size: tuple[int, int] | None,
     table: ClassTable | None,
-    problems: _Problems,
+    problems: ProblemList,
     referenced: set[str],
     stats: ObjectStats | None = None,
 ) -> None:
@@ -344,7 +345,7 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
     """Read every file of a masklab dataset and return all problems found (empty list: clean); the instance
     objects read on the way are counted into ``stats`` when given."""
     root = Path(root)
-    problems = _Problems()
+    problems = ProblemList()
     if not root.is_dir():
         return [Problem("error", str(root), "missing dataset", "no such folder", "a masklab dataset folder")]
     table: ClassTable | None = None
@@ -395,7 +396,7 @@ def check_dataset(root: Path, stats: ObjectStats | None = None) -> list[Problem]
     return list(problems)
 
 
-def _check_leaks(samples: list[Sample], prints: dict[str, Fingerprint], problems: _Problems) -> None:
+def _check_leaks(samples: list[Sample], prints: dict[str, Fingerprint], problems: ProblemList) -> None:
     """Warn about each image that is an exact or near copy (pHash within 4 bits: resized, re-encoded) of an
     image in another split: a model would be tested on what it trained on."""
     from masklab.data.duplicates import DuplicateRules, duplicate_pairs
@@ -456,7 +457,7 @@ def check_cached(root: Path, cache_dir: Path) -> list[Problem]:
     return problems
 
 
-def format_problems(problems: _Problems) -> str:
+def format_problems(problems: ProblemList) -> str:
     """Table-like text: errors first, then warnings, followed by counts per severity and kind."""
     if not problems:
         return "no problems found"

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from masklab.console import progress
-from masklab.data.check import Problem
+from masklab.data.check import ProblemList
 from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
 from masklab.data.errors import short_repr
 from masklab.data.images import strict_image_loading
@@ -56,11 +56,6 @@ SPLIT_MODES = ("random", "none", "files")
 POLYGON_TOLERANCE_PX = 1.0
 # How many offending values one problem line quotes.
 _QUOTE = 3
-
-
-class _Problems(list[Problem]):
-    def add(self, file: Path | str, kind: str, found: str, expected: str) -> None:
-        self.append(Problem("error", str(file), kind, found, expected))
 
 
 @dataclass
@@ -120,22 +115,22 @@ def _annotation_files(annotations: str | Path | Mapping[str, str | Path], split_
     return files
 
 
-def _read_json(path: Path, problems: _Problems) -> dict[str, list] | None:
+def _read_json(path: Path, problems: ProblemList) -> dict[str, list] | None:
     """The JSON's images, annotations and categories lists, or None after adding a problem."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problems.add(path, "unreadable COCO JSON", f"{type(exc).__name__}: {exc}", "a COCO instances JSON file")
+        problems.error(path, "unreadable COCO JSON", f"{type(exc).__name__}: {exc}", "a COCO instances JSON file")
         return None
     if not isinstance(doc, dict):
-        problems.add(path, "not a COCO file", f"a JSON {type(doc).__name__}", "an object with images, annotations, "
+        problems.error(path, "not a COCO file", f"a JSON {type(doc).__name__}", "an object with images, annotations, "
                      "categories")
         return None
     out = {}
     for key in ("images", "annotations", "categories"):
         value = doc.get(key)
         if not isinstance(value, list):  # image-info files (no annotations) are not labels: refuse them
-            problems.add(path, "not a COCO file", f"'{key}': {short_repr(value)}", f"'{key}' a list (COCO instances)")
+            problems.error(path, "not a COCO file", f"'{key}': {short_repr(value)}", f"'{key}' a list (COCO instances)")
             return None
         out[key] = value
     return out
@@ -144,38 +139,38 @@ def _read_json(path: Path, problems: _Problems) -> dict[str, list] | None:
 # ----------------------------------------------------------------------------- categories
 
 
-def _categories(path: Path, entries: list, problems: _Problems) -> dict[int, tuple[str, str | None]] | None:
+def _categories(path: Path, entries: list, problems: ProblemList) -> dict[int, tuple[str, str | None]] | None:
     """{COCO category id: (name, supercategory)} of one file, or None after adding its problems."""
     cats: dict[int, tuple[str, str | None]] = {}
     ok = True
     for k, c in enumerate(entries):
         if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str) and c["name"]
                 and isinstance(c.get("supercategory", ""), str)):
-            problems.add(path, "bad category", f"categories[{k}]: {short_repr(c)}",
+            problems.error(path, "bad category", f"categories[{k}]: {short_repr(c)}",
                          "{id: int, name: non-empty str, [supercategory: str]}")
             ok = False
         elif c["id"] in cats:
-            problems.add(path, "duplicate category id", f"id {c['id']} ('{cats[c['id']][0]}' and '{c['name']}')",
+            problems.error(path, "duplicate category id", f"id {c['id']} ('{cats[c['id']][0]}' and '{c['name']}')",
                          "each category id once")
             ok = False
         else:
             cats[c["id"]] = (c["name"], c.get("supercategory"))
     if ok and not cats:
-        problems.add(path, "no categories", "an empty categories list", "at least one category")
+        problems.error(path, "no categories", "an empty categories list", "at least one category")
         return None
     return cats if ok else None
 
 
-def _class_table(cats: dict[int, tuple[str, str | None]], source: Path, problems: _Problems) -> ClassTable | None:
+def _class_table(cats: dict[int, tuple[str, str | None]], source: Path, problems: ProblemList) -> ClassTable | None:
     """Background (0) plus one thing class per category, sorted by COCO id -> class ids 1..K."""
     names = ["background"] + [cats[i][0] for i in sorted(cats)]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        problems.add(source, "duplicate class name", f"{clashes}",
+        problems.error(source, "duplicate class name", f"{clashes}",
                      "distinct category names, none 'background' (class 0 is background)")
         return None
     if len(cats) >= DEFAULT_IGNORE_INDEX:
-        problems.add(source, "too many categories", str(len(cats)), f"at most {DEFAULT_IGNORE_INDEX - 1} "
+        problems.error(source, "too many categories", str(len(cats)), f"at most {DEFAULT_IGNORE_INDEX - 1} "
                      "(class ids are 8-bit mask values)")
         return None
     classes = [ClassInfo(0, "background", default_color(0))]
@@ -188,7 +183,7 @@ def _class_table(cats: dict[int, tuple[str, str | None]], source: Path, problems
 # ----------------------------------------------------------------------------- images and annotations
 
 
-def _images(path: Path, entries: list, split: str | None, problems: _Problems) -> dict[int, _Image]:
+def _images(path: Path, entries: list, split: str | None, problems: ProblemList) -> dict[int, _Image]:
     """{COCO image id: image} of one file; bad and duplicate entries become problems."""
     out: dict[int, _Image] = {}
     duplicates: dict[int, list[str]] = {}
@@ -196,11 +191,11 @@ def _images(path: Path, entries: list, split: str | None, problems: _Problems) -
         if not (isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str)
                 and im["file_name"].strip() and _is_int(im.get("width")) and _is_int(im.get("height"))
                 and im["width"] > 0 and im["height"] > 0):
-            problems.add(path, "bad image entry", f"images[{k}]: {short_repr(im)}",
+            problems.error(path, "bad image entry", f"images[{k}]: {short_repr(im)}",
                          "{id: int, file_name: str, width: int > 0, height: int > 0}")
             continue
         if "\x00" in im["file_name"] or Path(im["file_name"]).name in ("", ".", ".."):
-            problems.add(path, "bad image file name", f"images[{k}]: file_name {short_repr(im['file_name'])}",
+            problems.error(path, "bad image file name", f"images[{k}]: file_name {short_repr(im['file_name'])}",
                          "the path of an image file, relative to images= (or absolute)")
             continue
         if im["id"] in out:
@@ -208,7 +203,7 @@ def _images(path: Path, entries: list, split: str | None, problems: _Problems) -
             continue
         out[im["id"]] = _Image(path, im["id"], im["file_name"], im["width"], im["height"], split)
     for image_id, names in duplicates.items():
-        problems.add(path, "duplicate image id", f"id {image_id} for {len(names)} images ({', '.join(names)})",
+        problems.error(path, "duplicate image id", f"id {image_id} for {len(names)} images ({', '.join(names)})",
                      "each image id once")
     for image_id in duplicates:
         del out[image_id]  # which one the annotations mean is unknown
@@ -216,14 +211,14 @@ def _images(path: Path, entries: list, split: str | None, problems: _Problems) -
 
 
 def _attach_annotations(path: Path, entries: list, images: dict[int, _Image], categories: set[int],
-                        problems: _Problems) -> None:
+                        problems: ProblemList) -> None:
     """Check each annotation's fields and attach it to its image (segmentations are checked per image)."""
     seen: set[int] = set()
     duplicates: set[int] = set()
     for k, ann in enumerate(entries):
         if not (isinstance(ann, dict) and _is_int(ann.get("id")) and _is_int(ann.get("image_id"))
                 and _is_int(ann.get("category_id")) and "segmentation" in ann):
-            problems.add(path, "bad annotation", f"annotations[{k}]: {short_repr(ann)}",
+            problems.error(path, "bad annotation", f"annotations[{k}]: {short_repr(ann)}",
                          "{id: int, image_id: int, category_id: int, segmentation, [iscrowd: 0|1]}")
             continue
         where = f"annotation {ann['id']} (image {ann['image_id']})"
@@ -232,20 +227,20 @@ def _attach_annotations(path: Path, entries: list, images: dict[int, _Image], ca
         seen.add(ann["id"])
         ok = True
         if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), bool):
-            problems.add(path, "bad iscrowd", f"{where}: iscrowd {short_repr(ann['iscrowd'])}", "0 or 1")
+            problems.error(path, "bad iscrowd", f"{where}: iscrowd {short_repr(ann['iscrowd'])}", "0 or 1")
             ok = False
         if ann["category_id"] not in categories:
-            problems.add(path, "unknown category id", f"{where}: category_id {ann['category_id']}",
+            problems.error(path, "unknown category id", f"{where}: category_id {ann['category_id']}",
                          f"one of the categories' ids {sorted(categories)}")
             ok = False
         if ann["image_id"] not in images:
-            problems.add(path, "unknown image id", f"{where}: image_id {ann['image_id']}",
+            problems.error(path, "unknown image id", f"{where}: image_id {ann['image_id']}",
                          "the id of an entry in images (missing, or reported above as bad or duplicate)")
             ok = False
         if ok:
             images[ann["image_id"]].annotations.append(ann)
     for ann_id in sorted(duplicates):
-        problems.add(path, "duplicate annotation id", f"id {ann_id}", "each annotation id once")
+        problems.error(path, "duplicate annotation id", f"id {ann_id}", "each annotation id once")
 
 
 def _polygon_problems(polygons: list, image: _Image, where: str) -> list[tuple[str, str, str]]:
@@ -327,27 +322,27 @@ def _decode(ann: dict, image: _Image) -> tuple[np.ndarray | None, list[tuple[str
 # ----------------------------------------------------------------------------- import
 
 
-def _image_objects(path: Path, image: _Image, class_of: dict[int, int], problems: _Problems) -> list[dict] | None:
+def _image_objects(path: Path, image: _Image, class_of: dict[int, int], problems: ProblemList) -> list[dict] | None:
     """The objects of one image for DatasetWriter.add (its annotations decoded, in file order, with classes
     ``class_of`` {COCO category id: class id}), or None after adding a problem about the image file; each
     annotation that does not decode adds its problems and is left out."""
     if not file_exists(path):  # also a name longer than the file system takes
-        problems.add(path, "missing image file", "no such file", f"the file of {image.where} in {image.json_file}")
+        problems.error(path, "missing image file", "no such file", f"the file of {image.where} in {image.json_file}")
         return None
     try:
         width, height = checked_image_size(path)
     except Exception as exc:
-        problems.add(path, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        problems.error(path, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
         return None
     if (width, height) != (image.width, image.height):
-        problems.add(path, "image size mismatch", f"{width}x{height} (file)",
+        problems.error(path, "image size mismatch", f"{width}x{height} (file)",
                      f"{image.width}x{image.height} ({image.where} in {image.json_file})")
         return None
     objects = []
     for ann in image.annotations:
         pixels, found = _decode(ann, image)
         for kind, value, expected in found:
-            problems.add(image.json_file, kind, value, expected)
+            problems.error(image.json_file, kind, value, expected)
         if pixels is not None and ann["category_id"] in class_of:
             objects.append({"class_id": class_of[ann["category_id"]], "mask": pixels,
                             "iscrowd": int(ann.get("iscrowd", 0)), "coco_id": ann["id"]})
@@ -381,7 +376,7 @@ def import_coco(
     placeholder = ClassTable((ClassInfo(0, "background", default_color(0)),))
     # Opening the writer first makes "dataset exists" fail before any file is read.
     with DatasetWriter(out, placeholder, overwrite=overwrite) as writer:
-        problems = _Problems()
+        problems = ProblemList()
         table, by_sample = _read_files(files, problems)
         class_of = {} if table is None else {c.coco_id: c.id for c in table.classes if c.coco_id is not None}
         split_of = (random_splits(by_sample, fracs, seed) if split_mode == "random"
@@ -397,13 +392,13 @@ def import_coco(
                 writer.add(sample_id, path, semantic, split_of[sample_id], objects=objects,
                            extra={"coco_image_id": image.coco_id})
         if not by_sample and not problems:
-            problems.add(", ".join(map(str, files)), "no images", "an empty images list", "at least one image")
+            problems.error(", ".join(map(str, files)), "no images", "an empty images list", "at least one image")
         if problems:
             raise ImportProblems(list(problems), ", ".join(map(str, files)))
         return writer.commit(table)
 
 
-def _read_files(files: dict[Path, str | None], problems: _Problems) -> tuple[ClassTable | None, dict[str, _Image]]:
+def _read_files(files: dict[Path, str | None], problems: ProblemList) -> tuple[ClassTable | None, dict[str, _Image]]:
     """The class table and {sample id: image with its annotations} of every annotation file."""
     categories: dict[int, tuple[str, str | None]] | None = None
     first: Path | None = None
@@ -417,14 +412,14 @@ def _read_files(files: dict[Path, str | None], problems: _Problems) -> tuple[Cla
         if cats is not None and categories is None:
             categories, first = cats, path
         elif cats is not None and cats != categories:
-            problems.add(path, "categories differ", short_repr(sorted(cats.items()), 200),
+            problems.error(path, "categories differ", short_repr(sorted(cats.items()), 200),
                          f"the categories of {first}: {short_repr(sorted((categories or {}).items()), 200)}")
         images = _images(path, doc["images"], split, problems)
         _attach_annotations(path, doc["annotations"], images, set(cats or {}), problems)
         for image in images.values():
             other = by_sample.get(image.sample_id) or by_safe.get(safe_name(image.sample_id))
             if other is not None:
-                problems.add(path, "duplicate image file name", f"{image.where} and {other.where} in "
+                problems.error(path, "duplicate image file name", f"{image.where} and {other.where} in "
                              f"{other.json_file}", "one images entry per file (the sample id is file_name "
                              "without suffix)")
                 continue

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from masklab.console import progress
-from masklab.data.check import Problem
+from masklab.data.check import Problem, ProblemList
 from masklab.data.classes import ClassTable, default_color
 from masklab.data.images import strict_image_loading, verify_file
 from masklab.data.manifest import SPLITS, Dataset
@@ -64,11 +64,6 @@ class _Pair:
     split: str | None = None
 
 
-class _Problems(list[Problem]):
-    def add(self, file: Path | str, kind: str, found: str, expected: str) -> None:
-        self.append(Problem("error", str(file), kind, found, expected))
-
-
 # ----------------------------------------------------------------------------- arguments
 
 
@@ -114,7 +109,7 @@ def _parse_colors(colors: Mapping | None, ignore_index: int) -> dict[tuple[int, 
 # ----------------------------------------------------------------------------- pairing and splits
 
 
-def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path | None]:
+def scan_images(folder: Path, recursive: bool, problems: ProblemList) -> dict[str, Path | None]:
     """Map relative path stem -> file for every image-like file; a stem present twice is a problem (-> None)."""
     found: dict[str, list[Path]] = {}
     files: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
@@ -125,25 +120,25 @@ def _scan(folder: Path, recursive: bool, problems: _Problems) -> dict[str, Path 
         found.setdefault(rel.with_suffix("").as_posix(), []).append(f)
     for stem, paths in found.items():
         if len(paths) > 1:
-            problems.add(
+            problems.error(
                 folder / stem, "duplicate stem", ", ".join(p.name for p in paths), "one file per stem (which one?)"
             )
     return {stem: paths[0] if len(paths) == 1 else None for stem, paths in found.items()}
 
 
 def _pair(
-    images: dict[str, Path | None], masks: dict[str, Path | None], split: str | None, problems: _Problems
+    images: dict[str, Path | None], masks: dict[str, Path | None], split: str | None, problems: ProblemList
 ) -> list[_Pair]:
     """Pair by stem; stems already reported as duplicates (None) are skipped, not reported again."""
     pairs = []
     for stem in sorted(images.keys() | masks.keys()):
         image, mask = images.get(stem), masks.get(stem)
         if stem not in masks:
-            problems.add(
+            problems.error(
                 image or f"{stem}.*", "missing mask", "no mask with this stem", "a mask file with the same stem"
             )
         elif stem not in images:
-            problems.add(
+            problems.error(
                 mask or f"{stem}.*", "missing image", "no image with this stem", "an image file with the same stem"
             )
         elif image is not None and mask is not None:
@@ -151,7 +146,7 @@ def _pair(
     return pairs
 
 
-def _split_dirs(folder: Path, problems: _Problems) -> dict[str, list[Path]]:
+def _split_dirs(folder: Path, problems: ProblemList) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     for child in sorted(folder.iterdir()):
         if child.name.startswith("."):
@@ -160,13 +155,13 @@ def _split_dirs(folder: Path, problems: _Problems) -> dict[str, list[Path]]:
         if child.is_dir() and split:
             out.setdefault(split, []).append(child)
         elif child.is_dir():
-            problems.add(child, "unknown split folder", child.name, f"one of {sorted(SPLIT_ALIASES)}")
+            problems.error(child, "unknown split folder", child.name, f"one of {sorted(SPLIT_ALIASES)}")
         elif child.suffix.lower() in IMAGE_EXTS:
-            problems.add(child, "file outside split folders", child.name, "inside train/, val/ or test/")
+            problems.error(child, "file outside split folders", child.name, "inside train/, val/ or test/")
     return out
 
 
-def _pairs_subfolders(images: Path, masks: Path, problems: _Problems) -> list[_Pair]:
+def _pairs_subfolders(images: Path, masks: Path, problems: ProblemList) -> list[_Pair]:
     img_dirs, mask_dirs = _split_dirs(images, problems), _split_dirs(masks, problems)
     pairs: list[_Pair] = []
     for split in SPLITS:
@@ -174,25 +169,25 @@ def _pairs_subfolders(images: Path, masks: Path, problems: _Problems) -> list[_P
         mask_files: dict[str, Path | None] = {}
         for target, dirs in ((img_files, img_dirs.get(split, [])), (mask_files, mask_dirs.get(split, []))):
             for d in dirs:
-                for stem, path in _scan(d, recursive=True, problems=problems).items():
+                for stem, path in scan_images(d, recursive=True, problems=problems).items():
                     if stem in target:  # e.g. val/a.png and valid/a.png
-                        problems.add(path, "duplicate stem", f"also {target[stem]}", "one file per stem")
+                        problems.error(path, "duplicate stem", f"also {target[stem]}", "one file per stem")
                     else:
                         target[stem] = path
         pairs += _pair(img_files, mask_files, split, problems)
     seen: dict[str, _Pair] = {}
     for p in pairs:
         if p.id in seen:
-            problems.add(p.image, "duplicate id", f"'{p.id}' in {seen[p.id].split} and {p.split}", "unique stems")
+            problems.error(p.image, "duplicate id", f"'{p.id}' in {seen[p.id].split} and {p.split}", "unique stems")
         seen[p.id] = p
     return pairs
 
 
-def _read_list(path: Path, problems: _Problems) -> list[str]:
+def _read_list(path: Path, problems: ProblemList) -> list[str]:
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        problems.add(path, "unreadable split list", f"{type(exc).__name__}: {exc}", "a UTF-8 text file of stems")
+        problems.error(path, "unreadable split list", f"{type(exc).__name__}: {exc}", "a UTF-8 text file of stems")
         return []
     stems = []
     for line in text.splitlines():
@@ -204,20 +199,21 @@ def _read_list(path: Path, problems: _Problems) -> list[str]:
     return stems
 
 
-def _assign_lists(pairs: list[_Pair], split_lists: Mapping[str, Path], problems: _Problems) -> None:
+def _assign_lists(pairs: list[_Pair], split_lists: Mapping[str, Path], problems: ProblemList) -> None:
     where: dict[str, str] = {}
     for split, path in split_lists.items():
         for stem in _read_list(Path(path), problems):
             if stem in where and where[stem] != split:
-                problems.add(path, "stem in two splits", f"'{stem}' in {where[stem]} and {split}", "one split per stem")
+                problems.error(path, "stem in two splits", f"'{stem}' in {where[stem]} and {split}",
+                               "one split per stem")
             where.setdefault(stem, split)
     ids = {p.id for p in pairs}
     for stem in sorted(where.keys() - ids):
-        problems.add(split_lists[where[stem]], "listed stem not found", f"'{stem}'", "an image/mask pair")
+        problems.error(split_lists[where[stem]], "listed stem not found", f"'{stem}'", "an image/mask pair")
     for p in pairs:
         p.split = where.get(p.id)
         if p.split is None:
-            problems.add(p.image, "stem in no split list", f"'{p.id}'", f"listed in one of {sorted(split_lists)}")
+            problems.error(p.image, "stem in no split list", f"'{p.id}'", f"listed in one of {sorted(split_lists)}")
 
 
 def _assign_random(pairs: list[_Pair], fractions: dict[str, float], seed: int) -> None:
@@ -238,7 +234,7 @@ def check_split_arguments(split_mode: str, split_lists: Mapping | None) -> None:
 
 def pair_files(
     images: Path, masks: Path, split_mode: str, fractions: dict[str, float], split_lists: Mapping | None, seed: int,
-    problems: _Problems,
+    problems: ProblemList,
 ) -> list[_Pair]:
     """Image/mask files of two folders paired by stem, each with its split (``split_mode``: random with
     ``fractions`` and ``seed``, subfolders, lists from ``split_lists`` or none = all train); adds a
@@ -246,7 +242,7 @@ def pair_files(
     if split_mode == "subfolders":
         pairs = _pairs_subfolders(images, masks, problems)
     else:
-        pairs = _pair(_scan(images, False, problems), _scan(masks, False, problems), None, problems)
+        pairs = _pair(scan_images(images, False, problems), scan_images(masks, False, problems), None, problems)
         if split_mode == "lists":
             _assign_lists(pairs, split_lists or {}, problems)
         elif split_mode == "random":
@@ -255,12 +251,12 @@ def pair_files(
             for p in pairs:
                 p.split = "train"
     if not pairs and not problems:
-        problems.add(images, "no pairs", f"no {'/'.join(IMAGE_EXTS)} files pairing with {masks}", "image/mask pairs")
+        problems.error(images, "no pairs", f"no {'/'.join(IMAGE_EXTS)} files pairing with {masks}", "image/mask pairs")
     safe_names: dict[str, str] = {}
     for p in pairs:  # the writer flattens "a/b" to "a__b"; two ids must not land on one file
         safe = safe_name(p.id)
         if safe_names.get(safe, p.id) != p.id:
-            problems.add(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
+            problems.error(p.image, "id collision", f"'{p.id}' and '{safe_names[safe]}'", "distinct file names")
         safe_names[safe] = p.id
     return pairs
 
@@ -327,13 +323,13 @@ class _MaskConverter:
         self.remap, self.colors, self.ignore = remap, colors, ignore_index
         self.allowed = allowed  # None: classes are derived from what the masks contain
 
-    def __call__(self, path: Path, problems: _Problems) -> np.ndarray | None:
+    def __call__(self, path: Path, problems: ProblemList) -> np.ndarray | None:
         raw, pil_mode = _read_raw_mask(path, self.mode == "rgb", self.mode == "binary" and self.snap == "threshold")
         if self.mode == "rgb":
             return self._rgb(path, raw, problems)
         jpeg = path.suffix.lower() in (".jpg", ".jpeg")
         if self.mode == "index" and jpeg:
-            problems.add(
+            problems.error(
                 path,
                 "lossy mask",
                 "JPEG index mask (compression noise changes class ids)",
@@ -342,7 +338,7 @@ class _MaskConverter:
             return None
         if raw.ndim == 3:
             if not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2])):
-                problems.add(
+                problems.error(
                     path,
                     "colour mask",
                     f"mode {pil_mode} with differing channels",
@@ -367,14 +363,14 @@ class _MaskConverter:
         if unmapped:
             hint = "; JPEG masks need snap='threshold'" if jpeg else ""
             unmapped.sort(key=lambda vn: -vn[1])
-            problems.add(path, "mask value not binary", _describe(unmapped), f"0 and 255 (or 0 and 1){hint}")
+            problems.error(path, "mask value not binary", _describe(unmapped), f"0 and 255 (or 0 and 1){hint}")
             return None
         if (
             self.mode == "binary"
             and self.snap != "threshold"
             and {1, 255} <= {int(v) for v in values} - self.remap.keys()
         ):
-            problems.add(path, "ambiguous binary mask", "both 1 and 255 present", "{0,255} or {0,1}")
+            problems.error(path, "ambiguous binary mask", "both 1 and 255 present", "{0,255} or {0,1}")
             return None
         if not self._valid(path, lut, counts, problems):
             return None
@@ -384,7 +380,7 @@ class _MaskConverter:
             return full[raw]
         return lut.astype(np.uint8)[np.searchsorted(values, raw)]
 
-    def _rgb(self, path: Path, raw: np.ndarray, problems: _Problems) -> np.ndarray | None:
+    def _rgb(self, path: Path, raw: np.ndarray, problems: ProblemList) -> np.ndarray | None:
         if raw.ndim == 2:  # grey or palette mask given in rgb mode: compare as grey colours
             raw = np.repeat(raw[..., None], 3, axis=2).astype(np.uint8)
         packed = (raw[..., 0].astype(np.int32) << 16) | (raw[..., 1].astype(np.int32) << 8) | raw[..., 2]
@@ -403,7 +399,7 @@ class _MaskConverter:
             # JPEG spreads one region over many near-identical colours, so judge the far pixels together.
             if counts[unknown[far]].sum() >= FAR_COLOR_SHARE * packed.size:
                 top = far[np.argsort(-counts[unknown[far]], kind="stable")]
-                problems.add(
+                problems.error(
                     path,
                     "colour far from palette",
                     f"{int(counts[unknown[far]].sum())} px, e.g. "
@@ -412,7 +408,7 @@ class _MaskConverter:
                 )
                 return None
         elif len(unknown):
-            problems.add(
+            problems.error(
                 path,
                 "unknown mask colour",
                 _describe((tuple(rgb[i].tolist()), int(counts[i])) for i in unknown),
@@ -425,7 +421,7 @@ class _MaskConverter:
             return None
         return lut.astype(np.uint8)[inverse.reshape(packed.shape)]
 
-    def _valid(self, path: Path, lut: np.ndarray, counts: np.ndarray, problems: _Problems) -> bool:
+    def _valid(self, path: Path, lut: np.ndarray, counts: np.ndarray, problems: ProblemList) -> bool:
         """Check the target values (with their pixel counts) before any pixel is mapped."""
         total: dict[int, int] = {}
         for v, n in zip(lut.tolist(), counts.tolist()):
@@ -437,13 +433,13 @@ class _MaskConverter:
             bad = [(v, n) for v, n in sorted(total.items()) if not 0 <= v <= 255]
             expected = "8-bit class ids 0..255 (remap them)"
         if bad:
-            problems.add(path, "mask value not mapped to a class", _describe(bad), expected)
+            problems.error(path, "mask value not mapped to a class", _describe(bad), expected)
         return not bad
 
 
-def _detect_mode(pairs: list[_Pair], colors: Mapping | None, snap: str) -> tuple[str, _Problems]:
+def _detect_mode(pairs: list[_Pair], colors: Mapping | None, snap: str) -> tuple[str, ProblemList]:
     """mask_mode='auto': rgb when colors are given, binary when every mask holds only 0/255, else index."""
-    problems = _Problems()
+    problems = ProblemList()
     if colors:
         return "rgb", problems
     if snap == "threshold":
@@ -457,7 +453,7 @@ def _detect_mode(pairs: list[_Pair], colors: Mapping | None, snap: str) -> tuple
         if raw.ndim == 3 and not (
             np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 1], raw[..., 2])
         ):
-            problems.add(p.mask, "colour mask", "RGB mask with mask_mode='auto'", "colors={class_id: [r, g, b]}")
+            problems.error(p.mask, "colour mask", "RGB mask with mask_mode='auto'", "colors={class_id: [r, g, b]}")
             continue
         seen.update(int(v) for v in np.unique(raw))
     return ("binary" if seen and seen <= {0, 255} and 255 in seen else "index"), problems
@@ -526,7 +522,7 @@ class MaskRules:
             table = ClassTable.from_dict({"classes": classes, "ignore_index": ignore_index}, source="classes argument")
         return cls(mask_mode, snap, threshold, remap_, colors_, ignore_index, table)
 
-    def converter(self, pairs: list[_Pair], problems: _Problems) -> _MaskConverter:
+    def converter(self, pairs: list[_Pair], problems: ProblemList) -> _MaskConverter:
         """The converter for these masks; mode 'auto' is resolved by reading them (what it finds odd is added to
         ``problems``)."""
         mode = self.mode
@@ -537,7 +533,7 @@ class MaskRules:
         return _MaskConverter(mode, self.snap, self.threshold, self.remap, self.colors, self.ignore_index, allowed)
 
 
-def _converted_pair(pair: _Pair, convert: _MaskConverter, problems: _Problems) -> np.ndarray | None:
+def _converted_pair(pair: _Pair, convert: _MaskConverter, problems: ProblemList) -> np.ndarray | None:
     """The class-id mask of one image/mask pair, or None after adding problems (an image that does not read, a
     mask that does not convert or whose size differs from the image's)."""
     size = None
@@ -547,16 +543,17 @@ def _converted_pair(pair: _Pair, convert: _MaskConverter, problems: _Problems) -
             im.load()  # full decode: truncated images must fail here, not in training
             size = im.size
     except Exception as exc:
-        problems.add(pair.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        problems.error(pair.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
     try:
         target = convert(pair.mask, problems)
     except Exception as exc:
-        problems.add(pair.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable image")
+        problems.error(pair.mask, "unreadable mask", f"{type(exc).__name__}: {exc}", "a readable image")
         return None
     if target is None or size is None:
         return None
     if target.shape != (size[1], size[0]):
-        problems.add(pair.mask, "size mismatch", f"{target.shape[1]}x{target.shape[0]}", f"{size[0]}x{size[1]} (image)")
+        problems.error(pair.mask, "size mismatch", f"{target.shape[1]}x{target.shape[0]}",
+                       f"{size[0]}x{size[1]} (image)")
         return None
     return target
 
@@ -580,7 +577,7 @@ class MaskValues:
 
 
 def _derived_classes(seen: MaskValues, mode: str, rules: MaskRules, masks: Path,
-                     problems: _Problems) -> ClassTable | None:
+                     problems: ProblemList) -> ClassTable | None:
     """Classes 0..largest value found, judged on every mask that converted even when others had problems; None
     without any converted mask, when other problems were found, or after adding a problem when the values do
     not look like class ids."""
@@ -589,21 +586,21 @@ def _derived_classes(seen: MaskValues, mode: str, rules: MaskRules, masks: Path,
     ignore_index = rules.ignore_index
     # {0,255} masks read as index masks would silently turn all foreground into "ignore".
     if mode == "index" and seen.saw_ignore and seen.max_value == 0 and ignore_index not in rules.remap.values():
-        problems.add(
+        problems.error(
             masks,
             "masks look binary",
             f"only 0 and {ignore_index} (= ignore_index) in every mask",
             "class ids; use mask_mode='binary' or remap={255: 1}",
         )
     elif seen.max_value + 1 > MAX_DERIVED_CLASSES:
-        problems.add(
+        problems.error(
             masks,
             "too many classes",
             f"values up to {seen.max_value}",
             f"at most {MAX_DERIVED_CLASSES} derived classes (greyscale or resized mask? pass classes or remap)",
         )
     elif seen.max_value >= ignore_index:
-        problems.add(masks, "value hits ignore_index", f"class ids up to {seen.max_value}", f"< {ignore_index}")
+        problems.error(masks, "value hits ignore_index", f"class ids up to {seen.max_value}", f"< {ignore_index}")
     elif not problems:
         return ClassTable.from_dict(_derived_table(seen.max_value, rules.colors, ignore_index))
     return None
@@ -649,7 +646,7 @@ def import_folder(
     placeholder = rules.table or ClassTable.from_dict(_derived_table(1, {}, ignore_index))
     # Opening the writer first makes "dataset exists" fail before any file is read.
     with DatasetWriter(out_root, placeholder, overwrite=overwrite) as writer:
-        problems = _Problems()
+        problems = ProblemList()
         pairs = pair_files(images, masks, split_mode, fracs, split_lists, seed, problems)
         convert = rules.converter(pairs, problems)
         seen = MaskValues(ignore_index)

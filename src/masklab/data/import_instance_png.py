@@ -25,12 +25,12 @@ import yaml
 from PIL import Image
 
 from masklab.console import progress
+from masklab.data.check import ProblemList
 from masklab.data.classes import DEFAULT_IGNORE_INDEX, ClassInfo, ClassTable, default_color
 from masklab.data.images import strict_image_loading, verify_file
 from masklab.data.import_folder import (
     ImportProblems,
     _Pair,
-    _Problems,
     check_split_arguments,
     pair_files,
 )
@@ -104,10 +104,10 @@ def _class_table(classes: list[dict] | None, used: set[int], source: Path) -> Cl
                        *(ClassInfo(i, f"class_{i}", default_color(i), True) for i in range(1, top + 1))))
 
 
-def _read_ids(path: Path, problems: _Problems) -> np.ndarray | None:
+def _read_ids(path: Path, problems: ProblemList) -> np.ndarray | None:
     """(H, W) int64 instance ids of one mask file, or None after adding a problem."""
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        problems.add(path, "lossy mask", "JPEG instance-id mask (compression changes ids)", "a PNG or TIFF")
+        problems.error(path, "lossy mask", "JPEG instance-id mask (compression changes ids)", "a PNG or TIFF")
         return None
     try:
         verify_file(path)
@@ -116,10 +116,10 @@ def _read_ids(path: Path, problems: _Problems) -> np.ndarray | None:
             mode = im.mode
             ids = np.asarray(im).astype(np.int64) if mode in _ID_MODES else None
     except Exception as exc:
-        problems.add(path, "unreadable mask", f"{type(exc).__name__}: {exc}", "a single-channel instance-id PNG")
+        problems.error(path, "unreadable mask", f"{type(exc).__name__}: {exc}", "a single-channel instance-id PNG")
         return None
     if ids is None:
-        problems.add(path, "colour instance mask", f"mode {mode}",
+        problems.error(path, "colour instance mask", f"mode {mode}",
                      "a single-channel PNG of instance ids (8- or 16-bit, 0 = background)")
     return ids
 
@@ -155,11 +155,11 @@ def import_instance_pngs(
     id_classes, class_table = _classes(table_file, classes, class_name)
 
     with DatasetWriter(out, class_table, overwrite=overwrite) as writer:
-        problems = _Problems()
+        problems = ProblemList()
         pairs = pair_files(images, masks, split_mode, fracs, split_lists, seed, problems)
         if id_classes is not None:
             for stem in sorted(id_classes.keys() - {p.id for p in pairs}):
-                problems.add(table_file, "unknown stem", f"'{stem}'", f"the stem of an image/mask pair in {masks}")
+                problems.error(table_file, "unknown stem", f"'{stem}'", f"the stem of an image/mask pair in {masks}")
         with strict_image_loading():
             for p in progress(sorted(pairs, key=lambda p: p.id), f"Importing {masks.name}"):
                 found = _pair_objects(p, id_classes, table_file, problems)
@@ -195,42 +195,42 @@ def _classes(table_file: Path | None, classes: list[dict] | None,
 
 
 def _pair_objects(p: _Pair, id_classes: dict[str, dict[int, int]] | None, table_file: Path | None,
-                  problems: _Problems) -> tuple[np.ndarray, list[dict]] | None:
+                  problems: ProblemList) -> tuple[np.ndarray, list[dict]] | None:
     """(instance-id map, its objects) of one image/mask pair, or None after adding problems (an image or mask
     that does not read, sizes that differ, an instance id that is too small or has no class)."""
     try:
         width, height = checked_image_size(p.image)
     except Exception as exc:
-        problems.add(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
+        problems.error(p.image, "unreadable image", f"{type(exc).__name__}: {exc}", "a readable image")
         width = height = None
     ids = _read_ids(p.mask, problems)
     if ids is None or width is None:
         return None
     if ids.shape != (height, width):
-        problems.add(p.mask, "size mismatch", f"{ids.shape[1]}x{ids.shape[0]}", f"{width}x{height} (image)")
+        problems.error(p.mask, "size mismatch", f"{ids.shape[1]}x{ids.shape[0]}", f"{width}x{height} (image)")
         return None
     objects = _objects(p.id, p.mask, ids, id_classes, table_file, problems)
     return None if objects is None else (ids, objects)
 
 
 def _objects(stem: str, path: Path, ids: np.ndarray, id_classes: dict[str, dict[int, int]] | None,
-             table_file: Path | None, problems: _Problems) -> list[dict] | None:
+             table_file: Path | None, problems: ProblemList) -> list[dict] | None:
     """One object per instance id of an (H, W) id map, in id order (class 1 without a table); None after adding
     problems."""
     values, counts = np.unique(ids[ids != 0], return_counts=True)
     found = len(problems)
     if (values < 0).any():
-        problems.add(path, "negative instance id", f"ids {values[values < 0][:5].tolist()}", "ids >= 0")
+        problems.error(path, "negative instance id", f"ids {values[values < 0][:5].tolist()}", "ids >= 0")
     for value, count in zip(values.tolist(), counts.tolist()):
         too_small = object_size_problem(count)
         if too_small:
-            problems.add(path, too_small[0], f"instance id {value}: {count} px", too_small[1])
+            problems.error(path, too_small[0], f"instance id {value}: {count} px", too_small[1])
     classes = {} if id_classes is None else id_classes.get(stem, {})
     if id_classes is not None:
         missing = [v for v in values.tolist() if v not in classes]
         if missing:
             more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            problems.add(path, "instance id without a class", f"ids {missing[:10]}{more}",
+            problems.error(path, "instance id without a class", f"ids {missing[:10]}{more}",
                          f"a class for each id under '{stem}' in {table_file}")
     if len(problems) > found:
         return None
