@@ -33,9 +33,11 @@ def import_(cfg: DictConfig) -> None:
     from masklab.workflows import import_dataset
 
     done = import_dataset(cfg)
-    result(f"Imported {summary(done.dataset)}", __name__)
+    result(f"{'Updated' if done.added_to_existing else 'Imported'} {summary(done.dataset)}", __name__)
     for line in done.notes:
         result(line, __name__)
+    if done.added_to_existing:
+        commit_data_version(done.dataset.root)  # new pool images: a new data version
     if done.problems:
         log.warning("the data check found problems in the imported dataset:\n%s", format_problems(done.problems))
 

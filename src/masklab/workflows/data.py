@@ -29,6 +29,8 @@ class Imported:
     dataset: Any  # masklab.data.manifest.Dataset
     notes: list[str] = field(default_factory=list)
     problems: list[Any] = field(default_factory=list)
+    # unlabeled= alone: images added in place to an existing dataset (a new data version), not a new import
+    added_to_existing: bool = False
 
 
 def import_dataset(cfg: DictConfig) -> Imported:
@@ -36,15 +38,21 @@ def import_dataset(cfg: DictConfig) -> Imported:
     ``instance_folders`` (a folder per image with one mask file per object), ``coco`` (COCO JSON
     ``annotations=`` + ``images=``) or ``instance_png`` (images + instance-id PNGs); unless
     ``write_conf=false``, also write ``conf/data/<name>.yaml`` (and the source preset) in the project.
+    ``unlabeled=<dir>``: its images join split ``pool`` (no labels; :mod:`masklab.data.pool`), of the new
+    dataset, or, without ``images=``, of the existing dataset at ``cfg.out`` (in place).
     Nothing is written when the input has errors; an existing dataset is replaced only with ``overwrite``."""
     from masklab.data.check import check_dataset
     from masklab.data.import_coco import import_coco
     from masklab.data.import_folder import import_folder
     from masklab.data.import_instance_png import import_instance_pngs
     from masklab.data.import_instances import import_instance_folders
+    from masklab.data.pool import scan_unlabeled
     from masklab.data.project_conf import check_config_name, write_project_configs
 
     check_config_name(cfg.name)
+    unlabeled = cfg.get("unlabeled")
+    if cfg.images is None and unlabeled:
+        return _add_unlabeled(Path(cfg.out), Path(unlabeled))
     if cfg.format not in IMPORT_FORMATS:
         raise UserError(f"format={cfg.format}: unknown; expected one of {list(IMPORT_FORMATS)}")
     for key in _FOLDER_KEYS[cfg.format]:
@@ -55,7 +63,10 @@ def import_dataset(cfg: DictConfig) -> Imported:
                         "split_mode=files)")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
-        raise UserError(f"{out} already exists; pass overwrite=true to replace it")
+        raise UserError(f"{out} already exists; pass overwrite=true to replace it (or only unlabeled=<dir>, "
+                        "without images=, to add unlabelled images to it)")
+    if unlabeled:
+        scan_unlabeled(unlabeled)  # its problems before anything is written
     if cfg.format == "instance_folders":
         dataset = import_instance_folders(
             Path(cfg.images), out, class_name=cfg.class_name, split_mode=cfg.split_mode,
@@ -82,11 +93,36 @@ def import_dataset(cfg: DictConfig) -> Imported:
             seed=cfg.seed, overwrite=cfg.overwrite,
         )
     result = Imported(dataset)
+    if unlabeled:
+        result.dataset, note = _pool_note(out, unlabeled)
+        result.notes.append(note)
     if cfg.get("write_conf", True):
         settings = {str(key): to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir: Hydra's runtime
-        result.notes = list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
+        result.notes += list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
     result.problems = check_dataset(out)
     return result
+
+
+def _add_unlabeled(out: Path, unlabeled: Path) -> Imported:
+    """``unlabeled=`` without ``images=``: add its images to the existing dataset at ``out`` (split pool)."""
+    from masklab.data.check import check_dataset
+    from masklab.data.manifest import MANIFEST_FILE
+
+    if not (out / MANIFEST_FILE).is_file():
+        raise UserError(f"unlabeled={unlabeled} without images=: adds images to an existing dataset, and {out} holds "
+                        "none; import the labelled images with images=<dir> (unlabeled= may come along)")
+    dataset, note = _pool_note(out, unlabeled)
+    return Imported(dataset, [note], check_dataset(out), added_to_existing=True)
+
+
+def _pool_note(out: Path, unlabeled: str | Path) -> tuple[Any, str]:
+    """Add ``unlabeled``'s images to the dataset at ``out``: the dataset as it now is, and a line saying what."""
+    from masklab.data.manifest import load_dataset
+    from masklab.data.pool import add_unlabeled
+
+    done = add_unlabeled(out, unlabeled)
+    kept = f"; {len(done.skipped)} already there" if done.skipped else ""
+    return load_dataset(out), f"added {len(done.added)} unlabelled image(s) from {unlabeled} to split pool{kept}"
 
 
 def export_dataset(cfg: DictConfig) -> CocoExport:
