@@ -74,9 +74,11 @@ def score_semantic(
     low_confidence: float = 0.5,
     boundary_ignore: str = DEFAULT_IGNORE_CONVENTION,
     on_prediction: Callable[[str, np.ndarray], None] | None = None,
+    resolution: str = "original",
 ) -> EvaluationResult:
     """Score ``predictor`` on ``loader``'s batches: lists of image (H_i, W_i, 3) uint8, mask
-    (H_i, W_i) class ids and id, at the resolution being scored (images may differ in size).
+    (H_i, W_i) class ids and id (images may differ in size); ``resolution="model"``: the masks are at the
+    network's size already and the predictor's logits stay there (``Predictor.logits``).
 
     The predictor brings its logits back to each image's size, so each mask is compared with
     exactly what would be deployed; the boundary band is taken from each image's own diagonal.
@@ -92,7 +94,7 @@ def score_semantic(
     frames: list[pd.DataFrame] = []
     order: list[str] = []
     for batch in loader:
-        logits = predictor.logits(batch["image"])
+        logits = predictor.logits(batch["image"], resolution=resolution)
         order.extend(batch["id"])
         # Images of one size are scored together (per-image rows stay per image either way).
         by_size: dict[tuple[int, int], list[int]] = {}

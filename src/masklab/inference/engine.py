@@ -59,12 +59,14 @@ class Predictor:
     def logits(self, images: Sequence[np.ndarray], resolution: str = "original") -> list[torch.Tensor]:
         """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order.
 
-        ``resolution="model"``: at the network's input size under a "resize" rule (the rule's
-        ``resize_mask`` brings a label there), as compact as the network sees it; "pad" rules
-        predict at the image's own size either way."""
+        ``resolution="model"``: at the network's input size under a "resize" or "pipeline" rule (the rule's
+        ``to_network`` brings a label there), as the network sees it; "pad" rules predict at the image's own
+        size either way. A "pipeline" rule whose steps cannot be undone predicts only at the model's size."""
         if resolution not in ("original", "model"):
             raise ValueError(f"resolution={resolution!r}; expected 'original' or 'model'")
-        if self.rule.mode == "resize":
+        if self.rule.mode == "pipeline" and resolution == "original":
+            self.rule.check_invertible("evaluation.resolution=model (predict: none can)")
+        if self.rule.mode in ("resize", "pipeline"):
             return self._resized(images, back_to_original=resolution == "original")
         return self._padded(images)
 
@@ -82,18 +84,24 @@ class Predictor:
         Under a "resize" rule the image is first brought to the network's size like for a dense
         model; under "pad" the model gets the image as it is (detection models resize internally and
         take any size, so no padding or tiling is needed)."""
+        if self.rule.mode == "pipeline":
+            self.rule.check_invertible("evaluation.resolution=model (predict: none can)")
         out: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            inputs = [to_tensor([self.rule.resize_image(im)], self.device)[0] for im in chunk]
-            for image, x, found in zip(chunk, inputs, self.model(inputs)):
+            prepared = [self.rule.forward(im) for im in chunk]
+            inputs = [to_tensor([x], self.device)[0] for x, _ in prepared]
+            for image, x, (_, box), found in zip(chunk, inputs, prepared, self.model(inputs)):
                 found = {key: value.cpu() for key, value in found.items()}
                 (h, w), (xh, xw) = image.shape[:2], x.shape[-2:]
-                if (xh, xw) != (h, w):
-                    masks = found["masks"]
+                top, left, bottom, right = box
+                if (top, left, bottom, right) != (0, 0, xh, xw) or (xh, xw) != (h, w):
+                    masks = found["masks"][..., top:bottom, left:right]
                     found["masks"] = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False) \
                         if len(masks) else masks.new_zeros((0, 1, h, w))
-                    found["boxes"] = found["boxes"] * torch.tensor([w / xw, h / xh, w / xw, h / xh])
+                    sx, sy = w / (right - left), h / (bottom - top)
+                    found["boxes"] = (found["boxes"] - torch.tensor([left, top, left, top])) * torch.tensor(
+                        [sx, sy, sx, sy])
                 out.append(found)
         return out
 
@@ -102,18 +110,28 @@ class Predictor:
         return [argmax_classes(lg, dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
 
     def _resized(self, images: Sequence[np.ndarray], back_to_original: bool = True) -> list[torch.Tensor]:
-        # Every image reaches the network at one size, so any images batch together.
-        out: list[torch.Tensor] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            y = self.model(to_tensor([self.rule.resize_image(im) for im in chunk], self.device)).float()
-            for i, im in enumerate(chunk):
-                h, w = im.shape[:2]
-                one = y[i:i + 1]
-                if back_to_original and one.shape[-2:] != (h, w):
-                    one = F.interpolate(one, size=(h, w), mode="bilinear", align_corners=False)
-                out.append(one[0])
-        return out
+        # Each image goes through the rule as validation's did (nothing more: the network gets what it was
+        # validated on); those that arrive at one size batch together. Back at the original size, the logits of
+        # the image's content (padding cropped off) are resized to it.
+        prepared = [self.rule.forward(im) for im in images]
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, (x, _) in enumerate(prepared):
+            by_size.setdefault(x.shape[:2], []).append(i)
+        out: dict[int, torch.Tensor] = {}
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                y = self.model(to_tensor([prepared[i][0] for i in chunk], self.device)).float()
+                for j, i in enumerate(chunk):
+                    one = y[j:j + 1]
+                    if back_to_original:
+                        top, left, bottom, right = prepared[i][1]
+                        h, w = images[i].shape[:2]
+                        one = one[..., top:bottom, left:right]
+                        if one.shape[-2:] != (h, w):
+                            one = F.interpolate(one, size=(h, w), mode="bilinear", align_corners=False)
+                    out[i] = one[0]
+        return [out[i] for i in range(len(images))]
 
     def _padded(self, images: Sequence[np.ndarray]) -> list[torch.Tensor]:
         # Images of one size batch together; larger than a tile, an image is predicted tile by tile.

@@ -60,17 +60,18 @@ class SemanticTask(Task[np.ndarray]):
     def eval_dataset(self, dataset: Dataset, samples: Sequence[Sample],
                      rule: InputRule | None = None) -> TorchDataset[dict[str, object]]:
         """Items for scoring: image (H, W, 3) uint8, mask (H, W) uint8, id; at each sample's
-        original size, or brought to the network's size by ``rule`` (an InputRule: bilinear image,
-        nearest mask) when scoring at model resolution."""
+        original size, or, when scoring at model resolution, the mask brought to the network's size by
+        ``rule`` (an InputRule's ``to_network``: as validation gave it) while the image stays as it is (the
+        Predictor brings it there, as for any prediction)."""
         from masklab.data.pairs import ScoringPairs
 
         if rule is None:
             return ScoringPairs(dataset, samples, None)
 
-        def resize(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return rule.resize_image(image), rule.resize_mask(mask)
+        def mask_to_network(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return image, rule.to_network(image, mask)[1]
 
-        return ScoringPairs(dataset, samples, resize)
+        return ScoringPairs(dataset, samples, mask_to_network)
 
     def collate(self, items: list[dict[str, object]]) -> Batch:
         """Lists per key: scoring batches hold images of different sizes."""
@@ -166,7 +167,7 @@ class SemanticTask(Task[np.ndarray]):
                               dilation_ratio=option(options, "dilation_ratio", 0.02),
                               low_confidence=option(options, "low_confidence", 0.5),
                               boundary_ignore=str(options.get("boundary_ignore") or DEFAULT_IGNORE_CONVENTION),
-                              on_prediction=on_prediction)
+                              on_prediction=on_prediction, resolution=str(options.get("resolution") or "original"))
 
     def evaluation_files(self, result: EvaluationResult, folder: Path, split: str) -> list[Path]:
         """Metrics JSON, per-class CSV, per-sample Parquet, confusion tables, per-class bars and heatmap."""

@@ -288,7 +288,8 @@ def evaluate(cfg: DictConfig, output_dir: str | Path, *, ckpt_path: str | Path |
     options = evaluation_options(cfg.evaluation)
     dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=cfg.check_data)
     output = Path(output_dir)
-    override = InputRule.from_eval_pipeline(cfg.augment.eval) if options["preprocess"] == "config" else None
+    override = InputRule.from_eval_pipeline(cfg.augment.eval, ignore_index=dataset.class_table.ignore_index) \
+        if options["preprocess"] == "config" else None
     if model_ref:
         # Resolved once, to a version number: a promotion between loading and recording cannot attach this
         # evaluation to another version than the one scored.

@@ -144,6 +144,9 @@ def checkpoint_meta(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> dict[
     """The plain-value metadata every checkpoint of this run carries (``mlflow_run_id`` is set on rank zero)."""
     from masklab.inference.rule import INPUT_RULE_META_KEY, InputRule
 
+    rule = InputRule.from_eval_pipeline(cfg.augment.eval, ignore_index=dataset.class_table.ignore_index)
+    if str(cfg.evaluation.get("resolution", "original")) == "original":  # refused before anything is trained
+        rule.check_invertible("evaluation.resolution=model to score at the network's size")
     return {
         "task": task.name,
         "model": to_plain(cfg.model),
@@ -153,7 +156,7 @@ def checkpoint_meta(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> dict[
         "mlflow_run_id": None,  # (only rank zero writes checkpoints)
         "mlflow_tracking_uri": cfg.logger.tracking_uri,
         # The preprocessing every later evaluation, prediction and package of this model uses.
-        INPUT_RULE_META_KEY: InputRule.from_eval_pipeline(cfg.augment.eval).to_dict(),
+        INPUT_RULE_META_KEY: rule.to_dict(),
     }
 
 
