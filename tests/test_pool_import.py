@@ -87,11 +87,16 @@ def test_every_problem_is_listed_and_nothing_is_written(project: Path):
     assert (root / "manifest.jsonl").read_bytes() == before
     assert sorted(p.name for p in (root / "images").iterdir()) == files_before
 
-    # A new import whose unlabelled folder has a problem writes nothing at all.
+    # A new import whose unlabelled folder has a problem writes nothing at all: one found only once the labelled
+    # images are in (an unlabelled image named as a labelled one, with other bytes) included.
     with pytest.raises(ImportProblems):
         import_(project, "name=other", f"images={images}", f"masks={masks}", "split_mode=none",
                 f"unlabeled={pool}")
-    assert not (project / "data" / "other").exists()
+    (pool / "broken.png").unlink()
+    with pytest.raises(ImportProblems, match="id taken"):
+        import_(project, "name=other", f"images={images}", f"masks={masks}", "split_mode=none",
+                f"unlabeled={pool}")
+    assert not [p.name for p in (project / "data").iterdir() if "other" in p.name]  # no dataset, no leftovers
     with pytest.raises(UserError, match=r"without images=: adds images to an existing dataset, and .*nowhere holds "
                                         r"none"):
         import_(project, "name=nowhere", f"unlabeled={pool}")

@@ -3,6 +3,8 @@ format; ``export_dataset``: write a dataset's objects as COCO JSON."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,12 +44,10 @@ def import_dataset(cfg: DictConfig) -> Imported:
     dataset, or, without ``images=``, of the existing dataset at ``cfg.out`` (in place).
     Nothing is written when the input has errors; an existing dataset is replaced only with ``overwrite``."""
     from masklab.data.check import check_dataset
-    from masklab.data.import_coco import import_coco
-    from masklab.data.import_folder import import_folder
-    from masklab.data.import_instance_png import import_instance_pngs
-    from masklab.data.import_instances import import_instance_folders
+    from masklab.data.manifest import load_dataset
     from masklab.data.pool import scan_unlabeled
     from masklab.data.project_conf import check_config_name, write_project_configs
+    from masklab.files import replace_folder
 
     check_config_name(cfg.name)
     unlabeled = cfg.get("unlabeled")
@@ -67,40 +67,59 @@ def import_dataset(cfg: DictConfig) -> Imported:
                         "without images=, to add unlabelled images to it)")
     if unlabeled:
         scan_unlabeled(unlabeled)  # its problems before anything is written
+    # With unlabeled=, the labelled import and the pool images go in together: built beside the dataset, then put
+    # in its place in one step (files.replace_folder), so a problem with either leaves nothing behind.
+    target = out.with_name(f".{out.name}.import-{os.getpid()}") if unlabeled else out
+    try:
+        dataset = _import_format(cfg, target)
+        notes = [_pool_note(target, unlabeled)[1]] if unlabeled else []
+        if target != out:
+            replace_folder(target, out)
+            dataset = load_dataset(out)
+    except BaseException:
+        if target != out:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    result = Imported(dataset, notes)
+    if cfg.get("write_conf", True):
+        settings = {str(key): to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir: Hydra's runtime
+        result.notes += list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
+    result.problems = check_dataset(out)
+    return result
+
+
+def _import_format(cfg: DictConfig, out: Path) -> Any:
+    """The dataset ``cfg.format``'s importer writes at ``out`` (a Dataset)."""
+    from masklab.data.import_coco import import_coco
+    from masklab.data.import_folder import import_folder
+    from masklab.data.import_instance_png import import_instance_pngs
+    from masklab.data.import_instances import import_instance_folders
+
     if cfg.format == "instance_folders":
-        dataset = import_instance_folders(
+        return import_instance_folders(
             Path(cfg.images), out, class_name=cfg.class_name, split_mode=cfg.split_mode,
             fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
         )
     elif cfg.format == "coco":
-        dataset = import_coco(
+        return import_coco(
             to_plain(cfg.annotations), Path(cfg.images), out, split_mode=cfg.split_mode,
             fractions=to_plain(cfg.fractions), seed=cfg.seed, overwrite=cfg.overwrite,
         )
     elif cfg.format == "instance_png":
-        dataset = import_instance_pngs(
+        return import_instance_pngs(
             Path(cfg.images), Path(cfg.masks), out, instance_classes=cfg.get("instance_classes"),
             classes=to_plain(cfg.classes), class_name=cfg.class_name, split_mode=cfg.split_mode,
             fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists), seed=cfg.seed,
             overwrite=cfg.overwrite,
         )
     else:
-        dataset = import_folder(
+        return import_folder(
             Path(cfg.images), Path(cfg.masks), out,
             classes=to_plain(cfg.classes), mask_mode=cfg.mask_mode, colors=to_plain(cfg.colors), snap=cfg.snap,
             threshold=cfg.threshold, remap=to_plain(cfg.remap), ignore_index=cfg.ignore_index,
             split_mode=cfg.split_mode, fractions=to_plain(cfg.fractions), split_lists=to_plain(cfg.split_lists),
             seed=cfg.seed, overwrite=cfg.overwrite,
         )
-    result = Imported(dataset)
-    if unlabeled:
-        result.dataset, note = _pool_note(out, unlabeled)
-        result.notes.append(note)
-    if cfg.get("write_conf", True):
-        settings = {str(key): to_plain(cfg[key]) for key in cfg if key != "paths"}  # paths.output_dir: Hydra's runtime
-        result.notes += list(write_project_configs(dataset, settings, cfg.paths.data_dir, bool(cfg.overwrite)))
-    result.problems = check_dataset(out)
-    return result
 
 
 def _add_unlabeled(out: Path, unlabeled: Path) -> Imported:
