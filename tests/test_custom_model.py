@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import FAST, fit_in, run_masklab
+from conftest import DEBUG_FAST, fit_in, run_masklab
 
 NAME = "tiny"
 
@@ -76,7 +76,7 @@ def test_own_model_trains_registers_and_predicts_elsewhere(tmp_path: Path, monke
     project = make_project(tmp_path / "project")
     seed_store(project)
     # Trained in this process; predicted in fresh ones below, where my_models was never imported.
-    done = fit_in(project, ["model=tiny", *FAST, "trainer.max_epochs=1", "evaluate_after=false",
+    done = fit_in(project, [*DEBUG_FAST, "model=tiny", "trainer.max_epochs=1", "evaluate_after=false",
                             "registry.register=true", f"registry.name={NAME}"])
     assert done.registered == (NAME, "1")
 

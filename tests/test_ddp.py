@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 import torch
 from test_crash_safety import LONGER, signal_once_checkpointed, start_training
 
-from conftest import FAST, fit_in, free_port, mlflow_runs, run_masklab
+from conftest import DEBUG_FAST, FAST, fit_in, free_port, mlflow_runs, run_masklab
 
 pytestmark = pytest.mark.team
 
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.team
 # by its own size, so a gradient that is float noise moves its weight by a whole learning rate), and a UNet three
 # stages deep: five stages bring 32 px images down to 1x1 maps whose BatchNorm over 8 values turns float noise
 # into 1e-3 differences within a few steps even between two one-process runs with 1 and 2 threads.
-SAME_TRAINING = [*FAST, "loss=ce", "optimizer=sgd", "+model.encoder_depth=3", "+model.decoder_channels=[32,16,8]",
+SAME_TRAINING = [*DEBUG_FAST, "loss=ce", "optimizer=sgd", "+model.encoder_depth=3", "+model.decoder_channels=[32,16,8]",
                  "data.synth.count=36", "trainer.max_epochs=2", "trainer.limit_train_batches=null",
                  "trainer.limit_val_batches=null", "registry.register=true"]
 # (the unused deepest encoder stage of a cut smp encoder still holds parameters)

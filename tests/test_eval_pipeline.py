@@ -56,7 +56,8 @@ def test_scoring_at_model_resolution_equals_what_validation_logged(project, seed
     steps = hydra_list(pipeline)
     done = fit_in(project, [*FAST, f"data.root={root}", "data.name=blobs", "data.batch_size=4",
                             f"augment.train={steps}", f"augment.eval={steps}", "trainer.max_epochs=2",
-                            "trainer.limit_val_batches=1.0", "evaluation.resolution=model", "evaluation.boundary=false"])
+                            "trainer.limit_val_batches=1.0", "evaluation.resolution=model",
+                            "evaluation.boundary=false"])
     scored = done.evaluations["val"].metrics["eval_model_res/val/mIoU"]
     assert scored == pytest.approx(done.best_value, abs=1e-6), (scored, done.best_value)
     record = json.loads((done.output_dir / "evaluation" / "val_evaluation.json").read_text())

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import FAST, fit_in, in_project
+from conftest import DEBUG_FAST, fit_in, in_project
 
 SQUARES = ((2, 2, 8, 8), (10, 4, 20, 14), (22, 22, 30, 30))  # (x0, y0, x1, y1), x1/y1 exclusive
 
@@ -208,7 +208,7 @@ def test_import_train_evaluate_register_predict(project, seed_store, instance_pn
     res = cli("data", "import", "format=instance_png", f"images={images}", f"masks={ids}", "name=shapes",
               "class_name=shape", "fractions={train: 0.5, val: 0.5, test: 0.0}")
     assert res.returncode == 0, res.stderr[-3000:]
-    done = fit_in(project, ["task=instance", "model=bottom_up", *FAST, "data=shapes", "data.image_size=48",
+    done = fit_in(project, ["task=instance", "model=bottom_up", *DEBUG_FAST, "data=shapes", "data.image_size=48",
                             "registry.register=true", "registry.name=shapes"])
     assert done.monitor == "val/mask_AP" and done.registered == ("shapes", "1")
     metrics = done.evaluations["val"].metrics
@@ -266,7 +266,7 @@ def test_maskrcnn_trains_evaluates_and_packages(project, seed_store, tmp_path):
     from masklab.tracking.packaging import write_package
 
     seed_store(project)
-    done = fit_in(project, ["task=instance", "model=maskrcnn_mobilenet", *FAST, "data.image_size=64",
+    done = fit_in(project, ["task=instance", "model=maskrcnn_mobilenet", *DEBUG_FAST, "data.image_size=64",
                             "data.synth.count=12", "model.box_score_thresh=0.0"])
     assert done.monitor == "val/mask_AP" and {"eval/val/mask_AP", "eval/val/PQ"} <= set(done.evaluations["val"].metrics)
     with pytest.MonkeyPatch.context() as patch:

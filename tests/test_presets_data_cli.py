@@ -12,7 +12,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import FAST, REPO, SHARED_DATASETS, command_in, composed, exits_as_user_error, fit_in, mlflow_runs
+from conftest import (
+    DEBUG_FAST,
+    FAST,
+    REPO,
+    SHARED_DATASETS,
+    command_in,
+    composed,
+    exits_as_user_error,
+    fit_in,
+    mlflow_runs,
+)
 
 PRESETS = sorted(p.stem for p in (REPO / "src/masklab/conf/experiment").glob("*.yaml"))
 # Presets on real data need the shared datasets; a subset is imported into the test project first.
@@ -75,7 +85,7 @@ def test_every_experiment_preset_runs_fast(project, seed_store, capsys, preset):
     if "_dsb2018_nuclei_256-" in preset:
         import_instance_subset(project, capsys)
     seed_store(project)
-    done = fit_in(project, [f"experiment={preset}", *FAST, "trainer.max_epochs=1", "evaluate_after=false"])
+    done = fit_in(project, [f"experiment={preset}", *DEBUG_FAST, "trainer.max_epochs=1", "evaluate_after=false"])
     _, runs = mlflow_runs(project, preset)
     monitor = composed("train", [f"experiment={preset}"]).monitor  # val/mIoU, or val/mask_AP for instance presets
     assert len(runs) == 1 and monitor in runs[0].data.metrics
@@ -101,28 +111,28 @@ def test_every_command_is_the_function_and_config_the_tests_call(project):
 
 
 def test_data_synth_check_preview(project, capsys, cli):
-    command_in(project, "data synth", FAST)
+    command_in(project, "data synth", DEBUG_FAST)
     assert "16 samples" in capsys.readouterr().out
-    again = cli("data", "synth", *FAST)  # through the CLI's main once
+    again = cli("data", "synth", *DEBUG_FAST)  # through the CLI's main once
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
-    command_in(project, "data check", FAST)
+    command_in(project, "data check", DEBUG_FAST)
     assert "No problems found" in capsys.readouterr().out
     out = project / "preview.png"
-    command_in(project, "data preview", [*FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
+    command_in(project, "data preview", [*DEBUG_FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
     assert f"Wrote {out}" in capsys.readouterr().out
     with Image.open(out) as im:
         assert im.size[0] >= 3 * 192 and im.size[1] > 2 * 192
 
 
 def test_data_check_lists_every_error_and_train_refuses(project, capsys):
-    command_in(project, "data synth", FAST)
+    command_in(project, "data synth", DEBUG_FAST)
     root = project / "data" / "synthetic"
     masks = sorted((root / "masks").glob("*.png"))
     Image.new("L", (32, 32), 9).save(masks[0])  # value 9 is no class
     Image.new("L", (20, 32), 0).save(masks[1])  # wrong size
     capsys.readouterr()
     with pytest.raises(SystemExit) as check:
-        command_in(project, "data check", FAST)
+        command_in(project, "data check", DEBUG_FAST)
     assert check.value.code == 1
     listed = capsys.readouterr().out
     assert masks[0].name in listed and "9" in listed

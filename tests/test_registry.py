@@ -15,7 +15,17 @@ from PIL import Image
 
 from masklab.errors import UserError
 
-from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, free_port, in_project, run_masklab
+from conftest import (
+    DEBUG_FAST,
+    FAST,
+    command_in,
+    copy_store,
+    exits_as_user_error,
+    fit_in,
+    free_port,
+    in_project,
+    run_masklab,
+)
 
 NAME = "shapes"
 
@@ -604,7 +614,7 @@ def test_a_run_tracked_before_safetensors_still_registers_and_evaluates(two_vers
                zip(by_run.model.state_dict().values(), from_folder.model.state_dict().values(), strict=True))
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
-        scored = workflows.evaluate(compose("evaluate", FAST), tmp_path / "eval", run_id=old)
+        scored = workflows.evaluate(compose("evaluate", DEBUG_FAST), tmp_path / "eval", run_id=old)
     assert scored.run_id == old
     logged = client.get_run(old).data.metrics
     assert logged["eval/val/mIoU"] == client.get_run(trained).data.metrics["eval/val/mIoU"]
@@ -622,7 +632,7 @@ def test_evaluate_registered_model(two_versions, tmp_path, capsys):
         in_project(patch, two_versions)
         load = model_ref.load_model_ref
         patch.setattr(model_ref, "load_model_ref", lambda ref, uri: loaded.append(ref) or load(ref, uri))
-        done = workflows.evaluate(compose("evaluate", FAST), tmp_path, model_ref=f"models:/{NAME}@production")
+        done = workflows.evaluate(compose("evaluate", DEBUG_FAST), tmp_path, model_ref=f"models:/{NAME}@production")
     assert "mean" in capsys.readouterr().out  # the per-class table
     run = registry(local_uri(two_versions)).client.get_run(done.run_id)  # a new run, tagged with the model
     assert run.data.tags["masklab.model"] == f"models:/{NAME}@production"
@@ -668,7 +678,7 @@ def test_gate_scores_what_is_missing_on_the_challengers_dataset(project, seed_st
     # Version 2 was trained and scored on another dataset: the gate scores Production on that one.
     from masklab.config import compose
 
-    synth(compose("data_synth", [*FAST, "data.name=other", "data.synth.seed=3"]))
+    synth(compose("data_synth", [*DEBUG_FAST, "data.name=other", "data.synth.seed=3"]))
     fit_in(project, [*trained, "data.name=other", "experiment_name=synthetic"], "v2")
     refused = exits_as_user_error("promote", lambda: command(
         project, "promote", f"name={NAME}", "version=2", "stage=Production", "registry.gate.min_delta=1.0"), capsys,

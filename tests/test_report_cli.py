@@ -16,7 +16,16 @@ import pytest
 
 from masklab.errors import UserError
 
-from conftest import FAST, command_in, copy_store, exits_as_user_error, fit_in, miou_from_confusion, mlflow_runs
+from conftest import (
+    DEBUG_FAST,
+    FAST,
+    command_in,
+    copy_store,
+    exits_as_user_error,
+    fit_in,
+    miou_from_confusion,
+    mlflow_runs,
+)
 
 
 def page_data(index: Path) -> dict:
@@ -108,14 +117,14 @@ def test_compare_reports_per_sample_deltas(two_runs, tmp_path, capsys):
     from masklab import workflows
 
     project, _, (run_a, run_b) = two_runs
-    done = command_in(project, "evaluate", [*FAST, f"compare={run_a}"],
+    done = command_in(project, "evaluate", [*DEBUG_FAST, f"compare={run_a}"],
                       func=lambda cfg: workflows.evaluate(cfg, tmp_path / "compare", run_id=run_b))
     assert done.run_id == run_b
     assert "got worse than run" in capsys.readouterr().out
     table = pd.read_parquet(done.folder / "val_compare.parquet")
     assert np.allclose(table["delta_mIoU"], table["mIoU"] - table["mIoU_other"], equal_nan=True)
     message = exits_as_user_error("evaluate", lambda: command_in(
-        project, "evaluate", [*FAST, "compare=0123456789abcdef0123456789abcdef"],
+        project, "evaluate", [*DEBUG_FAST, "compare=0123456789abcdef0123456789abcdef"],
         func=lambda cfg: workflows.evaluate(cfg, tmp_path / "bad", run_id=run_b)), capsys)
     assert "compare=" in message
 
@@ -167,7 +176,7 @@ def test_report_unknown_run_is_one_line_error(project, seed_store, capsys):
 
 
 def test_data_browse_writes_explorer(project, capsys):
-    command_in(project, "data browse", [*FAST, f"output={project / 'browse'}"])
+    command_in(project, "data browse", [*DEBUG_FAST, f"output={project / 'browse'}"])
     index = project / "browse" / "index.html"
     assert f"Wrote {index}" in capsys.readouterr().out
     data = page_data(index)

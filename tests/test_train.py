@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import (
+    DEBUG_FAST,
     FAST,
     copy_store,
     exits_as_user_error,
@@ -95,7 +96,7 @@ def evaluate_in(project: Path, folder: Path, **model):
 
     with pytest.MonkeyPatch.context() as patch:
         in_project(patch, project)
-        return workflows.evaluate(compose("evaluate", FAST), folder, **model)
+        return workflows.evaluate(compose("evaluate", DEBUG_FAST), folder, **model)
 
 
 def test_evaluate_by_checkpoint_and_by_run_id_agree(trained, tmp_path, capsys):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAST, composed, miou_from_confusion, mlflow_runs
+from conftest import DEBUG_FAST, FAST, composed, miou_from_confusion, mlflow_runs
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_evaluate_promote_predict_as_functions(fitted, tmp_path, monkeypatch):
 
     project, result = fitted
     monkeypatch.chdir(project)
-    cfg = composed("evaluate", FAST)
+    cfg = composed("evaluate", DEBUG_FAST)
     evaluation = workflows.evaluate(cfg, tmp_path / "eval", ckpt_path=result.best_checkpoint)
     assert evaluation.run_id == result.run_id  # logged to the run that trained the checkpoint
     saved = json.loads((tmp_path / "eval" / "evaluation" / "val_metrics.json").read_text())
