@@ -36,7 +36,8 @@ class LinkCheck:
 
     A link is allowed when it stays in the dataset folder or leads into the DVC cache of a project the dataset
     lies in (``<project>/.dvc/cache``: DVC's ``cache.type symlink`` checks data out that way). Costs one
-    ``lstat`` per file and one ``realpath`` per distinct folder, so loading a large manifest stays cheap."""
+    ``realpath`` and one ``scandir`` per distinct folder and a set lookup per file, so loading a large manifest
+    stays cheap (benchmarks/dataset_load.py)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -44,18 +45,31 @@ class LinkCheck:
         self.allowed = [real] + [os.path.join(os.path.realpath(p), ".dvc", "cache")
                                  for p in (self.root.absolute(), *self.root.absolute().parents)
                                  if (p / ".dvc").is_dir()]
-        self._folders: dict[str, str] = {}
+        self._folders: dict[str, tuple[str, bool, frozenset[str]]] = {}
 
     def _inside(self, real: str) -> bool:
         return any(real == base or real.startswith(base + os.sep) for base in self.allowed)
+
+    def _folder(self, folder: str) -> tuple[str, bool, frozenset[str]]:
+        """A folder's real path, whether it is inside, and the names of the symlinks in it (one scandir: the file
+        type comes with the directory entry, so no file is stat'ed)."""
+        known = self._folders.get(folder)
+        if known is None:
+            real = os.path.realpath(self.root / folder)
+            try:
+                with os.scandir(real) as entries:
+                    links = frozenset(e.name for e in entries if e.is_symlink())
+            except OSError:  # not a folder (a missing file's parent): another check reports it
+                links = frozenset()
+            known = self._folders[folder] = (real, self._inside(real), links)
+        return known
 
     def escape(self, rel: str) -> str | None:
         """The real path ``rel`` (a :func:`path_problem`-clean manifest path) leads to when that is outside the
         dataset folder; None when it stays inside (or does not exist: a missing file is another check's)."""
         folder, _, name = rel.replace("\\", "/").rpartition("/")
-        real_folder = self._folders.get(folder)
-        if real_folder is None:
-            real_folder = self._folders[folder] = os.path.realpath(self.root / folder)
-        path = os.path.join(real_folder, name)
-        real = os.path.realpath(path) if os.path.islink(path) else path
+        real_folder, inside, links = self._folder(folder)
+        if name not in links:  # a plain file (or none): where its folder is
+            return None if inside else os.path.join(real_folder, name)
+        real = os.path.realpath(os.path.join(real_folder, name))
         return None if self._inside(real) else real
