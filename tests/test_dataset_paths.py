@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data_check import read_rows, write_rows
 
 from masklab.data.check import check_dataset
 from masklab.data.classes import ClassTable
@@ -35,14 +36,6 @@ def make_dataset(root: Path) -> Path:
     return root
 
 
-def rows(root: Path) -> list[dict]:
-    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines() if line.strip()]
-
-
-def write_rows(root: Path, new: list[dict]) -> None:
-    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in new))
-
-
 @pytest.fixture
 def outside(tmp_path: Path) -> Path:
     """A readable PNG outside every dataset folder: what a crafted manifest would try to read."""
@@ -55,7 +48,7 @@ def outside(tmp_path: Path) -> Path:
 def crafted(tmp_path: Path, outside: Path, how: str) -> tuple[Path, str, str]:
     """A dataset whose second row (line 2) points outside it in the way ``how`` names: (root, field, value)."""
     root = make_dataset(tmp_path / "ds")
-    table = rows(root)
+    table = read_rows(root)
     row = table[1]
     if how == "absolute":
         row["image"] = str(outside)
@@ -123,7 +116,7 @@ def test_links_inside_the_dataset_or_into_the_dvc_cache_are_kept(tmp_path):
     are links into the project's .dvc/cache."""
     project = tmp_path / "proj"
     root = make_dataset(project / "data" / "ds")
-    table = rows(root)
+    table = read_rows(root)
     (root / "images" / "copy.png").symlink_to(root / table[0]["image"])
     table[0]["image"] = "images/copy.png"
     cached = project / ".dvc" / "cache" / "files" / "md5" / "ab" / "cdef"
