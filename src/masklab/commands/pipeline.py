@@ -301,7 +301,7 @@ def main(args: list[str]) -> None:
     from masklab.console import quiet_third_party
     from masklab.errors import run_reporting_errors
 
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args or args[0] == "help" or {"-h", "--help"} & set(args):  # `masklab pipeline check --help` too
         result(USAGE)
         return
     stage, rest = args[0], args[1:]
