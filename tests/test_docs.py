@@ -137,3 +137,23 @@ def test_help_of_a_pipeline_stage_is_the_pipeline_usage(cli):
     """`masklab pipeline check --help` (the docs name it) prints the usage instead of refusing '--help'."""
     done = cli("pipeline", "check", "--help")
     assert done.returncode == 0 and "masklab pipeline check [rev=HEAD]" in done.stdout, done.stderr
+
+
+def test_the_configuration_table_lists_every_group_and_option():
+    """README's "Configuration" table names every config group of masklab's conf/ and every option of each
+    (hydra/launcher's included), and nothing that is not one."""
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| group | options |"):]
+    table = table[:table.index("\n\n")]
+    cells = {}
+    for row in table.splitlines()[2:]:
+        head, options = row.split("|")[1:3]
+        for group in re.findall(r"`([^`]+)`", head):
+            cells[group] = options
+    groups = {p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra"}
+    assert groups <= set(cells), sorted(groups - set(cells))
+    for group in groups:
+        for option in group_options(group):
+            assert f"`{option}`" in cells[group], f"README's configuration table: {group} lacks `{option}`"
+    for option in group_options("hydra/launcher"):
+        assert f"hydra/launcher={option}" in cells["hydra"], option
