@@ -157,3 +157,17 @@ def test_the_configuration_table_lists_every_group_and_option():
             assert f"`{option}`" in cells[group], f"README's configuration table: {group} lacks `{option}`"
     for option in group_options("hydra/launcher"):
         assert f"hydra/launcher={option}" in cells["hydra"], option
+
+
+def test_the_commands_table_lists_every_command_and_stage():
+    """README's commands table names every command of the CLI (and every stage of `masklab pipeline`)."""
+    from masklab.cli import COMMANDS, PLAIN_COMMANDS
+    from masklab.commands.pipeline import STAGES
+
+    text = (REPO / "README.md").read_text()
+    table = text[text.index("| command | what it does |"):]
+    table = table[:table.index("\n\n")]
+    missing = [" ".join(w) for w in (*COMMANDS, *PLAIN_COMMANDS) if f"`masklab {' '.join(w)}" not in table]
+    assert not missing, missing
+    row = next(line for line in table.splitlines() if line.startswith("| `masklab pipeline prepare"))
+    assert set(re.findall(r"[\w-]+", row.split("`")[1].removeprefix("masklab pipeline "))) == set(STAGES), row
