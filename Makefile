@@ -8,14 +8,21 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # machine's has) makes each of the tests' ~200 masklab processes compile the package again.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup browser postgres demo test lint bench ui
+.PHONY: setup setup-dev browser postgres demo test lint bench ui
 
+# `setup`: what running masklab needs (`pip install -e .`); `setup-dev`: that plus the `dev` extra the tests use
+# (pytest, Playwright, moto, import-linter, mypy and the `team` extra: PostgreSQL drivers, S3, submitit).
 setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
-	@python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"masklab needs Python 3.11, found {sys.version.split()[0]}"'
+	@python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"masklab is tested on Python 3.11, found {sys.version.split()[0]}"'
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --no-cache-dir --upgrade pip
+	$(PY) -m pip install --no-cache-dir -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --no-cache-dir -e '.[dev]'
 	touch $@
 
@@ -37,7 +44,7 @@ browser:
 # and submitit processes) and the slow ones (marker `slow`: trainings killed by real signals and resumed, presets
 # in full, DVC's experiment queue) run in the same pass, so neither worker idles at the end of a first pass while
 # the other finishes (`-m "not team and not slow"` runs the rest alone).
-test: setup browser postgres
+test: setup-dev browser postgres
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy src/masklab/tasks src/masklab/workflows src/masklab/inference src/masklab/tracking
@@ -49,12 +56,12 @@ postgres:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 
-lint: setup
+lint: setup-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy src/masklab/tasks src/masklab/workflows src/masklab/inference src/masklab/tracking
 
-bench: setup
+bench: setup-dev
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/registry.py
