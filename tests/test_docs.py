@@ -181,3 +181,16 @@ def test_the_readme_layout_names_every_package_and_module():
              if not p.name.startswith("__") and (p.is_dir() or p.suffix == ".py")]
     missing = [n for n in names if f"`{n}`" not in layout]
     assert not missing, missing
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_links_lead_somewhere(page):
+    """Every `](#anchor)` of a page names one of its headings (GitHub's slugs), every relative link a file of the
+    repository."""
+    text = page.read_text()
+    slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+             for h in re.findall(r"(?m)^#+ (.+)$", text)}
+    anchors = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert anchors <= slugs, sorted(anchors - slugs)
+    for target in re.findall(r"\]\((?!#|https?:|mailto:)([^)#\s]+)", text):
+        assert (page.parent / target).exists(), f"{page.name}: link to {target}, which does not exist"

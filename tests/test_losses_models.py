@@ -108,3 +108,14 @@ def test_a_weights_file_for_another_model_is_refused_and_a_new_head_is_not(tmp_p
     (line,) = [r.message for r in caplog.records if "weights file" in r.message]
     assert "2 left as initialised (net.segmentation_head.0.weight, net.segmentation_head.0.bias)" in line, line
     assert "2 of the file's" in line and "2 of another shape" in line, line
+
+
+def test_a_torchvision_imagenet_state_dict_loads_into_the_encoder(tmp_path):
+    """What the README tells a user with downloaded weights to save: torchvision's resnet18 state_dict fills the
+    smp resnet18 encoder (its classifier, fc, is the only thing left over)."""
+    import torchvision
+
+    source = torchvision.models.resnet18(weights=None)
+    torch.save(source.state_dict(), tmp_path / "resnet18.pth")
+    model = build_model(num_classes=2, weights_path=str(tmp_path / "resnet18.pth"))
+    assert torch.equal(model.net.encoder.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
