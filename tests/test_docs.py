@@ -173,9 +173,9 @@ def test_the_commands_table_lists_every_command_and_stage():
     assert set(re.findall(r"[\w-]+", row.split("`")[1].removeprefix("masklab pipeline "))) == set(STAGES), row
 
 
-def test_the_readme_layout_names_every_package_and_module():
-    """README's "Layout" paragraph names every package and top-level module of src/masklab."""
-    text = (REPO / "README.md").read_text()
+def test_the_layout_names_every_package_and_module():
+    """docs/development.md's "Layout" paragraph names every package and top-level module of src/masklab."""
+    text = (REPO / "docs" / "development.md").read_text()
     layout = text[text.index("Layout: `src/masklab/`"):].split("\n\n")[0]
     names = [p.name + ("/" if p.is_dir() else "") for p in (REPO / "src" / "masklab").iterdir()
              if not p.name.startswith("__") and (p.is_dir() or p.suffix == ".py")]
