@@ -16,7 +16,7 @@ setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
-	@python3 -c 'import sys; assert sys.version_info[:2] == (3, 11), f"masklab is tested on Python 3.11, found {sys.version.split()[0]}"'
+	@python3 -c 'import sys; assert (3, 11) <= sys.version_info[:2] <= (3, 12), f"masklab needs Python 3.11 or 3.12 (tested on 3.11), found {sys.version.split()[0]}"'
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --no-cache-dir --upgrade pip
 	$(PY) -m pip install --no-cache-dir -e .
