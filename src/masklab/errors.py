@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
-REPORT_BUGS = "open an issue in masklab's tracker (`issues new`), or tell its maintainers"
+# Where the bug line sends a user (README, Troubleshooting): the repository's issue tracker.
+REPORT_BUGS = "open an issue in masklab's repository with the command you ran and this traceback"
 
 
 class UserError(Exception):
