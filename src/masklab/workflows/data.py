@@ -45,7 +45,6 @@ def import_dataset(cfg: DictConfig) -> Imported:
     Nothing is written when the input has errors; an existing dataset is replaced only with ``overwrite``."""
     from masklab.data.check import check_dataset
     from masklab.data.manifest import load_dataset
-    from masklab.data.pool import scan_unlabeled
     from masklab.data.project_conf import check_config_name, write_project_configs
     from masklab.files import replace_folder
 
@@ -65,14 +64,12 @@ def import_dataset(cfg: DictConfig) -> Imported:
     if out.exists() and not cfg.overwrite:
         raise UserError(f"{out} already exists; pass overwrite=true to replace it (or only unlabeled=<dir>, "
                         "without images=, to add unlabelled images to it)")
-    if unlabeled:
-        scan_unlabeled(unlabeled)  # its problems before anything is written
     # With unlabeled=, the labelled import and the pool images go in together: built beside the dataset, then put
     # in its place in one step (files.replace_folder), so a problem with either leaves nothing behind.
     target = out.with_name(f".{out.name}.import-{os.getpid()}") if unlabeled else out
     try:
         dataset = _import_format(cfg, target)
-        notes = [_pool_note(target, unlabeled)[1]] if unlabeled else []
+        notes = [_pool_note(target, unlabeled)] if unlabeled else []
         if target != out:
             replace_folder(target, out)
             dataset = load_dataset(out)
@@ -125,23 +122,23 @@ def _import_format(cfg: DictConfig, out: Path) -> Any:
 def _add_unlabeled(out: Path, unlabeled: Path) -> Imported:
     """``unlabeled=`` without ``images=``: add its images to the existing dataset at ``out`` (split pool)."""
     from masklab.data.check import check_dataset
-    from masklab.data.manifest import MANIFEST_FILE
+    from masklab.data.manifest import MANIFEST_FILE, load_dataset
 
     if not (out / MANIFEST_FILE).is_file():
         raise UserError(f"unlabeled={unlabeled} without images=: adds images to an existing dataset, and {out} holds "
                         "none; import the labelled images with images=<dir> (unlabeled= may come along)")
-    dataset, note = _pool_note(out, unlabeled)
-    return Imported(dataset, [note], check_dataset(out), added_to_existing=True)
+    note = _pool_note(out, unlabeled)
+    return Imported(load_dataset(out), [note], check_dataset(out), added_to_existing=True)
 
 
-def _pool_note(out: Path, unlabeled: str | Path) -> tuple[Any, str]:
-    """Add ``unlabeled``'s images to the dataset at ``out``: the dataset as it now is, and a line saying what."""
-    from masklab.data.manifest import load_dataset
+def _pool_note(out: Path, unlabeled: str | Path) -> str:
+    """Add ``unlabeled``'s images to the dataset at ``out`` (:func:`masklab.data.pool.add_unlabeled`, which checks
+    every image before it writes anything); a line saying what it did."""
     from masklab.data.pool import add_unlabeled
 
     done = add_unlabeled(out, unlabeled)
     kept = f"; {len(done.skipped)} already there" if done.skipped else ""
-    return load_dataset(out), f"added {len(done.added)} unlabelled image(s) from {unlabeled} to split pool{kept}"
+    return f"added {len(done.added)} unlabelled image(s) from {unlabeled} to split pool{kept}"
 
 
 def export_dataset(cfg: DictConfig) -> CocoExport:
