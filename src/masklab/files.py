@@ -150,6 +150,8 @@ def _exchange(a: Path, b: Path) -> bool:
     By hand (ctypes) because the standard library exposes neither call and no maintained package wraps them."""
     import ctypes
 
+    if not sys.platform.startswith(("linux", "darwin")):  # (Windows has no C library to load by None)
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
         at_fdcwd, rename_exchange = -100, 2

@@ -90,7 +90,7 @@ def decode_object(root: Path, objects_file: str, index: int, obj: object, *, che
     png = mask["png"]
     why = path_problem(png) if isinstance(png, str) else "not a string"
     if why is None:
-        leads = LinkCheck(root).escape(png)
+        leads = LinkCheck(root).escape_one(png)  # (no scan of the folder: objects are read one sample at a time)
         why = None if leads is None else f"a symlink path to {leads}, outside {root}"
     if why is not None:
         raise ObjectError(objects_file, "bad object", f"{where}: png {short_repr(png)} ({why})", PATH_RULE)

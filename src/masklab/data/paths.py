@@ -66,10 +66,16 @@ class LinkCheck:
 
     def escape(self, rel: str) -> str | None:
         """The real path ``rel`` (a :func:`path_problem`-clean manifest path) leads to when that is outside the
-        dataset folder; None when it stays inside (or does not exist: a missing file is another check's)."""
+        dataset folder; None when it stays inside (or does not exist: a missing file is another check's). For the
+        many paths of a manifest; one path alone: :meth:`escape_one`."""
         folder, _, name = rel.replace("\\", "/").rpartition("/")
         real_folder, inside, links = self._folder(folder)
         if name not in links:  # a plain file (or none): where its folder is
             return None if inside else os.path.join(real_folder, name)
         real = os.path.realpath(os.path.join(real_folder, name))
+        return None if self._inside(real) else real
+
+    def escape_one(self, rel: str) -> str | None:
+        """:meth:`escape` for a single path (an objects file's mask PNG): one ``realpath``, no folder scan."""
+        real = os.path.realpath(self.root / rel)
         return None if self._inside(real) else real

@@ -28,8 +28,8 @@ class InputRule:
     the logits back to the image's own size. mode "pad": pad to a multiple of ``multiple``
     (edge-replicated), predict, crop; images larger than ``tile`` px on a side are predicted in
     overlapping tiles (``overlap`` px) whose logits are averaged. mode "pipeline": the model's own eval
-    pipeline (``pipeline``: albumentations' serialisation of it, with the mask fill it trained with), then
-    padding (edge-replicated) to ``multiple``; the logits are cropped to the image's content and resized back
+    pipeline (``pipeline``: albumentations' serialisation of it, with the mask fill it trained with), nothing
+    more, as validation fed the network; the logits are cropped to the image's content and resized back
     (:data:`INVERTIBLE_STEPS`; a pipeline with another geometric step predicts only at the network's size).
     """
 
@@ -99,6 +99,12 @@ class InputRule:
                             f"{list(INVERTIBLE_STEPS)} and pixel-only steps in augment.eval, or {setting}")
 
     @cached_property
+    def _content_mark(self) -> int:
+        """A mask value no step pads with (fill_mask is ignore_index, 255 by default, or 0), to find the content."""
+        fills = {int(v) for t in self.steps for v in np.atleast_1d(t.get("fill_mask") or 0)}
+        return min(set(range(1, 256)) - fills)
+
+    @cached_property
     def _compose(self) -> Any:
         import albumentations as A
 
@@ -111,8 +117,9 @@ class InputRule:
         in it: (top, left, bottom, right) px, bottom/right exclusive (all of it but under a "pipeline" rule that
         pads). "pad" rules bring nothing to a size: the image and its full box."""
         if self.mode == "pipeline":
-            out = self._compose(image=image, mask=np.ones(image.shape[:2], np.uint8))
-            rows, cols = np.nonzero(out["mask"] == 1)  # padded pixels hold the fill (ignore_index or 0)
+            mark = self._content_mark
+            out = self._compose(image=image, mask=np.full(image.shape[:2], mark, np.uint8))
+            rows, cols = np.nonzero(out["mask"] == mark)  # padded pixels hold a step's fill_mask instead
             return out["image"], (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
         x = self.resize_image(image)
         return x, (0, 0, x.shape[0], x.shape[1])
