@@ -19,15 +19,26 @@ dependency) and ../shared/datasets. Per dataset:
    another foreground class; only where a dataset has two or more). The planted ids and types go to
    ``planted.json``; ``data record-edits`` records the new masks;
 3. ``cv`` on the noisy copy (``--folds``, the dataset's preset at ``--size`` px for ``--epochs``);
-4. rank with ``find_label_errors`` (masklab: ``score=pixels``, the default, and ``score=objects``) and
-   ``cleanlab.segmentation.rank.get_label_quality_scores`` (softmin) on the same out-of-fold probabilities
-   and masks (at the model's resolution); report
-   AUPRC, precision@k and recall@k (k = the number planted), overall and per noise type (a type's
-   positives against the clean samples);
-5. close the loop: restore masklab's (default) top-k suspects from the clean copy (what a person does after review),
-   train once on the noisy, the fixed and the clean data with the same settings and report test mIoU
-   and the share of the noisy-to-clean gap the fix recovered. A dataset without a test split (membrane)
-   gets noise and cross-validation on train only and is scored on its (clean) val split.
+4. rank with ``find_label_errors`` (masklab: ``score=pixels``, the default, ``score=objects`` and
+   ``score=learned``) and ``cleanlab.segmentation.rank.get_label_quality_scores`` (softmin) on the same
+   out-of-fold probabilities and masks (at the model's resolution); report AUPRC, precision@k and recall@k
+   (k = the number planted), overall and per noise type (a type's positives against the clean samples), the
+   learned ranking's time against the pixel ranking's (same files, same process), and region-level precision
+   and recall: a planted region (a connected region of changed pixels) is found when a reported region's box
+   overlaps its box with IoU >= 0.25 (Rottmann & Reese's component protocol, with boxes: the issues table keeps
+   boxes, not masks); reported regions are every typed issue (``objects``) or the issues whose learned
+   probability is at least 0.5 (``learned``);
+5. close the loop: restore the ``--loop-score`` ranking's top-k suspects from the clean copy (what a person
+   does after review), train ``--loop-seeds`` times each on the noisy, the fixed and the clean data with the
+   same settings and report test mIoU (mean and standard deviation over the training seeds) and the share of
+   the noisy-to-clean gap the fix recovered. A dataset without a test split (membrane) gets noise and
+   cross-validation on train only and is scored on its (clean) val split.
+
+What the learned detector plants while it learns (masklab.curation.detector.PLANTED_KINDS) differs from the noise
+here: its own seed (``--seed`` + 1000), per-object radii drawn relative to each object rather than 4% of the image
+side, polygons rather than ellipses for added objects, and no shifted masks at all: ``shifted`` is the kind held
+out of its training, reported on its own row. ``--summary seed1.json seed2.json ...`` prints the tables over
+seeds (means, and the learned score against cleanlab's).
 """
 
 from __future__ import annotations
@@ -241,14 +252,20 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
         for copy in (noisy, fixed):
             shutil.rmtree(data / copy, ignore_errors=True)
         shutil.copytree(data / name, data / noisy)
-        planted = plant_noise(data / noisy, a.noise, a.seed, covered)
+        planted = plant_noise(data / noisy, per_dataset(a.noise, name, float), a.seed, covered)
         runs.mkdir(parents=True, exist_ok=True)
         (runs / "planted.json").write_text(json.dumps(planted, indent=1, sort_keys=True))
         cv = cross_validate(compose("cv", [*base, f"data.name={noisy}", f"cv.folds={a.folds}",
                                              f"cv.splits=[{','.join(covered)}]"]), runs / "cv")
         cv_per_sample, out_of_fold, cv_miou = cv.per_sample, cv.out_of_fold, [cv.mean("mIoU"), cv.std("mIoU")]
     dataset = load_dataset(data / noisy)
+    clock = time.perf_counter()
     found = find_label_errors(out_of_fold, dataset, runs / "label_errors")  # score=pixels, the default
+    pixels_s = time.perf_counter() - clock
+    clock = time.perf_counter()
+    learned = find_label_errors(out_of_fold, dataset, runs / "label_errors_learned", score="learned",
+                                seed=a.seed + 1000)
+    learned_s = time.perf_counter() - clock
     from masklab.curation.label_errors import suspicion
 
     by_objects, _ = suspicion({c: found.samples[c].to_numpy() for c in ("pixel_quality", "unsupported", "unlabelled")},
@@ -257,15 +274,22 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
     k = len(planted)
     ranking = {"masklab_pixels": ranking_metrics(dict(zip(found.samples["id"], found.samples["suspicion"])), planted),
                "masklab_objects": ranking_metrics(dict(zip(found.samples["id"], by_objects)), planted),
+               "masklab_learned": ranking_metrics(dict(zip(learned.samples["id"], learned.samples["suspicion"])),
+                                                  planted),
                "cleanlab": ranking_metrics(theirs, planted)}
+    planted_regions = changed_regions(data / name, data / noisy, planted)
+    regions = {"objects": region_metrics(found.issues, planted_regions),
+               "learned": region_metrics(learned.issues[learned.issues["probability"] >= 0.5], planted_regions)}
     # Written before the loop's three trainings, so the ranking survives an interrupted run.
     (runs / "ranking.json").write_text(json.dumps(ranking, indent=1))
     summary = {"dataset": name, "samples_cv": len(cv_per_sample), "planted": k,
                "planted_by_type": {t: list(planted.values()).count(t) for t in sorted(set(planted.values()))},
-               "cv_mIoU": cv_miou, **ranking}
+               "cv_mIoU": cv_miou, **ranking, "regions": regions,
+               "seconds": {"pixels": pixels_s, "learned": learned_s}}
     if name not in a.loop:
         return {**summary, "minutes": (time.perf_counter() - started) / 60}
-    flagged = list(found.samples["id"][:k])
+    chosen = {"pixels": found.samples, "learned": learned.samples}[a.loop_score]
+    flagged = list(chosen["id"][:k])
     shutil.rmtree(data / fixed, ignore_errors=True)
     # The fix: the flagged samples' masks back from the clean copy, recorded as edits.
     shutil.copytree(data / noisy, data / fixed)
@@ -275,26 +299,69 @@ def run_dataset(name: str, a: argparse.Namespace) -> dict:
     from masklab.data.edits import record_mask_edits
 
     record_mask_edits(data / fixed)
-    miou = {which: train_and_test([*base, f"data.name={dataset_name}"], runs / which, held)
+    miou = {which: [train_and_test([*base, f"data.name={dataset_name}", f"seed={a.seed + t}"],
+                                   runs / f"{which}_{t}", held) for t in range(a.loop_seeds)]
             for which, dataset_name in (("noisy", noisy), ("fixed", fixed), ("clean", name))}
-    gap = miou["clean"] - miou["noisy"]
+    mean = {which: float(np.mean(v)) for which, v in miou.items()}
+    gap = mean["clean"] - mean["noisy"]
     return {
         **summary,
-        "fixed_true_errors": sum(i in planted for i in flagged),
-        "scored_on": held, "test_mIoU": miou,
-        "gap_recovered": (miou["fixed"] - miou["noisy"]) / gap if gap > 0 else float("nan"),
+        "loop_score": a.loop_score, "fixed_true_errors": sum(i in planted for i in flagged),
+        "scored_on": held, "test_mIoU": miou, "test_mIoU_mean": mean,
+        "test_mIoU_std": {which: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for which, v in miou.items()},
+        "gap_recovered": (mean["fixed"] - mean["noisy"]) / gap if gap > 0 else float("nan"),
         "minutes": (time.perf_counter() - started) / 60,
     }
 
 
-def per_dataset(values: list[str], name: str) -> int:
+def changed_regions(clean: Path, noisy: Path, planted: dict[str, str]) -> dict[str, list[tuple[int, ...]]]:
+    """Per planted sample, the boxes (x0, y0, x1, y1, image pixels) of the connected regions whose class changed."""
+    from scipy import ndimage
+
+    from masklab.data.images import read_mask
+    from masklab.data.manifest import read_manifest
+
+    rows = {r.id: r for r in read_manifest(clean)}
+    out = {}
+    for sample_id in planted:
+        changed = read_mask(clean / rows[sample_id].mask) != read_mask(noisy / rows[sample_id].mask)
+        ids, _ = ndimage.label(changed, np.ones((3, 3), bool))
+        out[sample_id] = [(b[1].start, b[0].start, b[1].stop, b[0].stop) for b in ndimage.find_objects(ids)
+                          if b is not None and int((ids[b] > 0).sum()) >= 16]
+    return out
+
+
+def box_iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    w = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def region_metrics(issues: pd.DataFrame, planted: dict[str, list[tuple[int, ...]]]) -> dict[str, float]:
+    """Region-level precision (reported regions matching a planted one) and recall (planted regions matched by a
+    reported one), a match being box IoU >= 0.25 in the same sample."""
+    reported = [(r.sample_id, tuple(int(v) for v in r.bbox)) for r in issues.itertuples()]
+    truth = [(i, box) for i, boxes in planted.items() for box in boxes]
+    by_sample: dict[str, list[tuple[int, ...]]] = {}
+    for sample_id, box in reported:
+        by_sample.setdefault(sample_id, []).append(box)
+    hit_reported = sum(any(box_iou(box, t) >= 0.25 for t in planted.get(i, [])) for i, box in reported)
+    found = sum(any(box_iou(t, box) >= 0.25 for box in by_sample.get(i, [])) for i, t in truth)
+    return {"reported": len(reported), "planted": len(truth),
+            "precision": hit_reported / len(reported) if reported else float("nan"),
+            "recall": found / len(truth) if truth else float("nan")}
+
+
+def per_dataset(values: list[str], name: str, kind: type = int):
     """The value for ``name`` from ``["membrane=40", ...]`` or a single ``["8"]`` for every dataset."""
     found = dict(v.split("=", 1) for v in values if "=" in v)
     plain = [v for v in values if "=" not in v]
     if name in found:
-        return int(found[name])
+        return kind(found[name])
     if plain:
-        return int(plain[0])
+        return kind(plain[0])
     raise SystemExit(f"no value for {name} in {values}")
 
 
@@ -313,11 +380,21 @@ def main() -> None:
                                                    "synthetic=12"],
                    help="one for all or per dataset as name=epochs (membrane has 30 images, Kvasir-SEG 1000, "
                         "DSB 334)")
-    p.add_argument("--noise", type=float, default=0.1)
+    p.add_argument("--noise", nargs="+", default=["0.1", "membrane=0.2"],
+                   help="share of samples planted, one for all or per dataset as name=share (membrane's 30 images "
+                        "give 3 errors at 0.1)")
+    p.add_argument("--loop-score", choices=["pixels", "learned"], default="learned",
+                   help="whose top-k suspects the loop fixes")
+    p.add_argument("--loop-seeds", type=int, default=3, help="trainings per arm of the loop (training seeds)")
+    p.add_argument("--summary", nargs="+", type=Path, default=None,
+                   help="print the tables over the given result files (one per planting seed) and stop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=REPO / "experiments" / "bench-label-errors")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    if a.summary:
+        summarize([json.loads(f.read_text()) for f in a.summary])
+        return
     a.loop = a.datasets if a.loop is None else a.loop
     enter_scratch_project(a.workdir)
     results = []
@@ -326,19 +403,65 @@ def main() -> None:
         results.append(r)
         print(f"\n{name}: {r['planted']} planted {r['planted_by_type']}; cv mIoU {r['cv_mIoU'][0]:.4f} ± "
               f"{r['cv_mIoU'][1]:.4f}; {r['minutes']:.1f} min")
-        names = ("masklab_pixels", "masklab_objects", "cleanlab")
-        print(f"{'type':<16} {'n':>3}  AUPRC " + " ".join(f"{n:>15}" for n in names) + "   P@k "
-              + " ".join(f"{n:>15}" for n in names))
-        for t, m in r["cleanlab"].items():
-            print(f"{t:<16} {m['positives']:>3}        " + " ".join(f"{r[n][t]['auprc']:>15.3f}" for n in names)
-                  + "       " + " ".join(f"{r[n][t]['precision_at_k']:>15.3f}" for n in names))
-        if "test_mIoU" not in r:
-            continue
-        mi = r["test_mIoU"]
-        print(f"fixed top-{r['planted']} ({r['fixed_true_errors']} true errors): {r['scored_on']} mIoU noisy "
-              f"{mi['noisy']:.4f}, "
-              f"fixed {mi['fixed']:.4f}, clean {mi['clean']:.4f}; gap recovered {r['gap_recovered']:.2f}", flush=True)
         (a.out or Path("results.json")).write_text(json.dumps(results, indent=2))
+        print_ranking(r)
+        if "test_mIoU" in r:
+            mean, std = r["test_mIoU_mean"], r["test_mIoU_std"]
+            print(f"fixed top-{r['planted']} by {r['loop_score']} ({r['fixed_true_errors']} true errors): "
+                  f"{r['scored_on']} mIoU over {a.loop_seeds} training seeds: "
+                  + ", ".join(f"{w} {mean[w]:.4f} ± {std[w]:.4f}" for w in ("noisy", "fixed", "clean"))
+                  + f"; gap recovered {r['gap_recovered']:.2f}", flush=True)
+
+
+NAMES = ("masklab_pixels", "masklab_objects", "masklab_learned", "cleanlab")
+
+
+def print_ranking(r: dict) -> None:
+    print(f"{'type':<16} {'n':>3}  AUPRC " + " ".join(f"{n:>15}" for n in NAMES) + "   P@k "
+          + " ".join(f"{n:>15}" for n in NAMES))
+    for t, m in r["cleanlab"].items():
+        print(f"{t:<16} {m['positives']:>3}        " + " ".join(f"{r[n][t]['auprc']:>15.3f}" for n in NAMES)
+              + "       " + " ".join(f"{r[n][t]['precision_at_k']:>15.3f}" for n in NAMES))
+    for score, m in r["regions"].items():
+        print(f"regions, {score}: precision {m['precision']:.3f} of {m['reported']} reported, recall "
+              f"{m['recall']:.3f} of {m['planted']} planted")
+    sec = r["seconds"]
+    print(f"ranking time: pixels {sec['pixels']:.1f} s, learned {sec['learned']:.1f} s "
+          f"({sec['learned'] / sec['pixels']:.2f}x)", flush=True)
+
+
+def summarize(runs: list[list[dict]]) -> None:
+    """Per dataset, each score's AUPRC and P@k per type as the mean over planting seeds (one result file each);
+    then the learned score against cleanlab's: per dataset, and the mean of the per-dataset ratios."""
+    by_dataset: dict[str, list[dict]] = {}
+    for results in runs:
+        for r in results:
+            by_dataset.setdefault(r["dataset"], []).append(r)
+    ratios = []
+    for name, rs in by_dataset.items():
+        print(f"\n{name}: {len(rs)} seeds, planted {[r['planted'] for r in rs]}, cv mIoU "
+              f"{np.mean([r['cv_mIoU'][0] for r in rs]):.3f}")
+        types = sorted({t for r in rs for t in r["cleanlab"]}, key=lambda t: (t != "overall", t))
+        print(f"{'type':<16} {'n':>4}  AUPRC " + " ".join(f"{n:>15}" for n in NAMES) + "   P@k "
+              + " ".join(f"{n:>15}" for n in NAMES))
+        for t in types:
+            have = [r for r in rs if t in r["cleanlab"]]
+            n = sum(r["cleanlab"][t]["positives"] for r in have)
+
+            def mean(score: str, key: str, have=have, t=t) -> float:
+                return float(np.mean([r[score][t][key] for r in have]))
+
+            print(f"{t:<16} {n:>4}        " + " ".join(f"{mean(s, 'auprc'):>15.3f}" for s in NAMES) + "       "
+                  + " ".join(f"{mean(s, 'precision_at_k'):>15.3f}" for s in NAMES))
+        learned = np.mean([r["masklab_learned"]["overall"]["auprc"] for r in rs])
+        theirs = np.mean([r["cleanlab"]["overall"]["auprc"] for r in rs])
+        ratios.append(learned / theirs)
+        for score in ("objects", "learned"):
+            print(f"regions, {score}: precision {np.mean([r['regions'][score]['precision'] for r in rs]):.3f}, "
+                  f"recall {np.mean([r['regions'][score]['recall'] for r in rs]):.3f}")
+        print(f"learned / cleanlab AUPRC: {learned:.3f} / {theirs:.3f} = {learned / theirs:.2f}x; ranking time "
+              f"learned / pixels {np.mean([r['seconds']['learned'] / r['seconds']['pixels'] for r in rs]):.2f}x")
+    print(f"\nmean over datasets of learned / cleanlab AUPRC: {np.mean(ratios):.2f}x")
 
 
 if __name__ == "__main__":

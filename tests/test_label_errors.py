@@ -170,8 +170,8 @@ def test_scores_are_registered_objects_chosen_by_name(tmp_path):
     from masklab.errors import UserError
     from masklab.workflows.label_errors import find_label_errors
 
-    assert list(SCORES) == ["pixels", "objects"] and isinstance(label_score("objects"), ObjectsScore)
-    with pytest.raises(UserError, match=r"score=pixel: expected one of \['pixels', 'objects'\]"):
+    assert list(SCORES) == ["pixels", "objects", "learned"] and isinstance(label_score("objects"), ObjectsScore)
+    with pytest.raises(UserError, match=r"score=pixel: expected one of \['pixels', 'objects', 'learned'\]"):
         label_score("pixel")
     columns = {"pixel_quality": np.array([0.9, 0.2, 0.5]), "unsupported": np.array([0.1, 0.0, 0.3]),
                "unlabelled": np.array([0.0, 0.6, 0.1])}

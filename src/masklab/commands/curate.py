@@ -39,16 +39,19 @@ def label_errors(cfg: DictConfig) -> None:
     # Objects without class masks: an instance dataset, compared as its objects' class map.
     task = task or ("instance" if any(s.objects and not s.mask for s in dataset.samples) else "semantic")
     found = find_label_errors(oof, dataset, hydra_output_dir(), run, task=task, min_area=int(cfg.min_area),
-                              min_margin=float(cfg.min_margin), score=str(cfg.score))
+                              min_margin=float(cfg.min_margin), score=str(cfg.score), seed=int(cfg.seed))
+    from masklab.curation.label_errors import region_order
+
     top = found.top(int(cfg.top))
     issues = found.issues
+    order = region_order(issues)
     lines = [f"Most likely label errors of {root} ({len(found.samples)} samples, ranked by score={cfg.score}; "
              "label quality = the share of samples that look worse):",
              f"{'rank':>4}  {'quality':>7}  {'suspicion':>9}  {'disputed share':<22} {'kind':<16} {'fold':>4}  id   "
              "(region x0,y0,x1,y1)"]
     for row in top.itertuples(index=False):
         mine = issues[(issues["sample_id"] == row.id) & (issues["kind"] == row.kind)]
-        where = ",".join(map(str, mine.sort_values("evidence").iloc[-1]["bbox"])) if len(mine) else "-"
+        where = ",".join(map(str, mine.sort_values(order).iloc[-1]["bbox"])) if len(mine) else "-"
         share = f"{getattr(row, row.side):.2f} {row.side}"
         lines.append(f"{row.rank:>4}  {row.label_quality:>7.3f}  {row.suspicion:>9.3f}  {share:<22} "
                      f"{row.kind or '-':<16} {row.fold:>4}  {row.id}   ({where})")
@@ -73,7 +76,10 @@ def mark_for_review(dataset, found, count: int) -> None:
     root = dataset.root
     picked = found.samples[found.samples["issues"] > 0].head(count)
     rows = {s.id: s for s in dataset.samples}
-    worst = found.issues.sort_values("evidence", ascending=False).drop_duplicates("sample_id").set_index("sample_id")
+    from masklab.curation.label_errors import region_order
+
+    worst = found.issues.sort_values(region_order(found.issues), ascending=False)
+    worst = worst.drop_duplicates("sample_id").set_index("sample_id")
     listing = pd.DataFrame([{"id": r.id, "image": rows[r.id].image, "mask": rows[r.id].mask, "kind": r.kind,
                              "label_quality": r.label_quality,
                              "region": list(worst.loc[r.id, "bbox"]) if r.id in worst.index else None}

@@ -58,6 +58,8 @@ class Issue:
     ``bbox``: x0, y0, x1, y1 (exclusive) in the image's own pixel coordinates. ``evidence``: area x
     confidence (confidently wrong px). ``detail``: ``dilated`` / ``eroded`` / ``shifted`` for boundary
     issues, else empty; ``outline``: boundary issues, the length (px) of the labelled class's outline.
+    ``probability``: with ``score=learned``, the detector's probability that the region is an error (NaN
+    otherwise).
     """
 
     sample_id: str
@@ -71,6 +73,7 @@ class Issue:
     bbox: tuple[int, int, int, int]
     detail: str = ""
     outline: int = 0
+    probability: float = float("nan")  # score=learned: the probability the region is a label error
 
     @property
     def width(self) -> float:
@@ -328,6 +331,9 @@ class LabelScore(ABC):
     the classes are registered in :data:`SCORES`."""
 
     name: ClassVar[str]
+    # True when the score needs the learned detector's per-sample ``error_probability`` column
+    # (masklab.curation.detector), which costs a second look at every sample's regions.
+    learns: ClassVar[bool] = False
 
     @abstractmethod
     def suspicion(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -371,11 +377,30 @@ class ObjectsScore(LabelScore):
         return ranks.max(axis=0) if ranks.size else np.zeros(0)
 
 
+@register_score
+class LearnedScore(LabelScore):
+    """The percentile of the learned detector's ``error_probability`` (masklab.curation.detector): a classifier
+    that learned from errors planted in the dataset's own masks what an error looks like against these
+    out-of-fold probabilities."""
+
+    name = "learned"
+    learns = True
+
+    def suspicion(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        return percentile(np.asarray(columns["error_probability"], float))
+
+
 def suspicion(columns: Mapping[str, np.ndarray], score: str | LabelScore = "pixels") -> tuple[np.ndarray, np.ndarray]:
     """(suspicion in (0, 1], side) per sample from per-sample ``columns`` over the whole dataset: the ``score``
     (an object, or the name of a registered one) and :func:`disputed_sides`."""
     chosen = label_score(score) if isinstance(score, str) else score
     return chosen.suspicion(columns), disputed_sides(columns)
+
+
+def region_order(issues) -> str:
+    """The issues table's column that orders a sample's regions, most likely wrong first: ``probability`` when the
+    learned detector gave one, else ``evidence``."""
+    return "probability" if "probability" in issues and issues["probability"].notna().any() else "evidence"
 
 
 def worst_kind(evidence: dict[str, float], side: str) -> str:

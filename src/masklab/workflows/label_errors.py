@@ -51,20 +51,21 @@ def label_at(task: Any, root: Path, sample: Any, size: tuple[int, int]) -> np.nd
 
 def find_label_errors(out_of_fold: str | Path, dataset: Any, output_dir: str | Path, run: Any = None,
                       task: str = "semantic", min_area: int = 4, min_margin: float = 0.2,
-                      score: str = "pixels") -> LabelErrors:
+                      score: str = "pixels", seed: int = 0) -> LabelErrors:
     """Issues and label-quality scores of every sample with an out-of-fold prediction in ``out_of_fold``.
 
     ``dataset``: the loaded Dataset those predictions were made for (its masks are compared, resized
     to the predictions' size by nearest neighbour, as scoring at model resolution does).
     ``run``: a tracking RunLog to log the tables to (the cross-validation's parent run). ``score``: what
-    ranks the samples, the name of a registered score, "pixels" or "objects" (masklab.curation.label_errors
-    explains both)."""
+    ranks the samples, the name of a registered score, "pixels", "objects" or "learned" (masklab.curation
+    .label_errors explains them; ``seed``: the learned detector's planted errors and cross-fitting)."""
     from masklab.curation.label_errors import label_score, typical_width
     from masklab.tasks import get_task
 
     ranking = label_score(score)
     oof = open_out_of_fold(out_of_fold, dataset)
-    found = sample_issues(oof, dataset, get_task(task), min_area, min_margin)
+    found = sample_issues(oof, dataset, get_task(task), min_area, min_margin,
+                          learn=ranking.learns, seed=seed)
     width = typical_width(found.issues.values())
     samples = samples_table(found, ranking, width, dataset, oof)
     issues = issues_table(found.issues)
@@ -99,22 +100,60 @@ class SampleIssues:
     columns: dict[str, dict[str, float]]
 
 
-def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: float) -> SampleIssues:
+def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: float, learn: bool = False,
+                  seed: int = 0) -> SampleIssues:
     """Compare each out-of-fold prediction with its sample's mask (the task's class map at the prediction's size),
-    one sample in memory at a time."""
+    one sample in memory at a time. ``learn``: also describe each sample's regions for the learned detector
+    (masklab.curation.detector), fit it once every sample is seen, and add its ``error_probability`` column and
+    each issue's ``probability``."""
+    from masklab.curation.detector import Detector, copies_for
     from masklab.curation.label_errors import disagreement, find_issues, pixel_quality
 
     by_id = {s.id: s for s in dataset.samples}
     ignore = dataset.class_table.ignore_index
+    foreground = [c for c in dataset.class_table.ids if c != 0]
+    detector = Detector(min_area=min_area, copies=copies_for(len(oof)), seed=seed) if learn else None
     found = SampleIssues({}, {})
+    scales: dict[str, tuple[float, float]] = {}
     for item in oof:
         sample = by_id[item.id]
         label = label_at(task, dataset.root, sample, item.array.shape[-2:])
-        found.issues[item.id] = find_issues(item.id, item.array, label, (sample.height, sample.width),
+        probs = np.asarray(item.array, np.float32)
+        found.issues[item.id] = find_issues(item.id, probs, label, (sample.height, sample.width),
                                             ignore_index=ignore, min_area=min_area, min_margin=min_margin)
-        found.columns[item.id] = {"pixel_quality": pixel_quality(item.array, label, ignore_index=ignore),
-                                  **disagreement(item.array, label, ignore_index=ignore, min_area=min_area)}
+        found.columns[item.id] = {"pixel_quality": pixel_quality(probs, label, ignore_index=ignore),
+                                  **disagreement(probs, label, ignore_index=ignore, min_area=min_area)}
+        if detector is not None:
+            scales[item.id] = (sample.height / label.shape[0], sample.width / label.shape[1])
+            detector.observe(item.id, probs, label, ignore, foreground,
+                             lambda mask, p=probs: pixel_quality(p, mask, ignore_index=ignore),
+                             needs_review=sample.status == "needs_review")
+    if detector is not None:
+        learned = detector.score()
+        for sample_id, issues in found.issues.items():
+            found.columns[sample_id]["error_probability"] = learned.sample[sample_id]
+            found.issues[sample_id] = [with_probability(i, learned, scales[sample_id]) for i in issues]
     return found
+
+
+def with_probability(issue: Any, learned: Any, scale: tuple[float, float]) -> Any:
+    """``issue`` with the highest probability among the detector's disputed regions of the same pair of classes
+    whose box meets the issue's (boxes compared at the out-of-fold resolution)."""
+    from dataclasses import replace
+
+    from masklab.curation.detector import REGION_FEATURES
+
+    features, probs = learned.features[issue.sample_id], learned.regions[issue.sample_id]
+    boxes = learned.boxes[issue.sample_id]
+    if not len(features):
+        return issue
+    sy, sx = scale
+    x0, y0, x1, y1 = issue.bbox[0] / sx, issue.bbox[1] / sy, issue.bbox[2] / sx, issue.bbox[3] / sy
+    col = {name: features[:, REGION_FEATURES.index(name)] for name in ("is_object", "label_class", "pred_class")}
+    meets = ((col["is_object"] == 0) & (col["label_class"] == issue.label_class)
+             & (col["pred_class"] == issue.model_class) & (boxes[:, 0] < x1) & (boxes[:, 2] > x0)
+             & (boxes[:, 1] < y1) & (boxes[:, 3] > y0))
+    return replace(issue, probability=float(probs[meets].max())) if meets.any() else issue
 
 
 def samples_table(found: SampleIssues, score: Any, width: float, dataset: Any, oof: Any) -> Any:
@@ -126,8 +165,8 @@ def samples_table(found: SampleIssues, score: Any, width: float, dataset: Any, o
 
     ids = list(found.issues)
     columns = found.columns
-    scores, side = suspicion({name: np.array([columns[i][name] for i in ids]) for name in ["pixel_quality", *SIDES]},
-                             score)
+    scores, side = suspicion({name: np.array([columns[i][name] for i in ids]) for name in columns[ids[0]]}
+                             if ids else {name: np.zeros(0) for name in ["pixel_quality", *SIDES]}, score)
     by_id = {s.id: s for s in dataset.samples}
     rows = []
     for sample_id, sample_score, sample_side in zip(ids, scores, side):
@@ -147,7 +186,14 @@ def issues_table(issues: dict[str, list[Any]]) -> Any:
 
     return pd.DataFrame([i.row() for found_issues in issues.values() for i in found_issues],
                         columns=["sample_id", "kind", "label_class", "model_class", "area", "area_original",
-                                 "confidence", "evidence", "bbox", "detail", "outline"])
+                                 "confidence", "evidence", "bbox", "detail", "outline", "probability"])
+
+
+def region_caption(issue: Any) -> str:
+    """An issue's caption in the explorer: its kind and detail, and the learned probability when there is one."""
+    caption = f"{issue.kind} {issue.detail}".strip()
+    probability = getattr(issue, "probability", float("nan"))
+    return caption if np.isnan(probability) else f"{caption} p={probability:.2f}"
 
 
 def write_tables(folder: Path, samples: Any, issues: Any) -> list[Path]:
@@ -179,7 +225,10 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
     oof = OutOfFold(Path(out_of_fold))
     by_id = {s.id: s for s in dataset.samples}
     table = found.samples.head(top)
-    issues = found.issues.sort_values("evidence", ascending=False)
+    from masklab.curation.label_errors import region_order
+
+    order = region_order(found.issues)
+    issues = found.issues.sort_values(order, ascending=False)
     out = found.folder / EXPLORER_DIR
     with tempfile.TemporaryDirectory(prefix="masklab-oof-") as scratch:
         samples = []
@@ -192,7 +241,7 @@ def write_label_error_explorer(found: LabelErrors, dataset: Any, out_of_fold: st
             mask = dataset.root / sample.mask if sample.mask else \
                 class_maps.write_prediction(target.label_map(dataset.root, sample), Path(scratch) / f"{k}_gt.png")
             mine = issues[issues["sample_id"] == sample_id].head(MAX_REGIONS)
-            regions = [(int(r.bbox[0]), int(r.bbox[1]), int(r.bbox[2]), int(r.bbox[3]), f"{r.kind} {r.detail}".strip())
+            regions = [(int(r.bbox[0]), int(r.bbox[1]), int(r.bbox[2]), int(r.bbox[3]), region_caption(r))
                        for r in mine.itertuples()]
             samples.append(ExplorerSample(sample_id, sample.split, dataset.root / sample.image, mask, path,
                                           regions=regions))
