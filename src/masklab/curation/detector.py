@@ -288,7 +288,7 @@ def plant(label: np.ndarray, valid: np.ndarray, kind: str, rng: np.random.Genera
         if not len(ys):
             return None
         i = rng.integers(len(ys))
-        radius = rng.uniform(0.03, 0.15) * min(h, w)
+        radius = log_uniform(rng, 0.02, 0.25) * min(h, w)
         angles = np.sort(rng.uniform(0, 2 * np.pi, int(rng.integers(4, 9))))
         lengths = radius * rng.uniform(0.5, 1.0, len(angles))
         points = np.stack([xs[i] + lengths * np.cos(angles), ys[i] + lengths * np.sin(angles)], 1)
@@ -313,7 +313,7 @@ def plant(label: np.ndarray, valid: np.ndarray, kind: str, rng: np.random.Genera
     elif kind in ("dilated", "eroded", "all_dilated", "all_eroded"):
         target = fg if kind.startswith("all_") else chosen
         side = np.sqrt(sizes.mean() if kind.startswith("all_") else chosen.sum())
-        r = max(1, int(round(rng.uniform(0.05, 0.25) * side)))
+        r = max(1, int(round(log_uniform(rng, 0.03, 1.0) * side)))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
         if kind.endswith("dilated"):
             grown = cv2.dilate(target.astype(np.uint8), kernel) > 0
@@ -329,7 +329,7 @@ def plant(label: np.ndarray, valid: np.ndarray, kind: str, rng: np.random.Genera
     elif kind == "simplified":
         contours, _ = cv2.findContours(chosen.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         contour = max(contours, key=cv2.contourArea)
-        eps = rng.uniform(0.03, 0.1) * cv2.arcLength(contour, True)
+        eps = log_uniform(rng, 0.02, 0.12) * cv2.arcLength(contour, True)
         polygon = np.zeros((h, w), np.uint8)
         cv2.fillPoly(polygon, [cv2.approxPolyDP(contour, eps, True)], 1)
         drawn = polygon > 0
@@ -340,6 +340,12 @@ def plant(label: np.ndarray, valid: np.ndarray, kind: str, rng: np.random.Genera
     if int((out != label).sum()) < min_area:
         return None
     return out
+
+
+def log_uniform(rng: np.random.Generator, low: float, high: float) -> float:
+    """A draw between ``low`` and ``high`` uniform on a log scale: the size of a real error is not known, so every
+    scale from barely visible to gross is planted about as often."""
+    return float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
 @dataclass
@@ -389,8 +395,13 @@ class Detector:
         self.marked.append(marked)
         copies = []
         kinds = [k for k in self.kinds if k != "swapped" or len(foreground) > 1]
-        for _ in range(self.copies):
-            kind = kinds[int(self.rng.integers(len(kinds)))]
+        wide = [k for k in kinds if k.startswith("all_")]
+        single = [k for k in kinds if not k.startswith("all_")]
+        for copy in range(self.copies):
+            # Half the copies get an error of the whole mask (an annotator's habit: a brush too wide), half one
+            # object's error: a sample has either, and many single-object kinds must not drown the few wide ones.
+            pool = wide if copy % 2 and wide else single or wide
+            kind = pool[int(self.rng.integers(len(pool)))]
             corrupted = plant(view.label, view.valid, kind, self.rng, foreground, self.background, self.min_area)
             if corrupted is None:
                 continue
@@ -429,7 +440,10 @@ class Detector:
         own_x = [_sample_features(self.rows[i], region_prob[i])[None] for i in range(n)]
         copy_x = [np.stack([_sample_features(e, p) for e, p in zip(every[i], region[i][1:])])
                   if every[i] else np.zeros((0, len(SAMPLE_FEATURES)), np.float32) for i in range(n)]
-        sample = crossfit(group, own_x, copy_x, [[x] for x in own_x], SAMPLE_FEATURES, None, self.seed)
+        # One fit over every sample (not cross-fitted): a linear model of a few evidence features cannot learn one
+        # sample by heart, and one model keeps the scores of all samples on one scale (five group models would
+        # each shift it their own way, and the ranking mixes groups).
+        sample = crossfit(None, own_x, copy_x, [[x] for x in own_x], SAMPLE_FEATURES, None, self.seed)
         sample_prob = np.array([scored[0][0] for scored in sample]) if n else np.zeros(0)
         planted_counts: dict[str, int] = {}
         for copies in self.planted:
@@ -439,12 +453,13 @@ class Detector:
                               dict(zip(self.sample_ids, self.boxes)), dict(zip(self.sample_ids, own)), planted_counts)
 
 
-def crossfit(group: np.ndarray, negatives: list[np.ndarray], positives: list[np.ndarray],
+def crossfit(group: np.ndarray | None, negatives: list[np.ndarray], positives: list[np.ndarray],
              to_score: list[list[np.ndarray]], names: tuple[str, ...], monotone: dict[str, int] | None, seed: int,
              rounds: int = 2) -> list[list[np.ndarray]]:
     """Per sample i, the error probabilities of each (k, F) array of ``to_score[i]``, from a classifier fitted on
     the other groups' rows only: ``negatives[i]`` (label 0: the untouched mask's rows, some of which are real
-    errors) and ``positives[i]`` (label 1: planted). ``group``: (N,) the samples' cross-fitting groups.
+    errors) and ``positives[i]`` (label 1: planted). ``group``: (N,) the samples' cross-fitting groups; None fits one
+    model on every sample's rows and scores every sample with it.
 
     The untouched masks hold the dataset's own errors labelled clean. After the first round, rows that score
     above the median planted row are left out of the negatives (the learning-with-noisy-labels step of pruning
@@ -457,15 +472,17 @@ def crossfit(group: np.ndarray, negatives: list[np.ndarray], positives: list[np.
     for round_ in range(rounds):
         neg_prob = [np.zeros(len(x)) for x in negatives]
         pos_prob = [np.zeros(len(x)) for x in positives]
-        for g in np.unique(group):
-            train = np.flatnonzero(group != g)
+        everyone = np.arange(len(negatives))
+        splits = [(everyone, everyone)] if group is None else \
+            [(np.flatnonzero(group != g), np.flatnonzero(group == g)) for g in np.unique(group)]
+        for train, held in splits:
             x = stack([negatives[i][keep[i]] for i in train] + [positives[i] for i in train])
             y = np.concatenate([np.zeros(int(keep[i].sum()), int) for i in train]
                                + [np.ones(len(positives[i]), int) for i in train])
             if len(np.unique(y)) < 2:
                 continue
             model = _classifier(seed, names, monotone).fit(x, y)
-            for i in np.flatnonzero(group == g):
+            for i in held:
                 out[i] = [model.predict_proba(a)[:, 1] if len(a) else np.zeros(0) for a in to_score[i]]
                 neg_prob[i] = model.predict_proba(negatives[i])[:, 1] if len(negatives[i]) else np.zeros(0)
                 pos_prob[i] = model.predict_proba(positives[i])[:, 1] if len(positives[i]) else np.zeros(0)
@@ -499,7 +516,7 @@ def _classifier(seed: int, names: tuple[str, ...], monotone: dict[str, int] | No
     if monotone is None:
         return EvidenceLogistic()
 
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=10,
+    return HistGradientBoostingClassifier(max_iter=80, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed,
                                           monotonic_cst=[monotone.get(n, 0) for n in names])
 
@@ -539,6 +556,6 @@ class DetectorResult:
     planted: dict[str, int]
 
 
-def copies_for(samples: int, least_rows: int = 1000, most: int = 8) -> int:
+def copies_for(samples: int, least_rows: int = 600, most: int = 8) -> int:
     """Planted copies per sample: enough that ``samples`` give about ``least_rows`` positives, 2 to ``most``."""
     return int(min(most, max(2, -(-least_rows // max(samples, 1)))))
