@@ -18,7 +18,12 @@ from masklab.curation.detector import (
     describe,
     plant,
 )
-from masklab.curation.label_errors import pixel_quality
+from masklab.curation.label_errors import disagreement, pixel_quality
+
+
+def evidence(probs: np.ndarray):
+    """What find_label_errors hands the detector: a mask's EVIDENCE against ``probs``."""
+    return lambda mask: {"pixel_quality": pixel_quality(probs, mask), **disagreement(probs, mask)}
 
 
 def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
@@ -128,23 +133,23 @@ def toy_dataset(n: int, seed: int):
 
 
 def test_the_detector_ranks_a_kind_it_never_planted_far_above_chance():
-    """Shifted masks (not among PLANTED_KINDS) in 10% of 120 samples: the cross-fitted detector's average
+    """Shifted masks (not among PLANTED_KINDS) in 10% of 100 samples: the cross-fitted detector's average
     precision is several times the 0.1 of a random ranking, and it is reproducible from its seed."""
     from sklearn.metrics import average_precision_score
 
-    probs, noisy, planted = toy_dataset(120, seed=4)
+    probs, noisy, planted = toy_dataset(100, seed=4)
     scores = []
     for _ in range(2):
-        detector = Detector(copies=copies_for(120, least_rows=400), seed=0)
-        for i in range(120):
-            detector.observe(str(i), probs[i], noisy[i], None, [1, 2],
-                             lambda mask, p=probs[i]: pixel_quality(p, mask))
+        detector = Detector(copies=copies_for(100, least_rows=300), seed=0)
+        for i in range(100):
+            detector.observe(str(i), probs[i], noisy[i], None, [1, 2], evidence(probs[i]))
         result = detector.score()
-        scores.append(np.array([result.sample[str(i)] for i in range(120)]))
+        scores.append(np.array([result.sample[str(i)] for i in range(100)]))
     assert np.array_equal(scores[0], scores[1])
+    print("average precision", average_precision_score(planted, scores[0]))
     assert average_precision_score(planted, scores[0]) > 0.5
-    assert set(result.planted) <= set(PLANTED_KINDS) and sum(result.planted.values()) > 300
-    assert all(len(result.regions[str(i)]) == len(result.features[str(i)]) for i in range(120))
+    assert set(result.planted) <= set(PLANTED_KINDS) and sum(result.planted.values()) > 200
+    assert all(len(result.regions[str(i)]) == len(result.features[str(i)]) for i in range(100))
 
 
 def test_find_label_errors_with_the_learned_score(tmp_path):

@@ -46,8 +46,11 @@ REGION_FEATURES = (
 REGION_MONOTONE = {"p_label_mean": -1, "p_label_below_01": 1, "p_label_below_05": 1, "margin_mean": 1,
                    "pred_is_label_share": -1, "sample_agreement": -1, "sample_pixel_quality": -1,
                    "sample_disputed_share": 1}
-SAMPLE_FEATURES = ("pixel_doubt", "disagreement", "disputed_share", "region_max", "region_sum", "region_top3",
-                   "region_above_half")
+SAMPLE_FEATURES = ("pixel_doubt", "disagreement", "disputed_share", "unsupported", "unlabelled", "region_max",
+                   "region_sum", "region_top3", "region_above_half")
+# What ``observe``'s ``evidence_of`` returns for a mask: the softmin pixel quality and the two disputed shares
+# (masklab.curation.label_errors.pixel_quality and disagreement).
+EVIDENCE = ("pixel_quality", "unsupported", "unlabelled")
 
 EIGHT = np.ones((3, 3), bool)
 
@@ -363,9 +366,11 @@ class Detector:
     sample_ids: list[str] = field(default_factory=list)
     rows: list[np.ndarray] = field(default_factory=list)  # per sample: its regions' features
     boxes: list[np.ndarray] = field(default_factory=list)
-    planted: list[list[tuple[str, np.ndarray, np.ndarray]]] = field(default_factory=list)  # (kind, sample row, regions)
+    # per sample, per planted copy: (kind, the regions that overlap the change, every region, the copy's EVIDENCE)
+    planted: list[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
     marked: list[np.ndarray] = field(default_factory=list)  # per sample: regions a user marked as wrong (1) or not
     contexts: list[np.ndarray] = field(default_factory=list)  # per sample: its SampleContext's inter, union
+    evidence: list[np.ndarray] = field(default_factory=list)  # per sample: its mask's EVIDENCE
     inter: np.ndarray | None = None
     union: np.ndarray | None = None
 
@@ -373,13 +378,15 @@ class Detector:
         self.rng = np.random.default_rng(self.seed)
 
     def observe(self, sample_id: str, probs: np.ndarray, label: np.ndarray, ignore_index: int | None,
-                foreground: list[int], pixel_quality_of, needs_review: bool = False) -> Regions:
+                foreground: list[int], evidence_of, needs_review: bool = False) -> Regions:
         """Describe one sample (``probs`` (C, h, w), ``label`` (h, w) at the same size) and ``copies`` planted copies
-        of its mask; ``pixel_quality_of(label) -> float``: the softmin of a mask against these probabilities.
+        of its mask; ``evidence_of(label) -> {name: float}``: the EVIDENCE of a mask against these probabilities.
         Returns the sample's own regions."""
         probs = np.asarray(probs, np.float32)
         view = SampleView.of(probs, label, ignore_index, self.background)
-        own = describe(view, self.background, self.min_area, pixel_quality_of(label))
+        evidence = evidence_of(label)
+        own = describe(view, self.background, self.min_area, evidence["pixel_quality"])
+        self.evidence.append(np.array([evidence[k] for k in EVIDENCE]))
         classes = probs.shape[0]
         if self.inter is None:
             self.inter, self.union = np.zeros(classes), np.zeros(classes)
@@ -409,9 +416,11 @@ class Detector:
             changed = corrupted != label
             copy_view = SampleView.of(probs, corrupted, ignore_index, self.background, view.pred, view.p_max,
                                       view.entropy)
-            regions = describe(copy_view, self.background, self.min_area, pixel_quality_of(corrupted))
+            copy_evidence = evidence_of(corrupted)
+            regions = describe(copy_view, self.background, self.min_area, copy_evidence["pixel_quality"])
             hit = regions.overlap(changed) >= 0.25
-            copies.append((kind, regions.features[hit], regions.features))
+            copies.append((kind, regions.features[hit], regions.features,
+                           np.array([copy_evidence[k] for k in EVIDENCE])))
         self.planted.append(copies)
         return own
 
@@ -428,8 +437,8 @@ class Detector:
         group = self.rng.permutation(n) % max(2, min(self.groups, n))
         own = [self._with_class_iou(f) for f in self.rows]
         width = len(REGION_FEATURES)
-        hits = [[self._with_class_iou(p) for _, p, _ in c] for c in self.planted]
-        every = [[self._with_class_iou(e) for _, _, e in c] for c in self.planted]
+        hits = [[self._with_class_iou(c[1]) for c in copies] for copies in self.planted]
+        every = [[self._with_class_iou(c[2]) for c in copies] for copies in self.planted]
         region = crossfit(group, [f[~m] for f, m in zip(own, self.marked)],
                           [np.concatenate([*h, f[m]]) if h or m.any() else np.zeros((0, width))
                            for h, f, m in zip(hits, own, self.marked)],
@@ -437,8 +446,8 @@ class Detector:
         region_prob = [scored[0] for scored in region]
         # The sample level: each sample (0) against its planted copies (1), on the region probabilities and the
         # sample's own statistics.
-        own_x = [_sample_features(self.rows[i], region_prob[i])[None] for i in range(n)]
-        copy_x = [np.stack([_sample_features(e, p) for e, p in zip(every[i], region[i][1:])])
+        own_x = [_sample_features(self.rows[i], region_prob[i], self.evidence[i])[None] for i in range(n)]
+        copy_x = [np.stack([_sample_features(e, p, c[3]) for e, p, c in zip(every[i], region[i][1:], self.planted[i])])
                   if every[i] else np.zeros((0, len(SAMPLE_FEATURES)), np.float32) for i in range(n)]
         # One fit over every sample (not cross-fitted): a linear model of a few evidence features cannot learn one
         # sample by heart, and one model keeps the scores of all samples on one scale (five group models would
@@ -447,7 +456,7 @@ class Detector:
         sample_prob = np.array([scored[0][0] for scored in sample]) if n else np.zeros(0)
         planted_counts: dict[str, int] = {}
         for copies in self.planted:
-            for kind, found, _ in copies:
+            for kind, found, *_ in copies:
                 planted_counts[kind] = planted_counts.get(kind, 0) + int(len(found) > 0)
         return DetectorResult(dict(zip(self.sample_ids, sample_prob)), dict(zip(self.sample_ids, region_prob)),
                               dict(zip(self.sample_ids, self.boxes)), dict(zip(self.sample_ids, own)), planted_counts)
@@ -482,10 +491,14 @@ def crossfit(group: np.ndarray | None, negatives: list[np.ndarray], positives: l
             if len(np.unique(y)) < 2:
                 continue
             model = _classifier(seed, names, monotone).fit(x, y)
+            # One prediction for every held-out array at once (a call costs milliseconds however few its rows).
+            arrays = [a for i in held for a in (*to_score[i], negatives[i], positives[i])]
+            probs = np.split(model.predict_proba(stack(arrays))[:, 1], np.cumsum([len(a) for a in arrays])[:-1])
+            k = 0
             for i in held:
-                out[i] = [model.predict_proba(a)[:, 1] if len(a) else np.zeros(0) for a in to_score[i]]
-                neg_prob[i] = model.predict_proba(negatives[i])[:, 1] if len(negatives[i]) else np.zeros(0)
-                pos_prob[i] = model.predict_proba(positives[i])[:, 1] if len(positives[i]) else np.zeros(0)
+                m = len(to_score[i])
+                out[i], neg_prob[i], pos_prob[i] = probs[k:k + m], probs[k + m], probs[k + m + 1]
+                k += m + 2
         planted = np.concatenate(pos_prob) if pos_prob else np.zeros(0)
         if round_ + 1 < rounds and len(planted):
             cut = float(np.median(planted))
@@ -493,8 +506,9 @@ def crossfit(group: np.ndarray | None, negatives: list[np.ndarray], positives: l
     return out
 
 
-def _sample_features(features: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """SAMPLE_FEATURES of one mask from its regions' features (n, len(REGION_FEATURES)) and probabilities (n,),
+def _sample_features(features: np.ndarray, probs: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """SAMPLE_FEATURES of one mask from its regions' features (n, len(REGION_FEATURES)) and probabilities (n,) and
+    its EVIDENCE,
     each on a scale where evidence grows without bound (logs of small shares), so a linear model extrapolates
     to errors larger than any planted one."""
     def col(name: str, default: float) -> float:
@@ -502,8 +516,10 @@ def _sample_features(features: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
     top = np.clip(np.sort(probs)[::-1], 1e-4, 1 - 1e-4)
     logit = np.log(top / (1 - top))
-    return np.array([-np.log(col("sample_pixel_quality", 1.0) + 1e-3), -np.log(col("sample_agreement", 1.0) + 1e-4),
-                     np.log(col("sample_disputed_share", 0.0) + 1e-4),
+    quality, unsupported, unlabelled = (float(v) for v in evidence)
+    return np.array([-np.log(quality + 1e-3), -np.log(col("sample_agreement", 1.0) + 1e-4),
+                     np.log(col("sample_disputed_share", 0.0) + 1e-4), -np.log(1 - unsupported + 1e-3),
+                     -np.log(1 - unlabelled + 1e-3),
                      logit[0] if len(top) else -10.0, np.log1p(float(top.sum())),
                      float(logit[:3].mean()) if len(top) else -10.0, float((top > 0.5).sum())], np.float32)
 
@@ -516,7 +532,7 @@ def _classifier(seed: int, names: tuple[str, ...], monotone: dict[str, int] | No
     if monotone is None:
         return EvidenceLogistic()
 
-    return HistGradientBoostingClassifier(max_iter=80, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
+    return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed,
                                           monotonic_cst=[monotone.get(n, 0) for n in names])
 

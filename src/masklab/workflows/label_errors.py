@@ -126,7 +126,8 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
         if detector is not None:
             scales[item.id] = (sample.height / label.shape[0], sample.width / label.shape[1])
             detector.observe(item.id, probs, label, ignore, foreground,
-                             lambda mask, p=probs: pixel_quality(p, mask, ignore_index=ignore),
+                             lambda mask, p=probs: {"pixel_quality": pixel_quality(p, mask, ignore_index=ignore),
+                                                    **disagreement(p, mask, ignore_index=ignore, min_area=min_area)},
                              needs_review=sample.status == "needs_review")
     if detector is not None:
         learned = detector.score()
