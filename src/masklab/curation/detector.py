@@ -538,25 +538,43 @@ def _classifier(seed: int, names: tuple[str, ...], monotone: dict[str, int] | No
 
 
 class EvidenceLogistic:
-    """A logistic regression on standardised evidence features whose weights are all >= 0: features whose fitted
-    weight is negative (collinear with a stronger one) are dropped one at a time and the rest refitted, so a
-    sample with more evidence of every kind never scores lower."""
+    """A logistic regression on standardised evidence features whose weights are all >= 0 (L2-penalised, fitted by
+    L-BFGS-B with bounds; scikit-learn's LogisticRegression takes no bounds), so a sample with more evidence of
+    every kind never scores lower. Where two features carry the same evidence, the bound keeps both at a weight
+    of zero or more instead of one cancelling the other."""
+
+    def __init__(self, penalty: float = 1.0):
+        self.penalty = penalty
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> EvidenceLogistic:
-        from sklearn.linear_model import LogisticRegression
+        from scipy.optimize import minimize
 
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-9
         z = (x - self.mean) / self.scale
-        self.used = np.ones(x.shape[1], bool)
-        while True:
-            self.model = LogisticRegression(C=1.0, max_iter=1000).fit(z[:, self.used], y)
-            weights = self.model.coef_[0]
-            if (weights >= 0).all() or self.used.sum() == 1:
-                return self
-            self.used[np.flatnonzero(self.used)[int(weights.argmin())]] = False
+        sign = 2.0 * np.asarray(y, float) - 1.0
+        d = z.shape[1]
+
+        def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = params[:d], params[d]
+            margin = sign * (z @ w + b)
+            value = np.logaddexp(0.0, -margin).sum() + 0.5 * self.penalty * w @ w
+            g = -sign * (1.0 - 1.0 / (1.0 + np.exp(-margin)))  # d loss / d score per row: -sign * sigmoid(-margin)
+            return float(value), np.append(z.T @ g + self.penalty * w, g.sum())
+
+        start = np.zeros(d + 1)
+        bounds = [(0.0, None)] * d + [(None, None)]
+        self.params = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=bounds).x
+        return self
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(F,) the fitted weights of the standardised features, all >= 0."""
+        return self.params[:-1]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict_proba(((x - self.mean) / self.scale)[:, self.used])
+        score = ((x - self.mean) / self.scale) @ self.params[:-1] + self.params[-1]
+        p = 1.0 / (1.0 + np.exp(-score))
+        return np.stack([1.0 - p, p], axis=1)
 
 
 @dataclass
