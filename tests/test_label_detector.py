@@ -26,6 +26,16 @@ def evidence(probs: np.ndarray):
     return lambda mask: {"pixel_quality": pixel_quality(probs, mask), **disagreement(probs, mask)}
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """scikit-learn's boosting runs OpenMP threads; beside another test worker on 2 cores, two threads each spin
+    waiting for a core and the fits take several times as long."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
