@@ -396,6 +396,7 @@ def main() -> None:
         summarize([json.loads(f.read_text()) for f in a.summary])
         return
     a.loop = a.datasets if a.loop is None else a.loop
+    a.out = a.out.resolve() if a.out else None  # before entering the scratch project
     enter_scratch_project(a.workdir)
     results = []
     for name in a.datasets:
