@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import ndimage
+from test_label_errors import disc, erased_object_case
 
 from masklab.curation.detector import (
     PLANTED_KINDS,
@@ -34,11 +35,6 @@ def one_thread():
 
     with threadpool_limits(1):
         yield
-
-
-def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
 
 
 def scene(rng: np.random.Generator, size: int = 64) -> np.ndarray:
@@ -165,8 +161,6 @@ def test_the_detector_ranks_a_kind_it_never_planted_far_above_chance():
 def test_find_label_errors_with_the_learned_score(tmp_path):
     """score=learned through the workflow: an error_probability column ranks the samples, every issue carries the
     probability of its region, and the erased object still ranks first."""
-    from test_label_errors import erased_object_case
-
     from masklab.workflows.label_errors import find_label_errors, region_caption
 
     dataset, victim, _, _ = erased_object_case(tmp_path / "d", tmp_path / "oof", count=30, seed=3, folds=3)
