@@ -125,9 +125,16 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
                                   **disagreement(probs, label, ignore_index=ignore, min_area=min_area)}
         if detector is not None:
             scales[item.id] = (sample.height / label.shape[0], sample.width / label.shape[1])
-            detector.observe(item.id, probs, label, ignore, foreground,
-                             lambda mask, p=probs: {"pixel_quality": pixel_quality(p, mask, ignore_index=ignore),
-                                                    **disagreement(p, mask, ignore_index=ignore, min_area=min_area)},
+            own = found.columns[item.id]  # the sample's own mask: its evidence is computed above already
+
+            def evidence_of(mask: np.ndarray, p: np.ndarray = probs, label: np.ndarray = label,
+                            own: dict = own) -> dict[str, float]:
+                if mask is label:
+                    return own
+                return {"pixel_quality": pixel_quality(p, mask, ignore_index=ignore),
+                        **disagreement(p, mask, ignore_index=ignore, min_area=min_area)}
+
+            detector.observe(item.id, probs, label, ignore, foreground, evidence_of,
                              needs_review=sample.status == "needs_review")
     if detector is not None:
         learned = detector.score()
