@@ -19,12 +19,12 @@ from masklab.curation.detector import (
     describe,
     plant,
 )
-from masklab.curation.label_errors import disagreement, pixel_quality
+from masklab.curation.label_errors import mask_evidence, pixel_quality
 
 
 def evidence(probs: np.ndarray):
     """What find_label_errors hands the detector: a mask's EVIDENCE against ``probs``."""
-    return lambda mask: {"pixel_quality": pixel_quality(probs, mask), **disagreement(probs, mask)}
+    return lambda mask: mask_evidence(probs, mask)
 
 
 @pytest.fixture(autouse=True)
@@ -148,7 +148,8 @@ def test_the_detector_ranks_a_kind_it_never_planted_far_above_chance():
     for _ in range(2):
         detector = Detector(copies=copies_for(100, least_rows=300), seed=0)
         for i in range(100):
-            detector.observe(str(i), probs[i], noisy[i], None, [1, 2], evidence(probs[i]))
+            detector.observe(str(i), probs[i], noisy[i], None, [1, 2], mask_evidence(probs[i], noisy[i]),
+                             evidence(probs[i]))
         result = detector.score()
         scores.append(np.array([result.sample[str(i)] for i in range(100)]))
     assert np.array_equal(scores[0], scores[1])

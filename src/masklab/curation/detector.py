@@ -13,10 +13,13 @@ draws it), compared with the same out-of-fold probabilities (the model never saw
 never saw the sample). Rows: each untouched sample's candidates (label 0) and each planted copy's candidates
 that overlap the planted change (label 1). A gradient-boosted classifier (scikit-learn's
 ``HistGradientBoostingClassifier``) learns the region label; a second one learns the sample label (the
-untouched sample against its planted copies) from :data:`SAMPLE_FEATURES`: the softmin pixel quality, the
-disputed share and the region probabilities' maximum, sum and top three. Both are cross-fitted: samples are
-dealt into ``groups``; a sample's regions and the sample itself are scored by models that saw neither it nor
-its planted copies. Samples a user marked ``needs_review`` add their disputed regions as positives.
+untouched mask against its planted copies): a logistic model with non-negative weights on
+:data:`SAMPLE_FEATURES` (the softmin pixel quality, the disputed shares and the region probabilities' maximum,
+sum, top three and count above one half). The region classifier is cross-fitted: samples are dealt into
+``groups``, and a sample's regions are scored by a model that saw neither them nor its planted copies; the
+sample model, a handful of weights that cannot learn one sample by heart, is fitted once on every sample so
+that all scores share one scale. Samples a user marked ``needs_review`` add their disputed regions as
+positives.
 
 Memory: the features of the candidate regions (a few dozen floats each), never the probabilities of more than
 one sample. Random numbers come from one seeded generator, in sample order, so the result is reproducible.
@@ -24,7 +27,7 @@ one sample. Random numbers come from one seeded generator, in sample order, so t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,8 +61,8 @@ EIGHT = np.ones((3, 3), bool)
 @dataclass
 class SampleView:
     """One mask against the out-of-fold probabilities, all (h, w): ``label`` class ids (ignored pixels read as
-    background), ``valid`` the pixels that count, ``pred`` the model's class, ``p_label`` P(labelled class),
-    ``p_max`` P(model's class), ``entropy`` normalised to [0, 1]."""
+    background), ``valid`` the pixels that count, ``pred`` the model's class, ``p_max`` P(model's class),
+    ``entropy`` normalised to [0, 1]; ``probs`` the (C, h, w) probabilities."""
 
     probs: np.ndarray
     label: np.ndarray
@@ -97,27 +100,25 @@ def candidates(view: SampleView, background: int, min_area: int) -> tuple[np.nda
     disputed = view.valid & (view.pred != view.label)
     classes = view.probs.shape[0]
     code = np.where(disputed, view.label * classes + view.pred, -1)
-    d_ids = _components((code == c for c in np.unique(code[disputed])), min_area)
+    d_ids = _components((code == c for c in np.unique(code[disputed])), min_area, view.label.shape)
     o_ids = _components((view.valid & (view.label == c) for c in np.unique(view.label[view.valid])
-                         if c != background), min_area)
+                         if c != background), min_area, view.label.shape)
     return d_ids, o_ids
 
 
-def _components(masks: Iterator[np.ndarray], min_area: int) -> np.ndarray:
-    """One int32 id map of the 8-connected regions of every (h, w) mask of ``masks`` (disjoint), small ones
-    dropped, ids 1..n."""
+def _components(masks: Iterator[np.ndarray], min_area: int, shape: tuple[int, ...]) -> np.ndarray:
+    """One ``shape`` int32 id map of the 8-connected regions of every mask of ``masks`` (disjoint), small ones
+    dropped, ids 1..n (all 0 when there are none)."""
     from scipy import ndimage
 
-    out: np.ndarray | None = None
+    out = np.zeros(shape, np.int32)
     n = 0
     for mask in masks:
         ids, k = ndimage.label(mask, EIGHT)
-        if out is None:
-            out = np.zeros(mask.shape, np.int32)
         out[mask] = ids[mask] + n
         n += k
-    if out is None or n == 0:
-        return np.zeros((0, 0), np.int32) if out is None else out
+    if n == 0:
+        return out
     areas = np.bincount(out.ravel(), minlength=n + 1)
     keep = areas >= min_area
     keep[0] = False
@@ -151,20 +152,20 @@ def sample_context(view: SampleView, o_ids: np.ndarray, pixel_quality: float) ->
     union = np.bincount(label, minlength=classes) + np.bincount(pred, minlength=classes) - inter
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return SampleContext(float((label == pred).mean()) if label.size else 1.0, float(view.p_max[v].mean()) if
-                         label.size else 1.0, pixel_quality, iou, int(o_ids.max()) if o_ids.size else 0,
+                         label.size else 1.0, pixel_quality, iou, int(o_ids.max()),
                          float((label != pred).sum() / n_valid), inter, union)
 
 
 def region_features(view: SampleView, ids: np.ndarray, is_object: bool, context: SampleContext,
-                    background: int) -> np.ndarray:
+                    background: int) -> tuple[np.ndarray, np.ndarray]:
     """(n, len(REGION_FEATURES)) float32 features of the regions of an id map (ids 1..n), the last column
-    (dataset_class_iou) left 0 for the caller to fill."""
+    (dataset_class_iou) left 0 for the caller to fill; (n, 4) int32 boxes x0, y0, x1, y1."""
     from scipy import ndimage
 
-    n = int(ids.max()) if ids.size else 0
+    n = int(ids.max())
     out = np.zeros((n, len(REGION_FEATURES)), np.float32)
     if n == 0:
-        return out
+        return out, np.zeros((0, 4), np.int32)
     classes = view.probs.shape[0]
     flat = ids.ravel()
     inside = flat > 0
@@ -229,13 +230,14 @@ def region_features(view: SampleView, ids: np.ndarray, is_object: bool, context:
     }
     for j, name in enumerate(REGION_FEATURES[:-1]):
         out[:, j] = cols[name]
-    return out
+    return out, np.array([(b[1].start, b[0].start, b[1].stop, b[0].stop) for b in boxes], np.int32)
 
 
 @dataclass
 class Regions:
     """Candidate regions of one mask: ``features`` (n, len(REGION_FEATURES)), ``boxes`` (n, 4) x0, y0, x1, y1 at
-    the out-of-fold resolution, ``masks`` the two id maps, for overlaps with a planted change."""
+    the out-of-fold resolution, ``d_ids`` / ``o_ids`` the two id maps (disputed regions first, then objects, in
+    the rows' order), for overlaps with a planted change; ``context`` what the regions share."""
 
     features: np.ndarray
     boxes: np.ndarray
@@ -248,7 +250,7 @@ class Regions:
         shares = []
         total = int(changed.sum())
         for ids in (self.d_ids, self.o_ids):
-            n = int(ids.max()) if ids.size else 0
+            n = int(ids.max())
             if n == 0:
                 continue
             area = np.bincount(ids.ravel(), minlength=n + 1)[1:].astype(float)
@@ -259,17 +261,12 @@ class Regions:
 
 def describe(view: SampleView, background: int, min_area: int, pixel_quality: float) -> Regions:
     """The candidate regions of one mask and their features (see the module docstring)."""
-    from scipy import ndimage
-
     d_ids, o_ids = candidates(view, background, min_area)
     context = sample_context(view, o_ids, pixel_quality)
-    parts, boxes = [], []
-    for ids, is_object in ((d_ids, False), (o_ids, True)):
-        parts.append(region_features(view, ids, is_object, context, background))
-        for b in ndimage.find_objects(ids) if ids.size and ids.max() else []:
-            boxes.append((b[1].start, b[0].start, b[1].stop, b[0].stop))
-    features = np.concatenate(parts) if parts else np.zeros((0, len(REGION_FEATURES)), np.float32)
-    return Regions(features, np.array(boxes, np.int32).reshape(-1, 4), d_ids, o_ids, context)
+    disputed, objects = (region_features(view, ids, is_object, context, background)
+                         for ids, is_object in ((d_ids, False), (o_ids, True)))
+    return Regions(np.concatenate([disputed[0], objects[0]]), np.concatenate([disputed[1], objects[1]]), d_ids,
+                   o_ids, context)
 
 
 def plant(label: np.ndarray, valid: np.ndarray, kind: str, rng: np.random.Generator, foreground: list[int],
@@ -369,7 +366,6 @@ class Detector:
     # per sample, per planted copy: (kind, the regions that overlap the change, every region, the copy's EVIDENCE)
     planted: list[list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=list)
     marked: list[np.ndarray] = field(default_factory=list)  # per sample: regions a user marked as wrong (1) or not
-    contexts: list[np.ndarray] = field(default_factory=list)  # per sample: its SampleContext's inter, union
     evidence: list[np.ndarray] = field(default_factory=list)  # per sample: its mask's EVIDENCE
     inter: np.ndarray | None = None
     union: np.ndarray | None = None
@@ -378,13 +374,13 @@ class Detector:
         self.rng = np.random.default_rng(self.seed)
 
     def observe(self, sample_id: str, probs: np.ndarray, label: np.ndarray, ignore_index: int | None,
-                foreground: list[int], evidence_of, needs_review: bool = False) -> Regions:
+                foreground: list[int], evidence: Mapping[str, float],
+                evidence_of: Callable[[np.ndarray], Mapping[str, float]], needs_review: bool = False) -> Regions:
         """Describe one sample (``probs`` (C, h, w), ``label`` (h, w) at the same size) and ``copies`` planted copies
-        of its mask; ``evidence_of(label) -> {name: float}``: the EVIDENCE of a mask against these probabilities.
-        Returns the sample's own regions."""
+        of its mask. ``evidence``: the EVIDENCE of ``label``; ``evidence_of(mask)``: that of another mask (a
+        planted copy) against these probabilities. Returns the sample's own regions."""
         probs = np.asarray(probs, np.float32)
         view = SampleView.of(probs, label, ignore_index, self.background)
-        evidence = evidence_of(label)
         own = describe(view, self.background, self.min_area, evidence["pixel_quality"])
         self.evidence.append(np.array([evidence[k] for k in EVIDENCE]))
         classes = probs.shape[0]
@@ -395,10 +391,9 @@ class Detector:
         self.sample_ids.append(sample_id)
         self.rows.append(own.features)
         self.boxes.append(own.boxes)
-        self.contexts.append(own.context.class_iou)
         marked = np.zeros(len(own.features), bool)
         if needs_review:  # a user says this mask is wrong: its disputed regions are errors
-            marked[: int(own.d_ids.max()) if own.d_ids.size else 0] = True
+            marked[: int(own.d_ids.max())] = True
         self.marked.append(marked)
         copies = []
         kinds = [k for k in self.kinds if k != "swapped" or len(foreground) > 1]
@@ -508,9 +503,8 @@ def crossfit(group: np.ndarray | None, negatives: list[np.ndarray], positives: l
 
 def _sample_features(features: np.ndarray, probs: np.ndarray, evidence: np.ndarray) -> np.ndarray:
     """SAMPLE_FEATURES of one mask from its regions' features (n, len(REGION_FEATURES)) and probabilities (n,) and
-    its EVIDENCE,
-    each on a scale where evidence grows without bound (logs of small shares), so a linear model extrapolates
-    to errors larger than any planted one."""
+    its EVIDENCE, each on a scale where evidence grows without bound (logs of small shares), so a linear model
+    extrapolates to errors larger than any planted one."""
     def col(name: str, default: float) -> float:
         return float(features[0, REGION_FEATURES.index(name)]) if len(features) else default
 
@@ -527,10 +521,9 @@ def _sample_features(features: np.ndarray, probs: np.ndarray, evidence: np.ndarr
 def _classifier(seed: int, names: tuple[str, ...], monotone: dict[str, int] | None):
     """Regions: gradient-boosted trees held to ``monotone``; samples (``monotone`` None): a logistic regression on
     standardised features, which keeps ranking errors beyond the planted ones (trees are flat out there)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     if monotone is None:
         return EvidenceLogistic()
+    from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(max_iter=60, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=10,
                                           l2_regularization=1.0, early_stopping=False, random_state=seed,
@@ -548,6 +541,7 @@ class EvidenceLogistic:
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> EvidenceLogistic:
         from scipy.optimize import minimize
+        from scipy.special import expit
 
         self.mean, self.scale = x.mean(axis=0), x.std(axis=0) + 1e-9
         z = (x - self.mean) / self.scale
@@ -558,7 +552,7 @@ class EvidenceLogistic:
             w, b = params[:d], params[d]
             margin = sign * (z @ w + b)
             value = np.logaddexp(0.0, -margin).sum() + 0.5 * self.penalty * w @ w
-            g = -sign * (1.0 - 1.0 / (1.0 + np.exp(-margin)))  # d loss / d score per row: -sign * sigmoid(-margin)
+            g = -sign * expit(-margin)  # d loss / d score, per row
             return float(value), np.append(z.T @ g + self.penalty * w, g.sum())
 
         start = np.zeros(d + 1)
@@ -572,8 +566,9 @@ class EvidenceLogistic:
         return self.params[:-1]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        score = ((x - self.mean) / self.scale) @ self.params[:-1] + self.params[-1]
-        p = 1.0 / (1.0 + np.exp(-score))
+        from scipy.special import expit
+
+        p = expit(((x - self.mean) / self.scale) @ self.params[:-1] + self.params[-1])
         return np.stack([1.0 - p, p], axis=1)
 
 

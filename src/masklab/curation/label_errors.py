@@ -302,6 +302,14 @@ def pixel_quality(probs: np.ndarray, label: np.ndarray, ignore_index: int | None
     return float((q * weights).sum() / weights.sum())
 
 
+def mask_evidence(probs: np.ndarray, label: np.ndarray, ignore_index: int | None = None,
+                  min_area: int = 4) -> dict[str, float]:
+    """A mask's evidence against (C, h, w) ``probs``: its :func:`pixel_quality` and the two shares of
+    :func:`disagreement` (the per-sample columns every score reads)."""
+    return {"pixel_quality": pixel_quality(probs, label, ignore_index=ignore_index),
+            **disagreement(probs, label, ignore_index=ignore_index, min_area=min_area)}
+
+
 SIDES = {"unsupported": ("spurious_object", "class_swap", "boundary"), "unlabelled": ("missing_object", "boundary")}
 
 

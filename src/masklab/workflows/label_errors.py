@@ -107,7 +107,7 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
     (masklab.curation.detector), fit it once every sample is seen, and add its ``error_probability`` column and
     each issue's ``probability``."""
     from masklab.curation.detector import Detector, copies_for
-    from masklab.curation.label_errors import disagreement, find_issues, pixel_quality
+    from masklab.curation.label_errors import find_issues, mask_evidence
 
     by_id = {s.id: s for s in dataset.samples}
     ignore = dataset.class_table.ignore_index
@@ -121,20 +121,11 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
         probs = np.asarray(item.array, np.float32)
         found.issues[item.id] = find_issues(item.id, probs, label, (sample.height, sample.width),
                                             ignore_index=ignore, min_area=min_area, min_margin=min_margin)
-        found.columns[item.id] = {"pixel_quality": pixel_quality(probs, label, ignore_index=ignore),
-                                  **disagreement(probs, label, ignore_index=ignore, min_area=min_area)}
+        found.columns[item.id] = mask_evidence(probs, label, ignore, min_area)
         if detector is not None:
             scales[item.id] = (sample.height / label.shape[0], sample.width / label.shape[1])
-            own = found.columns[item.id]  # the sample's own mask: its evidence is computed above already
-
-            def evidence_of(mask: np.ndarray, p: np.ndarray = probs, label: np.ndarray = label,
-                            own: dict = own) -> dict[str, float]:
-                if mask is label:
-                    return own
-                return {"pixel_quality": pixel_quality(p, mask, ignore_index=ignore),
-                        **disagreement(p, mask, ignore_index=ignore, min_area=min_area)}
-
-            detector.observe(item.id, probs, label, ignore, foreground, evidence_of,
+            detector.observe(item.id, probs, label, ignore, foreground, found.columns[item.id],
+                             lambda mask, p=probs: mask_evidence(p, mask, ignore, min_area),
                              needs_review=sample.status == "needs_review")
     if detector is not None:
         learned = detector.score()
