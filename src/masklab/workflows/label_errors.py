@@ -106,6 +106,8 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
     one sample in memory at a time. ``learn``: also describe each sample's regions for the learned detector
     (masklab.curation.detector), fit it once every sample is seen, and add its ``error_probability`` column and
     each issue's ``probability``."""
+    from functools import partial
+
     from masklab.curation.detector import Detector, copies_for
     from masklab.curation.label_errors import find_issues, mask_evidence
 
@@ -125,7 +127,7 @@ def sample_issues(oof: Any, dataset: Any, task: Any, min_area: int, min_margin: 
         if detector is not None:
             scales[item.id] = (sample.height / label.shape[0], sample.width / label.shape[1])
             detector.observe(item.id, probs, label, ignore, foreground, found.columns[item.id],
-                             lambda mask, p=probs: mask_evidence(p, mask, ignore, min_area),
+                             partial(mask_evidence, probs, ignore_index=ignore, min_area=min_area),
                              needs_review=sample.status == "needs_review")
     if detector is not None:
         learned = detector.score()
