@@ -224,6 +224,65 @@ class RankZeroStop(pl.Callback):
             raise SIGTERMException
 
 
+class TimeBudget(pl.Callback):
+    """With ``trainer.max_time``: the run ends on time at an epoch's end, with its learning rate annealed.
+
+    Lightning's own ``max_time`` stops wherever the clock runs out, mid-epoch, and a schedule sized by ``max_epochs``
+    never decays when ``max_epochs`` is only a cap. After each training epoch (its validation included) this
+    estimates how many more whole epochs fit in the time Lightning's timer has left (the slowest of the last three
+    epochs after the first, which also pays for start-up, as the estimate: erring long loses at most one epoch,
+    erring short lets the timer cut the last one),
+    lowers ``max_epochs`` to that (never above the configured cap) and hands the new length to every
+    :class:`~masklab.training.schedules.ProgressSchedule`. No ``max_time``: it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.cap: int | None = None
+        self.last_end: float | None = None
+        self.durations: list[float] = []
+        self.planned: int | None = None
+
+    @staticmethod
+    def timer(trainer: pl.Trainer) -> Any:
+        from pytorch_lightning.callbacks import Timer
+
+        return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.cap = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        self.last_end, self.durations, self.planned = time.monotonic(), [], None
+        if self.timer(trainer) is None:
+            return
+        from masklab.training.schedules import ProgressSchedule
+
+        others = [type(c.scheduler).__name__ for c in trainer.lr_scheduler_configs
+                  if not isinstance(c.scheduler, ProgressSchedule)]
+        if others:
+            from masklab.console import logger
+
+            logger(__name__).warning(
+                f"trainer.max_time: the scheduler {others[0]} keeps the length it was built with; scheduler=cosine or "
+                "scheduler=one_cycle anneal within the time budget")
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        timer = self.timer(trainer)
+        if timer is None or self.last_end is None:
+            return
+        now = time.monotonic()
+        self.durations.append(now - self.last_end)
+        self.last_end = now
+        done = trainer.current_epoch + 1
+        recent = self.durations[1:][-3:] or self.durations  # the first epoch also pays for start-up
+        more = int(max(timer.time_remaining(), 0.0) // max(recent))
+        self.planned = done + more if self.cap is None else min(done + more, self.cap)
+        trainer.fit_loop.max_epochs = self.planned  # ends the run after this epoch when nothing more fits
+        from masklab.training.schedules import ProgressSchedule
+
+        for config in trainer.lr_scheduler_configs:
+            if isinstance(config.scheduler, ProgressSchedule):
+                config.scheduler.set_horizon(self.planned)
+
+
 class ValidationLine(pl.Callback):
     """One plain log line per validation where no progress bar is drawn (stderr a log file, CI, a SLURM job):
     epoch, step, the losses, the monitored metric and its best, time elapsed and an estimate of the time left.

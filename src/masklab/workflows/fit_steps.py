@@ -110,7 +110,7 @@ def make_trainer(cfg: DictConfig, previous_run: str | None, distributed_entry: b
     from hydra.utils import instantiate
 
     from masklab.tracking.runs import make_lightning_logger
-    from masklab.training.callbacks import RankZeroStop
+    from masklab.training.callbacks import RankZeroStop, TimeBudget
 
     logger = make_lightning_logger(
         cfg.logger.tracking_uri, cfg.logger.artifact_root, cfg.logger.experiment_name, cfg.logger.run_name,
@@ -118,6 +118,7 @@ def make_trainer(cfg: DictConfig, previous_run: str | None, distributed_entry: b
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     callbacks.append(RankZeroStop())  # (not a choice: without it a SIGTERM can hang a distributed training)
+    callbacks.append(TimeBudget())  # (not a choice: trainer.max_time means the run ends on time, annealed)
     # The Trainer knows this process's global rank (trainer.num_nodes included) before any process group exists.
     trainer = instantiate(cfg.trainer, logger=logger, callbacks=callbacks)
     check_world_size(trainer, distributed_entry, rerunnable)
