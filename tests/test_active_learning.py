@@ -130,6 +130,8 @@ def test_top_aggregation_prefers_a_small_unsure_object(tmp_path: Path) -> None:
     by_mean = select(data, package(), make_strategy("entropy", aggregate="mean"), budget=1)
     by_top = select(data, package(), make_strategy("entropy", aggregate="top", top_fraction=0.05), budget=1)
     assert by_mean.picked == ["mild"] and by_top.picked == ["patchy"]
+    balanced = select(data, package(), make_strategy("entropy", aggregate="class_balanced"), budget=1)
+    assert len(balanced.picked) == 1  # the class pixels of the labelled masks weigh the pixels (count_class_pixels)
 
 
 def test_region_query_picks_the_unsure_patch_within_a_pixel_budget(tmp_path: Path) -> None:

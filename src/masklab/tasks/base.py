@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # types only: importing them would pull torch and Lightning i
     from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
+    from masklab.data.class_pixels import ClassPixels
     from masklab.data.classes import ClassTable
     from masklab.data.manifest import Dataset, Sample
     from masklab.evaluation.evaluate import EvaluationResult
@@ -106,6 +107,15 @@ class Task(ABC, Generic[P]):
     @abstractmethod
     def build_loss(self, loss_cfg: DictConfig, class_table: ClassTable) -> nn.Module:
         """The training loss from a loss config node."""
+
+    def training_class_pixels(self, dataset: Dataset, cache_dir: str | Path | None) -> ClassPixels:
+        """Pixels per class of the labeled train samples' label maps: what ``loss.class_weights=auto`` weights
+        the loss's classes by (counts cached per label file, masklab.data.class_pixels)."""
+        from masklab.data.class_pixels import count_class_pixels
+
+        table = dataset.class_table
+        return count_class_pixels(dataset.labeled("train"), lambda s: self.label_map(dataset.root, s),
+                                  table.num_classes, table.ignore_index, dataset.manifest_hash, cache_dir)
 
     @abstractmethod
     def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., Optimizer],

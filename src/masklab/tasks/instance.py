@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from torch.optim import Optimizer
     from torch.utils.data import Dataset as TorchDataset
 
+    from masklab.data.class_pixels import ClassPixels
     from masklab.data.classes import ClassTable
     from masklab.data.manifest import Dataset, Sample
     from masklab.evaluation.evaluate import EvaluationResult
@@ -99,6 +100,12 @@ class InstanceTask(Task[InstancePrediction]):
         from hydra.utils import instantiate
 
         return instantiate(loss_cfg, ignore_index=class_table.ignore_index)
+
+    def training_class_pixels(self, dataset: Dataset, cache_dir: str | Path | None) -> ClassPixels:
+        """Refused: the bottom-up loss is over its own target's classes (background, object, boundary), not the
+        dataset's, and Mask R-CNN brings its own losses."""
+        raise UserError("loss.class_weights: task=instance trains on its own targets, not on the dataset's classes; "
+                        "class weights are for task=semantic (remove loss.class_weights)")
 
     def lightning_module(self, model: nn.Module, loss: nn.Module, optimizer: Callable[..., Optimizer],
                          scheduler: Callable[..., object] | None, class_table: ClassTable,

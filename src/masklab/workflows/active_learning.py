@@ -63,19 +63,18 @@ def enable_mc_dropout(model: Any) -> int:
     return len(layers)
 
 
-def _class_weights(dataset: Any, task: Any, seed: int) -> np.ndarray:
+def _class_weights(dataset: Any, task: Any, seed: int, cache_dir: str | Path | None) -> np.ndarray:
     from masklab.active.uncertainty import class_weights
+    from masklab.data.class_pixels import count_class_pixels
 
     labelled = [s for s in dataset.samples if s.labeled and s.has_target]
     rng = np.random.default_rng(seed)
     chosen = [labelled[i] for i in sorted(rng.choice(len(labelled), min(len(labelled), CLASS_COUNT_SAMPLES),
                                                      replace=False))] if labelled else []
-    counts = np.zeros(dataset.class_table.num_classes)
-    for s in chosen:
-        label = task.label_map(dataset.root, s)
-        valid = label[label < len(counts)]
-        counts += np.bincount(valid.reshape(-1), minlength=len(counts))[: len(counts)]
-    return class_weights(counts)
+    table = dataset.class_table
+    counts = count_class_pixels(chosen, lambda s: task.label_map(dataset.root, s), table.num_classes, None,
+                                dataset.manifest_hash, cache_dir)
+    return class_weights(counts.pixels)
 
 
 class ModelPool:
@@ -102,7 +101,7 @@ class ModelPool:
 
         task = get_task(self.package.spec.get("task", "semantic"))
         predictor = Predictor(self.package.model, self.package.input_rule, self.device, self.batch_size)
-        weights = _class_weights(self.dataset, task, scoring.seed) if scoring.class_balanced else None
+        weights = _class_weights(self.dataset, task, scoring.seed, self.cache_dir) if scoring.class_balanced else None
         scores = np.zeros(len(self.samples))
         n, size = len(self.samples), self.batch_size
         batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)]

@@ -65,6 +65,35 @@ def open_training_data(cfg: DictConfig, dataset: Dataset | None) -> Dataset:
     return dataset
 
 
+def with_class_weights(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> DictConfig:
+    """``cfg`` with ``loss.class_weights`` as numbers: a method name (``auto`` = ``median_frequency``,
+    ``inverse_sqrt``) is resolved from the train split's class pixels (the task counts them) and tagged
+    ``masklab.class_weights`` on the run, so the config every checkpoint and run records holds the weights used.
+    A list is checked against the class table; null and absent are left as they are."""
+    from masklab.losses import balanced_class_weights
+
+    weights = cfg.loss.get("class_weights") if "loss" in cfg else None
+    names = dataset.class_table.names
+    if weights is None:
+        return cfg
+    if not isinstance(weights, str):
+        if len(weights) != len(names):
+            raise UserError(f"loss.class_weights: {len(weights)} numbers for {len(names)} classes {names} of "
+                            f"{dataset.root / 'classes.yaml'}; expected one per class, or auto")
+        return cfg
+    counts = task.training_class_pixels(dataset, cfg.paths.get("cache_dir"))
+    resolved = [round(float(w), 6) for w in balanced_class_weights(weights, counts.pixels, counts.present_in)]
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.loss.class_weights = resolved
+        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), "masklab.class_weights": weights}
+    from masklab.console import logger
+
+    shown = ", ".join(f"{n} {w:.3g} ({100 * s:.2g} % of pixels)" for n, w, s in zip(names, resolved, counts.share))
+    logger(__name__).info(f"loss.class_weights={weights} from {counts.masks} train masks: {shown}")
+    return cfg
+
+
 @dataclass
 class TrainingParts:
     """What the task builds from the config, in the seeded order: model, loss, scheduler, data."""

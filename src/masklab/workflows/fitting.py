@@ -30,6 +30,7 @@ from masklab.workflows.fit_steps import (
     resolve_resume,
     run_training,
     start_tracking,
+    with_class_weights,
     with_output_dir,
 )
 
@@ -98,6 +99,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, dataset: Dataset | None = None,
     pl.seed_everything(cfg.seed, workers=True)
     resume = resolve_resume(cfg)
     dataset = open_training_data(cfg, dataset)
+    cfg = with_class_weights(cfg, task, dataset)
     parts = build_parts(cfg, task, dataset)
     previous_run = previous_run_id(resume)
     trainer = make_trainer(cfg, previous_run, distributed_entry, rerunnable)
