@@ -89,3 +89,39 @@ def test_a_time_budget_ends_on_an_epoch_with_the_rate_annealed(project):
     assert rates_logged[-1] < 0.3 * 0.002, rates_logged  # annealed (cosine over 1000 epochs: 0.99998 x)
     assert all(b <= a + 1e-12 for a, b in zip(rates_logged[1:], rates_logged[2:])), rates_logged
     assert took < budget + 30  # the budget counts training and validation; the rest is start-up and MLflow
+
+
+def test_lr_auto_runs_the_range_test_and_records_its_curve(project):
+    """optimizer.lr=auto: the suggested rate is the one trained with (the run's param and config), the curve is an
+    artifact, and the model starts training from the same initial weights as with a fixed rate."""
+    import csv
+
+    result = fit_in(project, [*FAST, "optimizer.lr=auto", "lr_finder.steps=12", "evaluate_after=false"])
+    client, runs = mlflow_runs(project, "synthetic")
+    run = runs[0]
+    lr = float(run.data.params["optimizer.lr"])
+    assert 1e-6 <= lr <= 1.0 and run.data.tags["masklab.lr_finder"] == "suggestion"
+    assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "lr_find")) == \
+        ["lr_find/lr_find.csv", "lr_find/lr_find.png"]
+    rows = list(csv.DictReader(open(result.output_dir / "lr_find" / "lr_find.csv")))
+    assert 5 <= len(rows) <= 12 and float(rows[0]["lr"]) < float(rows[-1]["lr"])
+    rates = client.get_metric_history(run.info.run_id, "lr-AdamW")
+    assert min(rates, key=lambda m: m.step).value == pytest.approx(lr)
+
+
+def test_the_range_test_leaves_the_initial_weights_as_they_were(project):
+    from masklab.config import compose
+    from masklab.data.open import open_dataset
+    from masklab.tasks import task_for
+    from masklab.workflows.fit_steps import build_parts, with_found_learning_rate
+
+    cfg = compose("train", [*FAST, "optimizer.lr=auto", "lr_finder.steps=10"])
+    dataset = open_dataset(cfg.data, cfg.paths.cache_dir, check=True)
+    task = task_for(cfg)
+    parts = build_parts(cfg, task, dataset)
+    before = {k: v.clone() for k, v in parts.model.state_dict().items()}
+    found_cfg, found = with_found_learning_rate(cfg, task, parts, dataset)
+    after = parts.model.state_dict()
+    assert found is not None and found_cfg.optimizer.lr == float(f"{found.suggestion:.3g}")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
+    assert with_found_learning_rate(compose("train", FAST), task, parts, dataset) == (compose("train", FAST), None)

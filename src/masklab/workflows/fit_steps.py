@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from masklab.data.manifest import Dataset
     from masklab.tasks.base import Task
     from masklab.tracking.runs import RunLog
+    from masklab.training.lr_range import LearningRateRange
 
 
 def with_output_dir(cfg: DictConfig, output_dir: str | Path) -> DictConfig:
@@ -123,6 +124,36 @@ def build_parts(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> TrainingP
         seed=cfg.seed,
     )
     return TrainingParts(model, loss, scheduler, datamodule)
+
+
+def with_found_learning_rate(cfg: DictConfig, task: Task[Any], parts: TrainingParts, dataset: Dataset
+                             ) -> tuple[DictConfig, LearningRateRange | None]:
+    """``cfg`` with ``optimizer.lr=auto`` replaced by the rate the range test suggests (``lr_finder`` options,
+    masklab.training.lr_range) on the built model and data, tagged ``masklab.lr_finder``, and the test's curve;
+    ``cfg`` unchanged and None when the rate is a number. The model's weights are as they were before the test."""
+    from hydra.utils import instantiate
+
+    from masklab.training.lr_range import lr_range_test
+
+    if str(cfg.optimizer.get("lr")) != "auto":
+        return cfg, None
+    options = cfg.get("lr_finder") or {}
+    probe = task.lightning_module(parts.model, parts.loss, instantiate(cfg.optimizer, lr=1e-3), None,
+                                  dataset.class_table, {})
+    found = lr_range_test(probe, parts.datamodule, int(options.get("steps", 100)),
+                          float(options.get("min_lr", 1e-6)), float(options.get("max_lr", 1.0)),
+                          accelerator=str(cfg.trainer.get("accelerator", "cpu")),
+                          precision=str(cfg.trainer.get("precision", "32-true")),
+                          deterministic=cfg.trainer.get("deterministic", True))
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        cfg.optimizer.lr = float(f"{found.suggestion:.3g}")
+        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), "masklab.lr_finder": "suggestion"}
+    from masklab.console import logger
+
+    logger(__name__).info(f"optimizer.lr=auto: the range test over {len(found.lrs)} steps suggests "
+                          f"{cfg.optimizer.lr:g} (curve: lr_find/lr_find.png of the run)")
+    return cfg, found
 
 
 def previous_run_id(resume: str | None) -> str | None:

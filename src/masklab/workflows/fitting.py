@@ -31,6 +31,7 @@ from masklab.workflows.fit_steps import (
     run_training,
     start_tracking,
     with_class_weights,
+    with_found_learning_rate,
     with_output_dir,
 )
 
@@ -101,6 +102,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, dataset: Dataset | None = None,
     dataset = open_training_data(cfg, dataset)
     cfg = with_class_weights(cfg, task, dataset)
     parts = build_parts(cfg, task, dataset)
+    cfg, lr_range = with_found_learning_rate(cfg, task, parts, dataset)
     previous_run = previous_run_id(resume)
     trainer = make_trainer(cfg, previous_run, distributed_entry, rerunnable)
     meta = checkpoint_meta(cfg, task, dataset)
@@ -109,6 +111,8 @@ def fit(cfg: DictConfig, output_dir: str | Path, dataset: Dataset | None = None,
     check_reduces_over_ranks(trainer, module, task)
     run, provenance = start_tracking(cfg, trainer, task, dataset, meta, previous_run) \
         if trainer.is_global_zero else (None, Provenance())
+    if run is not None and lr_range is not None:
+        run.files(lr_range.write(output / "lr_find"), "lr_find")
     finished = run_training(trainer, module, parts.datamodule, resume, run, output)
     best_path, best_value = best_checkpoint(trainer, str(cfg.monitor)) if finished else (None, math.nan)
     if run is None:  # another rank: rank zero logs, evaluates and registers
