@@ -67,10 +67,11 @@ def group_options(group: str) -> set[str] | None:
     return {p.stem for p in folder.glob("*.yaml")} if folder.is_dir() else None
 
 
-# A group option the user makes: any imported dataset (`data import` writes conf/data/<name>.yaml), or a name the
-# docs mark as the user's own (my_grid).
+# A group option the user makes: any imported dataset (`data import` writes conf/data/<name>.yaml), a preset `tune`
+# writes (conf/experiment/tuned-<data>.yaml), or a name the docs mark as the user's own (my_grid).
 def users_own(group: str, option: str) -> bool:
-    return group == "data" or re.match(r"(my|your)[_-]", option) is not None
+    return (group == "data" or (group == "experiment" and option.startswith("tuned-"))
+            or re.match(r"(my|your)[_-]", option) is not None)
 
 
 def problems_of(text: str) -> list[str]:

@@ -69,6 +69,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                  "Optuna sweep of train runs from a preset (sweep=<preset>); run again to resume"),
     ("sweep", "summary"): ("sweep_summary", "masklab.commands.sweep:summary",
                            "trials of a sweep ranked by the monitored metric, and a PNG plot"),
+    ("tune",): ("tune", "masklab.commands.sweep:tune",
+                "the best recipe a time budget buys (time=30m): search, retrain, conf/experiment/<preset>.yaml"),
 }
 
 # Commands that are not Hydra apps: command words -> ("module:function(args)", one-line help).

@@ -191,3 +191,11 @@ def quiet_third_party() -> None:
 
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NoTips())
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
+
+
+def duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s`` or ``12 s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"

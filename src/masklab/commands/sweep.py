@@ -1,4 +1,5 @@
-"""`masklab sweep sweep=<preset>` and `masklab sweep summary sweep=<preset>|study=<name>` (see masklab.sweep)."""
+"""`masklab sweep sweep=<preset>`, `masklab sweep summary sweep=<preset>|study=<name>` and `masklab tune data=<name>
+time=<budget>` (see masklab.sweep)."""
 
 from __future__ import annotations
 
@@ -19,3 +20,12 @@ def summary(cfg: DictConfig) -> None:
     from masklab.sweep.summary import summary as run_summary
 
     run_summary(cfg)
+
+
+def tune(cfg: DictConfig) -> None:
+    """Search recipes within a wall-clock budget, retrain the best, write it as a preset (masklab.sweep.tune); with
+    ``hydra/launcher=submitit_slurm|submitit_local`` its search workers run as submitit jobs."""
+    from masklab.jobs import launcher_for_workers
+    from masklab.sweep.tune import tune as run_tune
+
+    run_tune(cfg, launcher=launcher_for_workers())

@@ -184,13 +184,16 @@ def finish_parent(study, tracking_uri: str, run_id: str, monitor: str, status: s
     return best
 
 
-def split_trials(n_trials: int, workers: int) -> list[int]:
-    """The trials of each of ``min(workers, n_trials)`` workers, as even as can be."""
+def split_trials(n_trials: int | None, workers: int) -> list[int | None]:
+    """The trials of each of ``min(workers, n_trials)`` workers, as even as can be; None (a time-boxed study:
+    each worker runs trials until its deadline) for each of ``workers``."""
+    if n_trials is None:
+        return [None] * workers
     n = min(workers, n_trials)
     return [n_trials // n + (i < n_trials % n) for i in range(n)]
 
 
-def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
+def run_workers(spec: SweepSpec, n_trials: int | None, workers: int) -> None:
     """K worker processes on the study, ``n_trials`` split between them; the first configuration error stops all."""
     quotas = split_trials(n_trials, workers)
     n = len(quotas)
@@ -223,8 +226,8 @@ def run_workers(spec: SweepSpec, n_trials: int, workers: int) -> None:
         stop_workers([p for _, p, _ in procs])
 
 
-def run_worker_jobs(spec: SweepSpec, n_trials: int, workers: int, launcher: dict[str, Any], base: DictConfig
-                    ) -> None:
+def run_worker_jobs(spec: SweepSpec, n_trials: int | None, workers: int, launcher: dict[str, Any],
+                    base: DictConfig) -> None:
     """K workers as submitit jobs (SLURM, or local processes) with the settings of the command's
     ``hydra/launcher`` preset, resolved against the trials' train config; wait for them. A worker's mistake stops
     the others (their running trials are recorded failed), as with local workers."""
@@ -448,12 +451,15 @@ def run_spec(cfg: DictConfig, settings: SweepSettings, base: DictConfig, joined:
 
 
 def run_spec_trials(spec: SweepSpec, workers: int, launcher: dict[str, Any] | None, base: DictConfig) -> None:
-    """The trials here (one worker), in worker processes, or as submitit jobs."""
-    if spec.n_trials and launcher:
+    """The trials here (one worker), in worker processes, or as submitit jobs; a time-boxed study (a ``deadline``)
+    runs until it whatever ``n_trials`` says."""
+    if not (spec.n_trials or spec.deadline is not None):
+        return
+    if launcher:
         run_worker_jobs(spec, spec.n_trials, workers, launcher, base)
-    elif spec.n_trials and workers == 1:
+    elif workers == 1:
         run_trials(spec)
-    elif spec.n_trials:
+    else:
         run_workers(spec, spec.n_trials, workers)
 
 

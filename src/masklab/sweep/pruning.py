@@ -7,6 +7,7 @@ like any other callback, and the factory binds it to the trial this process is r
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,14 +21,25 @@ CALLBACK_TARGET = "masklab.sweep.pruning.active_trial_callback"
 
 
 class OptunaPruningCallback(pl.Callback):
-    """``trial.report(metric, epoch)`` after each validation; raises ``optuna.TrialPruned`` when the pruner says so."""
+    """``trial.report(metric, step)`` after each validation; raises ``optuna.TrialPruned`` when the pruner says so.
 
-    def __init__(self, trial: Any, monitor: str):
+    ``step``: ``epoch`` (the epoch's index), or ``seconds`` of training so far (whole seconds since fit started):
+    trials with one time budget but different epoch lengths are then compared at equal time."""
+
+    def __init__(self, trial: Any, monitor: str, step: str = "epoch"):
+        if step not in ("epoch", "seconds"):
+            raise UserError(f"pruning step={step!r}: expected epoch or seconds")
         self.trial = trial
         self.monitor = monitor
+        self.step = step
+        self.started = time.monotonic()
+        self.last_step = -1
         self.run_id: str | None = None  # the MLflow run of the trial, once fit starts
         self.last_value: float | None = None
         self.pruned_epoch: int | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.started = time.monotonic()
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.run_id = getattr(trainer.logger, "run_id", None) if trainer.logger is not None else None
@@ -41,7 +53,10 @@ class OptunaPruningCallback(pl.Callback):
         value = float(value)
         epoch = int(trainer.current_epoch)
         self.last_value = value
-        self.trial.report(value, step=epoch)  # NaN too: the pruners prune a diverged trial
+        # (two validations within one second: the later one counts a second on, as Optuna keeps one value a step)
+        step = epoch if self.step == "epoch" else max(int(time.monotonic() - self.started), self.last_step + 1)
+        self.last_step = step
+        self.trial.report(value, step=step)  # NaN too: the pruners prune a diverged trial
         if self.trial.should_prune():
             import optuna
 
@@ -73,10 +88,10 @@ def bind(trial: Any) -> Iterator[Binding]:
         _active.clear()
 
 
-def active_trial_callback(monitor: str) -> OptunaPruningCallback:
+def active_trial_callback(monitor: str, step: str = "epoch") -> OptunaPruningCallback:
     """Callback factory for the config: the pruning callback of the trial this process is running."""
     if not _active:
         raise UserError(f"callbacks.{CALLBACK_KEY} is added by `masklab sweep` to its trials; remove it to train alone")
     binding = _active[0]
-    binding.callback = OptunaPruningCallback(binding.trial, monitor)
+    binding.callback = OptunaPruningCallback(binding.trial, monitor, step)
     return binding.callback

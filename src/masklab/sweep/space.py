@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from masklab.errors import UserError
+from masklab.overrides import format_override
 
 PARAM_TYPES = ("float", "int", "categorical")
 SPEC_KEYS = {
@@ -46,6 +47,12 @@ class Param:
     log: bool = False
     step: float | int | None = None
     choices: tuple[Scalar, ...] = field(default_factory=tuple)
+    # Choices that are override text as written (``[192,224]``: a list), not values to quote.
+    raw: bool = False
+
+    def override(self, value: Scalar) -> str:
+        """The `train` override that sets this parameter to ``value``."""
+        return f"{self.name}={value}" if self.raw else format_override(self.name, value)
 
     def suggest(self, trial: Any) -> Scalar:
         """The trial's value for this parameter (a fixed value when the trial was enqueued, e.g. a grid point)."""

@@ -25,7 +25,7 @@ SQLITE_BUSY_TIMEOUT_S = 120
 HEARTBEAT_INTERVAL_S = 30
 HEARTBEAT_GRACE_S = 120
 SAMPLERS = ("grid", "tpe", "random")
-PRUNERS = ("none", "median", "percentile")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
 def is_sqlite(url: str) -> bool:
@@ -131,7 +131,8 @@ def make_pruner(node: Any):
 
     kind, options = _kind_and_options(node, "sweep.pruner", PRUNERS, "none")
     cls = {"none": optuna.pruners.NopPruner, "median": optuna.pruners.MedianPruner,
-           "percentile": optuna.pruners.PercentilePruner}[kind]
+           "percentile": optuna.pruners.PercentilePruner, "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+           "hyperband": optuna.pruners.HyperbandPruner}[kind]
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:

@@ -46,6 +46,12 @@ class SweepSpec:
     worker: int = 0
     n_trials: int | None = None
     cv_folds: int = 0
+    # A time-boxed study (`masklab tune`): no trial starts after ``deadline`` (seconds since the epoch) minus
+    # ``trial_time`` (each trial's own budget, seconds); ``report_step``: the pruning step, "epoch" or "seconds" of
+    # training (trials of one time budget with different epoch lengths are compared at equal time).
+    deadline: float | None = None
+    trial_time: float | None = None
+    report_step: str = "epoch"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -174,8 +180,13 @@ class TrialRunner:
             return None
 
     # -- config --------------------------------------------------------------------------------------------
+    def overrides(self, values: dict[str, Any]) -> list[str]:
+        """The `train` overrides of a trial's parameter values."""
+        by_name = {p.name: p for p in self.params}
+        return [by_name[k].override(v) if k in by_name else format_override(k, v) for k, v in values.items()]
+
     def compose(self, number: int, values: dict[str, Any], out_dir: Path):
-        param_overrides = [format_override(k, v) for k, v in values.items()]
+        param_overrides = self.overrides(values)
         try:
             return compose_train([*self.spec.base_overrides, *param_overrides])
         except Exception as exc:
@@ -210,7 +221,8 @@ class TrialRunner:
             task.tags = tags
             if task.get("callbacks") is None:
                 task.callbacks = {}
-            task.callbacks[CALLBACK_KEY] = {"_target_": CALLBACK_TARGET, "monitor": "${monitor}"}
+            task.callbacks[CALLBACK_KEY] = {"_target_": CALLBACK_TARGET, "monitor": "${monitor}",
+                                            "step": self.spec.report_step}
             task.trainer.enable_progress_bar = False  # the output goes to train.log
         return task
 
@@ -263,7 +275,7 @@ class TrialRunner:
         start = time.perf_counter()
         self.last_run_id = None
         values = {p.name: p.suggest(trial) for p in self.params}
-        param_overrides = [format_override(k, v) for k, v in values.items()]
+        param_overrides = self.overrides(values)
         shown = " ".join(param_overrides)
         out_dir = Path(self.spec.sweep_dir) / "trials" / f"{number:03d}"
         log_path = out_dir / "train.log"

@@ -32,8 +32,39 @@ def run_trials(spec: SweepSpec, out: TextIO | None = None) -> None:
     runner = TrialRunner(spec, out)
     if sampler_kind(spec.sampler)[0] == "grid":
         run_grid_trials(study, storage, runner, spec.n_trials)
+    elif spec.deadline is not None:
+        run_timed_trials(study, runner, spec)
     else:
         study.optimize(runner, n_trials=spec.n_trials, catch=(TrialFailed,), gc_after_trial=True)
+
+
+def run_timed_trials(study, runner: TrialRunner, spec: SweepSpec) -> None:
+    """Trials of ``spec.trial_time`` seconds each while a whole one still fits before ``spec.deadline`` (and fewer
+    than ``spec.n_trials``, when set, ran here); a line after each: trials so far, the best, the time left."""
+    import time
+
+    ran = 0
+    while (spec.n_trials is None or ran < spec.n_trials) and time.time() + (spec.trial_time or 0) <= spec.deadline:
+        study.optimize(runner, n_trials=1, catch=(TrialFailed,), gc_after_trial=True)
+        ran += 1
+        runner.say(progress_line(study, spec.monitor, spec.deadline - time.time()))
+
+
+def progress_line(study, monitor: str, left_s: float) -> str:
+    """``5 trials (3 complete, 2 pruned); best val/mIoU 0.6120 (trial 2); 14 min 20 s of search left``."""
+    from collections import Counter
+
+    from optuna.trial import TrialState
+
+    from masklab.console import duration
+
+    trials = study.get_trials(deepcopy=False)
+    counts = Counter(t.state.name.lower() for t in trials if t.state != TrialState.RUNNING)
+    done = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    best = (f"best {monitor} {study.best_value:.4f} (trial {study.best_trial.number})" if complete
+            else "no trial complete yet")
+    return f"{sum(counts.values())} trials ({done}); {best}; {duration(max(left_s, 0.0))} of search left"
 
 
 def take_grid_point(study, storage):

@@ -308,6 +308,8 @@ class ValidationLine(pl.Callback):
 
     def line(self, trainer: pl.Trainer, elapsed: float) -> str:
         """The line for where ``trainer`` stands after ``elapsed`` seconds of fitting."""
+        from masklab.console import duration
+
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
         value = metrics.get(self.monitor)
         better = max if self.mode == "max" else min
@@ -319,14 +321,6 @@ class ValidationLine(pl.Callback):
         shown = f"{self.monitor} {value:.4f} (best {self.best:.4f})" if value is not None else f"{self.monitor} -"
         left = ""
         if total and total > 0 and epoch < total:
-            left = f", about {_duration(elapsed / epoch * (total - epoch))} left"
+            left = f", about {duration(elapsed / epoch * (total - epoch))} left"
         return (f"epoch {epoch}/{total if total and total > 0 else '?'} step {trainer.global_step}: "
-                f"{losses + '; ' if losses else ''}{shown}; {_duration(elapsed)} elapsed{left}")
-
-
-def _duration(seconds: float) -> str:
-    """``1 h 02 min``, ``3 min 05 s`` or ``12 s``."""
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60:02d} min"
-    return f"{s // 60} min {s % 60:02d} s" if s >= 60 else f"{s} s"
+                f"{losses + '; ' if losses else ''}{shown}; {duration(elapsed)} elapsed{left}")

@@ -37,8 +37,8 @@ from masklab.workflows.fit_steps import (
 
 if TYPE_CHECKING:
     from masklab.data.manifest import Dataset
+    from masklab.evaluation.evaluate import EvaluationResult
     from masklab.tracking.runs import RunLog
-    from masklab.workflows.evaluation import Evaluation
 
 __all__ = ["FitResult", "fit", "resolve_resume", "with_output_dir"]
 
@@ -65,7 +65,7 @@ class FitResult:
     output_dir: Path
     best_checkpoint: Path | None
     epochs: int
-    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+    evaluations: dict[str, EvaluationResult] = field(default_factory=dict)
     registered: tuple[str, str] | None = None
     expected: dict[str, Any] | None = None
     expected_reached: bool | None = None
@@ -131,7 +131,7 @@ def fit(cfg: DictConfig, output_dir: str | Path, dataset: Dataset | None = None,
 
 
 def evaluate_best(best: Path, dataset: Dataset, output: Path, run: RunLog, options: DictConfig
-                  ) -> dict[str, Evaluation]:
+                  ) -> dict[str, EvaluationResult]:
     """The best checkpoint evaluated on val and test (the labeled ones), logged to ``run``."""
     from masklab.workflows.evaluation import evaluate_checkpoint
 
