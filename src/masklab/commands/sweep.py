@@ -28,4 +28,4 @@ def tune(cfg: DictConfig) -> None:
     from masklab.jobs import launcher_for_workers
     from masklab.sweep.tune import tune as run_tune
 
-    run_tune(cfg, launcher=launcher_for_workers())
+    run_tune(cfg, launcher=launcher_for_workers())  # (it prints the result; the FitResult is for Python callers)

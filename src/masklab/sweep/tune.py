@@ -166,8 +166,9 @@ def spent_searching(study: Any) -> float:
                if t.state in done and t.datetime_start and t.datetime_complete)
 
 
-def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
-    """Search, retrain the best recipe, write the preset (see the module docstring)."""
+def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
+    """Search, retrain the best recipe, write the preset (see the module docstring). Returns the final training's
+    FitResult (None when the study had finished before)."""
     import optuna
 
     from masklab.sweep.launch import finish_parent, open_parent_run, run_spec_trials
@@ -202,7 +203,7 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
     if study.user_attrs.get(ATTR_FINAL_RUN):
         result(f"tune '{plan.study_name}' is finished: final run {study.user_attrs[ATTR_FINAL_RUN]}, preset "
                f"{study.user_attrs.get(ATTR_PRESET)}; start another study= to tune again", __name__)
-        return
+        return None
     if plan.preset_path.exists() and not cfg.overwrite:
         raise UserError(f"preset={plan.preset}: {plan.preset_path} exists; choose another preset= or pass "
                         "overwrite=true")
@@ -251,6 +252,7 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> None:
            f"{final.best_value:.4f}" + "".join(f"; {split} {_metric(e, monitor)}" for split, e in
                                                final.evaluations.items()), __name__)
     result(f"Recipe written to {path}: masklab train experiment={plan.preset}", __name__)
+    return final
 
 
 def final_budget(plan: TunePlan, study: Any, started: float, searched_before: float) -> float:
