@@ -2,7 +2,7 @@
 budget on the same 2 CPU cores, scored once on the same test split.
 
     python benchmarks/tune.py [--datasets kvasir_seg membrane] [--time 30m] [--arms default balanced auto tuned]
-                              [--seed 0] [--workdir DIR] [--out FILE.json]
+                              [--seed 0] [--workdir DIR] [--out FILE.json] [--tune-args trials=2 ...]
 
 Per dataset: import it with masklab's importer and the size it chooses (membrane: train / val / test 60/20/20, since
 its public test set has no labels; Kvasir-SEG: the source's 80/10/10), then one arm after another, never two at
@@ -63,7 +63,7 @@ def train_arm(name: str, overrides: list[str], budget: str, folder: Path) -> dic
     return {**scores(done), "wall_s": wall, "class_weights": params.get("loss.class_weights")}
 
 
-def tuned_arm(name: str, budget: str, seed: int, folder: Path) -> dict:
+def tuned_arm(name: str, budget: str, seed: int, folder: Path, extra: list[str]) -> dict:
     import optuna
 
     from masklab.config import compose
@@ -71,7 +71,7 @@ def tuned_arm(name: str, budget: str, seed: int, folder: Path) -> dict:
 
     cfg = compose("tune", [f"data={name}", f"time={budget}", f"seed={seed}", f"study=bench-tune-{name}-{seed}",
                            f"preset=bench-tuned-{name}-{seed}", "overwrite=true",
-                           "overrides=[trainer.enable_progress_bar=false]"])
+                           "overrides=['trainer.enable_progress_bar=false']", *extra])
     cfg.paths.output_dir = str(folder)
     started = time.perf_counter()
     final = tune(cfg)
@@ -93,6 +93,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=REPO / "experiments" / "bench-tune")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--tune-args", nargs="*", default=[], help="more tune options (a smoke run: trials=2 min_trial=5s)")
     a = p.parse_args()
     out = (a.out or a.workdir / f"tune-seed{a.seed}.json").resolve()
     enter_scratch_project(a.workdir.resolve())
@@ -113,7 +114,7 @@ def main() -> None:
             elif arm == "auto" and "auto" in config_options("experiment"):
                 arms[arm] = train_arm(name, [*seed, "experiment=auto", f"data={name}"], a.time, runs / arm)
             elif arm == "tuned":
-                arms[arm] = tuned_arm(name, a.time, a.seed, runs / arm)
+                arms[arm] = tuned_arm(name, a.time, a.seed, runs / arm, a.tune_args)
             print(json.dumps({name: {arm: arms.get(arm)}}, default=str), flush=True)
             report["datasets"][name] = arms
             out.write_text(json.dumps(report, indent=1, default=str))  # after each arm: an interrupted run keeps them
