@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parents[1]
 # modules left at the end are short ones. xdist's own order (most tests first) ran these 1-3 test
 # modules last, one worker alone on a 3-minute DVC module while the other had finished.
 LONGEST_FIRST = ("test_dvc_pipeline.py", "test_crash_safety.py", "test_ddp.py", "test_preset_expected.py",
-                 "test_team_tracking.py", "test_sweep.py", "test_tune.py", "test_team_sweep.py", "test_instance_task.py",
-                 "test_submitit.py", "test_al_simulation.py", "test_registry.py", "test_dvc_experiments.py",
-                 "test_team_dvc.py", "test_presets_data_cli.py", "test_train.py", "test_explorer_browser.py",
-                 "test_explore_server.py", "test_curation.py")
+                 "test_team_tracking.py", "test_sweep.py", "test_tune.py", "test_team_sweep.py",
+                 "test_instance_task.py", "test_submitit.py", "test_al_simulation.py", "test_registry.py",
+                 "test_dvc_experiments.py", "test_team_dvc.py", "test_presets_data_cli.py", "test_train.py",
+                 "test_explorer_browser.py", "test_explore_server.py", "test_curation.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

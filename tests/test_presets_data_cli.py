@@ -101,7 +101,8 @@ def test_every_command_is_the_function_and_config_the_tests_call(project):
     for words, (config_name, target, _) in COMMANDS.items():
         module, func = target.split(":")
         assert callable(getattr(import_module(module), func)), words
-        required = ["sweep=fast_grid"] if config_name == "sweep_run" else []  # a group without a default
+        # groups without a default
+        required = {"sweep_run": ["sweep=fast_grid"], "tune": ["data=synthetic"]}.get(config_name, [])
         assert composed(config_name, required).task_name == config_name.replace("_run", ""), words
     for words, (target, _) in PLAIN_COMMANDS.items():
         module, func = target.split(":")

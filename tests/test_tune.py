@@ -14,7 +14,7 @@ import pytest
 
 from conftest import command_in, exits_as_user_error, mlflow_runs
 
-# Seconds, not minutes: trials of 9 s on the tiny debug=fast data, the quick space, min_trial lowered to match.
+# Seconds, not minutes: trials of 5 s on the tiny debug=fast data, the quick space, min_trial lowered to match.
 TUNE = ["data=synthetic", "trials=2", "min_trial=5s", "space=quick", "overrides=['debug=fast','model=unet_tiny']"]
 
 
@@ -38,13 +38,13 @@ def test_tune_searches_within_its_budget_retrains_the_best_and_writes_a_preset(p
 
     seed_store(project)
     started = time.monotonic()
-    run_tune(project, [*TUNE, "time=40s"])
+    run_tune(project, [*TUNE, "time=24s"])
     took = time.monotonic() - started
     study = study_of(project)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                        optuna.trial.TrialState.PRUNED)]
-    assert finished and trial_seconds(study) <= 0.5 * 40 + 5  # the search kept to its share (+ one trial's slack)
-    assert took < 40 + 25  # the whole budget, plus start-up, checks and the final evaluation
+    assert finished and trial_seconds(study) <= 0.5 * 24 + 5  # the search kept to its share (+ one trial's slack)
+    assert took < 24 + 25  # the whole budget, plus start-up, checks and the final evaluation
     _, runs = mlflow_runs(project, "synthetic")
     parent = next(r for r in runs if r.data.tags.get("masklab.command") == "tune")
     final = next(r for r in runs if r.data.tags.get("masklab.tune_final") == "true")
@@ -68,7 +68,7 @@ def test_tune_searches_within_its_budget_retrains_the_best_and_writes_a_preset(p
     assert f"trial {best.number}" in preset.read_text()
     # The same command again: the study is finished; nothing trains, the preset is kept.
     before = preset.read_text()
-    run_tune(project, [*TUNE, "time=40s"], "again")
+    run_tune(project, [*TUNE, "time=24s"], "again")
     assert len(study_of(project).trials) == len(study.trials) and preset.read_text() == before
 
 
@@ -86,7 +86,7 @@ def test_an_interrupted_tune_resumes_within_the_same_budget(project, seed_store,
     seed_store(project)
     monkeypatch.setattr(tune_module, "retrain", interrupted)
     with pytest.raises(SystemExit) as stop:
-        run_tune(project, [*TUNE, "time=40s"])
+        run_tune(project, [*TUNE, "time=24s"])
     assert stop.value.code == 130
     first = study_of(project)
     n_trials, spent = len(first.trials), trial_seconds(first)
@@ -97,20 +97,20 @@ def test_an_interrupted_tune_resumes_within_the_same_budget(project, seed_store,
 
     monkeypatch.setattr(tune_module, "retrain", recorded)
     started = time.monotonic()
-    run_tune(project, [*TUNE, "time=40s"], "resumed")
+    run_tune(project, [*TUNE, "time=24s"], "resumed")
     assert len(study_of(project).trials) == n_trials  # no new trial: the search's share was used
-    assert given and given[0] <= 40 - spent + 1  # the final training gets what is left of the same 40 s
-    assert time.monotonic() - started < 40 - spent + 25
-    with pytest.raises(Exception, match="was started with time=40 s, not 1 min 00 s"):
-        run_tune(project, [*TUNE, "time=60s"], "other")
+    assert given and given[0] <= 24 - spent + 1  # the final training gets what is left of the same 24 s
+    assert time.monotonic() - started < 24 - spent + 25
+    with pytest.raises(Exception, match="was started with time=24 s, not 30 s"):
+        run_tune(project, [*TUNE, "time=30s"], "other")
 
 
 @pytest.mark.parametrize("overrides, message", [
     (["time=10s"], r"time=10s: too small for one trial: 2 trials in 50% of it get 2 s each \(min_trial=5s"),
     (["time=ages"], "time='ages': expected a positive duration"),
-    (["time=40s", "+space.model=[unet,nosuch]"], r"tune.space.model: model=nosuch is not a valid train option"),
-    (["time=40s", "+space.seed={type:int,low:5,high:1}"], r"tune.space.seed: low \(5\) must be below high \(1\)"),
-    (["time=40s", "search_share=1.0"], "search_share=1.0: expected the share"),
+    (["time=24s", "+space.model=[unet,nosuch]"], r"tune.space.model: model=nosuch is not a valid train option"),
+    (["time=24s", "+space.seed={type:int,low:5,high:1}"], r"tune.space.seed: low \(5\) must be below high \(1\)"),
+    (["time=24s", "search_share=1.0"], "search_share=1.0: expected the share"),
 ])
 def test_tune_mistakes_are_one_line_errors_before_anything_trains(project, capsys, overrides, message):
     import re
@@ -131,13 +131,13 @@ def test_a_dataset_without_val_and_an_existing_preset_are_refused_before_trainin
         if s.split == "val":
             s.split = "train"
     write_manifest(dataset.root, dataset.samples)
-    line = exits_as_user_error("tune", lambda: run_tune(project, [*TUNE, "time=40s"]), capsys)
+    line = exits_as_user_error("tune", lambda: run_tune(project, [*TUNE, "time=24s"]), capsys)
     assert "data=synthetic: split 'val' has no labeled samples" in line, line
     for s in dataset.samples[:3]:
         s.split = "val"
     write_manifest(dataset.root, dataset.samples)
     (project / "conf" / "experiment").mkdir(parents=True)
     (project / "conf" / "experiment" / "mine.yaml").write_text("# a user's preset\n")
-    line = exits_as_user_error("tune", lambda: run_tune(project, [*TUNE, "time=40s", "preset=mine"]), capsys)
+    line = exits_as_user_error("tune", lambda: run_tune(project, [*TUNE, "time=24s", "preset=mine"]), capsys)
     assert "preset=mine:" in line and "exists; choose another preset= or pass overwrite=true" in line, line
     assert (project / "conf" / "experiment" / "mine.yaml").read_text() == "# a user's preset\n"
