@@ -125,3 +125,19 @@ def test_the_range_test_leaves_the_initial_weights_as_they_were(project):
     assert found is not None and found_cfg.optimizer.lr == float(f"{found.suggestion:.3g}")
     assert all(torch.equal(before[k], after[k]) for k in before)  # BatchNorm statistics included
     assert with_found_learning_rate(compose("train", FAST), task, parts, dataset) == (compose("train", FAST), None)
+
+
+def test_ema_weights_are_what_validation_scored_and_what_the_best_checkpoint_holds(project, seed_store):
+    """callbacks=ema: the best checkpoint (weights only), evaluated at the model's resolution, scores exactly the
+    val/mIoU validation logged for it: the file holds the averaged weights that were scored (with Lightning's own
+    EMAWeightAveraging it would hold the current weights). last.ckpt keeps both to resume."""
+    seed_store(project)
+    done = fit_in(project, [*FAST, "callbacks=ema", "trainer.max_epochs=3", "trainer.limit_val_batches=1.0",
+                            "evaluation.resolution=model", "evaluation.boundary=false"])
+    scored = done.evaluations["val"].metrics["eval_model_res/val/mIoU"]
+    assert scored == pytest.approx(done.best_value, abs=1e-6), (scored, done.best_value)
+    last = torch.load(done.output_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert "current_model_state" in last and "averaging_state" in last
+    differs = [k for k, v in last["state_dict"].items() if v.is_floating_point()
+               and not torch.equal(v, last["current_model_state"][k])]
+    assert differs  # the average is not the current weights

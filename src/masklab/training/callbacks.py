@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import WeightAveraging
 
 
 class ThroughputMonitor(pl.Callback):
@@ -324,3 +325,68 @@ class ValidationLine(pl.Callback):
             left = f", about {duration(elapsed / epoch * (total - epoch))} left"
         return (f"epoch {epoch}/{total if total and total > 0 else '?'} step {trainer.global_step}: "
                 f"{losses + '; ' if losses else ''}{shown}; {duration(elapsed)} elapsed{left}")
+
+
+def ema_with_warmup(decay: float) -> Any:
+    """An AveragedModel ``avg_fn``: ``avg <- d avg + (1 - d) weight`` with ``d = min(decay, (1 + n) / (10 + n))`` after
+    n updates (timm's warm-up), so a short run's average is not stuck near the initial weights."""
+
+    def average(averaged: Any, current: Any, num_averaged: Any) -> Any:
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        return d * averaged + (1.0 - d) * current
+
+    return average
+
+
+class EMAWeights(WeightAveraging):
+    """An exponential moving average of the weights, updated after every optimizer step (``decay`` per step, with
+    a warm-up: :func:`ema_with_warmup`). Validation scores the average, and the checkpoints hold it: the best one
+    (weights only) is what was scored, and ``last.ckpt`` keeps both the average and the current weights to resume.
+
+    Lightning's ``EMAWeightAveraging`` puts the current weights back at the end of each validation epoch, before
+    masklab's best checkpoint is written (at validation end; a weights-only checkpoint runs no callback hook), so that
+    file would hold weights that were never scored. This one keeps the average in place until the next training
+    batch instead.
+    """
+
+    def __init__(self, decay: float = 0.99):
+        if not 0.0 < decay < 1.0:
+            from masklab.errors import UserError
+
+            raise UserError(f"callbacks.ema.decay={decay!r}: expected a number in (0, 1), such as 0.99")
+        super().__init__(avg_fn=ema_with_warmup(decay))
+        self.decay = decay
+        self.swapped = False
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._average_model is not None and not self.swapped:
+            self._swap_models(pl_module)
+            self.swapped = True
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass  # the average stays in place for the checkpoints written at validation end
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.swapped:
+            self._swap_models(pl_module)
+            self.swapped = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.swapped:
+            self._swap_models(pl_module)
+            self.swapped = False
+        super().on_train_end(trainer, pl_module)  # the model ends with the average
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        if self.swapped and "current_model_state" in checkpoint:
+            # While swapped the module holds the average and the AveragedModel the current weights: Lightning's hook
+            # filed each under the other's key.
+            checkpoint["state_dict"], checkpoint["current_model_state"] = (checkpoint["current_model_state"],
+                                                                           checkpoint["state_dict"])
