@@ -6,6 +6,7 @@ CLI's own error path (``masklab.errors.run_reporting_errors``: exit status and t
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -117,7 +118,10 @@ def test_data_synth_check_preview(project, capsys, cli):
     again = cli("data", "synth", *DEBUG_FAST)  # through the CLI's main once
     assert again.returncode == 2 and "overwrite=true" in again.stderr and "Traceback" not in again.stderr
     command_in(project, "data check", DEBUG_FAST)
-    assert "No problems found" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "No problems found" in out
+    shares = re.search(r"class pixels in train \((\d+) masks\): background ([\d.]+) %", out)
+    assert shares and int(shares[1]) > 0 and 50 < float(shares[2]) < 100, out
     out = project / "preview.png"
     command_in(project, "data preview", [*DEBUG_FAST, f"output={out}", "augment=strong", "rows=2", "cols=3"])
     assert f"Wrote {out}" in capsys.readouterr().out

@@ -68,11 +68,24 @@ def check(cfg: DictConfig) -> None:
         raise load_error  # the check should have found what stops loading; never call such a dataset clean
     if dataset is not None:
         result(summary(dataset), __name__)
+        _class_pixels(dataset, cfg.paths.get("cache_dir"))
     for line in stats.lines(None if dataset is None else dataset.class_table):
         result(line, __name__)
     result(format_problems(problems) if problems else "No problems found.", __name__)
     if any(p.severity == "error" for p in problems):
         raise SystemExit(EXIT_PROBLEMS)
+
+
+def _class_pixels(dataset, cache_dir) -> None:
+    """The train split's class shares (what loss.class_weights=auto weighs by), when its masks are readable."""
+    from masklab.data.class_pixels import class_pixels_line, mask_class_pixels
+
+    try:
+        counts = mask_class_pixels(dataset, "train", cache_dir)
+    except (OSError, ValueError):  # an unreadable mask: the check below names it
+        return
+    if counts is not None:
+        result(class_pixels_line(counts, dataset.class_table.names), __name__)
 
 
 def record_edits(cfg: DictConfig) -> None:

@@ -97,3 +97,23 @@ def count_class_pixels(samples: Sequence[Any], label_map: Callable[[Any], np.nda
     present = per_mask > 0
     return ClassPixels(pixels=per_mask.sum(0), present_in=(present * per_mask.sum(1, keepdims=True)).sum(0),
                        images=present.sum(0), masks=len(samples))
+
+
+def mask_class_pixels(dataset: Any, split: str = "train", cache_dir: str | Path | None = None) -> ClassPixels | None:
+    """The :class:`ClassPixels` of the semantic masks of ``split``'s labeled samples, or None when some of them have
+    no semantic mask (an instance dataset: its objects are counted by ``data check`` per object)."""
+    from masklab.data.images import read_mask
+
+    samples = dataset.labeled(split)
+    if not samples or any(not s.mask for s in samples):
+        return None
+    table = dataset.class_table
+    return count_class_pixels(samples, lambda s: read_mask(Path(dataset.root) / s.mask), table.num_classes,
+                              table.ignore_index, dataset.manifest_hash, cache_dir)
+
+
+def class_pixels_line(counts: ClassPixels, names: Sequence[str], split: str = "train") -> str:
+    """``class pixels in train (800 masks): background 84.1 %, polyp 15.9 % (in 99 % of masks)``."""
+    shares = ", ".join(f"{n} {100 * sh:.3g} % (in {100 * k / max(counts.masks, 1):.3g} % of masks)"
+                       for n, sh, k in zip(names, counts.share, counts.images))
+    return f"class pixels in {split} ({counts.masks} masks): {shares}"
