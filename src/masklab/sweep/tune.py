@@ -171,20 +171,66 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
     FitResult (None when the study had finished before)."""
     import optuna
 
-    from masklab.sweep.launch import finish_parent, open_parent_run, run_spec_trials
-    from masklab.sweep.study import direction_of, make_pruner, open_storage, open_study, redact, study_lock
+    from masklab.sweep.launch import finish_parent, run_spec_trials
 
     started = time.time()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     plan, base = plan_tune(cfg)
     check_val_split(base)
+    study, parent_id = join_tune(cfg, plan, base)
+    if study.user_attrs.get(ATTR_FINAL_RUN):
+        result(f"tune '{plan.study_name}' is finished: final run {study.user_attrs[ATTR_FINAL_RUN]}, preset "
+               f"{study.user_attrs.get(ATTR_PRESET)}; start another study= to tune again", __name__)
+        return None
+    if plan.preset_path.exists() and not cfg.overwrite:
+        raise UserError(f"preset={plan.preset}: {plan.preset_path} exists; choose another preset= or pass "
+                        "overwrite=true")
+    searched = spent_searching(study)
+    spec = search_spec(cfg, plan, base, study, parent_id, plan.search_s - searched)
+    status = "FAILED"
+    try:
+        if plan.search_s - searched >= plan.trial_s:
+            run_spec_trials(spec, plan.workers, launcher, base)
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if not complete:
+            raise UserError(f"tune '{plan.study_name}': no trial completed in the search's "
+                            f"{duration(plan.search_s)}; give a larger time= or fewer trials=")
+        best = study.best_trial
+        final = retrain(plan, study, best, base, parent_id, final_budget(plan, study, started, searched))
+        path = write_preset(plan, cfg, best, final)
+        study.set_user_attr(ATTR_FINAL_RUN, final.run_id)
+        study.set_user_attr(ATTR_PRESET, str(path))
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        log.warning("masklab tune: interrupted; the study keeps its trials and the time they took: run the same "
+                    "command again to resume within the same budget")
+        raise SystemExit(130) from None
+    finally:
+        try:
+            finish_parent(study, str(base.logger.tracking_uri), parent_id, spec.monitor, status)
+        except Exception as exc:  # never hide the tune's own error
+            log.warning("could not record the result on the parent run: %s", one_line(str(exc)))
+    result(f"Tuned '{plan.study_name}' in {duration(time.time() - started)} this time ({duration(plan.budget_s)} "
+           f"budget): best trial {best.number} {spec.monitor}={best.value:.4f}; final training {final.epochs} epochs, "
+           f"{spec.monitor}={final.best_value:.4f}"
+           + "".join(f"; {split} {_metric(e, spec.monitor)}" for split, e in final.evaluations.items()), __name__)
+    result(f"Recipe written to {path}: masklab train experiment={plan.preset}", __name__)
+    return final
+
+
+def join_tune(cfg: DictConfig, plan: TunePlan, base: DictConfig) -> tuple[Any, str]:
+    """The tune's study (created, or loaded to resume: then with the same budget) and its MLflow parent run, under
+    the study's lock as `masklab sweep` joins one."""
+    import optuna
+
+    from masklab.sweep.launch import open_parent_run
+    from masklab.sweep.study import direction_of, make_pruner, open_storage, open_study, redact, study_lock
+
     storage = open_storage(str(cfg.storage))
     direction = direction_of(str(base.monitor_mode))
     sampler = optuna.samplers.TPESampler(seed=int(cfg.seed), n_startup_trials=int(cfg.startup_trials))
-    # Rungs at a ninth and a third of a trial's seconds: a trial goes on when it is in the top third there.
-    spec_pruner = {"type": "successive_halving", "min_resource": max(1, int(plan.trial_s / 9)),
-                   "reduction_factor": 3}
-    study = open_study(plan.study_name, storage, direction, sampler, make_pruner(spec_pruner))
+    study = open_study(plan.study_name, storage, direction, sampler, make_pruner(pruner_of(plan)))
     monitor, shown = str(base.monitor), redact(str(cfg.storage))
     with study_lock(storage, plan.study_name):
         known = study.user_attrs.get(ATTR_BUDGET)
@@ -200,59 +246,35 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
              **{f"space.{p.name}": p.describe() for p in plan.params}},
             {"masklab.command": "tune", "masklab.sweep": plan.study_name, "masklab.optuna_storage": shown,
              "masklab.monitor": monitor})
-    if study.user_attrs.get(ATTR_FINAL_RUN):
-        result(f"tune '{plan.study_name}' is finished: final run {study.user_attrs[ATTR_FINAL_RUN]}, preset "
-               f"{study.user_attrs.get(ATTR_PRESET)}; start another study= to tune again", __name__)
-        return None
-    if plan.preset_path.exists() and not cfg.overwrite:
-        raise UserError(f"preset={plan.preset}: {plan.preset_path} exists; choose another preset= or pass "
-                        "overwrite=true")
-    searched = spent_searching(study)
-    search_left = plan.search_s - searched
+    left = plan.search_s - spent_searching(study)
     log.info(f"tune '{plan.study_name}': {duration(plan.budget_s)} in all; {duration(plan.search_s)} to search in "
-             f"trials of {duration(plan.trial_s)} ({duration(max(search_left, 0))} of it left), then the best recipe "
+             f"trials of {duration(plan.trial_s)} ({duration(max(left, 0))} of it left), then the best recipe "
              f"retrained for the rest\n  space: {'; '.join(p.describe() for p in plan.params)}\n  Optuna study in "
              f"{shown}; MLflow parent run {parent_id} ({'new' if created else 'continued'}); trial folders in "
              f"{plan.tune_dir / 'trials'}")
-    spec = SweepSpec(study=plan.study_name, storage=str(cfg.storage), monitor=monitor, direction=direction,
-                     params=[p.to_dict() for p in plan.params], sampler={"type": "tpe", "seed": int(cfg.seed),
-                                                                         "n_startup_trials": int(cfg.startup_trials)},
-                     pruner=spec_pruner, base_overrides=plan.base_overrides,
+    return study, parent_id
+
+
+def pruner_of(plan: TunePlan) -> dict[str, Any]:
+    """Successive halving on seconds trained, rungs at a ninth and a third of a trial: a trial goes on when it is
+    in the top third of the trials that reached the rung."""
+    return {"type": "successive_halving", "min_resource": max(1, int(plan.trial_s / 9)), "reduction_factor": 3}
+
+
+def search_spec(cfg: DictConfig, plan: TunePlan, base: DictConfig, study: Any, parent_id: str, left_s: float
+                ) -> SweepSpec:
+    """What the search's worker(s) run: TPE over the plan's space, trials of ``plan.trial_s`` pruned on seconds
+    trained, none started after ``left_s`` from now less a trial."""
+    from masklab.sweep.study import direction_of
+
+    return SweepSpec(study=plan.study_name, storage=str(cfg.storage), monitor=str(base.monitor),
+                     direction=direction_of(str(base.monitor_mode)), params=[p.to_dict() for p in plan.params],
+                     sampler={"type": "tpe", "seed": int(cfg.seed), "n_startup_trials": int(cfg.startup_trials)},
+                     pruner=pruner_of(plan), base_overrides=plan.base_overrides,
                      experiment_name=str(base.logger.experiment_name), tracking_uri=str(base.logger.tracking_uri),
                      sweep_dir=str(plan.tune_dir), parent_run_id=parent_id, n_trials=None,
-                     seed_offset=len(study.get_trials(deepcopy=False)),
-                     deadline=time.time() + search_left, trial_time=plan.trial_s, report_step="seconds")
-    status = "FAILED"
-    try:
-        if search_left >= plan.trial_s:
-            run_spec_trials(spec, plan.workers, launcher, base)
-        best = study.best_trial if any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)) \
-            else None
-        if best is None:
-            raise UserError(f"tune '{plan.study_name}': no trial completed in the search's "
-                            f"{duration(plan.search_s)}; give a larger time= or fewer trials=")
-        final = retrain(plan, study, best, base, parent_id, final_budget(plan, study, started, searched))
-        path = write_preset(plan, cfg, best, final)
-        study.set_user_attr(ATTR_FINAL_RUN, final.run_id)
-        study.set_user_attr(ATTR_PRESET, str(path))
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
-        log.warning("masklab tune: interrupted; the study keeps its trials and the time they took: run the same "
-                    "command again to resume within the same budget")
-        raise SystemExit(130) from None
-    finally:
-        try:
-            finish_parent(study, str(base.logger.tracking_uri), parent_id, monitor, status)
-        except Exception as exc:  # never hide the tune's own error
-            log.warning("could not record the result on the parent run: %s", one_line(str(exc)))
-    took = time.time() - started
-    result(f"Tuned '{plan.study_name}' in {duration(took)} this time ({duration(plan.budget_s)} budget): best trial "
-           f"{best.number} {monitor}={best.value:.4f}; final training {final.epochs} epochs, {monitor}="
-           f"{final.best_value:.4f}" + "".join(f"; {split} {_metric(e, monitor)}" for split, e in
-                                               final.evaluations.items()), __name__)
-    result(f"Recipe written to {path}: masklab train experiment={plan.preset}", __name__)
-    return final
+                     seed_offset=len(study.get_trials(deepcopy=False)), deadline=time.time() + left_s,
+                     trial_time=plan.trial_s, report_step="seconds")
 
 
 def final_budget(plan: TunePlan, study: Any, started: float, searched_before: float) -> float:
