@@ -141,3 +141,26 @@ def test_a_dataset_without_val_and_an_existing_preset_are_refused_before_trainin
     line = exits_as_user_error("tune", lambda: run_tune(project, [*TUNE, "time=24s", "preset=mine"]), capsys)
     assert "preset=mine:" in line and "exists; choose another preset= or pass overwrite=true" in line, line
     assert (project / "conf" / "experiment" / "mine.yaml").read_text() == "# a user's preset\n"
+
+
+def test_time_searched_counts_side_by_side_trials_once():
+    """Two workers' trials that overlap cover their union of wall time, not the sum (else workers=2 would leave the
+    final training nothing); an unfinished trial counts nothing."""
+    from datetime import datetime, timedelta
+
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import FrozenTrial, TrialState
+
+    from masklab.sweep.tune import spent_searching
+
+    t0 = datetime(2026, 12, 8, 1, 0, 0)
+    study = optuna.create_study()
+    for number, (start, end, state) in enumerate([(0, 30, TrialState.COMPLETE), (5, 40, TrialState.PRUNED),
+                                                  (50, 60, TrialState.FAIL), (55, None, TrialState.RUNNING)]):
+        study.add_trial(FrozenTrial(
+            number=number, state=state, value=0.5 if state == TrialState.COMPLETE else None, values=None,
+            datetime_start=t0 + timedelta(seconds=start),
+            datetime_complete=None if end is None else t0 + timedelta(seconds=end),
+            params={"x": 0.1}, distributions={"x": FloatDistribution(0, 1)}, user_attrs={}, system_attrs={},
+            intermediate_values={0: 0.4} if state == TrialState.PRUNED else {}, trial_id=number))
+    assert spent_searching(study) == pytest.approx(40 + 10)

@@ -193,6 +193,13 @@ def split_trials(n_trials: int | None, workers: int) -> list[int | None]:
     return [n_trials // n + (i < n_trials % n) for i in range(n)]
 
 
+def quota_text(quotas: list[int | None]) -> str:
+    """``3, 2 trials``, or ``trials until the deadline`` for a time-boxed study."""
+    if any(q is None for q in quotas):
+        return "trials until the deadline"
+    return ", ".join(str(q) for q in quotas) + " trials"
+
+
 def run_workers(spec: SweepSpec, n_trials: int | None, workers: int) -> None:
     """K worker processes on the study, ``n_trials`` split between them; the first configuration error stops all."""
     quotas = split_trials(n_trials, workers)
@@ -213,7 +220,7 @@ def run_workers(spec: SweepSpec, n_trials: int | None, workers: int) -> None:
             proc.stdin.write(replace(spec, worker=i, n_trials=quota).to_json())
             proc.stdin.close()
             procs.append((i, proc, err_path))
-        log.info("Started %d workers (%s trials; stderr in %s)", n, ", ".join(str(q) for q in quotas), log_dir)
+        log.info("Started %d workers (%s; stderr in %s)", n, quota_text(quotas), log_dir)
         while any(p.poll() is None for _, p, _ in procs):
             for i, p, err_path in procs:
                 if p.poll() not in (None, 0):
@@ -243,8 +250,8 @@ def run_worker_jobs(spec: SweepSpec, n_trials: int | None, workers: int, launche
     quotas = split_trials(n_trials, workers)
     calls = [(replace(spec, worker=i, n_trials=quota).to_json(),) for i, quota in enumerate(quotas, 1)]
     jobs = submit_function(kind, params, run_as_job, calls, config=base)
-    log.info("Submitted %d worker job(s) with hydra/launcher=%s (%s trials; logs in %s): %s", len(jobs), choice,
-             ", ".join(str(q) for q in quotas), folder, " ".join(str(j.job_id) for j in jobs))
+    log.info("Submitted %d worker job(s) with hydra/launcher=%s (%s; logs in %s): %s", len(jobs), choice,
+             quota_text(quotas), folder, " ".join(str(j.job_id) for j in jobs))
     pending = dict(enumerate(jobs, 1))
     try:
         while pending:

@@ -158,12 +158,19 @@ def check_val_split(base: DictConfig) -> None:
 
 
 def spent_searching(study: Any) -> float:
-    """Seconds the study's finished trials took (complete, pruned, failed): what the search has used so far."""
+    """Wall-clock seconds the study's finished trials (complete, pruned, failed) covered: the union of their
+    intervals, so trials that ran side by side in several workers count once. What the search has used so far."""
     from optuna.trial import TrialState
 
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum((t.datetime_complete - t.datetime_start).total_seconds() for t in study.get_trials(deepcopy=False)
-               if t.state in done and t.datetime_start and t.datetime_complete)
+    spans = sorted((t.datetime_start.timestamp(), t.datetime_complete.timestamp())
+                   for t in study.get_trials(deepcopy=False)
+                   if t.state in done and t.datetime_start and t.datetime_complete)
+    total, reach = 0.0, -math.inf
+    for start, end in spans:
+        total += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    return total
 
 
 def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
