@@ -58,6 +58,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str, str]] = {
                             "every stage transition of a model (when, who, from, to, reason)"),
     ("predict",): ("predict", "masklab.commands.predict:predict",
                    "masks for a folder or file of images from a registered model, run or checkpoint"),
+    ("export",): ("export", "masklab.commands.predict:export",
+                  "a model as an ONNX or TorchScript package (format=onnx|torchscript) with its parity proof"),
     ("data", "browse"): ("data_browse", "masklab.commands.report:browse",
                          "HTML explorer of a dataset (images and masks), no server needed"),
     ("report",): ("report", "masklab.commands.report:report",
@@ -83,7 +85,7 @@ PLAIN_COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
 
 # `model=` names a config group for train, but a model reference (models:/N/Production, run id,
 # checkpoint) for these commands; Hydra would read it as the group, so it arrives as `model_ref=`.
-MODEL_REF_COMMANDS = {("predict",), ("evaluate",), ("curate", "duplicates"), ("curate", "similarity"),
+MODEL_REF_COMMANDS = {("predict",), ("export",), ("evaluate",), ("curate", "duplicates"), ("curate", "similarity"),
                       ("al", "select")}
 
 # Hydra flags that take no value.

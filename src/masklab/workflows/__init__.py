@@ -37,6 +37,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "data": ["Imported", "export_dataset", "import_dataset"],
     "evaluation": ["Evaluation", "evaluate", "evaluate_checkpoint", "evaluate_model"],
     "exploring": ["ExploreSources", "explore_sources", "open_explorer"],
+    "exporting": ["Export", "ParityFailed", "export"],
     "fitting": ["FitResult", "fit"],
     "label_errors": ["LabelErrors", "find_label_errors", "write_label_error_explorer"],
     "prediction": ["Prediction", "predict"],
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
     from masklab.workflows.data import Imported, export_dataset, import_dataset
     from masklab.workflows.evaluation import Evaluation, evaluate, evaluate_checkpoint, evaluate_model
     from masklab.workflows.exploring import ExploreSources, explore_sources, open_explorer
+    from masklab.workflows.exporting import Export, ParityFailed, export
     from masklab.workflows.fitting import FitResult, fit
     from masklab.workflows.label_errors import LabelErrors, find_label_errors, write_label_error_explorer
     from masklab.workflows.prediction import Prediction, predict
