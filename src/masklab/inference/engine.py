@@ -7,7 +7,7 @@ deployed: the same preprocessing rule, the same resizing of the logits, the same
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -105,9 +105,24 @@ class Predictor:
                 out.append(found)
         return out
 
+    @torch.no_grad()
     def classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8."""
-        return [argmax_classes(lg, dim=0).to(torch.uint8).cpu().numpy() for lg in self.logits(images)]
+        """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8. An image predicted in tiles is taken band by
+        band (:meth:`tiled_bands`): its full-resolution logits never exist at once, so memory follows the tile."""
+        out: dict[int, np.ndarray] = {}
+        rest = []
+        for i, im in enumerate(images):
+            if self.rule.mode == "pad" and self.rule.tile is not None and max(im.shape[:2]) > self.rule.tile:
+                # (a view of the image, not a copy: tiles are sliced from it)
+                pixels = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].to(self.device)
+                bands = [argmax_classes(band, dim=0).to(torch.uint8).cpu().numpy()
+                         for _, band in self.tiled_bands(pixels)]
+                out[i] = np.concatenate(bands, axis=0)
+            else:
+                rest.append(i)
+        for i, lg in zip(rest, self.logits([images[i] for i in rest]) if rest else []):
+            out[i] = argmax_classes(lg, dim=0).to(torch.uint8).cpu().numpy()
+        return [out[i] for i in range(len(images))]
 
     def _resized(self, images: Sequence[np.ndarray], back_to_original: bool = True) -> list[torch.Tensor]:
         # Each image goes through the rule as validation's did (nothing more: the network gets what it was
@@ -161,23 +176,63 @@ class Predictor:
         return self.model(x).float()[..., :h, :w]
 
     def _tiled(self, x: torch.Tensor) -> torch.Tensor:
-        """(1, C, H, W): overlapping tiles of ``rule.tile`` px, logits averaged where they overlap."""
+        """(1, C, H, W): the blended tiles of :meth:`tiled_bands`, put together."""
+        return torch.cat([band.clone() for _, band in self.tiled_bands(x)], dim=1)[None]
+
+    @torch.no_grad()
+    def tiled_bands(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """(first row, (C, rows, W) logits) of a (1, 3, H, W) image predicted in overlapping tiles of ``rule.tile``
+        px, top to bottom. Tiles are blended with a Gaussian weight (sigma an eighth of the tile, as nnU-Net does)
+        so that a tile's border, where the network sees least context, counts least and no seam shows; a band of
+        rows is handed out as soon as no later tile reaches it, so at most a tile's height of full-width logits is
+        held at once. A band is a view of the running sums, valid until the next one is asked for."""
         h, w = x.shape[-2:]
         tile = self.rule.tile
         if tile is None:
             raise ValueError(f"input rule {self.rule.to_dict()}: tiled prediction needs a tile size")
         step = tile - self.rule.overlap
-        total: torch.Tensor | None = None
-        count = torch.zeros(1, 1, h, w, device=x.device)
-        for top in sorted({*range(0, max(h - tile, 0) + 1, step), max(h - tile, 0)}):
-            for left in sorted({*range(0, max(w - tile, 0) + 1, step), max(w - tile, 0)}):
-                y = self._pad_predict(x[..., top:top + tile, left:left + tile])
+        tops = sorted({*range(0, max(h - tile, 0) + 1, step), max(h - tile, 0)})
+        lefts = sorted({*range(0, max(w - tile, 0) + 1, step), max(w - tile, 0)})
+        total: torch.Tensor | None = None  # rows [start, start + tile) of the running sums
+        weight = torch.zeros(min(tile, h), w, device=x.device)
+        start = 0
+        for top in tops:
+            if total is not None and top > start:  # rows above this tile are final: hand them out
+                done = top - start
+                yield start, total[:, :done].div_(weight[:done])
+                shift_up(total, done, dim=1)
+                shift_up(weight, done, dim=0)
+                start = top
+            for left in lefts:
+                y = self._pad_predict(x[..., top:top + tile, left:left + tile])[0]
                 if total is None:
-                    total = torch.zeros(1, y.shape[1], h, w, device=x.device)
-                total[..., top:top + y.shape[-2], left:left + y.shape[-1]] += y
-                count[..., top:top + y.shape[-2], left:left + y.shape[-1]] += 1
+                    total = torch.zeros(y.shape[0], min(tile, h), w, device=x.device)
+                window = blend_window(y.shape[-2], y.shape[-1], tile, x.device)
+                rows, cols = slice(top - start, top - start + y.shape[-2]), slice(left, left + y.shape[-1])
+                total[:, rows, cols] += y * window
+                weight[rows, cols] += window
         assert total is not None  # (the loops visit at least the tile at (0, 0))
-        return total / count
+        yield start, total[:, : h - start].div_(weight[: h - start])
+
+
+def shift_up(t: torch.Tensor, rows: int, dim: int) -> None:
+    """Move ``t``'s slices along ``dim`` up by ``rows`` in place and zero the freed end: in chunks of ``rows``,
+    whose source and destination never overlap (no second buffer of ``t``'s size)."""
+    size = t.shape[dim]
+    for r in range(0, size - rows, rows):
+        n = min(rows, size - rows - r)
+        t.narrow(dim, r, n).copy_(t.narrow(dim, r + rows, n))
+    t.narrow(dim, max(size - rows, 0), min(rows, size)).zero_()
+
+
+def blend_window(height: int, width: int, tile: int, device: torch.device) -> torch.Tensor:
+    """(height, width) tile weights: a separable Gaussian with sigma tile / 8, 1 at the centre, at least 1e-3 (a
+    pixel that only one tile's border covers still gets that tile's logits)."""
+    def axis(n: int) -> torch.Tensor:
+        centre = (n - 1) / 2
+        return torch.exp(-0.5 * ((torch.arange(n, device=device) - centre) / (tile / 8)) ** 2)
+
+    return (axis(height)[:, None] * axis(width)[None, :]).clamp_min(1e-3)
 
 
 def predict_logits(model: nn.Module, image: np.ndarray, rule: InputRule, device: str = "cpu") -> torch.Tensor:
