@@ -37,10 +37,14 @@ class EvaluationRecord:
     masklab_version: str = "unknown"
     platform: dict[str, str] = field(default_factory=dict)
     created: float = field(default_factory=time.time)
+    # Test-time augmentation of the predictions scored (masklab.inference.engine.tta_views): none, flip, flip+scales.
+    tta: str = "none"
 
     def key(self) -> str:
         """Which number this is, independent of who computed it: dataset version, split, resolution."""
-        return f"{self.dataset}.{self.manifest_sha256[:12]}.{self.split}.{self.resolution}"
+        # (a TTA evaluation is another number than the plain one; the plain key is as before TTA existed)
+        tta = f".tta-{self.tta}" if self.tta != "none" else ""
+        return f"{self.dataset}.{self.manifest_sha256[:12]}.{self.split}.{self.resolution}{tta}"
 
     def metric(self, name: str) -> float | None:
         """The value of ``name``, given either fully ("eval/test/mIoU") or bare ("mIoU")."""

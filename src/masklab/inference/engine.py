@@ -47,16 +47,33 @@ class Predictor:
     """
 
     def __init__(self, model: nn.Module, rule: InputRule, device: str | torch.device | None = "auto",
-                 batch_size: int = 8):
+                 batch_size: int = 8, tta: str = "none"):
         if int(batch_size) < 1:
             raise UserError(f"batch_size={batch_size}: expected a positive number of images")
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.rule = rule
         self.batch_size = int(batch_size)
+        self.tta = tta_views(tta)
+        self.tta_name = tta
 
     @torch.no_grad()
     def logits(self, images: Sequence[np.ndarray], resolution: str = "original") -> list[torch.Tensor]:
+        """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order; with test-time
+        augmentation (``tta``) the mean over the views, each view's logits brought back to the image's frame
+        first (a flip undone, a scale resized back)."""
+        if len(self.tta) == 1:
+            return self._plain_logits(images, resolution)
+        total: list[torch.Tensor] | None = None
+        for view in self.tta:
+            # (a "pad" rule predicts at the image's own size either way: a scaled view comes back to it too)
+            found = [view.undo(lg, im.shape[:2] if resolution == "original" or self.rule.mode == "pad" else None)
+                     for im, lg in zip(images, self._plain_logits([view.apply(im) for im in images], resolution))]
+            total = found if total is None else [t + f for t, f in zip(total, found)]
+        assert total is not None
+        return [t / len(self.tta) for t in total]
+
+    def _plain_logits(self, images: Sequence[np.ndarray], resolution: str = "original") -> list[torch.Tensor]:
         """Logits (C, H_i, W_i) float32 on the predictor's device, one per image, in order.
 
         ``resolution="model"``: at the network's input size under a "resize" or "pipeline" rule (the rule's
@@ -86,6 +103,9 @@ class Predictor:
         take any size, so no padding or tiling is needed)."""
         if self.rule.mode == "pipeline":
             self.rule.check_invertible("evaluation.resolution=model (predict: none can)")
+        if len(self.tta) > 1:
+            raise UserError(f"tta={self.tta_name}: test-time augmentation averages dense logits; a detection model "
+                            "(Mask R-CNN) has none to average (use tta=none)")
         out: list[dict[str, torch.Tensor]] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
@@ -108,11 +128,13 @@ class Predictor:
     @torch.no_grad()
     def classes(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class ids (H_i, W_i) uint8 per image (H_i, W_i, 3) uint8. An image predicted in tiles is taken band by
-        band (:meth:`tiled_bands`): its full-resolution logits never exist at once, so memory follows the tile."""
+        band (:meth:`tiled_bands`): its full-resolution logits never exist at once, so memory follows the tile
+        (with test-time augmentation the views' logits are averaged whole)."""
         out: dict[int, np.ndarray] = {}
         rest = []
         for i, im in enumerate(images):
-            if self.rule.mode == "pad" and self.rule.tile is not None and max(im.shape[:2]) > self.rule.tile:
+            if self.rule.mode == "pad" and self.rule.tile is not None and max(im.shape[:2]) > self.rule.tile \
+                    and len(self.tta) == 1:
                 # (a view of the image, not a copy: tiles are sliced from it)
                 pixels = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].to(self.device)
                 bands = [argmax_classes(band, dim=0).to(torch.uint8).cpu().numpy()
@@ -233,6 +255,48 @@ def blend_window(height: int, width: int, tile: int, device: torch.device) -> to
         return torch.exp(-0.5 * ((torch.arange(n, device=device) - centre) / (tile / 8)) ** 2)
 
     return (axis(height)[:, None] * axis(width)[None, :]).clamp_min(1e-3)
+
+
+TTA_CHOICES = ("none", "flip", "flip+scales")
+TTA_SCALES = (0.75, 1.25)
+
+
+class View:
+    """One test-time augmentation view: an image flipped (``"h"``, ``"v"``, ``"hv"``) and/or scaled, and the way
+    its logits go back to the image's frame."""
+
+    def __init__(self, flip: str = "", scale: float = 1.0):
+        self.flip, self.scale = flip, scale
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The (H, W, 3) uint8 image as this view sees it."""
+        out = image[:, ::-1] if "h" in self.flip else image
+        out = out[::-1] if "v" in self.flip else out
+        if self.scale != 1.0:
+            import cv2
+
+            h, w = out.shape[:2]
+            size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+            out = cv2.resize(np.ascontiguousarray(out), size, interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(out)
+
+    def undo(self, logits: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        """(C, h, w) logits of this view back in the image's frame: resized to ``size`` (the image's own; None at
+        the model's resolution, where a scale changes nothing), then the flip undone."""
+        if size is not None and tuple(logits.shape[-2:]) != tuple(size):
+            logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+        dims = [d for d, axis in ((-1, "h"), (-2, "v")) if axis in self.flip]
+        return logits.flip(dims) if dims else logits
+
+
+def tta_views(name: str) -> list[View]:
+    """The views of a test-time augmentation: ``none`` (the image), ``flip`` (and its horizontal, vertical and both
+    flips), ``flip+scales`` (those four at scales 1, 0.75 and 1.25: twelve views)."""
+    if name not in TTA_CHOICES:
+        raise UserError(f"tta={name!r}: expected one of {', '.join(TTA_CHOICES)}")
+    flips = [""] if name == "none" else ["", "h", "v", "hv"]
+    scales = (1.0, *TTA_SCALES) if name == "flip+scales" else (1.0,)
+    return [View(flip, scale) for scale in scales for flip in flips]
 
 
 def predict_logits(model: nn.Module, image: np.ndarray, rule: InputRule, device: str = "cpu") -> torch.Tensor:

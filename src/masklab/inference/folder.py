@@ -40,7 +40,7 @@ def png_writer(image: Image.Image) -> Callable[[Path], None]:
 
 def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequence[Path], input_root: Path,
                    output: Path, overlay: bool = False, alpha: float = 0.45, device: str = "auto",
-                   batch_size: int = 8) -> tuple[list[Path], Path | None]:
+                   batch_size: int = 8, tta: str = "none") -> tuple[list[Path], Path | None]:
     """Write ``<output>/<relative path>.png`` predictions (and ``_overlay.png``) of ``package`` (a loaded
     model package: model, class table, input rule) for ``inputs``; ``task`` is the package's task.
 
@@ -51,7 +51,7 @@ def predict_folder(task: FolderPredictions[P], package: Package, inputs: Sequenc
     """
     from masklab.data.images import read_image
 
-    predictor = Predictor(package.model, package.input_rule, device, batch_size)
+    predictor = Predictor(package.model, package.input_rule, device, batch_size, tta=tta)
     root = Path(input_root) if Path(input_root).is_dir() else Path(input_root).parent
     written: list[Path] = []
     records: list[list[dict[str, object]]] = []  # per-image entries of the task's index (instance: COCO results)

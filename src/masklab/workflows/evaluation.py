@@ -47,7 +47,10 @@ PREPROCESS_SOURCES = ("model", "config")
 def evaluation_options(options: DictConfig | dict | None) -> dict[str, Any]:
     """The ``evaluation`` config node as a plain dict with defaults, its choices checked."""
     opts = {"resolution": "original", "preprocess": "model", "device": "auto", "batch_size": 8, "num_workers": 0,
-            **dict(options or {})}
+            "tta": "none", **dict(options or {})}
+    from masklab.inference.engine import tta_views
+
+    tta_views(str(opts["tta"]))  # (a UserError naming the choices)
     if opts["resolution"] not in RESOLUTIONS:
         raise UserError(f"evaluation.resolution={opts['resolution']}: expected one of {list(RESOLUTIONS)} "
                         "(original: score the original masks at each image's size; model: at the network's size)")
@@ -120,7 +123,8 @@ def evaluate_model(
     files = task.evaluation_files(result, out, split)
     # Boundary IoU's void convention, where one was scored (the metric names say so, whatever the task)
     void = opts["boundary_ignore"] if any("BoundaryIoU" in k for k in result.metrics) else None
-    record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label, void)
+    record = evaluation_record(result, dataset, split, resolution, rule, rule_source, model_uri or label, void,
+                               tta=str(opts["tta"]))
     files.append(atomic_write(out / f"{split}_evaluation.json", lambda tmp: tmp.write_text(record.to_json())))
     files.extend(curve_plots(run, task.curve_metrics, out))
     rule_note = rule.describe() + ("" if rule_source == "model" else ", OVERRIDDEN by this config's augment.eval")
@@ -158,7 +162,7 @@ def score_split(task: Any, model: Any, rule: Any, dataset: Dataset, samples: lis
     from masklab.inference import Predictor
 
     resolution = opts["resolution"]
-    predictor = Predictor(model, rule, opts["device"], int(opts["batch_size"]))
+    predictor = Predictor(model, rule, opts["device"], int(opts["batch_size"]), tta=str(opts["tta"]))
     loader = DataLoader(task.eval_dataset(dataset, samples, rule if resolution == "model" else None),
                         batch_size=predictor.batch_size, collate_fn=task.collate,
                         num_workers=int(opts["num_workers"]))
@@ -174,7 +178,7 @@ def score_split(task: Any, model: Any, rule: Any, dataset: Dataset, samples: lis
 
 
 def evaluation_record(result: Any, dataset: Dataset, split: str, resolution: str, rule: Any, rule_source: str,
-                      model: str, boundary_ignore: str | None = None) -> Any:
+                      model: str, boundary_ignore: str | None = None, tta: str = "none") -> Any:
     """The EvaluationRecord of ``result``: what was scored, on which data, with which rules, on which platform."""
     from masklab.evaluation.record import EvaluationRecord
     from masklab.platform import masklab_version, platform_fingerprint
@@ -184,7 +188,7 @@ def evaluation_record(result: Any, dataset: Dataset, split: str, resolution: str
         resolution=resolution,
         metrics={k: float(v) for k, v in result.metrics.items()}, input_rule=rule.to_dict(),
         input_rule_source=rule_source, boundary_ignore=boundary_ignore, masklab_version=masklab_version(),
-        platform=platform_fingerprint())
+        platform=platform_fingerprint(), tta=tta)
 
 
 def curve_plots(run: RunLog | None, curves: tuple[str, ...], out: Path) -> list[Path]:
