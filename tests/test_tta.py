@@ -76,4 +76,5 @@ def test_an_evaluation_with_tta_records_it_and_is_keyed_apart(project, seed_stor
     assert record["tta"] == "flip"
     fields = {k: v for k, v in record.items() if k in EvaluationRecord.__dataclass_fields__}
     keyed = EvaluationRecord(**fields)
-    assert keyed.key().endswith(".tta-flip") and not EvaluationRecord(**{**fields, "tta": "none"}).key().endswith("flip")
+    plain = EvaluationRecord(**{**fields, "tta": "none"})
+    assert keyed.key().endswith(".tta-flip") and not plain.key().endswith("flip")
