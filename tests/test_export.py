@@ -128,3 +128,36 @@ def test_exported_network_rounds_padded_float_pixels_back_to_uint8(trained, tmp_
     x = torch.randint(0, 256, (2, 3, 32, 64), dtype=torch.uint8)
     with torch.no_grad():
         assert torch.allclose(net(x.float()), model(x), atol=1e-4)
+
+
+def test_a_registered_version_gets_its_export_attached_and_serves_it_by_engine(tmp_path, seed_store, capsys):
+    """`masklab export model=models:/N/1` logs the package to the version's run and tags the version; `masklab
+    predict model=models:/N/1 engine=onnx` then serves the ONNX file (read into memory from the registry's
+    download) and gives the torch model's masks; a version without that export names the command that makes one."""
+    from mlflow.tracking import MlflowClient
+    from PIL import Image
+
+    project = tmp_path
+    seed_store(project)
+    fit_in(project, [*FAST, "evaluate_after=false", "registry.register=true", "registry.name=shapes"])
+    images = project / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for i, (h, w) in enumerate([(40, 56), (72, 40)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(images / f"im{i}.png")
+    line = exits_as_user_error("predict", lambda: command_in(
+        project, "predict", ["model_ref=models:/shapes/1", "engine=onnx", f"input={images}",
+                             f"output={project / 'none'}"]), capsys)
+    assert "has no onnx export; attach one with: masklab export model=models:/shapes/1 format=onnx" in line
+    command_in(project, "export", ["model_ref=models:/shapes/1", f"output={project / 'deploy'}",
+                                   f"parity_images={images}"])
+    client = MlflowClient(f"sqlite:///{project}/experiments/mlflow.db")
+    tags = client.get_model_version("shapes", "1").tags
+    assert tags["masklab.export.onnx"].startswith("runs:/") and "onnx parity on 2 images" in \
+        tags["masklab.export.onnx.parity"]
+    for engine in ("onnx", "torch"):
+        command_in(project, "predict", ["model_ref=models:/shapes/1", f"engine={engine}", f"input={images}",
+                                        f"output={project / engine}"])
+    for mask in sorted((project / "onnx").glob("*.png")):
+        a, b = (np.asarray(Image.open(project / engine / mask.name)) for engine in ("onnx", "torch"))
+        assert a.shape == b.shape and (a == b).mean() >= 0.9999

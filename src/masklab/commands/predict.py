@@ -13,7 +13,8 @@ def predict(cfg: DictConfig) -> None:
 
     done = run_prediction(str(cfg.model_ref), cfg.input, cfg.output, cfg.logger.tracking_uri,
                           overlay=bool(cfg.overlay), alpha=float(cfg.alpha), overwrite=bool(cfg.overwrite),
-                          device=str(cfg.device), batch_size=int(cfg.batch_size), tta=str(cfg.tta))
+                          device=str(cfg.device), batch_size=int(cfg.batch_size), tta=str(cfg.tta),
+                          engine=str(cfg.engine))
     result(f"Wrote {len(done.written)} masks to {cfg.output} (model loaded in {done.load_seconds:.2f} s, "
            f"{done.images_per_second:.1f} images/s)" + (f"; index: {done.index}" if done.index else ""), __name__)
 
@@ -27,5 +28,8 @@ def export(cfg: DictConfig) -> None:
                       parity_count=int(cfg.parity_count), logit_tolerance=float(cfg.logit_tolerance),
                       pixel_agreement=float(cfg.pixel_agreement), overwrite=bool(cfg.overwrite), device=str(cfg.device))
     result(f"Exported {cfg.model_ref} as {cfg.format} to {done.folder}: {done.report.line()}", __name__)
+    if done.attached:
+        result(f"Attached to the registered version as {done.attached}: masklab predict model={cfg.model_ref} "
+               f"engine={cfg.format} input=<images> output=<folder>", __name__)
     result(f"Serve it with onnxruntime alone, or: masklab predict model={done.folder} input=<images> output=<folder>",
            __name__)

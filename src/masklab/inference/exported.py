@@ -86,6 +86,8 @@ class ExportedNetwork(nn.Module):
         self._script: Any = None
         if not self.path.is_file():
             raise UserError(f"{self.path}: no exported model file")
+        # Read now: a package downloaded from the registry into a temporary folder is gone when the model runs.
+        self.content = self.path.read_bytes()
 
     def to(self, *args: Any, **kwargs: Any) -> ExportedNetwork:
         device = next((torch.device(a) for a in (*args, kwargs.get("device")) if isinstance(a, str | torch.device)),
@@ -102,7 +104,7 @@ class ExportedNetwork(nn.Module):
             providers = ["CPUExecutionProvider"]
             if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
-            self._session = ort.InferenceSession(str(self.path), providers=providers)
+            self._session = ort.InferenceSession(self.content, providers=providers)
         return self._session
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -111,7 +113,9 @@ class ExportedNetwork(nn.Module):
             pixels = pixels.round().clamp(0, 255).to(torch.uint8)
         if self.fmt == "torchscript":
             if self._script is None:
-                self._script = torch.jit.load(str(self.path), map_location=self.device).eval()
+                import io
+
+                self._script = torch.jit.load(io.BytesIO(self.content), map_location=self.device).eval()
             with torch.no_grad():
                 return self._script(pixels.contiguous().to(self.device)).float()
         out = self.session().run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(pixels.cpu().numpy())})[0]

@@ -28,10 +28,24 @@ def package_from_checkpoint(ckpt: Path) -> Package:
     return Package(loaded.model, loaded.class_table, rule_from_meta(loaded.meta), spec)
 
 
-def load_model_ref(ref: str, tracking_uri: str) -> Package:
-    """Load the model ``ref`` names; UserError (one line) when it names nothing that exists."""
+ENGINES = ("auto", "torch", "onnx", "torchscript")
+
+
+def load_model_ref(ref: str, tracking_uri: str, engine: str = "auto") -> Package:
+    """Load the model ``ref`` names; UserError (one line) when it names nothing that exists. ``engine``: ``auto``
+    (what ``ref`` is: the torch model, or the file of an exported package), or for a registered version ``torch``,
+    ``onnx`` or ``torchscript`` (the export ``masklab export`` attached to it)."""
     ref = str(ref)
     path = Path(ref)
+    if engine not in ENGINES:
+        raise UserError(f"engine={engine!r}: expected one of {', '.join(ENGINES)}")
+    if ref.startswith("models:/") and engine in ("onnx", "torchscript"):
+        return _export_from_registry(ref, tracking_uri, engine)
+    if engine in ("onnx", "torchscript"):
+        exported = (path / SPEC_FILE).is_file() and (yaml_spec(path).get("export") or {}).get("format") == engine
+        if not exported:
+            raise UserError(f"model={ref} engine={engine}: not a registered version or an exported {engine} package; "
+                            f"export it first (masklab export model={ref} format={engine} output=<folder>)")
     if ref.startswith("models:/"):
         return _from_registry(ref, tracking_uri)
     if path.is_dir() and (path / SPEC_FILE).is_file():
@@ -44,6 +58,31 @@ def load_model_ref(ref: str, tracking_uri: str) -> Package:
         with downloaded_checkpoint(tracking_uri, ref) as ckpt:
             return package_from_checkpoint(ckpt)
     raise UserError(f"model={ref}: not a models:/ URI, run id, checkpoint file or package folder that exists")
+
+
+def yaml_spec(folder: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load((folder / SPEC_FILE).read_text()) or {}
+
+
+def _export_from_registry(uri: str, tracking_uri: str, fmt: str) -> Package:
+    """The ``fmt`` export attached to the version ``uri`` names (its file is read into memory, so the download goes
+    away); a UserError naming the command that attaches one when it has none."""
+    import mlflow
+
+    from masklab.tracking.registry import Registry, quiet_mlflow
+    from masklab.tracking.runs import fluent_tracking_uri
+
+    name, version = registry_version(uri, tracking_uri)
+    found = Registry(tracking_uri).export_uri(name, version, fmt)
+    if not found:
+        raise UserError(f"model={uri} engine={fmt}: version {version} of '{name}' has no {fmt} export; attach one "
+                        f"with: masklab export model=models:/{name}/{version} format={fmt} output=<folder>")
+    with tempfile.TemporaryDirectory(prefix="masklab-export-") as dest:
+        with quiet_mlflow(), fluent_tracking_uri(tracking_uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=found, dst_path=dest))
+        return load_package_dir(local)
 
 
 def _parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:

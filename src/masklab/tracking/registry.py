@@ -282,6 +282,26 @@ class Registry:
         run = self._call(f"run {run_id}", self.client.get_run, run_id)
         return run.data.tags.get(tag)
 
+    # -- exports ---------------------------------------------------------------------------
+    def attach_export(self, name: str, version: str | int, folder: Path, fmt: str, parity_line: str) -> str:
+        """Log an exported package folder to version ``version``'s run as ``exports/<fmt>/`` and tag the version
+        ``masklab.export.<fmt>`` (that artifact's URI) and ``masklab.export.<fmt>.parity``; returns the URI."""
+        from masklab.tracking.runs import RunLog
+
+        found = self.version(name, version)
+        artifact_dir = f"exports/{fmt}"
+        self._call(f"model '{name}' version {version}", RunLog(self.tracking_uri, found.run_id).directory, folder,
+                   artifact_dir)
+        uri = f"runs:/{found.run_id}/{artifact_dir}"
+        for key, value in ((f"masklab.export.{fmt}", uri), (f"masklab.export.{fmt}.parity", parity_line)):
+            self._call(f"model '{name}' version {version}", self.client.set_model_version_tag, name,
+                       str(found.version), key, value[:5000])
+        return uri
+
+    def export_uri(self, name: str, version: str | int, fmt: str) -> str | None:
+        """The ``runs:/`` URI of version ``version``'s ``fmt`` export, or None when it has none."""
+        return (self.version(name, version).tags or {}).get(f"masklab.export.{fmt}")
+
     # -- register --------------------------------------------------------------------------
     def register(self, run_id: str, name: str, ckpt_path: Path, signature_of: SignatureOf) -> Any:
         """Package ``ckpt_path`` (the run's best checkpoint) as a new version of ``name``; ``signature_of`` gives the

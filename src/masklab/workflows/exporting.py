@@ -18,6 +18,7 @@ class Export:
 
     folder: Path
     report: Any  # masklab.inference.exported.ParityReport
+    attached: str | None = None  # for a registered version: the runs:/ URI of the export logged to it
 
 
 class ParityFailed(UserError):
@@ -55,7 +56,9 @@ def export(model_ref: str, fmt: str, output: str | Path, tracking_uri: str, pari
     """Export the model ``model_ref`` names (``models:/...``, run id, checkpoint, package folder) as ``fmt`` ("onnx"
     or "torchscript") into the package folder ``output``, after checking on ``parity_count`` images that the
     exported file's logits are within ``logit_tolerance`` of the torch model's and its classes equal on at least
-    ``pixel_agreement`` of the pixels (ParityFailed otherwise, with the numbers, and nothing written)."""
+    ``pixel_agreement`` of the pixels (ParityFailed otherwise, with the numbers, and nothing written). A registered
+    version (``models:/...``) gets the package logged to its run and tagged (``masklab predict model=models:/...
+    engine=<fmt>`` serves it)."""
     from masklab.data.images import read_image
     from masklab.inference.engine import Predictor
     from masklab.inference.exported import FORMATS, ExportedNetwork, export_network, parity
@@ -81,4 +84,11 @@ def export(model_ref: str, fmt: str, output: str | Path, tracking_uri: str, pari
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(staged), out)
-    return Export(out, report)
+    attached = None
+    if str(model_ref).startswith("models:/"):  # deployable as models:/... engine=<fmt> without the training stack
+        from masklab.tracking.model_ref import registry_version
+        from masklab.tracking.registry import Registry
+
+        name, version = registry_version(str(model_ref), tracking_uri)
+        attached = Registry(tracking_uri).attach_export(name, version, out, fmt, report.line())
+    return Export(out, report, attached)

@@ -36,12 +36,13 @@ def list_inputs(path: Path) -> list[Path]:
 
 def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri: str, overlay: bool = False,
             alpha: float = 0.45, overwrite: bool = False, device: str = "auto", batch_size: int = 8,
-            tta: str = "none") -> Prediction:
+            tta: str = "none", engine: str = "auto") -> Prediction:
     """Predict every image of ``inputs`` with the model ``model_ref`` names (``models:/...``, run id,
     checkpoint file, package folder) into ``output``, keeping relative paths; refuses a non-empty
     ``output`` unless ``overwrite``. ``device``: auto (a GPU when there is one), cpu, cuda[:i];
-    ``batch_size`` images per forward pass; ``tta``: test-time augmentation (none, flip, flip+scales). Same
-    inference path as evaluation."""
+    ``batch_size`` images per forward pass; ``tta``: test-time augmentation (none, flip, flip+scales); ``engine``:
+    for a registered version, its torch model or the onnx / torchscript export attached to it. Same inference path
+    as evaluation."""
     from masklab.inference.folder import predict_folder
     from masklab.tasks import task_for
     from masklab.tracking.model_ref import load_model_ref
@@ -52,7 +53,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output={out} is not empty; pass overwrite=true to write into it")
     start = time.perf_counter()
-    package = load_model_ref(str(model_ref), tracking_uri)
+    package = load_model_ref(str(model_ref), tracking_uri, engine)
     loaded = time.perf_counter()
     written, index = predict_folder(task_for(package.spec), package, files, source, out, overlay=overlay,
                                     alpha=alpha, device=device, batch_size=batch_size, tta=tta)
