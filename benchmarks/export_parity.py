@@ -80,7 +80,7 @@ def main() -> None:
                           f"{a.speed_size} px", flush=True)
                 except Exception as exc:  # noqa: BLE001 - a format that cannot express an operator is a row
                     row["error"] = str(exc).splitlines()[0]
-                    print(f"{arch:14s} {fmt:11s} not exported: {row['error']}", flush=True)
+                    print(f"{arch:14s} {fmt:11s} failed (export or the torch model itself): {row['error']}", flush=True)
                 rows.append(row)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps({"images": len(images), "rows": rows}, indent=1, default=str))
