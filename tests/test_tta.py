@@ -63,7 +63,7 @@ def test_tta_choices_and_detection_models_are_refused_in_one_line():
         Predictor(Detector(), InputRule("pad", multiple=32), "cpu", tta="flip").detections([ramps()])
 
 
-def test_an_evaluation_with_tta_records_it_and_is_keyed_apart(project, seed_store):
+def test_an_evaluation_with_tta_records_it_is_keyed_apart_and_travels_with_the_package(project, seed_store):
     import json
 
     from masklab.evaluation.record import EvaluationRecord
@@ -71,10 +71,16 @@ def test_an_evaluation_with_tta_records_it_and_is_keyed_apart(project, seed_stor
     from conftest import FAST, fit_in
 
     seed_store(project)
-    done = fit_in(project, [*FAST, "evaluation.tta=flip"])
+    done = fit_in(project, [*FAST, "evaluation.tta=flip", "registry.register=true", "registry.name=flipped"])
     record = json.loads((done.output_dir / "evaluation" / "val_evaluation.json").read_text())
     assert record["tta"] == "flip"
     fields = {k: v for k, v in record.items() if k in EvaluationRecord.__dataclass_fields__}
     keyed = EvaluationRecord(**fields)
     plain = EvaluationRecord(**{**fields, "tta": "none"})
     assert keyed.key().endswith(".tta-flip") and not plain.key().endswith("flip")
+
+    # The registered package records it: `masklab predict` deploys the model as it was evaluated unless told
+    from masklab.tracking.model_ref import load_model_ref
+
+    package = load_model_ref("models:/flipped/1", f"sqlite:///{project}/experiments/mlflow.db")
+    assert package.spec["tta"] == "flip"

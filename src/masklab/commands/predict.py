@@ -13,7 +13,8 @@ def predict(cfg: DictConfig) -> None:
 
     done = run_prediction(str(cfg.model_ref), cfg.input, cfg.output, cfg.logger.tracking_uri,
                           overlay=bool(cfg.overlay), alpha=float(cfg.alpha), overwrite=bool(cfg.overwrite),
-                          device=str(cfg.device), batch_size=int(cfg.batch_size), tta=str(cfg.tta),
+                          device=str(cfg.device), batch_size=int(cfg.batch_size),
+                          tta=None if cfg.tta is None else str(cfg.tta),
                           engine=str(cfg.engine))
     result(f"Wrote {len(done.written)} masks to {cfg.output} (model loaded in {done.load_seconds:.2f} s, "
            f"{done.images_per_second:.1f} images/s)" + (f"; index: {done.index}" if done.index else ""), __name__)

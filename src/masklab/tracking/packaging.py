@@ -64,6 +64,9 @@ def write_package(ckpt_path: str | Path, out_dir: str | Path, code_root: str | P
         "dataset": meta.get("dataset", {}),
         "source_run_id": meta.get("mlflow_run_id"),
         "monitor": config.get("monitor"),
+        # The test-time augmentation the model was evaluated (and gated) with: what `masklab predict` uses unless
+        # told otherwise (tta=none deploys it without).
+        "tta": str((config.get("evaluation") or {}).get("tta") or "none"),
     }
     if not is_masklab_model(meta["model"]):
         from masklab.evaluation.checkpoint import PROJECT_CODE

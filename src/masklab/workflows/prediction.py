@@ -36,11 +36,12 @@ def list_inputs(path: Path) -> list[Path]:
 
 def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri: str, overlay: bool = False,
             alpha: float = 0.45, overwrite: bool = False, device: str = "auto", batch_size: int = 8,
-            tta: str = "none", engine: str = "auto") -> Prediction:
+            tta: str | None = None, engine: str = "auto") -> Prediction:
     """Predict every image of ``inputs`` with the model ``model_ref`` names (``models:/...``, run id,
     checkpoint file, package folder) into ``output``, keeping relative paths; refuses a non-empty
     ``output`` unless ``overwrite``. ``device``: auto (a GPU when there is one), cpu, cuda[:i];
-    ``batch_size`` images per forward pass; ``tta``: test-time augmentation (none, flip, flip+scales); ``engine``:
+    ``batch_size`` images per forward pass; ``tta``: test-time augmentation (none, flip, flip+scales; None: the
+    one the package was evaluated with, recorded in its spec, else none); ``engine``:
     for a registered version, its torch model or the onnx / torchscript export attached to it. Same inference path
     as evaluation."""
     from masklab.inference.folder import predict_folder
@@ -56,6 +57,7 @@ def predict(model_ref: str, inputs: str | Path, output: str | Path, tracking_uri
     package = load_model_ref(str(model_ref), tracking_uri, engine)
     loaded = time.perf_counter()
     written, index = predict_folder(task_for(package.spec), package, files, source, out, overlay=overlay,
-                                    alpha=alpha, device=device, batch_size=batch_size, tta=tta)
+                                    alpha=alpha, device=device, batch_size=batch_size,
+                                    tta=tta if tta is not None else str(package.spec.get("tta") or "none"))
     done = time.perf_counter()
     return Prediction(written, loaded - start, len(written) / max(done - loaded, 1e-9), index)
