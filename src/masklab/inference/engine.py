@@ -39,6 +39,11 @@ def to_tensor(images: Sequence[np.ndarray], device: torch.device) -> torch.Tenso
     return torch.from_numpy(np.ascontiguousarray(batch)).to(device)
 
 
+def image_view(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(1, 3, H, W) uint8 of one (H, W, 3) image: a view, not a copy, on the CPU (a large image is tiled from it)."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
+
+
 class Predictor:
     """A model, the rule it was trained with, a device and a batch size.
 
@@ -133,12 +138,9 @@ class Predictor:
         out: dict[int, np.ndarray] = {}
         rest = []
         for i, im in enumerate(images):
-            if self.rule.mode == "pad" and self.rule.tile is not None and max(im.shape[:2]) > self.rule.tile \
-                    and len(self.tta) == 1:
-                # (a view of the image, not a copy: tiles are sliced from it)
-                pixels = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].to(self.device)
+            if self.rule.mode == "pad" and self.tiled(im) and len(self.tta) == 1:
                 bands = [argmax_classes(band, dim=0).to(torch.uint8).cpu().numpy()
-                         for _, band in self.tiled_bands(pixels)]
+                         for _, band in self.tiled_bands(image_view(im, self.device))]
                 out[i] = np.concatenate(bands, axis=0)
             else:
                 rest.append(i)
@@ -175,11 +177,10 @@ class Predictor:
         out: dict[int, torch.Tensor] = {}  # image index -> its logits
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, im in enumerate(images):
-            h, w = im.shape[:2]
-            if self.rule.tile is not None and max(h, w) > self.rule.tile:
-                out[i] = self._tiled(to_tensor([im], self.device))[0]
+            if self.tiled(im):
+                out[i] = self._tiled(image_view(im, self.device))[0]
             else:
-                by_size.setdefault((h, w), []).append(i)
+                by_size.setdefault(im.shape[:2], []).append(i)
         for indices in by_size.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
@@ -187,6 +188,10 @@ class Predictor:
                 for j, i in enumerate(chunk):
                     out[i] = y[j]
         return [out[i] for i in range(len(images))]
+
+    def tiled(self, image: np.ndarray) -> bool:
+        """Whether a "pad" rule predicts ``image`` (H, W, 3) in tiles: a side longer than the rule's tile."""
+        return self.rule.tile is not None and max(image.shape[:2]) > self.rule.tile
 
     def _pad_predict(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) logits for (N, 3, H, W) pixels padded (edge-replicated) to the rule's multiple."""

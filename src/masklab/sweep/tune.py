@@ -30,6 +30,7 @@ from omegaconf import DictConfig
 
 from masklab.config import to_plain
 from masklab.console import duration, logger, result
+from masklab.data.project_conf import SIZE_MULTIPLE, check_config_name
 from masklab.errors import UserError
 from masklab.sweep.space import Param, one_line, parse_overrides, parse_params
 from masklab.sweep.trial import SweepSpec, compose_train
@@ -38,7 +39,6 @@ ATTR_BUDGET = "masklab.tune_budget_s"
 ATTR_FINAL_SPENT = "masklab.tune_final_spent_s"
 ATTR_FINAL_RUN = "masklab.tune_final_run_id"
 ATTR_PRESET = "masklab.tune_preset"
-SIZE_MULTIPLE = 32  # smp encoders downsample 5 times by 2
 log = logger(__name__)
 
 
@@ -127,8 +127,6 @@ def plan_tune(cfg: DictConfig) -> tuple[TunePlan, DictConfig]:
                         f"give time={math.ceil(need / 60)}m or more, or fewer trials=")
     name = str(cfg.data.name)
     preset = str(cfg.preset or f"tuned-{name}")
-    from masklab.data.project_conf import check_config_name
-
     check_config_name(preset)
     preset_path = project_root() / PROJECT_CONF / "experiment" / f"{preset}.yaml"
     user = parse_overrides(cfg.overrides)
@@ -229,14 +227,20 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
 def join_tune(cfg: DictConfig, plan: TunePlan, base: DictConfig) -> tuple[Any, str]:
     """The tune's study (created, or loaded to resume: then with the same budget) and its MLflow parent run, under
     the study's lock as `masklab sweep` joins one."""
-    import optuna
-
     from masklab.sweep.launch import open_parent_run
-    from masklab.sweep.study import direction_of, make_pruner, open_storage, open_study, redact, study_lock
+    from masklab.sweep.study import (
+        direction_of,
+        make_pruner,
+        make_sampler,
+        open_storage,
+        open_study,
+        redact,
+        study_lock,
+    )
 
     storage = open_storage(str(cfg.storage))
     direction = direction_of(str(base.monitor_mode))
-    sampler = optuna.samplers.TPESampler(seed=int(cfg.seed), n_startup_trials=int(cfg.startup_trials))
+    sampler = make_sampler(sampler_of(cfg))
     study = open_study(plan.study_name, storage, direction, sampler, make_pruner(pruner_of(plan)))
     monitor, shown = str(base.monitor), redact(str(cfg.storage))
     with study_lock(storage, plan.study_name):
@@ -262,6 +266,11 @@ def join_tune(cfg: DictConfig, plan: TunePlan, base: DictConfig) -> tuple[Any, s
     return study, parent_id
 
 
+def sampler_of(cfg: DictConfig) -> dict[str, Any]:
+    """TPE, seeded, after ``startup_trials`` random trials (as a sweep preset's ``sampler:``)."""
+    return {"type": "tpe", "seed": int(cfg.seed), "n_startup_trials": int(cfg.startup_trials)}
+
+
 def pruner_of(plan: TunePlan) -> dict[str, Any]:
     """Successive halving on seconds trained, rungs at a ninth and a third of a trial: a trial goes on when it is
     in the top third of the trials that reached the rung."""
@@ -276,7 +285,7 @@ def search_spec(cfg: DictConfig, plan: TunePlan, base: DictConfig, study: Any, p
 
     return SweepSpec(study=plan.study_name, storage=str(cfg.storage), monitor=str(base.monitor),
                      direction=direction_of(str(base.monitor_mode)), params=[p.to_dict() for p in plan.params],
-                     sampler={"type": "tpe", "seed": int(cfg.seed), "n_startup_trials": int(cfg.startup_trials)},
+                     sampler=sampler_of(cfg),
                      pruner=pruner_of(plan), base_overrides=plan.base_overrides,
                      experiment_name=str(base.logger.experiment_name), tracking_uri=str(base.logger.tracking_uri),
                      sweep_dir=str(plan.tune_dir), parent_run_id=parent_id, n_trials=None,
@@ -304,18 +313,14 @@ def retrain(plan: TunePlan, study: Any, best: Any, base: DictConfig, parent_id: 
     """The best trial's recipe trained for ``seconds`` on train (val picks the checkpoint), evaluated on val and
     test, as a child of the tune's parent run; the time it took is added to the study's final-training time even
     when interrupted. Returns the FitResult."""
-    from omegaconf import open_dict, read_write
-
     from masklab.workflows import fit
+    from masklab.workflows.fit_steps import with_values
 
     overrides = [o for o in plan.base_overrides if not o.startswith(("evaluate_after=", "trainer.max_time="))]
     overrides += [*best.user_attrs.get("overrides", []), "evaluate_after=true", f"trainer.max_time={seconds:.0f}s"]
-    cfg = compose_train(overrides)
-    with read_write(cfg), open_dict(cfg):
-        cfg.logger.run_name = f"{plan.study_name}-final"
-        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), "mlflow.parentRunId": parent_id,
-                    "masklab.sweep": plan.study_name, "masklab.tune_final": "true",
-                    "masklab.tune_best_trial": str(best.number)}
+    cfg = with_values(compose_train(overrides), {"logger.run_name": f"{plan.study_name}-final"},
+                      {"mlflow.parentRunId": parent_id, "masklab.sweep": plan.study_name, "masklab.tune_final": "true",
+                       "masklab.tune_best_trial": str(best.number)})
     log.info(f"tune '{plan.study_name}': retraining trial {best.number}'s recipe for {duration(seconds)}: "
              f"{' '.join(best.user_attrs.get('overrides', []))}")
     started = time.time()

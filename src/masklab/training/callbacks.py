@@ -241,7 +241,6 @@ class TimeBudget(pl.Callback):
         self.cap: int | None = None
         self.last_end: float | None = None
         self.durations: list[float] = []
-        self.planned: int | None = None
 
     @staticmethod
     def timer(trainer: pl.Trainer) -> Any:
@@ -251,7 +250,7 @@ class TimeBudget(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.cap = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-        self.last_end, self.durations, self.planned = time.monotonic(), [], None
+        self.last_end, self.durations = time.monotonic(), []
         if self.timer(trainer) is None:
             return
         from masklab.training.schedules import ProgressSchedule
@@ -275,13 +274,13 @@ class TimeBudget(pl.Callback):
         done = trainer.current_epoch + 1
         recent = self.durations[1:][-3:] or self.durations  # the first epoch also pays for start-up
         more = int(max(timer.time_remaining(), 0.0) // max(recent))
-        self.planned = done + more if self.cap is None else min(done + more, self.cap)
-        trainer.fit_loop.max_epochs = self.planned  # ends the run after this epoch when nothing more fits
+        planned = done + more if self.cap is None else min(done + more, self.cap)
+        trainer.fit_loop.max_epochs = planned  # ends the run after this epoch when nothing more fits
         from masklab.training.schedules import ProgressSchedule
 
         for config in trainer.lr_scheduler_configs:
             if isinstance(config.scheduler, ProgressSchedule):
-                config.scheduler.set_horizon(self.planned)
+                config.scheduler.set_horizon(planned)
 
 
 class ValidationLine(pl.Callback):

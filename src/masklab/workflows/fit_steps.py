@@ -66,6 +66,19 @@ def open_training_data(cfg: DictConfig, dataset: Dataset | None) -> Dataset:
     return dataset
 
 
+def with_values(cfg: DictConfig, values: dict[str, Any], tags: dict[str, str]) -> DictConfig:
+    """A copy of ``cfg`` with each dotted key of ``values`` set and ``tags`` added to its ``tags``: what a step
+    resolved, in the config and tags the run records."""
+    from omegaconf import OmegaConf
+
+    cfg = copy.deepcopy(cfg)
+    with read_write(cfg), open_dict(cfg):
+        for key, value in values.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), **tags}
+    return cfg
+
+
 def with_class_weights(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> DictConfig:
     """``cfg`` with ``loss.class_weights`` as numbers: a method name (``auto`` = ``median_frequency``,
     ``inverse_sqrt``) is resolved from the train split's class pixels (the task counts them) and tagged
@@ -84,10 +97,7 @@ def with_class_weights(cfg: DictConfig, task: Task[Any], dataset: Dataset) -> Di
         return cfg
     counts = task.training_class_pixels(dataset, cfg.paths.get("cache_dir"))
     resolved = [round(float(w), 6) for w in balanced_class_weights(weights, counts.pixels, counts.present_in)]
-    cfg = copy.deepcopy(cfg)
-    with read_write(cfg), open_dict(cfg):
-        cfg.loss.class_weights = resolved
-        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), "masklab.class_weights": weights}
+    cfg = with_values(cfg, {"loss.class_weights": resolved}, {"masklab.class_weights": weights})
     from masklab.console import logger
 
     shown = ", ".join(f"{n} {w:.3g} ({100 * s:.2g} % of pixels)" for n, w, s in zip(names, resolved, counts.share))
@@ -145,10 +155,7 @@ def with_found_learning_rate(cfg: DictConfig, task: Task[Any], parts: TrainingPa
                           accelerator=str(cfg.trainer.get("accelerator", "cpu")),
                           precision=str(cfg.trainer.get("precision", "32-true")),
                           deterministic=cfg.trainer.get("deterministic", True))
-    cfg = copy.deepcopy(cfg)
-    with read_write(cfg), open_dict(cfg):
-        cfg.optimizer.lr = float(f"{found.suggestion:.3g}")
-        cfg.tags = {**(to_plain(cfg.tags) if cfg.get("tags") else {}), "masklab.lr_finder": "suggestion"}
+    cfg = with_values(cfg, {"optimizer.lr": float(f"{found.suggestion:.3g}")}, {"masklab.lr_finder": "suggestion"})
     from masklab.console import logger
 
     logger(__name__).info(f"optimizer.lr=auto: the range test over {len(found.lrs)} steps suggests "
