@@ -227,23 +227,15 @@ def tune(cfg: DictConfig, launcher: dict[str, Any] | None = None) -> Any:
 def join_tune(cfg: DictConfig, plan: TunePlan, base: DictConfig) -> tuple[Any, str]:
     """The tune's study (created, or loaded to resume: then with the same budget) and its MLflow parent run, under
     the study's lock as `masklab sweep` joins one."""
+    from masklab.sweep import study as studies
     from masklab.sweep.launch import open_parent_run
-    from masklab.sweep.study import (
-        direction_of,
-        make_pruner,
-        make_sampler,
-        open_storage,
-        open_study,
-        redact,
-        study_lock,
-    )
 
-    storage = open_storage(str(cfg.storage))
-    direction = direction_of(str(base.monitor_mode))
-    sampler = make_sampler(sampler_of(cfg))
-    study = open_study(plan.study_name, storage, direction, sampler, make_pruner(pruner_of(plan)))
-    monitor, shown = str(base.monitor), redact(str(cfg.storage))
-    with study_lock(storage, plan.study_name):
+    storage = studies.open_storage(str(cfg.storage))
+    direction = studies.direction_of(str(base.monitor_mode))
+    study = studies.open_study(plan.study_name, storage, direction, studies.make_sampler(sampler_of(cfg)),
+                               studies.make_pruner(pruner_of(plan)))
+    monitor, shown = str(base.monitor), studies.redact(str(cfg.storage))
+    with studies.study_lock(storage, plan.study_name):
         known = study.user_attrs.get(ATTR_BUDGET)
         if known is not None and abs(float(known) - plan.budget_s) > 0.5:
             raise UserError(f"study '{plan.study_name}' was started with time={duration(float(known))}, not "
